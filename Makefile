@@ -1,0 +1,116 @@
+# moat - one plain Makefile (no autotools).
+#
+#   make            build moatd and moatctl into build/
+#   make run        install packages if missing, build, start moatd on
+#                   127.0.0.1:2525 in front of a demo upstream (sample.conf)
+#   make test       unit tests, fuzzers on their seeds, and integration
+#                   tests against an ASan+UBSan build
+#   make asan       the sanitizer build, into build-asan/
+#   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 300)
+#   make bench      the benchmark (bench/run), results in bench/RESULTS.md
+#   make install    PREFIX=/usr/local DESTDIR=
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+SAN     ?=
+
+WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
+          -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wcast-qual -Wvla
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -fstack-protector-strong \
+           -Icore -Iproxy -Ipolicy -Ifilters -Iredis -MMD -MP
+ifeq ($(SAN),)
+CFLAGS  += -D_FORTIFY_SOURCE=2
+else
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+LIBS    = -levent_openssl -levent_pthreads -levent -lssl -lcrypto -lpthread
+
+LIB_SRCS  = $(wildcard core/*.c policy/*.c filters/*.c redis/*.c) \
+            $(filter-out proxy/main.c,$(wildcard proxy/*.c))
+LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS = $(wildcard tests/unit/test_*.c)
+UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
+
+.PHONY: all asan test unit fuzz fuzz-build fuzz-short integration bench run install clean
+all: $(BUILD)/moatd $(BUILD)/moatctl
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libmoat.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/moatd: $(BUILD)/proxy/main.o $(BUILD)/libmoat.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/moatctl: $(BUILD)/tools/moatctl.o $(BUILD)/libmoat.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libmoat.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+asan:
+	$(MAKE) BUILD=build-asan SAN=1 CFLAGS="-O1 -g" all unit-bins
+
+unit-bins: $(UNIT_BINS)
+
+# Unit tests; tests/run-unit prints one "N passed, N failed" line per file.
+unit: unit-bins
+	@tests/run-unit $(UNIT_BINS)
+
+# libFuzzer targets: clang, ASan+UBSan, each harness linked with the
+# pure parser sources it names in its first line ("// sources: a.c b.c").
+FUZZ_BUILD = build-fuzz
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+              -Icore -Iproxy -Ipolicy -Ifilters -Iredis
+fuzz-build:
+	@mkdir -p $(FUZZ_BUILD)
+	@for f in $(FUZZ_SRCS); do \
+	  n=$$(basename $$f .c); \
+	  srcs=$$(sed -n '1s,^// sources: ,,p' $$f); \
+	  clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/$$n $$f $$srcs || exit 1; \
+	done
+
+FUZZ_SECONDS ?= 300
+fuzz: fuzz-build
+	@tests/run-fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+fuzz-short: fuzz-build
+	@tests/run-fuzz $(FUZZ_BUILD) $${FUZZ_SHORT_SECONDS:-20}
+
+integration: asan
+	@MOATD=$(CURDIR)/build-asan/moatd MOATCTL=$(CURDIR)/build-asan/moatctl \
+	  tests/run-integration
+
+test:
+	@tests/run-all
+
+bench: all
+	@bench/run
+
+run: 
+	@tools/run-demo
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
+	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+	  $(DESTDIR)/etc/moat
+	install -m 755 $(BUILD)/moatd $(DESTDIR)$(PREFIX)/sbin/moatd
+	install -m 755 $(BUILD)/moatctl $(DESTDIR)$(PREFIX)/bin/moatctl
+	install -m 644 docs/moatd.8 $(DESTDIR)$(PREFIX)/share/man/man8/moatd.8
+	install -m 644 docs/moat.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/moat.conf.5
+	test -e $(DESTDIR)/etc/moat/moat.conf || \
+	  install -m 644 sample.conf $(DESTDIR)/etc/moat/moat.conf
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find build build-asan -name '*.d' 2>/dev/null)

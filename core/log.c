@@ -1,0 +1,182 @@
+/*
+ * log - one line per event, to stderr or syslog (see log.h)
+ *
+ * The level threshold is read without a lock (an int written once per
+ * reload); lines are assembled in a stack buffer and written whole.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LOG_LINE_MAX 2048
+
+static const char *log_prog = "moat";
+static bool log_syslog;
+static volatile int log_min = LOG_L_INFO;
+
+static const char *const log_names[] = {
+	"debug", "info", "warn", "error", "fatal", "panic"
+};
+static const int log_prio[] = {
+	LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT, LOG_ALERT
+};
+
+/* log_init - choose the destination and threshold */
+void
+log_init(const char *prog, bool use_syslog, enum log_level min)
+{
+	log_prog = prog;
+	log_syslog = use_syslog;
+	log_min = min;
+	if (use_syslog)
+		openlog(prog, LOG_PID | LOG_NDELAY, LOG_MAIL);
+}
+
+/* log_set_level - change the threshold (reload) */
+void
+log_set_level(enum log_level min)
+{
+	log_min = min;
+}
+
+/* log_enabled - would a line of this level be written? */
+bool
+log_enabled(enum log_level lvl)
+{
+	return (int)lvl >= log_min;
+}
+
+/* log_vline - format and write one line */
+static void
+log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	size_t n = 0;
+	int r;
+
+	if (!log_syslog) {
+		r = snprintf(line, sizeof(line), "%s[%ld]: %s: ", log_prog,
+		    (long)getpid(), log_names[lvl]);
+		n = r > 0 ? (size_t)r : 0;
+	}
+	if (sid != 0 && n < sizeof(line)) {
+		r = snprintf(line + n, sizeof(line) - n, "%016llx ", (unsigned long long)sid);
+		n += r > 0 ? (size_t)r : 0;
+	}
+	if (n < sizeof(line)) {
+		r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+		n += r > 0 ? (size_t)r : 0;
+	}
+	if (err && n < sizeof(line)) {
+		r = snprintf(line + n, sizeof(line) - n, ": %s", strerror(err));
+		n += r > 0 ? (size_t)r : 0;
+	}
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	/* a line never carries CR/LF of its own: the format strings are ours
+	 * and peer text is escaped, but be sure */
+	for (size_t i = 0; i < n; i++)
+		if (line[i] == '\n' || line[i] == '\r')
+			line[i] = ' ';
+	if (log_syslog) {
+		line[n] = 0;
+		if (lvl == LOG_L_INFO)
+			syslog(log_prio[lvl], "%s", line);
+		else
+			syslog(log_prio[lvl], "%s: %s", log_names[lvl], line);
+		return;
+	}
+	line[n++] = '\n';
+	ssize_t w = write(STDERR_FILENO, line, n);
+	(void)w;
+}
+
+/* log_msg - log one event line */
+void
+log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...)
+{
+	va_list ap;
+
+	if ((int)lvl < log_min)
+		return;
+	va_start(ap, fmt);
+	log_vline(lvl, sid, 0, fmt, ap);
+	va_end(ap);
+}
+
+/* log_errno - log one event line with strerror(errno) appended */
+void
+log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...)
+{
+	va_list ap;
+	int err = errno;
+
+	if ((int)lvl < log_min)
+		return;
+	va_start(ap, fmt);
+	log_vline(lvl, sid, err, fmt, ap);
+	va_end(ap);
+}
+
+/* log_escape - render peer bytes printable, cut at LOG_PEER_MAX */
+size_t
+log_escape(char *out, size_t size, const void *in, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = in;
+	size_t n = 0, lim = len > LOG_PEER_MAX ? LOG_PEER_MAX : len;
+
+	if (size == 0)
+		return 0;
+	for (size_t i = 0; i < lim; i++) {
+		unsigned char c = p[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') {
+			if (n + 1 >= size)
+				break;
+			out[n++] = (char)c;
+		} else {
+			if (n + 4 >= size)
+				break;
+			out[n++] = '\\';
+			out[n++] = 'x';
+			out[n++] = hex[c >> 4];
+			out[n++] = hex[c & 15];
+		}
+	}
+	if (lim < len && n + 3 < size) {
+		memcpy(out + n, "...", 3);
+		n += 3;
+	}
+	out[n] = 0;
+	return n;
+}
+
+/* fatal - startup error: log and exit */
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vline(LOG_L_FATAL, 0, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+/* panic - our own invariant is broken: log and dump core */
+void
+panic(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vline(LOG_L_PANIC, 0, 0, fmt, ap);
+	va_end(ap);
+	abort();
+}

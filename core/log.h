@@ -1,0 +1,43 @@
+/*
+ * log - one line per event, to stderr or syslog
+ *
+ * SYNOPSIS
+ *	void log_init(const char *prog, bool use_syslog, enum log_level min);
+ *	void log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...);
+ *	void log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...);
+ *	size_t log_escape(char *out, size_t size, const void *in, size_t len);
+ *	void fatal(const char *fmt, ...);	startup only
+ *	void panic(const char *fmt, ...);	our own broken invariant
+ *
+ * DESCRIPTION
+ *	Lines look like "moatd[PID]: info: 0123456789abcdef event k=v ...";
+ *	sid 0 means "no session". Each line is written with a single write(2),
+ *	so threads do not interleave. Text that came from a peer must go
+ *	through log_escape() first: it escapes every byte outside printable
+ *	ASCII (and '\\' and '"') as \xHH and cuts the result at LOG_PEER_MAX
+ *	input bytes, marking the cut with "...".
+ */
+#ifndef MOAT_LOG_H
+#define MOAT_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum log_level { LOG_L_DEBUG = 0, LOG_L_INFO, LOG_L_WARN, LOG_L_ERROR, LOG_L_FATAL, LOG_L_PANIC };
+
+#define LOG_PEER_MAX 100	/* input bytes of peer text kept in a log line */
+#define LOG_ESC_SIZE (LOG_PEER_MAX * 4 + 8)
+
+void log_init(const char *prog, bool use_syslog, enum log_level min);
+void log_set_level(enum log_level min);
+bool log_enabled(enum log_level lvl);
+void log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+size_t log_escape(char *out, size_t size, const void *in, size_t len);
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+#endif

@@ -1,0 +1,562 @@
+/*
+ * conf - the settings of the moat policy file (see conf.h)
+ *
+ * SETTINGS TABLE
+ *	Every setting is a row {name, type, offset, min, max, default}. The
+ *	types are string, hostname, count, size (k/m/g suffixes, powers of
+ *	1024), duration (ms/s/m/h/d; a bare number is seconds, stored in ms),
+ *	enumerated word, and address (ADDR:PORT). Each statement is one line:
+ *	the setting's name, then its value. A setting given twice is an
+ *	error, except "listen", which adds a listener each time.
+ *
+ * ERRORS
+ *	Every error is collected with FILE:LINE:COL and what was expected;
+ *	the load fails at the end when any was found (never a half-applied
+ *	configuration).
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "lex.h"
+#include "log.h"
+#include "xalloc.h"
+
+#define CONF_FILE_MAX (16u << 20)
+
+enum conf_type { CT_STR, CT_HOST, CT_COUNT, CT_SIZE, CT_DUR, CT_ENUM, CT_ADDR, CT_LISTEN };
+
+struct conf_enum { const char *name; int value; };
+
+static const struct conf_enum conf_identity_words[] = {
+	{ "xclient", CONF_ID_XCLIENT }, { "proxy-v1", CONF_ID_PROXY_V1 },
+	{ "proxy-v2", CONF_ID_PROXY_V2 }, { "none", CONF_ID_NONE }, { NULL, 0 }
+};
+static const struct conf_enum conf_barelf_words[] = {
+	{ "normalise", CONF_BARELF_NORMALISE }, { "normalize", CONF_BARELF_NORMALISE },
+	{ "reject", CONF_BARELF_REJECT }, { NULL, 0 }
+};
+static const struct conf_enum conf_log_words[] = {
+	{ "stderr", CONF_LOG_STDERR }, { "syslog", CONF_LOG_SYSLOG }, { NULL, 0 }
+};
+static const struct conf_enum conf_level_words[] = {
+	{ "debug", LOG_L_DEBUG }, { "info", LOG_L_INFO }, { "warn", LOG_L_WARN },
+	{ "error", LOG_L_ERROR }, { NULL, 0 }
+};
+
+struct conf_setting {
+	const char *name;
+	enum conf_type type;
+	size_t off;
+	uint64_t min, max;
+	const char *def;	/* default, parsed like the file's text; NULL = none */
+	const struct conf_enum *words;
+};
+
+#define O(f) offsetof(struct conf, f)
+#define K 1024ull
+#define SEC 1000ull
+
+static const struct conf_setting conf_settings[] = {
+	{ "hostname", CT_HOST, O(hostname), 0, 0, NULL, NULL },
+	{ "listen", CT_LISTEN, O(listen), 0, 0, NULL, NULL },
+	{ "workers", CT_COUNT, O(workers), 0, 64, "0", NULL },
+	{ "upstream", CT_ADDR, O(upstream), 0, 0, NULL, NULL },
+	{ "upstream-identity", CT_ENUM, O(identity), 0, 0, "xclient", conf_identity_words },
+	{ "upstream-connect-timeout", CT_DUR, O(upstream_connect_ms), 100, 600 * SEC, "30s", NULL },
+	{ "upstream-timeout", CT_DUR, O(upstream_timeout_ms), 100, 599 * SEC, "300s", NULL },
+	{ "max-sessions", CT_COUNT, O(max_sessions), 1, 1000000, "1000", NULL },
+	{ "max-sessions-per-client", CT_COUNT, O(max_per_client), 1, 1000000, "50", NULL },
+	{ "client-ipv6-prefix", CT_COUNT, O(client_v6_prefix), 16, 128, "64", NULL },
+	{ "max-message-size", CT_SIZE, O(max_message_size), 1024, 1ull << 40, "10m", NULL },
+	{ "max-recipients", CT_COUNT, O(max_recipients), 1, 100000, "1000", NULL },
+	{ "max-errors", CT_COUNT, O(max_errors), 1, 100000, "20", NULL },
+	{ "max-junk-commands", CT_COUNT, O(max_junk), 1, 1000000, "100", NULL },
+	{ "max-line-length", CT_COUNT, O(max_line_length), 0, 1ull << 30, "998", NULL },
+	{ "command-deadline", CT_DUR, O(command_deadline_ms), 100, 3600 * SEC, "300s", NULL },
+	{ "session-deadline", CT_DUR, O(session_deadline_ms), 1 * SEC, 7 * 86400 * SEC, "1h", NULL },
+	{ "data-min-rate", CT_COUNT, O(data_min_rate), 0, 1ull << 30, "500", NULL },
+	{ "drain-timeout", CT_DUR, O(drain_ms), 0, 3600 * SEC, "30s", NULL },
+	{ "max-pending-commands", CT_COUNT, O(max_pending), 1, 100000, "1100", NULL },
+	{ "bare-lf", CT_ENUM, O(bare_lf), 0, 0, "normalise", conf_barelf_words },
+	{ "spool-dir", CT_STR, O(spool_dir), 0, 0, "/var/tmp", NULL },
+	{ "spool-memory", CT_SIZE, O(spool_memory), 0, 1ull << 32, "1m", NULL },
+	{ "user", CT_STR, O(user), 0, 0, "nobody", NULL },
+	{ "log", CT_ENUM, O(log_dest), 0, 0, "stderr", conf_log_words },
+	{ "log-level", CT_ENUM, O(log_level), 0, 0, "info", conf_level_words },
+};
+#define CONF_NSETTINGS (sizeof(conf_settings) / sizeof(conf_settings[0]))
+
+struct conf_parse {
+	const char *file;
+	char *errs;
+	size_t errlen, errcap;
+	int nerr;
+	unsigned char seen[CONF_NSETTINGS];
+};
+
+/* conf_error - record one error at file:line:col */
+static void __attribute__((format(printf, 4, 5)))
+conf_error(struct conf_parse *p, int line, int col, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	n = snprintf(NULL, 0, "%s:%d:%d: error: %s\n", p->file, line, col, msg);
+	if (n < 0)
+		return;
+	if (p->errlen + (size_t)n + 1 > p->errcap) {
+		p->errcap = (p->errlen + (size_t)n + 1) * 2;
+		p->errs = xrealloc(p->errs, p->errcap);
+	}
+	snprintf(p->errs + p->errlen, p->errcap - p->errlen, "%s:%d:%d: error: %s\n",
+	    p->file, line, col, msg);
+	p->errlen += (size_t)n;
+	p->nerr++;
+}
+
+/* conf_shown - a token's text, escaped, for an error message */
+static const char *
+conf_shown(const struct lex_token *t, char *buf, size_t size)
+{
+	if (t->type == LEX_WORD || t->type == LEX_STRING) {
+		log_escape(buf, size, t->text, t->len);
+		return buf;
+	}
+	snprintf(buf, size, "%s", lex_tok_name(t->type));
+	return buf;
+}
+
+/* conf_parse_u64 - digits with an optional unit suffix table */
+static int
+conf_parse_num(const char *s, size_t len, uint64_t *out, const char **unit)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	if (len == 0 || !isdigit((unsigned char)s[0]))
+		return -1;
+	for (; i < len && isdigit((unsigned char)s[i]); i++) {
+		unsigned d = (unsigned)(s[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*out = v;
+	*unit = s + i;
+	return (int)(len - i);
+}
+
+/* conf_mul - multiply with overflow check */
+static int
+conf_mul(uint64_t *v, uint64_t m)
+{
+	if (m != 0 && *v > UINT64_MAX / m)
+		return -1;
+	*v *= m;
+	return 0;
+}
+
+/* conf_parse_hostport - "1.2.3.4:25", "[::1]:25", "*:25", "host:25" */
+int
+conf_parse_hostport(const char *s, size_t len, struct conf_addr *out, const char **why)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon;
+	size_t hlen;
+	uint64_t port;
+	const char *unit;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || len >= sizeof(out->text)) {
+		*why = "expected ADDRESS:PORT";
+		return -1;
+	}
+	memcpy(out->text, s, len);
+	out->text[len] = 0;
+	colon = memrchr(s, ':', len);
+	if (colon == NULL) {
+		*why = "expected ADDRESS:PORT (the port is missing)";
+		return -1;
+	}
+	if (conf_parse_num(colon + 1, len - (size_t)(colon + 1 - s), &port, &unit) != 0 ||
+	    port == 0 || port > 65535) {
+		*why = "expected a port number 1-65535 after ':'";
+		return -1;
+	}
+	hlen = (size_t)(colon - s);
+	if (hlen >= 2 && s[0] == '[' && s[hlen - 1] == ']') {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->sa;
+		if (hlen - 2 >= sizeof(host)) {
+			*why = "IPv6 address too long";
+			return -1;
+		}
+		memcpy(host, s + 1, hlen - 2);
+		host[hlen - 2] = 0;
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
+			*why = "expected an IPv6 address in [brackets]";
+			return -1;
+		}
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		out->salen = sizeof(*sin6);
+		return 0;
+	}
+	struct sockaddr_in *sin = (struct sockaddr_in *)&out->sa;
+	if (hlen == 1 && s[0] == '*') {
+		sin->sin_addr.s_addr = htonl(INADDR_ANY);
+	} else {
+		if (hlen == 0 || hlen >= sizeof(host)) {
+			*why = "expected an IPv4 address, [IPv6] or *";
+			return -1;
+		}
+		memcpy(host, s, hlen);
+		host[hlen] = 0;
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
+			*why = "expected an IPv4 address, [IPv6] or * before ':'";
+			return -1;
+		}
+	}
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons((uint16_t)port);
+	out->salen = sizeof(*sin);
+	return 0;
+}
+
+/* conf_host_ok - a host name: letters, digits, '-', '.', <= 255 */
+static bool
+conf_host_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > 255 || s[0] == '.' || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!isalnum(c) && c != '-' && c != '.')
+			return false;
+	}
+	return true;
+}
+
+/* conf_set_value - parse a value into its field; NULL or the complaint */
+static const char *
+conf_set_value(struct conf *c, const struct conf_setting *st, const char *s, size_t len)
+{
+	char *field = (char *)c + st->off;
+	uint64_t v = 0;
+	const char *unit;
+	int ulen;
+	const char *why;
+
+	switch (st->type) {
+	case CT_STR:
+		if (len == 0 || memchr(s, 0, len) != NULL)
+			return "expected a non-empty value";
+		free(*(char **)field);
+		*(char **)field = xmemdup(s, len);
+		return NULL;
+	case CT_HOST:
+		if (!conf_host_ok(s, len))
+			return "expected a host name (letters, digits, '-' and '.')";
+		free(*(char **)field);
+		*(char **)field = xmemdup(s, len);
+		return NULL;
+	case CT_COUNT:
+		if (conf_parse_num(s, len, &v, &unit) != 0)
+			return "expected a whole number";
+		break;
+	case CT_SIZE:
+		ulen = conf_parse_num(s, len, &v, &unit);
+		if (ulen < 0 || ulen > 1)
+			return "expected a size: a number with an optional k, m or g";
+		if (ulen == 1) {
+			int u = tolower((unsigned char)unit[0]);
+			uint64_t m = u == 'k' ? K : u == 'm' ? K * K : u == 'g' ? K * K * K : 0;
+			if (m == 0 || conf_mul(&v, m) != 0)
+				return "expected a size: a number with an optional k, m or g";
+		}
+		break;
+	case CT_DUR:
+		ulen = conf_parse_num(s, len, &v, &unit);
+		if (ulen < 0 || ulen > 2)
+			return "expected a duration: a number with ms, s, m, h or d";
+		{
+			uint64_t m;
+			if (ulen == 0 || (ulen == 1 && unit[0] == 's'))
+				m = SEC;
+			else if (ulen == 2 && unit[0] == 'm' && unit[1] == 's')
+				m = 1;
+			else if (ulen == 1 && unit[0] == 'm')
+				m = 60 * SEC;
+			else if (ulen == 1 && unit[0] == 'h')
+				m = 3600 * SEC;
+			else if (ulen == 1 && unit[0] == 'd')
+				m = 86400 * SEC;
+			else
+				return "expected a duration: a number with ms, s, m, h or d";
+			if (conf_mul(&v, m) != 0)
+				return "duration too large";
+		}
+		break;
+	case CT_ENUM:
+		for (const struct conf_enum *e = st->words; e->name; e++)
+			if (strlen(e->name) == len && memcmp(e->name, s, len) == 0) {
+				*(int *)field = e->value;
+				return NULL;
+			}
+		return "unknown word";
+	case CT_ADDR:
+		if (conf_parse_hostport(s, len, (struct conf_addr *)field, &why) != 0)
+			return why;
+		return NULL;
+	case CT_LISTEN:
+		if (c->nlisten >= CONF_LISTEN_MAX)
+			return "too many listen statements";
+		if (conf_parse_hostport(s, len, &c->listen[c->nlisten], &why) != 0)
+			return why;
+		c->nlisten++;
+		return NULL;
+	}
+	if (v < st->min || v > st->max)
+		return "value out of range";
+	*(uint64_t *)field = v;
+	return NULL;
+}
+
+/* conf_enum_list - "a, b or c" for an error message */
+static void
+conf_enum_list(const struct conf_enum *w, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	buf[0] = 0;
+	for (int i = 0; w[i].name && n < size; i++) {
+		int r = snprintf(buf + n, size - n, "%s%s", i == 0 ? "" :
+		    w[i + 1].name ? ", " : " or ", w[i].name);
+		if (r < 0)
+			break;
+		n += (size_t)r;
+	}
+}
+
+/* conf_statement - one line: NAME VALUE */
+static void
+conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
+	const struct lex_token *name)
+{
+	struct lex_token val, end;
+	char shown[LOG_ESC_SIZE];
+	const struct conf_setting *st = NULL;
+	size_t i;
+
+	for (i = 0; i < CONF_NSETTINGS; i++)
+		if (strlen(conf_settings[i].name) == name->len &&
+		    memcmp(conf_settings[i].name, name->text, name->len) == 0) {
+			st = &conf_settings[i];
+			break;
+		}
+	if (st == NULL) {
+		conf_error(p, name->line, name->col, "unknown setting \"%s\"",
+		    conf_shown(name, shown, sizeof(shown)));
+		goto skip;
+	}
+	if (p->seen[i] && st->type != CT_LISTEN) {
+		conf_error(p, name->line, name->col, "\"%s\" given twice", st->name);
+		goto skip;
+	}
+	p->seen[i] = 1;
+	lex_next(lx, &val);
+	if (val.type != LEX_WORD && val.type != LEX_STRING) {
+		conf_error(p, val.line, val.col, "expected a value for \"%s\", found %s",
+		    st->name, conf_shown(&val, shown, sizeof(shown)));
+		if (val.type == LEX_NL || val.type == LEX_EOF)
+			return;
+		goto skip;
+	}
+	const char *why = conf_set_value(c, st, val.text, val.len);
+	if (why != NULL) {
+		char extra[200] = "";
+		if (st->type == CT_ENUM) {
+			char list[160];
+			conf_enum_list(st->words, list, sizeof(list));
+			snprintf(extra, sizeof(extra), " (expected %s)", list);
+		} else if (strcmp(why, "value out of range") == 0) {
+			snprintf(extra, sizeof(extra), " (%llu to %llu%s)",
+			    (unsigned long long)(st->type == CT_DUR ? st->min / SEC : st->min),
+			    (unsigned long long)(st->type == CT_DUR ? st->max / SEC : st->max),
+			    st->type == CT_DUR ? " seconds" : "");
+		}
+		conf_error(p, val.line, val.col, "%s: %s \"%s\"%s", st->name, why,
+		    conf_shown(&val, shown, sizeof(shown)), extra);
+	}
+	lex_next(lx, &end);
+	if (end.type == LEX_NL || end.type == LEX_EOF)
+		return;
+	conf_error(p, end.line, end.col, "%s takes one value; unexpected %s",
+	    st->name, conf_shown(&end, shown, sizeof(shown)));
+skip:
+	for (;;) {
+		lex_next(lx, &end);
+		if (end.type == LEX_NL || end.type == LEX_EOF)
+			return;
+	}
+}
+
+/* conf_read_file - the whole file into memory, bounded */
+static char *
+conf_read_file(const char *path, size_t *len, const char **why)
+{
+	struct stat sb;
+	char *buf;
+	size_t n = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		*why = strerror(errno);
+		return NULL;
+	}
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > CONF_FILE_MAX) {
+		*why = "not a regular file of at most 16 MiB";
+		close(fd);
+		return NULL;
+	}
+	buf = xmalloc((size_t)sb.st_size + 1);
+	while (n < (size_t)sb.st_size) {
+		ssize_t r = read(fd, buf + n, (size_t)sb.st_size - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = 0;
+	*len = n;
+	return buf;
+}
+
+/* conf_defaults - fill every setting that the file did not give */
+static void
+conf_defaults(struct conf_parse *p, struct conf *c)
+{
+	for (size_t i = 0; i < CONF_NSETTINGS; i++) {
+		const struct conf_setting *st = &conf_settings[i];
+		if (p->seen[i] || st->def == NULL)
+			continue;
+		if (conf_set_value(c, st, st->def, strlen(st->def)) != NULL)
+			panic("bad built-in default for %s", st->name);
+	}
+	if (c->hostname == NULL) {
+		char h[256];
+		if (gethostname(h, sizeof(h) - 1) != 0 || !conf_host_ok(h, strlen(h)))
+			snprintf(h, sizeof(h), "localhost");
+		h[sizeof(h) - 1] = 0;
+		c->hostname = xstrdup(h);
+	}
+}
+
+/* conf_load - read, check and return the configuration, or NULL */
+struct conf *
+conf_load(const char *path, char **errors)
+{
+	struct conf_parse p;
+	struct lexer lx;
+	struct lex_token t;
+	const char *why = "unknown error";
+	size_t len;
+	char *buf;
+	struct conf *c;
+
+	memset(&p, 0, sizeof(p));
+	p.file = path;
+	*errors = NULL;
+	buf = conf_read_file(path, &len, &why);
+	if (buf == NULL) {
+		conf_error(&p, 0, 0, "cannot read: %s", why);
+		*errors = p.errs;
+		return NULL;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->refs = 1;
+	c->path = xstrdup(path);
+	lex_init(&lx, path, buf, len);
+	for (;;) {
+		lex_next(&lx, &t);
+		if (t.type == LEX_EOF)
+			break;
+		if (t.type == LEX_NL)
+			continue;
+		if (t.type == LEX_ERROR) {
+			conf_error(&p, t.line, t.col, "%s", t.error);
+			continue;
+		}
+		if (t.type != LEX_WORD) {
+			char shown[LOG_ESC_SIZE];
+			conf_error(&p, t.line, t.col, "expected a setting name, found %s",
+			    conf_shown(&t, shown, sizeof(shown)));
+			while (t.type != LEX_NL && t.type != LEX_EOF)
+				lex_next(&lx, &t);
+			continue;
+		}
+		conf_statement(&p, c, &lx, &t);
+	}
+	lex_free(&lx);
+	free(buf);
+	conf_defaults(&p, c);
+	if (c->nlisten == 0)
+		conf_error(&p, 1, 1, "no \"listen\" statement: moatd needs at least one");
+	if (c->upstream.salen == 0)
+		conf_error(&p, 1, 1, "no \"upstream\" statement: where should mail go?");
+	if (p.nerr > 0) {
+		conf_unref(c);
+		*errors = p.errs;
+		return NULL;
+	}
+	return c;
+}
+
+/* conf_ref - take one more reference */
+struct conf *
+conf_ref(struct conf *c)
+{
+	__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+	return c;
+}
+
+/* conf_unref - drop a reference; the last one frees */
+void
+conf_unref(struct conf *c)
+{
+	if (c == NULL)
+		return;
+	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	free(c->path);
+	free(c->hostname);
+	free(c->spool_dir);
+	free(c->user);
+	free(c);
+}
+
+/* conf_identity_name - the word for an identity mode */
+const char *
+conf_identity_name(int id)
+{
+	for (const struct conf_enum *e = conf_identity_words; e->name; e++)
+		if (e->value == id)
+			return e->name;
+	return "?";
+}

@@ -1,0 +1,85 @@
+/*
+ * conf - the settings of the moat policy file
+ *
+ * SYNOPSIS
+ *	struct conf *conf_load(const char *path, char **errors);
+ *	struct conf *conf_ref(struct conf *c);
+ *	void conf_unref(struct conf *c);
+ *	const char *conf_identity_name(enum conf_identity id);
+ *
+ * DESCRIPTION
+ *	conf_load() reads and checks the whole file. On success it returns a
+ *	configuration with one reference and sets *errors to NULL (or to
+ *	the warnings, owned by the caller). On failure it returns NULL and
+ *	*errors holds every error, one per line, "FILE:LINE:COL: error: ...",
+ *	owned by the caller. A configuration is immutable once loaded and is
+ *	shared between threads: sessions hold a reference for their whole
+ *	life, so a reload never changes the rules under a session in flight.
+ *	References are atomic.
+ */
+#ifndef MOAT_CONF_H
+#define MOAT_CONF_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum conf_identity { CONF_ID_XCLIENT = 0, CONF_ID_PROXY_V1, CONF_ID_PROXY_V2, CONF_ID_NONE };
+enum conf_barelf { CONF_BARELF_NORMALISE = 0, CONF_BARELF_REJECT };
+enum conf_logdest { CONF_LOG_STDERR = 0, CONF_LOG_SYSLOG };
+
+#define CONF_LISTEN_MAX 16
+
+struct conf_addr {
+	struct sockaddr_storage sa;
+	socklen_t salen;
+	char text[80];		/* as written, for logs */
+};
+
+struct conf {
+	int refs;		/* atomic */
+	char *path;
+
+	char *hostname;
+	struct conf_addr listen[CONF_LISTEN_MAX];
+	int nlisten;
+	uint64_t workers;
+
+	struct conf_addr upstream;
+	int identity;		/* enum conf_identity */
+	uint64_t upstream_connect_ms;
+	uint64_t upstream_timeout_ms;
+
+	uint64_t max_sessions;
+	uint64_t max_per_client;
+	uint64_t client_v6_prefix;
+	uint64_t max_message_size;
+	uint64_t max_recipients;
+	uint64_t max_errors;
+	uint64_t max_junk;
+	uint64_t max_line_length;
+	uint64_t command_deadline_ms;
+	uint64_t session_deadline_ms;
+	uint64_t data_min_rate;
+	uint64_t drain_ms;
+	uint64_t max_pending;
+
+	int bare_lf;		/* enum conf_barelf */
+	char *spool_dir;
+	uint64_t spool_memory;
+
+	char *user;
+	int log_dest;		/* enum conf_logdest */
+	int log_level;		/* enum log_level */
+};
+
+struct conf *conf_load(const char *path, char **errors);
+struct conf *conf_ref(struct conf *c);
+void conf_unref(struct conf *c);
+const char *conf_identity_name(int id);
+
+/* Parse "ADDR:PORT", "[V6]:PORT", "*:PORT" (all v4). 0 or -1. */
+int conf_parse_hostport(const char *s, size_t len, struct conf_addr *out, const char **why);
+
+#endif

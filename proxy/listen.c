@@ -1,0 +1,155 @@
+/*
+ * listen - listening sockets and accepting clients
+ *
+ * DESCRIPTION
+ *	Every worker has its own socket per listen address, bound with
+ *	SO_REUSEPORT, so the kernel spreads connections over the workers
+ *	and no lock is taken on accept. A new connection is refused with
+ *	421 4.7.0 (written straight to the socket, no session created) when
+ *	moatd holds max-sessions sessions, or the client's address (IPv6:
+ *	its /64) holds max-sessions-per-client. When accept() fails for lack
+ *	of file descriptors, the worker stops accepting for a second instead
+ *	of spinning, and logs it once per pause.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/listener.h>
+
+#include "log.h"
+#include "moatd.h"
+#include "session.h"
+
+#define LISTEN_BACKLOG 1024
+#define LISTEN_PAUSE_MS 1000
+
+/* listen_open - a bound, listening, non-blocking socket, or -1 */
+int
+listen_open(const struct conf_addr *a, char *err, size_t errlen)
+{
+	int fd, one = 1;
+
+	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+		snprintf(err, errlen, "SO_REUSEPORT: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (a->sa.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&a->sa, a->salen) != 0) {
+		snprintf(err, errlen, "bind %s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, LISTEN_BACKLOG) != 0) {
+		snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* listen_refuse - 421 without a session, then close */
+static void
+listen_refuse(int fd, const char *text)
+{
+	ssize_t r = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	(void)r;
+	close(fd);
+}
+
+/* listen_accept_cb - a client connected */
+static void
+listen_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+	int salen, void *arg)
+{
+	struct worker *w = arg;
+	struct conf *c;
+	unsigned n;
+
+	(void)lev;
+	if (w->draining) {
+		listen_refuse(fd, "421 4.3.2 Service shutting down\r\n");
+		return;
+	}
+	c = moatd_conf_get();
+	n = __atomic_add_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
+	if (n > c->max_sessions || n > moatd.fd_session_cap) {
+		__atomic_sub_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
+		log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions sessions=%u", n - 1);
+		listen_refuse(fd, "421 4.7.0 Error: too many connections, try again later\r\n");
+		conf_unref(c);
+		return;
+	}
+	if (!clients_enter(sa, (unsigned)c->max_per_client, (unsigned)c->client_v6_prefix)) {
+		__atomic_sub_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
+		log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions-per-client");
+		listen_refuse(fd, "421 4.7.0 Error: too many connections from your address\r\n");
+		conf_unref(c);
+		return;
+	}
+	sess_start(w, c, fd, sa, (socklen_t)salen);
+}
+
+/* listen_resume_cb - accept again after a pause */
+static void
+listen_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)fd;
+	(void)what;
+	if (!w->draining)
+		listen_pause(w, false);
+}
+
+/* listen_error_cb - accept() failed: EMFILE and friends */
+static void
+listen_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct worker *w = arg;
+	struct timeval tv = { LISTEN_PAUSE_MS / 1000, (LISTEN_PAUSE_MS % 1000) * 1000 };
+	int err = EVUTIL_SOCKET_ERROR();
+
+	(void)lev;
+	log_msg(LOG_L_WARN, 0, "accept error=\"%s\" action=pause-1s", strerror(err));
+	listen_pause(w, true);
+	event_base_once(w->base, -1, EV_TIMEOUT, listen_resume_cb, w, &tv);
+}
+
+/* listen_attach - accept on fd in this worker's loop */
+void
+listen_attach(struct worker *w, int fd)
+{
+	struct evconnlistener *lev = evconnlistener_new(w->base, listen_accept_cb, w,
+	    LEV_OPT_CLOSE_ON_FREE, -1, fd);
+
+	if (lev == NULL)
+		fatal("evconnlistener_new failed");
+	evconnlistener_set_error_cb(lev, listen_error_cb);
+	w->lev[w->nlev++] = lev;
+}
+
+/* listen_pause - stop or restart accepting in this worker */
+void
+listen_pause(struct worker *w, bool pause)
+{
+	for (int i = 0; i < w->nlev; i++) {
+		if (pause)
+			evconnlistener_disable(w->lev[i]);
+		else
+			evconnlistener_enable(w->lev[i]);
+	}
+}

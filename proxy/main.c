@@ -1,0 +1,375 @@
+/*
+ * main - moatd: start-up, worker threads, signals
+ *
+ * SYNOPSIS
+ *	moatd [-n] [-f FILE]
+ *
+ * DESCRIPTION
+ *	Reads and checks the policy file (-n: only that, then "configuration
+ *	OK"), raises the descriptor limit and checks it against max-sessions,
+ *	binds every listener once per worker (SO_REUSEPORT), drops root for
+ *	the configured user, starts the workers and waits for signals in the
+ *	main thread: SIGHUP reloads the file (a bad file is refused, its
+ *	errors logged, and the old configuration stays), SIGTERM and SIGINT
+ *	stop accepting, let sessions finish within drain-timeout, then close
+ *	what is left and exit 0. SIGPIPE is ignored. moatd stays in the
+ *	foreground: a service manager runs it.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "conf.h"
+#include "log.h"
+#include "moatd.h"
+#include "session.h"
+#include "xalloc.h"
+
+struct moatd_state moatd = { .conf_lock = PTHREAD_MUTEX_INITIALIZER };
+
+static struct event_base *main_base;
+static struct event *ev_drain_timer;
+static struct event *ev_drain_tick;
+static const char *conf_path = "/etc/moat/moat.conf";
+
+/* moatd_conf_get - a reference to the current configuration */
+struct conf *
+moatd_conf_get(void)
+{
+	struct conf *c;
+
+	pthread_mutex_lock(&moatd.conf_lock);
+	c = conf_ref(moatd.conf);
+	pthread_mutex_unlock(&moatd.conf_lock);
+	return c;
+}
+
+/* moatd_new_sid - a session id unique in this process and unlikely to
+ * repeat across restarts (random start) */
+uint64_t
+moatd_new_sid(void)
+{
+	return __atomic_add_fetch(&moatd.next_sid, 1, __ATOMIC_RELAXED);
+}
+
+/* usage - how to call */
+static void __attribute__((noreturn))
+usage(void)
+{
+	fprintf(stderr, "usage: moatd [-n] [-f FILE]\n"
+	    "  -f FILE  policy file (default /etc/moat/moat.conf)\n"
+	    "  -n       check the policy file and exit\n");
+	exit(2);
+}
+
+/* print_errors - each line of an error text, to the log */
+static void
+print_errors(const char *errs)
+{
+	const char *p = errs, *nl;
+
+	while (p && *p) {
+		nl = strchr(p, '\n');
+		log_msg(LOG_L_ERROR, 0, "%.*s", (int)(nl ? nl - p : (ptrdiff_t)strlen(p)), p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+/* worker_wake_cb - the main thread asks this worker to drain or stop */
+static void
+worker_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct session *s, *next;
+
+	(void)fd;
+	(void)what;
+	if (__atomic_load_n(&moatd.draining, __ATOMIC_RELAXED) && !w->draining) {
+		w->draining = true;
+		listen_pause(w, true);
+		for (s = w->sessions; s; s = next) {
+			next = s->next;
+			sess_drain(s);
+		}
+	}
+	if (w->stopping) {
+		for (s = w->sessions; s; s = next) {
+			next = s->next;
+			sess_close(s, "shutdown");
+		}
+	}
+	if ((w->draining && w->nsessions == 0) || (w->stopping && w->sessions == NULL))
+		event_base_loopexit(w->base, NULL);
+}
+
+/* worker_main - one event loop */
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	event_base_dispatch(w->base);
+	return NULL;
+}
+
+/* wake_all - nudge every worker */
+static void
+wake_all(void)
+{
+	for (int i = 0; i < moatd.nworkers; i++)
+		event_active(moatd.workers[i].ev_wake, EV_READ, 0);
+}
+
+/* drain_timer_cb - drain-timeout passed: close what is left */
+static void
+drain_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_msg(LOG_L_INFO, 0, "shutdown drain-timeout passed, closing remaining sessions");
+	for (int i = 0; i < moatd.nworkers; i++)
+		moatd.workers[i].stopping = true;
+	wake_all();
+}
+
+/* drain_tick_cb - nothing: it only wakes the main loop to look */
+static void
+drain_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* signal_cb - SIGTERM/SIGINT drain, SIGHUP reload */
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (sig == SIGHUP) {
+		char *errs = NULL;
+		struct conf *n = conf_load(conf_path, &errs), *old;
+
+		if (n == NULL) {
+			print_errors(errs);
+			log_msg(LOG_L_ERROR, 0, "reload refused file=%s: the running configuration stays",
+			    conf_path);
+			free(errs);
+			return;
+		}
+		free(errs);
+		pthread_mutex_lock(&moatd.conf_lock);
+		old = moatd.conf;
+		if (n->nlisten != old->nlisten || memcmp(n->listen, old->listen,
+		    sizeof(n->listen[0]) * (size_t)n->nlisten) != 0 || n->workers != old->workers)
+			log_msg(LOG_L_WARN, 0, "reload: listen and workers changes take effect at restart");
+		moatd.conf = n;
+		pthread_mutex_unlock(&moatd.conf_lock);
+		log_set_level((enum log_level)n->log_level);
+		conf_unref(old);
+		log_msg(LOG_L_INFO, 0, "reload ok file=%s", conf_path);
+		return;
+	}
+	if (__atomic_load_n(&moatd.draining, __ATOMIC_RELAXED)) {
+		drain_timer_cb(-1, 0, NULL);
+		return;
+	}
+	log_msg(LOG_L_INFO, 0, "shutdown signal=%d sessions=%u drain-timeout=%llums", (int)sig,
+	    __atomic_load_n(&moatd.sessions, __ATOMIC_RELAXED),
+	    (unsigned long long)moatd.conf->drain_ms);
+	__atomic_store_n(&moatd.draining, true, __ATOMIC_RELAXED);
+	wake_all();
+	{
+		/* the main loop looks at the workers' progress every 50 ms */
+		struct timeval tick = { 0, 50000 };
+		event_add(ev_drain_tick, &tick);
+	}
+	{
+		struct timeval tv = { (time_t)(moatd.conf->drain_ms / 1000),
+		    (suseconds_t)(moatd.conf->drain_ms % 1000) * 1000 };
+		evtimer_add(ev_drain_timer, &tv);
+	}
+}
+
+/* fd_limits - raise RLIMIT_NOFILE and derive the session cap */
+static void
+fd_limits(const struct conf *c)
+{
+	struct rlimit rl;
+	uint64_t need = c->max_sessions * 3 + 64, cap;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		fatal("getrlimit: %s", strerror(errno));
+	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	cap = rl.rlim_cur > 64 ? (rl.rlim_cur - 64) / 3 : 1;
+	if (cap < c->max_sessions)
+		log_msg(LOG_L_WARN, 0, "limit fd=%llu allows only %llu sessions of max-sessions %llu "
+		    "(each needs a client, an upstream and a spool descriptor)",
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)cap,
+		    (unsigned long long)c->max_sessions);
+	moatd.fd_session_cap = cap > 0xffffffffu ? 0xffffffffu : (unsigned)cap;
+}
+
+/* drop_privileges - become the configured user once the sockets are bound */
+static void
+drop_privileges(const struct conf *c)
+{
+	struct passwd *pw;
+
+	if (geteuid() != 0)
+		return;
+	if (strcmp(c->user, "root") == 0) {
+		log_msg(LOG_L_WARN, 0, "user root: moatd keeps running as root");
+		return;
+	}
+	pw = getpwnam(c->user);
+	if (pw == NULL)
+		fatal("user %s: no such user", c->user);
+	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+		fatal("cannot become user %s: %s", c->user, strerror(errno));
+	if (setuid(0) == 0)
+		fatal("could regain root after dropping it");
+}
+
+int
+main(int argc, char **argv)
+{
+	struct conf *c;
+	char *errs = NULL;
+	bool check_only = false;
+	int opt, nworkers;
+	uint64_t seed = 0;
+
+	while ((opt = getopt(argc, argv, "f:nh")) != -1) {
+		switch (opt) {
+		case 'f': conf_path = optarg; break;
+		case 'n': check_only = true; break;
+		default: usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	log_init("moatd", false, LOG_L_INFO);
+	c = conf_load(conf_path, &errs);
+	if (c == NULL) {
+		fputs(errs ? errs : "unknown error\n", stderr);
+		free(errs);
+		return 1;
+	}
+	free(errs);
+	if (check_only) {
+		printf("%s: configuration OK\n", conf_path);
+		conf_unref(c);
+		return 0;
+	}
+	log_init("moatd", c->log_dest == CONF_LOG_SYSLOG, (enum log_level)c->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() != 0)
+		fatal("evthread_use_pthreads failed");
+	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+		seed = (uint64_t)getpid() << 32;
+	moatd.next_sid = seed & 0xffffffffff000000ull;
+	moatd.conf = c;
+	fd_limits(c);
+	clients_init();
+
+	nworkers = (int)c->workers;
+	if (nworkers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		nworkers = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
+	}
+	moatd.nworkers = nworkers;
+	moatd.workers = xcalloc((size_t)nworkers, sizeof(struct worker));
+	for (int i = 0; i < nworkers; i++) {
+		struct worker *w = &moatd.workers[i];
+		w->idx = i;
+		w->base = event_base_new();
+		if (w->base == NULL)
+			fatal("event_base_new failed");
+		w->ev_wake = event_new(w->base, -1, EV_PERSIST, worker_wake_cb, w);
+		event_add(w->ev_wake, NULL);
+		for (int j = 0; j < c->nlisten; j++) {
+			char err[256];
+			int fd = listen_open(&c->listen[j], err, sizeof(err));
+			if (fd < 0)
+				fatal("%s", err);
+			listen_attach(w, fd);
+		}
+	}
+	drop_privileges(c);
+
+	main_base = event_base_new();
+	if (main_base == NULL)
+		fatal("event_base_new failed");
+	struct event *sigs[3] = {
+		evsignal_new(main_base, SIGTERM, signal_cb, NULL),
+		evsignal_new(main_base, SIGINT, signal_cb, NULL),
+		evsignal_new(main_base, SIGHUP, signal_cb, NULL),
+	};
+	for (int i = 0; i < 3; i++)
+		evsignal_add(sigs[i], NULL);
+	ev_drain_timer = evtimer_new(main_base, drain_timer_cb, NULL);
+	ev_drain_tick = event_new(main_base, -1, EV_PERSIST, drain_tick_cb, NULL);
+
+	for (int i = 0; i < nworkers; i++)
+		if (pthread_create(&moatd.workers[i].thread, NULL, worker_main, &moatd.workers[i]) != 0)
+			fatal("pthread_create failed");
+	{
+		char list[CONF_LISTEN_MAX * 82] = "";
+		size_t n = 0;
+		for (int j = 0; j < c->nlisten && n < sizeof(list); j++)
+			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", j ? "," : "",
+			    c->listen[j].text);
+		log_msg(LOG_L_INFO, 0, "ready listen=%s workers=%d upstream=%s identity=%s",
+		    list, nworkers, c->upstream.text, conf_identity_name(c->identity));
+	}
+
+	/* the main loop ends when every worker has ended */
+	while (true) {
+		event_base_loop(main_base, EVLOOP_ONCE);
+		if (!__atomic_load_n(&moatd.draining, __ATOMIC_RELAXED))
+			continue;
+		bool all_done = true;
+		for (int i = 0; i < nworkers; i++) {
+			struct worker *w = &moatd.workers[i];
+			if (!w->draining || w->nsessions != 0)
+				all_done = false;
+		}
+		if (all_done)
+			break;
+	}
+	for (int i = 0; i < nworkers; i++)
+		pthread_join(moatd.workers[i].thread, NULL);
+	for (int i = 0; i < 3; i++)
+		event_free(sigs[i]);
+	event_free(ev_drain_timer);
+	event_free(ev_drain_tick);
+	event_base_free(main_base);
+	for (int i = 0; i < nworkers; i++) {
+		struct worker *w = &moatd.workers[i];
+		for (int j = 0; j < w->nlev; j++)
+			evconnlistener_free(w->lev[j]);
+		event_free(w->ev_wake);
+		event_base_free(w->base);
+	}
+	free(moatd.workers);
+	log_msg(LOG_L_INFO, 0, "stopped");
+	conf_unref(moatd.conf);
+	return 0;
+}

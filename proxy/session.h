@@ -1,0 +1,148 @@
+/*
+ * session - the state of one client session in moatd (private to proxy/)
+ *
+ * DESCRIPTION
+ *	A session is owned by its worker thread and touched only there. It
+ *	is freed on one path only, sess_free(), which runs from its own
+ *	event (never nested inside another callback of the session), after
+ *	sess_close() has stopped all I/O. Callbacks of the session's own
+ *	bufferevents and timers check s->closing first.
+ *
+ *	Replies to the client go through an ordered queue of slots: a slot
+ *	is filled at once (a local reply) or later, when the upstream answers
+ *	the command that the slot stands for. Filled slots are written from
+ *	the head in one go, so pipelined commands are answered in order and
+ *	in as few writes as possible.
+ *
+ *	Memory: an idle session holds the struct, its bufferevent and one
+ *	timer; the message transaction (struct txn) exists only between MAIL
+ *	and the end of the transaction, the upstream (struct ups) only from
+ *	the first MAIL on.
+ */
+#ifndef MOAT_SESSION_H
+#define MOAT_SESSION_H
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "reply.h"
+#include "smtp_data.h"
+#include "smtp_parse.h"
+
+struct worker;
+struct spool;
+struct ups;
+
+enum sess_state {
+	SS_CMD = 0,		/* reading commands */
+	SS_DATA,		/* reading message content after our 354 */
+	SS_CLOSING,		/* output is being flushed, then close */
+};
+
+/* protocol-hygiene facts about the session (rules will read them) */
+#define SESS_F_PIPE_BEFORE_EHLO  0x01u	/* input after a command before PIPELINING was offered */
+#define SESS_F_DATA_PIPELINED    0x02u	/* content sent with DATA before our 354 */
+#define SESS_F_BARE_LF_CMD       0x04u	/* a command line ended in bare LF */
+#define SESS_F_AFTER_DOT         0x08u	/* commands pipelined right after the end of data */
+#define SESS_F_NON_SMTP          0x10u	/* HTTP or PROXY bytes */
+
+struct slot {
+	struct slot *next;
+	bool filled;
+	bool close_after;	/* close the session once this reply is written */
+	unsigned short len;
+	char *text;		/* owned; CRLF-terminated lines */
+};
+
+/* The transaction: from MAIL to the end of the message. */
+struct txn {
+	char sender[SMTP_PATH_MAX + 8];	/* rendered "<a@b>" */
+	struct smtp_mail_params mp;
+	unsigned nrcpt;			/* recipients sent upstream (pending or accepted) */
+	unsigned nrcpt_ok;		/* recipients the upstream accepted */
+	bool mail_failed;		/* the upstream refused MAIL */
+	struct data_dec dd;
+	struct spool *spool;
+	uint64_t data_start_ms;
+};
+
+struct session {
+	uint64_t id;
+	struct worker *w;
+	struct conf *conf;		/* reference, for the whole session */
+	struct bufferevent *bev;
+	struct event *ev_timer;
+	struct session *prev, *next;	/* worker's list */
+
+	struct sockaddr_storage peer, local;
+	char ip[INET6_ADDRSTRLEN];
+	uint16_t port;
+
+	enum sess_state state;
+	bool closing;			/* sess_close() ran: I/O stopped */
+	bool in_input;			/* inside sess_process_input() */
+	bool discard;			/* discarding the rest of an over-long line */
+	bool esmtp;			/* EHLO (not HELO) */
+	bool quit;
+	bool counted;			/* holds a per-client slot */
+	char *helo;			/* owned, as sent (may be odd) */
+	unsigned facts;			/* SESS_F_* */
+	unsigned errors, junk, ncmds, nmsgs, ups_connects;
+
+	uint64_t start_ms;
+	uint64_t cmd_deadline_ms;	/* 0 = not waiting for a command */
+
+	struct slot *sq_head, *sq_tail;
+	unsigned nslots;		/* slots not yet written */
+	unsigned npending;		/* slots still waiting for the upstream */
+
+	struct txn *txn;
+	struct ups *ups;
+};
+
+/* smtp_server.c */
+uint64_t sess_now_ms(void);
+void sess_start(struct worker *w, struct conf *c, int fd,
+	const struct sockaddr *sa, socklen_t salen);
+void sess_close(struct session *s, const char *reason);
+struct slot *sess_slot_new(struct session *s);
+void sess_slot_fill(struct session *s, struct slot *sl, const char *text, size_t len);
+void sess_slot_fillf(struct session *s, struct slot *sl, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void sess_replyf(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void sess_flush(struct session *s);
+void sess_txn_free(struct session *s);
+void sess_drain(struct session *s);
+
+/* upstream.c */
+enum ups_kind {
+	UK_GREETING = 0, UK_EHLO, UK_XCLIENT, UK_EHLO2,
+	UK_MAIL, UK_RCPT, UK_DATA, UK_DOT, UK_RSET, UK_QUIT
+};
+void ups_submit(struct session *s, enum ups_kind kind, const char *line, size_t len,
+	struct slot *sl, struct spool *sp);
+bool ups_has_txn(const struct session *s);
+void ups_free(struct session *s);
+unsigned ups_known_caps(uint64_t *size);
+
+#define UPS_CAP_PIPELINING 0x01u
+#define UPS_CAP_SIZE       0x02u
+#define UPS_CAP_8BITMIME   0x04u
+#define UPS_CAP_SMTPUTF8   0x08u
+#define UPS_CAP_DSN        0x10u
+#define UPS_CAP_XCLIENT    0x20u
+#define UPS_CAP_ENHANCED   0x40u
+#define UPS_CAP_KNOWN      0x80u	/* learned from a real EHLO */
+
+/* upstream.c calls back into the session */
+void sess_ups_mail_result(struct session *s, bool ok);
+void sess_ups_rcpt_result(struct session *s, bool ok);
+void sess_ups_data_done(struct session *s);
+void sess_ups_lost(struct session *s);
+
+#endif

@@ -1,0 +1,1173 @@
+/*
+ * smtp_server - the server side of a client session (RFC 5321)
+ *
+ * SYNOPSIS
+ *	void sess_start(struct worker *w, struct conf *c, int fd,
+ *	                const struct sockaddr *sa, socklen_t salen);
+ *
+ * DESCRIPTION
+ *	Reads command lines with a hard cap (SMTP_CMD_LINE_MAX), parses them
+ *	with smtp_parse, and runs each through the verb table: check (syntax,
+ *	ordering), then proceed. MAIL and RCPT go to the upstream in
+ *	lockstep (upstream.c), each holding a reply slot that the upstream's
+ *	answer fills; everything else is answered locally, in order behind
+ *	any slot still waiting. DATA waits until every earlier reply is in
+ *	(it must know whether any recipient was accepted), answers 354
+ *	itself and streams the content through the DATA decoder into the
+ *	spool; at the end of data the message goes upstream and the client
+ *	gets the upstream's reply to the dot, never an earlier 250.
+ *
+ * LIMITS
+ *	Command line 512 bytes (longer: 500 5.5.2, the rest of the line is
+ *	discarded); bad commands per session (max-errors, then 421); junk
+ *	commands (max-junk-commands); recipients per message (452 4.5.3);
+ *	replies outstanding (max-pending-commands: input is left unread
+ *	until they are written); client input buffered (SESS_INPUT_MAX, the
+ *	bufferevent's read high-water mark) and output (SESS_OUTPUT_MAX,
+ *	then input stops). Time: a deadline per command that only a complete
+ *	command (or our own reply) moves, a DATA deadline that grows only by
+ *	bytes / data-min-rate, and a session deadline.
+ *
+ * LIFETIME
+ *	sess_close() stops reading, lets the output drain (bounded by
+ *	SESS_CLOSE_MS) and then frees the session from an event of its own:
+ *	nothing is freed inside a callback that may still touch it.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "log.h"
+#include "moatd.h"
+#include "session.h"
+#include "spool.h"
+#include "xalloc.h"
+
+#define SESS_INPUT_MAX   (64 * 1024)	/* client bytes read ahead of processing */
+#define SESS_OUTPUT_MAX  (64 * 1024)	/* replies not yet taken by the client */
+#define SESS_CLOSE_MS    10000		/* flushing the last reply */
+#define SESS_REPLY_MAX   1024
+
+static void sess_process_input(struct session *s);
+static void sess_data_input(struct session *s);
+static void sess_arm_timer(struct session *s);
+static void sess_begin_close(struct session *s);
+
+/* sess_now_ms - monotonic milliseconds */
+uint64_t
+sess_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------------
+ * Reply slots
+ */
+
+/* sess_slot_new - a slot that a later reply fills */
+struct slot *
+sess_slot_new(struct session *s)
+{
+	struct slot *sl = xcalloc(1, sizeof(*sl));
+
+	if (s->sq_tail)
+		s->sq_tail->next = sl;
+	else
+		s->sq_head = sl;
+	s->sq_tail = sl;
+	s->nslots++;
+	s->npending++;
+	return sl;
+}
+
+/* sess_slot_fill - give a slot its reply text (CRLF lines) and flush */
+void
+sess_slot_fill(struct session *s, struct slot *sl, const char *text, size_t len)
+{
+	if (sl->filled)
+		panic("slot filled twice");
+	sl->text = xmemdup(text, len);
+	sl->len = (unsigned short)(len > 0xffff ? 0xffff : len);
+	sl->filled = true;
+	s->npending--;
+	sess_flush(s);
+}
+
+/* sess_vformat - format a reply, adding CRLF */
+static size_t
+sess_vformat(char *buf, size_t size, const char *fmt, va_list ap)
+{
+	int n = vsnprintf(buf, size - 2, fmt, ap);
+
+	if (n < 0)
+		n = 0;
+	if ((size_t)n > size - 3)
+		n = (int)(size - 3);
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	buf[n] = 0;
+	return (size_t)n;
+}
+
+/* sess_slot_fillf - fill a slot with a formatted one-line reply */
+void
+sess_slot_fillf(struct session *s, struct slot *sl, const char *fmt, ...)
+{
+	char buf[SESS_REPLY_MAX];
+	va_list ap;
+	size_t n;
+
+	va_start(ap, fmt);
+	n = sess_vformat(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	sess_slot_fill(s, sl, buf, n);
+}
+
+/* sess_reply_close - a local reply after which the session ends */
+static void __attribute__((format(printf, 2, 3)))
+sess_reply_close(struct session *s, const char *fmt, ...)
+{
+	char buf[SESS_REPLY_MAX];
+	va_list ap;
+	size_t n;
+	struct slot *sl;
+
+	va_start(ap, fmt);
+	n = sess_vformat(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	sl = sess_slot_new(s);
+	sl->close_after = true;
+	sess_slot_fill(s, sl, buf, n);
+}
+
+/* sess_replyf - a local reply, in order behind pending slots */
+void
+sess_replyf(struct session *s, const char *fmt, ...)
+{
+	char buf[SESS_REPLY_MAX];
+	va_list ap;
+	size_t n;
+
+	va_start(ap, fmt);
+	n = sess_vformat(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (s->sq_head == NULL) {
+		if (!s->closing)
+			bufferevent_write(s->bev, buf, n);
+		return;
+	}
+	sess_slot_fill(s, sess_slot_new(s), buf, n);
+}
+
+/* sess_slots_free - drop every slot (closing) */
+static void
+sess_slots_free(struct session *s)
+{
+	struct slot *sl, *next;
+
+	for (sl = s->sq_head; sl; sl = next) {
+		next = sl->next;
+		free(sl->text);
+		free(sl);
+	}
+	s->sq_head = s->sq_tail = NULL;
+	s->nslots = s->npending = 0;
+}
+
+/* sess_flush - write every filled slot at the head of the queue */
+void
+sess_flush(struct session *s)
+{
+	struct slot *sl;
+	bool close_after = false;
+
+	while (!s->closing && (sl = s->sq_head) != NULL && sl->filled) {
+		bufferevent_write(s->bev, sl->text, sl->len);
+		s->sq_head = sl->next;
+		if (s->sq_head == NULL)
+			s->sq_tail = NULL;
+		s->nslots--;
+		close_after = sl->close_after;
+		free(sl->text);
+		free(sl);
+		if (close_after) {
+			sess_begin_close(s);
+			return;
+		}
+	}
+	if (s->closing)
+		return;
+	if (s->sq_head == NULL && s->state == SS_CMD) {
+		s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
+		sess_arm_timer(s);
+	}
+	if (!s->in_input)
+		sess_process_input(s);
+}
+
+/* ---------------------------------------------------------------------
+ * Errors and limits
+ */
+
+/* sess_error - count a bad command; true if the session must end */
+static bool
+sess_error(struct session *s)
+{
+	if (++s->errors < s->conf->max_errors)
+		return false;
+	log_msg(LOG_L_INFO, s->id, "limit reason=errors count=%u", s->errors);
+	sess_reply_close(s, "421 4.7.0 %s Error: too many errors", s->conf->hostname);
+	return true;
+}
+
+/* sess_junk - count a NOOP/RSET/VRFY/HELP; true if the session must end */
+static bool
+sess_junk(struct session *s)
+{
+	if (++s->junk <= s->conf->max_junk)
+		return false;
+	log_msg(LOG_L_INFO, s->id, "limit reason=junk-commands count=%u", s->junk);
+	sess_reply_close(s, "421 4.7.0 %s Error: too many commands", s->conf->hostname);
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Transactions
+ */
+
+/* sess_txn_free - forget the transaction (the upstream is reset apart) */
+void
+sess_txn_free(struct session *s)
+{
+	if (s->txn == NULL)
+		return;
+	spool_free(s->txn->spool);
+	free(s->txn);
+	s->txn = NULL;
+}
+
+/* sess_txn_abort - forget the transaction and abort it upstream */
+static void
+sess_txn_abort(struct session *s)
+{
+	sess_txn_free(s);
+	if (ups_has_txn(s))
+		ups_submit(s, UK_RSET, "RSET\r\n", 6, NULL, NULL);
+}
+
+/* sess_ups_mail_result - the upstream answered MAIL */
+void
+sess_ups_mail_result(struct session *s, bool ok)
+{
+	if (!ok && s->txn != NULL)
+		s->txn->mail_failed = true;
+}
+
+/* sess_ups_rcpt_result - the upstream answered RCPT */
+void
+sess_ups_rcpt_result(struct session *s, bool ok)
+{
+	if (ok && s->txn != NULL)
+		s->txn->nrcpt_ok++;
+}
+
+/* sess_ups_data_done - the upstream answered the dot (or DATA) */
+void
+sess_ups_data_done(struct session *s)
+{
+	(void)s;
+}
+
+/* sess_ups_lost - the upstream failed: the open transaction is gone */
+void
+sess_ups_lost(struct session *s)
+{
+	if (s->txn != NULL && s->state == SS_CMD)
+		sess_txn_free(s);
+	else if (s->txn != NULL)
+		s->txn->mail_failed = true;
+}
+
+/* ---------------------------------------------------------------------
+ * Commands
+ */
+
+struct sess_verb {
+	enum smtp_verb verb;
+	unsigned flags;
+	bool (*check)(struct session *, const struct smtp_cmd *);
+	void (*proceed)(struct session *, const struct smtp_cmd *);
+};
+
+#define VF_LAST     0x01u	/* must end a pipelined group (RFC 2920 3.1) */
+#define VF_BARRIER  0x02u	/* wait for every earlier reply first */
+#define VF_JUNK     0x04u	/* counts toward max-junk-commands */
+
+/* sess_ehlo_reply - our capabilities, limited to what the upstream does */
+static void
+sess_ehlo_reply(struct session *s)
+{
+	char buf[SESS_REPLY_MAX];
+	uint64_t usize = 0;
+	unsigned caps = ups_known_caps(&usize);
+	uint64_t size = s->conf->max_message_size;
+	int n;
+
+	if ((caps & UPS_CAP_KNOWN) && (caps & UPS_CAP_SIZE) && usize != 0 && usize < size)
+		size = usize;
+	n = snprintf(buf, sizeof(buf),
+	    "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n%s%s%s250 ENHANCEDSTATUSCODES\r\n",
+	    s->conf->hostname, (unsigned long long)size,
+	    !(caps & UPS_CAP_KNOWN) || (caps & UPS_CAP_8BITMIME) ? "250-8BITMIME\r\n" : "",
+	    !(caps & UPS_CAP_KNOWN) || (caps & UPS_CAP_SMTPUTF8) ? "250-SMTPUTF8\r\n" : "",
+	    (caps & UPS_CAP_KNOWN) && (caps & UPS_CAP_DSN) ? "250-DSN\r\n" : "");
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		panic("EHLO reply too long");
+	if (s->sq_head == NULL)
+		bufferevent_write(s->bev, buf, (size_t)n);
+	else
+		sess_slot_fill(s, sess_slot_new(s), buf, (size_t)n);
+}
+
+/* check_helo - HELO/EHLO need a name */
+static bool
+check_helo(struct session *s, const struct smtp_cmd *c)
+{
+	if (c->arglen == 0) {
+		sess_replyf(s, "501 5.5.4 Syntax: %s hostname", smtp_verb_name(c->verb));
+		return sess_error(s), false;
+	}
+	return true;
+}
+
+/* proceed_helo - a new greeting resets the transaction */
+static void
+proceed_helo(struct session *s, const struct smtp_cmd *c)
+{
+	char esc[LOG_ESC_SIZE];
+	size_t len = c->arglen > SMTP_DOMAIN_MAX ? SMTP_DOMAIN_MAX : c->arglen;
+
+	sess_txn_abort(s);
+	free(s->helo);
+	s->helo = xmemdup(c->arg, len);
+	s->esmtp = c->verb == SMTP_V_EHLO;
+	log_escape(esc, sizeof(esc), c->arg, c->arglen);
+	log_msg(LOG_L_DEBUG, s->id, "helo name=\"%s\" esmtp=%d", esc, s->esmtp);
+	if (s->esmtp)
+		sess_ehlo_reply(s);
+	else
+		sess_replyf(s, "250 %s", s->conf->hostname);
+}
+
+/* sess_mail_line - render MAIL for the upstream from the parsed values */
+static size_t
+sess_mail_line(struct session *s, char *buf, size_t size)
+{
+	struct txn *t = s->txn;
+	uint64_t usize = 0;
+	unsigned caps = ups_known_caps(&usize);
+	int n;
+	size_t len;
+
+	n = snprintf(buf, size, "MAIL FROM:%s", t->sender);
+	len = n > 0 ? (size_t)n : 0;
+	if (t->mp.has_size && (caps & UPS_CAP_SIZE) && len < size)
+		len += (size_t)snprintf(buf + len, size - len, " SIZE=%llu",
+		    (unsigned long long)t->mp.size);
+	if (t->mp.body == SMTP_BODY_8BITMIME && (caps & UPS_CAP_8BITMIME) && len < size)
+		len += (size_t)snprintf(buf + len, size - len, " BODY=8BITMIME");
+	else if (t->mp.body == SMTP_BODY_7BIT && len < size)
+		len += (size_t)snprintf(buf + len, size - len, " BODY=7BIT");
+	if (t->mp.smtputf8 && len < size)
+		len += (size_t)snprintf(buf + len, size - len, " SMTPUTF8");
+	if ((caps & UPS_CAP_DSN) && t->mp.ret != SMTP_RET_NONE && len < size)
+		len += (size_t)snprintf(buf + len, size - len, " RET=%s",
+		    t->mp.ret == SMTP_RET_FULL ? "FULL" : "HDRS");
+	if ((caps & UPS_CAP_DSN) && t->mp.envid_len > 0 && len + 8 < size) {
+		len += (size_t)snprintf(buf + len, size - len, " ENVID=");
+		int e = smtp_xtext_encode(t->mp.envid, t->mp.envid_len, buf + len, size - len);
+		if (e > 0)
+			len += (size_t)e;
+	}
+	if (len + 2 >= size)
+		return 0;
+	buf[len++] = '\r';
+	buf[len++] = '\n';
+	return len;
+}
+
+/* check_mail - order, syntax, size, capabilities */
+static bool
+check_mail(struct session *s, const struct smtp_cmd *c)
+{
+	if (s->helo == NULL) {
+		sess_replyf(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return sess_error(s), false;
+	}
+	if (s->txn != NULL) {
+		sess_replyf(s, "503 5.5.1 Error: nested MAIL command");
+		return sess_error(s), false;
+	}
+	return c != NULL;
+}
+
+/* proceed_mail - parse, then send MAIL upstream */
+static void
+proceed_mail(struct session *s, const struct smtp_cmd *c)
+{
+	struct smtp_addr addr;
+	struct smtp_mail_params mp;
+	const struct smtp_reject *rj;
+	char line[SMTP_CMD_LINE_MAX + 256];
+	char esc[LOG_ESC_SIZE];
+	size_t n;
+	unsigned caps = ups_known_caps(NULL);
+
+	memset(&mp, 0, sizeof(mp));
+	rj = smtp_mail_parse(c->arg, c->arglen, &addr, &mp);
+	if (rj != NULL) {
+		log_escape(esc, sizeof(esc), c->arg, c->arglen);
+		log_msg(LOG_L_INFO, s->id, "reject stage=mail code=%d arg=\"%s\" reason=syntax",
+		    rj->code, esc);
+		sess_replyf(s, "%d %s %s", rj->code, rj->enh, rj->text);
+		sess_error(s);
+		return;
+	}
+	if (mp.has_size && mp.size > s->conf->max_message_size) {
+		sess_replyf(s, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	if (mp.body == SMTP_BODY_BINARYMIME) {
+		sess_replyf(s, "555 5.5.4 Unsupported option: BODY=BINARYMIME");
+		return;
+	}
+	if (mp.smtputf8 && (caps & UPS_CAP_KNOWN) && !(caps & UPS_CAP_SMTPUTF8)) {
+		sess_replyf(s, "555 5.5.4 Unsupported option: SMTPUTF8");
+		return;
+	}
+	if (s->ups_connects >= 3 && s->ups == NULL) {
+		sess_reply_close(s, "421 4.4.2 %s Error: upstream unavailable", s->conf->hostname);
+		return;
+	}
+	s->txn = xcalloc(1, sizeof(*s->txn));
+	s->txn->mp = mp;
+	if (smtp_addr_render(&addr, s->txn->sender, sizeof(s->txn->sender)) < 0) {
+		sess_txn_free(s);
+		sess_replyf(s, "501 5.1.7 Bad sender address syntax");
+		sess_error(s);
+		return;
+	}
+	n = sess_mail_line(s, line, sizeof(line));
+	if (n == 0) {
+		sess_txn_free(s);
+		sess_replyf(s, "501 5.5.4 Error: MAIL command too long");
+		sess_error(s);
+		return;
+	}
+	log_escape(esc, sizeof(esc), s->txn->sender, strlen(s->txn->sender));
+	log_msg(LOG_L_DEBUG, s->id, "mail from=\"%s\"", esc);
+	ups_submit(s, UK_MAIL, line, n, sess_slot_new(s), NULL);
+}
+
+/* check_rcpt - order and the recipient limit */
+static bool
+check_rcpt(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	if (s->txn == NULL || s->txn->mail_failed) {
+		sess_replyf(s, "503 5.5.1 Error: need MAIL command");
+		return sess_error(s), false;
+	}
+	if (s->txn->nrcpt >= s->conf->max_recipients) {
+		sess_replyf(s, "452 4.5.3 Error: too many recipients");
+		return sess_error(s), false;
+	}
+	return true;
+}
+
+/* proceed_rcpt - parse, then send RCPT upstream */
+static void
+proceed_rcpt(struct session *s, const struct smtp_cmd *c)
+{
+	struct smtp_addr addr;
+	struct smtp_rcpt_params rp;
+	const struct smtp_reject *rj;
+	char line[SMTP_CMD_LINE_MAX + 512];
+	char esc[LOG_ESC_SIZE];
+	int n;
+	size_t len;
+	unsigned caps = ups_known_caps(NULL);
+
+	memset(&rp, 0, sizeof(rp));
+	rj = smtp_rcpt_parse(c->arg, c->arglen, &addr, &rp, s->txn->mp.smtputf8);
+	if (rj != NULL) {
+		log_escape(esc, sizeof(esc), c->arg, c->arglen);
+		log_msg(LOG_L_INFO, s->id, "reject stage=rcpt code=%d arg=\"%s\" reason=syntax",
+		    rj->code, esc);
+		sess_replyf(s, "%d %s %s", rj->code, rj->enh, rj->text);
+		sess_error(s);
+		return;
+	}
+	memcpy(line, "RCPT TO:", 8);
+	n = smtp_addr_render(&addr, line + 8, sizeof(line) - 8);
+	if (n < 0) {
+		sess_replyf(s, "501 5.1.3 Bad recipient address syntax");
+		sess_error(s);
+		return;
+	}
+	len = 8 + (size_t)n;
+	if ((caps & UPS_CAP_DSN) && rp.notify != 0) {
+		len += (size_t)snprintf(line + len, sizeof(line) - len, " NOTIFY=%s%s%s%s",
+		    rp.notify & SMTP_NOTIFY_NEVER ? "NEVER" : "",
+		    rp.notify & SMTP_NOTIFY_SUCCESS ? "SUCCESS" : "",
+		    rp.notify & SMTP_NOTIFY_FAILURE ? (rp.notify & SMTP_NOTIFY_SUCCESS ? ",FAILURE" : "FAILURE") : "",
+		    rp.notify & SMTP_NOTIFY_DELAY ? (rp.notify & (SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE) ? ",DELAY" : "DELAY") : "");
+	}
+	if ((caps & UPS_CAP_DSN) && rp.orcpt_len > 0 && len + 16 < sizeof(line)) {
+		len += (size_t)snprintf(line + len, sizeof(line) - len, " ORCPT=%s;", rp.orcpt_type);
+		int e = smtp_xtext_encode(rp.orcpt, rp.orcpt_len, line + len, sizeof(line) - len);
+		if (e > 0)
+			len += (size_t)e;
+	}
+	if (len + 2 >= sizeof(line)) {
+		sess_replyf(s, "501 5.5.4 Error: RCPT command too long");
+		sess_error(s);
+		return;
+	}
+	line[len++] = '\r';
+	line[len++] = '\n';
+	s->txn->nrcpt++;
+	ups_submit(s, UK_RCPT, line, len, sess_slot_new(s), NULL);
+}
+
+/* check_data - a transaction with at least one accepted recipient */
+static bool
+check_data(struct session *s, const struct smtp_cmd *c)
+{
+	if (c->arglen != 0) {
+		sess_replyf(s, "501 5.5.4 Syntax: DATA");
+		return sess_error(s), false;
+	}
+	if (s->txn == NULL || s->txn->mail_failed) {
+		sess_replyf(s, "503 5.5.1 Error: need MAIL command");
+		return sess_error(s), false;
+	}
+	if (s->txn->nrcpt_ok == 0) {
+		sess_replyf(s, "554 5.5.1 Error: no valid recipients");
+		return sess_error(s), false;
+	}
+	return true;
+}
+
+/* proceed_data - 354 from us; the content goes to the spool */
+static void
+proceed_data(struct session *s, const struct smtp_cmd *c)
+{
+	struct txn *t = s->txn;
+
+	(void)c;
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		/* content before our 354 (RFC 2920 3.1): a fact for rules */
+		s->facts |= SESS_F_DATA_PIPELINED;
+		log_msg(LOG_L_INFO, s->id, "protocol fact=data-pipelined");
+	}
+	data_dec_init(&t->dd, s->conf->bare_lf == CONF_BARELF_REJECT ?
+	    DATA_BARELF_REJECT : DATA_BARELF_NORMALISE,
+	    s->conf->max_message_size, (size_t)s->conf->max_line_length);
+	t->spool = spool_new(s->conf->spool_dir, (size_t)s->conf->spool_memory);
+	t->data_start_ms = sess_now_ms();
+	s->state = SS_DATA;
+	s->cmd_deadline_ms = 0;
+	sess_replyf(s, "354 End data with <CR><LF>.<CR><LF>");
+	sess_arm_timer(s);
+}
+
+/* check_noarg - commands that take no argument */
+static bool
+check_noarg(struct session *s, const struct smtp_cmd *c)
+{
+	if (c->arglen != 0) {
+		sess_replyf(s, "501 5.5.4 Syntax: %s", smtp_verb_name(c->verb));
+		return sess_error(s), false;
+	}
+	return true;
+}
+
+/* proceed_rset - forget the transaction, here and upstream */
+static void
+proceed_rset(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	sess_txn_abort(s);
+	sess_replyf(s, "250 2.0.0 Ok");
+}
+
+/* proceed_noop - nothing */
+static void
+proceed_noop(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	sess_replyf(s, "250 2.0.0 Ok");
+}
+
+/* proceed_quit - goodbye, after every earlier reply */
+static void
+proceed_quit(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	s->quit = true;
+	sess_reply_close(s, "221 2.0.0 Bye");
+}
+
+/* proceed_vrfy - RFC 5321 3.5.3: 252 */
+static void
+proceed_vrfy(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	sess_replyf(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+/* proceed_help - a short list */
+static void
+proceed_help(struct session *s, const struct smtp_cmd *c)
+{
+	(void)c;
+	sess_replyf(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+}
+
+/* proceed_notimpl - known verbs moat does not offer */
+static void
+proceed_notimpl(struct session *s, const struct smtp_cmd *c)
+{
+	if (c->verb == SMTP_V_AUTH)
+		sess_replyf(s, "503 5.5.1 Error: authentication not enabled");
+	else
+		sess_replyf(s, "502 5.5.1 Error: command not implemented");
+	sess_error(s);
+}
+
+/* proceed_foreign - a PROXY header or an HTTP request: not SMTP, close */
+static void
+proceed_foreign(struct session *s, const struct smtp_cmd *c)
+{
+	s->facts |= SESS_F_NON_SMTP;
+	log_msg(LOG_L_INFO, s->id, "reject reason=%s", c->verb == SMTP_V_PROXY ?
+	    "proxy-header" : "http-request");
+	if (c->verb == SMTP_V_PROXY)
+		sess_reply_close(s, "500 5.5.1 Error: PROXY protocol is not accepted here");
+	else
+		sess_reply_close(s, "554 5.5.1 Error: this is an SMTP server, not HTTP");
+}
+
+static const struct sess_verb sess_verbs[] = {
+	{ SMTP_V_HELO, VF_LAST, check_helo, proceed_helo },
+	{ SMTP_V_EHLO, VF_LAST, check_helo, proceed_helo },
+	{ SMTP_V_MAIL, 0, check_mail, proceed_mail },
+	{ SMTP_V_RCPT, 0, check_rcpt, proceed_rcpt },
+	{ SMTP_V_DATA, VF_LAST | VF_BARRIER, check_data, proceed_data },
+	{ SMTP_V_RSET, VF_JUNK, check_noarg, proceed_rset },
+	{ SMTP_V_NOOP, VF_LAST | VF_JUNK, NULL, proceed_noop },
+	{ SMTP_V_QUIT, VF_LAST, NULL, proceed_quit },
+	{ SMTP_V_VRFY, VF_LAST | VF_JUNK, NULL, proceed_vrfy },
+	{ SMTP_V_HELP, VF_LAST | VF_JUNK, NULL, proceed_help },
+	{ SMTP_V_EXPN, VF_LAST, NULL, proceed_notimpl },
+	{ SMTP_V_STARTTLS, VF_LAST, NULL, proceed_notimpl },
+	{ SMTP_V_AUTH, VF_LAST, NULL, proceed_notimpl },
+	{ SMTP_V_BDAT, VF_LAST, NULL, proceed_notimpl },
+	{ SMTP_V_XCLIENT, VF_LAST, NULL, proceed_notimpl },
+	{ SMTP_V_XFORWARD, VF_LAST, NULL, proceed_notimpl },
+	{ SMTP_V_ETRN, VF_LAST, NULL, proceed_notimpl },
+	{ SMTP_V_TURN, VF_LAST, NULL, proceed_notimpl },
+	{ SMTP_V_PROXY, VF_LAST, NULL, proceed_foreign },
+	{ SMTP_V_HTTP, VF_LAST, NULL, proceed_foreign },
+};
+
+/* sess_verb_find - the table row of a verb */
+static const struct sess_verb *
+sess_verb_find(enum smtp_verb v)
+{
+	for (size_t i = 0; i < sizeof(sess_verbs) / sizeof(sess_verbs[0]); i++)
+		if (sess_verbs[i].verb == v)
+			return &sess_verbs[i];
+	return NULL;
+}
+
+/* sess_command - one complete command line (no line end) */
+static void
+sess_command(struct session *s, const char *line, size_t len)
+{
+	struct smtp_cmd c;
+	enum smtp_perr pe = smtp_cmd_parse(line, len, &c);
+	const struct sess_verb *v;
+	char esc[LOG_ESC_SIZE];
+
+	s->ncmds++;
+	if (log_enabled(LOG_L_DEBUG)) {
+		log_escape(esc, sizeof(esc), line, len);
+		log_msg(LOG_L_DEBUG, s->id, "command line=\"%s\"", esc);
+	}
+	switch (pe) {
+	case SMTP_P_OK:
+		break;
+	case SMTP_P_BADCHAR:
+		sess_replyf(s, "500 5.5.2 Error: bad character in command");
+		sess_error(s);
+		return;
+	case SMTP_P_TOOLONG:
+		sess_replyf(s, "500 5.5.2 Error: line too long");
+		sess_error(s);
+		return;
+	case SMTP_P_EMPTY:
+		sess_replyf(s, "500 5.5.2 Error: bad syntax");
+		sess_error(s);
+		return;
+	case SMTP_P_SYNTAX:
+		sess_replyf(s, "501 5.5.4 Syntax: %s", c.verb == SMTP_V_MAIL ?
+		    "MAIL FROM:<address>" : c.verb == SMTP_V_RCPT ? "RCPT TO:<address>" :
+		    smtp_verb_name(c.verb));
+		sess_error(s);
+		return;
+	}
+	v = sess_verb_find(c.verb);
+	if (v == NULL) {
+		sess_replyf(s, "500 5.5.2 Error: command not recognized");
+		sess_error(s);
+		return;
+	}
+	if ((v->flags & VF_JUNK) && sess_junk(s))
+		return;
+	if (v->check != NULL && !v->check(s, &c))
+		return;
+	v->proceed(s, &c);
+	if ((v->flags & VF_LAST) && s->state == SS_CMD && !s->closing &&
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		/* RFC 2920 3.1: this command must end a group */
+		s->facts |= SESS_F_PIPE_BEFORE_EHLO;
+		log_msg(LOG_L_DEBUG, s->id, "protocol fact=pipelined-after verb=%s",
+		    smtp_verb_name(c.verb));
+	}
+}
+
+/* sess_process_input - run every complete command we may run now */
+static void
+sess_process_input(struct session *s)
+{
+	struct evbuffer *in;
+	char line[SMTP_CMD_LINE_MAX + 1];
+
+	if (s->closing || s->in_input || s->state == SS_CLOSING)
+		return;
+	s->in_input = true;
+	in = bufferevent_get_input(s->bev);
+	while (!s->closing && s->state == SS_CMD) {
+		size_t avail = evbuffer_get_length(in), eol_len = 0, raw;
+		struct evbuffer_ptr p;
+
+		if (avail == 0)
+			break;
+		if (s->nslots >= s->conf->max_pending ||
+		    evbuffer_get_length(bufferevent_get_output(s->bev)) > SESS_OUTPUT_MAX)
+			break;	/* resumed by sess_flush or the write callback */
+		p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+		if (p.pos < 0) {
+			if (s->discard) {
+				evbuffer_drain(in, avail);
+				break;
+			}
+			if (avail < SMTP_CMD_LINE_MAX)
+				break;	/* wait for the rest of the line */
+			/* no line end within the cap: refuse now, and throw
+			 * the rest of the line away as it arrives */
+			evbuffer_drain(in, avail);
+			s->discard = true;
+			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long");
+			sess_replyf(s, "500 5.5.2 Error: line too long");
+			sess_error(s);
+			continue;
+		}
+		raw = (size_t)p.pos;	/* bytes before the LF */
+		if (s->discard) {
+			evbuffer_drain(in, raw + 1);
+			s->discard = false;
+			continue;
+		}
+		if (raw > SMTP_CMD_LINE_MAX - 1) {
+			evbuffer_drain(in, raw + 1);
+			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long bytes=%zu", raw);
+			sess_replyf(s, "500 5.5.2 Error: line too long");
+			sess_error(s);
+			continue;
+		}
+		evbuffer_copyout(in, line, raw);
+		if (raw == 0 || line[raw - 1] != '\r') {
+			/* a command ended by a bare LF: refuse it, never guess */
+			evbuffer_drain(in, raw + 1);
+			s->facts |= SESS_F_BARE_LF_CMD;
+			log_msg(LOG_L_INFO, s->id, "reject reason=bare-lf-command");
+			sess_replyf(s, "500 5.5.2 Error: bare <LF> received, use <CR><LF>");
+			sess_error(s);
+			continue;
+		}
+		raw--;
+		/* DATA must wait until every earlier reply is known */
+		if (s->npending > 0 && raw >= 4 && strncasecmp(line, "DATA", 4) == 0 &&
+		    (raw == 4 || line[4] == ' '))
+			break;
+		evbuffer_drain(in, raw + 2);
+		sess_command(s, line, raw);
+		s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
+	}
+	s->in_input = false;
+	if (!s->closing && s->state == SS_DATA)
+		sess_data_input(s);
+	if (!s->closing)
+		sess_arm_timer(s);
+}
+
+/* ---------------------------------------------------------------------
+ * DATA
+ */
+
+/* sess_spool_out - decoder output goes to the spool */
+static void
+sess_spool_out(void *arg, const unsigned char *buf, size_t len)
+{
+	struct txn *t = arg;
+
+	spool_write(t->spool, buf, len);	/* errors are sticky, checked at the end */
+}
+
+/* sess_data_end - the terminator was seen: judge, then send upstream */
+static void
+sess_data_end(struct session *s)
+{
+	struct txn *t = s->txn;
+	const struct data_verdict *v = data_dec_verdict(&t->dd);
+	struct spool *sp;
+
+	s->state = SS_CMD;
+	s->nmsgs++;
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		s->facts |= SESS_F_AFTER_DOT;
+		log_msg(LOG_L_DEBUG, s->id, "protocol fact=pipelined-after-dot");
+	}
+	if (v != NULL) {
+		log_msg(LOG_L_INFO, s->id, "reject stage=data code=%d reason=\"%s\" size=%llu flags=0x%x",
+		    v->code, v->text, (unsigned long long)t->dd.size, t->dd.flags);
+		sess_replyf(s, "%d %s %s", v->code, v->enh, v->text);
+		sess_txn_abort(s);
+		return;
+	}
+	if (spool_finish(t->spool) != 0) {
+		log_msg(LOG_L_ERROR, s->id, "tempfail stage=data reason=spool-error");
+		sess_replyf(s, "451 4.3.0 Error: local error writing the message, try again later");
+		sess_txn_abort(s);
+		return;
+	}
+	log_msg(LOG_L_INFO, s->id, "message size=%llu rcpts=%u spooled=%s",
+	    (unsigned long long)t->dd.size, t->nrcpt_ok, spool_on_disk(t->spool) ? "file" : "memory");
+	sp = t->spool;
+	t->spool = NULL;
+	sess_txn_free(s);
+	ups_submit(s, UK_DATA, "DATA\r\n", 6, sess_slot_new(s), sp);
+}
+
+/* sess_data_input - feed the client's bytes to the decoder */
+static void
+sess_data_input(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+
+	while (!s->closing && s->state == SS_DATA) {
+		struct evbuffer_iovec v;
+		size_t used;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+			break;
+		used = data_dec_feed(&s->txn->dd, v.iov_base, v.iov_len,
+		    sess_spool_out, s->txn);
+		evbuffer_drain(in, used);
+		if (s->txn->dd.done) {
+			sess_data_end(s);
+			s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
+			sess_process_input(s);
+			return;
+		}
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Timers, I/O callbacks, lifetime
+ */
+
+/* sess_deadline - the next moment something must have happened */
+static uint64_t
+sess_deadline(const struct session *s)
+{
+	const struct conf *c = s->conf;
+	uint64_t d = s->start_ms + c->session_deadline_ms, x;
+
+	switch (s->state) {
+	case SS_CMD:
+		if (s->npending == 0 && s->cmd_deadline_ms != 0 && s->cmd_deadline_ms < d)
+			d = s->cmd_deadline_ms;
+		break;
+	case SS_DATA:
+		x = s->txn->data_start_ms + c->command_deadline_ms;
+		if (c->data_min_rate > 0)
+			x += s->txn->dd.raw * 1000 / c->data_min_rate;
+		else
+			x = d;
+		if (x < d)
+			d = x;
+		break;
+	case SS_CLOSING:
+		break;
+	}
+	return d;
+}
+
+/* sess_arm_timer - (re)arm the session's one timer */
+static void
+sess_arm_timer(struct session *s)
+{
+	uint64_t now = sess_now_ms(), d;
+	struct timeval tv;
+
+	if (s->closing || s->state == SS_CLOSING)
+		return;
+	d = sess_deadline(s);
+	d = d > now ? d - now : 0;
+	tv.tv_sec = (time_t)(d / 1000);
+	tv.tv_usec = (suseconds_t)(d % 1000) * 1000;
+	evtimer_add(s->ev_timer, &tv);
+}
+
+/* sess_timer_cb - a deadline passed (or the timer was early) */
+static void
+sess_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	uint64_t now = sess_now_ms();
+	const char *why;
+
+	(void)fd;
+	(void)what;
+	if (s->closing)
+		return;
+	if (s->state == SS_CLOSING) {
+		sess_close(s, "flush-timeout");
+		return;
+	}
+	if (now < sess_deadline(s)) {
+		sess_arm_timer(s);
+		return;
+	}
+	why = now >= s->start_ms + s->conf->session_deadline_ms ? "session-deadline" :
+	    s->state == SS_DATA ? "data-deadline" : "command-deadline";
+	log_msg(LOG_L_INFO, s->id, "limit reason=%s", why);
+	/* the client gets this at once, whatever is still pending */
+	sess_slots_free(s);
+	bufferevent_write(s->bev, "", 0);
+	{
+		char buf[SESS_REPLY_MAX];
+		int n = snprintf(buf, sizeof(buf), "421 4.4.2 %s Error: timeout exceeded\r\n",
+		    s->conf->hostname);
+		if (n > 0)
+			bufferevent_write(s->bev, buf, (size_t)n);
+	}
+	sess_begin_close(s);
+}
+
+/* sess_free_cb - the one place a session is freed */
+static void
+sess_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session *s = arg;
+	struct worker *w = s->w;
+
+	(void)fd;
+	(void)what;
+	ups_free(s);
+	sess_txn_free(s);
+	sess_slots_free(s);
+	if (s->ev_timer)
+		event_free(s->ev_timer);
+	if (s->bev)
+		bufferevent_free(s->bev);
+	if (s->counted)
+		clients_leave((struct sockaddr *)&s->peer, (unsigned)s->conf->client_v6_prefix);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	w->nsessions--;
+	__atomic_sub_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
+	conf_unref(s->conf);
+	free(s->helo);
+	free(s);
+	if (w->draining && w->nsessions == 0)
+		event_active(w->ev_wake, EV_READ, 0);
+}
+
+/* sess_close - stop all I/O now and free the session from its own event */
+void
+sess_close(struct session *s, const char *reason)
+{
+	struct timeval zero = { 0, 0 };
+
+	if (s->closing)
+		return;
+	s->closing = true;
+	log_msg(LOG_L_INFO, s->id, "disconnect reason=%s commands=%u messages=%u errors=%u",
+	    reason, s->ncmds, s->nmsgs, s->errors);
+	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	evtimer_del(s->ev_timer);
+	if (event_base_once(s->w->base, -1, EV_TIMEOUT, sess_free_cb, s, &zero) != 0)
+		panic("event_base_once failed");
+}
+
+/* sess_begin_close - stop reading, flush what is written, then close */
+static void
+sess_begin_close(struct session *s)
+{
+	struct timeval tv = { SESS_CLOSE_MS / 1000, 0 };
+
+	if (s->closing || s->state == SS_CLOSING)
+		return;
+	s->state = SS_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		sess_close(s, s->quit ? "quit" : "closed");
+		return;
+	}
+	evtimer_add(s->ev_timer, &tv);
+}
+
+/* sess_read_cb - client bytes arrived */
+static void
+sess_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	(void)bev;
+	if (s->closing)
+		return;
+	if (s->state == SS_DATA)
+		sess_data_input(s);
+	else
+		sess_process_input(s);
+}
+
+/* sess_write_cb - the output drained below the low-water mark */
+static void
+sess_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	(void)bev;
+	if (s->closing)
+		return;
+	if (s->state == SS_CLOSING) {
+		sess_close(s, s->quit ? "quit" : "closed");
+		return;
+	}
+	sess_process_input(s);
+}
+
+/* sess_event_cb - EOF or error on the client socket */
+static void
+sess_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+
+	(void)bev;
+	if (s->closing)
+		return;
+	if (what & BEV_EVENT_EOF)
+		sess_close(s, s->state == SS_DATA ? "eof-in-data" : "eof");
+	else if (what & BEV_EVENT_ERROR)
+		sess_close(s, "socket-error");
+	else if (what & BEV_EVENT_TIMEOUT)
+		sess_close(s, "write-timeout");
+}
+
+/* sess_drain - SIGTERM: an idle session is told 421 and closed now */
+void
+sess_drain(struct session *s)
+{
+	if (s->closing || s->state != SS_CMD || s->txn != NULL || s->npending > 0)
+		return;	/* finishes what it does; the drain timeout bounds it */
+	bufferevent_write(s->bev, "421 4.3.2 Service shutting down\r\n", 33);
+	sess_begin_close(s);
+}
+
+/* sess_start - a new client connection, already counted and accepted */
+void
+sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	struct session *s = xcalloc(1, sizeof(*s));
+	socklen_t llen = sizeof(s->local);
+	struct timeval wt;
+	int one = 1;
+
+	s->id = moatd_new_sid();
+	s->w = w;
+	s->conf = c;
+	s->counted = true;
+	memcpy(&s->peer, sa, salen);
+	getsockname(fd, (struct sockaddr *)&s->local, &llen);
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &sin->sin_addr, s->ip, sizeof(s->ip));
+		s->port = ntohs(sin->sin_port);
+	} else {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, s->ip, sizeof(s->ip));
+		s->port = ntohs(sin6->sin6_port);
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->bev == NULL)
+		panic("bufferevent_socket_new failed");
+	s->ev_timer = evtimer_new(w->base, sess_timer_cb, s);
+	if (s->ev_timer == NULL)
+		panic("evtimer_new failed");
+	s->next = w->sessions;
+	if (s->next)
+		s->next->prev = s;
+	w->sessions = s;
+	w->nsessions++;
+	s->start_ms = sess_now_ms();
+	s->cmd_deadline_ms = s->start_ms + c->command_deadline_ms;
+	bufferevent_setcb(s->bev, sess_read_cb, sess_write_cb, sess_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SESS_INPUT_MAX);
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	wt.tv_sec = (time_t)(c->command_deadline_ms / 1000);
+	wt.tv_usec = (suseconds_t)(c->command_deadline_ms % 1000) * 1000;
+	bufferevent_set_timeouts(s->bev, NULL, &wt);
+	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u",
+	    sa->sa_family == AF_INET6 ? "[" : "", s->ip, sa->sa_family == AF_INET6 ? "]" : "",
+	    s->port);
+	sess_replyf(s, "220 %s ESMTP moat", c->hostname);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	sess_arm_timer(s);
+}

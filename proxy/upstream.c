@@ -1,0 +1,736 @@
+/*
+ * upstream - the client side: one connection to the upstream MTA per
+ * client session, driven in lockstep with it
+ *
+ * SYNOPSIS
+ *	void ups_submit(struct session *s, enum ups_kind kind, const char *line,
+ *	                size_t len, struct slot *sl, struct spool *sp);
+ *	void ups_free(struct session *s);
+ *
+ * DESCRIPTION
+ *	The first ups_submit() of a session connects: greeting (220), EHLO
+ *	with our hostname, then the client's identity (XCLIENT, answered by a
+ *	new 220 and followed by a second EHLO, or a PROXY v1/v2 header sent
+ *	before anything else), and only then the queued commands. Commands
+ *	wait in an out-queue until the connection is ready; they are
+ *	pipelined when the upstream offers PIPELINING, and sent one at a
+ *	time otherwise. DATA is a barrier: nothing follows it until its 354
+ *	arrived and the message and its dot are written.
+ *
+ *	Every command sent has one entry in the in-flight queue; each reply
+ *	is matched to the oldest entry and fills that entry's client slot
+ *	(if it has one: RSET, QUIT and the setup commands are internal).
+ *	Replies are parsed strictly (reply.c). A reply that makes no sense
+ *	for its command (a 354 to RCPT, a 250 to DATA), a reply nobody asked
+ *	for, an over-long or malformed line, a timeout or a lost connection
+ *	end this upstream connection: every waiting slot gets a 4xx, never a
+ *	2xx, and the session's transaction is dropped. A later MAIL may
+ *	connect again (at most three times per session).
+ *
+ * LIFETIME
+ *	A failed connection is retired, not freed: its bufferevent is
+ *	disabled and the memory goes back from an event of its own, so no
+ *	callback below ever runs on freed memory. At the end of a session
+ *	an idle connection is sent QUIT and closed once the QUIT is written.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "identity.h"
+#include "log.h"
+#include "moatd.h"
+#include "session.h"
+#include "spool.h"
+#include "xalloc.h"
+
+#define UPS_LINE_MAX (REPLY_LINE_MAX + 2)
+#define UPS_QUIT_MS  5000
+
+enum ups_state { UPS_CONNECTING = 0, UPS_SETUP, UPS_READY, UPS_DEAD };
+
+struct ups_cmd {
+	struct ups_cmd *next;
+	enum ups_kind kind;
+	struct slot *slot;	/* client reply, or NULL for an internal command */
+	struct spool *spool;	/* UK_DATA: the message */
+	size_t len;
+	char line[];
+};
+
+struct ups {
+	struct bufferevent *bev;
+	enum ups_state st;
+	struct ups_cmd *out_h, *out_t;	/* not yet sent */
+	struct ups_cmd *inf_h, *inf_t;	/* sent, waiting for their reply */
+	unsigned ninflight;
+	unsigned caps;
+	uint64_t size;
+	bool in_txn;		/* MAIL accepted, not yet ended by a dot or RSET */
+	bool blocked;		/* DATA sent: nothing more until its dot is written */
+	char xclient[128];	/* the attributes offered after XCLIENT */
+	struct reply r;
+};
+
+static unsigned ups_caps_seen;	/* atomic: UPS_CAP_* of the last EHLO */
+static uint64_t ups_size_seen;	/* atomic */
+
+static void ups_fail(struct session *s, const char *why, const struct reply *r);
+
+/* ups_known_caps - what the upstream offered last time we asked */
+unsigned
+ups_known_caps(uint64_t *size)
+{
+	if (size)
+		*size = __atomic_load_n(&ups_size_seen, __ATOMIC_RELAXED);
+	return __atomic_load_n(&ups_caps_seen, __ATOMIC_RELAXED);
+}
+
+/* ups_has_txn - is a transaction open (or being opened) upstream? */
+bool
+ups_has_txn(const struct session *s)
+{
+	const struct ups *u = s->ups;
+	const struct ups_cmd *c;
+
+	if (u == NULL || u->st == UPS_DEAD)
+		return false;
+	if (u->in_txn)
+		return true;
+	for (c = u->inf_h; c; c = c->next)
+		if (c->kind == UK_MAIL)
+			return true;
+	for (c = u->out_h; c; c = c->next)
+		if (c->kind == UK_MAIL)
+			return true;
+	return false;
+}
+
+/* ups_cmd_new - a command with its line copied */
+static struct ups_cmd *
+ups_cmd_new(enum ups_kind kind, const char *line, size_t len, struct slot *sl, struct spool *sp)
+{
+	struct ups_cmd *c = xmalloc(sizeof(*c) + len + 1);
+
+	c->next = NULL;
+	c->kind = kind;
+	c->slot = sl;
+	c->spool = sp;
+	c->len = len;
+	memcpy(c->line, line, len);
+	c->line[len] = 0;
+	return c;
+}
+
+/* ups_cmd_free - free a command that never got its reply */
+static void
+ups_cmd_free(struct ups_cmd *c)
+{
+	spool_free(c->spool);
+	free(c);
+}
+
+/* ups_timeouts - reply deadline while waiting, none while idle */
+static void
+ups_timeouts(struct session *s)
+{
+	struct ups *u = s->ups;
+	uint64_t ms = u->st == UPS_CONNECTING ? s->conf->upstream_connect_ms :
+	    s->conf->upstream_timeout_ms;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	if (u->ninflight > 0 || u->st != UPS_READY)
+		bufferevent_set_timeouts(u->bev, &tv, &tv);
+	else
+		bufferevent_set_timeouts(u->bev, NULL, &tv);
+}
+
+/* ups_send - write one command and wait for its reply */
+static void
+ups_send(struct session *s, struct ups_cmd *c)
+{
+	struct ups *u = s->ups;
+	char esc[LOG_ESC_SIZE];
+
+	c->next = NULL;
+	if (u->inf_t)
+		u->inf_t->next = c;
+	else
+		u->inf_h = c;
+	u->inf_t = c;
+	u->ninflight++;
+	if (c->len > 0)
+		bufferevent_write(u->bev, c->line, c->len);
+	if (log_enabled(LOG_L_DEBUG) && c->len > 2) {
+		log_escape(esc, sizeof(esc), c->line, c->len - 2);
+		log_msg(LOG_L_DEBUG, s->id, "upstream send=\"%s\"", esc);
+	}
+}
+
+/* ups_send_line - an internal command */
+static void
+ups_send_line(struct session *s, enum ups_kind kind, const char *line, size_t len)
+{
+	ups_send(s, ups_cmd_new(kind, line, len, NULL, NULL));
+}
+
+/* ups_pump - send what may be sent now */
+static void
+ups_pump(struct session *s)
+{
+	struct ups *u = s->ups;
+
+	while (u->st == UPS_READY && u->out_h != NULL && !u->blocked) {
+		struct ups_cmd *c = u->out_h;
+		if (!(u->caps & UPS_CAP_PIPELINING) && u->ninflight > 0)
+			break;
+		if (c->kind == UK_DATA && u->ninflight > 0)
+			break;	/* DATA goes alone, after every earlier reply */
+		u->out_h = c->next;
+		if (u->out_h == NULL)
+			u->out_t = NULL;
+		if (c->kind == UK_DATA)
+			u->blocked = true;
+		ups_send(s, c);
+	}
+	ups_timeouts(s);
+}
+
+/* ups_slot_reply - give the client the upstream's reply */
+static void
+ups_slot_reply(struct session *s, struct slot *sl, const struct reply *r)
+{
+	char buf[REPLY_TEXT_MAX + REPLY_LINES_MAX * 16];
+	int n = reply_render(r, 0, true, buf, sizeof(buf));
+
+	if (n < 0)
+		sess_slot_fillf(s, sl, "451 4.4.0 Error: unreadable reply from upstream");
+	else
+		sess_slot_fill(s, sl, buf, (size_t)n);
+}
+
+/* ups_parse_caps - EHLO keywords that matter to us */
+static void
+ups_parse_caps(struct ups *u)
+{
+	size_t plen;
+	const char *p;
+
+	u->caps = UPS_CAP_KNOWN;
+	u->size = 0;
+	u->xclient[0] = 0;
+	if (reply_ehlo_has(&u->r, "PIPELINING", &plen))
+		u->caps |= UPS_CAP_PIPELINING;
+	if ((p = reply_ehlo_has(&u->r, "SIZE", &plen)) != NULL) {
+		u->caps |= UPS_CAP_SIZE;
+		for (size_t i = 0; i < plen && p[i] >= '0' && p[i] <= '9' &&
+		    u->size < UINT64_MAX / 10 - 10; i++)
+			u->size = u->size * 10 + (uint64_t)(p[i] - '0');
+	}
+	if (reply_ehlo_has(&u->r, "8BITMIME", &plen))
+		u->caps |= UPS_CAP_8BITMIME;
+	if (reply_ehlo_has(&u->r, "SMTPUTF8", &plen))
+		u->caps |= UPS_CAP_SMTPUTF8;
+	if (reply_ehlo_has(&u->r, "DSN", &plen))
+		u->caps |= UPS_CAP_DSN;
+	if (reply_ehlo_has(&u->r, "ENHANCEDSTATUSCODES", &plen))
+		u->caps |= UPS_CAP_ENHANCED;
+	if ((p = reply_ehlo_has(&u->r, "XCLIENT", &plen)) != NULL) {
+		u->caps |= UPS_CAP_XCLIENT;
+		if (plen >= sizeof(u->xclient))
+			plen = sizeof(u->xclient) - 1;
+		memcpy(u->xclient, p, plen);
+		u->xclient[plen] = 0;
+	}
+	__atomic_store_n(&ups_caps_seen, u->caps, __ATOMIC_RELAXED);
+	__atomic_store_n(&ups_size_seen, u->size, __ATOMIC_RELAXED);
+}
+
+/* ups_ehlo_name - the name we give the upstream after XCLIENT */
+static void
+ups_send_ehlo2(struct session *s)
+{
+	char line[SMTP_DOMAIN_MAX + 16];
+	const char *name = s->conf->hostname;
+	size_t nlen = strlen(name);
+	int n;
+
+	if (s->helo != NULL && smtp_helo_valid(s->helo, strlen(s->helo))) {
+		name = s->helo;
+		nlen = strlen(name);
+	}
+	n = snprintf(line, sizeof(line), "%s %.*s\r\n", s->esmtp ? "EHLO" : "EHLO",
+	    (int)nlen, name);
+	ups_send_line(s, UK_EHLO2, line, (size_t)n);
+}
+
+/* ups_send_xclient - pass the client's identity */
+static bool
+ups_send_xclient(struct session *s)
+{
+	struct ups *u = s->ups;
+	struct ident_client ic;
+	char line[1024];
+	int n;
+
+	memset(&ic, 0, sizeof(ic));
+	ic.src = (const struct sockaddr *)&s->peer;
+	ic.dst = (const struct sockaddr *)&s->local;
+	ic.helo = s->helo;
+	ic.helolen = s->helo ? strlen(s->helo) : 0;
+	ic.esmtp = s->esmtp;
+	n = ident_xclient(u->xclient, strlen(u->xclient), &ic, line, sizeof(line));
+	if (n < 0)
+		return false;
+	ups_send_line(s, UK_XCLIENT, line, (size_t)n);
+	return true;
+}
+
+/* ups_ready - setup done: send what the client queued */
+static void
+ups_ready(struct session *s)
+{
+	s->ups->st = UPS_READY;
+	log_msg(LOG_L_DEBUG, s->id, "upstream ready caps=0x%x", s->ups->caps);
+	ups_pump(s);
+}
+
+/* ups_class_ok - may this reply code answer this command? */
+static bool
+ups_class_ok(enum ups_kind k, int code)
+{
+	int c = code / 100;
+
+	switch (k) {
+	case UK_GREETING:
+	case UK_XCLIENT:
+		return c == 2 || c == 4 || c == 5;
+	case UK_DATA:
+		return code == 354 || c == 4 || c == 5;
+	case UK_QUIT:
+		return true;
+	default:
+		return c == 2 || c == 4 || c == 5;
+	}
+}
+
+/* ups_dispatch - one complete reply for the oldest command in flight */
+static void
+ups_dispatch(struct session *s)
+{
+	struct ups *u = s->ups;
+	struct ups_cmd *c = u->inf_h;
+	const struct reply *r = &u->r;
+	int code = r->code, cls = code / 100;
+	char esc[LOG_ESC_SIZE];
+	size_t l0;
+	const char *t0;
+
+	if (!ups_class_ok(c->kind, code)) {
+		ups_fail(s, "unexpected-reply", r);
+		return;
+	}
+	u->inf_h = c->next;
+	if (u->inf_h == NULL)
+		u->inf_t = NULL;
+	u->ninflight--;
+	switch (c->kind) {
+	case UK_GREETING:
+		if (code != 220) {
+			free(c);
+			ups_fail(s, "greeting", r);
+			return;
+		}
+		u->st = UPS_SETUP;
+		{
+			char line[300];
+			int n = snprintf(line, sizeof(line), "EHLO %s\r\n", s->conf->hostname);
+			ups_send_line(s, UK_EHLO, line, (size_t)n);
+		}
+		break;
+	case UK_EHLO:
+	case UK_EHLO2:
+		if (cls != 2) {
+			free(c);
+			ups_fail(s, "ehlo", r);
+			return;
+		}
+		ups_parse_caps(u);
+		if (c->kind == UK_EHLO && s->conf->identity == CONF_ID_XCLIENT) {
+			if (!(u->caps & UPS_CAP_XCLIENT)) {
+				free(c);
+				ups_fail(s, "xclient-not-offered", NULL);
+				return;
+			}
+			if (!ups_send_xclient(s)) {
+				free(c);
+				ups_fail(s, "xclient-too-long", NULL);
+				return;
+			}
+			break;
+		}
+		ups_ready(s);
+		break;
+	case UK_XCLIENT:
+		/* Postfix answers with a new 220 greeting, smtp-sink with 250 */
+		if (cls != 2) {
+			free(c);
+			ups_fail(s, "xclient-refused", r);
+			return;
+		}
+		ups_send_ehlo2(s);
+		break;
+	case UK_MAIL:
+		u->in_txn = u->in_txn || cls == 2;
+		sess_ups_mail_result(s, cls == 2);
+		ups_slot_reply(s, c->slot, r);
+		break;
+	case UK_RCPT:
+		sess_ups_rcpt_result(s, cls == 2);
+		ups_slot_reply(s, c->slot, r);
+		break;
+	case UK_DATA:
+		if (code == 354) {
+			struct ups_cmd *dot = ups_cmd_new(UK_DOT, ".\r\n", 3, c->slot, NULL);
+			struct evbuffer *out = bufferevent_get_output(u->bev);
+			if (spool_send(c->spool, out) != 0) {
+				/* the message is lost locally: do not end it upstream */
+				sess_slot_fillf(s, c->slot,
+				    "451 4.3.0 Error: local error reading the message, try again later");
+				dot->slot = NULL;
+				spool_free(c->spool);
+				free(c);
+				free(dot);
+				ups_fail(s, "spool-read", NULL);
+				return;
+			}
+			spool_free(c->spool);
+			u->blocked = false;
+			ups_send(s, dot);
+		} else {
+			/* refused before the content: the transaction is still
+			 * open upstream, end it */
+			spool_free(c->spool);
+			u->blocked = false;
+			sess_ups_data_done(s);
+			ups_slot_reply(s, c->slot, r);
+			if (s->ups == u && u->st == UPS_READY) {
+				u->in_txn = false;
+				ups_send_line(s, UK_RSET, "RSET\r\n", 6);
+			}
+		}
+		break;
+	case UK_DOT:
+		u->in_txn = false;
+		t0 = reply_line(r, 0, &l0);
+		log_escape(esc, sizeof(esc), t0, l0);
+		log_msg(LOG_L_INFO, s->id, "relayed upstream_code=%d upstream_reply=\"%s%s%s\"",
+		    code, r->enh, r->enh[0] ? " " : "", esc);
+		sess_ups_data_done(s);
+		ups_slot_reply(s, c->slot, r);
+		break;
+	case UK_RSET:
+		u->in_txn = false;
+		if (cls != 2) {
+			free(c);
+			ups_fail(s, "rset", r);
+			return;
+		}
+		break;
+	case UK_QUIT:
+		break;
+	}
+	free(c);
+	if (s->ups == u && !s->closing && u->st != UPS_DEAD)
+		ups_pump(s);
+}
+
+/* ups_read_cb - reply lines from the upstream */
+static void
+ups_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+	struct ups *u = s->ups;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char line[UPS_LINE_MAX + 1];
+
+	while (!s->closing && s->ups == u && u != NULL && u->bev == bev && u->st != UPS_DEAD) {
+		size_t eol_len = 0, len;
+		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+
+		if (p.pos < 0) {
+			if (evbuffer_get_length(in) > UPS_LINE_MAX)
+				ups_fail(s, "line-too-long", NULL);
+			return;
+		}
+		len = (size_t)p.pos;
+		if (len > UPS_LINE_MAX) {
+			ups_fail(s, "line-too-long", NULL);
+			return;
+		}
+		evbuffer_remove(in, line, len);
+		evbuffer_drain(in, eol_len);
+		if (u->inf_h == NULL) {
+			ups_fail(s, "unsolicited-reply", NULL);
+			return;
+		}
+		switch (reply_feed_line(&u->r, line, len)) {
+		case REPLY_MORE:
+			break;
+		case REPLY_ERROR:
+			ups_fail(s, "malformed-reply", NULL);
+			return;
+		case REPLY_DONE:
+			ups_dispatch(s);
+			if (s->ups == u && u->st != UPS_DEAD)
+				reply_init(&u->r);
+			break;
+		}
+	}
+}
+
+/* ups_event_cb - connected, EOF, error or timeout */
+static void
+ups_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session *s = arg;
+	struct ups *u = s->ups;
+
+	if (s->closing || u == NULL || u->bev != bev || u->st == UPS_DEAD)
+		return;
+	if (what & BEV_EVENT_CONNECTED) {
+		int one = 1;
+		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT)
+		ups_fail(s, u->st == UPS_CONNECTING ? "connect-timeout" : "timeout", NULL);
+	else if (what & BEV_EVENT_EOF)
+		ups_fail(s, "connection-closed", NULL);
+	else
+		ups_fail(s, u->st == UPS_CONNECTING && u->ninflight == 1 &&
+		    u->inf_h->kind == UK_GREETING ? "connect-failed" : "connection-error", NULL);
+}
+
+/* ups_retire_cb - free a retired connection from its own event */
+static void
+ups_retire_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ups *u = arg;
+
+	(void)fd;
+	(void)what;
+	if (u->bev)
+		bufferevent_free(u->bev);
+	free(u);
+}
+
+/* ups_retire - take the connection away from the session, free it later */
+static void
+ups_retire(struct session *s)
+{
+	struct ups *u = s->ups;
+	struct timeval zero = { 0, 0 };
+	struct ups_cmd *c, *next;
+
+	if (u == NULL)
+		return;
+	s->ups = NULL;
+	for (c = u->inf_h; c; c = next) {
+		next = c->next;
+		ups_cmd_free(c);
+	}
+	for (c = u->out_h; c; c = next) {
+		next = c->next;
+		ups_cmd_free(c);
+	}
+	u->inf_h = u->out_h = NULL;
+	bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
+	bufferevent_disable(u->bev, EV_READ | EV_WRITE);
+	if (event_base_once(s->w->base, -1, EV_TIMEOUT, ups_retire_cb, u, &zero) != 0)
+		panic("event_base_once failed");
+}
+
+/* ups_fail - this upstream connection is over: 4xx for everything waiting */
+static void
+ups_fail(struct session *s, const char *why, const struct reply *r)
+{
+	struct ups *u = s->ups;
+	struct ups_cmd *list[2], *c;
+	bool setup = u->st != UPS_READY;
+	char esc[LOG_ESC_SIZE] = "";
+	size_t l0 = 0;
+	const char *t0;
+
+	if (r != NULL && r->code != 0) {
+		t0 = reply_line(r, 0, &l0);
+		log_escape(esc, sizeof(esc), t0, l0);
+	}
+	if (r != NULL)
+		log_msg(LOG_L_WARN, s->id, "upstream error=%s state=%s code=%d text=\"%s\"",
+		    why, setup ? "setup" : "ready", r->code, esc);
+	else
+		log_msg(LOG_L_WARN, s->id, "upstream error=%s state=%s", why,
+		    setup ? "setup" : "ready");
+	u->st = UPS_DEAD;
+	bufferevent_disable(u->bev, EV_READ | EV_WRITE);
+	/* detach both queues first: filling a slot may run more commands */
+	list[0] = u->inf_h;
+	list[1] = u->out_h;
+	u->inf_h = u->inf_t = u->out_h = u->out_t = NULL;
+	u->ninflight = 0;
+	sess_ups_lost(s);
+	for (int i = 0; i < 2; i++) {
+		while ((c = list[i]) != NULL) {
+			list[i] = c->next;
+			if (c->slot != NULL && !s->closing) {
+				if (setup)
+					sess_slot_fillf(s, c->slot,
+					    "451 4.4.1 %s Error: upstream unavailable, try again later",
+					    s->conf->hostname);
+				else if (c->kind == UK_DATA || c->kind == UK_DOT)
+					sess_slot_fillf(s, c->slot,
+					    "451 4.4.2 Error: upstream failed, message not accepted, try again later");
+				else
+					sess_slot_fillf(s, c->slot,
+					    "451 4.4.2 Error: upstream connection lost, try again later");
+			} else if (c->slot != NULL) {
+				c->slot->filled = true;	/* freed with the session */
+			}
+			ups_cmd_free(c);
+		}
+	}
+}
+
+/* ups_connect - open the connection for this session */
+static void
+ups_connect(struct session *s)
+{
+	struct ups *u = xcalloc(1, sizeof(*u));
+	const struct conf_addr *a = &s->conf->upstream;
+
+	s->ups = u;
+	s->ups_connects++;
+	reply_init(&u->r);
+	u->bev = bufferevent_socket_new(s->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (u->bev == NULL)
+		panic("bufferevent_socket_new failed");
+	bufferevent_setcb(u->bev, ups_read_cb, NULL, ups_event_cb, s);
+	bufferevent_setwatermark(u->bev, EV_READ, 0, 64 * 1024);
+	u->st = UPS_CONNECTING;
+	ups_send_line(s, UK_GREETING, "", 0);
+	if (s->conf->identity == CONF_ID_PROXY_V1) {
+		char hdr[IDENT_PROXY_V1_MAX + 1];
+		int n = ident_proxy_v1((struct sockaddr *)&s->peer, (struct sockaddr *)&s->local,
+		    hdr, sizeof(hdr));
+		if (n > 0)
+			bufferevent_write(u->bev, hdr, (size_t)n);
+	} else if (s->conf->identity == CONF_ID_PROXY_V2) {
+		unsigned char hdr[64];
+		int n = ident_proxy_v2((struct sockaddr *)&s->peer, (struct sockaddr *)&s->local,
+		    hdr, sizeof(hdr));
+		if (n > 0)
+			bufferevent_write(u->bev, hdr, (size_t)n);
+	}
+	ups_timeouts(s);
+	bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+	struct sockaddr_storage dst = a->sa;
+	if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&dst, (int)a->salen) != 0) {
+		log_errno(LOG_L_WARN, s->id, "upstream error=connect addr=%s", a->text);
+		/* the error event has been or will be reported; make sure */
+		if (s->ups == u && u->st != UPS_DEAD)
+			ups_fail(s, "connect-failed", NULL);
+	}
+}
+
+/* ups_submit - queue a command for the upstream, connecting if needed */
+void
+ups_submit(struct session *s, enum ups_kind kind, const char *line, size_t len,
+	struct slot *sl, struct spool *sp)
+{
+	struct ups_cmd *c;
+
+	if (s->ups != NULL && s->ups->st == UPS_DEAD)
+		ups_retire(s);
+	if (s->ups == NULL) {
+		if (kind == UK_RSET || kind == UK_QUIT) {
+			spool_free(sp);
+			return;
+		}
+		if (kind == UK_DATA || kind == UK_RCPT) {
+			/* no transaction upstream any more (it failed) */
+			if (sl)
+				sess_slot_fillf(s, sl,
+				    "451 4.4.2 Error: upstream connection lost, try again later");
+			spool_free(sp);
+			return;
+		}
+		ups_connect(s);
+		if (s->ups == NULL || s->ups->st == UPS_DEAD) {
+			if (sl)
+				sess_slot_fillf(s, sl,
+				    "451 4.4.1 %s Error: upstream unavailable, try again later",
+				    s->conf->hostname);
+			spool_free(sp);
+			return;
+		}
+	}
+	c = ups_cmd_new(kind, line, len, sl, sp);
+	if (s->ups->out_t)
+		s->ups->out_t->next = c;
+	else
+		s->ups->out_h = c;
+	s->ups->out_t = c;
+	ups_pump(s);
+}
+
+/* ups_quit_cb - the QUIT is written (or the peer went away): close */
+static void
+ups_quit_cb(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	bufferevent_free(bev);
+}
+
+/* ups_quit_event_cb - error or timeout while saying goodbye */
+static void
+ups_quit_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	bufferevent_free(bev);
+}
+
+/* ups_free - the session ends: say goodbye politely when idle */
+void
+ups_free(struct session *s)
+{
+	struct ups *u = s->ups;
+	struct timeval tv = { UPS_QUIT_MS / 1000, 0 };
+
+	if (u == NULL)
+		return;
+	if (u->st == UPS_READY && !u->in_txn && u->ninflight == 0 && u->out_h == NULL) {
+		/* hand the bufferevent over to a small closer */
+		struct bufferevent *bev = u->bev;
+		u->bev = NULL;
+		bufferevent_setcb(bev, NULL, ups_quit_cb, ups_quit_event_cb, NULL);
+		bufferevent_set_timeouts(bev, &tv, &tv);
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		bufferevent_write(bev, "QUIT\r\n", 6);
+		bufferevent_enable(bev, EV_WRITE);
+		bufferevent_disable(bev, EV_READ);
+		s->ups = NULL;
+		free(u);
+		return;
+	}
+	ups_retire(s);
+}
