@@ -379,6 +379,10 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	}
 	p->seen[i] = 1;
 	lex_next(lx, &val);
+	if (val.type == LEX_ERROR) {
+		conf_error(p, val.line, val.col, "%s", val.error);
+		goto skip;
+	}
 	if (val.type != LEX_WORD && val.type != LEX_STRING) {
 		conf_error(p, val.line, val.col, "expected a value for \"%s\", found %s",
 		    st->name, conf_shown(&val, shown, sizeof(shown)));
@@ -501,6 +505,8 @@ conf_load(const char *path, char **errors)
 			continue;
 		if (t.type == LEX_ERROR) {
 			conf_error(&p, t.line, t.col, "%s", t.error);
+			while (t.type != LEX_NL && t.type != LEX_EOF)
+				lex_next(&lx, &t);
 			continue;
 		}
 		if (t.type != LEX_WORD) {

@@ -74,6 +74,8 @@ lex_err(struct lexer *lx, struct lex_token *t, const char *msg)
 {
 	t->type = LEX_ERROR;
 	t->error = msg;
+	t->line = lx->line;
+	t->col = lx->col;
 	t->text = lx->buf + lx->pos;
 	t->len = 0;
 	/* skip to the end of the line so the caller can go on */
@@ -180,8 +182,18 @@ lex_next(struct lexer *lx, struct lex_token *t)
 	if (!lex_word_byte(c))
 		return lex_err(lx, t, "control character");
 	size_t start = lx->pos;
-	while (lx->pos < lx->len && lex_word_byte((unsigned char)lx->buf[lx->pos]))
+	while (lx->pos < lx->len && lex_word_byte((unsigned char)lx->buf[lx->pos])) {
+		/* a backslash at the line end continues the line, not the word */
+		if (lx->buf[lx->pos] == '\\' && lx->pos + 1 < lx->len &&
+		    (lx->buf[lx->pos + 1] == '\n' || lx->buf[lx->pos + 1] == '\r'))
+			break;
 		lex_adv(lx);
+	}
+	if (lx->pos < lx->len) {
+		unsigned char e = (unsigned char)lx->buf[lx->pos];
+		if ((e < ' ' && e != '\t' && e != '\n' && e != '\r') || e == 0x7f)
+			return lex_err(lx, t, "control character");
+	}
 	t->type = LEX_WORD;
 	t->text = lx->buf + start;
 	t->len = lx->pos - start;
