@@ -105,7 +105,7 @@ install: all
 	  $(DESTDIR)/etc/moat
 	install -m 755 $(BUILD)/moatd $(DESTDIR)$(PREFIX)/sbin/moatd
 	install -m 755 $(BUILD)/moatctl $(DESTDIR)$(PREFIX)/bin/moatctl
-	install -m 644 docs/moatd.8 $(DESTDIR)$(PREFIX)/share/man/man8/moatd.8
+	install -m 644 docs/moatd.8 docs/moatctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 docs/moat.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/moat.conf.5
 	test -e $(DESTDIR)/etc/moat/moat.conf || \
 	  install -m 644 sample.conf $(DESTDIR)/etc/moat/moat.conf
