@@ -18,8 +18,8 @@ SAN     ?=
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
           -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wcast-qual -Wvla
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -fstack-protector-strong \
+OPT     ?= -O2 -g
+CFLAGS  := $(OPT) $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE $(WARN) -fstack-protector-strong \
            -Icore -Iproxy -Ipolicy -Ifilters -Iredis -MMD -MP
 ifeq ($(SAN),)
 CFLAGS  += -D_FORTIFY_SOURCE=2
@@ -58,7 +58,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libmoat.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 asan:
-	$(MAKE) BUILD=build-asan SAN=1 CFLAGS="-O1 -g" all unit-bins
+	$(MAKE) BUILD=build-asan SAN=1 OPT="-O1 -g" all unit-bins
 
 unit-bins: $(UNIT_BINS)
 

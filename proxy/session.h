@@ -64,7 +64,8 @@ struct txn {
 	struct smtp_mail_params mp;
 	unsigned nrcpt;			/* recipients sent upstream (pending or accepted) */
 	unsigned nrcpt_ok;		/* recipients the upstream accepted */
-	bool mail_failed;		/* the upstream refused MAIL */
+	bool mail_failed;		/* the upstream refused MAIL, or was lost */
+	bool lost;			/* the upstream connection was lost */
 	struct data_dec dd;
 	struct spool *spool;
 	uint64_t data_start_ms;

@@ -294,14 +294,23 @@ sess_ups_data_done(struct session *s)
 	(void)s;
 }
 
-/* sess_ups_lost - the upstream failed: the open transaction is gone */
+/* sess_ups_lost - the upstream failed: the open transaction is gone, and
+ * what the client sends for it now gets a 4xx, never a 5xx */
 void
 sess_ups_lost(struct session *s)
 {
-	if (s->txn != NULL && s->state == SS_CMD)
-		sess_txn_free(s);
-	else if (s->txn != NULL)
+	if (s->txn != NULL) {
 		s->txn->mail_failed = true;
+		s->txn->lost = true;
+	}
+}
+
+/* sess_reply_lost - the reply for a command of a transaction that the
+ * upstream lost */
+static void
+sess_reply_lost(struct session *s)
+{
+	sess_replyf(s, "451 4.4.2 Error: upstream connection lost, try again later");
 }
 
 /* ---------------------------------------------------------------------
@@ -319,18 +328,28 @@ struct sess_verb {
 #define VF_BARRIER  0x02u	/* wait for every earlier reply first */
 #define VF_JUNK     0x04u	/* counts toward max-junk-commands */
 
+/* sess_size_limit - our message size limit, or the upstream's if smaller */
+static uint64_t
+sess_size_limit(const struct session *s)
+{
+	uint64_t usize = 0;
+	unsigned caps = ups_known_caps(&usize);
+	uint64_t size = s->conf->max_message_size;
+
+	if ((caps & UPS_CAP_KNOWN) && (caps & UPS_CAP_SIZE) && usize != 0 && usize < size)
+		size = usize;
+	return size;
+}
+
 /* sess_ehlo_reply - our capabilities, limited to what the upstream does */
 static void
 sess_ehlo_reply(struct session *s)
 {
 	char buf[SESS_REPLY_MAX];
-	uint64_t usize = 0;
-	unsigned caps = ups_known_caps(&usize);
-	uint64_t size = s->conf->max_message_size;
+	unsigned caps = ups_known_caps(NULL);
+	uint64_t size = sess_size_limit(s);
 	int n;
 
-	if ((caps & UPS_CAP_KNOWN) && (caps & UPS_CAP_SIZE) && usize != 0 && usize < size)
-		size = usize;
 	n = snprintf(buf, sizeof(buf),
 	    "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n%s%s%s250 ENHANCEDSTATUSCODES\r\n",
 	    s->conf->hostname, (unsigned long long)size,
@@ -420,6 +439,8 @@ check_mail(struct session *s, const struct smtp_cmd *c)
 		sess_replyf(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return sess_error(s), false;
 	}
+	if (s->txn != NULL && s->txn->mail_failed)
+		sess_txn_free(s);	/* the last MAIL failed: a new one may start */
 	if (s->txn != NULL) {
 		sess_replyf(s, "503 5.5.1 Error: nested MAIL command");
 		return sess_error(s), false;
@@ -449,7 +470,7 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 		sess_error(s);
 		return;
 	}
-	if (mp.has_size && mp.size > s->conf->max_message_size) {
+	if (mp.has_size && mp.size > sess_size_limit(s)) {
 		sess_replyf(s, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
@@ -490,6 +511,10 @@ static bool
 check_rcpt(struct session *s, const struct smtp_cmd *c)
 {
 	(void)c;
+	if (s->txn != NULL && s->txn->lost) {
+		sess_reply_lost(s);
+		return false;
+	}
 	if (s->txn == NULL || s->txn->mail_failed) {
 		sess_replyf(s, "503 5.5.1 Error: need MAIL command");
 		return sess_error(s), false;
@@ -564,6 +589,10 @@ check_data(struct session *s, const struct smtp_cmd *c)
 		sess_replyf(s, "501 5.5.4 Syntax: DATA");
 		return sess_error(s), false;
 	}
+	if (s->txn != NULL && s->txn->lost) {
+		sess_reply_lost(s);
+		return false;
+	}
 	if (s->txn == NULL || s->txn->mail_failed) {
 		sess_replyf(s, "503 5.5.1 Error: need MAIL command");
 		return sess_error(s), false;
@@ -589,7 +618,7 @@ proceed_data(struct session *s, const struct smtp_cmd *c)
 	}
 	data_dec_init(&t->dd, s->conf->bare_lf == CONF_BARELF_REJECT ?
 	    DATA_BARELF_REJECT : DATA_BARELF_NORMALISE,
-	    s->conf->max_message_size, (size_t)s->conf->max_line_length);
+	    sess_size_limit(s), (size_t)s->conf->max_line_length);
 	t->spool = spool_new(s->conf->spool_dir, (size_t)s->conf->spool_memory);
 	t->data_start_ms = sess_now_ms();
 	s->state = SS_DATA;
@@ -872,6 +901,12 @@ sess_data_end(struct session *s)
 		    v->code, v->text, (unsigned long long)t->dd.size, t->dd.flags);
 		sess_replyf(s, "%d %s %s", v->code, v->enh, v->text);
 		sess_txn_abort(s);
+		return;
+	}
+	if (t->lost) {
+		log_msg(LOG_L_INFO, s->id, "tempfail stage=data reason=upstream-lost");
+		sess_reply_lost(s);
+		sess_txn_free(s);
 		return;
 	}
 	if (spool_finish(t->spool) != 0) {
