@@ -184,6 +184,27 @@ data_content(struct data_dec *d, struct data_emit *e, size_t i,
 	data_emit_in(e, i, 1);
 }
 
+/*
+ * data_lone_dot - "." then a bare LF, at a CRLF line start: not the end of
+ * data, and not a stuffed line either. Kept as the content line "." so
+ * that, as with LF "." LF, the upstream gets ".." (SECURITY-TESTS D1,
+ * SMG-03): whatever the sender meant, the upstream sees a lone dot's line
+ * as content, never as an end.
+ */
+static void
+data_lone_dot(struct data_dec *d, struct data_emit *e)
+{
+	static const unsigned char dotdot[2] = { '.', '.' };
+	bool was_ok = data_reject_flags(d) == 0;
+
+	data_add_size(d, 1);
+	d->line_len = 1;
+	if (d->max_line != 0 && d->line_len > d->max_line)
+		d->flags |= DATA_F_LONG_LINE;
+	if (was_ok && data_reject_flags(d) == 0)
+		data_emit_const(e, dotdot, 2);
+}
+
 /* data_bare_cr - the pending CR turned out to be bare: one content byte */
 static void
 data_bare_cr(struct data_dec *d)
@@ -321,11 +342,13 @@ data_dec_feed(struct data_dec *d, const unsigned char *in, size_t len,
 				data_content(d, &e, i, c, false);
 			break;
 		case DATA_ST_DOT:
-			/* the dot is removed whatever follows */
+			/* the dot is removed, except in "." bare-LF (below) */
 			if (c == '\r')
 				d->st = DATA_ST_DOT_CR;
-			else if (c == '\n')
+			else if (c == '\n') {
+				data_lone_dot(d, &e);
 				data_eol(d, &e, i, false, false);
+			}
 			else
 				data_content(d, &e, i, c, i > 0);
 			break;
