@@ -108,7 +108,12 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 			sess_close(s, "shutdown");
 		}
 	}
-	if ((w->draining && w->nsessions == 0) || (w->stopping && w->sessions == NULL))
+	if (w->stopping) {
+		while (w->closers != NULL)
+			ups_closer_free(w->closers);
+	}
+	if ((w->draining && w->nsessions == 0 && w->nclosers == 0) ||
+	    (w->stopping && w->sessions == NULL))
 		event_base_loopexit(w->base, NULL);
 }
 
@@ -119,6 +124,10 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	event_base_dispatch(w->base);
+	/* stopped while goodbyes were still pending: close them now */
+	while (w->closers != NULL)
+		ups_closer_free(w->closers);
+	__atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -346,11 +355,9 @@ main(int argc, char **argv)
 		if (!__atomic_load_n(&moatd.draining, __ATOMIC_RELAXED))
 			continue;
 		bool all_done = true;
-		for (int i = 0; i < nworkers; i++) {
-			struct worker *w = &moatd.workers[i];
-			if (!w->draining || w->nsessions != 0)
+		for (int i = 0; i < nworkers; i++)
+			if (!__atomic_load_n(&moatd.workers[i].done, __ATOMIC_ACQUIRE))
 				all_done = false;
-		}
 		if (all_done)
 			break;
 	}

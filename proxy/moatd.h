@@ -23,6 +23,15 @@
 #include "conf.h"
 
 struct session;
+struct bufferevent;
+
+/* an upstream connection saying QUIT after its session ended */
+struct ups_closer {
+	struct ups_closer *prev, *next;
+	struct bufferevent *bev;
+	struct worker *w;
+};
+void ups_closer_free(struct ups_closer *cl);
 
 struct worker {
 	int idx;
@@ -33,8 +42,11 @@ struct worker {
 	struct event *ev_wake;		/* made active by the main thread */
 	struct session *sessions;	/* list of live sessions */
 	unsigned nsessions;
+	struct ups_closer *closers;	/* upstream goodbyes in progress */
+	unsigned nclosers;
 	bool draining;
-	bool stopping;
+	bool stopping;			/* set by the main thread before a wake */
+	bool done;			/* atomic: the loop has ended */
 };
 
 struct moatd_state {

@@ -11,7 +11,7 @@
  *	                              struct smtp_mail_params *p);
  *	const struct smtp_reject *smtp_rcpt_parse(const char *arg, size_t len,
  *	                              struct smtp_addr *addr,
- *	                              struct smtp_rcpt_params *p);
+ *	                              struct smtp_rcpt_params *p, bool smtputf8);
  *	int smtp_addr_render(const struct smtp_addr *a, char *out, size_t size);
  *	int smtp_xtext_encode(const unsigned char *in, size_t len,
  *	                      char *out, size_t size);
@@ -106,8 +106,8 @@ struct smtp_mail_params {
 
 struct smtp_rcpt_params {
 	unsigned notify;	/* 0 = absent */
-	size_t orcpt_len;	/* 0 = absent; "rfc822;" + decoded address */
-	char orcpt_type[16];	/* addr-type, e.g. "rfc822" */
+	size_t orcpt_len;	/* 0 = absent; length of the decoded address */
+	char orcpt_type[16];	/* addr-type, lower case, e.g. "rfc822" */
 	unsigned char orcpt[SMTP_XTEXT_MAX * 5 + 1];
 };
 

@@ -419,10 +419,12 @@ sess_mail_line(struct session *s, char *buf, size_t size)
 		len += (size_t)snprintf(buf + len, size - len, " RET=%s",
 		    t->mp.ret == SMTP_RET_FULL ? "FULL" : "HDRS");
 	if ((caps & UPS_CAP_DSN) && t->mp.envid_len > 0 && len + 8 < size) {
-		len += (size_t)snprintf(buf + len, size - len, " ENVID=");
-		int e = smtp_xtext_encode(t->mp.envid, t->mp.envid_len, buf + len, size - len);
-		if (e > 0)
-			len += (size_t)e;
+		int e = smtp_xtext_encode(t->mp.envid, t->mp.envid_len, buf + len + 7,
+		    size - len - 7);
+		if (e > 0) {
+			memcpy(buf + len, " ENVID=", 7);
+			len += 7 + (size_t)e;
+		}
 	}
 	if (len + 2 >= size)
 		return 0;
@@ -565,10 +567,13 @@ proceed_rcpt(struct session *s, const struct smtp_cmd *c)
 		    rp.notify & SMTP_NOTIFY_DELAY ? (rp.notify & (SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE) ? ",DELAY" : "DELAY") : "");
 	}
 	if ((caps & UPS_CAP_DSN) && rp.orcpt_len > 0 && len + 16 < sizeof(line)) {
-		len += (size_t)snprintf(line + len, sizeof(line) - len, " ORCPT=%s;", rp.orcpt_type);
-		int e = smtp_xtext_encode(rp.orcpt, rp.orcpt_len, line + len, sizeof(line) - len);
-		if (e > 0)
+		size_t save = len;
+		int e = snprintf(line + len, sizeof(line) - len, " ORCPT=%s;", rp.orcpt_type);
+		if (e > 0 && (size_t)e < sizeof(line) - len) {
 			len += (size_t)e;
+			e = smtp_xtext_encode(rp.orcpt, rp.orcpt_len, line + len, sizeof(line) - len);
+		}
+		len = e > 0 ? len + (size_t)e : save;	/* never a half parameter */
 	}
 	if (len + 2 >= sizeof(line)) {
 		sess_replyf(s, "501 5.5.4 Error: RCPT command too long");
@@ -1059,7 +1064,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	conf_unref(s->conf);
 	free(s->helo);
 	free(s);
-	if (w->draining && w->nsessions == 0)
+	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
 		event_active(w->ev_wake, EV_READ, 0);
 }
 

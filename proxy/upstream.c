@@ -592,10 +592,13 @@ ups_fail(struct session *s, const char *why, const struct reply *r)
 		while ((c = list[i]) != NULL) {
 			list[i] = c->next;
 			if (c->slot != NULL && !s->closing) {
-				if (setup)
+				if (setup) {
+					/* UPS-01..03: the client should come back later */
+					c->slot->close_after = true;
 					sess_slot_fillf(s, c->slot,
-					    "451 4.4.1 %s Error: upstream unavailable, try again later",
+					    "421 4.4.1 %s Error: upstream unavailable, closing connection",
 					    s->conf->hostname);
+				}
 				else if (c->kind == UK_DATA || c->kind == UK_DOT)
 					sess_slot_fillf(s, c->slot,
 					    "451 4.4.2 Error: upstream failed, message not accepted, try again later");
@@ -675,10 +678,12 @@ ups_submit(struct session *s, enum ups_kind kind, const char *line, size_t len,
 		}
 		ups_connect(s);
 		if (s->ups == NULL || s->ups->st == UPS_DEAD) {
-			if (sl)
+			if (sl) {
+				sl->close_after = true;
 				sess_slot_fillf(s, sl,
-				    "451 4.4.1 %s Error: upstream unavailable, try again later",
+				    "421 4.4.1 %s Error: upstream unavailable, closing connection",
 				    s->conf->hostname);
+			}
 			spool_free(sp);
 			return;
 		}
@@ -692,21 +697,40 @@ ups_submit(struct session *s, enum ups_kind kind, const char *line, size_t len,
 	ups_pump(s);
 }
 
-/* ups_quit_cb - the QUIT is written (or the peer went away): close */
+/* ups_closer_free - the goodbye is over: close and forget */
+void
+ups_closer_free(struct ups_closer *cl)
+{
+	struct worker *w = cl->w;
+
+	if (cl->prev)
+		cl->prev->next = cl->next;
+	else
+		w->closers = cl->next;
+	if (cl->next)
+		cl->next->prev = cl->prev;
+	w->nclosers--;
+	bufferevent_free(cl->bev);
+	free(cl);
+	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
+		event_active(w->ev_wake, EV_READ, 0);
+}
+
+/* ups_quit_cb - the QUIT is written: close */
 static void
 ups_quit_cb(struct bufferevent *bev, void *arg)
 {
-	(void)arg;
-	bufferevent_free(bev);
+	(void)bev;
+	ups_closer_free(arg);
 }
 
 /* ups_quit_event_cb - error or timeout while saying goodbye */
 static void
 ups_quit_event_cb(struct bufferevent *bev, short what, void *arg)
 {
+	(void)bev;
 	(void)what;
-	(void)arg;
-	bufferevent_free(bev);
+	ups_closer_free(arg);
 }
 
 /* ups_free - the session ends: say goodbye politely when idle */
@@ -719,10 +743,21 @@ ups_free(struct session *s)
 	if (u == NULL)
 		return;
 	if (u->st == UPS_READY && !u->in_txn && u->ninflight == 0 && u->out_h == NULL) {
-		/* hand the bufferevent over to a small closer */
+		/* hand the bufferevent over to a small closer, which the
+		 * worker knows of (it waits for them, bounded, at shutdown) */
 		struct bufferevent *bev = u->bev;
+		struct ups_closer *cl = xcalloc(1, sizeof(*cl));
+		struct worker *w = s->w;
+
+		cl->bev = bev;
+		cl->w = w;
+		cl->next = w->closers;
+		if (cl->next)
+			cl->next->prev = cl;
+		w->closers = cl;
+		w->nclosers++;
 		u->bev = NULL;
-		bufferevent_setcb(bev, NULL, ups_quit_cb, ups_quit_event_cb, NULL);
+		bufferevent_setcb(bev, NULL, ups_quit_cb, ups_quit_event_cb, cl);
 		bufferevent_set_timeouts(bev, &tv, &tv);
 		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 		bufferevent_write(bev, "QUIT\r\n", 6);
