@@ -143,7 +143,6 @@ unsigned ups_known_caps(uint64_t *size);
 /* upstream.c calls back into the session */
 void sess_ups_mail_result(struct session *s, bool ok);
 void sess_ups_rcpt_result(struct session *s, bool ok);
-void sess_ups_data_done(struct session *s);
 void sess_ups_lost(struct session *s);
 
 #endif

@@ -214,6 +214,11 @@ sess_flush(struct session *s)
 	if (s->closing)
 		return;
 	if (s->sq_head == NULL && s->state == SS_CMD) {
+		if (s->w->draining && s->txn == NULL) {
+			/* shutting down: the transaction is over, say goodbye */
+			sess_drain(s);
+			return;
+		}
 		s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
 		sess_arm_timer(s);
 	}
@@ -285,13 +290,6 @@ sess_ups_rcpt_result(struct session *s, bool ok)
 {
 	if (ok && s->txn != NULL)
 		s->txn->nrcpt_ok++;
-}
-
-/* sess_ups_data_done - the upstream answered the dot (or DATA) */
-void
-sess_ups_data_done(struct session *s)
-{
-	(void)s;
 }
 
 /* sess_ups_lost - the upstream failed: the open transaction is gone, and
@@ -1024,14 +1022,7 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 	log_msg(LOG_L_INFO, s->id, "limit reason=%s", why);
 	/* the client gets this at once, whatever is still pending */
 	sess_slots_free(s);
-	bufferevent_write(s->bev, "", 0);
-	{
-		char buf[SESS_REPLY_MAX];
-		int n = snprintf(buf, sizeof(buf), "421 4.4.2 %s Error: timeout exceeded\r\n",
-		    s->conf->hostname);
-		if (n > 0)
-			bufferevent_write(s->bev, buf, (size_t)n);
-	}
+	sess_replyf(s, "421 4.4.2 %s Error: timeout exceeded", s->conf->hostname);
 	sess_begin_close(s);
 }
 
@@ -1156,6 +1147,7 @@ sess_drain(struct session *s)
 {
 	if (s->closing || s->state != SS_CMD || s->txn != NULL || s->npending > 0)
 		return;	/* finishes what it does; the drain timeout bounds it */
+	log_msg(LOG_L_INFO, s->id, "shutdown session=idle");
 	bufferevent_write(s->bev, "421 4.3.2 Service shutting down\r\n", 33);
 	sess_begin_close(s);
 }

@@ -420,7 +420,6 @@ ups_dispatch(struct session *s)
 			 * open upstream, end it */
 			spool_free(c->spool);
 			u->blocked = false;
-			sess_ups_data_done(s);
 			ups_slot_reply(s, c->slot, r);
 			if (s->ups == u && u->st == UPS_READY) {
 				u->in_txn = false;
@@ -434,7 +433,6 @@ ups_dispatch(struct session *s)
 		log_escape(esc, sizeof(esc), t0, l0);
 		log_msg(LOG_L_INFO, s->id, "relayed upstream_code=%d upstream_reply=\"%s%s%s\"",
 		    code, r->enh, r->enh[0] ? " " : "", esc);
-		sess_ups_data_done(s);
 		ups_slot_reply(s, c->slot, r);
 		break;
 	case UK_RSET:
