@@ -41,7 +41,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -320,6 +319,7 @@ struct sess_verb {
 	unsigned flags;
 	bool (*check)(struct session *, const struct smtp_cmd *);
 	void (*proceed)(struct session *, const struct smtp_cmd *);
+	const char *reply;	/* proceed_fixed's answer */
 };
 
 #define VF_LAST     0x01u	/* must end a pipelined group (RFC 2920 3.1) */
@@ -650,14 +650,6 @@ proceed_rset(struct session *s, const struct smtp_cmd *c)
 	sess_replyf(s, "250 2.0.0 Ok");
 }
 
-/* proceed_noop - nothing */
-static void
-proceed_noop(struct session *s, const struct smtp_cmd *c)
-{
-	(void)c;
-	sess_replyf(s, "250 2.0.0 Ok");
-}
-
 /* proceed_quit - goodbye, after every earlier reply */
 static void
 proceed_quit(struct session *s, const struct smtp_cmd *c)
@@ -667,20 +659,13 @@ proceed_quit(struct session *s, const struct smtp_cmd *c)
 	sess_reply_close(s, "221 2.0.0 Bye");
 }
 
-/* proceed_vrfy - RFC 5321 3.5.3: 252 */
-static void
-proceed_vrfy(struct session *s, const struct smtp_cmd *c)
-{
-	(void)c;
-	sess_replyf(s, "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
-}
+static const struct sess_verb *sess_verb_find(enum smtp_verb v);
 
-/* proceed_help - a short list */
+/* proceed_fixed - NOOP, VRFY (RFC 5321 3.5.3: 252), HELP: the table's text */
 static void
-proceed_help(struct session *s, const struct smtp_cmd *c)
+proceed_fixed(struct session *s, const struct smtp_cmd *c)
 {
-	(void)c;
-	sess_replyf(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+	sess_replyf(s, "%s", sess_verb_find(c->verb)->reply);
 }
 
 /* proceed_notimpl - known verbs moat does not offer */
@@ -708,26 +693,28 @@ proceed_foreign(struct session *s, const struct smtp_cmd *c)
 }
 
 static const struct sess_verb sess_verbs[] = {
-	{ SMTP_V_HELO, VF_LAST, check_helo, proceed_helo },
-	{ SMTP_V_EHLO, VF_LAST, check_helo, proceed_helo },
-	{ SMTP_V_MAIL, 0, check_mail, proceed_mail },
-	{ SMTP_V_RCPT, 0, check_rcpt, proceed_rcpt },
-	{ SMTP_V_DATA, VF_LAST | VF_BARRIER, check_data, proceed_data },
-	{ SMTP_V_RSET, VF_JUNK, check_noarg, proceed_rset },
-	{ SMTP_V_NOOP, VF_LAST | VF_JUNK, NULL, proceed_noop },
-	{ SMTP_V_QUIT, VF_LAST, NULL, proceed_quit },
-	{ SMTP_V_VRFY, VF_LAST | VF_JUNK, NULL, proceed_vrfy },
-	{ SMTP_V_HELP, VF_LAST | VF_JUNK, NULL, proceed_help },
-	{ SMTP_V_EXPN, VF_LAST, NULL, proceed_notimpl },
-	{ SMTP_V_STARTTLS, VF_LAST, NULL, proceed_notimpl },
-	{ SMTP_V_AUTH, VF_LAST, NULL, proceed_notimpl },
-	{ SMTP_V_BDAT, VF_LAST, NULL, proceed_notimpl },
-	{ SMTP_V_XCLIENT, VF_LAST, NULL, proceed_notimpl },
-	{ SMTP_V_XFORWARD, VF_LAST, NULL, proceed_notimpl },
-	{ SMTP_V_ETRN, VF_LAST, NULL, proceed_notimpl },
-	{ SMTP_V_TURN, VF_LAST, NULL, proceed_notimpl },
-	{ SMTP_V_PROXY, VF_LAST, NULL, proceed_foreign },
-	{ SMTP_V_HTTP, VF_LAST, NULL, proceed_foreign },
+	{ SMTP_V_HELO, VF_LAST, check_helo, proceed_helo, NULL },
+	{ SMTP_V_EHLO, VF_LAST, check_helo, proceed_helo, NULL },
+	{ SMTP_V_MAIL, 0, check_mail, proceed_mail, NULL },
+	{ SMTP_V_RCPT, 0, check_rcpt, proceed_rcpt, NULL },
+	{ SMTP_V_DATA, VF_LAST | VF_BARRIER, check_data, proceed_data, NULL },
+	{ SMTP_V_RSET, VF_JUNK, check_noarg, proceed_rset, NULL },
+	{ SMTP_V_NOOP, VF_LAST | VF_JUNK, NULL, proceed_fixed, "250 2.0.0 Ok" },
+	{ SMTP_V_QUIT, VF_LAST, NULL, proceed_quit, NULL },
+	{ SMTP_V_VRFY, VF_LAST | VF_JUNK, NULL, proceed_fixed,
+	  "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery" },
+	{ SMTP_V_HELP, VF_LAST | VF_JUNK, NULL, proceed_fixed,
+	  "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP" },
+	{ SMTP_V_EXPN, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_STARTTLS, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_AUTH, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_BDAT, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_XCLIENT, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_XFORWARD, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_ETRN, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_TURN, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_PROXY, VF_LAST, NULL, proceed_foreign, NULL },
+	{ SMTP_V_HTTP, VF_LAST, NULL, proceed_foreign, NULL },
 };
 
 /* sess_verb_find - the table row of a verb */
@@ -740,12 +727,12 @@ sess_verb_find(enum smtp_verb v)
 	return NULL;
 }
 
-/* sess_command - one complete command line (no line end) */
+/* sess_command - one complete command line (no line end), parsed */
 static void
-sess_command(struct session *s, const char *line, size_t len)
+sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
+	const struct smtp_cmd *cp)
 {
-	struct smtp_cmd c;
-	enum smtp_perr pe = smtp_cmd_parse(line, len, &c);
+	struct smtp_cmd c = *cp;
 	const struct sess_verb *v;
 	char esc[LOG_ESC_SIZE];
 
@@ -802,6 +789,9 @@ sess_process_input(struct session *s)
 {
 	struct evbuffer *in;
 	char line[SMTP_CMD_LINE_MAX + 1];
+	struct smtp_cmd c;
+	enum smtp_perr pe;
+	const struct sess_verb *v;
 
 	if (s->closing || s->in_input || s->state == SS_CLOSING)
 		return;
@@ -857,12 +847,12 @@ sess_process_input(struct session *s)
 			continue;
 		}
 		raw--;
-		/* DATA must wait until every earlier reply is known */
-		if (s->npending > 0 && raw >= 4 && strncasecmp(line, "DATA", 4) == 0 &&
-		    (raw == 4 || line[4] == ' '))
-			break;
+		pe = smtp_cmd_parse(line, raw, &c);
+		v = pe == SMTP_P_OK ? sess_verb_find(c.verb) : NULL;
+		if (v != NULL && (v->flags & VF_BARRIER) && s->npending > 0)
+			break;	/* e.g. DATA: every earlier reply must be known */
 		evbuffer_drain(in, raw + 2);
-		sess_command(s, line, raw);
+		sess_command(s, line, raw, pe, &c);
 		s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
 	}
 	s->in_input = false;
