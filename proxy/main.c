@@ -212,26 +212,34 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* fd_limits - raise RLIMIT_NOFILE and derive the session cap */
+/* fd_limits - raise RLIMIT_NOFILE and derive the session cap
+ *
+ * An idle session holds one descriptor; from its first MAIL on it holds a
+ * second one (the upstream), and a third while a big message is spooled to
+ * a file. Sessions are capped at one descriptor each (less a reserve), so
+ * that idle and slow clients can be held in numbers; a session that then
+ * cannot open its upstream or spool file gets a 4xx, never a crash. The
+ * warning says when max-sessions busy sessions would not fit. */
 static void
 fd_limits(const struct conf *c)
 {
 	struct rlimit rl;
-	uint64_t need = c->max_sessions * 3 + 64, cap;
+	uint64_t need = c->max_sessions * 2 + 64, cap;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		fatal("getrlimit: %s", strerror(errno));
-	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {
+	if (rl.rlim_cur < need) {
 		rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
 		setrlimit(RLIMIT_NOFILE, &rl);
 		getrlimit(RLIMIT_NOFILE, &rl);
 	}
-	cap = rl.rlim_cur > 64 ? (rl.rlim_cur - 64) / 3 : 1;
-	if (cap < c->max_sessions)
-		log_msg(LOG_L_WARN, 0, "limit fd=%llu allows only %llu sessions of max-sessions %llu "
-		    "(each needs a client, an upstream and a spool descriptor)",
-		    (unsigned long long)rl.rlim_cur, (unsigned long long)cap,
-		    (unsigned long long)c->max_sessions);
+	cap = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : rl.rlim_cur / 2;
+	if (rl.rlim_cur < need)
+		log_msg(LOG_L_WARN, 0, "limit fd=%llu: max-sessions %llu busy sessions need %llu "
+		    "(client and upstream each); sessions beyond %llu are refused, and busy ones "
+		    "beyond the limit get 4xx",
+		    (unsigned long long)rl.rlim_cur, (unsigned long long)c->max_sessions,
+		    (unsigned long long)need, (unsigned long long)cap);
 	moatd.fd_session_cap = cap > 0xffffffffu ? 0xffffffffu : (unsigned)cap;
 }
 

@@ -34,6 +34,7 @@
  *	an idle connection is sent QUIT and closed once the QUIT is written.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,35 @@ struct ups {
 
 static unsigned ups_caps_seen;	/* atomic: UPS_CAP_* of the last EHLO */
 static uint64_t ups_size_seen;	/* atomic */
+
+/*
+ * The XCLIENT attributes the upstream offered last time. Once known, a new
+ * connection sends XCLIENT right after the greeting (Postfix takes XCLIENT
+ * outside a transaction, EHLO or not) and skips one EHLO round trip; the
+ * EHLO after XCLIENT tells the capabilities. A refused XCLIENT forgets
+ * them, so the next connection asks again.
+ */
+static pthread_mutex_t ups_xclient_lock = PTHREAD_MUTEX_INITIALIZER;
+static char ups_xclient_seen[128];
+
+/* ups_xclient_remember - keep (or, with NULL, forget) the offered list */
+static void
+ups_xclient_remember(const char *attrs)
+{
+	pthread_mutex_lock(&ups_xclient_lock);
+	snprintf(ups_xclient_seen, sizeof(ups_xclient_seen), "%s", attrs ? attrs : "");
+	pthread_mutex_unlock(&ups_xclient_lock);
+}
+
+/* ups_xclient_recall - the offered list into buf; false if unknown */
+static bool
+ups_xclient_recall(char *buf, size_t size)
+{
+	pthread_mutex_lock(&ups_xclient_lock);
+	snprintf(buf, size, "%s", ups_xclient_seen);
+	pthread_mutex_unlock(&ups_xclient_lock);
+	return buf[0] != 0;
+}
 
 static void ups_fail(struct session *s, const char *why, const struct reply *r);
 
@@ -249,6 +279,7 @@ ups_parse_caps(struct ups *u)
 			plen = sizeof(u->xclient) - 1;
 		memcpy(u->xclient, p, plen);
 		u->xclient[plen] = 0;
+		ups_xclient_remember(u->xclient);
 	}
 	__atomic_store_n(&ups_caps_seen, u->caps, __ATOMIC_RELAXED);
 	__atomic_store_n(&ups_size_seen, u->size, __ATOMIC_RELAXED);
@@ -350,7 +381,14 @@ ups_dispatch(struct session *s)
 			return;
 		}
 		u->st = UPS_SETUP;
-		{
+		if (s->conf->identity == CONF_ID_XCLIENT &&
+		    ups_xclient_recall(u->xclient, sizeof(u->xclient))) {
+			if (!ups_send_xclient(s)) {
+				free(c);
+				ups_fail(s, "xclient-too-long", NULL);
+				return;
+			}
+		} else {
 			char line[300];
 			int n = snprintf(line, sizeof(line), "EHLO %s\r\n", s->conf->hostname);
 			ups_send_line(s, UK_EHLO, line, (size_t)n);
@@ -382,6 +420,7 @@ ups_dispatch(struct session *s)
 	case UK_XCLIENT:
 		/* Postfix answers with a new 220 greeting, smtp-sink with 250 */
 		if (cls != 2) {
+			ups_xclient_remember(NULL);
 			free(c);
 			ups_fail(s, "xclient-refused", r);
 			return;

@@ -203,6 +203,35 @@ def test_idn_04_client_helo_reaches_postfix(postfix, moatd_factory):
     assert received and received[0].startswith(b"Received: from client6.test "), received[:1]
 
 
+@pytest.mark.postfix
+@pytest.mark.timeout(90)
+def test_idn_xclient_on_later_connections_to_postfix(postfix, moatd_factory):
+    """Once moatd knows the upstream's XCLIENT attributes it sends XCLIENT
+    right after the greeting of each new upstream connection (one round trip
+    less): every session must still reach Postfix with its own address and
+    HELO name, and Postfix must not warn about any of them."""
+    m = moatd_factory("127.0.0.1:%d" % postfix.port)
+    tags = []
+    for i in range(3):
+        tag = "idn-later-%d-%d" % (m.port, i)
+        tags.append(tag)
+        with m.client(source="127.0.0.%d" % (20 + i)) as c:
+            c.ehlo("later%d.test" % i)
+            rs = smtp_transaction(c, message(tag))
+            assert rs[-1].code == 250, rs
+            c.cmd("QUIT")
+    for i, tag in enumerate(tags):
+        msgs = postfix.wait_messages_with(tag, 1, 15)
+        assert len(msgs) == 1, postfix.log()[-3000:]
+        received = re.findall(rb"^Received: .*(?:\n[ \t].*)*", msgs[0], re.M)
+        assert received, msgs[0][:500]
+        assert received[0].startswith(b"Received: from later%d.test " % i), received[0]
+        assert b"[127.0.0.%d]" % (20 + i) in received[0], received[0]
+    log = postfix.log()
+    assert not [l for l in log.splitlines() if "warning" in l and "XCLIENT" in l], log[-3000:]
+    assert "xclient-refused" not in m.log()
+
+
 # ===========================================================================
 # PIP - pipelining
 
