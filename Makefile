@@ -27,7 +27,7 @@ else
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
-LIBS    = -levent_openssl -levent_pthreads -levent -lssl -lcrypto -lpthread
+LIBS    = -levent_openssl -levent -lssl -lcrypto -lpthread
 
 LIB_SRCS  = $(wildcard core/*.c policy/*.c filters/*.c redis/*.c) \
             $(filter-out proxy/main.c,$(wildcard proxy/*.c))

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/thread.h>
+#include <sys/eventfd.h>
 
 #include "conf.h"
 #include "log.h"
@@ -92,8 +92,13 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	struct worker *w = arg;
 	struct session *s, *next;
 
-	(void)fd;
+	uint64_t n;
+	ssize_t r;
+
 	(void)what;
+	if (fd >= 0)
+		r = read(fd, &n, sizeof(n));	/* reset the eventfd; EAGAIN is fine */
+	(void)r;
 	if (__atomic_load_n(&moatd.draining, __ATOMIC_RELAXED) && !w->draining) {
 		w->draining = true;
 		listen_pause(w, true);
@@ -135,8 +140,12 @@ worker_main(void *arg)
 static void
 wake_all(void)
 {
-	for (int i = 0; i < moatd.nworkers; i++)
-		event_active(moatd.workers[i].ev_wake, EV_READ, 0);
+	uint64_t one = 1;
+
+	for (int i = 0; i < moatd.nworkers; i++) {
+		ssize_t r = write(moatd.workers[i].wake_fd, &one, sizeof(one));
+		(void)r;
+	}
 }
 
 /* drain_timer_cb - drain-timeout passed: close what is left */
@@ -297,8 +306,6 @@ main(int argc, char **argv)
 	}
 	log_init("moatd", c->log_dest == CONF_LOG_SYSLOG, (enum log_level)c->log_level);
 	signal(SIGPIPE, SIG_IGN);
-	if (evthread_use_pthreads() != 0)
-		fatal("evthread_use_pthreads failed");
 	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
 		seed = (uint64_t)getpid() << 32;
 	moatd.next_sid = seed & 0xffffffffff000000ull;
@@ -319,7 +326,12 @@ main(int argc, char **argv)
 		w->base = event_base_new();
 		if (w->base == NULL)
 			fatal("event_base_new failed");
-		w->ev_wake = event_new(w->base, -1, EV_PERSIST, worker_wake_cb, w);
+		/* the main thread wakes the worker through an eventfd: the
+		 * event bases have no locks, nothing else crosses threads */
+		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (w->wake_fd < 0)
+			fatal("eventfd: %s", strerror(errno));
+		w->ev_wake = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, worker_wake_cb, w);
 		event_add(w->ev_wake, NULL);
 		for (int j = 0; j < c->nlisten; j++) {
 			char err[256];
@@ -381,6 +393,7 @@ main(int argc, char **argv)
 		for (int j = 0; j < w->nlev; j++)
 			evconnlistener_free(w->lev[j]);
 		event_free(w->ev_wake);
+		close(w->wake_fd);
 		event_base_free(w->base);
 	}
 	free(moatd.workers);

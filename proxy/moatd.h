@@ -23,12 +23,12 @@
 #include "conf.h"
 
 struct session;
-struct bufferevent;
+struct conn;
 
 /* an upstream connection saying QUIT after its session ended */
 struct ups_closer {
 	struct ups_closer *prev, *next;
-	struct bufferevent *bev;
+	struct conn *conn;
 	struct worker *w;
 };
 void ups_closer_free(struct ups_closer *cl);
@@ -39,7 +39,8 @@ struct worker {
 	struct event_base *base;
 	struct evconnlistener *lev[CONF_LISTEN_MAX];
 	int nlev;
-	struct event *ev_wake;		/* made active by the main thread */
+	struct event *ev_wake;		/* reads wake_fd; also made active in-thread */
+	int wake_fd;			/* eventfd the main thread writes to */
 	struct session *sessions;	/* list of live sessions */
 	unsigned nsessions;
 	struct ups_closer *closers;	/* upstream goodbyes in progress */

@@ -6,7 +6,7 @@
  *	is freed on one path only, sess_free(), which runs from its own
  *	event (never nested inside another callback of the session), after
  *	sess_close() has stopped all I/O. Callbacks of the session's own
- *	bufferevents and timers check s->closing first.
+ *	connection and timer check s->closing first.
  *
  *	Replies to the client go through an ordered queue of slots: a slot
  *	is filled at once (a local reply) or later, when the upstream answers
@@ -14,7 +14,7 @@
  *	the head in one go, so pipelined commands are answered in order and
  *	in as few writes as possible.
  *
- *	Memory: an idle session holds the struct, its bufferevent and one
+ *	Memory: an idle session holds the struct, its connection and one
  *	timer; the message transaction (struct txn) exists only between MAIL
  *	and the end of the transaction, the upstream (struct ups) only from
  *	the first MAIL on.
@@ -22,7 +22,6 @@
 #ifndef MOAT_SESSION_H
 #define MOAT_SESSION_H
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -34,6 +33,7 @@
 #include "smtp_parse.h"
 
 struct worker;
+struct conn;
 struct spool;
 struct ups;
 
@@ -75,7 +75,7 @@ struct session {
 	uint64_t id;
 	struct worker *w;
 	struct conf *conf;		/* reference, for the whole session */
-	struct bufferevent *bev;
+	struct conn *conn;
 	struct event *ev_timer;
 	struct session *prev, *next;	/* worker's list */
 

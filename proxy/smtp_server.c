@@ -23,7 +23,7 @@
  *	commands (max-junk-commands); recipients per message (452 4.5.3);
  *	replies outstanding (max-pending-commands: input is left unread
  *	until they are written); client input buffered (SESS_INPUT_MAX, the
- *	bufferevent's read high-water mark) and output (SESS_OUTPUT_MAX,
+ *	connection's read cap) and output (SESS_OUTPUT_MAX,
  *	then input stops). Time: a deadline per command that only a complete
  *	command (or our own reply) moves, a DATA deadline that grows only by
  *	bytes / data-min-rate, and a session deadline.
@@ -46,9 +46,9 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "conn.h"
 #include "log.h"
 #include "moatd.h"
 #include "session.h"
@@ -168,7 +168,7 @@ sess_replyf(struct session *s, const char *fmt, ...)
 	va_end(ap);
 	if (s->sq_head == NULL) {
 		if (!s->closing)
-			bufferevent_write(s->bev, buf, n);
+			conn_write(s->conn, buf, n);
 		return;
 	}
 	sess_slot_fill(s, sess_slot_new(s), buf, n);
@@ -197,7 +197,7 @@ sess_flush(struct session *s)
 	bool close_after = false;
 
 	while (!s->closing && (sl = s->sq_head) != NULL && sl->filled) {
-		bufferevent_write(s->bev, sl->text, sl->len);
+		conn_write(s->conn, sl->text, sl->len);
 		s->sq_head = sl->next;
 		if (s->sq_head == NULL)
 			s->sq_tail = NULL;
@@ -357,7 +357,7 @@ sess_ehlo_reply(struct session *s)
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		panic("EHLO reply too long");
 	if (s->sq_head == NULL)
-		bufferevent_write(s->bev, buf, (size_t)n);
+		conn_write(s->conn, buf, (size_t)n);
 	else
 		sess_slot_fill(s, sess_slot_new(s), buf, (size_t)n);
 }
@@ -614,7 +614,7 @@ proceed_data(struct session *s, const struct smtp_cmd *c)
 	struct txn *t = s->txn;
 
 	(void)c;
-	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+	if (evbuffer_get_length(conn_input(s->conn)) > 0) {
 		/* content before our 354 (RFC 2920 3.1): a fact for rules */
 		s->facts |= SESS_F_DATA_PIPELINED;
 		log_msg(LOG_L_INFO, s->id, "protocol fact=data-pipelined");
@@ -775,7 +775,7 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 		return;
 	v->proceed(s, &c);
 	if ((v->flags & VF_LAST) && s->state == SS_CMD && !s->closing &&
-	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+	    evbuffer_get_length(conn_input(s->conn)) > 0) {
 		/* RFC 2920 3.1: this command must end a group */
 		s->facts |= SESS_F_PIPE_BEFORE_EHLO;
 		log_msg(LOG_L_DEBUG, s->id, "protocol fact=pipelined-after verb=%s",
@@ -796,7 +796,7 @@ sess_process_input(struct session *s)
 	if (s->closing || s->in_input || s->state == SS_CLOSING)
 		return;
 	s->in_input = true;
-	in = bufferevent_get_input(s->bev);
+	in = conn_input(s->conn);
 	while (!s->closing && s->state == SS_CMD) {
 		size_t avail = evbuffer_get_length(in), eol_len = 0, raw;
 		struct evbuffer_ptr p;
@@ -804,7 +804,7 @@ sess_process_input(struct session *s)
 		if (avail == 0)
 			break;
 		if (s->nslots >= s->conf->max_pending ||
-		    evbuffer_get_length(bufferevent_get_output(s->bev)) > SESS_OUTPUT_MAX)
+		    conn_output_len(s->conn) > SESS_OUTPUT_MAX)
 			break;	/* resumed by sess_flush or the write callback */
 		p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 		if (p.pos < 0) {
@@ -858,8 +858,10 @@ sess_process_input(struct session *s)
 	s->in_input = false;
 	if (!s->closing && s->state == SS_DATA)
 		sess_data_input(s);
-	if (!s->closing)
+	if (!s->closing) {
+		conn_input_drained(s->conn);
 		sess_arm_timer(s);
+	}
 }
 
 /* ---------------------------------------------------------------------
@@ -885,7 +887,7 @@ sess_data_end(struct session *s)
 
 	s->state = SS_CMD;
 	s->nmsgs++;
-	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+	if (evbuffer_get_length(conn_input(s->conn)) > 0) {
 		s->facts |= SESS_F_AFTER_DOT;
 		log_msg(LOG_L_DEBUG, s->id, "protocol fact=pipelined-after-dot");
 	}
@@ -920,7 +922,7 @@ sess_data_end(struct session *s)
 static void
 sess_data_input(struct session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *in = conn_input(s->conn);
 
 	while (!s->closing && s->state == SS_DATA) {
 		struct evbuffer_iovec v;
@@ -931,6 +933,7 @@ sess_data_input(struct session *s)
 		used = data_dec_feed(&s->txn->dd, v.iov_base, v.iov_len,
 		    sess_spool_out, s->txn);
 		evbuffer_drain(in, used);
+		conn_input_drained(s->conn);
 		if (s->txn->dd.done) {
 			sess_data_end(s);
 			s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
@@ -1030,8 +1033,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	sess_slots_free(s);
 	if (s->ev_timer)
 		event_free(s->ev_timer);
-	if (s->bev)
-		bufferevent_free(s->bev);
+	conn_free(s->conn);
 	if (s->counted)
 		clients_leave((struct sockaddr *)&s->peer, (unsigned)s->conf->client_v6_prefix);
 	if (s->prev)
@@ -1060,7 +1062,8 @@ sess_close(struct session *s, const char *reason)
 	s->closing = true;
 	log_msg(LOG_L_INFO, s->id, "disconnect reason=%s commands=%u messages=%u errors=%u",
 	    reason, s->ncmds, s->nmsgs, s->errors);
-	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	conn_setcb(s->conn, NULL, NULL, NULL, NULL);
+	conn_read_enable(s->conn, false);
 	evtimer_del(s->ev_timer);
 	if (event_base_once(s->w->base, -1, EV_TIMEOUT, sess_free_cb, s, &zero) != 0)
 		panic("event_base_once failed");
@@ -1075,8 +1078,8 @@ sess_begin_close(struct session *s)
 	if (s->closing || s->state == SS_CLOSING)
 		return;
 	s->state = SS_CLOSING;
-	bufferevent_disable(s->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+	conn_read_enable(s->conn, false);
+	if (conn_output_len(s->conn) == 0) {
 		sess_close(s, s->quit ? "quit" : "closed");
 		return;
 	}
@@ -1085,11 +1088,11 @@ sess_begin_close(struct session *s)
 
 /* sess_read_cb - client bytes arrived */
 static void
-sess_read_cb(struct bufferevent *bev, void *arg)
+sess_read_cb(struct conn *cn, void *arg)
 {
 	struct session *s = arg;
 
-	(void)bev;
+	(void)cn;
 	if (s->closing)
 		return;
 	if (s->state == SS_DATA)
@@ -1100,11 +1103,11 @@ sess_read_cb(struct bufferevent *bev, void *arg)
 
 /* sess_write_cb - the output drained below the low-water mark */
 static void
-sess_write_cb(struct bufferevent *bev, void *arg)
+sess_write_cb(struct conn *cn, void *arg)
 {
 	struct session *s = arg;
 
-	(void)bev;
+	(void)cn;
 	if (s->closing)
 		return;
 	if (s->state == SS_CLOSING) {
@@ -1116,18 +1119,18 @@ sess_write_cb(struct bufferevent *bev, void *arg)
 
 /* sess_event_cb - EOF or error on the client socket */
 static void
-sess_event_cb(struct bufferevent *bev, short what, void *arg)
+sess_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 {
 	struct session *s = arg;
 
-	(void)bev;
+	(void)cn;
 	if (s->closing)
 		return;
-	if (what & BEV_EVENT_EOF)
+	if (what == CONN_EV_EOF)
 		sess_close(s, s->state == SS_DATA ? "eof-in-data" : "eof");
-	else if (what & BEV_EVENT_ERROR)
+	else if (what == CONN_EV_ERROR)
 		sess_close(s, "socket-error");
-	else if (what & BEV_EVENT_TIMEOUT)
+	else if (what == CONN_EV_TIMEOUT)
 		sess_close(s, "write-timeout");
 }
 
@@ -1138,7 +1141,7 @@ sess_drain(struct session *s)
 	if (s->closing || s->state != SS_CMD || s->txn != NULL || s->npending > 0)
 		return;	/* finishes what it does; the drain timeout bounds it */
 	log_msg(LOG_L_INFO, s->id, "shutdown session=idle");
-	bufferevent_write(s->bev, "421 4.3.2 Service shutting down\r\n", 33);
+	conn_write(s->conn, "421 4.3.2 Service shutting down\r\n", 33);
 	sess_begin_close(s);
 }
 
@@ -1167,9 +1170,7 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 		s->port = ntohs(sin6->sin6_port);
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (s->bev == NULL)
-		panic("bufferevent_socket_new failed");
+	s->conn = conn_new(w->base, fd, SESS_INPUT_MAX);
 	s->ev_timer = evtimer_new(w->base, sess_timer_cb, s);
 	if (s->ev_timer == NULL)
 		panic("evtimer_new failed");
@@ -1180,16 +1181,14 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	w->nsessions++;
 	s->start_ms = sess_now_ms();
 	s->cmd_deadline_ms = s->start_ms + c->command_deadline_ms;
-	bufferevent_setcb(s->bev, sess_read_cb, sess_write_cb, sess_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SESS_INPUT_MAX);
-	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	conn_setcb(s->conn, sess_read_cb, sess_write_cb, sess_event_cb, s);
 	wt.tv_sec = (time_t)(c->command_deadline_ms / 1000);
 	wt.tv_usec = (suseconds_t)(c->command_deadline_ms % 1000) * 1000;
-	bufferevent_set_timeouts(s->bev, NULL, &wt);
+	conn_set_timeouts(s->conn, NULL, &wt);
 	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u",
 	    sa->sa_family == AF_INET6 ? "[" : "", s->ip, sa->sa_family == AF_INET6 ? "]" : "",
 	    s->port);
 	sess_replyf(s, "220 %s ESMTP moat", c->hostname);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	conn_read_enable(s->conn, true);
 	sess_arm_timer(s);
 }

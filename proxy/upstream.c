@@ -28,7 +28,7 @@
  *	connect again (at most three times per session).
  *
  * LIFETIME
- *	A failed connection is retired, not freed: its bufferevent is
+ *	A failed connection is retired, not freed: its connection is
  *	disabled and the memory goes back from an event of its own, so no
  *	callback below ever runs on freed memory. At the end of a session
  *	an idle connection is sent QUIT and closed once the QUIT is written.
@@ -43,9 +43,9 @@
 #include <netinet/tcp.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "conn.h"
 #include "identity.h"
 #include "log.h"
 #include "moatd.h"
@@ -68,7 +68,7 @@ struct ups_cmd {
 };
 
 struct ups {
-	struct bufferevent *bev;
+	struct conn *conn;
 	enum ups_state st;
 	struct ups_cmd *out_h, *out_t;	/* not yet sent */
 	struct ups_cmd *inf_h, *inf_t;	/* sent, waiting for their reply */
@@ -178,9 +178,9 @@ ups_timeouts(struct session *s)
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 
 	if (u->ninflight > 0 || u->st != UPS_READY)
-		bufferevent_set_timeouts(u->bev, &tv, &tv);
+		conn_set_timeouts(u->conn, &tv, &tv);
 	else
-		bufferevent_set_timeouts(u->bev, NULL, &tv);
+		conn_set_timeouts(u->conn, NULL, &tv);
 }
 
 /* ups_send - write one command and wait for its reply */
@@ -198,7 +198,7 @@ ups_send(struct session *s, struct ups_cmd *c)
 	u->inf_t = c;
 	u->ninflight++;
 	if (c->len > 0)
-		bufferevent_write(u->bev, c->line, c->len);
+		conn_write(u->conn, c->line, c->len);
 	if (log_enabled(LOG_L_DEBUG) && c->len > 2) {
 		log_escape(esc, sizeof(esc), c->line, c->len - 2);
 		log_msg(LOG_L_DEBUG, s->id, "upstream send=\"%s\"", esc);
@@ -439,8 +439,10 @@ ups_dispatch(struct session *s)
 	case UK_DATA:
 		if (code == 354) {
 			struct ups_cmd *dot = ups_cmd_new(UK_DOT, ".\r\n", 3, c->slot, NULL);
-			struct evbuffer *out = bufferevent_get_output(u->bev);
-			if (spool_send(c->spool, out) != 0) {
+			struct evbuffer *out = evbuffer_new();
+			if (out == NULL || spool_send(c->spool, out) != 0) {
+				if (out)
+					evbuffer_free(out);
 				/* the message is lost locally: do not end it upstream */
 				sess_slot_fillf(s, c->slot,
 				    "451 4.3.0 Error: local error reading the message, try again later");
@@ -451,6 +453,8 @@ ups_dispatch(struct session *s)
 				ups_fail(s, "spool-read", NULL);
 				return;
 			}
+			conn_write_buffer(u->conn, out);
+			evbuffer_free(out);
 			spool_free(c->spool);
 			u->blocked = false;
 			ups_send(s, dot);
@@ -492,14 +496,14 @@ ups_dispatch(struct session *s)
 
 /* ups_read_cb - reply lines from the upstream */
 static void
-ups_read_cb(struct bufferevent *bev, void *arg)
+ups_read_cb(struct conn *cn, void *arg)
 {
 	struct session *s = arg;
 	struct ups *u = s->ups;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = conn_input(cn);
 	char line[UPS_LINE_MAX + 1];
 
-	while (!s->closing && s->ups == u && u != NULL && u->bev == bev && u->st != UPS_DEAD) {
+	while (!s->closing && s->ups == u && u != NULL && u->conn == cn && u->st != UPS_DEAD) {
 		size_t eol_len = 0, len;
 		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 
@@ -536,21 +540,18 @@ ups_read_cb(struct bufferevent *bev, void *arg)
 
 /* ups_event_cb - connected, EOF, error or timeout */
 static void
-ups_event_cb(struct bufferevent *bev, short what, void *arg)
+ups_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 {
 	struct session *s = arg;
 	struct ups *u = s->ups;
 
-	if (s->closing || u == NULL || u->bev != bev || u->st == UPS_DEAD)
+	if (s->closing || u == NULL || u->conn != cn || u->st == UPS_DEAD)
 		return;
-	if (what & BEV_EVENT_CONNECTED) {
-		int one = 1;
-		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (what == CONN_EV_CONNECTED)
 		return;
-	}
-	if (what & BEV_EVENT_TIMEOUT)
+	if (what == CONN_EV_TIMEOUT)
 		ups_fail(s, u->st == UPS_CONNECTING ? "connect-timeout" : "timeout", NULL);
-	else if (what & BEV_EVENT_EOF)
+	else if (what == CONN_EV_EOF)
 		ups_fail(s, "connection-closed", NULL);
 	else
 		ups_fail(s, u->st == UPS_CONNECTING && u->ninflight == 1 &&
@@ -565,8 +566,7 @@ ups_retire_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (u->bev)
-		bufferevent_free(u->bev);
+	conn_free(u->conn);
 	free(u);
 }
 
@@ -590,8 +590,8 @@ ups_retire(struct session *s)
 		ups_cmd_free(c);
 	}
 	u->inf_h = u->out_h = NULL;
-	bufferevent_setcb(u->bev, NULL, NULL, NULL, NULL);
-	bufferevent_disable(u->bev, EV_READ | EV_WRITE);
+	conn_setcb(u->conn, NULL, NULL, NULL, NULL);
+	conn_read_enable(u->conn, false);
 	if (event_base_once(s->w->base, -1, EV_TIMEOUT, ups_retire_cb, u, &zero) != 0)
 		panic("event_base_once failed");
 }
@@ -618,7 +618,8 @@ ups_fail(struct session *s, const char *why, const struct reply *r)
 		log_msg(LOG_L_WARN, s->id, "upstream error=%s state=%s", why,
 		    setup ? "setup" : "ready");
 	u->st = UPS_DEAD;
-	bufferevent_disable(u->bev, EV_READ | EV_WRITE);
+	conn_setcb(u->conn, NULL, NULL, NULL, NULL);
+	conn_read_enable(u->conn, false);
 	/* detach both queues first: filling a slot may run more commands */
 	list[0] = u->inf_h;
 	list[1] = u->out_h;
@@ -660,11 +661,8 @@ ups_connect(struct session *s)
 	s->ups = u;
 	s->ups_connects++;
 	reply_init(&u->r);
-	u->bev = bufferevent_socket_new(s->w->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (u->bev == NULL)
-		panic("bufferevent_socket_new failed");
-	bufferevent_setcb(u->bev, ups_read_cb, NULL, ups_event_cb, s);
-	bufferevent_setwatermark(u->bev, EV_READ, 0, 64 * 1024);
+	u->conn = conn_new(s->w->base, -1, 64 * 1024);
+	conn_setcb(u->conn, ups_read_cb, NULL, ups_event_cb, s);
 	u->st = UPS_CONNECTING;
 	ups_send_line(s, UK_GREETING, "", 0);
 	if (s->conf->identity == CONF_ID_PROXY_V1) {
@@ -672,18 +670,17 @@ ups_connect(struct session *s)
 		int n = ident_proxy_v1((struct sockaddr *)&s->peer, (struct sockaddr *)&s->local,
 		    hdr, sizeof(hdr));
 		if (n > 0)
-			bufferevent_write(u->bev, hdr, (size_t)n);
+			conn_write(u->conn, hdr, (size_t)n);
 	} else if (s->conf->identity == CONF_ID_PROXY_V2) {
 		unsigned char hdr[64];
 		int n = ident_proxy_v2((struct sockaddr *)&s->peer, (struct sockaddr *)&s->local,
 		    hdr, sizeof(hdr));
 		if (n > 0)
-			bufferevent_write(u->bev, hdr, (size_t)n);
+			conn_write(u->conn, hdr, (size_t)n);
 	}
 	ups_timeouts(s);
-	bufferevent_enable(u->bev, EV_READ | EV_WRITE);
-	struct sockaddr_storage dst = a->sa;
-	if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&dst, (int)a->salen) != 0) {
+	conn_read_enable(u->conn, true);
+	if (conn_connect(u->conn, (const struct sockaddr *)&a->sa, a->salen) != 0) {
 		log_errno(LOG_L_WARN, s->id, "upstream error=connect addr=%s", a->text);
 		/* the error event has been or will be reported; make sure */
 		if (s->ups == u && u->st != UPS_DEAD)
@@ -747,7 +744,7 @@ ups_closer_free(struct ups_closer *cl)
 	if (cl->next)
 		cl->next->prev = cl->prev;
 	w->nclosers--;
-	bufferevent_free(cl->bev);
+	conn_free(cl->conn);
 	free(cl);
 	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
 		event_active(w->ev_wake, EV_READ, 0);
@@ -755,17 +752,17 @@ ups_closer_free(struct ups_closer *cl)
 
 /* ups_quit_cb - the QUIT is written: close */
 static void
-ups_quit_cb(struct bufferevent *bev, void *arg)
+ups_quit_cb(struct conn *cn, void *arg)
 {
-	(void)bev;
+	(void)cn;
 	ups_closer_free(arg);
 }
 
 /* ups_quit_event_cb - error or timeout while saying goodbye */
 static void
-ups_quit_event_cb(struct bufferevent *bev, short what, void *arg)
+ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 {
-	(void)bev;
+	(void)cn;
 	(void)what;
 	ups_closer_free(arg);
 }
@@ -780,26 +777,24 @@ ups_free(struct session *s)
 	if (u == NULL)
 		return;
 	if (u->st == UPS_READY && !u->in_txn && u->ninflight == 0 && u->out_h == NULL) {
-		/* hand the bufferevent over to a small closer, which the
+		/* hand the connection over to a small closer, which the
 		 * worker knows of (it waits for them, bounded, at shutdown) */
-		struct bufferevent *bev = u->bev;
+		struct conn *cn = u->conn;
 		struct ups_closer *cl = xcalloc(1, sizeof(*cl));
 		struct worker *w = s->w;
 
-		cl->bev = bev;
+		cl->conn = cn;
 		cl->w = w;
 		cl->next = w->closers;
 		if (cl->next)
 			cl->next->prev = cl;
 		w->closers = cl;
 		w->nclosers++;
-		u->bev = NULL;
-		bufferevent_setcb(bev, NULL, ups_quit_cb, ups_quit_event_cb, cl);
-		bufferevent_set_timeouts(bev, &tv, &tv);
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		bufferevent_write(bev, "QUIT\r\n", 6);
-		bufferevent_enable(bev, EV_WRITE);
-		bufferevent_disable(bev, EV_READ);
+		u->conn = NULL;
+		conn_setcb(cn, NULL, ups_quit_cb, ups_quit_event_cb, cl);
+		conn_set_timeouts(cn, NULL, &tv);
+		conn_read_enable(cn, false);
+		conn_write(cn, "QUIT\r\n", 6);
 		s->ups = NULL;
 		free(u);
 		return;

@@ -1,0 +1,402 @@
+/*
+ * conn - a non-blocking TCP connection on a libevent loop (see conn.h)
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event_struct.h>
+
+#include "conn.h"
+#include "log.h"
+#include "xalloc.h"
+
+#define CONN_READ_CHUNK  (64 * 1024)
+#define CONN_READS_MAX   4	/* recv calls per read event, for fairness */
+
+struct conn {
+	int fd;
+	struct event ev_read, ev_write;
+	struct evbuffer *in, *out;
+	size_t rcap;
+	conn_cb on_read, on_drain;
+	conn_event_cb on_event;
+	void *arg;
+	struct timeval rd_tv, wr_tv;
+	bool has_rd_tv, has_wr_tv;
+	bool want_read;		/* the owner wants input */
+	bool read_added;	/* ev_read is pending */
+	bool write_added;	/* ev_write is pending (socket full, or connecting) */
+	bool connecting;
+	bool had_output;	/* on_drain owed when the output empties */
+	int err;		/* sticky errno of a failed write or connect */
+	int in_cb;
+	bool free_pending;
+};
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
+
+/* conn_new - wrap a connected socket (or -1, for conn_connect) */
+struct conn *
+conn_new(struct event_base *base, int fd, size_t rcap)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+
+	c->fd = fd;
+	c->rcap = rcap;
+	c->in = evbuffer_new();
+	c->out = evbuffer_new();
+	if (c->in == NULL || c->out == NULL)
+		panic("evbuffer_new failed");
+	event_assign(&c->ev_read, base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	event_assign(&c->ev_write, base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	return c;
+}
+
+/* conn_real_free - release everything */
+static void
+conn_real_free(struct conn *c)
+{
+	event_del(&c->ev_read);
+	event_del(&c->ev_write);
+	evbuffer_free(c->in);
+	evbuffer_free(c->out);
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c);
+}
+
+/* conn_free - close; deferred to the end of a callback running for c */
+void
+conn_free(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	if (c->in_cb > 0) {
+		c->free_pending = true;
+		c->on_read = c->on_drain = NULL;
+		c->on_event = NULL;
+		event_del(&c->ev_read);
+		event_del(&c->ev_write);
+		return;
+	}
+	conn_real_free(c);
+}
+
+/* conn_leave - end of a callback: free now if asked to meanwhile */
+static bool
+conn_leave(struct conn *c)
+{
+	if (--c->in_cb == 0 && c->free_pending) {
+		conn_real_free(c);
+		return true;
+	}
+	return false;
+}
+
+/* conn_setcb - who hears about this connection */
+void
+conn_setcb(struct conn *c, conn_cb on_read, conn_cb on_drain, conn_event_cb on_event, void *arg)
+{
+	c->on_read = on_read;
+	c->on_drain = on_drain;
+	c->on_event = on_event;
+	c->arg = arg;
+}
+
+/* conn_update_read - add or remove the read event as wanted */
+static void
+conn_update_read(struct conn *c)
+{
+	bool want = c->want_read && !c->connecting && !c->free_pending &&
+	    evbuffer_get_length(c->in) < c->rcap && c->fd >= 0;
+
+	if (want && !c->read_added) {
+		event_add(&c->ev_read, c->has_rd_tv ? &c->rd_tv : NULL);
+		c->read_added = true;
+	} else if (!want && c->read_added) {
+		event_del(&c->ev_read);
+		c->read_added = false;
+	}
+}
+
+/* conn_set_timeouts - read idle timeout, write stall timeout; NULL = none */
+void
+conn_set_timeouts(struct conn *c, const struct timeval *rd, const struct timeval *wr)
+{
+	c->has_rd_tv = rd != NULL;
+	if (rd)
+		c->rd_tv = *rd;
+	c->has_wr_tv = wr != NULL;
+	if (wr)
+		c->wr_tv = *wr;
+	if (c->read_added) {
+		c->read_added = false;
+		conn_update_read(c);
+	}
+	if (c->write_added)
+		event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+}
+
+/* conn_read_enable - start or stop taking input */
+void
+conn_read_enable(struct conn *c, bool on)
+{
+	c->want_read = on;
+	conn_update_read(c);
+}
+
+/* conn_input - the input buffer (borrowed) */
+struct evbuffer *
+conn_input(struct conn *c)
+{
+	return c->in;
+}
+
+/* conn_output_len - bytes not yet written */
+size_t
+conn_output_len(const struct conn *c)
+{
+	return evbuffer_get_length(c->out);
+}
+
+/* conn_input_drained - the owner consumed input: read again if paused */
+void
+conn_input_drained(struct conn *c)
+{
+	if (!c->read_added)
+		conn_update_read(c);
+}
+
+/* conn_error - the errno of a failed write or connect, or 0 */
+int
+conn_error(const struct conn *c)
+{
+	return c->err;
+}
+
+/* conn_schedule - have the write callback run in this loop iteration */
+static void
+conn_schedule(struct conn *c)
+{
+	c->had_output = true;
+	if (!c->write_added && !c->free_pending)
+		event_active(&c->ev_write, EV_WRITE, 0);
+}
+
+/* conn_write - queue bytes; they leave with everything else queued now */
+void
+conn_write(struct conn *c, const void *data, size_t len)
+{
+	if (c->err || len == 0)
+		return;
+	if (evbuffer_add(c->out, data, len) != 0)
+		panic("evbuffer_add failed");
+	conn_schedule(c);
+}
+
+/* conn_write_buffer - queue a whole buffer (moved, file segments kept) */
+void
+conn_write_buffer(struct conn *c, struct evbuffer *buf)
+{
+	if (c->err) {
+		evbuffer_drain(buf, evbuffer_get_length(buf));
+		return;
+	}
+	if (evbuffer_add_buffer(c->out, buf) != 0)
+		panic("evbuffer_add_buffer failed");
+	conn_schedule(c);
+}
+
+/* conn_connect - start connecting; 0, or -1 with errno */
+int
+conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
+{
+	int fd, one = 1;
+	struct event_base *base = event_get_base(&c->ev_read);
+
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, sa, len) != 0 && errno != EINPROGRESS) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	c->fd = fd;
+	event_assign(&c->ev_read, base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	event_assign(&c->ev_write, base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	c->connecting = true;
+	c->write_added = true;
+	event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+	return 0;
+}
+
+/* conn_fire - report an event to the owner */
+static void
+conn_fire(struct conn *c, enum conn_ev ev)
+{
+	if (c->on_event && !c->free_pending)
+		c->on_event(c, ev, c->arg);
+}
+
+/* conn_read_cb - input, EOF or the read timeout */
+static void
+conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	bool eof = false, got = false;
+	int err = 0;
+
+	c->in_cb++;
+	if (what & EV_TIMEOUT) {
+		conn_fire(c, CONN_EV_TIMEOUT);
+		conn_leave(c);
+		return;
+	}
+	for (int i = 0; i < CONN_READS_MAX; i++) {
+		size_t have = evbuffer_get_length(c->in), want;
+		struct evbuffer_iovec v;
+		ssize_t r;
+
+		if (have >= c->rcap)
+			break;
+		want = c->rcap - have;
+		if (want > CONN_READ_CHUNK)
+			want = CONN_READ_CHUNK;
+		if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, &v, 1) < 1)
+			panic("evbuffer_reserve_space failed");
+		if (v.iov_len > want)
+			v.iov_len = want;
+		r = recv(fd, v.iov_base, v.iov_len, 0);
+		if (r > 0) {
+			v.iov_len = (size_t)r;
+			evbuffer_commit_space(c->in, &v, 1);
+			got = true;
+			if ((size_t)r < want)
+				break;	/* the socket is most likely empty now */
+			continue;
+		}
+		evbuffer_commit_space(c->in, &v, 0);
+		if (r == 0)
+			eof = true;
+		else if (errno == EINTR)
+			continue;
+		else if (errno != EAGAIN && errno != EWOULDBLOCK)
+			err = errno;
+		break;
+	}
+	if (got && c->on_read && !c->free_pending)
+		c->on_read(c, c->arg);
+	if (!c->free_pending) {
+		if (eof || err) {
+			event_del(&c->ev_read);
+			c->read_added = false;
+			c->want_read = false;
+			if (err)
+				c->err = err;
+			conn_fire(c, eof ? CONN_EV_EOF : CONN_EV_ERROR);
+		} else {
+			conn_update_read(c);
+		}
+	}
+	conn_leave(c);
+}
+
+/* conn_flush - write what is queued; false on a fatal error */
+static bool
+conn_flush(struct conn *c)
+{
+	while (evbuffer_get_length(c->out) > 0) {
+		int r = evbuffer_write(c->out, c->fd);
+		if (r > 0)
+			continue;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		c->err = r < 0 ? errno : EPIPE;
+		return false;
+	}
+	return true;
+}
+
+/* conn_write_cb - connected, writable, scheduled flush, or stalled */
+static void
+conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	c->in_cb++;
+	if (c->connecting) {
+		int e = 0;
+		socklen_t el = sizeof(e);
+
+		if (what & EV_TIMEOUT) {
+			conn_fire(c, CONN_EV_TIMEOUT);
+			conn_leave(c);
+			return;
+		}
+		if (!(what & EV_WRITE)) {
+			conn_leave(c);	/* a scheduled flush: wait for the connect */
+			return;
+		}
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &el) != 0)
+			e = errno;
+		if (e != 0) {
+			c->err = e;
+			event_del(&c->ev_write);
+			c->write_added = false;
+			conn_fire(c, CONN_EV_ERROR);
+			conn_leave(c);
+			return;
+		}
+		c->connecting = false;
+		conn_fire(c, CONN_EV_CONNECTED);
+		if (c->free_pending) {
+			conn_leave(c);
+			return;
+		}
+		conn_update_read(c);
+	} else if ((what & EV_TIMEOUT) && !(what & EV_WRITE)) {
+		conn_fire(c, CONN_EV_TIMEOUT);
+		conn_leave(c);
+		return;
+	}
+	if (c->free_pending) {
+		conn_leave(c);
+		return;
+	}
+	if (!conn_flush(c)) {
+		event_del(&c->ev_write);
+		c->write_added = false;
+		conn_fire(c, CONN_EV_ERROR);
+		conn_leave(c);
+		return;
+	}
+	if (evbuffer_get_length(c->out) > 0) {
+		if (!c->write_added) {
+			event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+			c->write_added = true;
+		}
+	} else {
+		if (c->write_added) {
+			event_del(&c->ev_write);
+			c->write_added = false;
+		}
+		if (c->had_output) {
+			c->had_output = false;
+			if (c->on_drain && !c->free_pending)
+				c->on_drain(c, c->arg);
+		}
+	}
+	conn_leave(c);
+}
