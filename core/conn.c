@@ -54,7 +54,9 @@ conn_new(struct event_base *base, int fd, size_t rcap)
 	if (c->in == NULL || c->out == NULL)
 		panic("evbuffer_new failed");
 	event_assign(&c->ev_read, base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-	event_assign(&c->ev_write, base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	/* one-shot: a persistent event made active by hand would be re-added
+	 * by libevent with its old timeout, and then fire on every pass */
+	event_assign(&c->ev_write, base, fd, EV_WRITE, conn_write_cb, c);
 	return c;
 }
 
@@ -232,7 +234,7 @@ conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
 	}
 	c->fd = fd;
 	event_assign(&c->ev_read, base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
-	event_assign(&c->ev_write, base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	event_assign(&c->ev_write, base, fd, EV_WRITE, conn_write_cb, c);
 	c->connecting = true;
 	c->write_added = true;
 	event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
@@ -336,6 +338,7 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	c->in_cb++;
+	c->write_added = false;		/* a one-shot event is never pending here */
 	if (c->connecting) {
 		int e = 0;
 		socklen_t el = sizeof(e);
@@ -346,15 +349,16 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		if (!(what & EV_WRITE)) {
-			conn_leave(c);	/* a scheduled flush: wait for the connect */
+			/* a scheduled flush: wait for the connect */
+			event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+			c->write_added = true;
+			conn_leave(c);
 			return;
 		}
 		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &e, &el) != 0)
 			e = errno;
 		if (e != 0) {
 			c->err = e;
-			event_del(&c->ev_write);
-			c->write_added = false;
 			conn_fire(c, CONN_EV_ERROR);
 			conn_leave(c);
 			return;
@@ -376,22 +380,15 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (!conn_flush(c)) {
-		event_del(&c->ev_write);
-		c->write_added = false;
 		conn_fire(c, CONN_EV_ERROR);
 		conn_leave(c);
 		return;
 	}
 	if (evbuffer_get_length(c->out) > 0) {
-		if (!c->write_added) {
-			event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
-			c->write_added = true;
-		}
+		/* the socket is full: now, and only now, wait for EPOLLOUT */
+		event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+		c->write_added = true;
 	} else {
-		if (c->write_added) {
-			event_del(&c->ev_write);
-			c->write_added = false;
-		}
 		if (c->had_output) {
 			c->had_output = false;
 			if (c->on_drain && !c->free_pending)
