@@ -102,6 +102,7 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	if (__atomic_load_n(&moatd.draining, __ATOMIC_RELAXED) && !w->draining) {
 		w->draining = true;
 		listen_pause(w, true);
+		ups_pool_drain(w);
 		for (s = w->sessions; s; s = next) {
 			next = s->next;
 			sess_drain(s);
@@ -129,6 +130,7 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	event_base_dispatch(w->base);
+	ups_pool_drain(w);
 	/* stopped while goodbyes were still pending: close them now */
 	while (w->closers != NULL)
 		ups_closer_free(w->closers);

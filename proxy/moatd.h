@@ -24,6 +24,7 @@
 
 struct session;
 struct conn;
+struct ups;
 
 /* an upstream connection saying QUIT after its session ended */
 struct ups_closer {
@@ -32,6 +33,7 @@ struct ups_closer {
 	struct worker *w;
 };
 void ups_closer_free(struct ups_closer *cl);
+void ups_pool_drain(struct worker *w);
 
 struct worker {
 	int idx;
@@ -44,6 +46,8 @@ struct worker {
 	struct session *sessions;	/* list of live sessions */
 	unsigned nsessions;
 	struct ups_closer *closers;	/* upstream goodbyes in progress */
+	struct ups *ups_pool;		/* idle upstream connections to reuse */
+	unsigned nups_pool;
 	unsigned nclosers;
 	bool draining;
 	bool stopping;			/* set by the main thread before a wake */

@@ -27,6 +27,17 @@
  *	2xx, and the session's transaction is dropped. A later MAIL may
  *	connect again (at most three times per session).
  *
+ * REUSE
+ *	When a session ends with its upstream connection idle, and the
+ *	identity can be changed on it (XCLIENT, or none), the connection is
+ *	parked in its worker's pool (at most UPS_POOL_MAX, for at most
+ *	UPS_POOL_IDLE_MS) instead of being closed. The next session of that
+ *	worker that needs the upstream takes it and sends XCLIENT with its own
+ *	client's identity (Postfix resets the session for it), then EHLO: a
+ *	TCP connect and a greeting saved. A parked connection that hears
+ *	anything (a 421 timeout, EOF) is closed. If a reused connection fails
+ *	before it is ready, the session's commands move to a fresh one.
+ *
  * LIFETIME
  *	A failed connection is retired, not freed: its connection is
  *	disabled and the memory goes back from an event of its own, so no
@@ -55,6 +66,8 @@
 
 #define UPS_LINE_MAX (REPLY_LINE_MAX + 2)
 #define UPS_QUIT_MS  5000
+#define UPS_POOL_MAX 32		/* idle connections kept per worker */
+#define UPS_POOL_IDLE_MS 30000	/* well below Postfix's smtpd_timeout */
 
 enum ups_state { UPS_CONNECTING = 0, UPS_SETUP, UPS_READY, UPS_DEAD };
 
@@ -78,6 +91,9 @@ struct ups {
 	bool in_txn;		/* MAIL accepted, not yet ended by a dot or RSET */
 	bool blocked;		/* DATA sent: nothing more until its dot is written */
 	char xclient[128];	/* the attributes offered after XCLIENT */
+	bool reused;		/* taken from the worker's pool */
+	struct worker *w;	/* while pooled */
+	struct ups *pprev, *pnext;
 	struct reply r;
 };
 
@@ -114,6 +130,10 @@ ups_xclient_recall(char *buf, size_t size)
 }
 
 static void ups_fail(struct session *s, const char *why, const struct reply *r);
+static void ups_connect(struct session *s, bool fresh);
+static bool ups_pool_take(struct session *s);
+static void ups_quit_cb(struct conn *cn, void *arg);
+static void ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg);
 
 /* ups_known_caps - what the upstream offered last time we asked */
 unsigned
@@ -620,6 +640,34 @@ ups_fail(struct session *s, const char *why, const struct reply *r)
 	u->st = UPS_DEAD;
 	conn_setcb(u->conn, NULL, NULL, NULL, NULL);
 	conn_read_enable(u->conn, false);
+	if (setup && u->reused && !s->closing) {
+		/* a parked connection went stale: the commands waiting for it
+		 * (only setup commands were sent) move to a fresh connection */
+		struct ups_cmd *out = u->out_h, *c2, *next;
+		u->out_h = u->out_t = NULL;
+		ups_retire(s);
+		ups_connect(s, true);
+		for (c2 = out; c2; c2 = next) {
+			next = c2->next;
+			c2->next = NULL;
+			if (s->ups == NULL || s->ups->st == UPS_DEAD) {
+				if (c2->slot) {
+					c2->slot->close_after = true;
+					sess_slot_fillf(s, c2->slot,
+					    "421 4.4.1 %s Error: upstream unavailable, closing connection",
+					    s->conf->hostname);
+				}
+				ups_cmd_free(c2);
+				continue;
+			}
+			if (s->ups->out_t)
+				s->ups->out_t->next = c2;
+			else
+				s->ups->out_h = c2;
+			s->ups->out_t = c2;
+		}
+		return;
+	}
 	/* detach both queues first: filling a slot may run more commands */
 	list[0] = u->inf_h;
 	list[1] = u->out_h;
@@ -651,13 +699,151 @@ ups_fail(struct session *s, const char *why, const struct reply *r)
 	}
 }
 
-/* ups_connect - open the connection for this session */
+/* ups_goodbye - QUIT on an idle connection, closed once written */
 static void
-ups_connect(struct session *s)
+ups_goodbye(struct worker *w, struct conn *cn)
 {
-	struct ups *u = xcalloc(1, sizeof(*u));
+	struct timeval tv = { UPS_QUIT_MS / 1000, 0 };
+	struct ups_closer *cl = xcalloc(1, sizeof(*cl));
+
+	/* a small closer the worker knows of (it waits for them, bounded,
+	 * at shutdown) */
+	cl->conn = cn;
+	cl->w = w;
+	cl->next = w->closers;
+	if (cl->next)
+		cl->next->prev = cl;
+	w->closers = cl;
+	w->nclosers++;
+	conn_setcb(cn, NULL, ups_quit_cb, ups_quit_event_cb, cl);
+	conn_set_timeouts(cn, NULL, &tv);
+	conn_read_enable(cn, false);
+	conn_write(cn, "QUIT\r\n", 6);
+}
+
+/* ups_pool_unlink - take u out of its worker's pool */
+static void
+ups_pool_unlink(struct ups *u)
+{
+	struct worker *w = u->w;
+
+	if (u->pprev)
+		u->pprev->pnext = u->pnext;
+	else
+		w->ups_pool = u->pnext;
+	if (u->pnext)
+		u->pnext->pprev = u->pprev;
+	u->pprev = u->pnext = NULL;
+	w->nups_pool--;
+}
+
+/* ups_pool_read_cb - a parked connection heard something: drop it */
+static void
+ups_pool_read_cb(struct conn *cn, void *arg)
+{
+	struct ups *u = arg;
+
+	ups_pool_unlink(u);
+	conn_free(cn);
+	free(u);
+}
+
+/* ups_pool_event_cb - EOF, error, or idle too long: drop it */
+static void
+ups_pool_event_cb(struct conn *cn, enum conn_ev what, void *arg)
+{
+	struct ups *u = arg;
+	struct worker *w = u->w;
+
+	ups_pool_unlink(u);
+	if (what == CONN_EV_TIMEOUT)
+		ups_goodbye(w, cn);
+	else
+		conn_free(cn);
+	free(u);
+}
+
+/* ups_pool_put - park an idle connection; false if it cannot be */
+static bool
+ups_pool_put(struct session *s)
+{
+	struct ups *u = s->ups;
+	struct worker *w = s->w;
+	struct timeval idle = { UPS_POOL_IDLE_MS / 1000, 0 };
+	struct timeval wr = { UPS_QUIT_MS / 1000, 0 };
+
+	if (w->draining || w->nups_pool >= UPS_POOL_MAX ||
+	    evbuffer_get_length(conn_input(u->conn)) > 0 || conn_error(u->conn) != 0)
+		return false;
+	if (s->conf->identity == CONF_ID_XCLIENT ? !(u->caps & UPS_CAP_XCLIENT) :
+	    s->conf->identity != CONF_ID_NONE)
+		return false;
+	s->ups = NULL;
+	u->w = w;
+	u->pnext = w->ups_pool;
+	if (u->pnext)
+		u->pnext->pprev = u;
+	w->ups_pool = u;
+	w->nups_pool++;
+	conn_setcb(u->conn, ups_pool_read_cb, NULL, ups_pool_event_cb, u);
+	conn_set_timeouts(u->conn, &idle, &wr);
+	return true;
+}
+
+/* ups_pool_take - give the session a parked connection; false if none */
+static bool
+ups_pool_take(struct session *s)
+{
+	struct worker *w = s->w;
+	struct ups *u = w->ups_pool;
+
+	if (u == NULL || s->conf->identity == CONF_ID_PROXY_V1 ||
+	    s->conf->identity == CONF_ID_PROXY_V2)
+		return false;
+	ups_pool_unlink(u);
+	log_msg(LOG_L_DEBUG, s->id, "upstream reused pooled=%u", w->nups_pool);
+	u->w = NULL;
+	u->reused = true;
+	s->ups = u;
+	s->ups_connects++;
+	reply_init(&u->r);
+	conn_setcb(u->conn, ups_read_cb, NULL, ups_event_cb, s);
+	if (s->conf->identity == CONF_ID_XCLIENT) {
+		u->st = UPS_SETUP;
+		if (!ups_send_xclient(s)) {
+			ups_fail(s, "xclient-too-long", NULL);
+			return true;
+		}
+	} else {
+		u->st = UPS_READY;
+	}
+	ups_timeouts(s);
+	return true;
+}
+
+/* ups_pool_drain - shutting down: say goodbye to every parked connection */
+void
+ups_pool_drain(struct worker *w)
+{
+	while (w->ups_pool != NULL) {
+		struct ups *u = w->ups_pool;
+		ups_pool_unlink(u);
+		ups_goodbye(w, u->conn);
+		free(u);
+	}
+}
+
+/* ups_connect - open the connection for this session (fresh: not from
+ * the pool) */
+static void
+ups_connect(struct session *s, bool fresh)
+{
+	struct ups *u;
 	const struct conf_addr *a = &s->conf->upstream;
 
+	if (!fresh && ups_pool_take(s))
+		return;
+	u = xcalloc(1, sizeof(*u));
 	s->ups = u;
 	s->ups_connects++;
 	reply_init(&u->r);
@@ -710,7 +896,7 @@ ups_submit(struct session *s, enum ups_kind kind, const char *line, size_t len,
 			spool_free(sp);
 			return;
 		}
-		ups_connect(s);
+		ups_connect(s, false);
 		if (s->ups == NULL || s->ups->st == UPS_DEAD) {
 			if (sl) {
 				sl->close_after = true;
@@ -767,34 +953,19 @@ ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 	ups_closer_free(arg);
 }
 
-/* ups_free - the session ends: say goodbye politely when idle */
+/* ups_free - the session ends: park an idle connection, or say goodbye */
 void
 ups_free(struct session *s)
 {
 	struct ups *u = s->ups;
-	struct timeval tv = { UPS_QUIT_MS / 1000, 0 };
 
 	if (u == NULL)
 		return;
 	if (u->st == UPS_READY && !u->in_txn && u->ninflight == 0 && u->out_h == NULL) {
-		/* hand the connection over to a small closer, which the
-		 * worker knows of (it waits for them, bounded, at shutdown) */
-		struct conn *cn = u->conn;
-		struct ups_closer *cl = xcalloc(1, sizeof(*cl));
-		struct worker *w = s->w;
-
-		cl->conn = cn;
-		cl->w = w;
-		cl->next = w->closers;
-		if (cl->next)
-			cl->next->prev = cl;
-		w->closers = cl;
-		w->nclosers++;
+		if (ups_pool_put(s))
+			return;
+		ups_goodbye(s->w, u->conn);
 		u->conn = NULL;
-		conn_setcb(cn, NULL, ups_quit_cb, ups_quit_event_cb, cl);
-		conn_set_timeouts(cn, NULL, &tv);
-		conn_read_enable(cn, false);
-		conn_write(cn, "QUIT\r\n", 6);
 		s->ups = NULL;
 		free(u);
 		return;
