@@ -119,6 +119,8 @@ conn_update_read(struct conn *c)
 	    evbuffer_get_length(c->in) < c->rcap && c->fd >= 0;
 
 	if (want && !c->read_added) {
+		/* event_add(NULL) would keep an old timeout: start clean */
+		event_del(&c->ev_read);
 		event_add(&c->ev_read, c->has_rd_tv ? &c->rd_tv : NULL);
 		c->read_added = true;
 	} else if (!want && c->read_added) {
@@ -141,8 +143,10 @@ conn_set_timeouts(struct conn *c, const struct timeval *rd, const struct timeval
 		c->read_added = false;
 		conn_update_read(c);
 	}
-	if (c->write_added)
+	if (c->write_added) {
+		event_del(&c->ev_write);
 		event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+	}
 }
 
 /* conn_read_enable - start or stop taking input */
@@ -187,7 +191,9 @@ static void
 conn_schedule(struct conn *c)
 {
 	c->had_output = true;
-	if (!c->write_added && !c->free_pending)
+	/* before conn_connect() there is no socket: the bytes wait, and go
+	 * once the connection is up */
+	if (!c->write_added && !c->free_pending && c->fd >= 0)
 		event_active(&c->ev_write, EV_WRITE, 0);
 }
 

@@ -1096,3 +1096,81 @@ def moatd_check(conf_text, workdir, name="check.conf", timeout=20):
     r = subprocess.run([moatd_path(), "-n", "-f", str(p)], stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, env=env)
     return r.returncode, r.stdout.decode(errors="replace"), p
+
+
+# --------------------------------------------------------------------------
+# A fake upstream behind the PROXY protocol (additive; used by test_ops.py)
+
+PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+class ProxyFakeUpstream(FakeUpstream):
+    """FakeUpstream that, like a server with smtpd_upstream_proxy_protocol,
+    first reads a PROXY v1 line or v2 header, and only then greets.
+
+    Per connection: c.proxy_header (the header bytes exactly, or None),
+    c.proxy_extra (bytes that came with the header before our greeting:
+    must be b""). A connection whose first bytes are no PROXY header within
+    header_timeout seconds is recorded in self.proxy_errors and closed."""
+
+    def __init__(self, header_timeout=5.0, **kw):
+        super().__init__(**kw)
+        self.header_timeout = header_timeout
+        self.proxy_errors = []
+
+    def _read_proxy_header(self, c):
+        buf = b""
+        deadline = time.monotonic() + self.header_timeout
+        for _ in range(10000):
+            if buf.startswith(b"PROXY "):
+                i = buf.find(b"\r\n")
+                if i >= 0:
+                    return buf[:i + 2], buf[i + 2:]
+                if len(buf) > 107:
+                    return None, buf
+            elif buf.startswith(PROXY_V2_SIG):
+                if len(buf) >= 16:
+                    n = 16 + (buf[14] << 8 | buf[15])
+                    if len(buf) >= n:
+                        return buf[:n], buf[n:]
+            elif len(buf) >= 6 and not PROXY_V2_SIG.startswith(buf[:12]):
+                return None, buf
+            if time.monotonic() >= deadline:
+                return None, buf
+            r, _, _ = select.select([c.sock], [], [], 0.1)
+            if self.stop_ev.is_set():
+                return None, buf
+            if not r:
+                continue
+            d = c.sock.recv(4096)
+            if not d:
+                c.closed_by_peer = True
+                return None, buf
+            with self.lock:
+                c.raw += d
+            buf += d
+        return None, buf
+
+    def _serve2(self, c):
+        c.proxy_header = None
+        c.proxy_extra = b""
+        hdr, extra = self._read_proxy_header(c)
+        if hdr is None:
+            self.proxy_errors.append("connection %d: no PROXY header; got %r" % (c.id, extra[:200]))
+            return
+        c.proxy_header = hdr
+        c.proxy_extra = extra
+        # moatd must wait for our greeting: anything beyond the header now
+        # would be lost by the command loop, so settle for a short grace
+        time.sleep(0.05)
+        r, _, _ = select.select([c.sock], [], [], 0)
+        if r:
+            d = c.sock.recv(4096)
+            with self.lock:
+                c.raw += d
+            c.proxy_extra += d
+        return super()._serve2(c)
+
+    def proxy_headers(self):
+        with self.lock:
+            return [c.proxy_header for c in self.conns]
