@@ -3,8 +3,9 @@
  * fuzz_data - libFuzzer harness for the DATA decoder (SECURITY-TESTS F3)
  *
  * Input: two settings bytes, then the client's bytes after 354.
- *	byte 0: bit 0 bare-LF mode (1 = reject), bits 1-2 max_line
- *	        (0 = unlimited, 1, 8, 998)
+ *	byte 0: bit 0 bare-LF mode (1 = reject), bits 1-3 max_line
+ *	        (0 = unlimited, 1, 8, 998, 2, 16, 17, 64: around the
+ *	        decoder's 16-byte scan steps too)
  *	byte 1: max_size / 4 (0 = unlimited)
  * The stream is fed whole, then byte by byte, then cut at pseudo-random
  * points derived from the input; every run must give the same output,
@@ -212,7 +213,7 @@ ref_decode(const struct cfg *c, const uint8_t *in, size_t len, struct fbuf *o,
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const size_t line_caps[4] = { 0, 1, 8, 998 };
+	static const size_t line_caps[8] = { 0, 1, 8, 998, 2, 16, 17, 64 };
 	struct cfg c = { DATA_BARELF_NORMALISE, 0, 0 };
 	const uint8_t *in = data;
 	size_t len = size, cap, complete = 0, ref_end;
@@ -224,7 +225,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size >= 2) {
 		c.mode = data[0] & 1 ? DATA_BARELF_REJECT : DATA_BARELF_NORMALISE;
-		c.max_line = line_caps[(data[0] >> 1) & 3];
+		c.max_line = line_caps[(data[0] >> 1) & 7];
 		c.max_size = (uint64_t)data[1] * 4;
 		in += 2;
 		len -= 2;

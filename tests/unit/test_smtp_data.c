@@ -358,6 +358,24 @@ static const struct data_case data_cases[] = {
 	{ "size of stuffed line", SEQ("..\r\n.\r\n"), N, 3, 0, "..\r\n", 0, true, 7, 3, 1 },
 	{ "size 10x max", SEQ("0123456789\r\n0123456789\r\n.\r\n"), N, 2, 0, "01",
 	  DATA_F_TOO_BIG, true, 27, 24, 2 },
+	{ "crlf after bare lf, then text", SEQ("a\nb\r\ncd"), N, 0, 0, "a\r\nb\r\ncd",
+	  DATA_F_BARE_LF, false, -1, 8, 2 },
+	{ "long run, line = max", SEQ("0123456789abcdef0123\r\n0123456789abcdef0123\r\n.\r\n"),
+	  N, 0, 20, "0123456789abcdef0123\r\n0123456789abcdef0123\r\n", 0, true, 47, 44, 2 },
+	{ "long run, line = max+1", SEQ("0123456789abcdef0123\r\n0123456789abcdef01234\r\n.\r\n"),
+	  N, 0, 20, "0123456789abcdef0123\r\n0123456789abcdef0123", DATA_F_LONG_LINE,
+	  true, 48, 45, 2 },
+	{ "long run, size cap at cr", SEQ("0123456789abcdef0123\r\n0123456789abcdef0123\r\n.\r\n"),
+	  N, 43, 0, "0123456789abcdef0123\r\n0123456789abcdef0123", DATA_F_TOO_BIG,
+	  true, 47, 44, 2 },
+	{ "long run, nul late", SEQ("0123456789abcdef0123\r\n0123456789abcdef\0x\r\n.\r\n"),
+	  N, 0, 0, "0123456789abcdef0123\r\n0123456789abcdef", DATA_F_NUL, true, 45, 42, 2 },
+	{ "long run, bare cr late", SEQ("0123456789abcdef0123\r\n0123456789abcdef\rx\r\n.\r\n"),
+	  N, 0, 0, "0123456789abcdef0123\r\n0123456789abcdef", DATA_F_BARE_CR, true, 45, 42, 2 },
+	{ "stopped, then long line", SEQ("\0\r\n0123456789abcdef0123456789\r\n.\r\n"), N, 0, 20,
+	  "", DATA_F_NUL | DATA_F_LONG_LINE, true, 34, 31, 2 },
+	{ "stopped, then too big", SEQ("\0\r\n0123456789abcdef0123456789\r\n.\r\n"), N, 20, 0,
+	  "", DATA_F_NUL | DATA_F_TOO_BIG, true, 34, 31, 2 },
 	{ "reject mode, clean", SEQ("a\r\n.\r\n"), R, 0, 0, "a\r\n", 0, true, 6, 3, 1 },
 	{ "reject mode, bare lf", SEQ("a\nb\r\n.\r\n"), R, 0, 0, "a", DATA_F_BARE_LF,
 	  true, 8, 6, 2 },
@@ -563,6 +581,209 @@ test_output_runs(void)
 	res_free(&w);
 }
 
+/* ------------------------------------------------------------------ */
+/* Long runs: the fast path over whole lines (SSE2 or memchr). */
+
+/* Feed in[0..len) in chunks of `step` bytes (0: whole). */
+static void
+feed_step(const unsigned char *in, size_t len, size_t step, enum data_barelf mode,
+	uint64_t max_size, size_t max_line, struct res *r)
+{
+	size_t ncuts = step == 0 || len == 0 ? 0 : (len - 1) / step, k;
+	size_t *cuts = malloc((ncuts + 1) * sizeof *cuts);
+
+	if (cuts == NULL)
+		abort();
+	for (k = 0; k < ncuts; k++)
+		cuts[k] = (k + 1) * step;
+	feed_cuts(in, len, cuts, ncuts, mode, max_size, max_line, r);
+	free(cuts);
+}
+
+/* A clean body of about `want` bytes: lines of 0..len_mod-1 bytes of
+ * text (never starting with "."), CR LF, then ".\r\n". Returns the
+ * buffer; *body is the length before the terminator. */
+static unsigned char *
+make_body(size_t want, size_t len_mod, size_t *body, size_t *total)
+{
+	static const unsigned char text[] = " abcdefghijklmnopqrstuvwxyz.,:=\xe9\t";
+	unsigned char *in = malloc(want + len_mod + 8);
+	size_t n = 0, line = 0, k;
+
+	if (in == NULL)
+		abort();
+	while (n < want) {
+		size_t l = (line * 37 + 11) % len_mod;
+
+		for (k = 0; k < l; k++)
+			in[n + k] = k == 0 ? (unsigned char)('A' + line % 26) :
+			    text[(line + k * 7) % (sizeof text - 1)];
+		memcpy(in + n + l, "\r\n", 2);
+		n += l + 2;
+		line++;
+	}
+	*body = n;
+	memcpy(in + n, ".\r\n", 3);
+	*total = n + 3;
+	return in;
+}
+
+/* Many lines in one chunk reach out() as one call; in 64 KiB chunks, at
+ * most two calls per chunk (a CR LF cut by a chunk end costs a constant
+ * "\r"). */
+static void
+test_long_runs(void)
+{
+	static const size_t mods[] = { 79, 1, 3, 17, 200 };
+	size_t body, total, k, m;
+	unsigned char *in;
+	struct res w, r;
+
+	for (m = 0; m < sizeof mods / sizeof mods[0]; m++) {
+		in = make_body(65536, mods[m], &body, &total);
+		for (k = 0; k < 2; k++) {
+			feed_cuts(in, total, NULL, 0, N, k ? 10u << 20 : 0, k ? 998 : 0, &w);
+			T_CHECKF(w.d.done && w.d.flags == 0 && w.consumed == total &&
+			    w.d.size == body, "mod %zu", mods[m]);
+			T_CHECKF(w.o.len == body && memcmp(w.o.p, in, body) == 0,
+			    "mod %zu", mods[m]);
+			T_CHECKF(w.o.calls == 1, "mod %zu limits %zu: %zu calls",
+			    mods[m], k, w.o.calls);
+			res_free(&w);
+		}
+		free(in);
+	}
+
+	/* 1 MiB in 64 KiB chunks */
+	in = make_body(1u << 20, 79, &body, &total);
+	feed_step(in, total, 65536, N, 10u << 20, 998, &w);
+	T_CHECK(w.d.done && w.d.flags == 0 && w.o.len == body &&
+	    memcmp(w.o.p, in, body) == 0);
+	T_CHECKF(w.o.calls <= 2 * (total / 65536 + 1), "calls %zu", w.o.calls);
+	feed_step(in, total, 0, N, 10u << 20, 998, &r);
+	T_CHECK(res_same(&w, &r) && r.o.calls == 1);
+	res_free(&r);
+	res_free(&w);
+
+	free(in);
+
+	/* re-stuffed lines ("..x") stay in the run, unneeded stuffing
+	 * (".x") costs one cut each */
+	{
+		static const char msg[] = "abc\r\n..dot\r\ndef\r\n.x\r\nghi\r\n"
+		    ".y\r\nend\r\n.\r\n";
+
+		feed_cuts((const unsigned char *)msg, sizeof msg - 1, NULL, 0, N, 0, 0, &w);
+		T_CHECK(w.d.done && w.d.flags == 0);
+		T_CHECK(w.o.len == sizeof msg - 1 - 5 &&
+		    memcmp(w.o.p, "abc\r\n..dot\r\ndef\r\nx\r\nghi\r\ny\r\nend\r\n",
+		    w.o.len) == 0);
+		T_CHECKF(w.o.calls == 3, "calls %zu", w.o.calls);
+		res_free(&w);
+	}
+}
+
+/* LEN-05 at 1 MiB: max_size at, around and inside line ends, at chunk
+ * boundaries; output is exactly the longest prefix of whole units
+ * (content bytes, CR LF pairs) within max_size, for any chunking. */
+static void
+test_max_size_1mb(void)
+{
+	static const size_t steps[] = { 65536, 4093, 77 };
+	size_t body, total, k, s, nm = 0;
+	unsigned char *in = make_body(1u << 20, 101, &body, &total);
+	uint64_t ms[32];
+	struct res w, r;
+
+	ms[nm++] = body;
+	ms[nm++] = body + 1;
+	ms[nm++] = body - 1;	/* inside the last CR LF */
+	ms[nm++] = body - 2;
+	ms[nm++] = body - 3;
+	ms[nm++] = 1;
+	ms[nm++] = 65536;
+	ms[nm++] = 65535;
+	ms[nm++] = 65537;
+	ms[nm++] = 500000;
+	for (k = 300000; nm < 16; k++)
+		if (in[k] == '\r') {	/* right before, at, after a CR LF */
+			ms[nm++] = k;
+			ms[nm++] = k + 1;
+			ms[nm++] = k + 2;
+			k += 1000;
+		}
+	for (k = 0; k < nm; k++) {
+		uint64_t m = ms[k];
+		size_t want = m >= body ? body : in[m - 1] == '\r' ? (size_t)m - 1 : (size_t)m;
+
+		feed_cuts(in, total, NULL, 0, N, m, 998, &w);
+		T_CHECKF(w.d.done && w.consumed == total && w.d.size == body,
+		    "max %llu", (unsigned long long)m);
+		T_CHECKF(w.d.flags == (m < body ? DATA_F_TOO_BIG : 0u), "max %llu: flags %#x",
+		    (unsigned long long)m, w.d.flags);
+		T_CHECKF(w.o.len == want && memcmp(w.o.p, in, want) == 0,
+		    "max %llu: out %zu, want %zu", (unsigned long long)m, w.o.len, want);
+		for (s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+			feed_step(in, total, steps[s], N, m, 998, &r);
+			T_CHECKF(res_same(&w, &r), "max %llu step %zu",
+			    (unsigned long long)m, steps[s]);
+			res_free(&r);
+		}
+		res_free(&w);
+	}
+	free(in);
+}
+
+/* Chunking invariance on large, messy input: random lines with dots,
+ * bare LF, and (in the second half of the cases) bare CR and NUL, so
+ * both the emitting and the counting-only fast path run long. */
+static void
+test_large_invariance(void)
+{
+	static const size_t steps[] = { 1, 7, 64, 4093, 65536 };
+	static const struct { unsigned dirt; enum data_barelf mode; uint64_t ms; size_t ml; } cfg[] = {
+		{ 0, N, 0, 0 }, { 0, R, 0, 998 }, { 0, N, 150000, 40 },
+		{ 1, N, 0, 0 }, { 1, R, 200000, 998 }, { 1, N, 0, 17 },
+	};
+	size_t len = 300000, i, s, c;
+	unsigned char *in = malloc(len);
+	uint32_t x = 12345;
+	struct res w, r;
+
+	if (in == NULL)
+		abort();
+	for (c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+		for (i = 0; i < len; i++) {
+			unsigned v;
+
+			x = x * 1103515245u + 12345u;
+			v = (x >> 8) % 1000;
+			in[i] = v < 30 ? '\r' : v < 60 ? '\n' : v < 90 ? '.' :
+			    (unsigned char)('a' + v % 26);
+			if (in[i] == '\r' && i + 1 < len && !cfg[c].dirt)
+				in[++i] = '\n';	/* no bare CR */
+			if (cfg[c].dirt && v == 999)
+				in[i] = '\0';
+		}
+		/* no terminator before the end */
+		for (i = 0; i + 5 <= len; i++)
+			if (memcmp(in + i, "\r\n.\r\n", 5) == 0)
+				in[i + 2] = ',';
+		feed_cuts(in, len, NULL, 0, cfg[c].mode, cfg[c].ms, cfg[c].ml, &w);
+		T_CHECKF(!w.d.done && w.consumed == len, "cfg %zu", c);
+		T_CHECKF(out_canonical(w.o.p, w.o.len, false), "cfg %zu", c);
+		if (!cfg[c].dirt && cfg[c].ms == 0 && cfg[c].mode == N)
+			T_CHECKF(w.o.len > len / 2, "cfg %zu: out %zu", c, w.o.len);
+		for (s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+			feed_step(in, len, steps[s], cfg[c].mode, cfg[c].ms, cfg[c].ml, &r);
+			T_CHECKF(res_same(&w, &r), "cfg %zu step %zu", c, steps[s]);
+			res_free(&r);
+		}
+		res_free(&w);
+	}
+	free(in);
+}
+
 static void
 test_null_out_and_names(void)
 {
@@ -591,6 +812,9 @@ main(void)
 	T_RUN(test_long_lines);
 	T_RUN(test_max_size);
 	T_RUN(test_output_runs);
+	T_RUN(test_long_runs);
+	T_RUN(test_max_size_1mb);
+	T_RUN(test_large_invariance);
 	T_RUN(test_null_out_and_names);
 	return T_DONE("smtp_data");
 }
