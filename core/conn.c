@@ -129,23 +129,43 @@ conn_update_read(struct conn *c)
 	}
 }
 
-/* conn_set_timeouts - read idle timeout, write stall timeout; NULL = none */
+/* conn_tv_same - are two optional timeouts equal? */
+static bool
+conn_tv_same(bool has_a, const struct timeval *a, const struct timeval *b)
+{
+	if (!has_a || b == NULL)
+		return !has_a && b == NULL;
+	return a->tv_sec == b->tv_sec && a->tv_usec == b->tv_usec;
+}
+
+/* conn_set_timeouts - read idle timeout, write stall timeout; NULL = none.
+ * Changing a pending event's timeout to another timeout costs no system
+ * call; dropping it (NULL) costs two, so callers that toggle often should
+ * pass a long timeout rather than NULL. */
 void
 conn_set_timeouts(struct conn *c, const struct timeval *rd, const struct timeval *wr)
 {
+	bool rd_same = conn_tv_same(c->has_rd_tv, &c->rd_tv, rd);
+	bool wr_same = conn_tv_same(c->has_wr_tv, &c->wr_tv, wr);
+
 	c->has_rd_tv = rd != NULL;
 	if (rd)
 		c->rd_tv = *rd;
 	c->has_wr_tv = wr != NULL;
 	if (wr)
 		c->wr_tv = *wr;
-	if (c->read_added) {
-		c->read_added = false;
-		conn_update_read(c);
+	if (!rd_same && c->read_added) {
+		if (rd != NULL) {
+			event_add(&c->ev_read, &c->rd_tv);	/* new deadline, same fd */
+		} else {
+			c->read_added = false;
+			conn_update_read(c);
+		}
 	}
-	if (c->write_added) {
-		event_del(&c->ev_write);
-		event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+	if (!wr_same && c->write_added) {
+		if (wr == NULL)
+			event_del(&c->ev_write);
+		event_add(&c->ev_write, wr ? &c->wr_tv : NULL);
 	}
 }
 

@@ -197,10 +197,14 @@ ups_timeouts(struct session *s)
 	    s->conf->upstream_timeout_ms;
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 
+	/* idle: no reply is owed, but keep a (long) timeout rather than
+	 * none, so switching costs no system call */
+	static const struct timeval idle = { 86400, 0 };
+
 	if (u->ninflight > 0 || u->st != UPS_READY)
 		conn_set_timeouts(u->conn, &tv, &tv);
 	else
-		conn_set_timeouts(u->conn, NULL, &tv);
+		conn_set_timeouts(u->conn, &idle, &tv);
 }
 
 /* ups_send - write one command and wait for its reply */
