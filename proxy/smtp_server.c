@@ -448,6 +448,20 @@ check_mail(struct session *s, const struct smtp_cmd *c)
 	return c != NULL;
 }
 
+/* sess_reject_syntax - an address or parameter the parser refused */
+static void
+sess_reject_syntax(struct session *s, const char *stage, const struct smtp_cmd *c,
+	const struct smtp_reject *rj)
+{
+	char esc[LOG_ESC_SIZE];
+
+	log_escape(esc, sizeof(esc), c->arg, c->arglen);
+	log_msg(LOG_L_INFO, s->id, "reject stage=%s code=%d arg=\"%s\" reason=syntax",
+	    stage, rj->code, esc);
+	sess_replyf(s, "%d %s %s", rj->code, rj->enh, rj->text);
+	sess_error(s);
+}
+
 /* proceed_mail - parse, then send MAIL upstream */
 static void
 proceed_mail(struct session *s, const struct smtp_cmd *c)
@@ -463,11 +477,7 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 	memset(&mp, 0, sizeof(mp));
 	rj = smtp_mail_parse(c->arg, c->arglen, &addr, &mp);
 	if (rj != NULL) {
-		log_escape(esc, sizeof(esc), c->arg, c->arglen);
-		log_msg(LOG_L_INFO, s->id, "reject stage=mail code=%d arg=\"%s\" reason=syntax",
-		    rj->code, esc);
-		sess_replyf(s, "%d %s %s", rj->code, rj->enh, rj->text);
-		sess_error(s);
+		sess_reject_syntax(s, "mail", c, rj);
 		return;
 	}
 	if (mp.has_size && mp.size > sess_size_limit(s)) {
@@ -534,7 +544,6 @@ proceed_rcpt(struct session *s, const struct smtp_cmd *c)
 	struct smtp_rcpt_params rp;
 	const struct smtp_reject *rj;
 	char line[SMTP_CMD_LINE_MAX + 512];
-	char esc[LOG_ESC_SIZE];
 	int n;
 	size_t len;
 	unsigned caps = ups_known_caps(NULL);
@@ -542,11 +551,7 @@ proceed_rcpt(struct session *s, const struct smtp_cmd *c)
 	memset(&rp, 0, sizeof(rp));
 	rj = smtp_rcpt_parse(c->arg, c->arglen, &addr, &rp, s->txn->mp.smtputf8);
 	if (rj != NULL) {
-		log_escape(esc, sizeof(esc), c->arg, c->arglen);
-		log_msg(LOG_L_INFO, s->id, "reject stage=rcpt code=%d arg=\"%s\" reason=syntax",
-		    rj->code, esc);
-		sess_replyf(s, "%d %s %s", rj->code, rj->enh, rj->text);
-		sess_error(s);
+		sess_reject_syntax(s, "rcpt", c, rj);
 		return;
 	}
 	memcpy(line, "RCPT TO:", 8);
