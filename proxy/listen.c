@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -28,11 +29,48 @@
 #define LISTEN_BACKLOG 1024
 #define LISTEN_PAUSE_MS 1000
 
-/* listen_open - a bound, listening, non-blocking socket, or -1 */
+/*
+ * listen_taken - does something already accept connections there?
+ * SO_REUSEPORT would let a second moatd of the same user bind the same
+ * address and silently share the traffic; a connect() at start-up (to
+ * loopback for a wildcard address) finds the first one. Local addresses
+ * answer at once, so the blocking connect is bounded.
+ */
+static bool
+listen_taken(const struct conf_addr *a)
+{
+	struct sockaddr_storage ss = a->sa;
+	int fd, r;
+
+	if (ss.ss_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		if (sin->sin_addr.s_addr == htonl(INADDR_ANY))
+			sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		if (IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
+			sin6->sin6_addr = in6addr_loopback;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	r = connect(fd, (struct sockaddr *)&ss, a->salen);
+	close(fd);
+	return r == 0;
+}
+
+/* listen_open - a bound, listening, non-blocking socket, or -1;
+ * check: refuse an address that something else already listens on */
 int
-listen_open(const struct conf_addr *a, char *err, size_t errlen)
+listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen)
 {
 	int fd, one = 1;
+
+	if (check && listen_taken(a)) {
+		snprintf(err, errlen, "listen %s: something already accepts connections there "
+		    "(another moatd?)", a->text);
+		return -1;
+	}
 
 	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {

@@ -337,7 +337,7 @@ main(int argc, char **argv)
 		event_add(w->ev_wake, NULL);
 		for (int j = 0; j < c->nlisten; j++) {
 			char err[256];
-			int fd = listen_open(&c->listen[j], err, sizeof(err));
+			int fd = listen_open(&c->listen[j], i == 0, err, sizeof(err));
 			if (fd < 0)
 				fatal("%s", err);
 			listen_attach(w, fd);

@@ -76,7 +76,7 @@ bool clients_enter(const struct sockaddr *sa, unsigned max, unsigned v6prefix);
 void clients_leave(const struct sockaddr *sa, unsigned v6prefix);
 
 /* listen.c */
-int listen_open(const struct conf_addr *a, char *err, size_t errlen);
+int listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen);
 void listen_attach(struct worker *w, int fd);
 void listen_pause(struct worker *w, bool pause);
 

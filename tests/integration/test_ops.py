@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -821,3 +822,18 @@ def test_crs_02_sigterm_idle_sessions_get_421(fake, moatd_factory):
     assert m.proc.returncode == 0, m.log()[-2000:]
     assert el < 5.0, "exit took %.2fs (drain-timeout 5s, nothing to drain)" % el
     m.stop()
+
+
+@pytest.mark.timeout(30)
+def test_second_moatd_on_the_same_address_refuses_to_start(moatd_sink, moatd_binary):
+    """SO_REUSEPORT would let a second moatd share the first one's port
+    silently; it must refuse to start instead, and the first keeps serving."""
+    m, sink = moatd_sink
+    r = subprocess.run([moatd_binary, "-f", str(m.conf_path)], capture_output=True,
+                       timeout=10, text=True)
+    assert r.returncode != 0, r
+    assert "something already accepts connections there" in r.stderr, r.stderr
+    with m.client() as c:
+        c.ehlo()
+        rs = smtp_transaction(c, message("second-moatd"))
+        assert rs[-1].code == 250, rs
