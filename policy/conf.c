@@ -30,6 +30,7 @@
 #include "conf.h"
 #include "lex.h"
 #include "log.h"
+#include "rules.h"
 #include "xalloc.h"
 
 #define CONF_FILE_MAX (16u << 20)
@@ -419,6 +420,13 @@ skip:
 	}
 }
 
+/* conf_rules_err - an error from the rules parser */
+static void
+conf_rules_err(void *arg, int line, int col, const char *msg)
+{
+	conf_error(arg, line, col, "%s", msg);
+}
+
 /* conf_read_file - the whole file into memory, bounded */
 static char *
 conf_read_file(const char *path, size_t *len, const char **why)
@@ -496,6 +504,7 @@ conf_load(const char *path, char **errors)
 	c = xcalloc(1, sizeof(*c));
 	c->refs = 1;
 	c->path = xstrdup(path);
+	c->rules = rules_new(path);
 	lex_init(&lx, path, buf, len);
 	for (;;) {
 		lex_next(&lx, &t);
@@ -517,7 +526,12 @@ conf_load(const char *path, char **errors)
 				lex_next(&lx, &t);
 			continue;
 		}
-		conf_statement(&p, c, &lx, &t);
+		if (t.len == 4 && memcmp(t.text, "list", 4) == 0)
+			rules_parse_list(c->rules, &lx, &t, conf_rules_err, &p);
+		else if (t.len == 2 && memcmp(t.text, "on", 2) == 0)
+			rules_parse_on(c->rules, &lx, &t, conf_rules_err, &p);
+		else
+			conf_statement(&p, c, &lx, &t);
 	}
 	lex_free(&lx);
 	free(buf);
@@ -550,6 +564,7 @@ conf_unref(struct conf *c)
 		return;
 	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
+	rules_free(c->rules);
 	free(c->path);
 	free(c->hostname);
 	free(c->spool_dir);

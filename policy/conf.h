@@ -72,6 +72,8 @@ struct conf {
 	char *user;
 	int log_dest;		/* enum conf_logdest */
 	int log_level;		/* enum log_level */
+
+	struct rules *rules;	/* lists and rules (rules.h) */
 };
 
 struct conf *conf_load(const char *path, char **errors);

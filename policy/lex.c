@@ -42,6 +42,8 @@ lex_tok_name(enum lex_tok t)
 	case LEX_STRING: return "string";
 	case LEX_LBRACE: return "'{'";
 	case LEX_RBRACE: return "'}'";
+	case LEX_LPAREN: return "'('";
+	case LEX_RPAREN: return "')'";
 	default: return "error";
 	}
 }
@@ -65,7 +67,7 @@ lex_word_byte(unsigned char c)
 {
 	if (c <= ' ' || c == 0x7f)
 		return 0;
-	return c != '{' && c != '}' && c != '"' && c != '#';
+	return c != '{' && c != '}' && c != '(' && c != ')' && c != '"' && c != '#';
 }
 
 /* lex_err - produce an error token at the current position */
@@ -170,9 +172,10 @@ lex_next(struct lexer *lx, struct lex_token *t)
 		t->type = LEX_NL;
 		return LEX_NL;
 	}
-	if (c == '{' || c == '}') {
+	if (c == '{' || c == '}' || c == '(' || c == ')') {
 		lex_adv(lx);
-		t->type = c == '{' ? LEX_LBRACE : LEX_RBRACE;
+		t->type = c == '{' ? LEX_LBRACE : c == '}' ? LEX_RBRACE :
+		    c == '(' ? LEX_LPAREN : LEX_RPAREN;
 		t->text = lx->buf + lx->pos - 1;
 		t->len = 1;
 		return t->type;

@@ -9,9 +9,9 @@
  * DESCRIPTION
  *	The file is a sequence of lines. "#" starts a comment to the end of
  *	the line (outside strings). A token is a word (a run of bytes other
- *	than blanks, newline, '{', '}', '"' and '#'), a string in double
- *	quotes (escapes \" \\ \t \n; no raw newline inside), '{', '}', or the
- *	end of a line. A backslash just before the line end joins the next
+ *	than blanks, newline, '{', '}', '(', ')', '"' and '#'), a string in
+ *	double quotes (escapes \" \\ \t \n; no raw newline inside), '{', '}',
+ *	'(', ')', or the end of a line. A backslash just before the line end joins the next
  *	line. NUL bytes and other control characters outside strings are
  *	errors. A token's text is borrowed: words point into buf, strings
  *	into the lexer's own buffer, valid until the next lex_next() call.
@@ -22,7 +22,8 @@
 
 #include <stddef.h>
 
-enum lex_tok { LEX_EOF = 0, LEX_NL, LEX_WORD, LEX_STRING, LEX_LBRACE, LEX_RBRACE, LEX_ERROR };
+enum lex_tok { LEX_EOF = 0, LEX_NL, LEX_WORD, LEX_STRING, LEX_LBRACE, LEX_RBRACE,
+	LEX_LPAREN, LEX_RPAREN, LEX_ERROR };
 
 struct lex_token {
 	enum lex_tok type;

@@ -61,6 +61,7 @@ struct slot {
 /* The transaction: from MAIL to the end of the message. */
 struct txn {
 	char sender[SMTP_PATH_MAX + 8];	/* rendered "<a@b>" */
+	struct smtp_addr from;		/* parsed, for the rules */
 	struct smtp_mail_params mp;
 	unsigned nrcpt;			/* recipients sent upstream (pending or accepted) */
 	unsigned nrcpt_ok;		/* recipients the upstream accepted */

@@ -51,6 +51,7 @@
 #include "conn.h"
 #include "log.h"
 #include "moatd.h"
+#include "rules.h"
 #include "session.h"
 #include "spool.h"
 #include "xalloc.h"
@@ -373,6 +374,36 @@ check_helo(struct session *s, const struct smtp_cmd *c)
 	return true;
 }
 
+/* sess_policy - run a stage's rules with what the session knows; false
+ * when they refused the command (the reply is given) */
+static bool
+sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
+{
+	struct rules_result res;
+
+	if (s->conf->rules == NULL || rules_count(s->conf->rules, st) == 0)
+		return true;
+	f->client = (const struct sockaddr *)&s->peer;
+	f->helo = s->helo;
+	f->helolen = s->helo ? strlen(s->helo) : 0;
+	if (s->txn != NULL && st > RS_MAIL) {
+		f->have_sender = true;
+		f->sender_local = s->txn->from.local;
+		f->sender_llen = s->txn->from.local_len;
+		f->sender_domain = s->txn->from.domain;
+		f->sender_dlen = s->txn->from.domain_len;
+		f->declared_size = s->txn->mp.has_size ? s->txn->mp.size : 0;
+	}
+	rules_eval(s->conf->rules, st, f, &res, s->id);
+	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
+		return true;
+	if (st == RS_CONNECT)
+		sess_reply_close(s, "%d %s %s", res.code, res.enh, res.text);
+	else
+		sess_replyf(s, "%d %s %s", res.code, res.enh, res.text);
+	return false;
+}
+
 /* proceed_helo - a new greeting resets the transaction */
 static void
 proceed_helo(struct session *s, const struct smtp_cmd *c)
@@ -386,6 +417,14 @@ proceed_helo(struct session *s, const struct smtp_cmd *c)
 	s->esmtp = c->verb == SMTP_V_EHLO;
 	log_escape(esc, sizeof(esc), c->arg, c->arglen);
 	log_msg(LOG_L_DEBUG, s->id, "helo name=\"%s\" esmtp=%d", esc, s->esmtp);
+	{
+		struct rules_facts f = { 0 };
+		if (!sess_policy(s, RS_HELO, &f)) {
+			free(s->helo);	/* refused: as if no HELO was given */
+			s->helo = NULL;
+			return;
+		}
+	}
 	if (s->esmtp)
 		sess_ehlo_reply(s);
 	else
@@ -496,8 +535,20 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 		sess_reply_close(s, "421 4.4.2 %s Error: upstream unavailable", s->conf->hostname);
 		return;
 	}
+	{
+		struct rules_facts f = { 0 };
+		f.have_sender = true;
+		f.sender_local = addr.local;
+		f.sender_llen = addr.local_len;
+		f.sender_domain = addr.domain;
+		f.sender_dlen = addr.domain_len;
+		f.declared_size = mp.has_size ? mp.size : 0;
+		if (!sess_policy(s, RS_MAIL, &f))
+			return;
+	}
 	s->txn = xcalloc(1, sizeof(*s->txn));
 	s->txn->mp = mp;
+	s->txn->from = addr;
 	if (smtp_addr_render(&addr, s->txn->sender, sizeof(s->txn->sender)) < 0) {
 		sess_txn_free(s);
 		sess_replyf(s, "501 5.1.7 Bad sender address syntax");
@@ -553,6 +604,16 @@ proceed_rcpt(struct session *s, const struct smtp_cmd *c)
 	if (rj != NULL) {
 		sess_reject_syntax(s, "rcpt", c, rj);
 		return;
+	}
+	{
+		struct rules_facts f = { 0 };
+		f.rcpt_local = addr.local;
+		f.rcpt_llen = addr.local_len;
+		f.rcpt_domain = addr.domain;
+		f.rcpt_dlen = addr.domain_len;
+		f.rcpt_count = s->txn->nrcpt;
+		if (!sess_policy(s, RS_RCPT, &f))
+			return;
 	}
 	memcpy(line, "RCPT TO:", 8);
 	n = smtp_addr_render(&addr, line + 8, sizeof(line) - 8);
@@ -909,6 +970,15 @@ sess_data_end(struct session *s)
 		sess_txn_free(s);
 		return;
 	}
+	{
+		struct rules_facts f = { 0 };
+		f.size = t->dd.size;
+		f.rcpt_count = t->nrcpt_ok;
+		if (!sess_policy(s, RS_DATA, &f)) {
+			sess_txn_abort(s);
+			return;
+		}
+	}
 	if (spool_finish(t->spool) != 0) {
 		log_msg(LOG_L_ERROR, s->id, "tempfail stage=data reason=spool-error");
 		sess_replyf(s, "451 4.3.0 Error: local error writing the message, try again later");
@@ -1193,6 +1263,11 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u",
 	    sa->sa_family == AF_INET6 ? "[" : "", s->ip, sa->sa_family == AF_INET6 ? "]" : "",
 	    s->port);
+	{
+		struct rules_facts f = { 0 };
+		if (!sess_policy(s, RS_CONNECT, &f))
+			return;		/* refused instead of greeted: closing */
+	}
 	sess_replyf(s, "220 %s ESMTP moat", c->hostname);
 	conn_read_enable(s->conn, true);
 	sess_arm_timer(s);

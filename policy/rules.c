@@ -1,0 +1,821 @@
+/*
+ * rules - named lists and per-stage rules, and their evaluation (see rules.h)
+ *
+ * The parser reads statements from the policy file's lexer, builds a small
+ * tree per condition, and checks at load time everything that can be
+ * known then: facts exist and are known at the rule's stage, lists exist
+ * and are of a kind the fact can be looked up in, reply codes and texts
+ * are sane. Evaluation walks the trees; it never allocates and never
+ * blocks, and a configuration's rules are read by many threads at once.
+ */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "lists.h"
+#include "log.h"
+#include "rules.h"
+#include "xalloc.h"
+
+#define RULES_TEXT_MAX 400
+
+enum fact_type { FT_BOOL, FT_NUM, FT_IP, FT_DOMAIN, FT_ADDRESS, FT_WORD };
+
+enum fact_id {
+	F_CLIENT_IP, F_HELO, F_SENDER, F_SENDER_DOMAIN, F_NULL_SENDER, F_RCPT,
+	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS
+};
+
+struct fact_def {
+	const char *name;
+	enum fact_id id;
+	enum fact_type type;
+	enum rules_stage from;
+};
+
+static const struct fact_def fact_defs[] = {
+	{ "client-ip", F_CLIENT_IP, FT_IP, RS_CONNECT },
+	{ "helo", F_HELO, FT_WORD, RS_HELO },
+	{ "sender", F_SENDER, FT_ADDRESS, RS_MAIL },
+	{ "sender-domain", F_SENDER_DOMAIN, FT_DOMAIN, RS_MAIL },
+	{ "null-sender", F_NULL_SENDER, FT_BOOL, RS_MAIL },
+	{ "rcpt", F_RCPT, FT_ADDRESS, RS_RCPT },
+	{ "rcpt-domain", F_RCPT_DOMAIN, FT_DOMAIN, RS_RCPT },
+	{ "rcpt-count", F_RCPT_COUNT, FT_NUM, RS_RCPT },
+	{ "declared-size", F_DECLARED_SIZE, FT_NUM, RS_MAIL },
+	{ "size", F_SIZE, FT_NUM, RS_DATA },
+	{ "auth", F_AUTH, FT_BOOL, RS_CONNECT },
+	{ "tls", F_TLS, FT_BOOL, RS_CONNECT },
+};
+#define NFACTS (sizeof(fact_defs) / sizeof(fact_defs[0]))
+
+static const char *const stage_names[RS__COUNT] = { "connect", "helo", "mail", "rcpt", "data" };
+
+enum node_op { N_TRUE, N_NOT, N_AND, N_OR, N_BOOL, N_IN, N_IS, N_CMP };
+enum cmp_op { C_EQ, C_NE, C_LT, C_LE, C_GT, C_GE };
+
+struct node {
+	enum node_op op;
+	const struct fact_def *fact;
+	enum cmp_op cmp;
+	uint64_t num;
+	const struct list *list;
+	char *word;
+	size_t wlen;
+	struct node *a, *b;
+};
+
+struct rule {
+	struct rule *next;
+	enum rules_stage st;
+	int mode;		/* 0 enforce, 1 monitor, 2 off */
+	struct node *cond;
+	enum rules_verdict verdict;
+	int code;
+	char enh[12];
+	char *text;
+	int line;
+};
+
+struct named_list {
+	struct named_list *next;
+	char *name;
+	struct list *l;
+};
+
+struct rules {
+	char *file;
+	struct named_list *lists;
+	struct rule *head[RS__COUNT], *tail[RS__COUNT];
+	size_t n[RS__COUNT];
+};
+
+/* The parser's state: one token of look-ahead. */
+struct rp {
+	struct rules *r;
+	struct lexer *lx;
+	struct lex_token t;
+	char *tcopy;		/* t's text, NUL-terminated copy */
+	rules_err_fn err;
+	void *arg;
+	int errors;
+	enum rules_stage st;
+};
+
+/* rules_new - an empty set */
+struct rules *
+rules_new(const char *file)
+{
+	struct rules *r = xcalloc(1, sizeof(*r));
+
+	r->file = xstrdup(file);
+	return r;
+}
+
+/* rules_stage_name - "mail" */
+const char *
+rules_stage_name(enum rules_stage st)
+{
+	return (unsigned)st < RS__COUNT ? stage_names[st] : "?";
+}
+
+/* rules_count - rules of a stage (off ones included) */
+size_t
+rules_count(const struct rules *r, enum rules_stage st)
+{
+	return r == NULL ? 0 : r->n[st];
+}
+
+/* node_free - a condition tree */
+static void
+node_free(struct node *n)
+{
+	if (n == NULL)
+		return;
+	node_free(n->a);
+	node_free(n->b);
+	free(n->word);
+	free(n);
+}
+
+/* rules_free - everything */
+void
+rules_free(struct rules *r)
+{
+	if (r == NULL)
+		return;
+	for (int st = 0; st < RS__COUNT; st++) {
+		struct rule *ru, *next;
+		for (ru = r->head[st]; ru; ru = next) {
+			next = ru->next;
+			node_free(ru->cond);
+			free(ru->text);
+			free(ru);
+		}
+	}
+	struct named_list *nl, *nnext;
+	for (nl = r->lists; nl; nl = nnext) {
+		nnext = nl->next;
+		list_free(nl->l);
+		free(nl->name);
+		free(nl);
+	}
+	free(r->file);
+	free(r);
+}
+
+/* ---------------------------------------------------------------------
+ * Parsing
+ */
+
+/* rp_next - advance one token */
+static void
+rp_next(struct rp *p)
+{
+	lex_next(p->lx, &p->t);
+	free(p->tcopy);
+	p->tcopy = (p->t.type == LEX_WORD || p->t.type == LEX_STRING) ?
+	    xmemdup(p->t.text, p->t.len) : NULL;
+}
+
+/* rp_error - report at the current token */
+static void __attribute__((format(printf, 2, 3)))
+rp_error(struct rp *p, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	p->err(p->arg, p->t.line, p->t.col, msg);
+	p->errors++;
+}
+
+/* rp_shown - the current token, for messages */
+static const char *
+rp_shown(const struct rp *p, char *buf, size_t size)
+{
+	if (p->t.type == LEX_WORD || p->t.type == LEX_STRING) {
+		char esc[LOG_ESC_SIZE];
+		log_escape(esc, sizeof(esc), p->t.text, p->t.len);
+		snprintf(buf, size, "\"%s\"", esc);
+	} else if (p->t.type == LEX_ERROR) {
+		snprintf(buf, size, "%s", p->t.error);
+	} else {
+		snprintf(buf, size, "%s", lex_tok_name(p->t.type));
+	}
+	return buf;
+}
+
+/* rp_is - is the current token this word? */
+static bool
+rp_is(const struct rp *p, const char *w)
+{
+	return p->t.type == LEX_WORD && p->t.len == strlen(w) && memcmp(p->t.text, w, p->t.len) == 0;
+}
+
+/* rp_skip_line - error recovery: to the end of the statement */
+static void
+rp_skip_line(struct rp *p)
+{
+	while (p->t.type != LEX_NL && p->t.type != LEX_EOF)
+		rp_next(p);
+}
+
+/* rp_find_list - a named list */
+static const struct named_list *
+rp_find_list(const struct rules *r, const char *name, size_t len)
+{
+	for (const struct named_list *nl = r->lists; nl; nl = nl->next)
+		if (strlen(nl->name) == len && memcmp(nl->name, name, len) == 0)
+			return nl;
+	return NULL;
+}
+
+/* rp_name_ok - list names: letters, digits, '-', '_' */
+static bool
+rp_name_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > 64 || !isalpha((unsigned char)s[0]))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_')
+			return false;
+	return true;
+}
+
+/* rules_parse_list - "list NAME KIND { ... }" or "list NAME KIND file PATH" */
+int
+rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
+	rules_err_fn err, void *arg)
+{
+	struct rp p = { r, lx, *kw, NULL, err, arg, 0, RS_CONNECT };
+	char shown[LOG_ESC_SIZE + 8], e[512];
+	static const char *const kinds[] = { "net", "domain", "address", "word" };
+	enum list_kind kind = LIST_NET;
+	struct named_list *nl;
+	int k;
+
+	rp_next(&p);
+	if (p.t.type != LEX_WORD || !rp_name_ok(p.t.text, p.t.len)) {
+		rp_error(&p, "expected a list name (a letter, then letters, digits, '-', '_'), found %s",
+		    rp_shown(&p, shown, sizeof(shown)));
+		goto fail;
+	}
+	if (rp_find_list(r, p.t.text, p.t.len) != NULL) {
+		rp_error(&p, "list %s defined twice", rp_shown(&p, shown, sizeof(shown)));
+		goto fail;
+	}
+	nl = xcalloc(1, sizeof(*nl));
+	nl->name = xmemdup(p.t.text, p.t.len);
+	rp_next(&p);
+	for (k = 0; k < 4; k++)
+		if (rp_is(&p, kinds[k]))
+			break;
+	if (k == 4) {
+		rp_error(&p, "expected the list's kind (net, domain, address or word), found %s",
+		    rp_shown(&p, shown, sizeof(shown)));
+		free(nl->name);
+		free(nl);
+		goto fail;
+	}
+	kind = (enum list_kind)k;
+	nl->l = list_new(kind);
+	if (nl->l == NULL)
+		panic("out of memory");
+	nl->next = r->lists;
+	r->lists = nl;
+	rp_next(&p);
+	if (rp_is(&p, "file")) {
+		rp_next(&p);
+		if (p.t.type != LEX_WORD && p.t.type != LEX_STRING) {
+			rp_error(&p, "expected a file name after \"file\", found %s",
+			    rp_shown(&p, shown, sizeof(shown)));
+			goto fail;
+		}
+		if (list_load_file(nl->l, p.tcopy, e, sizeof(e)) != 0)
+			rp_error(&p, "%s", e);
+		rp_next(&p);
+	} else if (p.t.type == LEX_LBRACE) {
+		for (;;) {
+			rp_next(&p);
+			if (p.t.type == LEX_NL)
+				continue;
+			if (p.t.type == LEX_RBRACE || p.t.type == LEX_EOF)
+				break;
+			if (p.t.type != LEX_WORD && p.t.type != LEX_STRING) {
+				rp_error(&p, "expected a list item or '}', found %s",
+				    rp_shown(&p, shown, sizeof(shown)));
+				continue;
+			}
+			if (list_add(nl->l, p.t.text, p.t.len, e, sizeof(e)) != 0)
+				rp_error(&p, "%s", e);
+		}
+		if (p.t.type != LEX_RBRACE) {
+			rp_error(&p, "list %s: missing '}'", nl->name);
+			goto out;
+		}
+		rp_next(&p);
+	} else {
+		rp_error(&p, "expected '{' or \"file\" after the list's kind, found %s",
+		    rp_shown(&p, shown, sizeof(shown)));
+		goto fail;
+	}
+	if (p.t.type != LEX_NL && p.t.type != LEX_EOF) {
+		rp_error(&p, "unexpected %s after the list", rp_shown(&p, shown, sizeof(shown)));
+		goto fail;
+	}
+	goto out;
+fail:
+	rp_skip_line(&p);
+out:
+	free(p.tcopy);
+	return p.errors ? -1 : 0;
+}
+
+static struct node *rp_or(struct rp *p);
+
+/* rp_fact - the fact named by the current token, checked for the stage */
+static const struct fact_def *
+rp_fact(struct rp *p)
+{
+	char shown[LOG_ESC_SIZE + 8];
+
+	for (size_t i = 0; i < NFACTS; i++)
+		if (rp_is(p, fact_defs[i].name)) {
+			if (fact_defs[i].from > p->st) {
+				rp_error(p, "%s is not known yet at %s (only from %s on)",
+				    fact_defs[i].name, stage_names[p->st],
+				    stage_names[fact_defs[i].from]);
+				return NULL;
+			}
+			return &fact_defs[i];
+		}
+	rp_error(p, "unknown fact %s (known: client-ip, helo, sender, sender-domain, "
+	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls)",
+	    rp_shown(p, shown, sizeof(shown)));
+	return NULL;
+}
+
+/* rp_number - a count or a size with k/m/g */
+static bool
+rp_number(const char *s, size_t len, uint64_t *out)
+{
+	uint64_t v = 0, m = 1;
+	size_t i = 0;
+
+	if (len == 0 || !isdigit((unsigned char)s[0]))
+		return false;
+	for (; i < len && isdigit((unsigned char)s[i]); i++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	if (i + 1 == len) {
+		int u = tolower((unsigned char)s[i]);
+		m = u == 'k' ? 1024 : u == 'm' ? 1024 * 1024 : u == 'g' ? 1024 * 1024 * 1024 : 0;
+		if (m == 0)
+			return false;
+	} else if (i != len) {
+		return false;
+	}
+	if (v > UINT64_MAX / m)
+		return false;
+	*out = v * m;
+	return true;
+}
+
+/* rp_predicate - FACT [in LIST | is WORD | OP NUMBER] */
+static struct node *
+rp_predicate(struct rp *p)
+{
+	static const char *const ops[] = { "==", "!=", "<", "<=", ">", ">=" };
+	char shown[LOG_ESC_SIZE + 8];
+	const struct fact_def *f = rp_fact(p);
+	struct node *n;
+
+	if (f == NULL)
+		return NULL;
+	n = xcalloc(1, sizeof(*n));
+	n->fact = f;
+	rp_next(p);
+	if (rp_is(p, "in")) {
+		const struct named_list *nl;
+		enum list_kind lk;
+		rp_next(p);
+		nl = p->t.type == LEX_WORD ? rp_find_list(p->r, p->t.text, p->t.len) : NULL;
+		if (nl == NULL) {
+			rp_error(p, "unknown list %s (lists must be defined before the rules "
+			    "that use them)", rp_shown(p, shown, sizeof(shown)));
+			node_free(n);
+			return NULL;
+		}
+		lk = list_kind(nl->l);
+		if (!((f->type == FT_IP && lk == LIST_NET) ||
+		    (f->type == FT_DOMAIN && lk == LIST_DOMAIN) ||
+		    (f->type == FT_ADDRESS && (lk == LIST_ADDRESS || lk == LIST_DOMAIN)) ||
+		    (f->type == FT_WORD && lk == LIST_WORD))) {
+			rp_error(p, "%s cannot be looked up in the %s list %s", f->name,
+			    list_kind_name(lk), nl->name);
+			node_free(n);
+			return NULL;
+		}
+		n->op = N_IN;
+		n->list = nl->l;
+		rp_next(p);
+		return n;
+	}
+	if (rp_is(p, "is")) {
+		rp_next(p);
+		if ((f->type != FT_WORD && f->type != FT_DOMAIN) ||
+		    (p->t.type != LEX_WORD && p->t.type != LEX_STRING)) {
+			rp_error(p, "\"%s is\" needs a word fact (helo, sender-domain, rcpt-domain) "
+			    "and a word", f->name);
+			node_free(n);
+			return NULL;
+		}
+		n->op = N_IS;
+		n->word = xmemdup(p->t.text, p->t.len);
+		n->wlen = p->t.len;
+		rp_next(p);
+		return n;
+	}
+	for (int i = 0; i < 6; i++) {
+		if (!rp_is(p, ops[i]))
+			continue;
+		if (f->type != FT_NUM) {
+			rp_error(p, "%s is not a number; compare it with \"in\" or \"is\"", f->name);
+			node_free(n);
+			return NULL;
+		}
+		rp_next(p);
+		if (p->t.type != LEX_WORD || !rp_number(p->t.text, p->t.len, &n->num)) {
+			rp_error(p, "expected a number (with k, m or g for sizes), found %s",
+			    rp_shown(p, shown, sizeof(shown)));
+			node_free(n);
+			return NULL;
+		}
+		n->op = N_CMP;
+		n->cmp = (enum cmp_op)i;
+		rp_next(p);
+		return n;
+	}
+	if (f->type != FT_BOOL) {
+		rp_error(p, "%s needs \"in LIST\"%s after it", f->name,
+		    f->type == FT_NUM ? " or a comparison" : f->type == FT_IP ? "" : ", \"is WORD\"");
+		node_free(n);
+		return NULL;
+	}
+	n->op = N_BOOL;
+	return n;
+}
+
+/* rp_factor - not X | ( X ) | true | predicate */
+static struct node *
+rp_factor(struct rp *p)
+{
+	struct node *n, *a;
+
+	if (rp_is(p, "not")) {
+		rp_next(p);
+		a = rp_factor(p);
+		if (a == NULL)
+			return NULL;
+		n = xcalloc(1, sizeof(*n));
+		n->op = N_NOT;
+		n->a = a;
+		return n;
+	}
+	if (p->t.type == LEX_LPAREN) {
+		rp_next(p);
+		a = rp_or(p);
+		if (a == NULL)
+			return NULL;
+		if (p->t.type != LEX_RPAREN) {
+			char shown[LOG_ESC_SIZE + 8];
+			rp_error(p, "expected ')', found %s", rp_shown(p, shown, sizeof(shown)));
+			node_free(a);
+			return NULL;
+		}
+		rp_next(p);
+		return a;
+	}
+	if (rp_is(p, "true")) {
+		rp_next(p);
+		n = xcalloc(1, sizeof(*n));
+		n->op = N_TRUE;
+		return n;
+	}
+	return rp_predicate(p);
+}
+
+/* rp_binary - left-associative chain of one operator */
+static struct node *
+rp_chain(struct rp *p, const char *word, enum node_op op, struct node *(*sub)(struct rp *))
+{
+	struct node *a = sub(p), *b, *n;
+
+	while (a != NULL && rp_is(p, word)) {
+		rp_next(p);
+		b = sub(p);
+		if (b == NULL) {
+			node_free(a);
+			return NULL;
+		}
+		n = xcalloc(1, sizeof(*n));
+		n->op = op;
+		n->a = a;
+		n->b = b;
+		a = n;
+	}
+	return a;
+}
+
+/* rp_and - FACTOR { and FACTOR } */
+static struct node *
+rp_and(struct rp *p)
+{
+	return rp_chain(p, "and", N_AND, rp_factor);
+}
+
+/* rp_or - TERM { or TERM } */
+static struct node *
+rp_or(struct rp *p)
+{
+	return rp_chain(p, "or", N_OR, rp_and);
+}
+
+/* rp_text_ok - a reply text we may send: printable ASCII, bounded */
+static bool
+rp_text_ok(const char *s, size_t len)
+{
+	if (len == 0 || len > RULES_TEXT_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* rp_enh_ok - "5.7.1" of the given class */
+static bool
+rp_enh_ok(const char *s, size_t len, int cls)
+{
+	size_t i = 0, digits;
+
+	if (len < 5 || len > 11 || s[0] != '0' + cls || s[1] != '.')
+		return false;
+	for (int part = 0, j = 2; part < 2; part++) {
+		digits = 0;
+		while ((size_t)j < len && isdigit((unsigned char)s[j])) {
+			j++;
+			digits++;
+		}
+		if (digits == 0 || digits > 3)
+			return false;
+		if (part == 0) {
+			if ((size_t)j >= len || s[j] != '.')
+				return false;
+			j++;
+		}
+		i = (size_t)j;
+	}
+	return i == len;
+}
+
+/* rp_action - accept | reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT" */
+static bool
+rp_action(struct rp *p, struct rule *ru)
+{
+	char shown[LOG_ESC_SIZE + 8];
+	int cls;
+	uint64_t code;
+
+	if (rp_is(p, "accept")) {
+		ru->verdict = RV_ACCEPT;
+		rp_next(p);
+		return true;
+	}
+	if (rp_is(p, "reject"))
+		ru->verdict = RV_REJECT, cls = 5;
+	else if (rp_is(p, "tempfail"))
+		ru->verdict = RV_TEMPFAIL, cls = 4;
+	else {
+		rp_error(p, "expected an action (accept, reject or tempfail), found %s",
+		    rp_shown(p, shown, sizeof(shown)));
+		return false;
+	}
+	rp_next(p);
+	if (p->t.type != LEX_WORD || p->t.len != 3 || !rp_number(p->t.text, 3, &code) ||
+	    code / 100 != (uint64_t)cls || code % 100 > 59) {
+		rp_error(p, "expected a %dxx reply code, found %s", cls,
+		    rp_shown(p, shown, sizeof(shown)));
+		return false;
+	}
+	ru->code = (int)code;
+	rp_next(p);
+	if (p->t.type != LEX_WORD || !rp_enh_ok(p->t.text, p->t.len, cls)) {
+		rp_error(p, "expected an enhanced status code like %d.7.1, found %s", cls,
+		    rp_shown(p, shown, sizeof(shown)));
+		return false;
+	}
+	memcpy(ru->enh, p->t.text, p->t.len);
+	ru->enh[p->t.len] = 0;
+	rp_next(p);
+	if (p->t.type != LEX_STRING || !rp_text_ok(p->t.text, p->t.len)) {
+		rp_error(p, "expected the reply text in double quotes (printable ASCII, "
+		    "1 to %d bytes), found %s", RULES_TEXT_MAX, rp_shown(p, shown, sizeof(shown)));
+		return false;
+	}
+	ru->text = xmemdup(p->t.text, p->t.len);
+	rp_next(p);
+	return true;
+}
+
+/* rules_parse_on - "on STAGE [monitor|off] CONDITION ACTION" */
+int
+rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
+	rules_err_fn err, void *arg)
+{
+	struct rp p = { r, lx, *kw, NULL, err, arg, 0, RS_CONNECT };
+	char shown[LOG_ESC_SIZE + 8];
+	struct rule *ru = xcalloc(1, sizeof(*ru));
+	int st;
+
+	ru->line = kw->line;
+	rp_next(&p);
+	for (st = 0; st < RS__COUNT; st++)
+		if (rp_is(&p, stage_names[st]))
+			break;
+	if (st == RS__COUNT) {
+		rp_error(&p, "expected a stage (connect, helo, mail, rcpt or data), found %s",
+		    rp_shown(&p, shown, sizeof(shown)));
+		goto fail;
+	}
+	ru->st = p.st = (enum rules_stage)st;
+	rp_next(&p);
+	if (rp_is(&p, "monitor") || rp_is(&p, "off") || rp_is(&p, "enforce")) {
+		ru->mode = rp_is(&p, "monitor") ? 1 : rp_is(&p, "off") ? 2 : 0;
+		rp_next(&p);
+	}
+	ru->cond = rp_or(&p);
+	if (ru->cond == NULL)
+		goto fail;
+	if (!rp_action(&p, ru))
+		goto fail;
+	if (p.t.type != LEX_NL && p.t.type != LEX_EOF) {
+		rp_error(&p, "unexpected %s after the action", rp_shown(&p, shown, sizeof(shown)));
+		goto fail;
+	}
+	if (r->tail[st])
+		r->tail[st]->next = ru;
+	else
+		r->head[st] = ru;
+	r->tail[st] = ru;
+	r->n[st]++;
+	free(p.tcopy);
+	return 0;
+fail:
+	node_free(ru->cond);
+	free(ru->text);
+	free(ru);
+	rp_skip_line(&p);
+	free(p.tcopy);
+	return -1;
+}
+
+/* ---------------------------------------------------------------------
+ * Evaluation
+ */
+
+/* eval_word - a word fact's bytes */
+static const char *
+eval_word(const struct node *n, const struct rules_facts *f, size_t *len)
+{
+	switch (n->fact->id) {
+	case F_HELO: *len = f->helolen; return f->helo;
+	case F_SENDER_DOMAIN: *len = f->sender_dlen; return f->sender_domain;
+	case F_RCPT_DOMAIN: *len = f->rcpt_dlen; return f->rcpt_domain;
+	default: *len = 0; return NULL;
+	}
+}
+
+/* eval_num - a number fact */
+static uint64_t
+eval_num(const struct node *n, const struct rules_facts *f)
+{
+	switch (n->fact->id) {
+	case F_RCPT_COUNT: return f->rcpt_count;
+	case F_DECLARED_SIZE: return f->declared_size;
+	case F_SIZE: return f->size;
+	default: return 0;
+	}
+}
+
+/* eval_in - list membership */
+static bool
+eval_in(const struct node *n, const struct rules_facts *f)
+{
+	const char *w;
+	size_t len;
+
+	switch (n->fact->id) {
+	case F_CLIENT_IP:
+		return f->client != NULL && list_match_addr(n->list, f->client);
+	case F_SENDER:
+	case F_RCPT: {
+		bool s = n->fact->id == F_SENDER;
+		const char *lp = s ? f->sender_local : f->rcpt_local;
+		const char *dp = s ? f->sender_domain : f->rcpt_domain;
+		size_t ll = s ? f->sender_llen : f->rcpt_llen, dl = s ? f->sender_dlen : f->rcpt_dlen;
+		if (list_kind(n->list) == LIST_DOMAIN)
+			return dl > 0 && list_match_domain(n->list, dp, dl);
+		return list_match_address(n->list, lp ? lp : "", ll, dp ? dp : "", dl);
+	}
+	case F_SENDER_DOMAIN:
+	case F_RCPT_DOMAIN:
+		w = eval_word(n, f, &len);
+		return len > 0 && list_match_domain(n->list, w, len);
+	case F_HELO:
+		return f->helolen > 0 && list_match_word(n->list, f->helo, f->helolen);
+	default:
+		return false;
+	}
+}
+
+/* eval - one condition */
+static bool
+eval(const struct node *n, const struct rules_facts *f)
+{
+	const char *w;
+	size_t len;
+	uint64_t v;
+
+	switch (n->op) {
+	case N_TRUE: return true;
+	case N_NOT: return !eval(n->a, f);
+	case N_AND: return eval(n->a, f) && eval(n->b, f);
+	case N_OR: return eval(n->a, f) || eval(n->b, f);
+	case N_IN: return eval_in(n, f);
+	case N_IS:
+		w = eval_word(n, f, &len);
+		if (len > 0 && w[len - 1] == '.' && n->wlen > 0 && n->word[n->wlen - 1] != '.')
+			len--;
+		return w != NULL && len == n->wlen && strncasecmp(w, n->word, len) == 0;
+	case N_CMP:
+		v = eval_num(n, f);
+		switch (n->cmp) {
+		case C_EQ: return v == n->num;
+		case C_NE: return v != n->num;
+		case C_LT: return v < n->num;
+		case C_LE: return v <= n->num;
+		case C_GT: return v > n->num;
+		case C_GE: return v >= n->num;
+		}
+		return false;
+	case N_BOOL:
+		switch (n->fact->id) {
+		case F_AUTH: return f->auth;
+		case F_TLS: return f->tls;
+		case F_NULL_SENDER: return f->have_sender && f->sender_llen == 0 && f->sender_dlen == 0;
+		default: return false;
+		}
+	}
+	return false;
+}
+
+static const char *const verdict_names[] = { "continue", "accept", "reject", "tempfail" };
+
+/* rules_eval - run a stage's rules; the first enforced match decides */
+void
+rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
+	struct rules_result *res, uint64_t sid)
+{
+	memset(res, 0, sizeof(*res));
+	if (r == NULL)
+		return;
+	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {
+		if (ru->mode == 2 || !eval(ru->cond, f))
+			continue;
+		if (ru->mode == 1) {
+			res->monitored++;
+			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d mode=monitor would=%s code=%d",
+			    stage_names[st], r->file, ru->line, verdict_names[ru->verdict], ru->code);
+			continue;
+		}
+		res->verdict = ru->verdict;
+		res->code = ru->code;
+		res->enh = ru->enh;
+		res->text = ru->text;
+		res->file = r->file;
+		res->line = ru->line;
+		log_msg(ru->verdict == RV_ACCEPT ? LOG_L_DEBUG : LOG_L_INFO, sid,
+		    "policy stage=%s rule=%s:%d verdict=%s code=%d", stage_names[st], r->file,
+		    ru->line, verdict_names[ru->verdict], ru->code);
+		return;
+	}
+}

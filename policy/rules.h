@@ -1,0 +1,96 @@
+/*
+ * rules - named lists and per-stage rules of the policy file, and their
+ * evaluation
+ *
+ * SYNOPSIS
+ *	struct rules *rules_new(void);
+ *	int rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
+ *	                     rules_err_fn err, void *arg);
+ *	int rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
+ *	                   rules_err_fn err, void *arg);
+ *	void rules_eval(const struct rules *r, enum rules_stage st,
+ *	                const struct rules_facts *f, struct rules_result *res);
+ *	void rules_free(struct rules *r);
+ *
+ * GRAMMAR (one statement per line; a list's braces may span lines)
+ *	list NAME KIND { ITEM ... }
+ *	list NAME KIND file "PATH"
+ *		KIND is net, domain, address or word (lists.h).
+ *	on STAGE [monitor|off] CONDITION ACTION
+ *		STAGE is connect, helo, mail, rcpt or data.
+ *		CONDITION := TERM { or TERM }
+ *		TERM      := FACTOR { and FACTOR }
+ *		FACTOR    := not FACTOR | ( CONDITION ) | true | FACT
+ *		           | FACT in LIST | FACT is WORD
+ *		           | FACT (== != < <= > >=) NUMBER
+ *		ACTION    := accept | reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT"
+ *	Rules run top to bottom per stage; the first that matches decides
+ *	(accept ends the stage's rules and lets the command proceed). A
+ *	monitor rule logs what it would have done and changes nothing; an
+ *	off rule is checked at load and never run.
+ *
+ * CHECKS AT LOAD
+ *	Unknown facts, lists and words; a fact used before the stage where
+ *	it is known (rcpt-domain at mail); a list of the wrong kind for the
+ *	fact; reject codes outside 5xx (tempfail: 4xx), an enhanced code of
+ *	another class, reply texts with control bytes or over 400 bytes; a
+ *	list name given twice. Each error is reported through err() with the
+ *	token's line and column.
+ */
+#ifndef MOAT_RULES_H
+#define MOAT_RULES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "lex.h"
+
+enum rules_stage { RS_CONNECT = 0, RS_HELO, RS_MAIL, RS_RCPT, RS_DATA, RS__COUNT };
+
+enum rules_verdict { RV_CONTINUE = 0, RV_ACCEPT, RV_REJECT, RV_TEMPFAIL };
+
+/* What the front-end knows at a stage; unknown strings are NULL/0. */
+struct rules_facts {
+	const struct sockaddr *client;
+	const char *helo;
+	size_t helolen;
+	bool have_sender;		/* MAIL given (the null sender too) */
+	const char *sender_local, *sender_domain;
+	size_t sender_llen, sender_dlen;
+	const char *rcpt_local, *rcpt_domain;
+	size_t rcpt_llen, rcpt_dlen;
+	unsigned rcpt_count;		/* recipients before this one */
+	uint64_t declared_size;		/* SIZE= at MAIL, 0 if none */
+	uint64_t size;			/* message size at data */
+	bool auth;
+	bool tls;
+};
+
+struct rules_result {
+	enum rules_verdict verdict;
+	int code;			/* reject/tempfail */
+	const char *enh;		/* borrowed from the rules */
+	const char *text;		/* borrowed from the rules */
+	const char *file;		/* the deciding rule */
+	int line;
+	int monitored;			/* monitor rules that matched on the way */
+};
+
+struct rules;
+
+typedef void (*rules_err_fn)(void *arg, int line, int col, const char *msg);
+
+struct rules *rules_new(const char *file);
+int rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
+	rules_err_fn err, void *arg);
+int rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
+	rules_err_fn err, void *arg);
+size_t rules_count(const struct rules *r, enum rules_stage st);
+void rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
+	struct rules_result *res, uint64_t sid);
+const char *rules_stage_name(enum rules_stage st);
+void rules_free(struct rules *r);
+
+#endif

@@ -1,0 +1,125 @@
+"""Rules of the policy file, through moatd: each stage's reject with the
+configured code and text, nothing of a refused command reaching the
+upstream, monitor rules that only log, and a rule change by reload."""
+
+import os
+import signal
+import time
+
+import pytest
+
+import harness
+from harness import message, smtp_transaction, wait_for
+
+LISTS = [
+    "blocked net { 127.0.0.9 }",
+    "local domain { example.org }",
+    "bad-senders address { spammer@ @bad.test }",
+    "bad-helo word { evil* }",
+]
+RULES = [
+    'connect client-ip in blocked reject 554 5.7.1 "client blocked by policy"',
+    'helo helo in bad-helo reject 550 5.7.1 "bad helo"',
+    'mail sender in bad-senders reject 553 5.7.1 "sender refused"',
+    'mail monitor declared-size > 100k reject 552 5.3.4 "would be too big"',
+    'rcpt not rcpt-domain in local reject 554 5.7.1 "relay access denied"',
+    'data size > 20k reject 552 5.3.4 "message too big for policy"',
+]
+
+
+@pytest.fixture
+def policy_moatd(fake, moatd_factory):
+    return moatd_factory(fake.address, list=LISTS, on=RULES), fake
+
+
+def test_policy_connect_reject(policy_moatd):
+    m, fake = policy_moatd
+    with m.client(source="127.0.0.9") as c:
+        assert c.greeting.code == 554, c.greeting
+        assert "client blocked by policy" in c.greeting.text
+        assert c.wait_closed(5)
+    with m.client(source="127.0.0.10") as c:
+        assert c.greeting.code == 220
+    assert fake.all_raw() == b""
+    assert "policy stage=connect rule=" in m.log()
+
+
+def test_policy_helo_reject_then_good_helo(policy_moatd):
+    m, fake = policy_moatd
+    with m.client() as c:
+        r = c.cmd("EHLO evil.example")
+        assert (r.code, r.text) == (550, "5.7.1 bad helo"), r
+        r = c.cmd("MAIL FROM:<a@b.test>")
+        assert r.code == 503, r           # a refused HELO counts as none
+        c.ehlo("good.example")
+        rs = smtp_transaction(c, message("after-good-helo"))
+        assert rs[-1].code == 250, rs
+    assert len(fake.wait_completed(1)) == 1
+
+
+def test_policy_mail_and_rcpt_rejects_never_reach_upstream(policy_moatd):
+    m, fake = policy_moatd
+    with m.client() as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<Spammer@x.test>")
+        assert (r.code, r.text) == (553, "5.7.1 sender refused"), r
+        r = c.cmd("MAIL FROM:<a@BAD.test>")
+        assert r.code == 553, r
+        r = c.cmd("MAIL FROM:<a@b.test>")
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<victim@external.test>")
+        assert (r.code, r.text) == (554, "5.7.1 relay access denied"), r
+        r = c.cmd("RCPT TO:<u@example.org.external.test>")
+        assert r.code == 554, r
+        r = c.cmd("RCPT TO:<u@sub.Example.ORG>")
+        assert r.code == 250, r
+        c.cmd("QUIT")
+    raw = fake.all_raw()
+    assert b"spammer" not in raw.lower() and b"bad.test" not in raw.lower(), raw
+    assert b"external.test" not in raw, raw
+    assert b"RCPT TO:<u@sub.example.org>" in raw, raw
+
+
+def test_policy_data_reject_aborts_upstream(policy_moatd):
+    m, fake = policy_moatd
+    with m.client() as c:
+        c.ehlo()
+        rs = smtp_transaction(c, message("big", body=("y" * 70 + "\r\n") * 400))
+        assert (rs[-1].code, rs[-1].text) == (552, "5.3.4 message too big for policy"), rs
+        rs = smtp_transaction(c, message("small"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    done = fake.wait_completed(1)
+    assert len(done) == 1 and b"Subject: small" in done[0].content, done
+    assert b"Subject: big" not in fake.all_raw()
+
+
+def test_policy_monitor_logs_and_changes_nothing(policy_moatd):
+    m, fake = policy_moatd
+    with m.client() as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<a@b.test> SIZE=200000")
+        assert r.code == 250, r
+        c.cmd("QUIT")
+    assert m.wait_log(r"policy stage=mail rule=\S+:\d+ mode=monitor would=reject code=552", 5)
+
+
+def test_policy_reload_changes_rules_for_new_sessions(fake, moatd_factory):
+    m = moatd_factory(fake.address, list=LISTS, on=RULES[:1])
+    with m.client() as old:
+        old.ehlo()
+        assert old.cmd("MAIL FROM:<a@b.test>").code == 250
+        # new rules: outside recipients refused
+        m.conf_items.append(("on", RULES[4]))
+        m.conf_items.append(("list", "extra word { x }"))
+        m.conf_path.write_text(harness.render_conf(m.conf_items))
+        os.kill(m.proc.pid, signal.SIGHUP)
+        assert m.wait_log("reload ok", 5)
+        # the session that began before keeps its rules
+        assert old.cmd("RCPT TO:<u@external.test>").code == 250
+        old.cmd("QUIT")
+    with m.client() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@b.test>").code == 250
+        assert c.cmd("RCPT TO:<u@external.test>").code == 554
+        c.cmd("QUIT")

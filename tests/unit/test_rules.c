@@ -1,0 +1,259 @@
+/*
+ * test_rules - the rule language: a table of policies and sessions with the
+ * verdict each must give, and a table of bad rules with the exact error and
+ * position
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "log.h"
+#include "rules.h"
+#include "t.h"
+
+static const char *head = "listen 127.0.0.1:2525\nupstream 127.0.0.1:10025\n";
+
+/* load - head + text into a temp file, loaded; errors in *errs (file as F) */
+static struct conf *
+load(const char *text, char **errs)
+{
+	char p[] = "/tmp/moat-test-rules-XXXXXX";
+	int fd = mkstemp(p);
+	struct conf *c;
+	char *q;
+
+	if (fd < 0)
+		return NULL;
+	if (write(fd, head, strlen(head)) < 0 || write(fd, text, strlen(text)) < 0) {
+		close(fd);
+		return NULL;
+	}
+	close(fd);
+	c = conf_load(p, errs);
+	while (*errs != NULL && (q = strstr(*errs, p)) != NULL) {
+		q[0] = 'F';
+		memmove(q + 1, q + strlen(p), strlen(q + strlen(p)) + 1);
+	}
+	unlink(p);
+	return c;
+}
+
+static const char *policy =
+    "list trusted net { 192.0.2.0/24 2001:db8::/32 }\n"
+    "list local domain { example.org }\n"
+    "list bad-senders address { spammer@ @bad.test }\n"
+    "list bad-helo word { evil* localhost }\n"
+    "on connect client-ip in trusted accept\n"
+    "on connect client-ip in \\\n  trusted reject 554 5.7.1 \"unreachable\"\n"
+    "on helo helo in bad-helo reject 550 5.7.1 \"bad helo\"\n"
+    "on helo helo is \"x.test\" tempfail 450 4.7.1 \"try later\"\n"
+    "on mail sender in bad-senders reject 553 5.7.1 \"sender refused\"\n"
+    "on mail monitor declared-size > 1m reject 552 5.3.4 \"too big\"\n"
+    "on mail null-sender and not (auth or tls) reject 550 5.7.1 \"no bounces here\"\n"
+    "on rcpt not rcpt-domain in local reject 554 5.7.1 \"relay access denied\"\n"
+    "on rcpt rcpt-count >= 2 tempfail 452 4.5.3 \"two is enough\"\n"
+    "on rcpt off true reject 550 5.7.1 \"never\"\n"
+    "on data size > 2k reject 552 5.3.4 \"too big\"\n"
+    "on data sender-domain is example.org and rcpt-count == 1 accept\n"
+    "on data true reject 550 5.7.1 \"last rule\"\n";
+
+struct ecase {
+	const char *name;
+	enum rules_stage st;
+	const char *ip;
+	const char *helo;
+	const char *slocal, *sdomain;	/* NULL: no MAIL yet */
+	const char *rlocal, *rdomain;
+	unsigned rcpt_count;
+	uint64_t declared, size;
+	bool auth;
+	enum rules_verdict want;
+	int code;
+	int line;			/* of the deciding rule in the whole file */
+};
+
+static const struct ecase ecases[] = {
+	{ "trusted v4 accepted", RS_CONNECT, "192.0.2.9", 0, 0, 0, 0, 0, 0, 0, 0, 0, RV_ACCEPT, 0, 7 },
+	{ "trusted v6 accepted", RS_CONNECT, "2001:db8::5", 0, 0, 0, 0, 0, 0, 0, 0, 0, RV_ACCEPT, 0, 7 },
+	{ "other client continues", RS_CONNECT, "198.51.100.1", 0, 0, 0, 0, 0, 0, 0, 0, 0, RV_CONTINUE, 0, 0 },
+	{ "helo glob", RS_HELO, "198.51.100.1", "Evil.Example", 0, 0, 0, 0, 0, 0, 0, 0, RV_REJECT, 550, 10 },
+	{ "helo word", RS_HELO, "198.51.100.1", "localhost", 0, 0, 0, 0, 0, 0, 0, 0, RV_REJECT, 550, 10 },
+	{ "helo is", RS_HELO, "198.51.100.1", "X.TEST", 0, 0, 0, 0, 0, 0, 0, 0, RV_TEMPFAIL, 450, 11 },
+	{ "helo fine", RS_HELO, "198.51.100.1", "mx.example.net", 0, 0, 0, 0, 0, 0, 0, 0, RV_CONTINUE, 0, 0 },
+	{ "sender local part", RS_MAIL, "198.51.100.1", "h", "Spammer", "any.test", 0, 0, 0, 0, 0, 0, RV_REJECT, 553, 12 },
+	{ "sender domain", RS_MAIL, "198.51.100.1", "h", "x", "BAD.test", 0, 0, 0, 0, 0, 0, RV_REJECT, 553, 12 },
+	{ "sender subdomain not @domain", RS_MAIL, "198.51.100.1", "h", "x", "a.bad.test", 0, 0, 0, 0, 0, 0, RV_CONTINUE, 0, 0 },
+	{ "monitor changes nothing", RS_MAIL, "198.51.100.1", "h", "x", "ok.test", 0, 0, 0, 5u << 20, 0, 0, RV_CONTINUE, 0, 0 },
+	{ "null sender", RS_MAIL, "198.51.100.1", "h", "", "", 0, 0, 0, 0, 0, 0, RV_REJECT, 550, 14 },
+	{ "null sender with auth", RS_MAIL, "198.51.100.1", "h", "", "", 0, 0, 0, 0, 0, 1, RV_CONTINUE, 0, 0 },
+	{ "relay denied", RS_RCPT, "198.51.100.1", "h", "a", "b.test", "u", "other.test", 0, 0, 0, 0, RV_REJECT, 554, 15 },
+	{ "local subdomain ok", RS_RCPT, "198.51.100.1", "h", "a", "b.test", "u", "mx.Example.ORG.", 0, 0, 0, 0, RV_CONTINUE, 0, 0 },
+	{ "lookalike domain", RS_RCPT, "198.51.100.1", "h", "a", "b.test", "u", "example.org.evil.test", 0, 0, 0, 0, RV_REJECT, 554, 15 },
+	{ "third recipient", RS_RCPT, "198.51.100.1", "h", "a", "b.test", "u", "example.org", 2, 0, 0, 0, RV_TEMPFAIL, 452, 16 },
+	{ "off rule never runs", RS_RCPT, "198.51.100.1", "h", "a", "b.test", "u", "example.org", 0, 0, 0, 0, RV_CONTINUE, 0, 0 },
+	{ "size over", RS_DATA, "198.51.100.1", "h", "a", "b.test", 0, 0, 1, 0, 2049, 0, RV_REJECT, 552, 18 },
+	{ "size exact", RS_DATA, "198.51.100.1", "h", "a", "example.org", 0, 0, 1, 0, 2048, 0, RV_ACCEPT, 0, 19 },
+	{ "accept stops the stage", RS_DATA, "198.51.100.1", "h", "a", "example.org", 0, 0, 1, 0, 10, 0, RV_ACCEPT, 0, 19 },
+	{ "falls to the last rule", RS_DATA, "198.51.100.1", "h", "a", "b.test", 0, 0, 1, 0, 10, 0, RV_REJECT, 550, 20 },
+};
+
+static void
+test_eval_table(void)
+{
+	char *errs = NULL;
+	struct conf *c = load(policy, &errs);
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(ecases) / sizeof(ecases[0]); i++) {
+		const struct ecase *e = &ecases[i];
+		struct sockaddr_storage ss;
+		struct rules_facts f;
+		struct rules_result res;
+
+		memset(&ss, 0, sizeof(ss));
+		if (strchr(e->ip, ':')) {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+			s6->sin6_family = AF_INET6;
+			inet_pton(AF_INET6, e->ip, &s6->sin6_addr);
+		} else {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+			s4->sin_family = AF_INET;
+			inet_pton(AF_INET, e->ip, &s4->sin_addr);
+		}
+		memset(&f, 0, sizeof(f));
+		f.client = (struct sockaddr *)&ss;
+		f.helo = e->helo;
+		f.helolen = e->helo ? strlen(e->helo) : 0;
+		if (e->slocal) {
+			f.have_sender = true;
+			f.sender_local = e->slocal;
+			f.sender_llen = strlen(e->slocal);
+			f.sender_domain = e->sdomain;
+			f.sender_dlen = strlen(e->sdomain);
+		}
+		if (e->rlocal) {
+			f.rcpt_local = e->rlocal;
+			f.rcpt_llen = strlen(e->rlocal);
+			f.rcpt_domain = e->rdomain;
+			f.rcpt_dlen = strlen(e->rdomain);
+		}
+		f.rcpt_count = e->rcpt_count;
+		f.declared_size = e->declared;
+		f.size = e->size;
+		f.auth = e->auth;
+		rules_eval(c->rules, e->st, &f, &res, 0);
+		T_CHECKF(res.verdict == e->want && res.code == e->code && res.line == e->line,
+		    "case %s: verdict %d code %d line %d, want %d %d %d", e->name,
+		    res.verdict, res.code, res.line, e->want, e->code, e->line);
+		if (strcmp(e->name, "monitor changes nothing") == 0)
+			T_CHECKF(res.monitored == 1, "monitored %d", res.monitored);
+	}
+	T_CHECK(rules_count(c->rules, RS_RCPT) == 3);
+	conf_unref(c);
+}
+
+struct bcase {
+	const char *name;
+	const char *text;
+	const char *error;	/* first error line, file shown as F */
+};
+
+static const struct bcase bcases[] = {
+	{ "unknown stage", "on queue true accept\n",
+	  "F:3:4: error: expected a stage (connect, helo, mail, rcpt or data), found \"queue\"" },
+	{ "unknown fact", "on mail spf is fail accept\n",
+	  "F:3:9: error: unknown fact \"spf\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls)" },
+	{ "fact too early", "on helo sender-domain is x accept\n",
+	  "F:3:9: error: sender-domain is not known yet at helo (only from mail on)" },
+	{ "unknown list", "on connect client-ip in nope accept\n",
+	  "F:3:25: error: unknown list \"nope\" (lists must be defined before the rules that use them)" },
+	{ "wrong list kind", "list d domain { a.test }\non connect client-ip in d accept\n",
+	  "F:4:25: error: client-ip cannot be looked up in the domain list d" },
+	{ "no action", "on connect auth\n",
+	  "F:3:16: error: expected an action (accept, reject or tempfail), found end of line" },
+	{ "reject with 4xx", "on connect auth reject 450 4.7.1 \"x\"\n",
+	  "F:3:24: error: expected a 5xx reply code, found \"450\"" },
+	{ "tempfail with 5xx", "on connect auth tempfail 550 5.7.1 \"x\"\n",
+	  "F:3:26: error: expected a 4xx reply code, found \"550\"" },
+	{ "enhanced class", "on connect auth reject 550 4.7.1 \"x\"\n",
+	  "F:3:28: error: expected an enhanced status code like 5.7.1, found \"4.7.1\"" },
+	{ "text not quoted", "on connect auth reject 550 5.7.1 go away\n",
+	  "F:3:34: error: expected the reply text in double quotes (printable ASCII, 1 to 400 bytes), found \"go\"" },
+	{ "text with newline", "on connect auth reject 550 5.7.1 \"a\\nb\"\n",
+	  "F:3:34: error: expected the reply text in double quotes (printable ASCII, 1 to 400 bytes), found \"a\\x0ab\"" },
+	{ "missing paren", "on mail (auth or tls accept\n",
+	  "F:3:22: error: expected ')', found \"accept\"" },
+	{ "comparison on a word", "on helo helo > 3 accept\n",
+	  "F:3:14: error: helo is not a number; compare it with \"in\" or \"is\"" },
+	{ "bad number", "on data size > 10q accept\n",
+	  "F:3:16: error: expected a number (with k, m or g for sizes), found \"10q\"" },
+	{ "bare non-bool fact", "on data size accept\n",
+	  "F:3:14: error: size needs \"in LIST\" or a comparison after it" },
+	{ "trailing words", "on data true accept now\n",
+	  "F:3:21: error: unexpected \"now\" after the action" },
+	{ "list twice", "list a net { 1.2.3.4 }\nlist a net { 1.2.3.5 }\n",
+	  "F:4:6: error: list \"a\" defined twice" },
+	{ "list kind", "list a ip { 1.2.3.4 }\n",
+	  "F:3:8: error: expected the list's kind (net, domain, address or word), found \"ip\"" },
+	{ "list unclosed", "list a net { 1.2.3.4\n",
+	  "F:4:1: error: list a: missing '}'" },
+	{ "bad list item", "list a net {\n 192.0.2.1/24 }\n",
+	  "F:4:2: error: bad network \"192.0.2.1/24\": host bits are set beyond /24 (did you mean 192.0.2.0/24?)" },
+	{ "missing list file", "list a net file \"/nonexistent/x\"\n",
+	  "F:3:17: error: /nonexistent/x: cannot open: No such file or directory" },
+};
+
+static void
+test_bad_rules(void)
+{
+	for (size_t i = 0; i < sizeof(bcases) / sizeof(bcases[0]); i++) {
+		const struct bcase *b = &bcases[i];
+		char *errs = NULL, first[600] = "";
+		struct conf *c = load(b->text, &errs);
+
+		T_CHECKF(c == NULL, "case %s: accepted", b->name);
+		conf_unref(c);
+		if (errs) {
+			size_t n = strcspn(errs, "\n");
+			if (n >= sizeof(first))
+				n = sizeof(first) - 1;
+			memcpy(first, errs, n);
+			first[n] = 0;
+		}
+		T_CHECKF(strcmp(first, b->error) == 0, "case %s:\n   got  %s\n   want %s",
+		    b->name, first, b->error);
+		free(errs);
+	}
+}
+
+static void
+test_errors_all_reported(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("on x true accept\non mail spf accept\nlist a net { bad }\n"
+	    "on rcpt size > 1 accept\n", &errs);
+	int n = 0;
+
+	T_CHECK(c == NULL);
+	for (const char *p = errs; p && *p; p++)
+		n += *p == '\n';
+	T_CHECKF(n == 4, "%d errors: %s", n, errs ? errs : "");
+	free(errs);
+}
+
+int
+main(void)
+{
+	log_init("test_rules", false, LOG_L_ERROR);
+	T_RUN(test_eval_table);
+	T_RUN(test_bad_rules);
+	T_RUN(test_errors_all_reported);
+	return T_DONE("rules");
+}
