@@ -16,6 +16,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <glob.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -99,7 +100,8 @@ static const struct conf_setting conf_settings[] = {
 #define CONF_NSETTINGS (sizeof(conf_settings) / sizeof(conf_settings[0]))
 
 struct conf_parse {
-	const char *file;
+	const char *file;		/* the file being read (includes change it) */
+	bool allow_include;
 	char *errs;
 	size_t errlen, errcap;
 	int nerr;
@@ -420,6 +422,15 @@ skip:
 	}
 }
 
+/* conf_intern - a file name that lives as long as the configuration */
+static const char *
+conf_intern(struct conf *c, const char *name)
+{
+	c->files = xrealloc(c->files, sizeof(*c->files) * (c->nfiles + 1));
+	c->files[c->nfiles] = xstrdup(name);
+	return c->files[c->nfiles++];
+}
+
 /* conf_rules_err - an error from the rules parser */
 static void
 conf_rules_err(void *arg, int line, int col, const char *msg)
@@ -480,32 +491,93 @@ conf_defaults(struct conf_parse *p, struct conf *c)
 	}
 }
 
-/* conf_load - read, check and return the configuration, or NULL */
-struct conf *
-conf_load(const char *path, char **errors)
+#define CONF_INCLUDE_DEPTH 8
+
+static void conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
+	const char *buf, size_t len, int depth);
+
+/* conf_include - "include PATH-OR-GLOB": relative to the including file */
+static void
+conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
+	const struct lex_token *kw, int depth)
 {
-	struct conf_parse p;
+	struct lex_token v, end;
+	char pat[4096], shown[LOG_ESC_SIZE];
+	glob_t g;
+	int r;
+
+	lex_next(lx, &v);
+	if (v.type != LEX_WORD && v.type != LEX_STRING) {
+		conf_error(p, v.line, v.col, "expected a file name or pattern after include, found %s",
+		    conf_shown(&v, shown, sizeof(shown)));
+		goto skip;
+	}
+	if (!p->allow_include) {
+		conf_error(p, kw->line, kw->col, "include is not allowed here");
+		goto skip;
+	}
+	if (depth >= CONF_INCLUDE_DEPTH) {
+		conf_error(p, kw->line, kw->col, "includes nested deeper than %d (a loop?)",
+		    CONF_INCLUDE_DEPTH);
+		goto skip;
+	}
+	if (v.len == 0 || memchr(v.text, 0, v.len) != NULL || v.len >= sizeof(pat) / 2) {
+		conf_error(p, v.line, v.col, "bad include name");
+		goto skip;
+	}
+	if (v.text[0] == '/') {
+		snprintf(pat, sizeof(pat), "%.*s", (int)v.len, v.text);
+	} else {
+		const char *slash = strrchr(p->file, '/');
+		int dlen = slash ? (int)(slash - p->file) : 1;
+		snprintf(pat, sizeof(pat), "%.*s/%.*s", dlen, slash ? p->file : ".",
+		    (int)v.len, v.text);
+	}
+	lex_next(lx, &end);
+	if (end.type != LEX_NL && end.type != LEX_EOF) {
+		conf_error(p, end.line, end.col, "include takes one name; unexpected %s",
+		    conf_shown(&end, shown, sizeof(shown)));
+		goto skip;
+	}
+	r = glob(pat, 0, NULL, &g);
+	if (r == GLOB_NOMATCH) {
+		if (strpbrk(pat, "*?[") == NULL)
+			conf_error(p, v.line, v.col, "include %s: no such file", pat);
+		return;		/* an empty conf.d is fine */
+	}
+	if (r != 0) {
+		conf_error(p, v.line, v.col, "include %s: cannot read the directory", pat);
+		return;
+	}
+	for (size_t i = 0; i < g.gl_pathc; i++) {	/* glob sorts the names */
+		const char *why = "unknown error";
+		size_t blen;
+		char *buf = conf_read_file(g.gl_pathv[i], &blen, &why);
+		if (buf == NULL) {
+			conf_error(p, v.line, v.col, "include %s: %s", g.gl_pathv[i], why);
+			continue;
+		}
+		conf_parse_buffer(p, c, conf_intern(c, g.gl_pathv[i]), buf, blen, depth + 1);
+		free(buf);
+	}
+	globfree(&g);
+	return;
+skip:
+	while (v.type != LEX_NL && v.type != LEX_EOF)
+		lex_next(lx, &v);
+}
+
+/* conf_parse_buffer - every statement of one file */
+static void
+conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
+	const char *buf, size_t len, int depth)
+{
+	const char *saved = p->file;
 	struct lexer lx;
 	struct lex_token t;
-	const char *why = "unknown error";
-	size_t len;
-	char *buf;
-	struct conf *c;
 
-	memset(&p, 0, sizeof(p));
-	p.file = path;
-	*errors = NULL;
-	buf = conf_read_file(path, &len, &why);
-	if (buf == NULL) {
-		conf_error(&p, 0, 0, "cannot read: %s", why);
-		*errors = p.errs;
-		return NULL;
-	}
-	c = xcalloc(1, sizeof(*c));
-	c->refs = 1;
-	c->path = xstrdup(path);
-	c->rules = rules_new(path);
-	lex_init(&lx, path, buf, len);
+	p->file = file;
+	lex_init(&lx, file, buf, len);
 	for (;;) {
 		lex_next(&lx, &t);
 		if (t.type == LEX_EOF)
@@ -513,39 +585,100 @@ conf_load(const char *path, char **errors)
 		if (t.type == LEX_NL)
 			continue;
 		if (t.type == LEX_ERROR) {
-			conf_error(&p, t.line, t.col, "%s", t.error);
+			conf_error(p, t.line, t.col, "%s", t.error);
 			while (t.type != LEX_NL && t.type != LEX_EOF)
 				lex_next(&lx, &t);
 			continue;
 		}
 		if (t.type != LEX_WORD) {
 			char shown[LOG_ESC_SIZE];
-			conf_error(&p, t.line, t.col, "expected a setting name, found %s",
+			conf_error(p, t.line, t.col, "expected a setting name, found %s",
 			    conf_shown(&t, shown, sizeof(shown)));
 			while (t.type != LEX_NL && t.type != LEX_EOF)
 				lex_next(&lx, &t);
 			continue;
 		}
 		if (t.len == 4 && memcmp(t.text, "list", 4) == 0)
-			rules_parse_list(c->rules, &lx, &t, conf_rules_err, &p);
+			rules_parse_list(c->rules, &lx, &t, conf_rules_err, p);
 		else if (t.len == 2 && memcmp(t.text, "on", 2) == 0)
-			rules_parse_on(c->rules, &lx, &t, conf_rules_err, &p);
+			rules_parse_on(c->rules, &lx, &t, conf_rules_err, p);
+		else if (t.len == 7 && memcmp(t.text, "include", 7) == 0)
+			conf_include(p, c, &lx, &t, depth);
 		else
-			conf_statement(&p, c, &lx, &t);
+			conf_statement(p, c, &lx, &t);
 	}
 	lex_free(&lx);
-	free(buf);
-	conf_defaults(&p, c);
+	p->file = saved;
+}
+
+/* conf_finish - defaults, whole-file checks; the conf or NULL */
+static struct conf *
+conf_finish(struct conf_parse *p, struct conf *c, char **errors)
+{
+	conf_defaults(p, c);
 	if (c->nlisten == 0)
-		conf_error(&p, 1, 1, "no \"listen\" statement: moatd needs at least one");
+		conf_error(p, 1, 1, "no \"listen\" statement: moatd needs at least one");
 	if (c->upstream.salen == 0)
-		conf_error(&p, 1, 1, "no \"upstream\" statement: where should mail go?");
-	if (p.nerr > 0) {
+		conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
+	if (p->nerr > 0) {
 		conf_unref(c);
-		*errors = p.errs;
+		*errors = p->errs;
 		return NULL;
 	}
 	return c;
+}
+
+/* conf_new - an empty configuration for this file name */
+static struct conf *
+conf_new(const char *path)
+{
+	struct conf *c = xcalloc(1, sizeof(*c));
+
+	c->refs = 1;
+	c->path = xstrdup(path);
+	c->rules = rules_new(path);
+	return c;
+}
+
+/* conf_load_buffer - parse text held in memory (no includes): the fuzzer's
+ * and the tests' way in */
+struct conf *
+conf_load_buffer(const char *name, const char *buf, size_t len, char **errors)
+{
+	struct conf_parse p;
+	struct conf *c = conf_new(name);
+
+	memset(&p, 0, sizeof(p));
+	p.file = name;
+	*errors = NULL;
+	conf_parse_buffer(&p, c, c->path, buf, len, 0);
+	return conf_finish(&p, c, errors);
+}
+
+/* conf_load - read, check and return the configuration, or NULL */
+struct conf *
+conf_load(const char *path, char **errors)
+{
+	struct conf_parse p;
+	const char *why = "unknown error";
+	size_t len;
+	char *buf;
+	struct conf *c;
+
+	memset(&p, 0, sizeof(p));
+	p.file = path;
+	p.allow_include = true;
+	*errors = NULL;
+	buf = conf_read_file(path, &len, &why);
+	if (buf == NULL) {
+		conf_error(&p, 0, 0, "cannot read: %s", why);
+		*errors = p.errs;
+		return NULL;
+	}
+	c = conf_new(path);
+	conf_parse_buffer(&p, c, c->path, buf, len, 0);
+	free(buf);
+	return conf_finish(&p, c, errors);
 }
 
 /* conf_ref - take one more reference */
@@ -565,6 +698,9 @@ conf_unref(struct conf *c)
 	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
 	rules_free(c->rules);
+	for (size_t i = 0; i < c->nfiles; i++)
+		free(c->files[i]);
+	free(c->files);
 	free(c->path);
 	free(c->hostname);
 	free(c->spool_dir);

@@ -3,6 +3,9 @@
  *
  * SYNOPSIS
  *	struct conf *conf_load(const char *path, char **errors);
+ *	struct conf *conf_load_buffer(const char *name, const char *buf, size_t len,
+ *	                              char **errors);
+struct conf *conf_load_buffer(const char *name, const char *buf, size_t len, char **errors);
  *	struct conf *conf_ref(struct conf *c);
  *	void conf_unref(struct conf *c);
  *	const char *conf_identity_name(enum conf_identity id);
@@ -74,9 +77,12 @@ struct conf {
 	int log_level;		/* enum log_level */
 
 	struct rules *rules;	/* lists and rules (rules.h) */
+	char **files;		/* included files' names (rules point at them) */
+	size_t nfiles;
 };
 
 struct conf *conf_load(const char *path, char **errors);
+struct conf *conf_load_buffer(const char *name, const char *buf, size_t len, char **errors);
 struct conf *conf_ref(struct conf *c);
 void conf_unref(struct conf *c);
 const char *conf_identity_name(int id);

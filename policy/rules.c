@@ -77,6 +77,7 @@ struct rule {
 	int code;
 	char enh[12];
 	char *text;
+	const char *file;	/* owned by the configuration (conf_intern) */
 	int line;
 };
 
@@ -647,6 +648,7 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	int st;
 
 	ru->line = kw->line;
+	ru->file = lx->file;
 	rp_next(&p);
 	for (st = 0; st < RS__COUNT; st++)
 		if (rp_is(&p, stage_names[st]))
@@ -804,17 +806,17 @@ rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts 
 		if (ru->mode == 1) {
 			res->monitored++;
 			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d mode=monitor would=%s code=%d",
-			    stage_names[st], r->file, ru->line, verdict_names[ru->verdict], ru->code);
+			    stage_names[st], ru->file, ru->line, verdict_names[ru->verdict], ru->code);
 			continue;
 		}
 		res->verdict = ru->verdict;
 		res->code = ru->code;
 		res->enh = ru->enh;
 		res->text = ru->text;
-		res->file = r->file;
+		res->file = ru->file;
 		res->line = ru->line;
 		log_msg(ru->verdict == RV_ACCEPT ? LOG_L_DEBUG : LOG_L_INFO, sid,
-		    "policy stage=%s rule=%s:%d verdict=%s code=%d", stage_names[st], r->file,
+		    "policy stage=%s rule=%s:%d verdict=%s code=%d", stage_names[st], ru->file,
 		    ru->line, verdict_names[ru->verdict], ru->code);
 		return;
 	}

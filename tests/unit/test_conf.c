@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -196,6 +197,78 @@ test_refcount(void)
 	conf_unref(NULL);
 }
 
+/* put - write a file */
+static void
+put(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
+
+static void
+test_include(void)
+{
+	char dir[] = "/tmp/moat-test-inc-XXXXXX", p[256], q[256], *errs = NULL;
+	struct conf *c;
+
+	if (mkdtemp(dir) == NULL)
+		return;
+	snprintf(p, sizeof(p), "%s/conf.d", dir);
+	mkdir(p, 0700);
+	snprintf(p, sizeof(p), "%s/conf.d/10-up.conf", dir);
+	put(p, "upstream 127.0.0.1:10025\n");
+	snprintf(p, sizeof(p), "%s/conf.d/20-lists.conf", dir);
+	put(p, "list local domain { example.org }\n");
+	snprintf(p, sizeof(p), "%s/moat.conf", dir);
+	put(p, "listen 127.0.0.1:2525\ninclude \"conf.d/*.conf\"\ninclude \"empty.d/*.conf\"\n"
+	    "on rcpt not rcpt-domain in local reject 554 5.7.1 \"relay\"\n");
+	c = conf_load(p, &errs);
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	if (c != NULL)
+		T_CHECK(c->upstream.salen != 0);
+	conf_unref(c);
+	free(errs);
+	errs = NULL;
+
+	/* an error inside an included file names that file */
+	snprintf(q, sizeof(q), "%s/conf.d/30-bad.conf", dir);
+	put(q, "\nworkers many\n");
+	c = conf_load(p, &errs);
+	T_CHECK(c == NULL);
+	{
+		char want[512];
+		snprintf(want, sizeof(want), "%s:2:9: error: workers: expected a whole number \"many\"", q);
+		T_CHECKF(errs != NULL && strstr(errs, want) != NULL, "%s", errs ? errs : "");
+	}
+	free(errs);
+	errs = NULL;
+	unlink(q);
+
+	/* a missing literal file is an error; a loop is stopped */
+	put(p, "listen 127.0.0.1:2525\nupstream 127.0.0.1:1\ninclude \"nope.conf\"\n");
+	c = conf_load(p, &errs);
+	T_CHECK(c == NULL && errs != NULL && strstr(errs, "nope.conf: no such file") != NULL);
+	free(errs);
+	errs = NULL;
+	put(p, "listen 127.0.0.1:2525\nupstream 127.0.0.1:1\ninclude \"moat.conf\"\n");
+	c = conf_load(p, &errs);
+	T_CHECK(c == NULL && errs != NULL && strstr(errs, "includes nested deeper than 8") != NULL);
+	free(errs);
+	errs = NULL;
+
+	/* no includes from a buffer */
+	c = conf_load_buffer("B", "include \"x\"\n", 12, &errs);
+	T_CHECK(c == NULL && errs != NULL && strstr(errs, "B:1:1: error: include is not allowed here") != NULL);
+	free(errs);
+	snprintf(q, sizeof(q), "rm -rf %s", dir);
+	if (system(q) != 0)
+		T_CHECK(0);
+}
+
 int
 main(void)
 {
@@ -206,5 +279,6 @@ main(void)
 	T_RUN(test_all_errors_reported);
 	T_RUN(test_missing_file);
 	T_RUN(test_refcount);
+	T_RUN(test_include);
 	return T_DONE("conf");
 }
