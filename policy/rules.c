@@ -8,7 +8,9 @@
  * are sane. Evaluation walks the trees; it never allocates and never
  * blocks, and a configuration's rules are read by many threads at once.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,7 @@ enum fact_type { FT_BOOL, FT_NUM, FT_IP, FT_DOMAIN, FT_ADDRESS, FT_WORD };
 
 enum fact_id {
 	F_CLIENT_IP, F_HELO, F_SENDER, F_SENDER_DOMAIN, F_NULL_SENDER, F_RCPT,
-	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS
+	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS, F_SCORE
 };
 
 struct fact_def {
@@ -49,6 +51,7 @@ static const struct fact_def fact_defs[] = {
 	{ "size", F_SIZE, FT_NUM, RS_DATA },
 	{ "auth", F_AUTH, FT_BOOL, RS_CONNECT },
 	{ "tls", F_TLS, FT_BOOL, RS_CONNECT },
+	{ "score", F_SCORE, FT_NUM, RS_CONNECT },
 };
 #define NFACTS (sizeof(fact_defs) / sizeof(fact_defs[0]))
 
@@ -61,7 +64,7 @@ struct node {
 	enum node_op op;
 	const struct fact_def *fact;
 	enum cmp_op cmp;
-	uint64_t num;
+	int64_t num;
 	const struct list *list;
 	char *word;
 	size_t wlen;
@@ -79,6 +82,11 @@ struct rule {
 	char *text;
 	const char *file;	/* owned by the configuration (conf_intern) */
 	int line;
+	char *src;		/* the statement as written, for traces */
+	int64_t score;		/* score +N / -N */
+	int nhdr;
+	char *hdr_name[RULES_HDR_MAX];
+	char *hdr_value[RULES_HDR_MAX];
 };
 
 struct named_list {
@@ -142,6 +150,20 @@ node_free(struct node *n)
 	free(n);
 }
 
+/* rule_free - one rule */
+static void
+rule_free(struct rule *ru)
+{
+	node_free(ru->cond);
+	free(ru->text);
+	free(ru->src);
+	for (int i = 0; i < ru->nhdr; i++) {
+		free(ru->hdr_name[i]);
+		free(ru->hdr_value[i]);
+	}
+	free(ru);
+}
+
 /* rules_free - everything */
 void
 rules_free(struct rules *r)
@@ -152,9 +174,7 @@ rules_free(struct rules *r)
 		struct rule *ru, *next;
 		for (ru = r->head[st]; ru; ru = next) {
 			next = ru->next;
-			node_free(ru->cond);
-			free(ru->text);
-			free(ru);
+			rule_free(ru);
 		}
 	}
 	struct named_list *nl, *nnext;
@@ -357,7 +377,7 @@ rp_fact(struct rp *p)
 			return &fact_defs[i];
 		}
 	rp_error(p, "unknown fact %s (known: client-ip, helo, sender, sender-domain, "
-	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls)",
+	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score)",
 	    rp_shown(p, shown, sizeof(shown)));
 	return NULL;
 }
@@ -454,11 +474,17 @@ rp_predicate(struct rp *p)
 			return NULL;
 		}
 		rp_next(p);
-		if (p->t.type != LEX_WORD || !rp_number(p->t.text, p->t.len, &n->num)) {
-			rp_error(p, "expected a number (with k, m or g for sizes), found %s",
-			    rp_shown(p, shown, sizeof(shown)));
-			node_free(n);
-			return NULL;
+		{
+			bool neg = p->t.type == LEX_WORD && p->t.len > 1 && p->t.text[0] == '-';
+			uint64_t u = 0;
+			if (p->t.type != LEX_WORD ||
+			    !rp_number(p->t.text + neg, p->t.len - neg, &u) || u > INT64_MAX) {
+				rp_error(p, "expected a number (with k, m or g for sizes), found %s",
+				    rp_shown(p, shown, sizeof(shown)));
+				node_free(n);
+				return NULL;
+			}
+			n->num = neg ? -(int64_t)u : (int64_t)u;
 		}
 		n->op = N_CMP;
 		n->cmp = (enum cmp_op)i;
@@ -550,16 +576,133 @@ rp_or(struct rp *p)
 	return rp_chain(p, "or", N_OR, rp_and);
 }
 
-/* rp_text_ok - a reply text we may send: printable ASCII, bounded */
-static bool
-rp_text_ok(const char *s, size_t len)
+/* Variables in texts, and the first stage that knows each. */
+static const struct { const char *name; enum rules_stage from; } vars[] = {
+	{ "ip", RS_CONNECT }, { "helo", RS_HELO }, { "sender-domain", RS_MAIL },
+	{ "sender", RS_MAIL }, { "rcpt-domain", RS_RCPT }, { "rcpt", RS_RCPT },
+	{ "score", RS_CONNECT }, { "size", RS_DATA },
+};
+
+/* var_at - the variable named at s (after '$'), its index, or -1 */
+static int
+var_at(const char *s, size_t len, size_t *used)
 {
+	size_t n = 0;
+
+	while (n < len && (islower((unsigned char)s[n]) || s[n] == '-'))
+		n++;
+	/* longest known name that is a prefix ending at a non-name byte */
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		size_t vl = strlen(vars[i].name);
+		if (vl == n && memcmp(s, vars[i].name, vl) == 0) {
+			*used = vl;
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+/* rp_text_ok - a text we may send: printable ASCII, bounded, known
+ * variables only; the complaint in why */
+static bool
+rp_text_ok(struct rp *p, const char *s, size_t len, const char **why)
+{
+	*why = "printable ASCII, 1 to 400 bytes";
 	if (len == 0 || len > RULES_TEXT_MAX)
 		return false;
-	for (size_t i = 0; i < len; i++)
+	for (size_t i = 0; i < len; i++) {
+		size_t used;
+		int v;
 		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
 			return false;
+		if (s[i] != '$')
+			continue;
+		if (i + 1 < len && s[i + 1] == '$') {
+			i++;
+			continue;
+		}
+		v = var_at(s + i + 1, len - i - 1, &used);
+		if (v < 0) {
+			*why = "unknown $variable (known: $ip $helo $sender $sender-domain $rcpt "
+			    "$rcpt-domain $score $size; $$ for a dollar)";
+			return false;
+		}
+		if (vars[v].from > p->st) {
+			*why = "a $variable not known yet at this stage";
+			return false;
+		}
+		i += used;
+	}
 	return true;
+}
+
+/* rules_expand - see rules.h */
+size_t
+rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
+{
+	size_t n = 0;
+
+	if (size == 0)
+		return 0;
+	for (size_t i = 0; t[i] != 0 && n + 1 < size; i++) {
+		char num[64];
+		const char *v = NULL;
+		size_t vlen = 0, used;
+		int k;
+
+		if (t[i] != '$') {
+			out[n++] = t[i];
+			continue;
+		}
+		if (t[i + 1] == '$') {
+			out[n++] = '$';
+			i++;
+			continue;
+		}
+		k = var_at(t + i + 1, strlen(t + i + 1), &used);
+		if (k < 0) {
+			out[n++] = '$';
+			continue;
+		}
+		i += used;
+		switch (k) {
+		case 0:
+			num[0] = 0;
+			if (f->client && f->client->sa_family == AF_INET)
+				inet_ntop(AF_INET, &((const struct sockaddr_in *)f->client)->sin_addr,
+				    num, sizeof(num));
+			else if (f->client && f->client->sa_family == AF_INET6)
+				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)f->client)->sin6_addr,
+				    num, sizeof(num));
+			v = num;
+			vlen = strlen(num);
+			break;
+		case 1: v = f->helo; vlen = f->helolen; break;
+		case 2: v = f->sender_domain; vlen = f->sender_dlen; break;
+		case 3: v = NULL; break;	/* sender: local@domain below */
+		case 4: v = f->rcpt_domain; vlen = f->rcpt_dlen; break;
+		case 5: v = NULL; break;
+		case 6: snprintf(num, sizeof(num), "%lld", (long long)f->score); v = num; vlen = strlen(num); break;
+		case 7: snprintf(num, sizeof(num), "%llu", (unsigned long long)f->size); v = num; vlen = strlen(num); break;
+		}
+		if (k == 3 || k == 5) {
+			const char *lp = k == 3 ? f->sender_local : f->rcpt_local;
+			const char *dp = k == 3 ? f->sender_domain : f->rcpt_domain;
+			size_t ll = k == 3 ? f->sender_llen : f->rcpt_llen;
+			size_t dl = k == 3 ? f->sender_dlen : f->rcpt_dlen;
+			for (size_t j = 0; j < ll && j < 64 && n + 1 < size; j++)
+				out[n++] = lp[j] > 0x20 && lp[j] < 0x7f ? lp[j] : '?';
+			if (dl > 0 && n + 1 < size)
+				out[n++] = '@';
+			for (size_t j = 0; j < dl && j < 255 && n + 1 < size; j++)
+				out[n++] = dp[j] > 0x20 && dp[j] < 0x7f ? dp[j] : '?';
+			continue;
+		}
+		for (size_t j = 0; v != NULL && j < vlen && j < 100 && n + 1 < size; j++)
+			out[n++] = v[j] > 0x20 && v[j] < 0x7f ? v[j] : '?';
+	}
+	out[n] = 0;
+	return n;
 }
 
 /* rp_enh_ok - "5.7.1" of the given class */
@@ -588,28 +731,27 @@ rp_enh_ok(const char *s, size_t len, int cls)
 	return i == len;
 }
 
-/* rp_action - accept | reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT" */
+/* rp_header_name_ok - a field name: printable ASCII but ':' (RFC 5322) */
 static bool
-rp_action(struct rp *p, struct rule *ru)
+rp_header_name_ok(const char *n, size_t len)
+{
+	if (len == 0 || len > 76)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (n[i] <= 0x20 || n[i] >= 0x7f || n[i] == ':')
+			return false;
+	/* moat's own verdict header is written by moat alone */
+	return !(len == 22 && strncasecmp(n, "Authentication-Results", 22) == 0);
+}
+
+/* rp_final - reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT" (after the word) */
+static bool
+rp_final(struct rp *p, struct rule *ru, int cls)
 {
 	char shown[LOG_ESC_SIZE + 8];
-	int cls;
+	const char *why;
 	uint64_t code;
 
-	if (rp_is(p, "accept")) {
-		ru->verdict = RV_ACCEPT;
-		rp_next(p);
-		return true;
-	}
-	if (rp_is(p, "reject"))
-		ru->verdict = RV_REJECT, cls = 5;
-	else if (rp_is(p, "tempfail"))
-		ru->verdict = RV_TEMPFAIL, cls = 4;
-	else {
-		rp_error(p, "expected an action (accept, reject or tempfail), found %s",
-		    rp_shown(p, shown, sizeof(shown)));
-		return false;
-	}
 	rp_next(p);
 	if (p->t.type != LEX_WORD || p->t.len != 3 || !rp_number(p->t.text, 3, &code) ||
 	    code / 100 != (uint64_t)cls || code % 100 > 59) {
@@ -627,14 +769,84 @@ rp_action(struct rp *p, struct rule *ru)
 	memcpy(ru->enh, p->t.text, p->t.len);
 	ru->enh[p->t.len] = 0;
 	rp_next(p);
-	if (p->t.type != LEX_STRING || !rp_text_ok(p->t.text, p->t.len)) {
-		rp_error(p, "expected the reply text in double quotes (printable ASCII, "
-		    "1 to %d bytes), found %s", RULES_TEXT_MAX, rp_shown(p, shown, sizeof(shown)));
+	if (p->t.type != LEX_STRING || !rp_text_ok(p, p->t.text, p->t.len, &why)) {
+		if (p->t.type != LEX_STRING)
+			why = "printable ASCII, 1 to 400 bytes";
+		rp_error(p, "expected the reply text in double quotes (%s), found %s", why,
+		    rp_shown(p, shown, sizeof(shown)));
 		return false;
 	}
 	ru->text = xmemdup(p->t.text, p->t.len);
 	rp_next(p);
 	return true;
+}
+
+/* rp_action - { score +N | add-header NAME "VALUE" } [accept | reject ... |
+ * tempfail ...]: at least one action, the final one last */
+static bool
+rp_action(struct rp *p, struct rule *ru)
+{
+	char shown[LOG_ESC_SIZE + 8];
+	const char *why;
+	int nact = 0;
+
+	for (;;) {
+		if (rp_is(p, "score")) {
+			bool neg;
+			uint64_t u;
+			rp_next(p);
+			neg = p->t.type == LEX_WORD && p->t.len > 1 && p->t.text[0] == '-';
+			if (p->t.type != LEX_WORD || p->t.len < 2 || (p->t.text[0] != '+' && !neg) ||
+			    !rp_number(p->t.text + 1, p->t.len - 1, &u) || u > 1000000 ||
+			    !isdigit((unsigned char)p->t.text[p->t.len - 1])) {
+				rp_error(p, "expected a signed score like +3 or -2, found %s",
+				    rp_shown(p, shown, sizeof(shown)));
+				return false;
+			}
+			ru->score += neg ? -(int64_t)u : (int64_t)u;
+			rp_next(p);
+		} else if (rp_is(p, "add-header")) {
+			if (ru->nhdr >= RULES_HDR_MAX) {
+				rp_error(p, "at most %d add-header actions in one rule", RULES_HDR_MAX);
+				return false;
+			}
+			rp_next(p);
+			if (p->t.type != LEX_WORD || !rp_header_name_ok(p->t.text, p->t.len)) {
+				rp_error(p, "expected a header field name (not Authentication-Results), "
+				    "found %s", rp_shown(p, shown, sizeof(shown)));
+				return false;
+			}
+			ru->hdr_name[ru->nhdr] = xmemdup(p->t.text, p->t.len);
+			rp_next(p);
+			if (p->t.type != LEX_STRING || !rp_text_ok(p, p->t.text, p->t.len, &why)) {
+				if (p->t.type != LEX_STRING)
+					why = "printable ASCII, 1 to 400 bytes";
+				rp_error(p, "expected the field's value in double quotes (%s), found %s",
+				    why, rp_shown(p, shown, sizeof(shown)));
+				free(ru->hdr_name[ru->nhdr]);
+				return false;
+			}
+			ru->hdr_value[ru->nhdr++] = xmemdup(p->t.text, p->t.len);
+			rp_next(p);
+		} else if (rp_is(p, "accept")) {
+			ru->verdict = RV_ACCEPT;
+			rp_next(p);
+			return true;
+		} else if (rp_is(p, "reject")) {
+			ru->verdict = RV_REJECT;
+			return rp_final(p, ru, 5);
+		} else if (rp_is(p, "tempfail")) {
+			ru->verdict = RV_TEMPFAIL;
+			return rp_final(p, ru, 4);
+		} else if (nact > 0 && (p->t.type == LEX_NL || p->t.type == LEX_EOF)) {
+			return true;
+		} else {
+			rp_error(p, "expected an action (accept, reject, tempfail, score or "
+			    "add-header), found %s", rp_shown(p, shown, sizeof(shown)));
+			return false;
+		}
+		nact++;
+	}
 }
 
 /* rules_parse_on - "on STAGE [monitor|off] CONDITION ACTION" */
@@ -649,6 +861,14 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 
 	ru->line = kw->line;
 	ru->file = lx->file;
+	{
+		/* keep the statement's text (up to the line end) for traces */
+		const char *b = kw->text, *e = lx->buf + lx->len, *nl = memchr(b, '\n', (size_t)(e - b));
+		size_t n = (size_t)((nl ? nl : e) - b);
+		char esc[LOG_ESC_SIZE];
+		log_escape(esc, sizeof(esc), b, n > 300 ? 300 : n);
+		ru->src = xstrdup(esc);
+	}
 	rp_next(&p);
 	for (st = 0; st < RS__COUNT; st++)
 		if (rp_is(&p, stage_names[st]))
@@ -682,9 +902,7 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	free(p.tcopy);
 	return 0;
 fail:
-	node_free(ru->cond);
-	free(ru->text);
-	free(ru);
+	rule_free(ru);
 	rp_skip_line(&p);
 	free(p.tcopy);
 	return -1;
@@ -707,13 +925,14 @@ eval_word(const struct node *n, const struct rules_facts *f, size_t *len)
 }
 
 /* eval_num - a number fact */
-static uint64_t
+static int64_t
 eval_num(const struct node *n, const struct rules_facts *f)
 {
 	switch (n->fact->id) {
 	case F_RCPT_COUNT: return f->rcpt_count;
-	case F_DECLARED_SIZE: return f->declared_size;
-	case F_SIZE: return f->size;
+	case F_DECLARED_SIZE: return f->declared_size > INT64_MAX ? INT64_MAX : (int64_t)f->declared_size;
+	case F_SIZE: return f->size > INT64_MAX ? INT64_MAX : (int64_t)f->size;
+	case F_SCORE: return f->score;
 	default: return 0;
 	}
 }
@@ -755,7 +974,7 @@ eval(const struct node *n, const struct rules_facts *f)
 {
 	const char *w;
 	size_t len;
-	uint64_t v;
+	int64_t v;
 
 	switch (n->op) {
 	case N_TRUE: return true;
@@ -797,16 +1016,44 @@ void
 rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	struct rules_result *res, uint64_t sid)
 {
+	rules_eval_trace(r, st, f, res, sid, NULL, NULL);
+}
+
+/* rules_eval_trace - the same, telling trace() about every rule looked at */
+void
+rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
+	struct rules_result *res, uint64_t sid, rules_trace_fn trace, void *arg)
+{
+	struct rules_facts lf = *f;	/* score moves as rules add to it */
+
 	memset(res, 0, sizeof(*res));
 	if (r == NULL)
 		return;
 	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {
-		if (ru->mode == 2 || !eval(ru->cond, f))
+		bool m = ru->mode != 2 && eval(ru->cond, &lf);
+		if (trace != NULL) {
+			struct rules_trace t = { ru->file, ru->line, ru->mode, m, ru->src };
+			trace(arg, &t);
+		}
+		if (!m)
 			continue;
 		if (ru->mode == 1) {
 			res->monitored++;
-			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d mode=monitor would=%s code=%d",
-			    stage_names[st], ru->file, ru->line, verdict_names[ru->verdict], ru->code);
+			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d mode=monitor would=%s "
+			    "code=%d score=%+lld headers=%d", stage_names[st], ru->file, ru->line,
+			    verdict_names[ru->verdict], ru->code, (long long)ru->score, ru->nhdr);
+			continue;
+		}
+		res->score += ru->score;
+		lf.score += ru->score;
+		for (int i = 0; i < ru->nhdr && res->nhdr < RULES_HDR_MAX; i++) {
+			res->hdr_name[res->nhdr] = ru->hdr_name[i];
+			res->hdr_value[res->nhdr++] = ru->hdr_value[i];
+		}
+		if (ru->verdict == RV_CONTINUE) {
+			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d verdict=continue "
+			    "score=%+lld headers=%d", stage_names[st], ru->file, ru->line,
+			    (long long)ru->score, ru->nhdr);
 			continue;
 		}
 		res->verdict = ru->verdict;

@@ -23,9 +23,11 @@
  *		FACTOR    := not FACTOR | ( CONDITION ) | true | FACT
  *		           | FACT in LIST | FACT is WORD
  *		           | FACT (== != < <= > >=) NUMBER
- *		ACTION    := accept | reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT"
- *	Rules run top to bottom per stage; the first that matches decides
- *	(accept ends the stage's rules and lets the command proceed). A
+ *		ACTIONS   := { score (+N|-N) | add-header NAME "VALUE" } [FINAL]
+ *		FINAL     := accept | reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT"
+ *	Rules run top to bottom per stage. score and add-header act and let
+ *	the evaluation go on; the first matching rule with a final action
+ *	decides (accept ends the stage's rules and lets the command go on). A
  *	monitor rule logs what it would have done and changes nothing; an
  *	off rule is checked at load and never run.
  *
@@ -66,21 +68,40 @@ struct rules_facts {
 	uint64_t size;			/* message size at data */
 	bool auth;
 	bool tls;
+	int64_t score;			/* the session's score so far */
 };
+
+#define RULES_HDR_MAX 8		/* header fields one stage may add */
 
 struct rules_result {
 	enum rules_verdict verdict;
 	int code;			/* reject/tempfail */
 	const char *enh;		/* borrowed from the rules */
-	const char *text;		/* borrowed from the rules */
+	const char *text;		/* template, borrowed: expand with rules_expand() */
 	const char *file;		/* the deciding rule */
 	int line;
 	int monitored;			/* monitor rules that matched on the way */
+	int64_t score;			/* what matching rules added */
+	int nhdr;			/* header fields to add: names and value templates */
+	const char *hdr_name[RULES_HDR_MAX];
+	const char *hdr_value[RULES_HDR_MAX];
 };
 
 struct rules;
 
 typedef void (*rules_err_fn)(void *arg, int line, int col, const char *msg);
+
+/* One call per rule looked at by rules_eval_trace(): where it is, its
+ * mode (0 enforce, 1 monitor, 2 off), whether its condition held, and
+ * its condition and action as written (normalised). */
+struct rules_trace {
+	const char *file;
+	int line;
+	int mode;
+	bool matched;
+	const char *text;
+};
+typedef void (*rules_trace_fn)(void *arg, const struct rules_trace *t);
 
 struct rules *rules_new(const char *file);
 int rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
@@ -90,7 +111,16 @@ int rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw
 size_t rules_count(const struct rules *r, enum rules_stage st);
 void rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	struct rules_result *res, uint64_t sid);
+void rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
+	struct rules_result *res, uint64_t sid, rules_trace_fn trace, void *arg);
 const char *rules_stage_name(enum rules_stage st);
+
+/* Expand $ip $helo $sender $sender-domain $rcpt $rcpt-domain $score $size
+ * ($$ is a dollar) in a template checked at load. What comes from the
+ * peer is cut and made printable ASCII (others become '?'), so no CR, LF
+ * or NUL ever reaches a reply or a header. Returns the length; out is
+ * always terminated. */
+size_t rules_expand(const char *tmpl, const struct rules_facts *f, char *out, size_t size);
 void rules_free(struct rules *r);
 
 #endif

@@ -62,6 +62,9 @@ struct slot {
 struct txn {
 	char sender[SMTP_PATH_MAX + 8];	/* rendered "<a@b>" */
 	struct smtp_addr from;		/* parsed, for the rules */
+	int64_t score;			/* added by rules at mail, rcpt, data */
+	char *hdrs;			/* header fields rules added, CRLF lines */
+	size_t hdrs_len;
 	struct smtp_mail_params mp;
 	unsigned nrcpt;			/* recipients sent upstream (pending or accepted) */
 	unsigned nrcpt_ok;		/* recipients the upstream accepted */
@@ -93,6 +96,9 @@ struct session {
 	bool counted;			/* holds a per-client slot */
 	char *helo;			/* owned, as sent (may be odd) */
 	unsigned facts;			/* SESS_F_* */
+	int64_t score;			/* added by rules at connect and helo */
+	char *hdrs;			/* header fields those rules added */
+	size_t hdrs_len;
 	unsigned errors, junk, ncmds, nmsgs, ups_connects;
 
 	uint64_t start_ms;

@@ -263,6 +263,7 @@ sess_txn_free(struct session *s)
 	if (s->txn == NULL)
 		return;
 	spool_free(s->txn->spool);
+	free(s->txn->hdrs);
 	free(s->txn);
 	s->txn = NULL;
 }
@@ -374,19 +375,47 @@ check_helo(struct session *s, const struct smtp_cmd *c)
 	return true;
 }
 
+/* sess_add_header - append "Name: value" to a header buffer, once */
+static void
+sess_add_header(char **buf, size_t *len, const char *name, const char *value)
+{
+	char line[1000];
+	int n = snprintf(line, sizeof(line), "%s: %s", name, value);
+
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;	/* RFC 5322: 998 + CRLF */
+	line[n++] = '\r';
+	line[n++] = '\n';
+	for (size_t i = 0; i + (size_t)n <= *len; i = (size_t)((char *)memchr(*buf + i, '\n', *len - i) - *buf) + 1)
+		if (memcmp(*buf + i, line, (size_t)n) == 0)
+			return;		/* the same field twice (a rule at each RCPT) */
+	if (*len > 64 * 1024)
+		return;			/* bounded, whatever the rules do */
+	*buf = xrealloc(*buf, *len + (size_t)n);
+	memcpy(*buf + *len, line, (size_t)n);
+	*len += (size_t)n;
+}
+
 /* sess_policy - run a stage's rules with what the session knows; false
- * when they refused the command (the reply is given) */
+ * when they refused the command (the reply is given). Scores and header
+ * fields from connect and helo belong to the session, the others to the
+ * transaction (which exists from MAIL on). */
 static bool
 sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 {
 	struct rules_result res;
+	char text[600];
+	char **hb;
+	size_t *hl;
 
 	if (s->conf->rules == NULL || rules_count(s->conf->rules, st) == 0)
 		return true;
 	f->client = (const struct sockaddr *)&s->peer;
 	f->helo = s->helo;
 	f->helolen = s->helo ? strlen(s->helo) : 0;
-	if (s->txn != NULL && st > RS_MAIL) {
+	if (s->txn != NULL && st >= RS_MAIL) {
 		f->have_sender = true;
 		f->sender_local = s->txn->from.local;
 		f->sender_llen = s->txn->from.local_len;
@@ -394,13 +423,29 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 		f->sender_dlen = s->txn->from.domain_len;
 		f->declared_size = s->txn->mp.has_size ? s->txn->mp.size : 0;
 	}
+	f->score = s->score + (s->txn ? s->txn->score : 0);
 	rules_eval(s->conf->rules, st, f, &res, s->id);
+	if (st >= RS_MAIL && s->txn != NULL) {
+		s->txn->score += res.score;
+		hb = &s->txn->hdrs;
+		hl = &s->txn->hdrs_len;
+	} else {
+		s->score += res.score;
+		hb = &s->hdrs;
+		hl = &s->hdrs_len;
+	}
+	f->score += res.score;
+	for (int i = 0; i < res.nhdr; i++) {
+		rules_expand(res.hdr_value[i], f, text, sizeof(text));
+		sess_add_header(hb, hl, res.hdr_name[i], text);
+	}
 	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
 		return true;
+	rules_expand(res.text, f, text, sizeof(text));
 	if (st == RS_CONNECT)
-		sess_reply_close(s, "%d %s %s", res.code, res.enh, res.text);
+		sess_reply_close(s, "%d %s %s", res.code, res.enh, text);
 	else
-		sess_replyf(s, "%d %s %s", res.code, res.enh, res.text);
+		sess_replyf(s, "%d %s %s", res.code, res.enh, text);
 	return false;
 }
 
@@ -535,20 +580,16 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 		sess_reply_close(s, "421 4.4.2 %s Error: upstream unavailable", s->conf->hostname);
 		return;
 	}
-	{
-		struct rules_facts f = { 0 };
-		f.have_sender = true;
-		f.sender_local = addr.local;
-		f.sender_llen = addr.local_len;
-		f.sender_domain = addr.domain;
-		f.sender_dlen = addr.domain_len;
-		f.declared_size = mp.has_size ? mp.size : 0;
-		if (!sess_policy(s, RS_MAIL, &f))
-			return;
-	}
 	s->txn = xcalloc(1, sizeof(*s->txn));
 	s->txn->mp = mp;
 	s->txn->from = addr;
+	{
+		struct rules_facts f = { 0 };
+		if (!sess_policy(s, RS_MAIL, &f)) {
+			sess_txn_free(s);
+			return;
+		}
+	}
 	if (smtp_addr_render(&addr, s->txn->sender, sizeof(s->txn->sender)) < 0) {
 		sess_txn_free(s);
 		sess_replyf(s, "501 5.1.7 Bad sender address syntax");
@@ -985,6 +1026,16 @@ sess_data_end(struct session *s)
 		sess_txn_abort(s);
 		return;
 	}
+	if (s->hdrs_len + t->hdrs_len > 0) {
+		/* moat's header fields go first, ahead of the client's */
+		char *h = xmalloc(s->hdrs_len + t->hdrs_len);
+		if (s->hdrs_len)
+			memcpy(h, s->hdrs, s->hdrs_len);
+		if (t->hdrs_len)
+			memcpy(h + s->hdrs_len, t->hdrs, t->hdrs_len);
+		spool_set_prefix(t->spool, h, s->hdrs_len + t->hdrs_len);
+		free(h);
+	}
 	log_msg(LOG_L_INFO, s->id, "message size=%llu rcpts=%u spooled=%s",
 	    (unsigned long long)t->dd.size, t->nrcpt_ok, spool_on_disk(t->spool) ? "file" : "memory");
 	sp = t->spool;
@@ -1121,6 +1172,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	__atomic_sub_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
 	conf_unref(s->conf);
 	free(s->helo);
+	free(s->hdrs);
 	free(s);
 	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
 		event_active(w->ev_wake, EV_READ, 0);

@@ -65,6 +65,8 @@ struct spool {
 	uint64_t size;
 	size_t mem_limit;
 	char *dir;
+	char *prefix;		/* header fields sent before the content */
+	size_t prefix_len;
 };
 
 /* Per-thread cache of free blocks, by size class. */
@@ -323,6 +325,8 @@ spool_send(struct spool *sp, struct evbuffer *out)
 {
 	if (sp->failed)
 		return -1;
+	if (sp->prefix_len > 0 && evbuffer_add(out, sp->prefix, sp->prefix_len) != 0)
+		return -1;
 	if (sp->fd < 0) {
 		/* each block belongs to out once added: spool_blk_sent gives it back */
 		while (sp->head != NULL) {
@@ -351,6 +355,15 @@ spool_send(struct spool *sp, struct evbuffer *out)
 	return 0;
 }
 
+/* spool_set_prefix - header fields to send before the content (copied) */
+void
+spool_set_prefix(struct spool *sp, const char *data, size_t len)
+{
+	free(sp->prefix);
+	sp->prefix = len ? xmemdup(data, len) : NULL;
+	sp->prefix_len = len;
+}
+
 /* spool_size - bytes held */
 uint64_t
 spool_size(const struct spool *sp)
@@ -374,6 +387,7 @@ spool_free(struct spool *sp)
 	spool_release(sp);
 	if (sp->fd >= 0)
 		close(sp->fd);
+	free(sp->prefix);
 	free(sp->dir);
 	free(sp);
 }

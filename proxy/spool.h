@@ -6,6 +6,8 @@
  *	int spool_write(struct spool *sp, const void *buf, size_t len);
  *	int spool_finish(struct spool *sp);
  *	int spool_send(struct spool *sp, struct evbuffer *out);
+ *	void spool_set_prefix(struct spool *sp, const char *data, size_t len);
+void spool_set_prefix(struct spool *sp, const char *data, size_t len);
  *	uint64_t spool_size(const struct spool *sp);
  *	void spool_free(struct spool *sp);
  *
@@ -14,6 +16,8 @@
  *	everything moves to an unlinked temporary file in dir (O_TMPFILE,
  *	mode 0600), written in 64 KiB blocks. Errors are sticky: after a
  *	failed write every call fails, and the caller answers 451 4.3.0.
+ *	spool_set_prefix() gives bytes (moat's own header fields) that
+ *	spool_send() puts before the content.
  *	spool_send() adds the whole content to an evbuffer (the memory
  *	blocks moved into it by reference, after which the spool holds no
  *	memory; or the file added as a file segment that libevent sends
@@ -41,6 +45,7 @@ struct spool *spool_new(const char *dir, size_t mem_limit);
 int spool_write(struct spool *sp, const void *buf, size_t len);
 int spool_finish(struct spool *sp);
 int spool_send(struct spool *sp, struct evbuffer *out);
+void spool_set_prefix(struct spool *sp, const char *data, size_t len);
 uint64_t spool_size(const struct spool *sp);
 bool spool_on_disk(const struct spool *sp);
 void spool_free(struct spool *sp);

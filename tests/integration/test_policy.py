@@ -123,3 +123,31 @@ def test_policy_reload_changes_rules_for_new_sessions(fake, moatd_factory):
         assert c.cmd("MAIL FROM:<a@b.test>").code == 250
         assert c.cmd("RCPT TO:<u@external.test>").code == 554
         c.cmd("QUIT")
+
+
+def test_policy_scores_headers_and_variables(fake, moatd_factory):
+    """score adds up across stages, add-header fields reach the upstream
+    ahead of the client's header, once each, and $variables in texts are
+    expanded with peer bytes made harmless."""
+    m = moatd_factory(fake.address, list=["watched net { 127.0.0.11 }"], on=[
+        'connect client-ip in watched score +3 add-header X-Moat-Watched "client $ip"',
+        'rcpt true score +1 add-header X-Moat-Note "score now $score"',
+        'rcpt score >= 6 reject 550 5.7.1 "score $score for $rcpt"',
+    ])
+    with m.client(source="127.0.0.11") as c:
+        c.ehlo()
+        rs = smtp_transaction(c, message("scored"), rcpts=["a@example.org", "b@example.org"])
+        assert rs[-1].code == 250, rs
+        assert c.cmd("MAIL FROM:<x@y.test>").code == 250
+        assert c.cmd("RCPT TO:<c@example.org>").code == 250      # 3 + 1 = 4
+        assert c.cmd("RCPT TO:<d@example.org>").code == 250      # 5
+        r = c.cmd("RCPT TO:<e@example.org>")                     # 6
+        assert (r.code, r.text) == (550, "5.7.1 score 6 for e@example.org"), r
+        c.cmd("QUIT")
+    done = fake.wait_completed(1)
+    head = done[0].content.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"X-Moat-Watched: client 127.0.0.11", lines[:4]
+    notes = [l for l in lines if l.startswith(b"X-Moat-Note:")]
+    assert notes == [b"X-Moat-Note: score now 4", b"X-Moat-Note: score now 5"], notes
+    assert b"Subject: scored" in head

@@ -169,7 +169,7 @@ static const struct bcase bcases[] = {
 	{ "unknown stage", "on queue true accept\n",
 	  "F:3:4: error: expected a stage (connect, helo, mail, rcpt or data), found \"queue\"" },
 	{ "unknown fact", "on mail spf is fail accept\n",
-	  "F:3:9: error: unknown fact \"spf\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls)" },
+	  "F:3:9: error: unknown fact \"spf\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score)" },
 	{ "fact too early", "on helo sender-domain is x accept\n",
 	  "F:3:9: error: sender-domain is not known yet at helo (only from mail on)" },
 	{ "unknown list", "on connect client-ip in nope accept\n",
@@ -177,7 +177,7 @@ static const struct bcase bcases[] = {
 	{ "wrong list kind", "list d domain { a.test }\non connect client-ip in d accept\n",
 	  "F:4:25: error: client-ip cannot be looked up in the domain list d" },
 	{ "no action", "on connect auth\n",
-	  "F:3:16: error: expected an action (accept, reject or tempfail), found end of line" },
+	  "F:3:16: error: expected an action (accept, reject, tempfail, score or add-header), found end of line" },
 	{ "reject with 4xx", "on connect auth reject 450 4.7.1 \"x\"\n",
 	  "F:3:24: error: expected a 5xx reply code, found \"450\"" },
 	{ "tempfail with 5xx", "on connect auth tempfail 550 5.7.1 \"x\"\n",
@@ -206,6 +206,16 @@ static const struct bcase bcases[] = {
 	  "F:4:1: error: list a: missing '}'" },
 	{ "bad list item", "list a net {\n 192.0.2.1/24 }\n",
 	  "F:4:2: error: bad network \"192.0.2.1/24\": host bits are set beyond /24 (did you mean 192.0.2.0/24?)" },
+	{ "score without sign", "on connect true score 3\n",
+	  "F:3:23: error: expected a signed score like +3 or -2, found \"3\"" },
+	{ "unknown variable", "on mail true reject 550 5.7.1 \"no $user here\"\n",
+	  "F:3:31: error: expected the reply text in double quotes (unknown $variable (known: $ip $helo $sender $sender-domain $rcpt $rcpt-domain $score $size; $$ for a dollar)), found \"no $user here\"" },
+	{ "variable too early", "on helo true reject 550 5.7.1 \"bad $rcpt\"\n",
+	  "F:3:31: error: expected the reply text in double quotes (a $variable not known yet at this stage), found \"bad $rcpt\"" },
+	{ "our own A-R", "on data true add-header Authentication-Results \"x; spf=pass\"\n",
+	  "F:3:25: error: expected a header field name (not Authentication-Results), found \"Authentication-Results\"" },
+	{ "final not last", "on data true accept score +1\n",
+	  "F:3:21: error: unexpected \"score\" after the action" },
 	{ "missing list file", "list a net file \"/nonexistent/x\"\n",
 	  "F:3:17: error: /nonexistent/x: cannot open: No such file or directory" },
 };
@@ -248,6 +258,53 @@ test_errors_all_reported(void)
 	free(errs);
 }
 
+static void
+test_score_headers_variables(void)
+{
+	char *errs = NULL, out[512];
+	struct conf *c = load(
+	    "list bad net { 192.0.2.0/24 }\n"
+	    "on connect client-ip in bad score +5 add-header X-Listed \"$ip is listed\"\n"
+	    "on connect true score -1\n"
+	    "on mail score >= 4 reject 550 5.7.1 \"score $score too high for $sender ($$5)\"\n"
+	    "on mail score < 0 add-header X-Friendly \"yes\" score +10\n", &errs);
+	struct sockaddr_in sin;
+	struct rules_facts f;
+	struct rules_result r;
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
+	memset(&f, 0, sizeof(f));
+	f.client = (struct sockaddr *)&sin;
+	rules_eval(c->rules, RS_CONNECT, &f, &r, 0);
+	T_CHECK(r.verdict == RV_CONTINUE && r.score == 4 && r.nhdr == 1);
+	rules_expand(r.hdr_value[0], &f, out, sizeof(out));
+	T_CHECKF(strcmp(out, "192.0.2.7 is listed") == 0, "%s", out);
+	f.score = r.score;
+	f.have_sender = true;
+	f.sender_local = "a\r\nb";	/* peer bytes: never a CR or LF in a reply */
+	f.sender_llen = 4;
+	f.sender_domain = "x.test";
+	f.sender_dlen = 6;
+	rules_eval(c->rules, RS_MAIL, &f, &r, 0);
+	T_CHECK(r.verdict == RV_REJECT && r.code == 550);
+	rules_expand(r.text, &f, out, sizeof(out));
+	T_CHECKF(strcmp(out, "score 4 too high for a??b@x.test ($5)") == 0, "%s", out);
+	f.score = -1;
+	rules_eval(c->rules, RS_MAIL, &f, &r, 0);
+	T_CHECK(r.verdict == RV_CONTINUE && r.score == 10 && r.nhdr == 1 &&
+	    strcmp(r.hdr_name[0], "X-Friendly") == 0);
+	/* expansion never overflows */
+	rules_expand("$ip $ip $ip", &f, out, 5);
+	T_CHECK(strlen(out) == 4);
+	conf_unref(c);
+}
+
 int
 main(void)
 {
@@ -255,5 +312,6 @@ main(void)
 	T_RUN(test_eval_table);
 	T_RUN(test_bad_rules);
 	T_RUN(test_errors_all_reported);
+	T_RUN(test_score_headers_variables);
 	return T_DONE("rules");
 }
