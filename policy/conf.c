@@ -108,27 +108,34 @@ struct conf_parse {
 	unsigned char seen[CONF_NSETTINGS];
 };
 
-/* conf_error - record one error at file:line:col */
-static void __attribute__((format(printf, 4, 5)))
-conf_error(struct conf_parse *p, int line, int col, const char *fmt, ...)
+/* conf_note - record one error or warning line at file:line:col */
+static void
+conf_note(struct conf_parse *p, const char *kind, int line, int col, const char *msg)
 {
-	char msg[512];
-	va_list ap;
-	int n;
+	int n = snprintf(NULL, 0, "%s:%d:%d: %s: %s\n", p->file, line, col, kind, msg);
 
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	n = snprintf(NULL, 0, "%s:%d:%d: error: %s\n", p->file, line, col, msg);
 	if (n < 0)
 		return;
 	if (p->errlen + (size_t)n + 1 > p->errcap) {
 		p->errcap = (p->errlen + (size_t)n + 1) * 2;
 		p->errs = xrealloc(p->errs, p->errcap);
 	}
-	snprintf(p->errs + p->errlen, p->errcap - p->errlen, "%s:%d:%d: error: %s\n",
-	    p->file, line, col, msg);
+	snprintf(p->errs + p->errlen, p->errcap - p->errlen, "%s:%d:%d: %s: %s\n",
+	    p->file, line, col, kind, msg);
 	p->errlen += (size_t)n;
+}
+
+/* conf_error - record one error at file:line:col */
+static void __attribute__((format(printf, 4, 5)))
+conf_error(struct conf_parse *p, int line, int col, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	conf_note(p, "error", line, col, msg);
 	p->nerr++;
 }
 
@@ -435,7 +442,11 @@ conf_intern(struct conf *c, const char *name)
 static void
 conf_rules_err(void *arg, int line, int col, const char *msg)
 {
-	conf_error(arg, line, col, "%s", msg);
+	/* the rules parser marks what does not stop the load */
+	if (strncmp(msg, "warning: ", 9) == 0)
+		conf_note(arg, "warning", line, col, msg + 9);
+	else
+		conf_error(arg, line, col, "%s", msg);
 }
 
 /* conf_read_file - the whole file into memory, bounded */
@@ -620,9 +631,9 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 		conf_error(p, 1, 1, "no \"listen\" statement: moatd needs at least one");
 	if (c->upstream.salen == 0)
 		conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
+	*errors = p->errs;	/* the errors, or the warnings of a good file */
 	if (p->nerr > 0) {
 		conf_unref(c);
-		*errors = p->errs;
 		return NULL;
 	}
 	return c;

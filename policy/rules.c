@@ -893,6 +893,15 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 		rp_error(&p, "unexpected %s after the action", rp_shown(&p, shown, sizeof(shown)));
 		goto fail;
 	}
+	for (const struct rule *o = r->head[st]; o; o = o->next)
+		if (o->mode == 0 && o->verdict != RV_CONTINUE && o->cond->op == N_TRUE) {
+			p.t.line = kw->line;
+			p.t.col = kw->col;
+			rp_error(&p, "warning: this rule can never run: the rule at line %d "
+			    "decides every %s first", o->line, stage_names[st]);
+			p.errors--;
+			break;
+		}
 	if (r->tail[st])
 		r->tail[st]->next = ru;
 	else

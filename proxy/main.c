@@ -189,6 +189,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 			free(errs);
 			return;
 		}
+		if (errs != NULL)
+			print_errors(errs);	/* warnings */
 		free(errs);
 		pthread_mutex_lock(&moatd.conf_lock);
 		old = moatd.conf;
@@ -300,6 +302,8 @@ main(int argc, char **argv)
 		free(errs);
 		return 1;
 	}
+	if (errs != NULL)
+		fputs(errs, stderr);	/* warnings */
 	free(errs);
 	if (check_only) {
 		printf("%s: configuration OK\n", conf_path);

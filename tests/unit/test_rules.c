@@ -305,6 +305,20 @@ test_score_headers_variables(void)
 	conf_unref(c);
 }
 
+static void
+test_unreachable_warning(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("on mail true reject 550 5.7.1 \"all\"\non mail auth accept\n"
+	    "on rcpt true score +1\non rcpt auth accept\n", &errs);
+
+	T_CHECK(c != NULL);		/* a warning does not refuse the file */
+	T_CHECKF(errs != NULL && strcmp(errs, "F:4:1: warning: this rule can never run: the rule "
+	    "at line 3 decides every mail first\n") == 0, "%s", errs ? errs : "(none)");
+	conf_unref(c);
+	free(errs);
+}
+
 int
 main(void)
 {
@@ -313,5 +327,6 @@ main(void)
 	T_RUN(test_bad_rules);
 	T_RUN(test_errors_all_reported);
 	T_RUN(test_score_headers_variables);
+	T_RUN(test_unreachable_warning);
 	return T_DONE("rules");
 }
