@@ -28,7 +28,8 @@ enum fact_type { FT_BOOL, FT_NUM, FT_IP, FT_DOMAIN, FT_ADDRESS, FT_WORD };
 
 enum fact_id {
 	F_CLIENT_IP, F_HELO, F_SENDER, F_SENDER_DOMAIN, F_NULL_SENDER, F_RCPT,
-	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS, F_SCORE
+	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS, F_SCORE,
+	F_PIPELINING, F_AFTER_DOT, F_BARE_LF
 };
 
 struct fact_def {
@@ -52,6 +53,9 @@ static const struct fact_def fact_defs[] = {
 	{ "auth", F_AUTH, FT_BOOL, RS_CONNECT },
 	{ "tls", F_TLS, FT_BOOL, RS_CONNECT },
 	{ "score", F_SCORE, FT_NUM, RS_CONNECT },
+	{ "pipelining-violation", F_PIPELINING, FT_BOOL, RS_CONNECT },
+	{ "pipelined-after-dot", F_AFTER_DOT, FT_BOOL, RS_CONNECT },
+	{ "bare-lf", F_BARE_LF, FT_BOOL, RS_DATA },
 };
 #define NFACTS (sizeof(fact_defs) / sizeof(fact_defs[0]))
 
@@ -377,7 +381,8 @@ rp_fact(struct rp *p)
 			return &fact_defs[i];
 		}
 	rp_error(p, "unknown fact %s (known: client-ip, helo, sender, sender-domain, "
-	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score)",
+	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, "
+	    "pipelining-violation, pipelined-after-dot, bare-lf)",
 	    rp_shown(p, shown, sizeof(shown)));
 	return NULL;
 }
@@ -849,6 +854,37 @@ rp_action(struct rp *p, struct rule *ru)
 	}
 }
 
+/* rp_source - the statement as written, for traces: continuation lines
+ * joined, blanks squeezed, comments dropped, at most 300 bytes */
+static char *
+rp_source(const char *b, const char *e)
+{
+	char out[301];
+	size_t n = 0;
+	bool blank = false, quoted = false;
+
+	for (const char *c = b; c < e && n < sizeof(out) - 1; c++) {
+		if (*c == '"')
+			quoted = !quoted;
+		if (!quoted && *c == '#')
+			while (c + 1 < e && c[1] != '\n')
+				c++;
+		else if (!quoted && *c == '\\' && c + 1 < e && (c[1] == '\n' || c[1] == '\r'))
+			blank = true;
+		else if ((unsigned char)*c <= ' ' || *c == 0x7f)
+			blank = true;
+		else {
+			if (blank && n > 0)
+				out[n++] = ' ';
+			blank = false;
+			if (n < sizeof(out) - 1)
+				out[n++] = *c;
+		}
+	}
+	out[n] = 0;
+	return xstrdup(out);
+}
+
 /* rules_parse_on - "on STAGE [monitor|off] CONDITION ACTION" */
 int
 rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
@@ -861,14 +897,6 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 
 	ru->line = kw->line;
 	ru->file = lx->file;
-	{
-		/* keep the statement's text (up to the line end) for traces */
-		const char *b = kw->text, *e = lx->buf + lx->len, *nl = memchr(b, '\n', (size_t)(e - b));
-		size_t n = (size_t)((nl ? nl : e) - b);
-		char esc[LOG_ESC_SIZE];
-		log_escape(esc, sizeof(esc), b, n > 300 ? 300 : n);
-		ru->src = xstrdup(esc);
-	}
 	rp_next(&p);
 	for (st = 0; st < RS__COUNT; st++)
 		if (rp_is(&p, stage_names[st]))
@@ -902,6 +930,7 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 			p.errors--;
 			break;
 		}
+	ru->src = rp_source(kw->text, lx->buf + lx->pos);
 	if (r->tail[st])
 		r->tail[st]->next = ru;
 	else
@@ -1012,6 +1041,9 @@ eval(const struct node *n, const struct rules_facts *f)
 		case F_AUTH: return f->auth;
 		case F_TLS: return f->tls;
 		case F_NULL_SENDER: return f->have_sender && f->sender_llen == 0 && f->sender_dlen == 0;
+		case F_PIPELINING: return f->pipelining_violation;
+		case F_AFTER_DOT: return f->pipelined_after_dot;
+		case F_BARE_LF: return f->bare_lf;
 		default: return false;
 		}
 	}

@@ -69,6 +69,9 @@ struct rules_facts {
 	bool auth;
 	bool tls;
 	int64_t score;			/* the session's score so far */
+	bool pipelining_violation;	/* RFC 2920 3.1 broken so far in the session */
+	bool pipelined_after_dot;	/* commands came with an end-of-data dot */
+	bool bare_lf;			/* data: the message had bare LF line ends */
 };
 
 #define RULES_HDR_MAX 8		/* header fields one stage may add */

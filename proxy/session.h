@@ -44,7 +44,7 @@ enum sess_state {
 };
 
 /* protocol-hygiene facts about the session (rules will read them) */
-#define SESS_F_PIPE_BEFORE_EHLO  0x01u	/* input after a command before PIPELINING was offered */
+#define SESS_F_NOT_LAST        0x01u	/* input behind a command that must end a group (RFC 2920 3.1) */
 #define SESS_F_DATA_PIPELINED    0x02u	/* content sent with DATA before our 354 */
 #define SESS_F_BARE_LF_CMD       0x04u	/* a command line ended in bare LF */
 #define SESS_F_AFTER_DOT         0x08u	/* commands pipelined right after the end of data */

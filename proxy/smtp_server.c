@@ -424,6 +424,8 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 		f->declared_size = s->txn->mp.has_size ? s->txn->mp.size : 0;
 	}
 	f->score = s->score + (s->txn ? s->txn->score : 0);
+	f->pipelining_violation = (s->facts & (SESS_F_NOT_LAST | SESS_F_DATA_PIPELINED)) != 0;
+	f->pipelined_after_dot = (s->facts & SESS_F_AFTER_DOT) != 0;
 	rules_eval(s->conf->rules, st, f, &res, s->id);
 	if (st >= RS_MAIL && s->txn != NULL) {
 		s->txn->score += res.score;
@@ -884,7 +886,7 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 	if ((v->flags & VF_LAST) && s->state == SS_CMD && !s->closing &&
 	    evbuffer_get_length(conn_input(s->conn)) > 0) {
 		/* RFC 2920 3.1: this command must end a group */
-		s->facts |= SESS_F_PIPE_BEFORE_EHLO;
+		s->facts |= SESS_F_NOT_LAST;
 		log_msg(LOG_L_DEBUG, s->id, "protocol fact=pipelined-after verb=%s",
 		    smtp_verb_name(c.verb));
 	}
@@ -1015,6 +1017,7 @@ sess_data_end(struct session *s)
 		struct rules_facts f = { 0 };
 		f.size = t->dd.size;
 		f.rcpt_count = t->nrcpt_ok;
+		f.bare_lf = (t->dd.flags & DATA_F_BARE_LF) != 0;
 		if (!sess_policy(s, RS_DATA, &f)) {
 			sess_txn_abort(s);
 			return;

@@ -151,3 +151,43 @@ def test_policy_scores_headers_and_variables(fake, moatd_factory):
     notes = [l for l in lines if l.startswith(b"X-Moat-Note:")]
     assert notes == [b"X-Moat-Note: score now 4", b"X-Moat-Note: score now 5"], notes
     assert b"Subject: scored" in head
+
+
+def test_smg_11_rule_on_pipelined_after_dot(fake, moatd_factory):
+    """D2: commands pipelined right after the end-of-data dot are a fact a
+    rule can act on: here the second, pipelined transaction is refused at
+    MAIL and nothing of it reaches the upstream, while the first message
+    (sent correctly) is relayed."""
+    m = moatd_factory(fake.address, on=[
+        'mail pipelined-after-dot reject 550 5.5.0 "pipelining after the end of data"'])
+    msg1 = message("smg-11-rule-first")
+    with m.client() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@b.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(harness.dot_stuff(msg1) + b"\r\n.\r\nMAIL FROM:<second@b.test>\r\n")
+        rs = c.replies(2, timeout=10)
+        assert [r.code for r in rs] == [250, 550], rs
+        assert rs[1].text == "5.5.0 pipelining after the end of data"
+        c.cmd("QUIT")
+    done = fake.wait_completed(1)
+    assert len(done) == 1 and b"smg-11-rule-first" in done[0].content
+    assert b"second@b.test" not in fake.all_raw()
+    assert m.wait_log(r"policy stage=mail rule=\S+ verdict=reject code=550", 5)
+
+
+def test_policy_bare_lf_fact(fake, moatd_factory):
+    """bare-lf: the message had bare LF line ends (normalised by default);
+    a rule can tag such mail."""
+    m = moatd_factory(fake.address, on=['data bare-lf add-header X-Moat-Bare-LF "yes"'])
+    with m.client() as c:
+        c.ehlo()
+        rs = smtp_transaction(c, b"Subject: lf\nX: y\r\n\r\nbody\n", stuff=False)
+        assert rs[-1].code == 250, rs
+        rs = smtp_transaction(c, message("crlf"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    done = fake.wait_completed(2)
+    assert done[0].content.startswith(b"X-Moat-Bare-LF: yes\r\nSubject: lf\r\n"), done[0].content[:80]
+    assert b"X-Moat-Bare-LF" not in done[1].content
