@@ -29,7 +29,7 @@ enum fact_type { FT_BOOL, FT_NUM, FT_IP, FT_DOMAIN, FT_ADDRESS, FT_WORD };
 enum fact_id {
 	F_CLIENT_IP, F_HELO, F_SENDER, F_SENDER_DOMAIN, F_NULL_SENDER, F_RCPT,
 	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS, F_SCORE,
-	F_PIPELINING, F_AFTER_DOT, F_BARE_LF
+	F_PIPELINING, F_AFTER_DOT, F_BARE_LF, F_HELO_VALID, F_FCRDNS, F_CLIENT_NAME
 };
 
 struct fact_def {
@@ -56,6 +56,9 @@ static const struct fact_def fact_defs[] = {
 	{ "pipelining-violation", F_PIPELINING, FT_BOOL, RS_CONNECT },
 	{ "pipelined-after-dot", F_AFTER_DOT, FT_BOOL, RS_CONNECT },
 	{ "bare-lf", F_BARE_LF, FT_BOOL, RS_DATA },
+	{ "helo-valid", F_HELO_VALID, FT_BOOL, RS_HELO },
+	{ "fcrdns", F_FCRDNS, FT_BOOL, RS_CONNECT },
+	{ "client-name", F_CLIENT_NAME, FT_DOMAIN, RS_CONNECT },
 };
 #define NFACTS (sizeof(fact_defs) / sizeof(fact_defs[0]))
 
@@ -104,6 +107,7 @@ struct rules {
 	struct named_list *lists;
 	struct rule *head[RS__COUNT], *tail[RS__COUNT];
 	size_t n[RS__COUNT];
+	bool need_fcrdns[RS__COUNT];	/* a rule of the stage uses fcrdns facts */
 };
 
 /* The parser's state: one token of look-ahead. */
@@ -133,6 +137,13 @@ const char *
 rules_stage_name(enum rules_stage st)
 {
 	return (unsigned)st < RS__COUNT ? stage_names[st] : "?";
+}
+
+/* rules_stage_needs - see rules.h */
+bool
+rules_stage_needs(const struct rules *r, enum rules_stage st, int check)
+{
+	return r != NULL && check == 0 && r->need_fcrdns[st];
 }
 
 /* rules_count - rules of a stage (off ones included) */
@@ -382,7 +393,7 @@ rp_fact(struct rp *p)
 		}
 	rp_error(p, "unknown fact %s (known: client-ip, helo, sender, sender-domain, "
 	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, "
-	    "pipelining-violation, pipelined-after-dot, bare-lf)",
+	    "pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name)",
 	    rp_shown(p, shown, sizeof(shown)));
 	return NULL;
 }
@@ -854,6 +865,17 @@ rp_action(struct rp *p, struct rule *ru)
 	}
 }
 
+/* node_uses_fcrdns - does the condition read a fact of the fcrdns check? */
+static bool
+node_uses_fcrdns(const struct node *n)
+{
+	if (n == NULL)
+		return false;
+	if (n->fact != NULL && (n->fact->id == F_FCRDNS || n->fact->id == F_CLIENT_NAME))
+		return true;
+	return node_uses_fcrdns(n->a) || node_uses_fcrdns(n->b);
+}
+
 /* rp_source - the statement as written, for traces: continuation lines
  * joined, blanks squeezed, comments dropped, at most 300 bytes */
 static char *
@@ -931,6 +953,8 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 			break;
 		}
 	ru->src = rp_source(kw->text, lx->buf + lx->pos);
+	if (ru->mode != 2 && node_uses_fcrdns(ru->cond))
+		r->need_fcrdns[st] = true;
 	if (r->tail[st])
 		r->tail[st]->next = ru;
 	else
@@ -958,6 +982,7 @@ eval_word(const struct node *n, const struct rules_facts *f, size_t *len)
 	case F_HELO: *len = f->helolen; return f->helo;
 	case F_SENDER_DOMAIN: *len = f->sender_dlen; return f->sender_domain;
 	case F_RCPT_DOMAIN: *len = f->rcpt_dlen; return f->rcpt_domain;
+	case F_CLIENT_NAME: *len = f->client_nlen; return f->client_name;
 	default: *len = 0; return NULL;
 	}
 }
@@ -997,6 +1022,7 @@ eval_in(const struct node *n, const struct rules_facts *f)
 	}
 	case F_SENDER_DOMAIN:
 	case F_RCPT_DOMAIN:
+	case F_CLIENT_NAME:
 		w = eval_word(n, f, &len);
 		return len > 0 && list_match_domain(n->list, w, len);
 	case F_HELO:
@@ -1006,9 +1032,21 @@ eval_in(const struct node *n, const struct rules_facts *f)
 	}
 }
 
-/* eval - one condition */
+/* eval_needs - does this fact come from a check whose result is not in?
+ * Then evaluation stops and the caller runs the check first. */
 static bool
-eval(const struct node *n, const struct rules_facts *f)
+eval_needs(const struct node *n, const struct rules_facts *f, int *need)
+{
+	if ((n->fact->id == F_FCRDNS || n->fact->id == F_CLIENT_NAME) && !f->fcrdns_known) {
+		*need = 0;	/* CHECK_FCRDNS */
+		return true;
+	}
+	return false;
+}
+
+/* eval - one condition; *need >= 0 when a check must run first */
+static bool
+eval(const struct node *n, const struct rules_facts *f, int *need)
 {
 	const char *w;
 	size_t len;
@@ -1016,11 +1054,16 @@ eval(const struct node *n, const struct rules_facts *f)
 
 	switch (n->op) {
 	case N_TRUE: return true;
-	case N_NOT: return !eval(n->a, f);
-	case N_AND: return eval(n->a, f) && eval(n->b, f);
-	case N_OR: return eval(n->a, f) || eval(n->b, f);
-	case N_IN: return eval_in(n, f);
+	case N_NOT: return !eval(n->a, f, need) && *need < 0;
+	case N_AND: return eval(n->a, f, need) && *need < 0 && eval(n->b, f, need);
+	case N_OR: return (eval(n->a, f, need) || (*need < 0 && eval(n->b, f, need))) && *need < 0;
+	case N_IN:
+		if (eval_needs(n, f, need))
+			return false;
+		return eval_in(n, f);
 	case N_IS:
+		if (eval_needs(n, f, need))
+			return false;
 		w = eval_word(n, f, &len);
 		if (len > 0 && w[len - 1] == '.' && n->wlen > 0 && n->word[n->wlen - 1] != '.')
 			len--;
@@ -1037,6 +1080,8 @@ eval(const struct node *n, const struct rules_facts *f)
 		}
 		return false;
 	case N_BOOL:
+		if (eval_needs(n, f, need))
+			return false;
 		switch (n->fact->id) {
 		case F_AUTH: return f->auth;
 		case F_TLS: return f->tls;
@@ -1044,6 +1089,8 @@ eval(const struct node *n, const struct rules_facts *f)
 		case F_PIPELINING: return f->pipelining_violation;
 		case F_AFTER_DOT: return f->pipelined_after_dot;
 		case F_BARE_LF: return f->bare_lf;
+		case F_HELO_VALID: return f->helo_valid;
+		case F_FCRDNS: return f->fcrdns;
 		default: return false;
 		}
 	}
@@ -1070,8 +1117,24 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 	memset(res, 0, sizeof(*res));
 	if (r == NULL)
 		return;
+	if (r->need_fcrdns[st] && !f->fcrdns_known) {
+		/* run the check before any rule of the stage, so that no rule
+		 * acts (or logs) twice */
+		res->verdict = RV_WAIT;
+		res->need = 0;	/* CHECK_FCRDNS */
+		return;
+	}
 	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {
-		bool m = ru->mode != 2 && eval(ru->cond, &lf);
+		int need = -1;
+		bool m = ru->mode != 2 && eval(ru->cond, &lf, &need);
+		if (need >= 0) {
+			/* nothing of this pass counts: the stage runs again with
+			 * the check's result */
+			memset(res, 0, sizeof(*res));
+			res->verdict = RV_WAIT;
+			res->need = need;
+			return;
+		}
 		if (trace != NULL) {
 			struct rules_trace t = { ru->file, ru->line, ru->mode, m, ru->src };
 			trace(arg, &t);

@@ -51,7 +51,9 @@
 
 enum rules_stage { RS_CONNECT = 0, RS_HELO, RS_MAIL, RS_RCPT, RS_DATA, RS__COUNT };
 
-enum rules_verdict { RV_CONTINUE = 0, RV_ACCEPT, RV_REJECT, RV_TEMPFAIL };
+enum rules_verdict { RV_CONTINUE = 0, RV_ACCEPT, RV_REJECT, RV_TEMPFAIL,
+	RV_WAIT			/* a rule needs a check's result: res->need */
+};
 
 /* What the front-end knows at a stage; unknown strings are NULL/0. */
 struct rules_facts {
@@ -72,6 +74,11 @@ struct rules_facts {
 	bool pipelining_violation;	/* RFC 2920 3.1 broken so far in the session */
 	bool pipelined_after_dot;	/* commands came with an end-of-data dot */
 	bool bare_lf;			/* data: the message had bare LF line ends */
+	bool helo_valid;		/* the HELO name is a domain or address literal */
+	bool fcrdns_known;		/* the fcrdns check (filter.h) has its result */
+	bool fcrdns;			/* the client's name is forward-confirmed */
+	const char *client_name;	/* that name, or NULL */
+	size_t client_nlen;
 };
 
 #define RULES_HDR_MAX 8		/* header fields one stage may add */
@@ -85,6 +92,7 @@ struct rules_result {
 	int line;
 	int monitored;			/* monitor rules that matched on the way */
 	int64_t score;			/* what matching rules added */
+	int need;			/* RV_WAIT: the check (filter.h enum check_id) */
 	int nhdr;			/* header fields to add: names and value templates */
 	const char *hdr_name[RULES_HDR_MAX];
 	const char *hdr_value[RULES_HDR_MAX];
@@ -117,6 +125,10 @@ void rules_eval(const struct rules *r, enum rules_stage st, const struct rules_f
 void rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	struct rules_result *res, uint64_t sid, rules_trace_fn trace, void *arg);
 const char *rules_stage_name(enum rules_stage st);
+
+/* Does a rule of this stage (not off) read the facts of this check
+ * (filter.h enum check_id)? The front-end runs the check first. */
+bool rules_stage_needs(const struct rules *r, enum rules_stage st, int check);
 
 /* Expand $ip $helo $sender $sender-domain $rcpt $rcpt-domain $score $size
  * ($$ is a dollar) in a template checked at load. What comes from the

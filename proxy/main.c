@@ -325,6 +325,7 @@ main(int argc, char **argv)
 		nworkers = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
 	}
 	moatd.nworkers = nworkers;
+	moatd.workq = workq_new(2, 1024);
 	moatd.workers = xcalloc((size_t)nworkers, sizeof(struct worker));
 	for (int i = 0; i < nworkers; i++) {
 		struct worker *w = &moatd.workers[i];
@@ -338,6 +339,7 @@ main(int argc, char **argv)
 		if (w->wake_fd < 0)
 			fatal("eventfd: %s", strerror(errno));
 		w->ev_wake = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, worker_wake_cb, w);
+		w->wq = workq_loop_new(moatd.workq, w->base);
 		event_add(w->ev_wake, NULL);
 		for (int j = 0; j < c->nlisten; j++) {
 			char err[256];
@@ -389,6 +391,9 @@ main(int argc, char **argv)
 	}
 	for (int i = 0; i < nworkers; i++)
 		pthread_join(moatd.workers[i].thread, NULL);
+	workq_free(moatd.workq);	/* finishes its jobs: no session is left */
+	for (int i = 0; i < nworkers; i++)
+		workq_loop_free(moatd.workers[i].wq);
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(ev_drain_timer);

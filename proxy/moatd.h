@@ -21,6 +21,7 @@
 #include <event2/listener.h>
 
 #include "conf.h"
+#include "workq.h"
 
 struct session;
 struct conn;
@@ -42,6 +43,7 @@ struct worker {
 	struct evconnlistener *lev[CONF_LISTEN_MAX];
 	int nlev;
 	struct event *ev_wake;		/* reads wake_fd; also made active in-thread */
+	struct workq_loop *wq;		/* completions of checks run on the pool */
 	int wake_fd;			/* eventfd the main thread writes to */
 	struct session *sessions;	/* list of live sessions */
 	unsigned nsessions;
@@ -63,6 +65,7 @@ struct moatd_state {
 	uint64_t next_sid;		/* atomic */
 	bool draining;			/* atomic */
 	unsigned fd_session_cap;	/* sessions the fd limit allows */
+	struct workq *workq;		/* the pool for blocking checks */
 };
 
 extern struct moatd_state moatd;

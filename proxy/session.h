@@ -50,6 +50,9 @@ enum sess_state {
 #define SESS_F_AFTER_DOT         0x08u	/* commands pipelined right after the end of data */
 #define SESS_F_NON_SMTP          0x10u	/* HTTP or PROXY bytes */
 
+/* what a session resumes when a check's result comes in */
+enum sess_wait { SW_NONE = 0, SW_GREETING, SW_COMMAND, SW_DATA_END };
+
 struct slot {
 	struct slot *next;
 	bool filled;
@@ -97,6 +100,11 @@ struct session {
 	char *helo;			/* owned, as sent (may be odd) */
 	unsigned facts;			/* SESS_F_* */
 	int64_t score;			/* added by rules at connect and helo */
+	unsigned char fcrdns_state;	/* filter.h: CHECK_NONE, _PENDING, _DONE */
+	unsigned char fcrdns_status;	/* CHECK_PASS, _FAIL, _TEMPERROR */
+	unsigned char waiting;		/* SW_*: what waits for a check */
+	char *client_name;		/* forward-confirmed name, owned */
+	uint64_t check_deadline_ms;	/* 0 = no check awaited */
 	char *hdrs;			/* header fields those rules added */
 	size_t hdrs_len;
 	unsigned errors, junk, ncmds, nmsgs, ups_connects;

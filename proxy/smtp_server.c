@@ -49,6 +49,7 @@
 #include <event2/event.h>
 
 #include "conn.h"
+#include "filter.h"
 #include "log.h"
 #include "moatd.h"
 #include "rules.h"
@@ -60,11 +61,14 @@
 #define SESS_OUTPUT_MAX  (64 * 1024)	/* replies not yet taken by the client */
 #define SESS_CLOSE_MS    10000		/* flushing the last reply */
 #define SESS_REPLY_MAX   1024
+#define SESS_CHECK_MS    10000		/* the longest a session waits for a check */
 
 static void sess_process_input(struct session *s);
 static void sess_data_input(struct session *s);
 static void sess_arm_timer(struct session *s);
 static void sess_begin_close(struct session *s);
+static void sess_greet(struct session *s);
+static void sess_data_finish(struct session *s);
 
 /* sess_now_ms - monotonic milliseconds */
 uint64_t
@@ -375,6 +379,91 @@ check_helo(struct session *s, const struct smtp_cmd *c)
 	return true;
 }
 
+/* sess_find - a live session of this worker by id, or NULL */
+static struct session *
+sess_find(struct worker *w, uint64_t sid)
+{
+	for (struct session *s = w->sessions; s; s = s->next)
+		if (s->id == sid)
+			return s->closing ? NULL : s;
+	return NULL;
+}
+
+/* sess_resume - a check's result is in (or its deadline passed) */
+static void
+sess_resume(struct session *s)
+{
+	enum sess_wait w = (enum sess_wait)s->waiting;
+
+	s->waiting = SW_NONE;
+	s->check_deadline_ms = 0;
+	switch (w) {
+	case SW_GREETING:
+		sess_greet(s);
+		break;
+	case SW_DATA_END:
+		sess_data_finish(s);
+		if (!s->closing)
+			sess_process_input(s);
+		break;
+	case SW_COMMAND:
+		sess_process_input(s);
+		break;
+	case SW_NONE:
+		break;
+	}
+	if (!s->closing)
+		sess_arm_timer(s);
+}
+
+/* sess_check_result - store a check's result */
+static void
+sess_check_result(struct session *s, enum check_status st, const char *name)
+{
+	char esc[LOG_ESC_SIZE];
+
+	s->fcrdns_state = CHECK_DONE;
+	s->fcrdns_status = (unsigned char)st;
+	free(s->client_name);
+	s->client_name = st == CHECK_PASS && name[0] ? xstrdup(name) : NULL;
+	log_escape(esc, sizeof(esc), name, strlen(name));
+	log_msg(LOG_L_INFO, s->id, "check fcrdns=%s%s%s", st == CHECK_PASS ? "pass" :
+	    st == CHECK_FAIL ? "fail" : "temperror", s->client_name ? " name=" : "",
+	    s->client_name ? esc : "");
+}
+
+/* sess_check_done - back from the pool, by session id */
+static void
+sess_check_done(void *ctx, uint64_t sid, enum check_id id, const struct check_result *r)
+{
+	struct session *s = sess_find(ctx, sid);
+
+	if (s == NULL || id != CHECK_FCRDNS || s->fcrdns_state != CHECK_PENDING)
+		return;		/* gone, or timed out already */
+	sess_check_result(s, r->status, r->name);
+	sess_resume(s);
+}
+
+/* sess_check_wait - must this stage wait for a check? Starts it. */
+static bool
+sess_check_wait(struct session *s, enum rules_stage st)
+{
+	if (s->conf->rules == NULL || s->fcrdns_state == CHECK_DONE ||
+	    !rules_stage_needs(s->conf->rules, st, CHECK_FCRDNS))
+		return false;
+	if (s->fcrdns_state == CHECK_NONE) {
+		s->fcrdns_state = CHECK_PENDING;
+		if (check_start(s->w->wq, CHECK_FCRDNS, s->id, (const struct sockaddr *)&s->peer,
+		    sess_check_done, s->w) != 0) {
+			log_msg(LOG_L_WARN, s->id, "check fcrdns error=pool-full");
+			sess_check_result(s, CHECK_TEMPERROR, "");
+			return false;
+		}
+	}
+	s->check_deadline_ms = sess_now_ms() + SESS_CHECK_MS;
+	return true;
+}
+
 /* sess_add_header - append "Name: value" to a header buffer, once */
 static void
 sess_add_header(char **buf, size_t *len, const char *name, const char *value)
@@ -426,6 +515,11 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 	f->score = s->score + (s->txn ? s->txn->score : 0);
 	f->pipelining_violation = (s->facts & (SESS_F_NOT_LAST | SESS_F_DATA_PIPELINED)) != 0;
 	f->pipelined_after_dot = (s->facts & SESS_F_AFTER_DOT) != 0;
+	f->helo_valid = s->helo != NULL && smtp_helo_valid(s->helo, strlen(s->helo));
+	f->fcrdns_known = s->fcrdns_state == CHECK_DONE;
+	f->fcrdns = f->fcrdns_known && s->fcrdns_status == CHECK_PASS;
+	f->client_name = s->client_name;
+	f->client_nlen = s->client_name ? strlen(s->client_name) : 0;
 	rules_eval(s->conf->rules, st, f, &res, s->id);
 	if (st >= RS_MAIL && s->txn != NULL) {
 		s->txn->score += res.score;
@@ -441,6 +535,8 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 		rules_expand(res.hdr_value[i], f, text, sizeof(text));
 		sess_add_header(hb, hl, res.hdr_name[i], text);
 	}
+	if (res.verdict == RV_WAIT)	/* sess_check_wait() ran first: cannot happen */
+		log_msg(LOG_L_ERROR, s->id, "policy stage=%s error=check-not-run", rules_stage_name(st));
 	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
 		return true;
 	rules_expand(res.text, f, text, sizeof(text));
@@ -902,7 +998,7 @@ sess_process_input(struct session *s)
 	enum smtp_perr pe;
 	const struct sess_verb *v;
 
-	if (s->closing || s->in_input || s->state == SS_CLOSING)
+	if (s->closing || s->in_input || s->state == SS_CLOSING || s->waiting != SW_NONE)
 		return;
 	s->in_input = true;
 	in = conn_input(s->conn);
@@ -960,6 +1056,12 @@ sess_process_input(struct session *s)
 		v = pe == SMTP_P_OK ? sess_verb_find(c.verb) : NULL;
 		if (v != NULL && (v->flags & VF_BARRIER) && s->npending > 0)
 			break;	/* e.g. DATA: every earlier reply must be known */
+		if (v != NULL && sess_check_wait(s, c.verb == SMTP_V_MAIL ? RS_MAIL :
+		    c.verb == SMTP_V_RCPT ? RS_RCPT : c.verb == SMTP_V_HELO ||
+		    c.verb == SMTP_V_EHLO ? RS_HELO : RS__COUNT)) {
+			s->waiting = SW_COMMAND;	/* the line stays until the result */
+			break;
+		}
 		evbuffer_drain(in, raw + 2);
 		sess_command(s, line, raw, pe, &c);
 		s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
@@ -992,7 +1094,6 @@ sess_data_end(struct session *s)
 {
 	struct txn *t = s->txn;
 	const struct data_verdict *v = data_dec_verdict(&t->dd);
-	struct spool *sp;
 
 	s->state = SS_CMD;
 	s->nmsgs++;
@@ -1013,6 +1114,20 @@ sess_data_end(struct session *s)
 		sess_txn_free(s);
 		return;
 	}
+	if (sess_check_wait(s, RS_DATA)) {
+		s->waiting = SW_DATA_END;
+		return;
+	}
+	sess_data_finish(s);
+}
+
+/* sess_data_finish - the data rules, then the message goes upstream */
+static void
+sess_data_finish(struct session *s)
+{
+	struct txn *t = s->txn;
+	struct spool *sp;
+
 	{
 		struct rules_facts f = { 0 };
 		f.size = t->dd.size;
@@ -1100,6 +1215,8 @@ sess_deadline(const struct session *s)
 	case SS_CLOSING:
 		break;
 	}
+	if (s->check_deadline_ms != 0 && s->check_deadline_ms < d)
+		d = s->check_deadline_ms;
 	return d;
 }
 
@@ -1133,6 +1250,13 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	if (s->state == SS_CLOSING) {
 		sess_close(s, "flush-timeout");
+		return;
+	}
+	if (s->check_deadline_ms != 0 && now >= s->check_deadline_ms &&
+	    s->fcrdns_state == CHECK_PENDING) {
+		log_msg(LOG_L_INFO, s->id, "check fcrdns error=deadline");
+		sess_check_result(s, CHECK_TEMPERROR, "");
+		sess_resume(s);
 		return;
 	}
 	if (now < sess_deadline(s)) {
@@ -1176,6 +1300,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	conf_unref(s->conf);
 	free(s->helo);
 	free(s->hdrs);
+	free(s->client_name);
 	free(s);
 	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
 		event_active(w->ev_wake, EV_READ, 0);
@@ -1318,12 +1443,23 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u",
 	    sa->sa_family == AF_INET6 ? "[" : "", s->ip, sa->sa_family == AF_INET6 ? "]" : "",
 	    s->port);
-	{
-		struct rules_facts f = { 0 };
-		if (!sess_policy(s, RS_CONNECT, &f))
-			return;		/* refused instead of greeted: closing */
+	if (sess_check_wait(s, RS_CONNECT)) {
+		s->waiting = SW_GREETING;	/* input is read after the greeting */
+		sess_arm_timer(s);
+		return;
 	}
-	sess_replyf(s, "220 %s ESMTP moat", c->hostname);
+	sess_greet(s);
+}
+
+/* sess_greet - the connect rules, then 220 (or their refusal) */
+static void
+sess_greet(struct session *s)
+{
+	struct rules_facts f = { 0 };
+
+	if (!sess_policy(s, RS_CONNECT, &f))
+		return;		/* refused instead of greeted: closing */
+	sess_replyf(s, "220 %s ESMTP moat", s->conf->hostname);
 	conn_read_enable(s->conn, true);
 	sess_arm_timer(s);
 }

@@ -51,6 +51,7 @@
 #include <sys/socket.h>
 
 #include "conf.h"
+#include "filter.h"
 #include "log.h"
 #include "rules.h"
 #include "smtp_parse.h"
@@ -102,6 +103,7 @@ struct explain_args {
 	size_t nrcpt;
 	const char *auth;
 	const char *message;
+	bool no_network;
 };
 
 /* A refusal: what moatd would answer. */
@@ -295,8 +297,10 @@ explain_parse_args(int argc, char **argv, struct explain_args *a)
 		const char *o = argv[i];
 		const char **dst = NULL;
 
-		if (strcmp(o, "--no-network") == 0)
+		if (strcmp(o, "--no-network") == 0) {
+			a->no_network = true;
 			continue;
+		}
 		if (i + 1 >= argc) {
 			fprintf(stderr, "moatctl: %s needs a value\n", o);
 			return -1;
@@ -411,6 +415,27 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 	memset(&f, 0, sizeof(f));
 	f.client = (const struct sockaddr *)&ss;
 	f.auth = a->auth != NULL;
+	for (int st = 0; st < RS__COUNT; st++) {
+		/* moatd runs the check when a stage's rules need it; here it
+		 * runs once, up front, unless told not to touch the network */
+		static struct check_result cr;
+		if (!rules_stage_needs(c->rules, (enum rules_stage)st, CHECK_FCRDNS))
+			continue;
+		if (a->no_network) {
+			memset(&cr, 0, sizeof(cr));
+			cr.status = CHECK_TEMPERROR;
+		} else {
+			fcrdns_lookup(f.client, &cr);
+		}
+		f.fcrdns_known = true;
+		f.fcrdns = cr.status == CHECK_PASS;
+		f.client_name = cr.status == CHECK_PASS ? cr.name : NULL;
+		f.client_nlen = f.client_name ? strlen(cr.name) : 0;
+		printf("check fcrdns=%s%s%s%s\n", cr.status == CHECK_PASS ? "pass" :
+		    cr.status == CHECK_FAIL ? "fail" : "temperror", f.client_name ? " name=" : "",
+		    f.client_name ? cr.name : "", a->no_network ? " (--no-network)" : "");
+		break;
+	}
 	printf("stage connect client-ip=%s auth=%s tls=no\n", a->ip, f.auth ? "yes" : "no");
 	if (explain_stage(c, RS_CONNECT, &f, &r) == EX_REFUSED)
 		return explain_result(&r, "connect", NULL);
@@ -430,6 +455,7 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 		helolen = SMTP_DOMAIN_MAX;	/* moatd keeps that much */
 	f.helo = a->helo;
 	f.helolen = helolen;
+	f.helo_valid = smtp_helo_valid(a->helo, helolen);
 	if (explain_stage(c, RS_HELO, &f, &r) == EX_REFUSED)
 		return explain_result(&r, "helo", NULL);
 	if (a->from == NULL)

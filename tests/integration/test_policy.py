@@ -3,6 +3,7 @@ configured code and text, nothing of a refused command reaching the
 upstream, monitor rules that only log, and a rule change by reload."""
 
 import os
+import re
 import signal
 import time
 
@@ -191,3 +192,42 @@ def test_policy_bare_lf_fact(fake, moatd_factory):
     done = fake.wait_completed(2)
     assert done[0].content.startswith(b"X-Moat-Bare-LF: yes\r\nSubject: lf\r\n"), done[0].content[:80]
     assert b"X-Moat-Bare-LF" not in done[1].content
+
+
+def test_fcrdns_check_runs_only_when_a_rule_needs_it(fake, moatd_factory):
+    """The forward-confirmed reverse DNS check runs (off the event loop)
+    when a rule reads fcrdns or client-name, once per session; 127.0.0.1 is
+    localhost in /etc/hosts, so it confirms."""
+    m = moatd_factory(fake.address, list=["mine domain { localhost }"], on=[
+        'connect fcrdns and client-name in mine add-header X-FCrDNS "confirmed $ip"',
+        'mail not fcrdns reject 550 5.7.1 "unconfirmed"',
+    ])
+    with m.client() as c:
+        c.ehlo()
+        rs = smtp_transaction(c, message("fcrdns"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    done = fake.wait_completed(1)
+    assert done[0].content.startswith(b"X-FCrDNS: confirmed 127.0.0.1\r\n"), done[0].content[:80]
+    log = m.log()
+    sids = re.findall(r"(\w{16}) check fcrdns=pass name=localhost", log)
+    assert sids and len(sids) == len(set(sids)), log[-2000:]    # once per session
+
+    # no rule reads it: it never runs
+    m2 = moatd_factory(fake.address, on=['mail null-sender reject 550 5.7.1 "no"'])
+    with m2.client() as c:
+        c.ehlo()
+        rs = smtp_transaction(c, message("no-check"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    assert "check fcrdns" not in m2.log()
+
+
+def test_helo_valid_fact(fake, moatd_factory):
+    m = moatd_factory(fake.address, on=['helo not helo-valid reject 501 5.5.2 "invalid HELO name"'])
+    with m.client() as c:
+        r = c.cmd("EHLO under_score!")
+        assert (r.code, r.text) == (501, "5.5.2 invalid HELO name"), r
+        r = c.cmd("EHLO [127.0.0.1]")
+        assert r.code == 250, r
+        c.cmd("QUIT")

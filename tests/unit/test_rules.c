@@ -169,7 +169,7 @@ static const struct bcase bcases[] = {
 	{ "unknown stage", "on queue true accept\n",
 	  "F:3:4: error: expected a stage (connect, helo, mail, rcpt or data), found \"queue\"" },
 	{ "unknown fact", "on mail spf is fail accept\n",
-	  "F:3:9: error: unknown fact \"spf\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, pipelining-violation, pipelined-after-dot, bare-lf)" },
+	  "F:3:9: error: unknown fact \"spf\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name)" },
 	{ "fact too early", "on helo sender-domain is x accept\n",
 	  "F:3:9: error: sender-domain is not known yet at helo (only from mail on)" },
 	{ "unknown list", "on connect client-ip in nope accept\n",
@@ -319,6 +319,47 @@ test_unreachable_warning(void)
 	free(errs);
 }
 
+static void
+test_checks_wait(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("list mine domain { example.org }\n"
+	    "on connect true score +1\n"
+	    "on mail client-name in mine accept\n"
+	    "on mail not fcrdns reject 550 5.7.1 \"who are you\"\n"
+	    "on helo not helo-valid reject 501 5.5.2 \"bad helo\"\n", &errs);
+	struct rules_facts f;
+	struct rules_result r;
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	T_CHECK(!rules_stage_needs(c->rules, RS_CONNECT, 0));
+	T_CHECK(rules_stage_needs(c->rules, RS_MAIL, 0));
+	memset(&f, 0, sizeof(f));
+	/* connect needs nothing: no wait */
+	rules_eval(c->rules, RS_CONNECT, &f, &r, 0);
+	T_CHECK(r.verdict == RV_CONTINUE && r.score == 1);
+	/* mail reads fcrdns facts: wait, with nothing acted on */
+	rules_eval(c->rules, RS_MAIL, &f, &r, 0);
+	T_CHECK(r.verdict == RV_WAIT && r.need == 0 && r.score == 0);
+	f.fcrdns_known = true;
+	rules_eval(c->rules, RS_MAIL, &f, &r, 0);
+	T_CHECK(r.verdict == RV_REJECT && r.code == 550);
+	f.fcrdns = true;
+	f.client_name = "mx.example.org";
+	f.client_nlen = 14;
+	rules_eval(c->rules, RS_MAIL, &f, &r, 0);
+	T_CHECK(r.verdict == RV_ACCEPT);
+	f.helo = "bad helo";
+	f.helolen = 8;
+	f.helo_valid = false;
+	rules_eval(c->rules, RS_HELO, &f, &r, 0);
+	T_CHECK(r.verdict == RV_REJECT && r.code == 501);
+	conf_unref(c);
+}
+
 int
 main(void)
 {
@@ -328,5 +369,6 @@ main(void)
 	T_RUN(test_errors_all_reported);
 	T_RUN(test_score_headers_variables);
 	T_RUN(test_unreachable_warning);
+	T_RUN(test_checks_wait);
 	return T_DONE("rules");
 }
