@@ -29,7 +29,7 @@ enum fact_type { FT_BOOL, FT_NUM, FT_IP, FT_DOMAIN, FT_ADDRESS, FT_WORD };
 enum fact_id {
 	F_CLIENT_IP, F_HELO, F_SENDER, F_SENDER_DOMAIN, F_NULL_SENDER, F_RCPT,
 	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS, F_SCORE,
-	F_PIPELINING, F_AFTER_DOT, F_BARE_LF, F_HELO_VALID, F_FCRDNS, F_CLIENT_NAME
+	F_PIPELINING, F_AFTER_DOT, F_BARE_LF, F_HELO_VALID, F_FCRDNS, F_CLIENT_NAME, F_LOGIN
 };
 
 struct fact_def {
@@ -59,6 +59,7 @@ static const struct fact_def fact_defs[] = {
 	{ "helo-valid", F_HELO_VALID, FT_BOOL, RS_HELO },
 	{ "fcrdns", F_FCRDNS, FT_BOOL, RS_CONNECT },
 	{ "client-name", F_CLIENT_NAME, FT_DOMAIN, RS_CONNECT },
+	{ "login", F_LOGIN, FT_WORD, RS_CONNECT },
 };
 #define NFACTS (sizeof(fact_defs) / sizeof(fact_defs[0]))
 
@@ -393,7 +394,8 @@ rp_fact(struct rp *p)
 		}
 	rp_error(p, "unknown fact %s (known: client-ip, helo, sender, sender-domain, "
 	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, "
-	    "pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name)",
+	    "pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name, "
+	    "login)",
 	    rp_shown(p, shown, sizeof(shown)));
 	return NULL;
 }
@@ -470,8 +472,8 @@ rp_predicate(struct rp *p)
 		rp_next(p);
 		if ((f->type != FT_WORD && f->type != FT_DOMAIN) ||
 		    (p->t.type != LEX_WORD && p->t.type != LEX_STRING)) {
-			rp_error(p, "\"%s is\" needs a word fact (helo, sender-domain, rcpt-domain) "
-			    "and a word", f->name);
+			rp_error(p, "\"%s is\" needs a word fact (helo, login, sender-domain, "
+			    "rcpt-domain, client-name) and a word", f->name);
 			node_free(n);
 			return NULL;
 		}
@@ -844,6 +846,24 @@ rp_action(struct rp *p, struct rule *ru)
 			}
 			ru->hdr_value[ru->nhdr++] = xmemdup(p->t.text, p->t.len);
 			rp_next(p);
+		} else if (rp_is(p, "tag")) {
+			/* a tag is a header field of its own: X-Moat-Tag: WORD */
+			if (ru->nhdr >= RULES_HDR_MAX) {
+				rp_error(p, "at most %d add-header and tag actions in one rule",
+				    RULES_HDR_MAX);
+				return false;
+			}
+			rp_next(p);
+			if (p->t.type != LEX_WORD || p->t.len > 64 ||
+			    !rp_text_ok(p, p->t.text, p->t.len, &why) ||
+			    memchr(p->t.text, '$', p->t.len) != NULL) {
+				rp_error(p, "expected a tag word (printable ASCII, at most 64 bytes), "
+				    "found %s", rp_shown(p, shown, sizeof(shown)));
+				return false;
+			}
+			ru->hdr_name[ru->nhdr] = xstrdup("X-Moat-Tag");
+			ru->hdr_value[ru->nhdr++] = xmemdup(p->t.text, p->t.len);
+			rp_next(p);
 		} else if (rp_is(p, "accept")) {
 			ru->verdict = RV_ACCEPT;
 			rp_next(p);
@@ -857,8 +877,8 @@ rp_action(struct rp *p, struct rule *ru)
 		} else if (nact > 0 && (p->t.type == LEX_NL || p->t.type == LEX_EOF)) {
 			return true;
 		} else {
-			rp_error(p, "expected an action (accept, reject, tempfail, score or "
-			    "add-header), found %s", rp_shown(p, shown, sizeof(shown)));
+			rp_error(p, "expected an action (accept, reject, tempfail, score, "
+			    "add-header or tag), found %s", rp_shown(p, shown, sizeof(shown)));
 			return false;
 		}
 		nact++;
@@ -983,6 +1003,7 @@ eval_word(const struct node *n, const struct rules_facts *f, size_t *len)
 	case F_SENDER_DOMAIN: *len = f->sender_dlen; return f->sender_domain;
 	case F_RCPT_DOMAIN: *len = f->rcpt_dlen; return f->rcpt_domain;
 	case F_CLIENT_NAME: *len = f->client_nlen; return f->client_name;
+	case F_LOGIN: *len = f->loginlen; return f->login;
 	default: *len = 0; return NULL;
 	}
 }
@@ -1027,6 +1048,8 @@ eval_in(const struct node *n, const struct rules_facts *f)
 		return len > 0 && list_match_domain(n->list, w, len);
 	case F_HELO:
 		return f->helolen > 0 && list_match_word(n->list, f->helo, f->helolen);
+	case F_LOGIN:
+		return f->loginlen > 0 && list_match_word(n->list, f->login, f->loginlen);
 	default:
 		return false;
 	}
@@ -1166,9 +1189,14 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 		res->text = ru->text;
 		res->file = ru->file;
 		res->line = ru->line;
-		log_msg(ru->verdict == RV_ACCEPT ? LOG_L_DEBUG : LOG_L_INFO, sid,
-		    "policy stage=%s rule=%s:%d verdict=%s code=%d", stage_names[st], ru->file,
-		    ru->line, verdict_names[ru->verdict], ru->code);
+		{
+			char why[LOG_ESC_SIZE];
+			log_escape(why, sizeof(why), ru->text ? ru->text : "", ru->text ? strlen(ru->text) : 0);
+			log_msg(ru->verdict == RV_ACCEPT ? LOG_L_DEBUG : LOG_L_INFO, sid,
+			    "policy stage=%s rule=%s:%d verdict=%s code=%d score=%+lld reason=\"%s\"",
+			    stage_names[st], ru->file, ru->line, verdict_names[ru->verdict], ru->code,
+			    (long long)res->score, why);
+		}
 		return;
 	}
 }

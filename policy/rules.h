@@ -23,7 +23,7 @@
  *		FACTOR    := not FACTOR | ( CONDITION ) | true | FACT
  *		           | FACT in LIST | FACT is WORD
  *		           | FACT (== != < <= > >=) NUMBER
- *		ACTIONS   := { score (+N|-N) | add-header NAME "VALUE" } [FINAL]
+ *		ACTIONS   := { score (+N|-N) | add-header NAME "VALUE" | tag WORD } [FINAL]
  *		FINAL     := accept | reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT"
  *	Rules run top to bottom per stage. score and add-header act and let
  *	the evaluation go on; the first matching rule with a final action
@@ -69,6 +69,8 @@ struct rules_facts {
 	uint64_t declared_size;		/* SIZE= at MAIL, 0 if none */
 	uint64_t size;			/* message size at data */
 	bool auth;
+	const char *login;		/* the authenticated login, or NULL */
+	size_t loginlen;
 	bool tls;
 	int64_t score;			/* the session's score so far */
 	bool pipelining_violation;	/* RFC 2920 3.1 broken so far in the session */

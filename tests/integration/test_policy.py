@@ -134,6 +134,7 @@ def test_policy_scores_headers_and_variables(fake, moatd_factory):
         'connect client-ip in watched score +3 add-header X-Moat-Watched "client $ip"',
         'rcpt true score +1 add-header X-Moat-Note "score now $score"',
         'rcpt score >= 6 reject 550 5.7.1 "score $score for $rcpt"',
+        'data true tag reviewed tag reviewed',
     ])
     with m.client(source="127.0.0.11") as c:
         c.ehlo()
@@ -152,6 +153,7 @@ def test_policy_scores_headers_and_variables(fake, moatd_factory):
     notes = [l for l in lines if l.startswith(b"X-Moat-Note:")]
     assert notes == [b"X-Moat-Note: score now 4", b"X-Moat-Note: score now 5"], notes
     assert b"Subject: scored" in head
+    assert [l for l in lines if l.startswith(b"X-Moat-Tag:")] == [b"X-Moat-Tag: reviewed"], lines
 
 
 def test_smg_11_rule_on_pipelined_after_dot(fake, moatd_factory):

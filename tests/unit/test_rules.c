@@ -169,7 +169,7 @@ static const struct bcase bcases[] = {
 	{ "unknown stage", "on queue true accept\n",
 	  "F:3:4: error: expected a stage (connect, helo, mail, rcpt or data), found \"queue\"" },
 	{ "unknown fact", "on mail spf is fail accept\n",
-	  "F:3:9: error: unknown fact \"spf\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name)" },
+	  "F:3:9: error: unknown fact \"spf\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name, login)" },
 	{ "fact too early", "on helo sender-domain is x accept\n",
 	  "F:3:9: error: sender-domain is not known yet at helo (only from mail on)" },
 	{ "unknown list", "on connect client-ip in nope accept\n",
@@ -177,7 +177,7 @@ static const struct bcase bcases[] = {
 	{ "wrong list kind", "list d domain { a.test }\non connect client-ip in d accept\n",
 	  "F:4:25: error: client-ip cannot be looked up in the domain list d" },
 	{ "no action", "on connect auth\n",
-	  "F:3:16: error: expected an action (accept, reject, tempfail, score or add-header), found end of line" },
+	  "F:3:16: error: expected an action (accept, reject, tempfail, score, add-header or tag), found end of line" },
 	{ "reject with 4xx", "on connect auth reject 450 4.7.1 \"x\"\n",
 	  "F:3:24: error: expected a 5xx reply code, found \"450\"" },
 	{ "tempfail with 5xx", "on connect auth tempfail 550 5.7.1 \"x\"\n",
@@ -357,6 +357,24 @@ test_checks_wait(void)
 	f.helo_valid = false;
 	rules_eval(c->rules, RS_HELO, &f, &r, 0);
 	T_CHECK(r.verdict == RV_REJECT && r.code == 501);
+	conf_unref(c);
+
+	/* login: a word fact, empty until AUTH */
+	c = load("list staff word { alice bo* }\non mail login in staff tag staff accept\n"
+	    "on mail login is \"\" reject 530 5.7.0 \"login first\"\n", &errs);
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	memset(&f, 0, sizeof(f));
+	f.login = "Bob";
+	f.loginlen = 3;
+	rules_eval(c->rules, RS_MAIL, &f, &r, 0);
+	T_CHECK(r.verdict == RV_ACCEPT && r.nhdr == 1 && strcmp(r.hdr_value[0], "staff") == 0);
+	f.login = NULL;
+	f.loginlen = 0;
+	rules_eval(c->rules, RS_MAIL, &f, &r, 0);
+	T_CHECKF(r.verdict == RV_CONTINUE, "verdict %d", r.verdict);
 	conf_unref(c);
 }
 
