@@ -10,6 +10,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,7 +66,7 @@ static const struct fact_def fact_defs[] = {
 
 static const char *const stage_names[RS__COUNT] = { "connect", "helo", "mail", "rcpt", "data" };
 
-enum node_op { N_TRUE, N_NOT, N_AND, N_OR, N_BOOL, N_IN, N_IS, N_CMP };
+enum node_op { N_TRUE, N_NOT, N_AND, N_OR, N_BOOL, N_IN, N_IS, N_CMP, N_OWNED };
 enum cmp_op { C_EQ, C_NE, C_LT, C_LE, C_GT, C_GE };
 
 struct node {
@@ -74,6 +75,7 @@ struct node {
 	enum cmp_op cmp;
 	int64_t num;
 	const struct list *list;
+	const struct named_list *map;	/* N_OWNED */
 	char *word;
 	size_t wlen;
 	struct node *a, *b;
@@ -97,10 +99,19 @@ struct rule {
 	char *hdr_value[RULES_HDR_MAX];
 };
 
+/* a login-map: login -> the addresses it may send as */
+struct login_ent {
+	struct login_ent *next;
+	char *login;
+	struct list *addrs;	/* LIST_ADDRESS: user@dom, @dom, user@ */
+};
+
 struct named_list {
 	struct named_list *next;
 	char *name;
-	struct list *l;
+	struct list *l;		/* NULL for a login-map */
+	struct login_ent *map;
+	bool is_map;
 };
 
 struct rules {
@@ -196,6 +207,12 @@ rules_free(struct rules *r)
 	struct named_list *nl, *nnext;
 	for (nl = r->lists; nl; nl = nnext) {
 		nnext = nl->next;
+		for (struct login_ent *le = nl->map, *lnext; le; le = lnext) {
+			lnext = le->next;
+			list_free(le->addrs);
+			free(le->login);
+			free(le);
+		}
 		list_free(nl->l);
 		free(nl->name);
 		free(nl);
@@ -285,6 +302,79 @@ rp_name_ok(const char *s, size_t len)
 	return true;
 }
 
+/* map_add_word - "LOGIN:" starts an entry, the words after it are the
+ * addresses that login may send as (address-list syntax) */
+static int
+map_add_word(struct named_list *nl, const char *w, size_t len, char *err, size_t errlen)
+{
+	struct login_ent *le;
+
+	if (len > 1 && w[len - 1] == ':') {
+		for (size_t i = 0; i + 1 < len; i++)
+			if ((unsigned char)w[i] <= ' ' || (unsigned char)w[i] >= 0x7f) {
+				snprintf(err, errlen, "bad login in a login-map: printable ASCII expected");
+				return -1;
+			}
+		if (len - 1 > 255) {
+			snprintf(err, errlen, "login too long (255 bytes at most)");
+			return -1;
+		}
+		for (le = nl->map; le; le = le->next)
+			if (strlen(le->login) == len - 1 && strncasecmp(le->login, w, len - 1) == 0) {
+				snprintf(err, errlen, "login \"%.*s\" given twice in the map",
+				    (int)(len - 1 > 64 ? 64 : len - 1), w);
+				return -1;
+			}
+		le = xcalloc(1, sizeof(*le));
+		le->login = xmemdup(w, len - 1);
+		le->addrs = list_new(LIST_ADDRESS);
+		if (le->addrs == NULL)
+			panic("out of memory");
+		le->next = nl->map;
+		nl->map = le;
+		return 0;
+	}
+	if (nl->map == NULL) {
+		snprintf(err, errlen, "expected \"LOGIN:\" before the addresses it owns");
+		return -1;
+	}
+	return list_add(nl->map->addrs, w, len, err, errlen);
+}
+
+/* map_load_file - lines "LOGIN: ADDRESS ..." ('#' comments) */
+static int
+map_load_file(struct named_list *nl, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	char line[LIST_LINE_MAX + 2], e[400];
+	int lineno = 0, bad = 0;
+	size_t total = 0;
+
+	if (f == NULL) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		size_t n = strlen(line);
+		char *save = NULL, *tok;
+		lineno++;
+		total += n;
+		if (total > LIST_FILE_MAX || (n == sizeof(line) - 1 && line[n - 1] != '\n')) {
+			snprintf(err, errlen, "%s:%d: line too long or file too big", path, lineno);
+			fclose(f);
+			return -1;
+		}
+		for (tok = strtok_r(line, " \t\r\n", &save); tok; tok = strtok_r(NULL, " \t\r\n", &save)) {
+			if (tok[0] == '#')
+				break;
+			if (map_add_word(nl, tok, strlen(tok), e, sizeof(e)) != 0 && bad++ == 0)
+				snprintf(err, errlen, "%s:%d: %s", path, lineno, e);
+		}
+	}
+	fclose(f);
+	return bad ? -1 : 0;
+}
+
 /* rules_parse_list - "list NAME KIND { ... }" or "list NAME KIND file PATH" */
 int
 rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
@@ -292,7 +382,7 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 {
 	struct rp p = { r, lx, *kw, NULL, err, arg, 0, RS_CONNECT };
 	char shown[LOG_ESC_SIZE + 8], e[512];
-	static const char *const kinds[] = { "net", "domain", "address", "word" };
+	static const char *const kinds[] = { "net", "domain", "address", "word", "login-map" };
 	enum list_kind kind = LIST_NET;
 	struct named_list *nl;
 	int k;
@@ -310,22 +400,26 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	nl = xcalloc(1, sizeof(*nl));
 	nl->name = xmemdup(p.t.text, p.t.len);
 	rp_next(&p);
-	for (k = 0; k < 4; k++)
+	for (k = 0; k < 5; k++)
 		if (rp_is(&p, kinds[k]))
 			break;
-	if (k == 4) {
-		rp_error(&p, "expected the list's kind (net, domain, address or word), found %s",
+	if (k == 5) {
+		rp_error(&p, "expected the list's kind (net, domain, address, word or login-map), found %s",
 		    rp_shown(&p, shown, sizeof(shown)));
 		free(nl->name);
 		free(nl);
 		goto fail;
 	}
-	kind = (enum list_kind)k;
-	nl->l = list_new(kind);
-	if (nl->l == NULL)
-		panic("out of memory");
 	nl->next = r->lists;
 	r->lists = nl;
+	if (k == 4) {
+		nl->is_map = true;
+	} else {
+		kind = (enum list_kind)k;
+		nl->l = list_new(kind);
+		if (nl->l == NULL)
+			panic("out of memory");
+	}
 	rp_next(&p);
 	if (rp_is(&p, "file")) {
 		rp_next(&p);
@@ -334,7 +428,8 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 			    rp_shown(&p, shown, sizeof(shown)));
 			goto fail;
 		}
-		if (list_load_file(nl->l, p.tcopy, e, sizeof(e)) != 0)
+		if (nl->is_map ? map_load_file(nl, p.tcopy, e, sizeof(e)) != 0 :
+		    list_load_file(nl->l, p.tcopy, e, sizeof(e)) != 0)
 			rp_error(&p, "%s", e);
 		rp_next(&p);
 	} else if (p.t.type == LEX_LBRACE) {
@@ -349,7 +444,8 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 				    rp_shown(&p, shown, sizeof(shown)));
 				continue;
 			}
-			if (list_add(nl->l, p.t.text, p.t.len, e, sizeof(e)) != 0)
+			if (nl->is_map ? map_add_word(nl, p.t.text, p.t.len, e, sizeof(e)) != 0 :
+			    list_add(nl->l, p.t.text, p.t.len, e, sizeof(e)) != 0)
 				rp_error(&p, "%s", e);
 		}
 		if (p.t.type != LEX_RBRACE) {
@@ -453,6 +549,11 @@ rp_predicate(struct rp *p)
 			node_free(n);
 			return NULL;
 		}
+		if (nl->is_map) {
+			rp_error(p, "%s is a login-map: use \"sender owned-by %s\"", nl->name, nl->name);
+			node_free(n);
+			return NULL;
+		}
 		lk = list_kind(nl->l);
 		if (!((f->type == FT_IP && lk == LIST_NET) ||
 		    (f->type == FT_DOMAIN && lk == LIST_DOMAIN) ||
@@ -465,6 +566,21 @@ rp_predicate(struct rp *p)
 		}
 		n->op = N_IN;
 		n->list = nl->l;
+		rp_next(p);
+		return n;
+	}
+	if (rp_is(p, "owned-by")) {
+		const struct named_list *nl;
+		rp_next(p);
+		nl = p->t.type == LEX_WORD ? rp_find_list(p->r, p->t.text, p->t.len) : NULL;
+		if (f->id != F_SENDER || nl == NULL || !nl->is_map) {
+			rp_error(p, "\"owned-by\" takes sender and a login-map list, found %s owned-by %s",
+			    f->name, rp_shown(p, shown, sizeof(shown)));
+			node_free(n);
+			return NULL;
+		}
+		n->op = N_OWNED;
+		n->map = nl;
 		rp_next(p);
 		return n;
 	}
@@ -1084,6 +1200,15 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 		if (eval_needs(n, f, need))
 			return false;
 		return eval_in(n, f);
+	case N_OWNED:
+		if (f->login == NULL || f->loginlen == 0 || !f->have_sender)
+			return false;
+		for (const struct login_ent *le = n->map->map; le; le = le->next)
+			if (strlen(le->login) == f->loginlen &&
+			    strncasecmp(le->login, f->login, f->loginlen) == 0)
+				return list_match_address(le->addrs, f->sender_local ? f->sender_local : "",
+				    f->sender_llen, f->sender_domain ? f->sender_domain : "", f->sender_dlen);
+		return false;
 	case N_IS:
 		if (eval_needs(n, f, need))
 			return false;

@@ -201,7 +201,7 @@ static const struct bcase bcases[] = {
 	{ "list twice", "list a net { 1.2.3.4 }\nlist a net { 1.2.3.5 }\n",
 	  "F:4:6: error: list \"a\" defined twice" },
 	{ "list kind", "list a ip { 1.2.3.4 }\n",
-	  "F:3:8: error: expected the list's kind (net, domain, address or word), found \"ip\"" },
+	  "F:3:8: error: expected the list's kind (net, domain, address, word or login-map), found \"ip\"" },
 	{ "list unclosed", "list a net { 1.2.3.4\n",
 	  "F:4:1: error: list a: missing '}'" },
 	{ "bad list item", "list a net {\n 192.0.2.1/24 }\n",
@@ -378,6 +378,59 @@ test_checks_wait(void)
 	conf_unref(c);
 }
 
+static void
+test_login_map(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("list owners login-map {\n  alice: alice@example.org @example.net\n"
+	    "  Bob: bob@ }\n"
+	    "on mail login in staff reject 550 5.7.1 \"x\"\n", &errs);
+	struct rules_facts f;
+	struct rules_result r;
+
+	T_CHECK(c == NULL && errs != NULL && strstr(errs, "unknown list \"staff\"") != NULL);
+	free(errs);
+	errs = NULL;
+	c = load("list owners login-map {\n  alice: alice@example.org @example.net\n  Bob: bob@ }\n"
+	    "on mail not sender owned-by owners reject 553 5.7.1 \"not owned by $sender\"\n", &errs);
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	struct { const char *login, *local, *domain; bool owned; } tab[] = {
+		{ "alice", "alice", "example.org", true },
+		{ "ALICE", "Alice", "Example.ORG", true },
+		{ "alice", "anyone", "example.net", true },
+		{ "alice", "bob", "example.org", false },
+		{ "alice", "alice", "sub.example.net", false },
+		{ "bob", "bob", "anywhere.test", true },
+		{ "bob", "alice", "example.org", false },
+		{ "carol", "carol", "example.org", false },
+		{ NULL, "alice", "example.org", false },	/* not logged in */
+	};
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		memset(&f, 0, sizeof(f));
+		f.login = tab[i].login;
+		f.loginlen = tab[i].login ? strlen(tab[i].login) : 0;
+		f.have_sender = true;
+		f.sender_local = tab[i].local;
+		f.sender_llen = strlen(tab[i].local);
+		f.sender_domain = tab[i].domain;
+		f.sender_dlen = strlen(tab[i].domain);
+		rules_eval(c->rules, RS_MAIL, &f, &r, 0);
+		T_CHECKF((r.verdict == RV_CONTINUE) == tab[i].owned, "row %zu: verdict %d", i, r.verdict);
+	}
+	conf_unref(c);
+	c = load("list m login-map { a@b.test }\n", &errs);
+	T_CHECK(c == NULL && errs != NULL &&
+	    strstr(errs, "F:3:20: error: expected \"LOGIN:\" before the addresses it owns") != NULL);
+	free(errs);
+	c = load("list m login-map { a: x@y }\non mail sender in m accept\n", &errs);
+	T_CHECK(c == NULL && errs != NULL &&
+	    strstr(errs, "m is a login-map: use \"sender owned-by m\"") != NULL);
+	free(errs);
+}
+
 int
 main(void)
 {
@@ -388,5 +441,6 @@ main(void)
 	T_RUN(test_score_headers_variables);
 	T_RUN(test_unreachable_warning);
 	T_RUN(test_checks_wait);
+	T_RUN(test_login_map);
 	return T_DONE("rules");
 }
