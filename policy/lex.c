@@ -4,6 +4,7 @@
  * The lexer never allocates for words; a string token with escapes is
  * decoded into lx->sbuf, which grows as needed (bounded by the file size).
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,6 +60,17 @@ lex_adv(struct lexer *lx)
 		lx->col++;
 	}
 	lx->pos++;
+}
+
+/* lex_continuation - a backslash right before the line end? */
+static bool
+lex_continuation(const struct lexer *lx)
+{
+	const char *b = lx->buf;
+	size_t p = lx->pos;
+
+	return p + 1 < lx->len && b[p] == '\\' &&
+	    (b[p + 1] == '\n' || (b[p + 1] == '\r' && p + 2 < lx->len && b[p + 2] == '\n'));
 }
 
 /* lex_word_byte - may this byte be part of a word? */
@@ -148,10 +160,7 @@ lex_next(struct lexer *lx, struct lex_token *t)
 			while (lx->pos < lx->len && lx->buf[lx->pos] != '\n')
 				lex_adv(lx);
 		/* line continuation */
-		if (lx->pos + 1 < lx->len && lx->buf[lx->pos] == '\\' &&
-		    (lx->buf[lx->pos + 1] == '\n' ||
-		     (lx->buf[lx->pos + 1] == '\r' && lx->pos + 2 < lx->len &&
-		      lx->buf[lx->pos + 2] == '\n'))) {
+		if (lex_continuation(lx)) {
 			lex_adv(lx);
 			if (lx->buf[lx->pos] == '\r')
 				lex_adv(lx);
@@ -186,9 +195,10 @@ lex_next(struct lexer *lx, struct lex_token *t)
 		return lex_err(lx, t, "control character");
 	size_t start = lx->pos;
 	while (lx->pos < lx->len && lex_word_byte((unsigned char)lx->buf[lx->pos])) {
-		/* a backslash at the line end continues the line, not the word */
-		if (lx->buf[lx->pos] == '\\' && lx->pos + 1 < lx->len &&
-		    (lx->buf[lx->pos + 1] == '\n' || lx->buf[lx->pos + 1] == '\r'))
+		/* a backslash at the line end continues the line, not the word
+		 * (exactly the test lex_next makes, or the word would be empty
+		 * and nothing would move) */
+		if (lex_continuation(lx))
 			break;
 		lex_adv(lx);
 	}

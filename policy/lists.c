@@ -258,7 +258,11 @@ list_slot_find(const struct list *l, uint32_t h, const char *a, size_t alen,
 		if (s->flags == 0)
 			return i;
 		if (s->hash == h && s->len == klen) {
-			const char *k = l->arena + s->off;
+			const char *k;
+
+			if (klen == 0)
+				return i;	/* the empty key; the arena may still be NULL */
+			k = l->arena + s->off;
 
 			if (list_lc_eq(k, a, alen) && (!at || (k[alen] == '@'
 			    && list_lc_eq(k + alen + 1, b, blen))))
