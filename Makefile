@@ -84,7 +84,7 @@ fuzz: fuzz-build
 	@tests/run-fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 fuzz-short: fuzz-build
-	@tests/run-fuzz $(FUZZ_BUILD) $${FUZZ_SHORT_SECONDS:-20}
+	@tests/run-fuzz $(FUZZ_BUILD) $${FUZZ_SHORT_SECONDS:-20} 1
 
 integration: asan
 	@MOATD=$(CURDIR)/build-asan/moatd MOATCTL=$(CURDIR)/build-asan/moatctl \
