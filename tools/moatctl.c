@@ -415,6 +415,8 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 	memset(&f, 0, sizeof(f));
 	f.client = (const struct sockaddr *)&ss;
 	f.auth = a->auth != NULL;
+	f.login = a->auth;
+	f.loginlen = a->auth ? strlen(a->auth) : 0;
 	for (int st = 0; st < RS__COUNT; st++) {
 		/* moatd runs the check when a stage's rules need it; here it
 		 * runs once, up front, unless told not to touch the network */

@@ -200,3 +200,27 @@ def test_explain_usage_and_config_errors(workdir):
     p = subprocess.run([mctl, "explain", str(bad), "--rcpt", "<a@b>"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
     assert p.returncode == 2 and b"usage" in p.stderr, p
+
+
+def test_explain_sample_conf_sender_ownership(workdir):
+    """The shipped sample.conf, offline: a logged-in user may send only as
+    an address the login-map gives it; without a login, our own domains are
+    refused from outside; the trace names the deciding rule."""
+    mctl = moatctl_path()
+    sample = str(harness.REPO / "sample.conf")
+    base = [mctl, "explain", sample, "--ip", "198.51.100.7", "--helo", "mx.remote.test",
+            "--rcpt", "<u@example.org>", "--no-network"]
+    cases = [
+        (["--auth", "alice", "--from", "<alice@example.org>"], 0, "result: accept"),
+        (["--auth", "alice", "--from", "<anyone@example.net>"], 0, "result: accept"),
+        (["--auth", "alice", "--from", "<bob@example.org>"], 1,
+         "result: reject 553 5.7.1 Sender address rejected: not owned by auth user"),
+        (["--from", "<alice@example.org>"], 1,
+         "result: reject 553 5.7.1 Sender address rejected: not logged in"),
+    ]
+    for extra, rc, want in cases:
+        r = subprocess.run(base + extra, capture_output=True, text=True, timeout=20)
+        assert r.returncode == rc, (extra, r.stdout, r.stderr)
+        assert r.stdout.rstrip().splitlines()[-1] == want, (extra, r.stdout)
+        if rc == 1:
+            assert re.search(r"rule \S*sample.conf:\d+ enforce matched: on mail", r.stdout), r.stdout
