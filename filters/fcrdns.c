@@ -52,35 +52,28 @@ fcrdns_host_ok(const char *n)
 	return true;
 }
 
-/* fcrdns_same - is ai's address the client's (IPv4-mapped as IPv4)? */
+/* fcrdns_bytes - an address's bytes and length, IPv4-mapped as IPv4 */
+static const unsigned char *
+fcrdns_bytes(const struct sockaddr *sa, size_t *len)
+{
+	const struct in6_addr *a6;
+
+	if (sa->sa_family == AF_INET) {
+		*len = 4;
+		return (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+	}
+	a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	*len = IN6_IS_ADDR_V4MAPPED(a6) ? 4 : 16;
+	return a6->s6_addr + (16 - *len);
+}
+
+/* fcrdns_same - the same address, whatever the family spelling? */
 static bool
 fcrdns_same(const struct sockaddr *a, const struct sockaddr *b)
 {
-	const unsigned char *pa, *pb;
 	size_t la, lb;
+	const unsigned char *pa = fcrdns_bytes(a, &la), *pb = fcrdns_bytes(b, &lb);
 
-	if (a->sa_family == AF_INET) {
-		pa = (const unsigned char *)&((const struct sockaddr_in *)a)->sin_addr;
-		la = 4;
-	} else {
-		pa = ((const struct sockaddr_in6 *)a)->sin6_addr.s6_addr;
-		la = 16;
-		if (IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)a)->sin6_addr)) {
-			pa += 12;
-			la = 4;
-		}
-	}
-	if (b->sa_family == AF_INET) {
-		pb = (const unsigned char *)&((const struct sockaddr_in *)b)->sin_addr;
-		lb = 4;
-	} else {
-		pb = ((const struct sockaddr_in6 *)b)->sin6_addr.s6_addr;
-		lb = 16;
-		if (IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)b)->sin6_addr)) {
-			pb += 12;
-			lb = 4;
-		}
-	}
 	return la == lb && memcmp(pa, pb, la) == 0;
 }
 

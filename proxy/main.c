@@ -72,15 +72,15 @@ usage(void)
 	exit(2);
 }
 
-/* print_errors - each line of an error text, to the log */
+/* print_errors - each line of an error (or warning) text, to the log */
 static void
-print_errors(const char *errs)
+print_errors(enum log_level lvl, const char *errs)
 {
 	const char *p = errs, *nl;
 
 	while (p && *p) {
 		nl = strchr(p, '\n');
-		log_msg(LOG_L_ERROR, 0, "%.*s", (int)(nl ? nl - p : (ptrdiff_t)strlen(p)), p);
+		log_msg(lvl, 0, "%.*s", (int)(nl ? nl - p : (ptrdiff_t)strlen(p)), p);
 		p = nl ? nl + 1 : NULL;
 	}
 }
@@ -183,14 +183,14 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		struct conf *n = conf_load(conf_path, &errs), *old;
 
 		if (n == NULL) {
-			print_errors(errs);
+			print_errors(LOG_L_ERROR, errs);
 			log_msg(LOG_L_ERROR, 0, "reload refused file=%s: the running configuration stays",
 			    conf_path);
 			free(errs);
 			return;
 		}
 		if (errs != NULL)
-			print_errors(errs);	/* warnings */
+			print_errors(LOG_L_WARN, errs);	/* warnings */
 		free(errs);
 		pthread_mutex_lock(&moatd.conf_lock);
 		old = moatd.conf;
