@@ -20,14 +20,15 @@ WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototype
           -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wcast-qual -Wvla
 OPT     ?= -O2 -g
 CFLAGS  := $(OPT) $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE $(WARN) -fstack-protector-strong \
-           -Icore -Iproxy -Ipolicy -Ifilters -Iredis -MMD -MP
+           -Icore -Iproxy -Ipolicy -Ifilters -Iredis -Itools -MMD -MP
 ifeq ($(SAN),)
 CFLAGS  += -D_FORTIFY_SOURCE=2
 else
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
-LIBS    = -levent_openssl -levent -lssl -lcrypto -lpthread
+LIBS    = -levent_openssl -levent -lunbound -lhiredis -lspf2 -lopendkim -lopendmarc \
+          -lssl -lcrypto -lpthread
 
 LIB_SRCS  = $(wildcard core/*.c policy/*.c filters/*.c redis/*.c) \
             $(filter-out proxy/main.c,$(wildcard proxy/*.c))
@@ -50,7 +51,9 @@ $(BUILD)/libmoat.a: $(LIB_OBJS)
 $(BUILD)/moatd: $(BUILD)/proxy/main.o $(BUILD)/libmoat.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/moatctl: $(BUILD)/tools/moatctl.o $(BUILD)/libmoat.a
+# moatctl: tools/moatctl.c dispatches; tools/moatctl_*.c add subcommands
+CTL_OBJS  = $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/moatctl*.c))
+$(BUILD)/moatctl: $(CTL_OBJS) $(BUILD)/libmoat.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libmoat.a

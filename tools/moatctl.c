@@ -51,6 +51,7 @@
 #include <sys/socket.h>
 
 #include "conf.h"
+#include "moatctl.h"
 #include "filter.h"
 #include "log.h"
 #include "rules.h"
@@ -603,5 +604,11 @@ main(int argc, char **argv)
 		return cmd_check(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "explain") == 0)
 		return cmd_explain(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "spf") == 0)
+		return moatctl_spf(argc, argv);
+	if (argc >= 2 && (strcmp(argv[1], "dkim") == 0 || strcmp(argv[1], "dmarc") == 0))
+		return moatctl_auth(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "greylist") == 0)
+		return moatctl_greylist(argc, argv);
 	return usage();
 }

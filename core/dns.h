@@ -1,0 +1,131 @@
+/*
+ * dns - moat's one resolver: libunbound, asynchronous, shared cache
+ *
+ * SYNOPSIS
+ *	int dns_init(const struct dns_conf *c, char **err);
+ *	void dns_shutdown(void);
+ *
+ *	struct dns_loop *dns_loop_new(struct event_base *base);
+ *	void dns_loop_free(struct dns_loop *l);
+ *	int dns_query(struct dns_loop *l, const char *name, int rrtype,
+ *	              unsigned timeout_ms, dns_cb cb, void *ctx, uint64_t tag);
+ *
+ *	int dns_query_sync(const char *name, int rrtype, unsigned timeout_ms,
+ *	                   struct dns_answer **out);
+ *	void dns_answer_free(struct dns_answer *a);
+ *
+ * DESCRIPTION
+ *	One libunbound context serves the whole process, so every part of
+ *	moat shares one cache. libunbound resolves on its own thread; a
+ *	small dispatcher thread of ours takes the finished answers
+ *	(ub_process) and hands each to whoever asked:
+ *
+ *	- an event loop (dns_query): the answer comes back on that loop's
+ *	  thread through an eventfd, and cb(ctx, tag, answer) is called
+ *	  there. The caller passes an id (a session's), never a pointer that
+ *	  may be gone by then: the callback looks the id up and drops the
+ *	  answer when nothing waits for it. The answer is borrowed for the
+ *	  call only.
+ *	- a thread that may block (dns_query_sync, on the work pool only,
+ *	  never on an event loop): it waits on a condition variable.
+ *
+ *	Every query has a deadline: when it passes, the caller gets
+ *	DNS_TEMPERROR at once and the query is cancelled inside libunbound.
+ *	SERVFAIL, REFUSED, timeouts and answers libunbound could not parse
+ *	are all DNS_TEMPERROR, never a stall. Queries in flight are bounded
+ *	(dns_conf.max_inflight, across the process): past the bound a query
+ *	fails at once with DNS_TEMPERROR, without being sent.
+ *
+ *	dns_query() returns 0 when cb will be called exactly once (possibly
+ *	before dns_query returns? no: always later, from the loop), -1 when
+ *	it was refused at once (bad name, too many in flight, no resolver):
+ *	then cb is not called and the caller records a temporary error.
+ *
+ * MODES (resolver setting of the policy file)
+ *	system		forward to the name servers of /etc/resolv.conf
+ *	forward A@P ...	forward to the given servers (tests: a loopback server)
+ *	recursive	full recursion from the root (DNSBL operators refuse
+ *			queries that come through big public resolvers)
+ */
+#ifndef MOAT_DNS_H
+#define MOAT_DNS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#define DNS_FORWARD_MAX 8
+
+enum dns_mode { DNS_MODE_SYSTEM = 0, DNS_MODE_FORWARD, DNS_MODE_RECURSIVE };
+
+struct dns_conf {
+	int mode;			/* enum dns_mode */
+	char forward[DNS_FORWARD_MAX][64];	/* "ADDR" or "ADDR@PORT" */
+	int nforward;
+	unsigned max_inflight;		/* 0: 4096 */
+};
+
+/* record types moat asks for */
+#define DNS_T_A		1
+#define DNS_T_NS	2
+#define DNS_T_CNAME	5
+#define DNS_T_SOA	6
+#define DNS_T_PTR	12
+#define DNS_T_MX	15
+#define DNS_T_TXT	16
+#define DNS_T_AAAA	28
+#define DNS_T_SPF	99
+
+enum dns_status {
+	DNS_OK = 0,		/* records of the type: n >= 1 */
+	DNS_NODATA,		/* the name exists, no record of the type */
+	DNS_NXDOMAIN,		/* no such name */
+	DNS_TEMPERROR		/* SERVFAIL, REFUSED, timeout, garbage, overload */
+};
+
+struct dns_answer {
+	enum dns_status status;
+	int rrtype;
+	int rcode;		/* the DNS rcode, when a server answered */
+	int ttl;
+	int n;			/* records */
+	char **data;		/* rdata in wire form, names uncompressed */
+	int *len;
+	const char *why;	/* DNS_TEMPERROR: "timeout", "servfail", ... */
+};
+
+typedef void (*dns_cb)(void *ctx, uint64_t tag, const struct dns_answer *a);
+
+struct dns_loop;
+
+int dns_init(const struct dns_conf *c, char **err);
+bool dns_ready(void);
+void dns_shutdown(void);
+const char *dns_mode_name(int mode);
+
+struct dns_loop *dns_loop_new(struct event_base *base);
+void dns_loop_free(struct dns_loop *l);
+int dns_query(struct dns_loop *l, const char *name, int rrtype, unsigned timeout_ms,
+	dns_cb cb, void *ctx, uint64_t tag);
+
+int dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_answer **out);
+void dns_answer_free(struct dns_answer *a);
+
+/* Queries answered, failed and refused since start (for stats). */
+void dns_counters(uint64_t *sent, uint64_t *temperror, uint64_t *refused);
+
+/* Helpers over rdata. Each returns -1 when the record is malformed. */
+int dns_rr_a(const struct dns_answer *a, int i, unsigned char out[4]);
+int dns_rr_aaaa(const struct dns_answer *a, int i, unsigned char out[16]);
+/* a domain name in rdata at off (PTR, CNAME, NS: off 0; MX: off 2) as
+ * text, lower case, no trailing dot */
+int dns_rr_name(const struct dns_answer *a, int i, int off, char *out, size_t size);
+/* TXT: the character-strings concatenated (RFC 7208 3.3); -1 when over size */
+int dns_rr_txt(const struct dns_answer *a, int i, char *out, size_t size);
+
+/* The reverse name of an address: "4.3.2.1" or the 32 nibbles of IPv6,
+ * followed by ".suffix" when suffix is not NULL. -1 when over size. */
+int dns_reverse_name(int family, const void *addr, const char *suffix, char *out, size_t size);
+
+#endif

@@ -1,0 +1,13 @@
+/*
+ * moatctl.h - subcommands of moatctl that live in their own files
+ * (tools/moatctl_*.c). Each takes moatctl's argc/argv as given (argv[1]
+ * is the subcommand) and returns the process's exit status.
+ */
+#ifndef MOAT_MOATCTL_H
+#define MOAT_MOATCTL_H
+
+int moatctl_spf(int argc, char **argv);	/* tools/moatctl_spf.c */
+int moatctl_auth(int argc, char **argv);	/* tools/moatctl_auth.c: dkim, dmarc */
+int moatctl_greylist(int argc, char **argv);	/* tools/moatctl_greylist.c */
+
+#endif

@@ -1,0 +1,12 @@
+/* moatctl auth: placeholder until the subcommand is built (see moatctl.h) */
+#include <stdio.h>
+
+#include "moatctl.h"
+
+int
+moatctl_auth(int argc, char **argv)
+{
+	(void)argc;
+	fprintf(stderr, "moatctl: %s: not available in this build\n", argv[1]);
+	return 2;
+}
