@@ -1,6 +1,8 @@
 /*
  * xalloc - allocation for daemon code: succeed or panic (see xalloc.h)
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,4 +58,20 @@ xmemdup(const void *p, size_t n)
 	memcpy(q, p, n);
 	q[n] = 0;
 	return q;
+}
+
+/* xasprintf - a formatted, allocated string */
+char *
+xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (r < 0)
+		fatal("out of memory");
+	return s;
 }

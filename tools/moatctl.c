@@ -604,6 +604,8 @@ main(int argc, char **argv)
 		return cmd_check(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "explain") == 0)
 		return cmd_explain(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "query") == 0)
+		return moatctl_query(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "spf") == 0)
 		return moatctl_spf(argc, argv);
 	if (argc >= 2 && (strcmp(argv[1], "dkim") == 0 || strcmp(argv[1], "dmarc") == 0))

@@ -1,0 +1,709 @@
+/*
+ * dns - moat's one resolver over libunbound (see dns.h)
+ *
+ * Threads: libunbound resolves on its own thread (ub_ctx_async); our
+ * dispatcher thread waits on ub_fd and calls ub_process, which runs
+ * ub_done for each finished query. ub_done hands a loop's query to that
+ * loop (a locked list and an eventfd), or wakes a synchronous waiter.
+ *
+ * A query's deadline is kept by whoever asked: the loop's timer or the
+ * waiter's timed wait. When it passes, the caller gets DNS_TEMPERROR
+ * and the query is cancelled in libunbound. ub_cancel succeeds only
+ * while the query is still unanswered; when it fails, ub_done is already
+ * on its way and frees the query when it arrives. So every query is
+ * freed exactly once, by one thread, and a late answer is dropped.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <unbound.h>
+
+#include "dns.h"
+#include "log.h"
+#include "xalloc.h"
+
+#define DNS_NAME_MAX 253
+#define DNS_INFLIGHT_DEFAULT 4096
+
+struct dns_q {
+	struct dns_q *next;		/* the loop's completion list */
+	struct dns_q *lprev, *lnext;	/* the loop's live queries */
+	struct dns_loop *loop;		/* NULL: a synchronous query */
+	dns_cb cb;
+	void *ctx;
+	uint64_t tag;
+	int rrtype;
+	int ubid;
+	struct event *timer;
+	bool expired;			/* loop: the caller already got a timeout */
+	/* set by ub_done */
+	int err;
+	struct ub_result *res;
+	/* synchronous */
+	bool done;
+	pthread_cond_t cond;
+};
+
+struct dns_loop {
+	struct event_base *base;
+	int efd;
+	struct event *ev;
+	pthread_mutex_t lock;
+	struct dns_q *done_head, *done_tail;	/* under lock */
+	struct dns_q *live;			/* loop thread only */
+};
+
+/* the answer handed out by dns_query_sync */
+struct dns_sync_answer {
+	struct dns_answer a;
+	struct ub_result *res;
+};
+
+static struct ub_ctx *ub;
+static pthread_t dispatcher;
+static int stop_efd = -1;
+static bool running;
+static unsigned max_inflight;
+static atomic_uint inflight;
+static atomic_uint_fast64_t n_sent, n_temperror, n_refused;
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+
+const char *
+dns_mode_name(int mode)
+{
+	switch (mode) {
+	case DNS_MODE_FORWARD: return "forward";
+	case DNS_MODE_RECURSIVE: return "recursive";
+	default: return "system";
+	}
+}
+
+/* dispatch - the dispatcher thread: finished answers out of libunbound */
+static void *
+dispatch(void *arg)
+{
+	struct pollfd p[2];
+
+	(void)arg;
+	p[0].fd = ub_fd(ub);
+	p[0].events = POLLIN;
+	p[1].fd = stop_efd;
+	p[1].events = POLLIN;
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_msg(LOG_L_ERROR, 0, "dns error=poll reason=\"%s\"", strerror(errno));
+			return NULL;
+		}
+		if (p[1].revents)
+			return NULL;
+		if (p[0].revents) {
+			int r = ub_process(ub);
+
+			if (r != 0)
+				log_msg(LOG_L_WARN, 0, "dns error=process reason=\"%s\"",
+				    ub_strerror(r));
+		}
+	}
+}
+
+/* special-use zones libunbound answers itself unless told not to */
+static const char *const own_zones[] = { "localhost.", "test.", "invalid.", "home.arpa.",
+    "127.in-addr.arpa.",
+    "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa." };
+
+/* set - one libunbound option; a failure is a bug in this file */
+static int
+set(struct ub_ctx *c, const char *opt, const char *val, char **err)
+{
+	int r = ub_ctx_set_option(c, opt, val);
+
+	if (r != 0) {
+		if (err)
+			*err = xasprintf("resolver option %s %s: %s", opt, val, ub_strerror(r));
+		return -1;
+	}
+	return 0;
+}
+
+/* dns_init - see dns.h */
+int
+dns_init(const struct dns_conf *c, char **err)
+{
+	struct ub_ctx *ctx;
+	int r;
+
+	*err = NULL;
+	if (running)
+		return 0;
+	ctx = ub_ctx_create();
+	if (ctx == NULL) {
+		*err = xstrdup("resolver: cannot create a libunbound context");
+		return -1;
+	}
+	/* answers come back through ub_fd, resolved on libunbound's thread */
+	if ((r = ub_ctx_async(ctx, 1)) != 0) {
+		*err = xasprintf("resolver: %s", ub_strerror(r));
+		ub_ctx_delete(ctx);
+		return -1;
+	}
+	/* no trust anchor: no validator; forwarders and local name servers
+	 * may be on loopback; a server that stopped answering is tried
+	 * again soon, not shunned for 15 minutes */
+	if (set(ctx, "module-config:", "iterator", err) ||
+	    set(ctx, "do-not-query-localhost:", "no", err) ||
+	    set(ctx, "infra-keep-probing:", "yes", err) ||
+	    set(ctx, "infra-host-ttl:", "30", err) ||
+	    set(ctx, "outgoing-range:", "1024", err)) {
+		ub_ctx_delete(ctx);
+		return -1;
+	}
+	/* Through a forwarder or the system's resolver, that server answers
+	 * for the special-use names libunbound would answer itself (test.,
+	 * 127.in-addr.arpa, the private ranges' reverse zones): it knows the
+	 * site's names, and tests serve their zones under test. */
+	if (c->mode != DNS_MODE_RECURSIVE) {
+		if (set(ctx, "unblock-lan-zones:", "yes", err) ||
+		    set(ctx, "insecure-lan-zones:", "yes", err)) {
+			ub_ctx_delete(ctx);
+			return -1;
+		}
+	}
+	switch (c->mode) {
+	case DNS_MODE_FORWARD:
+		for (int i = 0; i < c->nforward; i++)
+			if ((r = ub_ctx_set_fwd(ctx, c->forward[i])) != 0) {
+				*err = xasprintf("resolver forward %s: %s", c->forward[i],
+				    ub_strerror(r));
+				ub_ctx_delete(ctx);
+				return -1;
+			}
+		break;
+	case DNS_MODE_RECURSIVE:
+		break;
+	default:
+		if ((r = ub_ctx_resolvconf(ctx, NULL)) != 0) {
+			*err = xasprintf("resolver system: /etc/resolv.conf: %s", ub_strerror(r));
+			ub_ctx_delete(ctx);
+			return -1;
+		}
+		(void)ub_ctx_hosts(ctx, NULL);
+		break;
+	}
+	if (c->mode != DNS_MODE_RECURSIVE) {
+		/* after every option: removing a zone finalises the context */
+		for (size_t i = 0; i < sizeof(own_zones) / sizeof(own_zones[0]); i++)
+			(void)ub_ctx_zone_remove(ctx, own_zones[i]);
+	}
+	stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (stop_efd < 0) {
+		*err = xasprintf("resolver: eventfd: %s", strerror(errno));
+		ub_ctx_delete(ctx);
+		return -1;
+	}
+	ub = ctx;
+	max_inflight = c->max_inflight ? c->max_inflight : DNS_INFLIGHT_DEFAULT;
+	if ((r = pthread_create(&dispatcher, NULL, dispatch, NULL)) != 0) {
+		*err = xasprintf("resolver: pthread_create: %s", strerror(r));
+		ub_ctx_delete(ctx);
+		ub = NULL;
+		close(stop_efd);
+		stop_efd = -1;
+		return -1;
+	}
+	running = true;
+	return 0;
+}
+
+bool
+dns_ready(void)
+{
+	return running;
+}
+
+/* dns_shutdown - stop the dispatcher and libunbound. Queries still in
+ * flight are never answered; dns_loop_free() frees them. */
+void
+dns_shutdown(void)
+{
+	uint64_t one = 1;
+	ssize_t w;
+
+	if (!running)
+		return;
+	w = write(stop_efd, &one, sizeof(one));
+	(void)w;
+	pthread_join(dispatcher, NULL);
+	ub_ctx_delete(ub);
+	ub = NULL;
+	close(stop_efd);
+	stop_efd = -1;
+	running = false;
+}
+
+void
+dns_counters(uint64_t *sent, uint64_t *temperror, uint64_t *refused)
+{
+	*sent = atomic_load(&n_sent);
+	*temperror = atomic_load(&n_temperror);
+	*refused = atomic_load(&n_refused);
+}
+
+/* fill - an answer from what libunbound gave */
+static void
+fill(struct dns_answer *a, int rrtype, int err, struct ub_result *res)
+{
+	memset(a, 0, sizeof(*a));
+	a->rrtype = rrtype;
+	a->status = DNS_TEMPERROR;
+	if (err != 0 || res == NULL) {
+		a->why = err == UB_NOMEM ? "nomem" : "resolver";
+		return;
+	}
+	a->rcode = res->rcode;
+	a->ttl = res->ttl;
+	switch (res->rcode) {
+	case 0:
+		if (res->havedata) {
+			a->status = DNS_OK;
+			a->data = res->data;
+			a->len = res->len;
+			while (a->data[a->n] != NULL)
+				a->n++;
+		} else
+			a->status = DNS_NODATA;
+		break;
+	case 3:
+		a->status = DNS_NXDOMAIN;
+		break;
+	case 2:
+		a->why = "servfail";
+		break;
+	case 5:
+		a->why = "refused";
+		break;
+	default:
+		a->why = "rcode";
+		break;
+	}
+}
+
+/* q_free - the last of a query, by whichever side holds it last */
+static void
+q_free(struct dns_q *q)
+{
+	if (q->res)
+		ub_resolve_free(q->res);
+	if (q->timer)
+		event_free(q->timer);
+	if (q->loop == NULL)
+		pthread_cond_destroy(&q->cond);
+	atomic_fetch_sub(&inflight, 1);
+	free(q);
+}
+
+/* ub_done - libunbound's callback, on the dispatcher thread */
+static void
+ub_done(void *arg, int err, struct ub_result *res)
+{
+	struct dns_q *q = arg;
+	uint64_t one = 1;
+	ssize_t w;
+
+	q->err = err;
+	q->res = res;
+	if (q->loop == NULL) {
+		pthread_mutex_lock(&sync_lock);
+		q->done = true;
+		pthread_cond_signal(&q->cond);
+		pthread_mutex_unlock(&sync_lock);
+		return;
+	}
+	q->next = NULL;
+	pthread_mutex_lock(&q->loop->lock);
+	if (q->loop->done_tail)
+		q->loop->done_tail->next = q;
+	else
+		q->loop->done_head = q;
+	q->loop->done_tail = q;
+	pthread_mutex_unlock(&q->loop->lock);
+	w = write(q->loop->efd, &one, sizeof(one));
+	(void)w;
+}
+
+static void
+live_unlink(struct dns_q *q)
+{
+	if (q->lprev)
+		q->lprev->lnext = q->lnext;
+	else
+		q->loop->live = q->lnext;
+	if (q->lnext)
+		q->lnext->lprev = q->lprev;
+	q->lprev = q->lnext = NULL;
+}
+
+/* loop_done - answers for this loop: call back, on the loop's thread */
+static void
+loop_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_loop *l = arg;
+	struct dns_q *q, *next;
+	uint64_t n;
+	ssize_t r;
+
+	(void)what;
+	r = read(fd, &n, sizeof(n));
+	(void)r;
+	pthread_mutex_lock(&l->lock);
+	q = l->done_head;
+	l->done_head = l->done_tail = NULL;
+	pthread_mutex_unlock(&l->lock);
+	for (; q; q = next) {
+		next = q->next;
+		live_unlink(q);
+		if (!q->expired) {
+			struct dns_answer a;
+
+			evtimer_del(q->timer);
+			fill(&a, q->rrtype, q->err, q->res);
+			if (a.status == DNS_TEMPERROR)
+				atomic_fetch_add(&n_temperror, 1);
+			q->cb(q->ctx, q->tag, &a);
+		}
+		q_free(q);
+	}
+}
+
+/* loop_timeout - the deadline passed: answer now, cancel inside */
+static void
+loop_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_q *q = arg;
+	struct dns_answer a;
+
+	(void)fd;
+	(void)what;
+	memset(&a, 0, sizeof(a));
+	a.status = DNS_TEMPERROR;
+	a.rrtype = q->rrtype;
+	a.why = "timeout";
+	q->expired = true;
+	atomic_fetch_add(&n_temperror, 1);
+	q->cb(q->ctx, q->tag, &a);
+	if (ub != NULL && ub_cancel(ub, q->ubid) == 0) {
+		live_unlink(q);
+		q_free(q);
+	}
+	/* else ub_done is on its way: loop_done frees it */
+}
+
+struct dns_loop *
+dns_loop_new(struct event_base *base)
+{
+	struct dns_loop *l = xcalloc(1, sizeof(*l));
+
+	l->base = base;
+	l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (l->efd < 0)
+		fatal("eventfd: %s", strerror(errno));
+	pthread_mutex_init(&l->lock, NULL);
+	l->ev = event_new(base, l->efd, EV_READ | EV_PERSIST, loop_done, l);
+	event_add(l->ev, NULL);
+	return l;
+}
+
+/* dns_loop_free - after dns_shutdown(): nothing can answer any more */
+void
+dns_loop_free(struct dns_loop *l)
+{
+	struct dns_q *q, *next;
+
+	if (l == NULL)
+		return;
+	for (q = l->live; q; q = next) {
+		next = q->lnext;
+		q_free(q);
+	}
+	event_free(l->ev);
+	close(l->efd);
+	pthread_mutex_destroy(&l->lock);
+	free(l);
+}
+
+/* name_ok - something libunbound may be asked for */
+static bool
+name_ok(const char *name)
+{
+	size_t n = strlen(name), lab = 0;
+
+	if (n == 0 || n > DNS_NAME_MAX + 1)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)name[i];
+
+		if (ch == '.') {
+			if (lab == 0 && !(i == n - 1 && n == 1))
+				return false;
+			lab = 0;
+			continue;
+		}
+		if (ch <= 0x20 || ch >= 0x7f || ch == '\\')
+			return false;
+		if (++lab > 63)
+			return false;
+	}
+	return true;
+}
+
+/* submit - count and start one query */
+static int
+submit(struct dns_q *q, const char *name)
+{
+	int r;
+
+	if (!running || !name_ok(name)) {
+		atomic_fetch_add(&n_refused, 1);
+		return -1;
+	}
+	if (atomic_fetch_add(&inflight, 1) >= max_inflight) {
+		atomic_fetch_sub(&inflight, 1);
+		atomic_fetch_add(&n_refused, 1);
+		return -1;
+	}
+	r = ub_resolve_async(ub, name, q->rrtype, 1, q, ub_done, &q->ubid);
+	if (r != 0) {
+		atomic_fetch_sub(&inflight, 1);
+		atomic_fetch_add(&n_refused, 1);
+		log_msg(LOG_L_WARN, 0, "dns error=submit reason=\"%s\"", ub_strerror(r));
+		return -1;
+	}
+	atomic_fetch_add(&n_sent, 1);
+	return 0;
+}
+
+/* dns_query - see dns.h */
+int
+dns_query(struct dns_loop *l, const char *name, int rrtype, unsigned timeout_ms,
+    dns_cb cb, void *ctx, uint64_t tag)
+{
+	struct dns_q *q = xcalloc(1, sizeof(*q));
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+
+	q->loop = l;
+	q->cb = cb;
+	q->ctx = ctx;
+	q->tag = tag;
+	q->rrtype = rrtype;
+	q->timer = evtimer_new(l->base, loop_timeout, q);
+	if (submit(q, name) != 0) {
+		event_free(q->timer);
+		free(q);
+		return -1;
+	}
+	q->lnext = l->live;
+	if (l->live)
+		l->live->lprev = q;
+	l->live = q;
+	evtimer_add(q->timer, &tv);
+	return 0;
+}
+
+/* dns_query_sync - see dns.h */
+int
+dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_answer **out)
+{
+	struct dns_q *q = xcalloc(1, sizeof(*q));
+	struct dns_sync_answer *sa = xcalloc(1, sizeof(*sa));
+	struct timespec dl;
+	pthread_condattr_t ca;
+
+	*out = &sa->a;
+	sa->a.status = DNS_TEMPERROR;
+	sa->a.rrtype = rrtype;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	q->rrtype = rrtype;
+	if (submit(q, name) != 0) {
+		pthread_cond_destroy(&q->cond);
+		free(q);
+		sa->a.why = running ? "refused-local" : "no-resolver";
+		return -1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (dl.tv_nsec >= 1000000000L) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&sync_lock);
+	while (!q->done)
+		if (pthread_cond_timedwait(&q->cond, &sync_lock, &dl) == ETIMEDOUT)
+			break;
+	if (!q->done) {
+		pthread_mutex_unlock(&sync_lock);
+		atomic_fetch_add(&n_temperror, 1);
+		sa->a.why = "timeout";
+		if (ub_cancel(ub, q->ubid) == 0) {
+			q_free(q);
+			return 0;
+		}
+		/* the answer is being delivered: wait for it, then drop it */
+		pthread_mutex_lock(&sync_lock);
+		while (!q->done)
+			pthread_cond_wait(&q->cond, &sync_lock);
+		pthread_mutex_unlock(&sync_lock);
+		q_free(q);
+		return 0;
+	}
+	pthread_mutex_unlock(&sync_lock);
+	fill(&sa->a, rrtype, q->err, q->res);
+	if (sa->a.status == DNS_TEMPERROR)
+		atomic_fetch_add(&n_temperror, 1);
+	sa->res = q->res;	/* the answer points into it */
+	q->res = NULL;
+	q_free(q);
+	return 0;
+}
+
+void
+dns_answer_free(struct dns_answer *a)
+{
+	struct dns_sync_answer *sa = (struct dns_sync_answer *)a;
+
+	if (sa == NULL)
+		return;
+	if (sa->res)
+		ub_resolve_free(sa->res);
+	free(sa);
+}
+
+int
+dns_rr_a(const struct dns_answer *a, int i, unsigned char out[4])
+{
+	if (i < 0 || i >= a->n || a->len[i] != 4)
+		return -1;
+	memcpy(out, a->data[i], 4);
+	return 0;
+}
+
+int
+dns_rr_aaaa(const struct dns_answer *a, int i, unsigned char out[16])
+{
+	if (i < 0 || i >= a->n || a->len[i] != 16)
+		return -1;
+	memcpy(out, a->data[i], 16);
+	return 0;
+}
+
+int
+dns_rr_name(const struct dns_answer *a, int i, int off, char *out, size_t size)
+{
+	const unsigned char *p;
+	size_t n, o = 0;
+	int pos;
+
+	if (i < 0 || i >= a->n || off < 0 || size == 0)
+		return -1;
+	p = (const unsigned char *)a->data[i];
+	n = (size_t)a->len[i];
+	pos = off;
+	for (;;) {
+		size_t lab;
+
+		if ((size_t)pos >= n)
+			return -1;
+		lab = p[pos++];
+		if (lab == 0)
+			break;
+		if (lab > 63 || (size_t)pos + lab > n)
+			return -1;	/* compression is not allowed here */
+		if (o != 0) {
+			if (o + 1 >= size)
+				return -1;
+			out[o++] = '.';
+		}
+		if (o + lab >= size)
+			return -1;
+		for (size_t k = 0; k < lab; k++) {
+			unsigned char ch = p[pos + (int)k];
+
+			if (ch >= 'A' && ch <= 'Z')
+				ch = (unsigned char)(ch - 'A' + 'a');
+			out[o++] = (char)ch;
+		}
+		pos += (int)lab;
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+int
+dns_rr_txt(const struct dns_answer *a, int i, char *out, size_t size)
+{
+	const unsigned char *p;
+	size_t n, pos = 0, o = 0;
+
+	if (i < 0 || i >= a->n || size == 0)
+		return -1;
+	p = (const unsigned char *)a->data[i];
+	n = (size_t)a->len[i];
+	while (pos < n) {
+		size_t sl = p[pos++];
+
+		if (pos + sl > n || o + sl >= size)
+			return -1;
+		memcpy(out + o, p + pos, sl);
+		o += sl;
+		pos += sl;
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+int
+dns_reverse_name(int family, const void *addr, const char *suffix, char *out, size_t size)
+{
+	const unsigned char *b = addr;
+	size_t o = 0;
+	int r;
+
+	if (family == AF_INET) {
+		r = snprintf(out, size, "%u.%u.%u.%u", b[3], b[2], b[1], b[0]);
+		if (r < 0 || (size_t)r >= size)
+			return -1;
+		o = (size_t)r;
+	} else {
+		static const char hex[] = "0123456789abcdef";
+
+		if (size < 64)
+			return -1;
+		for (int i = 15; i >= 0; i--) {
+			out[o++] = hex[b[i] & 15];
+			out[o++] = '.';
+			out[o++] = hex[b[i] >> 4];
+			out[o++] = '.';
+		}
+		out[--o] = '\0';
+	}
+	if (suffix != NULL && suffix[0] != '\0') {
+		r = snprintf(out + o, size - o, ".%s", suffix);
+		if (r < 0 || (size_t)r >= size - o)
+			return -1;
+		o += (size_t)r;
+	}
+	return (int)o;
+}
