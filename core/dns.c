@@ -168,6 +168,17 @@ dns_init(const struct dns_conf *c, char **err)
 		ub_ctx_delete(ctx);
 		return -1;
 	}
+	{
+		/* how long "no such name" is believed: a delisted address
+		 * and a zone's test points are seen again within that */
+		char v[16];
+
+		snprintf(v, sizeof(v), "%d", c->max_negative_ttl);
+		if (set(ctx, "cache-max-negative-ttl:", v, err)) {
+			ub_ctx_delete(ctx);
+			return -1;
+		}
+	}
 	/* Through a forwarder or the system's resolver, that server answers
 	 * for the special-use names libunbound would answer itself (test.,
 	 * 127.in-addr.arpa, the private ranges' reverse zones): it knows the
@@ -423,7 +434,8 @@ dns_loop_new(struct event_base *base)
 	return l;
 }
 
-/* dns_loop_free - after dns_shutdown(): nothing can answer any more */
+/* dns_loop_free - after dns_shutdown(): nothing can answer any more;
+ * the queries still out get DNS_TEMPERROR "shutdown" */
 void
 dns_loop_free(struct dns_loop *l)
 {
@@ -433,6 +445,15 @@ dns_loop_free(struct dns_loop *l)
 		return;
 	for (q = l->live; q; q = next) {
 		next = q->lnext;
+		if (!q->expired) {
+			struct dns_answer a;
+
+			memset(&a, 0, sizeof(a));
+			a.status = DNS_TEMPERROR;
+			a.rrtype = q->rrtype;
+			a.why = "shutdown";
+			q->cb(q->ctx, q->tag, &a);	/* so the caller frees its context */
+		}
 		q_free(q);
 	}
 	event_free(l->ev);

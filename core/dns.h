@@ -64,6 +64,7 @@ struct dns_conf {
 	char forward[DNS_FORWARD_MAX][64];	/* "ADDR" or "ADDR@PORT" */
 	int nforward;
 	unsigned max_inflight;		/* 0: 4096 */
+	int max_negative_ttl;		/* seconds "no such name" stays cached */
 };
 
 /* record types moat asks for */

@@ -1,35 +1,34 @@
 /*
- * fcrdns - forward-confirmed reverse DNS of the client, and the check
- * dispatcher (see filter.h)
+ * fcrdns - forward-confirmed reverse DNS of the client, through moat's
+ * resolver (see filter.h)
  */
 #include <ctype.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "filter.h"
-#include "xalloc.h"
-
-struct check_job {
-	enum check_id id;
-	uint64_t sid;
-	struct sockaddr_storage client;
-	struct check_result r;
-	check_done_fn done;
-	void *ctx;
-};
 
 /* check_name - for logs */
 const char *
 check_name(enum check_id id)
 {
-	return id == CHECK_FCRDNS ? "fcrdns" : "?";
+	switch (id) {
+	case CHECK_FCRDNS: return "fcrdns";
+	case CHECK_DNSBL: return "dnsbl";
+	default: return "?";
+	}
+}
+
+const char *
+check_status_name(enum check_status st)
+{
+	return st == CHECK_PASS ? "pass" : st == CHECK_FAIL ? "fail" : "temperror";
 }
 
 /* fcrdns_host_ok - a host name we accept from a PTR record */
-static bool
+bool
 fcrdns_host_ok(const char *n)
 {
 	size_t len = strlen(n), label = 0;
@@ -49,110 +48,88 @@ fcrdns_host_ok(const char *n)
 		if (++label > 63)
 			return false;
 	}
-	return true;
+	return label > 0;
 }
 
-/* fcrdns_bytes - an address's bytes and length, IPv4-mapped as IPv4 */
-static const unsigned char *
-fcrdns_bytes(const struct sockaddr *sa, size_t *len)
-{
-	const struct in6_addr *a6;
-
-	if (sa->sa_family == AF_INET) {
-		*len = 4;
-		return (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
-	}
-	a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-	*len = IN6_IS_ADDR_V4MAPPED(a6) ? 4 : 16;
-	return a6->s6_addr + (16 - *len);
-}
-
-/* fcrdns_same - the same address, whatever the family spelling? */
-static bool
-fcrdns_same(const struct sockaddr *a, const struct sockaddr *b)
-{
-	size_t la, lb;
-	const unsigned char *pa = fcrdns_bytes(a, &la), *pb = fcrdns_bytes(b, &lb);
-
-	return la == lb && memcmp(pa, pb, la) == 0;
-}
-
-/* fcrdns_lookup - PTR, then the name's addresses; blocking */
-void
-fcrdns_lookup(const struct sockaddr *client, struct check_result *r)
-{
-	char host[NI_MAXHOST];
-	struct addrinfo hints, *ai = NULL, *p;
-	socklen_t len = client->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
-	    sizeof(struct sockaddr_in6);
-	int e;
-
-	memset(r, 0, sizeof(*r));
-	r->state = CHECK_DONE;
-	e = getnameinfo(client, len, host, sizeof(host), NULL, 0, NI_NAMEREQD);
-	if (e != 0) {
-		r->status = e == EAI_AGAIN ? CHECK_TEMPERROR : CHECK_FAIL;
-		return;
-	}
-	if (!fcrdns_host_ok(host)) {
-		r->status = CHECK_FAIL;
-		return;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	e = getaddrinfo(host, NULL, &hints, &ai);
-	if (e != 0) {
-		r->status = e == EAI_AGAIN ? CHECK_TEMPERROR : CHECK_FAIL;
-		return;
-	}
-	r->status = CHECK_FAIL;
-	for (p = ai; p; p = p->ai_next)
-		if (fcrdns_same(p->ai_addr, client)) {
-			r->status = CHECK_PASS;
-			for (size_t i = 0; host[i] && i < sizeof(r->name) - 1; i++)
-				r->name[i] = (char)tolower((unsigned char)host[i]);
-			break;
-		}
-	freeaddrinfo(ai);
-}
-
-/* check_run - on the pool */
+/* fcrdns_finish - decide when nothing is pending any more */
 static void
-check_run(void *arg)
+fcrdns_finish(struct fcrdns *f)
 {
-	struct check_job *j = arg;
-
-	if (j->id == CHECK_FCRDNS)
-		fcrdns_lookup((const struct sockaddr *)&j->client, &j->r);
+	if (f->done || f->pending > 0)
+		return;
+	f->done = true;
+	if (f->status != CHECK_PASS)
+		f->status = f->temp ? CHECK_TEMPERROR : CHECK_FAIL;
 }
 
-/* check_done - back on the loop */
-static void
-check_done(void *arg)
-{
-	struct check_job *j = arg;
-
-	j->done(j->ctx, j->sid, j->id, &j->r);
-	free(j);
-}
-
-/* check_start - see filter.h */
+/* fcrdns_begin - see filter.h */
 int
-check_start(struct workq_loop *l, enum check_id id, uint64_t sid,
-	const struct sockaddr *client, check_done_fn done, void *ctx)
+fcrdns_begin(struct fcrdns *f, const struct sockaddr *client, check_send_fn send, void *arg)
 {
-	struct check_job *j = xcalloc(1, sizeof(*j));
+	char name[128];
 
-	j->id = id;
-	j->sid = sid;
-	memcpy(&j->client, client, client->sa_family == AF_INET ?
-	    sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
-	j->done = done;
-	j->ctx = ctx;
-	if (workq_submit(l, check_run, check_done, j) != 0) {
-		free(j);
+	memset(f, 0, sizeof(*f));
+	f->status = CHECK_FAIL;
+	if (client->sa_family == AF_INET) {
+		f->family = AF_INET;
+		memcpy(f->addr, &((const struct sockaddr_in *)client)->sin_addr, 4);
+	} else {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)client)->sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a6)) {
+			f->family = AF_INET;
+			memcpy(f->addr, a6->s6_addr + 12, 4);
+		} else {
+			f->family = AF_INET6;
+			memcpy(f->addr, a6->s6_addr, 16);
+		}
+	}
+	if (dns_reverse_name(f->family, f->addr,
+	    f->family == AF_INET ? "in-addr.arpa" : "ip6.arpa", name, sizeof(name)) < 0 ||
+	    send(arg, name, DNS_T_PTR, 0) != 0) {
+		f->temp = true;
+		fcrdns_finish(f);
 		return -1;
 	}
+	f->pending = 1;
 	return 0;
+}
+
+/* fcrdns_answer - see filter.h */
+void
+fcrdns_answer(struct fcrdns *f, int index, const struct dns_answer *a,
+	check_send_fn send, void *arg)
+{
+	if (f->done)
+		return;
+	f->pending--;
+	if (a->status == DNS_TEMPERROR)
+		f->temp = true;
+	if (index == 0 && a->status == DNS_OK) {
+		for (int i = 0; i < a->n && f->nnames < FCRDNS_NAMES_MAX; i++) {
+			char *n = f->names[f->nnames];
+
+			if (dns_rr_name(a, i, 0, n, sizeof(f->names[0])) <= 0 || !fcrdns_host_ok(n))
+				continue;
+			if (send(arg, n, f->family == AF_INET ? DNS_T_A : DNS_T_AAAA,
+			    1 + f->nnames) != 0) {
+				f->temp = true;
+				continue;
+			}
+			f->nnames++;
+			f->pending++;
+		}
+	} else if (index >= 1 && index <= f->nnames && a->status == DNS_OK) {
+		size_t alen = f->family == AF_INET ? 4 : 16;
+
+		for (int i = 0; i < a->n; i++)
+			if ((size_t)a->len[i] == alen && memcmp(a->data[i], f->addr, alen) == 0) {
+				f->status = CHECK_PASS;
+				strcpy(f->name, f->names[index - 1]);
+				/* confirmed: the other answers do not matter */
+				f->pending = 0;
+				break;
+			}
+	}
+	fcrdns_finish(f);
 }

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "dnsbl.h"
 #include "lex.h"
 #include "log.h"
 #include "rules.h"
@@ -96,6 +97,11 @@ static const struct conf_setting conf_settings[] = {
 	{ "user", CT_STR, O(user), 0, 0, "nobody", NULL },
 	{ "log", CT_ENUM, O(log_dest), 0, 0, "stderr", conf_log_words },
 	{ "log-level", CT_ENUM, O(log_level), 0, 0, "info", conf_level_words },
+	{ "dns-timeout", CT_DUR, O(dns_timeout_ms), 100, 60 * SEC, "5s", NULL },
+	{ "dns-max-queries", CT_COUNT, O(dns_max_queries), 16, 1000000, "4096", NULL },
+	{ "dns-negative-ttl", CT_DUR, O(dns_negative_ttl_ms), 0, 86400 * SEC, "5m", NULL },
+	{ "greet-delay", CT_DUR, O(greet_delay_ms), 0, 60 * SEC, "0", NULL },
+	{ "dnsbl-probe-interval", CT_DUR, O(dnsbl_probe_ms), 1 * SEC, 86400 * SEC, "5m", NULL },
 };
 #define CONF_NSETTINGS (sizeof(conf_settings) / sizeof(conf_settings[0]))
 
@@ -106,6 +112,7 @@ struct conf_parse {
 	size_t errlen, errcap;
 	int nerr;
 	unsigned char seen[CONF_NSETTINGS];
+	bool resolver_seen;
 };
 
 /* conf_note - record one error or warning line at file:line:col */
@@ -429,6 +436,87 @@ skip:
 	}
 }
 
+/* conf_resolver - "resolver system", "resolver recursive",
+ * "resolver forward ADDR[@PORT] ..." */
+static void
+conf_resolver(struct conf_parse *p, struct conf *c, struct lexer *lx,
+	const struct lex_token *kw)
+{
+	struct lex_token t;
+	char shown[LOG_ESC_SIZE];
+
+	if (p->resolver_seen) {
+		conf_error(p, kw->line, kw->col, "\"resolver\" given twice");
+		goto skip;
+	}
+	p->resolver_seen = true;
+	lex_next(lx, &t);
+	if (t.type == LEX_WORD && t.len == 6 && memcmp(t.text, "system", 6) == 0) {
+		c->resolver.mode = DNS_MODE_SYSTEM;
+	} else if (t.type == LEX_WORD && t.len == 9 && memcmp(t.text, "recursive", 9) == 0) {
+		c->resolver.mode = DNS_MODE_RECURSIVE;
+	} else if (t.type == LEX_WORD && t.len == 7 && memcmp(t.text, "forward", 7) == 0) {
+		c->resolver.mode = DNS_MODE_FORWARD;
+		for (;;) {
+			char host[64], addr[16];
+			const char *at;
+			size_t hl;
+
+			lex_next(lx, &t);
+			if (t.type == LEX_NL || t.type == LEX_EOF)
+				break;
+			if (t.type != LEX_WORD || t.len >= sizeof(c->resolver.forward[0])) {
+				conf_error(p, t.line, t.col, "expected a name server ADDRESS[@PORT], found %s",
+				    conf_shown(&t, shown, sizeof(shown)));
+				goto skip;
+			}
+			at = memchr(t.text, '@', t.len);
+			hl = at ? (size_t)(at - t.text) : t.len;
+			memcpy(host, t.text, hl);
+			host[hl] = 0;
+			if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) {
+				conf_error(p, t.line, t.col, "resolver forward: \"%s\" is not an IP "
+				    "address (ADDRESS or ADDRESS@PORT)", conf_shown(&t, shown, sizeof(shown)));
+				goto skip;
+			}
+			if (at) {
+				uint64_t port;
+				const char *unit;
+
+				if (conf_parse_num(at + 1, t.len - hl - 1, &port, &unit) != 0 ||
+				    port == 0 || port > 65535) {
+					conf_error(p, t.line, t.col, "resolver forward: expected a port "
+					    "1-65535 after '@'");
+					goto skip;
+				}
+			}
+			if (c->resolver.nforward == DNS_FORWARD_MAX) {
+				conf_error(p, t.line, t.col, "resolver forward: at most %d servers",
+				    DNS_FORWARD_MAX);
+				goto skip;
+			}
+			memcpy(c->resolver.forward[c->resolver.nforward], t.text, t.len);
+			c->resolver.forward[c->resolver.nforward++][t.len] = 0;
+		}
+		if (c->resolver.nforward == 0)
+			conf_error(p, kw->line, kw->col, "resolver forward needs at least one "
+			    "ADDRESS[@PORT]");
+		return;
+	} else {
+		conf_error(p, t.line, t.col, "expected system, recursive or forward after resolver, "
+		    "found %s", conf_shown(&t, shown, sizeof(shown)));
+		goto skip;
+	}
+	lex_next(lx, &t);
+	if (t.type == LEX_NL || t.type == LEX_EOF)
+		return;
+	conf_error(p, t.line, t.col, "unexpected %s after resolver %s",
+	    conf_shown(&t, shown, sizeof(shown)), dns_mode_name(c->resolver.mode));
+skip:
+	while (t.type != LEX_NL && t.type != LEX_EOF)
+		lex_next(lx, &t);
+}
+
 /* conf_intern - a file name that lives as long as the configuration */
 static const char *
 conf_intern(struct conf *c, const char *name)
@@ -615,6 +703,14 @@ conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
 			rules_parse_on(c->rules, &lx, &t, conf_rules_err, p);
 		else if (t.len == 7 && memcmp(t.text, "include", 7) == 0)
 			conf_include(p, c, &lx, &t, depth);
+		else if (t.len == 8 && memcmp(t.text, "resolver", 8) == 0)
+			conf_resolver(p, c, &lx, &t);
+		else if (t.len == 5 && (memcmp(t.text, "dnsbl", 5) == 0 ||
+		    memcmp(t.text, "dnswl", 5) == 0)) {
+			if (c->dnsbl == NULL)
+				c->dnsbl = xcalloc(1, sizeof(*c->dnsbl));
+			dnsbl_parse(c->dnsbl, &lx, &t, conf_rules_err, p);
+		}
 		else
 			conf_statement(p, c, &lx, &t);
 	}
@@ -631,6 +727,8 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 		conf_error(p, 1, 1, "no \"listen\" statement: moatd needs at least one");
 	if (c->upstream.salen == 0)
 		conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
+	c->resolver.max_inflight = (unsigned)c->dns_max_queries;
+	c->resolver.max_negative_ttl = (int)(c->dns_negative_ttl_ms / 1000);
 	*errors = p->errs;	/* the errors, or the warnings of a good file */
 	if (p->nerr > 0) {
 		conf_unref(c);
@@ -709,6 +807,7 @@ conf_unref(struct conf *c)
 	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
 	rules_free(c->rules);
+	dnsbl_set_free(c->dnsbl);
 	for (size_t i = 0; i < c->nfiles; i++)
 		free(c->files[i]);
 	free(c->files);

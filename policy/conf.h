@@ -28,6 +28,8 @@ struct conf *conf_load_buffer(const char *name, const char *buf, size_t len, cha
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "dns.h"
+
 enum conf_identity { CONF_ID_XCLIENT = 0, CONF_ID_PROXY_V1, CONF_ID_PROXY_V2, CONF_ID_NONE };
 enum conf_barelf { CONF_BARELF_NORMALISE = 0, CONF_BARELF_REJECT };
 enum conf_logdest { CONF_LOG_STDERR = 0, CONF_LOG_SYSLOG };
@@ -75,6 +77,14 @@ struct conf {
 	char *user;
 	int log_dest;		/* enum conf_logdest */
 	int log_level;		/* enum log_level */
+
+	struct dns_conf resolver;	/* resolver system|recursive|forward A@P ... */
+	uint64_t dns_timeout_ms;
+	uint64_t dns_max_queries;
+	uint64_t dns_negative_ttl_ms;
+	uint64_t greet_delay_ms;	/* 0: greet at once */
+	uint64_t dnsbl_probe_ms;
+	struct dnsbl_set *dnsbl;	/* dnsbl/dnswl zones (dnsbl.h), NULL if none */
 
 	struct rules *rules;	/* lists and rules (rules.h) */
 	char **files;		/* included files' names (rules point at them) */

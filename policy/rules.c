@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dnsbl.h"
 #include "lists.h"
 #include "log.h"
 #include "rules.h"
@@ -30,37 +31,47 @@ enum fact_type { FT_BOOL, FT_NUM, FT_IP, FT_DOMAIN, FT_ADDRESS, FT_WORD };
 enum fact_id {
 	F_CLIENT_IP, F_HELO, F_SENDER, F_SENDER_DOMAIN, F_NULL_SENDER, F_RCPT,
 	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS, F_SCORE,
-	F_PIPELINING, F_AFTER_DOT, F_BARE_LF, F_HELO_VALID, F_FCRDNS, F_CLIENT_NAME, F_LOGIN
+	F_PIPELINING, F_AFTER_DOT, F_BARE_LF, F_HELO_VALID, F_FCRDNS, F_CLIENT_NAME, F_LOGIN,
+	F_DNSBL_SCORE, F_DNSBL_HIT, F_DNSBL_ERROR, F_EARLY_TALKER, F_BARE_LF_CMDS, F_UNKNOWN_CMDS
 };
+
+#define NO_CHECK (-1)
 
 struct fact_def {
 	const char *name;
 	enum fact_id id;
 	enum fact_type type;
 	enum rules_stage from;
+	int check;		/* the check (filter.h) the fact comes from, or NO_CHECK */
 };
 
 static const struct fact_def fact_defs[] = {
-	{ "client-ip", F_CLIENT_IP, FT_IP, RS_CONNECT },
-	{ "helo", F_HELO, FT_WORD, RS_HELO },
-	{ "sender", F_SENDER, FT_ADDRESS, RS_MAIL },
-	{ "sender-domain", F_SENDER_DOMAIN, FT_DOMAIN, RS_MAIL },
-	{ "null-sender", F_NULL_SENDER, FT_BOOL, RS_MAIL },
-	{ "rcpt", F_RCPT, FT_ADDRESS, RS_RCPT },
-	{ "rcpt-domain", F_RCPT_DOMAIN, FT_DOMAIN, RS_RCPT },
-	{ "rcpt-count", F_RCPT_COUNT, FT_NUM, RS_RCPT },
-	{ "declared-size", F_DECLARED_SIZE, FT_NUM, RS_MAIL },
-	{ "size", F_SIZE, FT_NUM, RS_DATA },
-	{ "auth", F_AUTH, FT_BOOL, RS_CONNECT },
-	{ "tls", F_TLS, FT_BOOL, RS_CONNECT },
-	{ "score", F_SCORE, FT_NUM, RS_CONNECT },
-	{ "pipelining-violation", F_PIPELINING, FT_BOOL, RS_CONNECT },
-	{ "pipelined-after-dot", F_AFTER_DOT, FT_BOOL, RS_CONNECT },
-	{ "bare-lf", F_BARE_LF, FT_BOOL, RS_DATA },
-	{ "helo-valid", F_HELO_VALID, FT_BOOL, RS_HELO },
-	{ "fcrdns", F_FCRDNS, FT_BOOL, RS_CONNECT },
-	{ "client-name", F_CLIENT_NAME, FT_DOMAIN, RS_CONNECT },
-	{ "login", F_LOGIN, FT_WORD, RS_CONNECT },
+	{ "client-ip", F_CLIENT_IP, FT_IP, RS_CONNECT, NO_CHECK },
+	{ "helo", F_HELO, FT_WORD, RS_HELO, NO_CHECK },
+	{ "sender", F_SENDER, FT_ADDRESS, RS_MAIL, NO_CHECK },
+	{ "sender-domain", F_SENDER_DOMAIN, FT_DOMAIN, RS_MAIL, NO_CHECK },
+	{ "null-sender", F_NULL_SENDER, FT_BOOL, RS_MAIL, NO_CHECK },
+	{ "rcpt", F_RCPT, FT_ADDRESS, RS_RCPT, NO_CHECK },
+	{ "rcpt-domain", F_RCPT_DOMAIN, FT_DOMAIN, RS_RCPT, NO_CHECK },
+	{ "rcpt-count", F_RCPT_COUNT, FT_NUM, RS_RCPT, NO_CHECK },
+	{ "declared-size", F_DECLARED_SIZE, FT_NUM, RS_MAIL, NO_CHECK },
+	{ "size", F_SIZE, FT_NUM, RS_DATA, NO_CHECK },
+	{ "auth", F_AUTH, FT_BOOL, RS_CONNECT, NO_CHECK },
+	{ "tls", F_TLS, FT_BOOL, RS_CONNECT, NO_CHECK },
+	{ "score", F_SCORE, FT_NUM, RS_CONNECT, NO_CHECK },
+	{ "pipelining-violation", F_PIPELINING, FT_BOOL, RS_CONNECT, NO_CHECK },
+	{ "pipelined-after-dot", F_AFTER_DOT, FT_BOOL, RS_CONNECT, NO_CHECK },
+	{ "bare-lf", F_BARE_LF, FT_BOOL, RS_DATA, NO_CHECK },
+	{ "helo-valid", F_HELO_VALID, FT_BOOL, RS_HELO, NO_CHECK },
+	{ "fcrdns", F_FCRDNS, FT_BOOL, RS_CONNECT, 0 /* CHECK_FCRDNS */ },
+	{ "client-name", F_CLIENT_NAME, FT_DOMAIN, RS_CONNECT, 0 /* CHECK_FCRDNS */ },
+	{ "login", F_LOGIN, FT_WORD, RS_CONNECT, NO_CHECK },
+	{ "dnsbl-score", F_DNSBL_SCORE, FT_NUM, RS_CONNECT, 1 /* CHECK_DNSBL */ },
+	{ "dnsbl-hit", F_DNSBL_HIT, FT_WORD, RS_CONNECT, 1 /* CHECK_DNSBL */ },
+	{ "dnsbl-error", F_DNSBL_ERROR, FT_BOOL, RS_CONNECT, 1 /* CHECK_DNSBL */ },
+	{ "early-talker", F_EARLY_TALKER, FT_BOOL, RS_CONNECT, NO_CHECK },
+	{ "bare-lf-commands", F_BARE_LF_CMDS, FT_NUM, RS_CONNECT, NO_CHECK },
+	{ "unknown-commands", F_UNKNOWN_CMDS, FT_NUM, RS_CONNECT, NO_CHECK },
 };
 #define NFACTS (sizeof(fact_defs) / sizeof(fact_defs[0]))
 
@@ -119,7 +130,7 @@ struct rules {
 	struct named_list *lists;
 	struct rule *head[RS__COUNT], *tail[RS__COUNT];
 	size_t n[RS__COUNT];
-	bool need_fcrdns[RS__COUNT];	/* a rule of the stage uses fcrdns facts */
+	unsigned need[RS__COUNT];	/* 1 << check: a rule of the stage reads its facts */
 };
 
 /* The parser's state: one token of look-ahead. */
@@ -155,7 +166,7 @@ rules_stage_name(enum rules_stage st)
 bool
 rules_stage_needs(const struct rules *r, enum rules_stage st, int check)
 {
-	return r != NULL && check == 0 && r->need_fcrdns[st];
+	return r != NULL && check >= 0 && check < 32 && (r->need[st] & (1u << check)) != 0;
 }
 
 /* rules_count - rules of a stage (off ones included) */
@@ -491,7 +502,8 @@ rp_fact(struct rp *p)
 	rp_error(p, "unknown fact %s (known: client-ip, helo, sender, sender-domain, "
 	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, "
 	    "pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name, "
-	    "login)",
+	    "login, dnsbl-score, dnsbl-hit, dnsbl-error, early-talker, bare-lf-commands, "
+	    "unknown-commands)",
 	    rp_shown(p, shown, sizeof(shown)));
 	return NULL;
 }
@@ -589,7 +601,7 @@ rp_predicate(struct rp *p)
 		if ((f->type != FT_WORD && f->type != FT_DOMAIN) ||
 		    (p->t.type != LEX_WORD && p->t.type != LEX_STRING)) {
 			rp_error(p, "\"%s is\" needs a word fact (helo, login, sender-domain, "
-			    "rcpt-domain, client-name) and a word", f->name);
+			    "rcpt-domain, client-name, dnsbl-hit) and a word", f->name);
 			node_free(n);
 			return NULL;
 		}
@@ -714,7 +726,8 @@ rp_or(struct rp *p)
 static const struct { const char *name; enum rules_stage from; } vars[] = {
 	{ "ip", RS_CONNECT }, { "helo", RS_HELO }, { "sender-domain", RS_MAIL },
 	{ "sender", RS_MAIL }, { "rcpt-domain", RS_RCPT }, { "rcpt", RS_RCPT },
-	{ "score", RS_CONNECT }, { "size", RS_DATA },
+	{ "score", RS_CONNECT }, { "size", RS_DATA }, { "dnsbl", RS_CONNECT },
+	{ "dnsbl-reply", RS_CONNECT }, { "client-name", RS_CONNECT },
 };
 
 /* var_at - the variable named at s (after '$'), its index, or -1 */
@@ -758,7 +771,7 @@ rp_text_ok(struct rp *p, const char *s, size_t len, const char **why)
 		v = var_at(s + i + 1, len - i - 1, &used);
 		if (v < 0) {
 			*why = "unknown $variable (known: $ip $helo $sender $sender-domain $rcpt "
-			    "$rcpt-domain $score $size; $$ for a dollar)";
+			    "$rcpt-domain $score $size $dnsbl $dnsbl-reply $client-name; $$ for a dollar)";
 			return false;
 		}
 		if (vars[v].from > p->st) {
@@ -818,6 +831,9 @@ rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
 		case 5: v = NULL; break;
 		case 6: snprintf(num, sizeof(num), "%lld", (long long)f->score); v = num; vlen = strlen(num); break;
 		case 7: snprintf(num, sizeof(num), "%llu", (unsigned long long)f->size); v = num; vlen = strlen(num); break;
+		case 8: v = f->dnsbl_hits; vlen = v ? strlen(v) : 0; break;
+		case 9: v = f->dnsbl_reply; vlen = v ? strlen(v) : 0; break;
+		case 10: v = f->client_name; vlen = f->client_nlen; break;
 		}
 		if (k == 3 || k == 5) {
 			const char *lp = k == 3 ? f->sender_local : f->rcpt_local;
@@ -832,8 +848,9 @@ rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
 				out[n++] = dp[j] > 0x20 && dp[j] < 0x7f ? dp[j] : '?';
 			continue;
 		}
-		for (size_t j = 0; v != NULL && j < vlen && j < 100 && n + 1 < size; j++)
-			out[n++] = v[j] > 0x20 && v[j] < 0x7f ? v[j] : '?';
+		/* a zone's reply text is the operator's and may have spaces */
+		for (size_t j = 0; v != NULL && j < vlen && j < (k == 9 ? 300u : 100u) && n + 1 < size; j++)
+			out[n++] = (v[j] > 0x20 || (k == 9 && v[j] == ' ')) && v[j] < 0x7f ? v[j] : '?';
 	}
 	out[n] = 0;
 	return n;
@@ -1001,15 +1018,17 @@ rp_action(struct rp *p, struct rule *ru)
 	}
 }
 
-/* node_uses_fcrdns - does the condition read a fact of the fcrdns check? */
-static bool
-node_uses_fcrdns(const struct node *n)
+/* node_checks - the checks whose facts the condition reads (1 << id) */
+static unsigned
+node_checks(const struct node *n)
 {
+	unsigned m = 0;
+
 	if (n == NULL)
-		return false;
-	if (n->fact != NULL && (n->fact->id == F_FCRDNS || n->fact->id == F_CLIENT_NAME))
-		return true;
-	return node_uses_fcrdns(n->a) || node_uses_fcrdns(n->b);
+		return 0;
+	if (n->fact != NULL && n->fact->check != NO_CHECK)
+		m |= 1u << n->fact->check;
+	return m | node_checks(n->a) | node_checks(n->b);
 }
 
 /* rp_source - the statement as written, for traces: continuation lines
@@ -1089,8 +1108,8 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 			break;
 		}
 	ru->src = rp_source(kw->text, lx->buf + lx->pos);
-	if (ru->mode != 2 && node_uses_fcrdns(ru->cond))
-		r->need_fcrdns[st] = true;
+	if (ru->mode != 2)
+		r->need[st] |= node_checks(ru->cond);
 	if (r->tail[st])
 		r->tail[st]->next = ru;
 	else
@@ -1120,6 +1139,7 @@ eval_word(const struct node *n, const struct rules_facts *f, size_t *len)
 	case F_RCPT_DOMAIN: *len = f->rcpt_dlen; return f->rcpt_domain;
 	case F_CLIENT_NAME: *len = f->client_nlen; return f->client_name;
 	case F_LOGIN: *len = f->loginlen; return f->login;
+	case F_DNSBL_HIT: *len = f->dnsbl_hits ? strlen(f->dnsbl_hits) : 0; return f->dnsbl_hits;
 	default: *len = 0; return NULL;
 	}
 }
@@ -1133,6 +1153,9 @@ eval_num(const struct node *n, const struct rules_facts *f)
 	case F_DECLARED_SIZE: return f->declared_size > INT64_MAX ? INT64_MAX : (int64_t)f->declared_size;
 	case F_SIZE: return f->size > INT64_MAX ? INT64_MAX : (int64_t)f->size;
 	case F_SCORE: return f->score;
+	case F_DNSBL_SCORE: return f->dnsbl_score;
+	case F_BARE_LF_CMDS: return f->bare_lf_commands;
+	case F_UNKNOWN_CMDS: return f->unknown_commands;
 	default: return 0;
 	}
 }
@@ -1166,6 +1189,17 @@ eval_in(const struct node *n, const struct rules_facts *f)
 		return f->helolen > 0 && list_match_word(n->list, f->helo, f->helolen);
 	case F_LOGIN:
 		return f->loginlen > 0 && list_match_word(n->list, f->login, f->loginlen);
+	case F_DNSBL_HIT:
+		/* any of the zones that listed the client */
+		for (const char *h = f->dnsbl_hits; h != NULL && *h; ) {
+			const char *e = strchr(h, ',');
+			size_t hl = e ? (size_t)(e - h) : strlen(h);
+
+			if (list_match_word(n->list, h, hl))
+				return true;
+			h = e ? e + 1 : h + hl;
+		}
+		return false;
 	default:
 		return false;
 	}
@@ -1176,8 +1210,12 @@ eval_in(const struct node *n, const struct rules_facts *f)
 static bool
 eval_needs(const struct node *n, const struct rules_facts *f, int *need)
 {
-	if ((n->fact->id == F_FCRDNS || n->fact->id == F_CLIENT_NAME) && !f->fcrdns_known) {
+	if (n->fact->check == 0 && !f->fcrdns_known) {
 		*need = 0;	/* CHECK_FCRDNS */
+		return true;
+	}
+	if (n->fact->check == 1 && !f->dnsbl_known) {
+		*need = 1;	/* CHECK_DNSBL */
 		return true;
 	}
 	return false;
@@ -1212,11 +1250,15 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 	case N_IS:
 		if (eval_needs(n, f, need))
 			return false;
+		if (n->fact->id == F_DNSBL_HIT)
+			return f->dnsbl_hits != NULL && dnsbl_hits_has(f->dnsbl_hits, n->word, n->wlen);
 		w = eval_word(n, f, &len);
 		if (len > 0 && w[len - 1] == '.' && n->wlen > 0 && n->word[n->wlen - 1] != '.')
 			len--;
 		return w != NULL && len == n->wlen && strncasecmp(w, n->word, len) == 0;
 	case N_CMP:
+		if (eval_needs(n, f, need))
+			return false;
 		v = eval_num(n, f);
 		switch (n->cmp) {
 		case C_EQ: return v == n->num;
@@ -1239,6 +1281,8 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 		case F_BARE_LF: return f->bare_lf;
 		case F_HELO_VALID: return f->helo_valid;
 		case F_FCRDNS: return f->fcrdns;
+		case F_DNSBL_ERROR: return f->dnsbl_error;
+		case F_EARLY_TALKER: return f->early_talker;
 		default: return false;
 		}
 	}
@@ -1265,11 +1309,11 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 	memset(res, 0, sizeof(*res));
 	if (r == NULL)
 		return;
-	if (r->need_fcrdns[st] && !f->fcrdns_known) {
-		/* run the check before any rule of the stage, so that no rule
+	if (((r->need[st] & 1u) && !f->fcrdns_known) || ((r->need[st] & 2u) && !f->dnsbl_known)) {
+		/* run the checks before any rule of the stage, so that no rule
 		 * acts (or logs) twice */
 		res->verdict = RV_WAIT;
-		res->need = 0;	/* CHECK_FCRDNS */
+		res->need = (r->need[st] & 1u) && !f->fcrdns_known ? 0 : 1;
 		return;
 	}
 	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {

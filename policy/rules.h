@@ -81,6 +81,14 @@ struct rules_facts {
 	bool fcrdns;			/* the client's name is forward-confirmed */
 	const char *client_name;	/* that name, or NULL */
 	size_t client_nlen;
+	bool dnsbl_known;		/* every DNSBL lookup of the stage is answered */
+	int64_t dnsbl_score;		/* the weights of the listing zones */
+	bool dnsbl_error;		/* a lookup failed or answered nonsense */
+	const char *dnsbl_hits;		/* "zen,sbl": the listing zones' names, or NULL */
+	const char *dnsbl_reply;	/* the heaviest listing's reply text, or NULL */
+	bool early_talker;		/* the client talked before the greeting */
+	unsigned bare_lf_commands;	/* command lines ended in a bare LF */
+	unsigned unknown_commands;	/* unknown or unimplemented commands */
 };
 
 #define RULES_HDR_MAX 8		/* header fields one stage may add */

@@ -30,6 +30,8 @@
 #include <sys/eventfd.h>
 
 #include "conf.h"
+#include "dns.h"
+#include "dnsbl.h"
 #include "log.h"
 #include "moatd.h"
 #include "session.h"
@@ -123,6 +125,108 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 		event_base_loopexit(w->base, NULL);
 }
 
+/* ---------------------------------------------------------------------
+ * DNSBL health probes (RFC 5782 section 5), on the main loop: at start,
+ * then every dnsbl-probe-interval, for the zones of the current file.
+ */
+struct probe_round {
+	struct conf *c;
+	int pending;
+	struct { bool asked, listed_ok, unlisted_ok, temp; } z[DNSBL_ZONES_MAX];
+};
+
+struct probe_q {
+	struct probe_round *pr;
+	int zone;
+	bool listed;		/* the test point that must be listed */
+};
+
+static struct dns_loop *main_dns;
+static struct event *ev_probe;
+
+static void
+probe_finish(struct probe_round *pr)
+{
+	for (int i = 0; i < pr->c->dnsbl->n; i++)
+		if (pr->z[i].asked)
+			dnsbl_probe_result(&pr->c->dnsbl->z[i], pr->z[i].listed_ok,
+			    pr->z[i].unlisted_ok, pr->z[i].temp);
+	conf_unref(pr->c);
+	free(pr);
+}
+
+static void
+probe_done(void *ctx, uint64_t tag, const struct dns_answer *a)
+{
+	struct probe_q *q = ctx;
+	struct probe_round *pr = q->pr;
+
+	(void)tag;
+	if (a->status == DNS_TEMPERROR) {
+		pr->z[q->zone].temp = true;
+	} else if (q->listed) {
+		for (int i = 0; i < a->n; i++) {
+			unsigned char b[4];
+
+			if (dns_rr_a(a, i, b) == 0 && b[0] == 127 && !(b[1] == 255 && b[2] == 255))
+				pr->z[q->zone].listed_ok = true;
+		}
+	} else {
+		pr->z[q->zone].unlisted_ok = a->status != DNS_OK;
+	}
+	free(q);
+	if (--pr->pending == 0)
+		probe_finish(pr);
+}
+
+static void
+probe_send(struct probe_round *pr, int zone, bool listed)
+{
+	const struct dnsbl_zone *z = &pr->c->dnsbl->z[zone];
+	static const unsigned char two[4] = { 127, 0, 0, 2 }, one[4] = { 127, 0, 0, 1 };
+	struct probe_q *q = xcalloc(1, sizeof(*q));
+	char name[320];
+
+	q->pr = pr;
+	q->zone = zone;
+	q->listed = listed;
+	if (dnsbl_query_name(z, AF_INET, listed ? two : one, listed ? "test" : "invalid",
+	    name, sizeof(name)) < 0 ||
+	    dns_query(main_dns, name, DNS_T_A, (unsigned)pr->c->dns_timeout_ms, probe_done, q, 0) != 0) {
+		pr->z[zone].temp = true;
+		free(q);
+		return;
+	}
+	pr->pending++;
+}
+
+/* probe_cb - one round over the zones of the current configuration */
+static void
+probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct probe_round *pr = xcalloc(1, sizeof(*pr));
+	struct timeval tv;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	pr->c = moatd_conf_get();
+	if (pr->c->dnsbl != NULL)
+		for (int i = 0; i < pr->c->dnsbl->n; i++) {
+			if (!pr->c->dnsbl->z[i].probe)
+				continue;
+			pr->z[i].asked = true;
+			probe_send(pr, i, true);
+			probe_send(pr, i, false);
+		}
+	tv.tv_sec = (time_t)(pr->c->dnsbl_probe_ms / 1000);
+	tv.tv_usec = (suseconds_t)(pr->c->dnsbl_probe_ms % 1000) * 1000;
+	evtimer_add(ev_probe, &tv);
+	pr->pending++;		/* held until every query is out */
+	if (--pr->pending == 0)
+		probe_finish(pr);
+}
+
 /* worker_main - one event loop */
 static void *
 worker_main(void *arg)
@@ -197,6 +301,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		if (n->nlisten != old->nlisten || memcmp(n->listen, old->listen,
 		    sizeof(n->listen[0]) * (size_t)n->nlisten) != 0 || n->workers != old->workers)
 			log_msg(LOG_L_WARN, 0, "reload: listen and workers changes take effect at restart");
+		if (memcmp(&n->resolver, &old->resolver, sizeof(n->resolver)) != 0)
+			log_msg(LOG_L_WARN, 0, "reload: resolver changes take effect at restart");
 		moatd.conf = n;
 		pthread_mutex_unlock(&moatd.conf_lock);
 		log_set_level((enum log_level)n->log_level);
@@ -326,6 +432,16 @@ main(int argc, char **argv)
 	}
 	moatd.nworkers = nworkers;
 	moatd.workq = workq_new(2, 1024);
+	{
+		/* a resolver that cannot start is not fatal: the DNS checks
+		 * then give temperror, and the rules decide (DNS-14) */
+		char *err = NULL;
+
+		if (dns_init(&c->resolver, &err) != 0) {
+			log_msg(LOG_L_ERROR, 0, "resolver error=\"%s\": DNS checks give temperror", err);
+			free(err);
+		}
+	}
 	moatd.workers = xcalloc((size_t)nworkers, sizeof(struct worker));
 	for (int i = 0; i < nworkers; i++) {
 		struct worker *w = &moatd.workers[i];
@@ -340,6 +456,7 @@ main(int argc, char **argv)
 			fatal("eventfd: %s", strerror(errno));
 		w->ev_wake = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, worker_wake_cb, w);
 		w->wq = workq_loop_new(moatd.workq, w->base);
+		w->dns = dns_loop_new(w->base);
 		event_add(w->ev_wake, NULL);
 		for (int j = 0; j < c->nlisten; j++) {
 			char err[256];
@@ -363,6 +480,15 @@ main(int argc, char **argv)
 		evsignal_add(sigs[i], NULL);
 	ev_drain_timer = evtimer_new(main_base, drain_timer_cb, NULL);
 	ev_drain_tick = event_new(main_base, -1, EV_PERSIST, drain_tick_cb, NULL);
+	main_dns = dns_loop_new(main_base);
+	ev_probe = evtimer_new(main_base, probe_cb, NULL);
+	if (c->dnsbl != NULL)
+		event_active(ev_probe, EV_TIMEOUT, 0);
+	else {
+		/* a reload may add zones: look again later */
+		struct timeval tv = { (time_t)(c->dnsbl_probe_ms / 1000), 0 };
+		evtimer_add(ev_probe, &tv);
+	}
 
 	for (int i = 0; i < nworkers; i++)
 		if (pthread_create(&moatd.workers[i].thread, NULL, worker_main, &moatd.workers[i]) != 0)
@@ -373,8 +499,9 @@ main(int argc, char **argv)
 		for (int j = 0; j < c->nlisten && n < sizeof(list); j++)
 			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", j ? "," : "",
 			    c->listen[j].text);
-		log_msg(LOG_L_INFO, 0, "ready listen=%s workers=%d upstream=%s identity=%s",
-		    list, nworkers, c->upstream.text, conf_identity_name(c->identity));
+		log_msg(LOG_L_INFO, 0, "ready listen=%s workers=%d upstream=%s identity=%s resolver=%s "
+		    "dnsbl-zones=%d", list, nworkers, c->upstream.text, conf_identity_name(c->identity),
+		    dns_mode_name(c->resolver.mode), c->dnsbl ? c->dnsbl->n : 0);
 	}
 
 	/* the main loop ends when every worker has ended */
@@ -394,6 +521,13 @@ main(int argc, char **argv)
 	workq_free(moatd.workq);	/* finishes its jobs: no session is left */
 	for (int i = 0; i < nworkers; i++)
 		workq_loop_free(moatd.workers[i].wq);
+	/* no loop runs any more: queries still out are dropped, their
+	 * callers told "shutdown" */
+	dns_shutdown();
+	for (int i = 0; i < nworkers; i++)
+		dns_loop_free(moatd.workers[i].dns);
+	dns_loop_free(main_dns);
+	event_free(ev_probe);
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(ev_drain_timer);

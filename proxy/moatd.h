@@ -44,6 +44,7 @@ struct worker {
 	int nlev;
 	struct event *ev_wake;		/* reads wake_fd; also made active in-thread */
 	struct workq_loop *wq;		/* completions of checks run on the pool */
+	struct dns_loop *dns;		/* answers of the resolver (dns.h) */
 	int wake_fd;			/* eventfd the main thread writes to */
 	struct session *sessions;	/* list of live sessions */
 	unsigned nsessions;

@@ -49,6 +49,7 @@ enum sess_state {
 #define SESS_F_BARE_LF_CMD       0x04u	/* a command line ended in bare LF */
 #define SESS_F_AFTER_DOT         0x08u	/* commands pipelined right after the end of data */
 #define SESS_F_NON_SMTP          0x10u	/* HTTP or PROXY bytes */
+#define SESS_F_EARLY             0x20u	/* the client talked before the greeting */
 
 /* what a session resumes when a check's result comes in */
 enum sess_wait { SW_NONE = 0, SW_GREETING, SW_COMMAND, SW_DATA_END };
@@ -100,9 +101,13 @@ struct session {
 	char *helo;			/* owned, as sent (may be odd) */
 	unsigned facts;			/* SESS_F_* */
 	int64_t score;			/* added by rules at connect and helo */
-	unsigned char fcrdns_state;	/* filter.h: CHECK_NONE, _PENDING, _DONE */
-	unsigned char fcrdns_status;	/* CHECK_PASS, _FAIL, _TEMPERROR */
 	unsigned char waiting;		/* SW_*: what waits for a check */
+	bool greeted;			/* the 220 (or the refusal) is out */
+	unsigned short bare_lf_cmds;	/* command lines ended by a bare LF */
+	unsigned short unknown_cmds;	/* commands not recognised */
+	uint64_t greet_at_ms;		/* greet-delay: not before this */
+	struct sess_checks *ck;		/* DNS checks (sess_checks.c), or NULL */
+	struct sess_dnsq *dnsq;		/* their queries in flight */
 	char *client_name;		/* forward-confirmed name, owned */
 	uint64_t check_deadline_ms;	/* 0 = no check awaited */
 	char *hdrs;			/* header fields those rules added */
@@ -134,6 +139,18 @@ void sess_replyf(struct session *s, const char *fmt, ...)
 void sess_flush(struct session *s);
 void sess_txn_free(struct session *s);
 void sess_drain(struct session *s);
+
+/* sess_checks.c */
+struct rules_facts;
+struct dnsbl_summary;
+void sess_checks_connect(struct session *s);
+bool sess_check_wait(struct session *s, int st, const struct smtp_cmd *c);
+void sess_checks_expire(struct session *s);
+void sess_checks_facts(const struct session *s, struct rules_facts *f, struct dnsbl_summary *sum);
+void sess_checks_free(struct session *s);
+int sess_fc_send(void *arg, const char *name, int rrtype, int index);
+void sess_fc_result(struct session *s);
+void sess_resume(struct session *s);
 
 /* upstream.c */
 enum ups_kind {

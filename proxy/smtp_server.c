@@ -49,6 +49,7 @@
 #include <event2/event.h>
 
 #include "conn.h"
+#include "dnsbl.h"
 #include "filter.h"
 #include "log.h"
 #include "moatd.h"
@@ -380,28 +381,28 @@ check_helo(struct session *s, const struct smtp_cmd *c)
 }
 
 /* sess_find - a live session of this worker by id, or NULL */
-static struct session *
-sess_find(struct worker *w, uint64_t sid)
-{
-	for (struct session *s = w->sessions; s; s = s->next)
-		if (s->id == sid)
-			return s->closing ? NULL : s;
-	return NULL;
-}
 
-/* sess_resume - a check's result is in (or its deadline passed) */
-static void
+/* sess_resume - a check's result is in (or its deadline passed): what
+ * waited runs again, and waits again if it still must */
+void
 sess_resume(struct session *s)
 {
 	enum sess_wait w = (enum sess_wait)s->waiting;
 
 	s->waiting = SW_NONE;
-	s->check_deadline_ms = 0;
 	switch (w) {
 	case SW_GREETING:
+		if (sess_check_wait(s, RS_CONNECT, NULL)) {
+			s->waiting = SW_GREETING;
+			break;
+		}
 		sess_greet(s);
 		break;
 	case SW_DATA_END:
+		if (sess_check_wait(s, RS_DATA, NULL)) {
+			s->waiting = SW_DATA_END;
+			break;
+		}
 		sess_data_finish(s);
 		if (!s->closing)
 			sess_process_input(s);
@@ -414,54 +415,6 @@ sess_resume(struct session *s)
 	}
 	if (!s->closing)
 		sess_arm_timer(s);
-}
-
-/* sess_check_result - store a check's result */
-static void
-sess_check_result(struct session *s, enum check_status st, const char *name)
-{
-	char esc[LOG_ESC_SIZE];
-
-	s->fcrdns_state = CHECK_DONE;
-	s->fcrdns_status = (unsigned char)st;
-	free(s->client_name);
-	s->client_name = st == CHECK_PASS && name[0] ? xstrdup(name) : NULL;
-	log_escape(esc, sizeof(esc), name, strlen(name));
-	log_msg(LOG_L_INFO, s->id, "check fcrdns=%s%s%s", st == CHECK_PASS ? "pass" :
-	    st == CHECK_FAIL ? "fail" : "temperror", s->client_name ? " name=" : "",
-	    s->client_name ? esc : "");
-}
-
-/* sess_check_done - back from the pool, by session id */
-static void
-sess_check_done(void *ctx, uint64_t sid, enum check_id id, const struct check_result *r)
-{
-	struct session *s = sess_find(ctx, sid);
-
-	if (s == NULL || id != CHECK_FCRDNS || s->fcrdns_state != CHECK_PENDING)
-		return;		/* gone, or timed out already */
-	sess_check_result(s, r->status, r->name);
-	sess_resume(s);
-}
-
-/* sess_check_wait - must this stage wait for a check? Starts it. */
-static bool
-sess_check_wait(struct session *s, enum rules_stage st)
-{
-	if (s->conf->rules == NULL || s->fcrdns_state == CHECK_DONE ||
-	    !rules_stage_needs(s->conf->rules, st, CHECK_FCRDNS))
-		return false;
-	if (s->fcrdns_state == CHECK_NONE) {
-		s->fcrdns_state = CHECK_PENDING;
-		if (check_start(s->w->wq, CHECK_FCRDNS, s->id, (const struct sockaddr *)&s->peer,
-		    sess_check_done, s->w) != 0) {
-			log_msg(LOG_L_WARN, s->id, "check fcrdns error=pool-full");
-			sess_check_result(s, CHECK_TEMPERROR, "");
-			return false;
-		}
-	}
-	s->check_deadline_ms = sess_now_ms() + SESS_CHECK_MS;
-	return true;
 }
 
 /* sess_add_header - append "Name: value" to a header buffer, once */
@@ -495,6 +448,7 @@ static bool
 sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 {
 	struct rules_result res;
+	struct dnsbl_summary sum;
 	char text[600];
 	char **hb;
 	size_t *hl;
@@ -516,10 +470,10 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 	f->pipelining_violation = (s->facts & (SESS_F_NOT_LAST | SESS_F_DATA_PIPELINED)) != 0;
 	f->pipelined_after_dot = (s->facts & SESS_F_AFTER_DOT) != 0;
 	f->helo_valid = s->helo != NULL && smtp_helo_valid(s->helo, strlen(s->helo));
-	f->fcrdns_known = s->fcrdns_state == CHECK_DONE;
-	f->fcrdns = f->fcrdns_known && s->fcrdns_status == CHECK_PASS;
-	f->client_name = s->client_name;
-	f->client_nlen = s->client_name ? strlen(s->client_name) : 0;
+	f->early_talker = (s->facts & SESS_F_EARLY) != 0;
+	f->bare_lf_commands = s->bare_lf_cmds;
+	f->unknown_commands = s->unknown_cmds;
+	sess_checks_facts(s, f, &sum);
 	rules_eval(s->conf->rules, st, f, &res, s->id);
 	if (st >= RS_MAIL && s->txn != NULL) {
 		s->txn->score += res.score;
@@ -536,7 +490,8 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 		sess_add_header(hb, hl, res.hdr_name[i], text);
 	}
 	if (res.verdict == RV_WAIT)	/* sess_check_wait() ran first: cannot happen */
-		log_msg(LOG_L_ERROR, s->id, "policy stage=%s error=check-not-run", rules_stage_name(st));
+		log_msg(LOG_L_ERROR, s->id, "policy stage=%s error=check-not-run check=%s",
+		    rules_stage_name(st), check_name((enum check_id)res.need));
 	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
 		return true;
 	rules_expand(res.text, f, text, sizeof(text));
@@ -970,6 +925,8 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 	}
 	v = sess_verb_find(c.verb);
 	if (v == NULL) {
+		if (s->unknown_cmds < 0xffff)
+			s->unknown_cmds++;
 		sess_replyf(s, "500 5.5.2 Error: command not recognized");
 		sess_error(s);
 		return;
@@ -1046,6 +1003,8 @@ sess_process_input(struct session *s)
 			/* a command ended by a bare LF: refuse it, never guess */
 			evbuffer_drain(in, raw + 1);
 			s->facts |= SESS_F_BARE_LF_CMD;
+			if (s->bare_lf_cmds < 0xffff)
+				s->bare_lf_cmds++;
 			log_msg(LOG_L_INFO, s->id, "reject reason=bare-lf-command");
 			sess_replyf(s, "500 5.5.2 Error: bare <LF> received, use <CR><LF>");
 			sess_error(s);
@@ -1058,7 +1017,7 @@ sess_process_input(struct session *s)
 			break;	/* e.g. DATA: every earlier reply must be known */
 		if (v != NULL && sess_check_wait(s, c.verb == SMTP_V_MAIL ? RS_MAIL :
 		    c.verb == SMTP_V_RCPT ? RS_RCPT : c.verb == SMTP_V_HELO ||
-		    c.verb == SMTP_V_EHLO ? RS_HELO : RS__COUNT)) {
+		    c.verb == SMTP_V_EHLO ? RS_HELO : RS__COUNT, &c)) {
 			s->waiting = SW_COMMAND;	/* the line stays until the result */
 			break;
 		}
@@ -1114,7 +1073,7 @@ sess_data_end(struct session *s)
 		sess_txn_free(s);
 		return;
 	}
-	if (sess_check_wait(s, RS_DATA)) {
+	if (sess_check_wait(s, RS_DATA, NULL)) {
 		s->waiting = SW_DATA_END;
 		return;
 	}
@@ -1217,6 +1176,8 @@ sess_deadline(const struct session *s)
 	}
 	if (s->check_deadline_ms != 0 && s->check_deadline_ms < d)
 		d = s->check_deadline_ms;
+	if (s->waiting == SW_GREETING && s->greet_at_ms != 0 && s->greet_at_ms < d)
+		d = s->greet_at_ms;
 	return d;
 }
 
@@ -1252,10 +1213,12 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 		sess_close(s, "flush-timeout");
 		return;
 	}
-	if (s->check_deadline_ms != 0 && now >= s->check_deadline_ms &&
-	    s->fcrdns_state == CHECK_PENDING) {
-		log_msg(LOG_L_INFO, s->id, "check fcrdns error=deadline");
-		sess_check_result(s, CHECK_TEMPERROR, "");
+	if (s->waiting != SW_NONE && ((s->check_deadline_ms != 0 && now >= s->check_deadline_ms) ||
+	    (s->waiting == SW_GREETING && s->greet_at_ms != 0 && now >= s->greet_at_ms))) {
+		if (s->check_deadline_ms != 0 && now >= s->check_deadline_ms) {
+			sess_checks_expire(s);
+			s->check_deadline_ms = 0;
+		}
 		sess_resume(s);
 		return;
 	}
@@ -1284,6 +1247,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	ups_free(s);
 	sess_txn_free(s);
 	sess_slots_free(s);
+	sess_checks_free(s);
 	if (s->ev_timer)
 		event_free(s->ev_timer);
 	conn_free(s->conn);
@@ -1350,6 +1314,19 @@ sess_read_cb(struct conn *cn, void *arg)
 	(void)cn;
 	if (s->closing)
 		return;
+	if (!s->greeted) {
+		/* bytes before the greeting: an early talker (pregreet) */
+		if (!(s->facts & SESS_F_EARLY)) {
+			s->facts |= SESS_F_EARLY;
+			log_msg(LOG_L_INFO, s->id, "protocol fact=early-talker bytes=%zu",
+			    evbuffer_get_length(conn_input(s->conn)));
+			/* no need to wait out the delay: the rules can judge now */
+			s->greet_at_ms = 0;
+			if (s->waiting == SW_GREETING)
+				sess_resume(s);
+		}
+		return;
+	}
 	if (s->state == SS_DATA)
 		sess_data_input(s);
 	else
@@ -1443,8 +1420,14 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u",
 	    sa->sa_family == AF_INET6 ? "[" : "", s->ip, sa->sa_family == AF_INET6 ? "]" : "",
 	    s->port);
-	if (sess_check_wait(s, RS_CONNECT)) {
-		s->waiting = SW_GREETING;	/* input is read after the greeting */
+	sess_checks_connect(s);
+	if (c->greet_delay_ms > 0) {
+		/* read during the delay: a client that talks first is seen */
+		s->greet_at_ms = s->start_ms + c->greet_delay_ms;
+		conn_read_enable(s->conn, true);
+	}
+	if (sess_check_wait(s, RS_CONNECT, NULL)) {
+		s->waiting = SW_GREETING;	/* commands are read after the greeting */
 		sess_arm_timer(s);
 		return;
 	}
@@ -1457,6 +1440,7 @@ sess_greet(struct session *s)
 {
 	struct rules_facts f = { 0 };
 
+	s->greeted = true;
 	if (!sess_policy(s, RS_CONNECT, &f))
 		return;		/* refused instead of greeted: closing */
 	sess_replyf(s, "220 %s ESMTP moat", s->conf->hostname);

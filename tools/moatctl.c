@@ -51,6 +51,8 @@
 #include <sys/socket.h>
 
 #include "conf.h"
+#include "dns.h"
+#include "dnsbl.h"
 #include "moatctl.h"
 #include "filter.h"
 #include "log.h"
@@ -180,8 +182,11 @@ explain_stage(const struct conf *c, enum rules_stage st, const struct rules_fact
 	struct explain_reply *r)
 {
 	struct rules_result res;
+	char text[600] = "";
 
 	rules_eval_trace(c->rules, st, f, &res, 0, explain_trace, NULL);
+	if (res.text != NULL)
+		rules_expand(res.text, f, text, sizeof(text));	/* as moatd sends it */
 	if (res.monitored > 0)
 		printf("  monitor %d rule%s matched (logged only)\n", res.monitored,
 		    res.monitored == 1 ? "" : "s");
@@ -193,10 +198,10 @@ explain_stage(const struct conf *c, enum rules_stage st, const struct rules_fact
 		printf("  verdict accept rule %s:%d\n", res.file ? res.file : "?", res.line);
 		return EX_PASS;
 	case RV_REJECT:
-		explain_refuse(r, false, res.code, res.enh, res.text);
+		explain_refuse(r, false, res.code, res.enh, text);
 		return EX_REFUSED;
 	case RV_TEMPFAIL:
-		explain_refuse(r, true, res.code, res.enh, res.text);
+		explain_refuse(r, true, res.code, res.enh, text);
 		return EX_REFUSED;
 	default:
 		/* a verdict this tool does not know yet: say so, do not guess */
@@ -371,6 +376,40 @@ explain_client(const char *ip, struct sockaddr_storage *ss)
 	return -1;
 }
 
+/* explain_zones - the DNSBL zones of one type, then the facts so far */
+static struct dnsbl_sess explain_ds;
+static struct dnsbl_summary explain_sum;
+
+static void
+explain_zones(const struct conf *c, const struct explain_args *a, int type,
+	const struct sockaddr *client, const char *domain, struct rules_facts *f)
+{
+	if (c->dnsbl == NULL) {
+		f->dnsbl_known = true;
+		return;
+	}
+	if (!(c->dnsbl->types & (1u << type)))
+		goto facts;
+	if (a->no_network) {
+		for (int i = 0; i < c->dnsbl->n; i++)
+			if (c->dnsbl->z[i].type == type) {
+				explain_ds.r[i].state = DZ_DONE;
+				explain_ds.r[i].verdict = DNSBL_V_ERROR;
+				explain_ds.r[i].temp = true;
+				printf("check dnsbl zone=%s type=%s result=temperror (--no-network)\n",
+				    c->dnsbl->z[i].name, dnsbl_type_name(type));
+			}
+	} else
+		ctl_dnsbl(c->dnsbl, type, client, domain, (unsigned)c->dns_timeout_ms, &explain_ds);
+facts:
+	dnsbl_summarise(c->dnsbl, &explain_ds, &explain_sum);
+	f->dnsbl_known = true;
+	f->dnsbl_score = explain_sum.score;
+	f->dnsbl_error = explain_sum.error;
+	f->dnsbl_hits = explain_sum.hits[0] ? explain_sum.hits : NULL;
+	f->dnsbl_reply = explain_sum.reply;
+}
+
 /* explain_result - the last lines and the exit code */
 static int
 explain_result(const struct explain_reply *r, const char *stage, const char *why)
@@ -395,6 +434,7 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 	struct explain_reply r, last_rcpt;
 	struct smtp_addr from, to;
 	struct smtp_mail_params mp;
+	struct fcrdns fcr;
 	char sender[SMTP_PATH_MAX + 8], rcpt[SMTP_PATH_MAX + 8];
 	const struct smtp_reject *rj;
 	struct explain_msg m;
@@ -418,26 +458,38 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 	f.auth = a->auth != NULL;
 	f.login = a->auth;
 	f.loginlen = a->auth ? strlen(a->auth) : 0;
-	for (int st = 0; st < RS__COUNT; st++) {
-		/* moatd runs the check when a stage's rules need it; here it
-		 * runs once, up front, unless told not to touch the network */
-		static struct check_result cr;
-		if (!rules_stage_needs(c->rules, (enum rules_stage)st, CHECK_FCRDNS))
-			continue;
-		if (a->no_network) {
-			memset(&cr, 0, sizeof(cr));
-			cr.status = CHECK_TEMPERROR;
-		} else {
-			fcrdns_lookup(f.client, &cr);
+	{
+		/* moatd runs the checks when a stage's rules need them (the
+		 * DNSBL zones always); here they run up front, through moat's
+		 * resolver, unless told not to touch the network */
+		bool fc = c->dnsbl != NULL && (c->dnsbl->types & (1u << DNSBL_T_NAME));
+
+		for (int st = 0; st < RS__COUNT; st++)
+			fc = fc || rules_stage_needs(c->rules, (enum rules_stage)st, CHECK_FCRDNS);
+		if (!a->no_network && (fc || c->dnsbl != NULL)) {
+			char *err = NULL;
+
+			if (dns_init(&c->resolver, &err) != 0) {
+				fprintf(stderr, "moatctl: %s: DNS checks give temperror\n", err);
+				free(err);
+			}
 		}
-		f.fcrdns_known = true;
-		f.fcrdns = cr.status == CHECK_PASS;
-		f.client_name = cr.status == CHECK_PASS ? cr.name : NULL;
-		f.client_nlen = f.client_name ? strlen(cr.name) : 0;
-		printf("check fcrdns=%s%s%s%s\n", cr.status == CHECK_PASS ? "pass" :
-		    cr.status == CHECK_FAIL ? "fail" : "temperror", f.client_name ? " name=" : "",
-		    f.client_name ? cr.name : "", a->no_network ? " (--no-network)" : "");
-		break;
+		if (fc) {
+			if (a->no_network) {
+				memset(&fcr, 0, sizeof(fcr));
+				fcr.status = CHECK_TEMPERROR;
+			} else
+				ctl_fcrdns(f.client, (unsigned)c->dns_timeout_ms, &fcr);
+			f.fcrdns_known = true;
+			f.fcrdns = fcr.status == CHECK_PASS;
+			f.client_name = fcr.status == CHECK_PASS ? fcr.name : NULL;
+			f.client_nlen = f.client_name ? strlen(fcr.name) : 0;
+			printf("check fcrdns=%s%s%s%s\n", check_status_name(fcr.status),
+			    f.client_name ? " name=" : "", f.client_name ? fcr.name : "",
+			    a->no_network ? " (--no-network)" : "");
+		}
+		explain_zones(c, a, DNSBL_T_IP, f.client, NULL, &f);
+		explain_zones(c, a, DNSBL_T_NAME, f.client, f.client_name, &f);
 	}
 	printf("stage connect client-ip=%s auth=%s tls=no\n", a->ip, f.auth ? "yes" : "no");
 	if (explain_stage(c, RS_CONNECT, &f, &r) == EX_REFUSED)
@@ -459,6 +511,8 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 	f.helo = a->helo;
 	f.helolen = helolen;
 	f.helo_valid = smtp_helo_valid(a->helo, helolen);
+	explain_zones(c, a, DNSBL_T_HELO, f.client, f.helo_valid && a->helo[0] != '[' ? a->helo : NULL,
+	    &f);
 	if (explain_stage(c, RS_HELO, &f, &r) == EX_REFUSED)
 		return explain_result(&r, "helo", NULL);
 	if (a->from == NULL)
@@ -494,6 +548,15 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 	f.sender_domain = from.domain;
 	f.sender_dlen = from.domain_len;
 	f.declared_size = mp.has_size ? mp.size : 0;
+	{
+		char d[256] = "";
+
+		if (!from.null && !from.literal && from.domain_len > 0 && from.domain_len < sizeof(d)) {
+			memcpy(d, from.domain, from.domain_len);
+			d[from.domain_len] = 0;
+		}
+		explain_zones(c, a, DNSBL_T_SENDER, f.client, d[0] ? d : NULL, &f);
+	}
 	if (explain_stage(c, RS_MAIL, &f, &r) == EX_REFUSED)
 		return explain_result(&r, "mail", NULL);
 	if (a->nrcpt == 0)

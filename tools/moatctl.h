@@ -11,4 +11,13 @@ int moatctl_auth(int argc, char **argv);	/* tools/moatctl_auth.c: dkim, dmarc */
 int moatctl_greylist(int argc, char **argv);	/* tools/moatctl_greylist.c */
 int moatctl_query(int argc, char **argv);	/* tools/moatctl_dns.c */
 
+/* tools/moatctl_dns.c: explain's checks, synchronous, through moat's resolver */
+struct sockaddr;
+struct fcrdns;
+struct dnsbl_set;
+struct dnsbl_sess;
+void ctl_fcrdns(const struct sockaddr *client, unsigned timeout_ms, struct fcrdns *f);
+void ctl_dnsbl(const struct dnsbl_set *set, int type, const struct sockaddr *client,
+	const char *domain, unsigned timeout_ms, struct dnsbl_sess *ds);
+
 #endif

@@ -18,6 +18,7 @@
  *	name got an answer that is not temperror, 1 otherwise, 2 on usage.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,8 @@
 #include <event2/event.h>
 
 #include "dns.h"
+#include "dnsbl.h"
+#include "filter.h"
 #include "moatctl.h"
 
 #define QUERY_MAX 256
@@ -235,4 +238,124 @@ usage:
 	fprintf(stderr, "usage: moatctl query [--resolver system|recursive|ADDR[@PORT]] "
 	    "[--timeout MS] [--sync] [--type A|AAAA|TXT|MX|PTR|NS|CNAME] NAME ...\n");
 	return 2;
+}
+
+/* ---------------------------------------------------------------------
+ * the checks for moatctl explain, one query at a time
+ */
+
+struct ctl_pending {
+	char name[300];
+	int rrtype, index;
+};
+
+struct ctl_queue {
+	struct ctl_pending q[FCRDNS_NAMES_MAX + 2];
+	int n;
+};
+
+static int
+ctl_send(void *arg, const char *name, int rrtype, int index)
+{
+	struct ctl_queue *cq = arg;
+
+	if (cq->n == (int)(sizeof(cq->q) / sizeof(cq->q[0])) || strlen(name) >= sizeof(cq->q[0].name))
+		return -1;
+	snprintf(cq->q[cq->n].name, sizeof(cq->q[0].name), "%s", name);
+	cq->q[cq->n].rrtype = rrtype;
+	cq->q[cq->n].index = index;
+	cq->n++;
+	return 0;
+}
+
+/* ctl_fcrdns - the fcrdns check as moatd runs it, synchronously */
+void
+ctl_fcrdns(const struct sockaddr *client, unsigned timeout_ms, struct fcrdns *f)
+{
+	struct ctl_queue cq;
+
+	memset(&cq, 0, sizeof(cq));
+	if (fcrdns_begin(f, client, ctl_send, &cq) != 0)
+		return;
+	while (!f->done && cq.n > 0) {
+		struct ctl_pending p = cq.q[0];
+		struct dns_answer *a;
+
+		memmove(cq.q, cq.q + 1, sizeof(cq.q[0]) * (size_t)(cq.n - 1));
+		cq.n--;
+		dns_query_sync(p.name, p.rrtype, timeout_ms, &a);
+		fcrdns_answer(f, p.index, a, ctl_send, &cq);
+		dns_answer_free(a);
+	}
+}
+
+/* ctl_dnsbl - query the zones of one type, print and keep each result */
+void
+ctl_dnsbl(const struct dnsbl_set *set, int type, const struct sockaddr *client,
+	const char *domain, unsigned timeout_ms, struct dnsbl_sess *ds)
+{
+	unsigned char addr[16];
+	int family = AF_INET;
+
+	if (set == NULL)
+		return;
+	if (client->sa_family == AF_INET) {
+		memcpy(addr, &((const struct sockaddr_in *)client)->sin_addr, 4);
+	} else {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)client)->sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(a6))
+			memcpy(addr, a6->s6_addr + 12, 4);
+		else {
+			family = AF_INET6;
+			memcpy(addr, a6->s6_addr, 16);
+		}
+	}
+	for (int i = 0; i < set->n; i++) {
+		const struct dnsbl_zone *z = &set->z[i];
+		struct dnsbl_zres *r = &ds->r[i];
+		struct dnsbl_eval e;
+		struct dns_answer *a;
+		char name[320];
+		uint32_t v[16];
+		int n = 0;
+
+		if (z->type != type)
+			continue;
+		memset(r, 0, sizeof(*r));
+		memset(&e, 0, sizeof(e));
+		if (dnsbl_query_name(z, family, addr, domain, name, sizeof(name)) < 0) {
+			r->state = DZ_SKIPPED;
+			continue;
+		}
+		dns_query_sync(name, DNS_T_A, timeout_ms, &a);
+		if (a->status == DNS_TEMPERROR) {
+			e.v = DNSBL_V_ERROR;
+			r->temp = true;
+		} else if (a->status == DNS_OK) {
+			for (int k = 0; k < a->n && n < 16; k++) {
+				unsigned char b[4];
+
+				if (dns_rr_a(a, k, b) == 0)
+					v[n++] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+					    (uint32_t)b[2] << 8 | b[3];
+			}
+			dnsbl_eval_answer(z, v, n, &e);
+		}
+		dns_answer_free(a);
+		r->state = DZ_DONE;
+		r->verdict = (unsigned char)e.v;
+		r->weight = e.v == DNSBL_V_LISTED ? e.weight : 0;
+		r->reply = e.reply;
+		r->code = e.code;
+		printf("check dnsbl zone=%s type=%s result=%s", z->name, dnsbl_type_name(type),
+		    r->temp ? "temperror" : e.v == DNSBL_V_LISTED ? "listed" :
+		    e.v == DNSBL_V_ERROR ? "error" : "clear");
+		if (e.v == DNSBL_V_LISTED || (e.v == DNSBL_V_ERROR && !r->temp))
+			printf(" answer=%u.%u.%u.%u", e.code >> 24, (e.code >> 16) & 255,
+			    (e.code >> 8) & 255, e.code & 255);
+		if (e.v == DNSBL_V_LISTED)
+			printf(" weight=%lld", (long long)r->weight);
+		putchar('\n');
+	}
 }

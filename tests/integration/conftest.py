@@ -166,6 +166,21 @@ def moatd_factory(workdir, moatd_binary, request):
 
 
 @pytest.fixture
+def dns():
+    """A DNS server on loopback (dnsserver.py), authoritative for test. and
+    the reverse zones of 127/8 and ::1; moatd uses it with
+    resolver=dns.resolver."""
+    from dnsserver import DnsServer
+    srv = DnsServer(zones=["test", "127.in-addr.arpa", "ip6.arpa"])
+    srv.start()
+    srv.resolver = "forward " + srv.address
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
 def moatd_sink(sink, moatd_factory):
     """moatd in front of a plain smtp-sink: (moatd, sink)."""
     return moatd_factory(sink.address), sink

@@ -42,6 +42,11 @@ SANITIZER_PATTERNS = (
 )
 
 
+def moatctl_path():
+    """The moatctl under test: $MOATCTL, or the sanitizer build's."""
+    return os.environ.get("MOATCTL") or str(REPO / "build-asan" / "moatctl")
+
+
 def moatd_path():
     p = os.environ.get("MOATD") or str(REPO / "build-asan" / "moatd")
     return p

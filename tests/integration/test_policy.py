@@ -196,11 +196,14 @@ def test_policy_bare_lf_fact(fake, moatd_factory):
     assert b"X-Moat-Bare-LF" not in done[1].content
 
 
-def test_fcrdns_check_runs_only_when_a_rule_needs_it(fake, moatd_factory):
-    """The forward-confirmed reverse DNS check runs (off the event loop)
-    when a rule reads fcrdns or client-name, once per session; 127.0.0.1 is
-    localhost in /etc/hosts, so it confirms."""
-    m = moatd_factory(fake.address, list=["mine domain { localhost }"], on=[
+def test_fcrdns_check_runs_only_when_a_rule_needs_it(fake, moatd_factory, dns):
+    """The forward-confirmed reverse DNS check runs (through moat's
+    resolver, never blocking the loop) when a rule reads fcrdns or
+    client-name, once per session; 127.0.0.1's PTR name points back at it,
+    so it confirms."""
+    dns.add("1.0.0.127.in-addr.arpa", "PTR", "mx.moat.test")
+    dns.add("mx.moat.test", "A", "127.0.0.1")
+    m = moatd_factory(fake.address, resolver=dns.resolver, list=["mine domain { moat.test }"], on=[
         'connect fcrdns and client-name in mine add-header X-FCrDNS "confirmed $ip"',
         'mail not fcrdns reject 550 5.7.1 "unconfirmed"',
     ])
@@ -212,17 +215,19 @@ def test_fcrdns_check_runs_only_when_a_rule_needs_it(fake, moatd_factory):
     done = fake.wait_completed(1)
     assert done[0].content.startswith(b"X-FCrDNS: confirmed 127.0.0.1\r\n"), done[0].content[:80]
     log = m.log()
-    sids = re.findall(r"(\w{16}) check fcrdns=pass name=localhost", log)
+    sids = re.findall(r"(\w{16}) check fcrdns=pass name=mx.moat.test", log)
     assert sids and len(sids) == len(set(sids)), log[-2000:]    # once per session
 
     # no rule reads it: it never runs
-    m2 = moatd_factory(fake.address, on=['mail null-sender reject 550 5.7.1 "no"'])
+    m2 = moatd_factory(fake.address, resolver=dns.resolver,
+                       on=['mail null-sender reject 550 5.7.1 "no"'])
     with m2.client() as c:
         c.ehlo()
         rs = smtp_transaction(c, message("no-check"))
         assert rs[-1].code == 250, rs
         c.cmd("QUIT")
     assert "check fcrdns" not in m2.log()
+    assert len(dns.queries("1.0.0.127.in-addr.arpa")) == 1, dns.queries()
 
 
 def test_helo_valid_fact(fake, moatd_factory):

@@ -68,25 +68,10 @@ test_jobs_come_back_on_the_loop(void)
 	event_base_free(base);
 }
 
-static void
-test_fcrdns_localhost(void)
-{
-	struct sockaddr_in sin;
-	struct check_result r;
-
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-	fcrdns_lookup((struct sockaddr *)&sin, &r);
-	T_CHECKF(r.state == CHECK_DONE && r.status == CHECK_PASS && strncmp(r.name, "localhost", 9) == 0,
-	    "status %d name %s", r.status, r.name);
-}
-
 int
 main(void)
 {
 	log_init("test_workq", false, LOG_L_ERROR);
 	T_RUN(test_jobs_come_back_on_the_loop);
-	T_RUN(test_fcrdns_localhost);
 	return T_DONE("workq");
 }

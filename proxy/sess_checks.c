@@ -1,0 +1,446 @@
+/*
+ * sess_checks - a session's DNS checks: FCrDNS and the DNSBL/DNSWL/RHSBL
+ * zones, started early, awaited only when a rule needs them
+ *
+ * DESCRIPTION
+ *	At connect the address zones are queried at once (in parallel, while
+ *	the greeting goes out), and FCrDNS too when a client-name zone or a
+ *	rule will want it. The HELO and sender-domain zones start when the
+ *	HELO or MAIL command is read, before it runs. A stage's rules wait
+ *	only for what they read (rules_stage_needs); the session stops
+ *	reading commands meanwhile and runs the stage again when the answers
+ *	are in (sess_resume), or when the check deadline passes: what is
+ *	still pending then becomes a temporary error.
+ *
+ *	Each query carries a small context that points at the session; the
+ *	session keeps a list of them and, when it is freed first, clears
+ *	their pointer, so a late answer is dropped without a search.
+ *	A zone's queries carry a generation: a new HELO or MAIL restarts
+ *	that zone, and answers to the old question are ignored.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dnsbl.h"
+#include "filter.h"
+#include "log.h"
+#include "rules.h"
+#include "moatd.h"
+#include "session.h"
+#include "smtp_parse.h"
+#include "xalloc.h"
+
+enum { QK_FCRDNS = 0, QK_ZONE };
+
+struct sess_dnsq {
+	struct sess_dnsq *prev, *next;	/* the session's list */
+	struct session *s;		/* NULL once the session is gone */
+	unsigned char kind;
+	unsigned char index;		/* fcrdns step, or zone */
+	unsigned short gen;		/* zone: the question it answers */
+};
+
+struct sess_checks {
+	unsigned char fc_state;		/* enum check_state */
+	struct fcrdns fc;
+	struct dnsbl_sess dz;
+	unsigned short gen[DNSBL_ZONES_MAX];
+	char helo_q[256];		/* what the helo zones were asked about */
+	char sender_q[256];		/* and the sender-domain zones */
+	bool name_started;		/* client-name zones (after fcrdns) */
+};
+
+static void zone_answer(struct session *s, int zone, const struct dns_answer *a);
+
+/* sess_ck - the session's check state, made on first use */
+static struct sess_checks *
+sess_ck(struct session *s)
+{
+	if (s->ck == NULL)
+		s->ck = xcalloc(1, sizeof(*s->ck));
+	return s->ck;
+}
+
+/* dns_done - an answer for a session's query, on the worker's thread */
+static void
+dns_done(void *ctx, uint64_t tag, const struct dns_answer *a)
+{
+	struct sess_dnsq *q = ctx;
+	struct session *s = q->s;
+
+	(void)tag;
+	if (s == NULL) {		/* the session is gone */
+		free(q);
+		return;
+	}
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		s->dnsq = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	if (q->kind == QK_FCRDNS) {
+		struct sess_checks *ck = s->ck;
+
+		if (ck->fc_state == CHECK_PENDING) {
+			fcrdns_answer(&ck->fc, q->index, a, sess_fc_send, s);
+			if (ck->fc.done)
+				sess_fc_result(s);
+		}
+	} else if (q->gen == s->ck->gen[q->index] && s->ck->dz.r[q->index].state == DZ_PENDING) {
+		zone_answer(s, q->index, a);
+	}
+	free(q);
+	if (s->waiting != SW_NONE && !s->closing)
+		sess_resume(s);
+}
+
+/* send_q - one query for the session */
+static int
+send_q(struct session *s, const char *name, int rrtype, int kind, int index, unsigned short gen)
+{
+	struct sess_dnsq *q = xcalloc(1, sizeof(*q));
+
+	q->s = s;
+	q->kind = (unsigned char)kind;
+	q->index = (unsigned char)index;
+	q->gen = gen;
+	if (s->w->dns == NULL || dns_query(s->w->dns, name, rrtype, (unsigned)s->conf->dns_timeout_ms,
+	    dns_done, q, s->id) != 0) {
+		free(q);
+		return -1;
+	}
+	q->next = s->dnsq;
+	if (q->next)
+		q->next->prev = q;
+	s->dnsq = q;
+	return 0;
+}
+
+/* sess_fc_send - fcrdns's way out (filter.h check_send_fn) */
+int
+sess_fc_send(void *arg, const char *name, int rrtype, int index)
+{
+	return send_q(arg, name, rrtype, QK_FCRDNS, index, 0);
+}
+
+/* zone_set - a zone's result, counted and logged */
+static void
+zone_set(struct session *s, int i, const struct dnsbl_eval *e, bool temp)
+{
+	const struct dnsbl_zone *z = &s->conf->dnsbl->z[i];
+	struct dnsbl_zres *r = &s->ck->dz.r[i];
+
+	if (r->state == DZ_PENDING && s->ck->dz.pending > 0)
+		s->ck->dz.pending--;
+	r->state = DZ_DONE;
+	r->verdict = (unsigned char)e->v;
+	r->temp = temp;
+	r->weight = e->v == DNSBL_V_LISTED ? e->weight : 0;
+	r->reply = e->reply;
+	r->code = e->code;
+	dnsbl_count(z, e, temp);
+	if (e->v == DNSBL_V_ERROR && !temp)
+		dnsbl_note_error(z, s->id, e->code);
+	if (e->v == DNSBL_V_LISTED)
+		log_msg(LOG_L_INFO, s->id, "check dnsbl zone=%s type=%s result=listed answer=%u.%u.%u.%u "
+		    "weight=%lld", z->name, dnsbl_type_name(z->type), e->code >> 24,
+		    (e->code >> 16) & 255, (e->code >> 8) & 255, e->code & 255, (long long)r->weight);
+	else if (temp || e->v == DNSBL_V_ERROR)
+		log_msg(LOG_L_INFO, s->id, "check dnsbl zone=%s type=%s result=%s", z->name,
+		    dnsbl_type_name(z->type), temp ? "temperror" : "error");
+	else
+		log_msg(LOG_L_DEBUG, s->id, "check dnsbl zone=%s type=%s result=clear", z->name,
+		    dnsbl_type_name(z->type));
+}
+
+/* zone_answer - what an answer means for the zone */
+static void
+zone_answer(struct session *s, int zone, const struct dns_answer *a)
+{
+	struct dnsbl_eval e;
+	uint32_t addrs[16];
+	int n = 0;
+
+	memset(&e, 0, sizeof(e));
+	switch (a->status) {
+	case DNS_OK:
+		for (int i = 0; i < a->n && n < 16; i++) {
+			unsigned char b[4];
+
+			if (dns_rr_a(a, i, b) == 0)
+				addrs[n++] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+				    (uint32_t)b[2] << 8 | b[3];
+		}
+		dnsbl_eval_answer(&s->conf->dnsbl->z[zone], addrs, n, &e);
+		zone_set(s, zone, &e, false);
+		break;
+	case DNS_NXDOMAIN:
+	case DNS_NODATA:
+		e.v = DNSBL_V_CLEAR;
+		zone_set(s, zone, &e, false);
+		break;
+	case DNS_TEMPERROR:
+		e.v = DNSBL_V_ERROR;
+		zone_set(s, zone, &e, true);
+		break;
+	}
+}
+
+/* zones_start - query every enabled zone of a type about a subject */
+static void
+zones_start(struct session *s, int type, const char *domain)
+{
+	const struct dnsbl_set *set = s->conf->dnsbl;
+	struct sess_checks *ck = sess_ck(s);
+	unsigned char addr[16];
+	int family = AF_INET;
+
+	if (type == DNSBL_T_IP) {
+		const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
+
+		if (sa->sa_family == AF_INET) {
+			memcpy(addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		} else {
+			const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+			if (IN6_IS_ADDR_V4MAPPED(a6)) {
+				memcpy(addr, a6->s6_addr + 12, 4);
+			} else {
+				family = AF_INET6;
+				memcpy(addr, a6->s6_addr, 16);
+			}
+		}
+	}
+	for (int i = 0; i < set->n; i++) {
+		const struct dnsbl_zone *z = &set->z[i];
+		struct dnsbl_zres *r = &ck->dz.r[i];
+		struct dnsbl_eval e;
+		char name[320];
+
+		if (z->type != type)
+			continue;
+		if (r->state == DZ_PENDING && ck->dz.pending > 0)
+			ck->dz.pending--;
+		ck->gen[i]++;
+		memset(r, 0, sizeof(*r));
+		memset(&e, 0, sizeof(e));
+		if (!dnsbl_zone_enabled(z) ||
+		    dnsbl_query_name(z, family, addr, domain, name, sizeof(name)) < 0) {
+			r->state = DZ_SKIPPED;	/* disabled, or nothing to ask */
+			continue;
+		}
+		r->state = DZ_PENDING;
+		ck->dz.pending++;
+		if (send_q(s, name, DNS_T_A, QK_ZONE, i, ck->gen[i]) != 0) {
+			e.v = DNSBL_V_ERROR;
+			zone_set(s, i, &e, true);
+		}
+	}
+}
+
+/* sess_fc_result - fcrdns is done: log, keep the name, start its zones */
+void
+sess_fc_result(struct session *s)
+{
+	struct sess_checks *ck = s->ck;
+	char esc[LOG_ESC_SIZE];
+
+	ck->fc_state = CHECK_DONE;
+	free(s->client_name);
+	s->client_name = ck->fc.status == CHECK_PASS ? xstrdup(ck->fc.name) : NULL;
+	log_escape(esc, sizeof(esc), ck->fc.name, strlen(ck->fc.name));
+	log_msg(LOG_L_INFO, s->id, "check fcrdns=%s%s%s", check_status_name(ck->fc.status),
+	    s->client_name ? " name=" : "", s->client_name ? esc : "");
+	if (s->conf->dnsbl != NULL && (s->conf->dnsbl->types & (1u << DNSBL_T_NAME)) &&
+	    !ck->name_started) {
+		ck->name_started = true;
+		zones_start(s, DNSBL_T_NAME, s->client_name);
+	}
+}
+
+/* fc_start - send the PTR query, once */
+static void
+fc_start(struct session *s)
+{
+	struct sess_checks *ck = sess_ck(s);
+
+	if (ck->fc_state != CHECK_NONE)
+		return;
+	ck->fc_state = CHECK_PENDING;
+	if (fcrdns_begin(&ck->fc, (const struct sockaddr *)&s->peer, sess_fc_send, s) != 0)
+		sess_fc_result(s);
+}
+
+/* sess_checks_connect - what starts with the session */
+void
+sess_checks_connect(struct session *s)
+{
+	const struct dnsbl_set *set = s->conf->dnsbl;
+	bool fc = false;
+
+	if (set != NULL && (set->types & (1u << DNSBL_T_IP)))
+		zones_start(s, DNSBL_T_IP, NULL);
+	if (set != NULL && (set->types & (1u << DNSBL_T_NAME)))
+		fc = true;
+	for (int st = 0; st < RS__COUNT && !fc && s->conf->rules; st++)
+		fc = rules_stage_needs(s->conf->rules, (enum rules_stage)st, CHECK_FCRDNS);
+	if (fc)
+		fc_start(s);
+}
+
+/* sess_fc_known - fcrdns has its result */
+static bool
+sess_fc_known(const struct session *s)
+{
+	return s->ck != NULL && s->ck->fc_state == CHECK_DONE;
+}
+
+/* sess_dnsbl_known - every zone asked so far has answered */
+static bool
+sess_dnsbl_known(const struct session *s)
+{
+	const struct dnsbl_set *set = s->conf->dnsbl;
+
+	if (set == NULL)
+		return true;
+	if (s->ck == NULL)
+		return false;
+	if ((set->types & (1u << DNSBL_T_NAME)) && !s->ck->name_started)
+		return false;
+	return s->ck->dz.pending == 0;
+}
+
+/* command_zones - the HELO and MAIL zones start when the command is read */
+static void
+command_zones(struct session *s, enum rules_stage st, const struct smtp_cmd *c)
+{
+	const struct dnsbl_set *set = s->conf->dnsbl;
+	struct sess_checks *ck;
+	char d[256];
+
+	if (set == NULL || c == NULL)
+		return;
+	if (st == RS_HELO && (set->types & (1u << DNSBL_T_HELO))) {
+		size_t n = c->arglen < sizeof(d) - 1 ? c->arglen : sizeof(d) - 1;
+
+		memcpy(d, c->arg, n);
+		d[n] = 0;
+		ck = sess_ck(s);
+		if (strcmp(ck->helo_q, d) != 0 || ck->helo_q[0] == 0) {
+			snprintf(ck->helo_q, sizeof(ck->helo_q), "%s", d);
+			/* an address literal or a bad name is not looked up */
+			zones_start(s, DNSBL_T_HELO, smtp_helo_valid(d, n) && d[0] != '[' ? d : NULL);
+		}
+	} else if (st == RS_MAIL && (set->types & (1u << DNSBL_T_SENDER))) {
+		struct smtp_addr a;
+		struct smtp_mail_params mp;
+
+		if (smtp_mail_parse(c->arg, c->arglen, &a, &mp) != NULL || a.null || a.literal ||
+		    a.domain_len == 0 || a.domain_len >= sizeof(d))
+			d[0] = 0;
+		else {
+			memcpy(d, a.domain, a.domain_len);
+			d[a.domain_len] = 0;
+		}
+		ck = sess_ck(s);
+		if (strcmp(ck->sender_q, d) != 0 || ck->sender_q[0] == 0) {
+			snprintf(ck->sender_q, sizeof(ck->sender_q), "%s", d[0] ? d : "-");
+			zones_start(s, DNSBL_T_SENDER, d[0] ? d : NULL);
+		}
+	}
+}
+
+/* sess_check_wait - must this stage wait before its rules run? Starts
+ * what the stage needs. c is the command about to run, or NULL. */
+bool
+sess_check_wait(struct session *s, int st, const struct smtp_cmd *c)
+{
+	const struct rules *r = s->conf->rules;
+	uint64_t now = sess_now_ms();
+	bool wait = false;
+
+	command_zones(s, (enum rules_stage)st, c);
+	if (st == RS_CONNECT && s->greet_at_ms > now)
+		wait = true;
+	if (r != NULL && st < RS__COUNT) {
+		if (rules_stage_needs(r, (enum rules_stage)st, CHECK_FCRDNS) && !sess_fc_known(s)) {
+			fc_start(s);
+			if (!sess_fc_known(s))
+				wait = true;
+		}
+		if (rules_stage_needs(r, (enum rules_stage)st, CHECK_DNSBL) && !sess_dnsbl_known(s)) {
+			if (s->conf->dnsbl->types & (1u << DNSBL_T_NAME))
+				fc_start(s);
+			if (!sess_dnsbl_known(s))
+				wait = true;
+		}
+	}
+	if (!wait) {
+		s->check_deadline_ms = 0;
+		return false;
+	}
+	if (s->check_deadline_ms == 0)
+		s->check_deadline_ms = now + s->conf->dns_timeout_ms * 2 + 500;
+	return true;
+}
+
+/* sess_checks_expire - the check deadline passed: what is pending fails */
+void
+sess_checks_expire(struct session *s)
+{
+	struct sess_checks *ck = s->ck;
+
+	if (ck == NULL)
+		return;
+	if (ck->fc_state == CHECK_PENDING) {
+		log_msg(LOG_L_INFO, s->id, "check fcrdns error=deadline");
+		ck->fc.done = true;
+		ck->fc.status = CHECK_TEMPERROR;
+		ck->fc.name[0] = 0;
+		sess_fc_result(s);
+	}
+	if (s->conf->dnsbl != NULL)
+		for (int i = 0; i < s->conf->dnsbl->n; i++)
+			if (ck->dz.r[i].state == DZ_PENDING) {
+				struct dnsbl_eval e = { .v = DNSBL_V_ERROR };
+
+				ck->gen[i]++;
+				zone_set(s, i, &e, true);
+			}
+}
+
+/* sess_checks_facts - what the checks tell the rules */
+void
+sess_checks_facts(const struct session *s, struct rules_facts *f, struct dnsbl_summary *sum)
+{
+	f->fcrdns_known = sess_fc_known(s);
+	f->fcrdns = f->fcrdns_known && s->ck->fc.status == CHECK_PASS;
+	f->client_name = s->client_name;
+	f->client_nlen = s->client_name ? strlen(s->client_name) : 0;
+	f->dnsbl_known = sess_dnsbl_known(s);
+	if (s->conf->dnsbl == NULL || s->ck == NULL) {
+		memset(sum, 0, sizeof(*sum));
+		return;
+	}
+	dnsbl_summarise(s->conf->dnsbl, &s->ck->dz, sum);
+	f->dnsbl_score = sum->score;
+	f->dnsbl_error = sum->error;
+	f->dnsbl_hits = sum->hits[0] ? sum->hits : NULL;
+	f->dnsbl_reply = sum->reply;
+}
+
+/* sess_checks_free - the session goes: its answers will find nobody */
+void
+sess_checks_free(struct session *s)
+{
+	for (struct sess_dnsq *q = s->dnsq, *next; q; q = next) {
+		next = q->next;
+		q->s = NULL;
+		q->prev = q->next = NULL;
+	}
+	s->dnsq = NULL;
+	free(s->ck);
+	s->ck = NULL;
+}
