@@ -658,10 +658,11 @@ dnsbl_hits_has(const char *hits, const char *name, size_t len)
  */
 
 struct health {
-	char name[DNSBL_NAME_MAX];
+	char name[256];		/* a zone's name: NAME, or the zone itself */
 	atomic_bool disabled;
 	atomic_bool error_logged;
 	atomic_uint_fast64_t queries, listed, errors, temperrors;
+	uint64_t logged_queries;	/* the probe loop's thread only */
 };
 
 static struct health health[DNSBL_ZONES_MAX * 4];
@@ -754,4 +755,21 @@ dnsbl_counters(const struct dnsbl_zone *z, uint64_t *queries, uint64_t *listed,
 	*listed = h ? atomic_load(&h->listed) : 0;
 	*errors = h ? atomic_load(&h->errors) : 0;
 	*temperrors = h ? atomic_load(&h->temperrors) : 0;
+}
+
+/* dnsbl_log_stats - the zone's counters, when they moved since last time */
+void
+dnsbl_log_stats(const struct dnsbl_zone *z)
+{
+	struct health *h = health_of(z);
+	uint64_t q;
+
+	if (h == NULL || (q = atomic_load(&h->queries)) == h->logged_queries)
+		return;
+	h->logged_queries = q;
+	log_msg(LOG_L_INFO, 0, "stats dnsbl zone=%s state=%s queries=%llu listed=%llu "
+	    "bad-answers=%llu temperrors=%llu", z->name,
+	    atomic_load(&h->disabled) ? "disabled" : "enabled", (unsigned long long)q,
+	    (unsigned long long)atomic_load(&h->listed), (unsigned long long)atomic_load(&h->errors),
+	    (unsigned long long)atomic_load(&h->temperrors));
 }

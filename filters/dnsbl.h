@@ -147,5 +147,7 @@ void dnsbl_note_error(const struct dnsbl_zone *z, uint64_t sid, uint32_t code);
 void dnsbl_counters(const struct dnsbl_zone *z, uint64_t *queries, uint64_t *listed,
 	uint64_t *errors, uint64_t *temperrors);
 void dnsbl_count(const struct dnsbl_zone *z, const struct dnsbl_eval *e, bool temp);
+/* a "stats dnsbl" log line when the counters moved (one thread only) */
+void dnsbl_log_stats(const struct dnsbl_zone *z);
 
 #endif

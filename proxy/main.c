@@ -147,10 +147,12 @@ static struct event *ev_probe;
 static void
 probe_finish(struct probe_round *pr)
 {
-	for (int i = 0; i < pr->c->dnsbl->n; i++)
+	for (int i = 0; pr->c->dnsbl != NULL && i < pr->c->dnsbl->n; i++) {
 		if (pr->z[i].asked)
 			dnsbl_probe_result(&pr->c->dnsbl->z[i], pr->z[i].listed_ok,
 			    pr->z[i].unlisted_ok, pr->z[i].temp);
+		dnsbl_log_stats(&pr->c->dnsbl->z[i]);
+	}
 	conf_unref(pr->c);
 	free(pr);
 }

@@ -179,7 +179,7 @@ def test_probe_disables_and_reenables_a_zone(fake, moatd_factory, dns):
     wait_log(m, r"dnsbl zone=bl.test state=disabled reason=everything-listed")
     assert greet() == 220
     dns.remove("1.0.0.127." + BL)
-    assert len(re.findall(r"state=enabled", m.log())) == 1
+    assert len(re.findall(r"state=enabled reason=probe-passed", m.log())) == 1
 
 
 def test_rhsbl_helo_sender_and_client_name(fake, moatd_factory, dns):
@@ -369,3 +369,57 @@ def test_bad_zone_settings_name_line_and_column(workdir):
     assert rc == 1, out
     assert "check.conf:3:21: error: \"10.0.0.2\" is not an answer range in 127.0.0.0/8" in out, out
     assert "check.conf:4:18: error: resolver forward: \"nameserver.test\" is not an IP" in out, out
+
+
+def test_probe_round_without_zones_and_stats_lines(fake, moatd_factory, dns):
+    """The probe timer runs with no zone (a reload may add some), and
+    after traffic each zone's counters are logged."""
+    m = moatd_factory(fake.address, resolver=dns.resolver, dnsbl_probe_interval="1s")
+    time.sleep(2.5)
+    with m.client() as c:
+        assert c.greeting.code == 220
+        c.cmd("QUIT")
+    zone_points(dns, BL)
+    m2 = moatd_factory(fake.address, resolver=dns.resolver, dnsbl_probe_interval="1s",
+                       dnsbl=["bl.test"])
+    with Client(m2.port, m2.host, source="127.0.0.2") as c:
+        wait_log(m2, r"check dnsbl zone=bl.test type=ip result=listed")
+        c.cmd("QUIT")
+    wait_log(m2, r"stats dnsbl zone=bl.test state=enabled queries=\d+ listed=1 bad-answers=0 "
+             r"temperrors=0")
+
+
+def test_hostile_answers_and_ptr_chains(fake, moatd_factory, dns):
+    """DNS-11 and DNS-13: a garbage packet is dropped by the resolver
+    (temperror at the deadline, no crash); many PTR names, a CNAME loop
+    and over-long names end within the deadline."""
+    zone_points(dns, BL)
+    dns.set_garbage(rev("127.0.0.80") + "." + BL, b"\x12\x34\x81\x80\x00\x01\x00\x01garbage")
+    for i in range(12):
+        dns.add(rev("127.0.0.81") + ".in-addr.arpa", "PTR", "h%d.pool.test" % i)
+    for i in range(12):
+        dns.add("h%d.pool.test" % i, "A", "127.0.0.99")        # none confirms
+    dns.add(rev("127.0.0.82") + ".in-addr.arpa", "PTR", "loop1.test")
+    dns.add("loop1.test", "CNAME", "loop2.test")
+    dns.add("loop2.test", "CNAME", "loop1.test")
+    m = moatd_factory(fake.address, resolver=dns.resolver, dns_timeout="1s",
+                      dnsbl=["bl.test weight 5"], on=[
+                          'connect dnsbl-error add-header X-DNSBL "error"',
+                          'connect fcrdns add-header X-FCrDNS "$client-name"',
+                          'connect not fcrdns add-header X-FCrDNS "none"'])
+    for n, ip in enumerate(("127.0.0.80", "127.0.0.81", "127.0.0.82"), 1):
+        t0 = time.monotonic()
+        with Client(m.port, m.host, source=ip, timeout=8) as c:
+            assert c.greeting.code == 220, c.greeting
+            c.ehlo()
+            assert smtp_transaction(c, message(ip))[-1].code == 250
+            c.cmd("QUIT")
+        assert time.monotonic() - t0 < 4, ip
+        fake.wait_completed(n)
+    done = fake.wait_completed(3)
+    heads = [d.content.split(b"\r\n\r\n")[0] for d in done]
+    assert b"X-DNSBL: error" in heads[0], heads[0]
+    # 12 names: at most 4 are looked up
+    assert b"X-FCrDNS: none" in heads[1], heads[1]
+    assert len([q for q in dns.queries() if q[0].endswith(".pool.test")]) <= 4
+    assert b"X-FCrDNS: none" in heads[2], heads[2]
