@@ -462,38 +462,55 @@ dns_loop_free(struct dns_loop *l)
 	free(l);
 }
 
-/* name_ok - something libunbound may be asked for */
-static bool
-name_ok(const char *name)
+/* name_escape - the name as libunbound's text form: labels of at most
+ * 63 bytes, at most 253 in all; any byte but the dot is allowed in a label
+ * (SPF macros expand to anything) and goes out as \DDD unless it is a
+ * letter, digit, '-' or '_'. -1 when the name cannot be a DNS name. */
+static int
+name_escape(const char *name, char *out, size_t size)
 {
-	size_t n = strlen(name), lab = 0;
+	size_t n = strlen(name), lab = 0, o = 0;
 
-	if (n == 0 || n > DNS_NAME_MAX + 1)
-		return false;
+	if (n == 0 || n > DNS_NAME_MAX + 1 || (n == DNS_NAME_MAX + 1 && name[n - 1] != '.'))
+		return -1;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)name[i];
 
 		if (ch == '.') {
 			if (lab == 0 && !(i == n - 1 && n == 1))
-				return false;
+				return -1;
 			lab = 0;
+			if (o + 2 > size)
+				return -1;
+			out[o++] = '.';
 			continue;
 		}
-		if (ch <= 0x20 || ch >= 0x7f || ch == '\\')
-			return false;
 		if (++lab > 63)
-			return false;
+			return -1;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_') {
+			if (o + 2 > size)
+				return -1;
+			out[o++] = (char)ch;
+		} else {
+			if (o + 5 > size)
+				return -1;
+			snprintf(out + o, size - o, "\\%03u", ch);
+			o += 4;
+		}
 	}
-	return true;
+	out[o] = 0;
+	return 0;
 }
 
 /* submit - count and start one query */
 static int
 submit(struct dns_q *q, const char *name)
 {
+	char esc[DNS_NAME_MAX * 4 + 8];
 	int r;
 
-	if (!running || !name_ok(name)) {
+	if (!running || name_escape(name, esc, sizeof(esc)) != 0) {
 		atomic_fetch_add(&n_refused, 1);
 		return -1;
 	}
@@ -502,7 +519,7 @@ submit(struct dns_q *q, const char *name)
 		atomic_fetch_add(&n_refused, 1);
 		return -1;
 	}
-	r = ub_resolve_async(ub, name, q->rrtype, 1, q, ub_done, &q->ubid);
+	r = ub_resolve_async(ub, esc, q->rrtype, 1, q, ub_done, &q->ubid);
 	if (r != 0) {
 		atomic_fetch_sub(&inflight, 1);
 		atomic_fetch_add(&n_refused, 1);

@@ -511,7 +511,8 @@ conf_resolver(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	if (t.type == LEX_NL || t.type == LEX_EOF)
 		return;
 	conf_error(p, t.line, t.col, "unexpected %s after resolver %s",
-	    conf_shown(&t, shown, sizeof(shown)), dns_mode_name(c->resolver.mode));
+	    conf_shown(&t, shown, sizeof(shown)),
+	    c->resolver.mode == DNS_MODE_RECURSIVE ? "recursive" : "system");
 skip:
 	while (t.type != LEX_NL && t.type != LEX_EOF)
 		lex_next(lx, &t);

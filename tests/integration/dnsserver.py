@@ -263,7 +263,8 @@ class DnsServer:
         if req.header.qr or not req.questions:
             return None
         q = req.questions[0]
-        n = _norm(q.qname)
+        # the raw label bytes: str(qname) would escape a space as \\032
+        n = _norm(".".join(l.decode("latin-1") for l in q.qname.label))
         qt = QTYPE.get(q.qtype, "TYPE%d" % q.qtype)
         with self.lock:
             self.log.append((n, qt, proto))
