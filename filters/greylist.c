@@ -1,0 +1,718 @@
+/*
+ * greylist - settings, keys, the Lua script and the decision through Redis
+ * or the embedded store (see greylist.h for the contract)
+ *
+ * ONE ROUND TRIP
+ *	The script reads and writes both records of a decision (the client's
+ *	and the triplet's) inside Redis, atomically, and returns the verdict:
+ *	one EVALSHA per decision, whatever the answer. Times come from the
+ *	caller (ARGV[1]) and are stored in the records ('x' is when a record
+ *	stops counting), so the logic never depends on Redis expiry, which
+ *	only collects garbage; hence tests can drive the clock, and the
+ *	embedded store (glstore_decide) runs the very same logic.
+ *
+ * DELIVERY
+ *	Verdicts reach the caller from an event of our own (done_ev), never
+ *	from inside hiredis or from greylist_check() itself, so a caller may
+ *	do anything in its callback, including freeing the handle.
+ */
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include "greylist.h"
+#include "log.h"
+#include "xalloc.h"
+
+#define GL_DAY	86400u
+
+/*
+ * KEYS[1] the client record {n passes, u allowlisted until, x valid until}
+ * KEYS[2] the triplet record {f first seen, p passed 0|1, x valid until}
+ * ARGV now, delay, window, lifetime, allow_after, allow_lifetime
+ * returns {status, reason, seconds to wait, passes} (glstore.h numbers)
+ */
+static const char greylist_lua[] =
+	"local now = tonumber(ARGV[1])\n"
+	"local delay = tonumber(ARGV[2])\n"
+	"local window = tonumber(ARGV[3])\n"
+	"local life = tonumber(ARGV[4])\n"
+	"local after = tonumber(ARGV[5])\n"
+	"local alife = tonumber(ARGV[6])\n"
+	"local n, u = 0, 0\n"
+	"local c = redis.call('HMGET', KEYS[1], 'n', 'u', 'x')\n"
+	"if (tonumber(c[3]) or 0) > now then\n"
+	"  n = tonumber(c[1]) or 0\n"
+	"  u = tonumber(c[2]) or 0\n"
+	"end\n"
+	"if u > now then\n"
+	"  redis.call('HSET', KEYS[1], 'u', now + alife, 'x', now + alife)\n"
+	"  redis.call('EXPIRE', KEYS[1], alife)\n"
+	"  return {1, 5, 0, n}\n"
+	"end\n"
+	"local t = redis.call('HMGET', KEYS[2], 'f', 'p', 'x')\n"
+	"local f = tonumber(t[1])\n"
+	"if f == nil or (tonumber(t[3]) or 0) <= now then\n"
+	"  redis.call('HSET', KEYS[2], 'f', now, 'p', 0, 'x', now + window)\n"
+	"  redis.call('EXPIRE', KEYS[2], window)\n"
+	"  return {2, 0, delay, n}\n"
+	"end\n"
+	"if t[2] == '1' then\n"
+	"  redis.call('HSET', KEYS[2], 'x', now + life)\n"
+	"  redis.call('EXPIRE', KEYS[2], life)\n"
+	"  return {0, 3, 0, n}\n"
+	"end\n"
+	"if now < f + delay then\n"
+	"  return {2, 1, f + delay - now, n}\n"
+	"end\n"
+	"n = n + 1\n"
+	"redis.call('HSET', KEYS[2], 'p', 1, 'x', now + life)\n"
+	"redis.call('EXPIRE', KEYS[2], life)\n"
+	"if after > 0 and n >= after then\n"
+	"  redis.call('HSET', KEYS[1], 'n', n, 'u', now + alife, 'x', now + alife)\n"
+	"  redis.call('EXPIRE', KEYS[1], alife)\n"
+	"  return {0, 4, 0, n}\n"
+	"end\n"
+	"redis.call('HSET', KEYS[1], 'n', n, 'u', 0, 'x', now + life)\n"
+	"redis.call('EXPIRE', KEYS[1], life)\n"
+	"return {0, 2, 0, n}\n";
+
+struct gl_req {
+	TAILQ_ENTRY(gl_req) link;	/* g->pending, then g->done */
+	struct greylist *g;
+	greylist_cb cb;
+	void *ctx;
+	uint64_t tag;
+	bool via_redis;
+	struct gl_decision d;
+	char why[GREYLIST_WHY_MAX];
+	char key[GLSTORE_KEY_MAX];
+};
+
+TAILQ_HEAD(gl_reqs, gl_req);
+
+struct greylist {
+	struct event_base *base;
+	struct greylist_conf conf;
+	struct rds *rds;
+	struct glstore *store;
+	struct event *done_ev;
+	struct gl_reqs pending, done;
+	unsigned npending;
+	int in_drain;
+	bool dying;
+	int64_t (*now)(void *);
+	void *now_arg;
+};
+
+/* process-wide counters and the outage flag (logged once per change) */
+static atomic_uint_fast64_t gl_n_checks, gl_n_pass, gl_n_allow, gl_n_grey, gl_n_err,
+	gl_n_refused, gl_n_outages;
+static atomic_int gl_outage;
+
+/* ---- settings ---- */
+
+/* greylist_conf_init - defaults (see greylist.h) */
+void
+greylist_conf_init(struct greylist_conf *g)
+{
+	memset(g, 0, sizeof(*g));
+	rds_conf_init(&g->redis);
+	snprintf(g->prefix, sizeof(g->prefix), "moat:");
+	g->delay = 300;
+	g->window = GL_DAY;
+	g->lifetime = 36 * GL_DAY;
+	g->allow_after = 5;
+	g->allow_lifetime = 36 * GL_DAY;
+	g->v4_prefix = 24;
+	g->v6_prefix = 64;
+	g->client_part[0] = GL_KEY_NET;
+	g->nclient_part = 1;
+	g->key_sender = true;
+	g->key_rcpt = true;
+	g->on_error = GL_ON_ERROR_ACCEPT;
+	g->store_max = GLSTORE_MAX_DEFAULT;
+}
+
+/* gl_one_word - a setting that takes exactly one word */
+static int
+gl_one_word(const char *name, int nwords, char *why, size_t whysize)
+{
+	if (nwords == 1)
+		return 0;
+	snprintf(why, whysize, "%s takes one value", name);
+	return -1;
+}
+
+/* gl_duration - a duration within [min, max] milliseconds */
+static int
+gl_duration(const char *name, const char *const *words, int nwords, uint64_t min, uint64_t max,
+	bool whole_seconds, uint64_t *ms, char *why, size_t whysize)
+{
+	if (gl_one_word(name, nwords, why, whysize) != 0)
+		return -1;
+	if (glstore_duration(words[0], ms) != 0) {
+		snprintf(why, whysize, "%s: \"%.40s\" is not a duration (e.g. 300, 300s, 5m, "
+		    "4h, 36d, 200ms)", name, words[0]);
+		return -1;
+	}
+	if (whole_seconds && *ms % 1000 != 0) {
+		snprintf(why, whysize, "%s: whole seconds only", name);
+		return -1;
+	}
+	if (*ms < min || *ms > max) {
+		snprintf(why, whysize, "%s: between %" PRIu64 "ms and %" PRIu64 "s", name, min,
+		    max / 1000);
+		return -1;
+	}
+	return 0;
+}
+
+/* gl_number - an integer within [min, max] */
+static int
+gl_number(const char *name, const char *const *words, int nwords, long min, long max,
+	long *v, char *why, size_t whysize)
+{
+	char *end;
+
+	if (gl_one_word(name, nwords, why, whysize) != 0)
+		return -1;
+	*v = strtol(words[0], &end, 10);
+	if (words[0][0] < '0' || words[0][0] > '9' || *end != '\0' || *v < min || *v > max) {
+		snprintf(why, whysize, "%s: a number from %ld to %ld", name, min, max);
+		return -1;
+	}
+	return 0;
+}
+
+/* gl_key_parts - the words of greylist-key */
+static int
+gl_key_parts(struct greylist_conf *g, const char *const *words, int nwords, char *why,
+	size_t whysize)
+{
+	int seen = 0, client[3], nclient = 0;
+
+	for (int i = 0; i < nwords; i++) {
+		char buf[256], *save = NULL, *w;
+
+		if (strlen(words[i]) >= sizeof(buf)) {
+			snprintf(why, whysize, "greylist-key: word too long");
+			return -1;
+		}
+		snprintf(buf, sizeof(buf), "%s", words[i]);
+		for (w = strtok_r(buf, ",", &save); w != NULL; w = strtok_r(NULL, ",", &save)) {
+			int part;
+
+			if (strcmp(w, "net") == 0)
+				part = GL_KEY_NET;
+			else if (strcmp(w, "sender-domain-spf") == 0)
+				part = GL_KEY_SPF;
+			else if (strcmp(w, "org-domain") == 0)
+				part = GL_KEY_ORG;
+			else if (strcmp(w, "sender") == 0)
+				part = GL_KEY_SENDER;
+			else if (strcmp(w, "rcpt") == 0)
+				part = GL_KEY_RCPT;
+			else {
+				snprintf(why, whysize, "greylist-key: \"%.40s\" is not a key part "
+				    "(net, sender-domain-spf, org-domain, sender, rcpt)", w);
+				return -1;
+			}
+			if (seen & part) {
+				snprintf(why, whysize, "greylist-key: %s given twice", w);
+				return -1;
+			}
+			seen |= part;
+			if (part & (GL_KEY_NET | GL_KEY_SPF | GL_KEY_ORG))
+				client[nclient++] = part;
+		}
+	}
+	if (nclient == 0) {
+		snprintf(why, whysize, "greylist-key: name the client: net, sender-domain-spf "
+		    "or org-domain");
+		return -1;
+	}
+	memcpy(g->client_part, client, sizeof(client));
+	g->nclient_part = nclient;
+	g->key_sender = (seen & GL_KEY_SENDER) != 0;
+	g->key_rcpt = (seen & GL_KEY_RCPT) != 0;
+	return 0;
+}
+
+/* greylist_conf_set - one setting of the policy file (see greylist.h) */
+int
+greylist_conf_set(struct greylist_conf *g, const char *name, const char *const *words,
+	int nwords, char *why, size_t whysize)
+{
+	uint64_t ms;
+	long v;
+
+	if (strcmp(name, "redis") == 0)
+		return rds_conf_parse(&g->redis, words, nwords, why, whysize) == 0 ? 1 : -1;
+	if (strcmp(name, "redis-timeout") == 0) {
+		if (gl_duration(name, words, nwords, 10, 10000, false, &ms, why, whysize) != 0)
+			return -1;
+		g->redis.timeout_ms = (unsigned)ms;
+		return 1;
+	}
+	if (strcmp(name, "redis-connect-timeout") == 0) {
+		if (gl_duration(name, words, nwords, 10, 60000, false, &ms, why, whysize) != 0)
+			return -1;
+		g->redis.connect_timeout_ms = (unsigned)ms;
+		return 1;
+	}
+	if (strcmp(name, "redis-password") == 0) {
+		if (gl_one_word(name, nwords, why, whysize) != 0)
+			return -1;
+		if (words[0][0] == '\0' || strlen(words[0]) >= sizeof(g->redis.password)) {
+			snprintf(why, whysize, "redis-password: 1 to %zu bytes",
+			    sizeof(g->redis.password) - 1);
+			return -1;
+		}
+		snprintf(g->redis.password, sizeof(g->redis.password), "%s", words[0]);
+		return 1;
+	}
+	if (strcmp(name, "redis-db") == 0) {
+		if (gl_number(name, words, nwords, 0, 10000, &v, why, whysize) != 0)
+			return -1;
+		g->redis.db = (int)v;
+		return 1;
+	}
+	if (strcmp(name, "redis-prefix") == 0) {
+		if (gl_one_word(name, nwords, why, whysize) != 0)
+			return -1;
+		if (strlen(words[0]) >= sizeof(g->prefix)) {
+			snprintf(why, whysize, "redis-prefix: at most %zu bytes",
+			    sizeof(g->prefix) - 1);
+			return -1;
+		}
+		for (const char *p = words[0]; *p; p++)
+			if (*p < '!' || *p > '~') {
+				snprintf(why, whysize, "redis-prefix: printable ASCII without spaces");
+				return -1;
+			}
+		snprintf(g->prefix, sizeof(g->prefix), "%s", words[0]);
+		return 1;
+	}
+	if (strcmp(name, "greylist-delay") == 0) {
+		if (gl_duration(name, words, nwords, 0, GL_DAY * 1000ull, true, &ms, why,
+		    whysize) != 0)
+			return -1;
+		g->delay = (unsigned)(ms / 1000);
+		return 1;
+	}
+	if (strcmp(name, "greylist-window") == 0) {
+		if (gl_duration(name, words, nwords, 60000, 30ull * GL_DAY * 1000, true, &ms, why,
+		    whysize) != 0)
+			return -1;
+		g->window = (unsigned)(ms / 1000);
+		return 1;
+	}
+	if (strcmp(name, "greylist-lifetime") == 0 ||
+	    strcmp(name, "greylist-allow-lifetime") == 0) {
+		if (gl_duration(name, words, nwords, 3600000, 365ull * GL_DAY * 1000, true, &ms,
+		    why, whysize) != 0)
+			return -1;
+		if (strcmp(name, "greylist-lifetime") == 0)
+			g->lifetime = (unsigned)(ms / 1000);
+		else
+			g->allow_lifetime = (unsigned)(ms / 1000);
+		return 1;
+	}
+	if (strcmp(name, "greylist-allow-after") == 0) {
+		if (gl_number(name, words, nwords, 0, 1000, &v, why, whysize) != 0)
+			return -1;
+		g->allow_after = (unsigned)v;
+		return 1;
+	}
+	if (strcmp(name, "greylist-key") == 0) {
+		if (nwords < 1) {
+			snprintf(why, whysize, "greylist-key: expected parts, e.g. net,sender,rcpt");
+			return -1;
+		}
+		return gl_key_parts(g, words, nwords, why, whysize) == 0 ? 1 : -1;
+	}
+	if (strcmp(name, "greylist-v4-prefix") == 0) {
+		if (gl_number(name, words, nwords, 8, 32, &v, why, whysize) != 0)
+			return -1;
+		g->v4_prefix = (int)v;
+		return 1;
+	}
+	if (strcmp(name, "greylist-v6-prefix") == 0) {
+		if (gl_number(name, words, nwords, 16, 128, &v, why, whysize) != 0)
+			return -1;
+		g->v6_prefix = (int)v;
+		return 1;
+	}
+	if (strcmp(name, "greylist-on-error") == 0) {
+		if (gl_one_word(name, nwords, why, whysize) != 0)
+			return -1;
+		if (strcmp(words[0], "accept") == 0)
+			g->on_error = GL_ON_ERROR_ACCEPT;
+		else if (strcmp(words[0], "tempfail") == 0)
+			g->on_error = GL_ON_ERROR_TEMPFAIL;
+		else {
+			snprintf(why, whysize, "greylist-on-error: accept or tempfail");
+			return -1;
+		}
+		return 1;
+	}
+	if (strcmp(name, "greylist-store") == 0) {
+		if (gl_one_word(name, nwords, why, whysize) != 0)
+			return -1;
+		if (strcmp(words[0], "none") == 0) {
+			g->store_path[0] = '\0';
+			return 1;
+		}
+		if (words[0][0] != '/' || strlen(words[0]) >= sizeof(g->store_path) - 32) {
+			snprintf(why, whysize, "greylist-store: an absolute path (at most %zu "
+			    "bytes) or none", sizeof(g->store_path) - 33);
+			return -1;
+		}
+		snprintf(g->store_path, sizeof(g->store_path), "%s", words[0]);
+		return 1;
+	}
+	if (strcmp(name, "greylist-store-max") == 0) {
+		if (gl_number(name, words, nwords, 100, 10000000, &v, why, whysize) != 0)
+			return -1;
+		g->store_max = (size_t)v;
+		return 1;
+	}
+	return 0;
+}
+
+/* greylist_conf_check - the settings together (see greylist.h) */
+int
+greylist_conf_check(const struct greylist_conf *g, char *why, size_t whysize)
+{
+	if (g->window <= g->delay) {
+		snprintf(why, whysize, "greylist-window (%us) must be longer than greylist-delay "
+		    "(%us), or no retry could ever pass", g->window, g->delay);
+		return -1;
+	}
+	return 0;
+}
+
+/* greylist_store_params - the decision's timings for glstore_decide */
+void
+greylist_store_params(const struct greylist_conf *g, struct glstore_params *p)
+{
+	p->delay = g->delay;
+	p->window = g->window;
+	p->lifetime = g->lifetime;
+	p->allow_after = g->allow_after;
+	p->allow_lifetime = g->allow_lifetime;
+}
+
+/* greylist_script - the Lua script's text */
+const char *
+greylist_script(void)
+{
+	return greylist_lua;
+}
+
+/* ---- keys ---- */
+
+/* gl_domain_id - "spf:DOMAIN" / "org:DOMAIN" */
+static int
+gl_domain_id(const char *tag, const char *dom, char *out, size_t size)
+{
+	char esc[GLSTORE_PART_MAX + 1];
+	size_t n = glstore_escape(esc, sizeof(esc), dom, true);
+
+	while (n > 0 && esc[n - 1] == '.')
+		esc[--n] = '\0';
+	if (n == 0)
+		return -1;
+	return snprintf(out, size, "%s:%s", tag, esc) < (int)size ? 0 : -1;
+}
+
+/* greylist_key - both keys of a decision (see greylist.h) */
+int
+greylist_key(const struct greylist_conf *c, const struct greylist_triplet *t, char *ckey,
+	size_t csize, char *tkey, size_t tsize)
+{
+	char id[GLSTORE_ID_MAX], s[GLSTORE_PART_MAX + 1], r[GLSTORE_PART_MAX + 1];
+	bool have = false;
+	int n;
+
+	for (int i = 0; i < c->nclient_part && !have; i++) {
+		switch (c->client_part[i]) {
+		case GL_KEY_SPF:
+			have = t->spf_domain && t->spf_domain[0] &&
+			    gl_domain_id("spf", t->spf_domain, id, sizeof(id)) == 0;
+			break;
+		case GL_KEY_ORG:
+			have = t->org_domain && t->org_domain[0] &&
+			    gl_domain_id("org", t->org_domain, id, sizeof(id)) == 0;
+			break;
+		default:
+			break;
+		}
+	}
+	if (!have && glstore_client_net(t->client, c->v4_prefix, c->v6_prefix, id,
+	    sizeof(id)) != 0)
+		return -1;
+	s[0] = r[0] = '\0';
+	if (c->key_sender) {
+		if (t->sender == NULL || t->sender[0] == '\0')
+			snprintf(s, sizeof(s), "<>");
+		else
+			glstore_escape(s, sizeof(s), t->sender, true);
+	}
+	if (c->key_rcpt && t->rcpt != NULL)
+		glstore_escape(r, sizeof(r), t->rcpt, true);
+	n = snprintf(ckey, csize, "c:{%s}", id);
+	if (n < 0 || (size_t)n >= csize)
+		return -1;
+	n = snprintf(tkey, tsize, "t:{%s}|%s|%s", id, s, r);
+	return n < 0 || (size_t)n >= tsize ? -1 : 0;
+}
+
+/* ---- decisions ---- */
+
+/* greylist_counters - the process-wide counters */
+void
+greylist_counters(struct greylist_counters *out)
+{
+	out->checks = atomic_load(&gl_n_checks);
+	out->pass = atomic_load(&gl_n_pass);
+	out->allowlisted = atomic_load(&gl_n_allow);
+	out->greylisted = atomic_load(&gl_n_grey);
+	out->errors = atomic_load(&gl_n_err);
+	out->refused = atomic_load(&gl_n_refused);
+	out->outages = atomic_load(&gl_n_outages);
+}
+
+/* gl_now - the decision clock */
+static int64_t
+gl_now(const struct greylist *g)
+{
+	return g->now ? g->now(g->now_arg) : (int64_t)time(NULL);
+}
+
+/* gl_outage_note - log the first error after a success and the reverse */
+static void
+gl_outage_note(const struct greylist *g, const struct gl_req *q)
+{
+	if (q->d.status == GL_ERROR) {
+		if (atomic_exchange(&gl_outage, 1) == 0) {
+			atomic_fetch_add(&gl_n_outages, 1);
+			log_msg(LOG_L_WARN, 0, "greylist redis unavailable reason=\"%s\" on-error=%s "
+			    "(logged once until it recovers)", q->why,
+			    g->conf.on_error == GL_ON_ERROR_TEMPFAIL ? "tempfail" : "accept");
+		}
+	} else if (atomic_exchange(&gl_outage, 0) == 1) {
+		log_msg(LOG_L_INFO, 0, "greylist redis available again errors=%" PRIu64,
+		    (uint64_t)atomic_load(&gl_n_err));
+	}
+}
+
+/* gl_destroy - free the handle; nothing is called back */
+static void
+gl_destroy(struct greylist *g)
+{
+	struct gl_req *q;
+
+	rds_free(g->rds);
+	g->rds = NULL;
+	while ((q = TAILQ_FIRST(&g->pending)) != NULL) {
+		TAILQ_REMOVE(&g->pending, q, link);
+		free(q);
+	}
+	while ((q = TAILQ_FIRST(&g->done)) != NULL) {
+		TAILQ_REMOVE(&g->done, q, link);
+		free(q);
+	}
+	event_free(g->done_ev);
+	free(g);
+}
+
+/* gl_on_done - deliver finished verdicts, from our own event */
+static void
+gl_on_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct greylist *g = arg;
+	struct gl_reqs batch;
+	struct gl_req *q;
+	struct greylist_verdict v;
+
+	(void)fd;
+	(void)what;
+	TAILQ_INIT(&batch);
+	TAILQ_CONCAT(&batch, &g->done, link);
+	g->in_drain++;
+	while ((q = TAILQ_FIRST(&batch)) != NULL) {
+		TAILQ_REMOVE(&batch, q, link);
+		if (!g->dying) {
+			switch (q->d.status) {
+			case GL_PASS:
+				atomic_fetch_add(&gl_n_pass, 1);
+				break;
+			case GL_ALLOWLISTED:
+				atomic_fetch_add(&gl_n_allow, 1);
+				break;
+			case GL_GREYLISTED:
+				atomic_fetch_add(&gl_n_grey, 1);
+				break;
+			case GL_ERROR:
+				atomic_fetch_add(&gl_n_err, 1);
+				break;
+			}
+			if (q->via_redis)
+				gl_outage_note(g, q);
+			v.status = q->d.status;
+			v.reason = q->d.reason;
+			v.retry_in = q->d.retry_in;
+			v.passes = q->d.passes;
+			v.why = q->why;
+			v.key = q->key;
+			q->cb(q->ctx, q->tag, &v);
+		}
+		free(q);
+	}
+	g->in_drain--;
+	if (g->dying && g->in_drain == 0)
+		gl_destroy(g);
+}
+
+/* gl_done - a request has its verdict: deliver it from done_ev */
+static void
+gl_done(struct greylist *g, struct gl_req *q)
+{
+	TAILQ_REMOVE(&g->pending, q, link);
+	g->npending--;
+	TAILQ_INSERT_TAIL(&g->done, q, link);
+	event_active(g->done_ev, 0, 0);
+}
+
+/* gl_on_reply - the script's answer (or Redis's failure) */
+static void
+gl_on_reply(void *ctx, const redisReply *reply, const char *err)
+{
+	struct gl_req *q = ctx;
+
+	if (reply == NULL) {
+		q->d.status = GL_ERROR;
+		q->d.reason = GL_R_ERROR;
+		snprintf(q->why, sizeof(q->why), "redis %s", err ? err : "failed");
+	} else
+		(void)greylist_reply_parse(reply, &q->d, q->why, sizeof(q->why));
+	gl_done(q->g, q);
+}
+
+/* greylist_new - a handle for this loop (see greylist.h) */
+struct greylist *
+greylist_new(struct event_base *base, const struct greylist_conf *c, struct glstore *store)
+{
+	struct greylist *g;
+	const char *scripts[1] = { greylist_lua };
+
+	if (!rds_conf_enabled(&c->redis) && store == NULL)
+		return NULL;
+	g = xcalloc(1, sizeof(*g));
+	g->base = base;
+	g->conf = *c;
+	TAILQ_INIT(&g->pending);
+	TAILQ_INIT(&g->done);
+	g->done_ev = event_new(base, -1, 0, gl_on_done, g);
+	if (g->done_ev == NULL)
+		panic("greylist: cannot create an event");
+	if (rds_conf_enabled(&c->redis))
+		g->rds = rds_new(base, &c->redis, scripts, 1);
+	else
+		g->store = store;
+	return g;
+}
+
+/* greylist_set_clock - tests drive time */
+void
+greylist_set_clock(struct greylist *g, int64_t (*now)(void *), void *arg)
+{
+	g->now = now;
+	g->now_arg = arg;
+}
+
+/* greylist_check - decide one triplet (see greylist.h) */
+int
+greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb cb, void *ctx,
+	uint64_t tag)
+{
+	char ckey[GLSTORE_ID_MAX + 8];
+	struct gl_req *q;
+	int64_t now = gl_now(g);
+
+	if (g->dying || g->npending >= GREYLIST_PENDING_MAX) {
+		atomic_fetch_add(&gl_n_refused, 1);
+		return -1;
+	}
+	atomic_fetch_add(&gl_n_checks, 1);
+	q = xcalloc(1, sizeof(*q));
+	q->g = g;
+	q->cb = cb;
+	q->ctx = ctx;
+	q->tag = tag;
+	TAILQ_INSERT_TAIL(&g->pending, q, link);
+	g->npending++;
+	if (greylist_key(&g->conf, t, ckey, sizeof(ckey), q->key, sizeof(q->key)) != 0) {
+		q->d.status = GL_ERROR;
+		q->d.reason = GL_R_ERROR;
+		snprintf(q->why, sizeof(q->why), "no key for this client address");
+		gl_done(g, q);
+		return 0;
+	}
+	if (g->rds == NULL) {
+		struct glstore_params p;
+
+		greylist_store_params(&g->conf, &p);
+		glstore_decide(g->store, ckey, q->key, now, &p, &q->d);
+		gl_done(g, q);
+		return 0;
+	}
+	{
+		char k1[GREYLIST_PREFIX_MAX + sizeof(ckey)], k2[GREYLIST_PREFIX_MAX + GLSTORE_KEY_MAX];
+		char num[6][24];
+		const char *args[8];
+		size_t lens[8];
+		int64_t vals[6] = { now, g->conf.delay, g->conf.window, g->conf.lifetime,
+		    g->conf.allow_after, g->conf.allow_lifetime };
+
+		args[0] = k1;
+		lens[0] = (size_t)snprintf(k1, sizeof(k1), "%s%s", g->conf.prefix, ckey);
+		args[1] = k2;
+		lens[1] = (size_t)snprintf(k2, sizeof(k2), "%s%s", g->conf.prefix, q->key);
+		for (int i = 0; i < 6; i++) {
+			args[2 + i] = num[i];
+			lens[2 + i] = (size_t)snprintf(num[i], sizeof(num[i]), "%" PRId64, vals[i]);
+		}
+		q->via_redis = true;
+		if (rds_eval(g->rds, 0, 0, gl_on_reply, q, 2, 8, args, lens) != 0) {
+			TAILQ_REMOVE(&g->pending, q, link);
+			g->npending--;
+			free(q);
+			atomic_fetch_add(&gl_n_refused, 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* greylist_free - cancel everything and free (see greylist.h) */
+void
+greylist_free(struct greylist *g)
+{
+	if (g == NULL)
+		return;
+	if (g->in_drain > 0) {
+		/* inside a callback: finish in gl_on_done */
+		g->dying = true;
+		rds_free(g->rds);
+		g->rds = NULL;
+		return;
+	}
+	gl_destroy(g);
+}

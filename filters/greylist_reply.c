@@ -1,0 +1,134 @@
+/*
+ * greylist_reply - the pure parts of greylisting (see greylist.h): the Lua
+ * script's reply turned into a decision, names, the 451 text
+ *
+ * Kept apart from greylist.c so that the fuzz harness can link it
+ * without an event loop, hiredis or Redis: it only reads the redisReply
+ * structure.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "greylist.h"
+#include "log.h"
+
+#define GL_RETRY_MAX	(400u * 86400u)	/* above any delay we accept */
+
+/* greylist_status_name - for logs and moatctl */
+const char *
+greylist_status_name(enum gl_status s)
+{
+	switch (s) {
+	case GL_PASS:
+		return "pass";
+	case GL_ALLOWLISTED:
+		return "allowlisted";
+	case GL_GREYLISTED:
+		return "greylisted";
+	case GL_ERROR:
+		return "error";
+	}
+	return "?";
+}
+
+/* greylist_reason_name - for logs */
+const char *
+greylist_reason_name(enum gl_reason r)
+{
+	switch (r) {
+	case GL_R_NEW:
+		return "new";
+	case GL_R_EARLY:
+		return "early";
+	case GL_R_RETRIED:
+		return "retried";
+	case GL_R_KNOWN:
+		return "known";
+	case GL_R_NOW_ALLOWLISTED:
+		return "now-allowlisted";
+	case GL_R_ALLOWLISTED:
+		return "allowlisted";
+	case GL_R_ERROR:
+		return "error";
+	}
+	return "?";
+}
+
+/* greylist_reason_fits - a reason the script may give with a status */
+static int
+greylist_reason_fits(long long status, long long reason)
+{
+	switch (status) {
+	case GL_PASS:
+		return reason == GL_R_RETRIED || reason == GL_R_KNOWN ||
+		    reason == GL_R_NOW_ALLOWLISTED;
+	case GL_ALLOWLISTED:
+		return reason == GL_R_ALLOWLISTED;
+	case GL_GREYLISTED:
+		return reason == GL_R_NEW || reason == GL_R_EARLY;
+	}
+	return 0;
+}
+
+/* greylist_reply_parse - {status, reason, seconds, passes} or an error */
+int
+greylist_reply_parse(const redisReply *r, struct gl_decision *d, char *why, size_t whysize)
+{
+	long long v[4];
+
+	memset(d, 0, sizeof(*d));
+	d->status = GL_ERROR;
+	d->reason = GL_R_ERROR;
+	if (r == NULL) {
+		snprintf(why, whysize, "no reply");
+		return -1;
+	}
+	if (r->type == REDIS_REPLY_ERROR) {
+		char esc[LOG_ESC_SIZE];
+
+		log_escape(esc, sizeof(esc), r->str ? r->str : "", r->str ? r->len : 0);
+		snprintf(why, whysize, "redis error: %s", esc);
+		return -1;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 || r->element == NULL) {
+		snprintf(why, whysize, "malformed reply (type %d)", r->type);
+		return -1;
+	}
+	for (int i = 0; i < 4; i++) {
+		if (r->element[i] == NULL || r->element[i]->type != REDIS_REPLY_INTEGER) {
+			snprintf(why, whysize, "malformed reply (element %d)", i + 1);
+			return -1;
+		}
+		v[i] = r->element[i]->integer;
+	}
+	if (!greylist_reason_fits(v[0], v[1]) || v[2] < 0 || v[2] > GL_RETRY_MAX ||
+	    v[3] < 0 || v[3] > 0xffffffffLL) {
+		snprintf(why, whysize, "reply out of range");
+		return -1;
+	}
+	d->status = (enum gl_status)v[0];
+	d->reason = (enum gl_reason)v[1];
+	d->retry_in = d->status == GL_GREYLISTED ? (unsigned)v[2] : 0;
+	d->passes = (unsigned)v[3];
+	return 0;
+}
+
+/* greylist_reply_text - the 451 4.7.1 text (see greylist.h) */
+int
+greylist_reply_text(const struct greylist_verdict *v, char *out, size_t size)
+{
+	unsigned s = v->retry_in;
+	int n;
+
+	if (v->status != GL_GREYLISTED)
+		n = snprintf(out, size, "greylisting unavailable, please retry later");
+	else if (s == 0)
+		n = snprintf(out, size, "greylisted, please retry now");
+	else if (s < 120)
+		n = snprintf(out, size, "greylisted, please retry in %u seconds", s);
+	else if (s < 2 * 3600)
+		n = snprintf(out, size, "greylisted, please retry in %u minutes", (s + 59) / 60);
+	else
+		n = snprintf(out, size, "greylisted, please retry in %u hours", (s + 3599) / 3600);
+	return n > 0 && (size_t)n < size ? 0 : -1;
+}

@@ -1,0 +1,1095 @@
+/*
+ * redis - moat's Redis client (see redis.h for the contract)
+ *
+ * WHY OUR OWN TIMERS
+ *	hiredis 0.14 has no connect or command timeout in its asynchronous
+ *	API, and when a connection fails it calls every pending callback
+ *	with a NULL reply and leaves reconnecting to us. So every command
+ *	carries a libevent timer; when one fires, the whole connection is
+ *	freed (redisAsyncFree), which makes hiredis call back every command
+ *	still on it at once. Dropping the connection is the only way to be
+ *	sure a late reply is never matched to a later command.
+ *
+ * CALLBACK DISCIPLINE
+ *	hiredis may call us while it is inside its own code: reply
+ *	callbacks, onConnect, onDisconnect. The rules we keep:
+ *	- before freeing a context we stop pointing at it (r->ac = NULL),
+ *	  so callbacks that the free triggers see a stale context and only
+ *	  finish their own request;
+ *	- we free a context inside one of its reply callbacks only through
+ *	  redisAsyncFree(), which hiredis defers until the callback has
+ *	  returned; never inside onConnect (hiredis 0.14 would go on using
+ *	  the freed context);
+ *	- a request sent to hiredis is freed only in its hiredis callback
+ *	  (which always comes, with a reply or NULL), so hiredis never holds
+ *	  a dangling privdata; rds_free() marks requests cancelled first.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+#include <openssl/evp.h>
+
+#include "log.h"
+#include "redis.h"
+#include "xalloc.h"
+
+#define RDS_SYNC_TIMEOUT_MIN_MS	2000
+
+enum rds_where { RQ_WAITING = 0, RQ_SENT, RQ_FAILING };
+
+struct rds_req {
+	TAILQ_ENTRY(rds_req) link;	/* r->waiting or r->failing; not when sent */
+	struct rds *r;
+	rds_cb cb;
+	void *ctx;
+	struct event *timer;
+	enum rds_where where;
+	int script;			/* -1: a plain command */
+	bool timed_out, cancelled, retried;
+	const char *fail_why;
+	int argc;
+	const char **argv;		/* into the same allocation */
+	size_t *lens;
+};
+
+TAILQ_HEAD(rds_reqs, rds_req);
+
+enum rds_hs { RDS_HS_AUTH = 1, RDS_HS_SELECT, RDS_HS_ROLE, RDS_HS_SCRIPT };
+
+struct rds {
+	struct event_base *base;
+	struct rds_conf conf;
+	enum rds_state state;
+	redisAsyncContext *ac;		/* the data connection */
+	redisAsyncContext *sac;		/* the sentinel being asked */
+	struct rds_addr addr;		/* the server in use or last tried */
+	bool addr_from_sentinel;
+	int sidx, stried;		/* sentinel to ask; tried this round */
+	int hs_pending;
+	unsigned backoff_ms;
+	struct event *retry_ev, *conn_timer;
+	struct rds_reqs waiting, failing;
+	unsigned npending;		/* requests not yet called back */
+	const char *scripts[RDS_SCRIPT_MAX];	/* borrowed texts */
+	char sha[RDS_SCRIPT_MAX][41];
+	int nscripts;
+	struct rds_counters n;
+	bool freeing;
+};
+
+/* ---- settings ---- */
+
+/* rds_err - fill an error buffer */
+static void __attribute__((format(printf, 3, 4)))
+rds_err(char *why, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why == NULL || size == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, size, fmt, ap);
+	va_end(ap);
+}
+
+/* rds_conf_init - defaults */
+void
+rds_conf_init(struct rds_conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->timeout_ms = 200;
+	c->connect_timeout_ms = 1000;
+	c->backoff_min_ms = 100;
+	c->backoff_max_ms = 5000;
+	c->max_pending = 1024;
+}
+
+/* rds_conf_enabled - is a server or a sentinel set? */
+bool
+rds_conf_enabled(const struct rds_conf *c)
+{
+	return c->nsentinel > 0 || c->server.host[0] != '\0' || c->server.path[0] != '\0';
+}
+
+/* rds_addr_parse - IP, IP:PORT, [IPv6]:PORT, IPv6 or /path */
+int
+rds_addr_parse(const char *word, int defport, struct rds_addr *a, char *why, size_t whysize)
+{
+	char host[48];
+	const char *port = NULL, *colon;
+	size_t hl;
+	unsigned char buf[16];
+	long p = defport;
+
+	memset(a, 0, sizeof(*a));
+	if (word[0] == '/') {
+		if (strlen(word) >= sizeof(a->path)) {
+			rds_err(why, whysize, "unix socket path too long");
+			return -1;
+		}
+		snprintf(a->path, sizeof(a->path), "%s", word);
+		return 0;
+	}
+	if (word[0] == '[') {
+		const char *close = strchr(word, ']');
+
+		if (close == NULL || (close[1] != '\0' && close[1] != ':')) {
+			rds_err(why, whysize, "\"%.80s\": expected [IPv6]:PORT", word);
+			return -1;
+		}
+		hl = (size_t)(close - word - 1);
+		if (hl >= sizeof(host))
+			goto bad;
+		memcpy(host, word + 1, hl);
+		host[hl] = '\0';
+		if (close[1] == ':')
+			port = close + 2;
+	} else {
+		colon = strchr(word, ':');
+		if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+			hl = (size_t)(colon - word);
+			port = colon + 1;
+		} else
+			hl = strlen(word);
+		if (hl >= sizeof(host))
+			goto bad;
+		memcpy(host, word, hl);
+		host[hl] = '\0';
+	}
+	if (port != NULL) {
+		char *end;
+
+		errno = 0;
+		p = strtol(port, &end, 10);
+		if (port[0] == '\0' || *end != '\0' || errno != 0 || p < 1 || p > 65535) {
+			rds_err(why, whysize, "\"%.80s\": bad port", word);
+			return -1;
+		}
+	}
+	if (strcmp(host, "localhost") == 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	if (inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1)
+		goto bad;
+	snprintf(a->host, sizeof(a->host), "%s", host);
+	a->port = (int)p;
+	return 0;
+bad:
+	rds_err(why, whysize, "\"%.80s\": expected an IP address with an optional :PORT, or "
+	    "a unix socket path (host names are not resolved: that would block)", word);
+	return -1;
+}
+
+/* rds_addr_format - for logs and messages */
+void
+rds_addr_format(const struct rds_addr *a, char *out, size_t size)
+{
+	if (a->path[0])
+		snprintf(out, size, "%s", a->path);
+	else if (a->host[0] == '\0')
+		snprintf(out, size, "%s", "");
+	else if (strchr(a->host, ':'))
+		snprintf(out, size, "[%s]:%d", a->host, a->port);
+	else
+		snprintf(out, size, "%s:%d", a->host, a->port);
+}
+
+/* rds_conf_parse - the words of the "redis" setting */
+int
+rds_conf_parse(struct rds_conf *c, const char *const *words, int nwords, char *why,
+	size_t whysize)
+{
+	int i;
+
+	if (nwords < 1) {
+		rds_err(why, whysize, "expected ADDR or \"sentinel ADDR ... master NAME\"");
+		return -1;
+	}
+	if (strcmp(words[0], "sentinel") != 0) {
+		if (nwords != 1) {
+			rds_err(why, whysize, "expected one ADDR (or \"sentinel ADDR ... master "
+			    "NAME\")");
+			return -1;
+		}
+		if (rds_addr_parse(words[0], RDS_DEFAULT_PORT, &c->server, why, whysize) != 0)
+			return -1;
+		c->nsentinel = 0;
+		return 0;
+	}
+	c->nsentinel = 0;
+	memset(&c->server, 0, sizeof(c->server));
+	for (i = 1; i < nwords && strcmp(words[i], "master") != 0; i++) {
+		if (c->nsentinel == RDS_SENTINEL_MAX) {
+			rds_err(why, whysize, "at most %d sentinels", RDS_SENTINEL_MAX);
+			return -1;
+		}
+		if (rds_addr_parse(words[i], RDS_SENTINEL_PORT, &c->sentinel[c->nsentinel], why,
+		    whysize) != 0)
+			return -1;
+		c->nsentinel++;
+	}
+	if (c->nsentinel == 0 || i + 2 != nwords) {
+		c->nsentinel = 0;
+		rds_err(why, whysize, "expected \"sentinel ADDR ... master NAME\"");
+		return -1;
+	}
+	if (strlen(words[i + 1]) >= sizeof(c->master) || words[i + 1][0] == '\0' ||
+	    strpbrk(words[i + 1], " \t\r\n") != NULL) {
+		c->nsentinel = 0;
+		rds_err(why, whysize, "bad master name");
+		return -1;
+	}
+	snprintf(c->master, sizeof(c->master), "%s", words[i + 1]);
+	return 0;
+}
+
+/* ---- bounded replies ---- */
+
+static redisReplyObjectFunctions *rds_default_fns;
+static redisReplyObjectFunctions rds_bounded_fns;
+static pthread_once_t rds_fns_once = PTHREAD_ONCE_INIT;
+
+/* rds_create_string - refuse oversized strings */
+static void *
+rds_create_string(const redisReadTask *task, char *str, size_t len)
+{
+	if (len > RDS_REPLY_STRING_MAX)
+		return NULL;
+	return rds_default_fns->createString(task, str, len);
+}
+
+/* rds_create_array - refuse arrays with too many elements, before allocating */
+static void *
+rds_create_array(const redisReadTask *task, int elements)
+{
+	if (elements < 0 || elements > RDS_REPLY_ELEMENTS_MAX)
+		return NULL;
+	return rds_default_fns->createArray(task, elements);
+}
+
+/* rds_fns_init - hiredis's reply constructors, wrapped */
+static void
+rds_fns_init(void)
+{
+	redisReader *rd = redisReaderCreate();
+
+	if (rd == NULL)
+		panic("redis: cannot create a reply reader");
+	rds_default_fns = rd->fn;
+	redisReaderFree(rd);
+	rds_bounded_fns = *rds_default_fns;
+	rds_bounded_fns.createString = rds_create_string;
+	rds_bounded_fns.createArray = rds_create_array;
+}
+
+/* rds_bound_reader - make a context's reader refuse oversized replies */
+static void
+rds_bound_reader(redisContext *c)
+{
+	pthread_once(&rds_fns_once, rds_fns_init);
+	if (c->reader != NULL && c->reader->fn == rds_default_fns)
+		c->reader->fn = &rds_bounded_fns;
+}
+
+/* ---- the asynchronous client ---- */
+
+static void rds_start(struct rds *r);
+static void rds_send(struct rds *r, struct rds_req *q);
+
+/* rds_state_name - for logs */
+const char *
+rds_state_name(enum rds_state st)
+{
+	switch (st) {
+	case RDS_ST_DOWN:
+		return "down";
+	case RDS_ST_DISCOVER:
+		return "discover";
+	case RDS_ST_CONNECTING:
+		return "connecting";
+	case RDS_ST_READY:
+		return "ready";
+	}
+	return "?";
+}
+
+/* rds_enter_state - every state change goes through here */
+static void
+rds_enter_state(struct rds *r, enum rds_state st)
+{
+	if (r->state != st && log_enabled(LOG_L_DEBUG)) {
+		char a[160];
+
+		rds_addr_format(&r->addr, a, sizeof(a));
+		log_msg(LOG_L_DEBUG, 0, "redis state %s -> %s addr=%s", rds_state_name(r->state),
+		    rds_state_name(st), a);
+	}
+	r->state = st;
+}
+
+/* rds_req_free - the end of a request */
+static void
+rds_req_free(struct rds_req *q)
+{
+	q->r->npending--;
+	event_free(q->timer);
+	free(q);
+}
+
+/* rds_finish - call back (unless cancelled) and free a request not in a list */
+static void
+rds_finish(struct rds_req *q, const redisReply *reply, const char *err)
+{
+	struct rds *r = q->r;
+
+	if (!q->cancelled && !r->freeing) {
+		if (reply != NULL) {
+			r->n.replies++;
+			if (reply->type == REDIS_REPLY_ERROR)
+				r->n.errors++;
+		} else {
+			r->n.errors++;
+		}
+		q->cb(q->ctx, reply, err);
+	}
+	rds_req_free(q);
+}
+
+/* rds_fail_soon - finish a request with err on the next loop turn */
+static void
+rds_fail_soon(struct rds *r, struct rds_req *q, const char *why)
+{
+	struct timeval now = { 0, 0 };
+
+	q->where = RQ_FAILING;
+	q->fail_why = why;
+	TAILQ_INSERT_TAIL(&r->failing, q, link);
+	evtimer_add(q->timer, &now);
+}
+
+/* rds_fail_waiting - every waiting request fails soon */
+static void
+rds_fail_waiting(struct rds *r, const char *why)
+{
+	struct rds_req *q;
+
+	while ((q = TAILQ_FIRST(&r->waiting)) != NULL) {
+		TAILQ_REMOVE(&r->waiting, q, link);
+		rds_fail_soon(r, q, why);
+	}
+}
+
+/* rds_down - no connection: retry after the backoff */
+static void
+rds_down(struct rds *r, const char *why)
+{
+	struct timeval tv;
+
+	evtimer_del(r->conn_timer);
+	rds_enter_state(r, RDS_ST_DOWN);
+	rds_fail_waiting(r, why);
+	if (r->freeing)
+		return;
+	tv.tv_sec = r->backoff_ms / 1000;
+	tv.tv_usec = (r->backoff_ms % 1000) * 1000;
+	evtimer_add(r->retry_ev, &tv);
+	r->backoff_ms = r->backoff_ms * 2 > r->conf.backoff_max_ms ? r->conf.backoff_max_ms :
+	    r->backoff_ms * 2;
+}
+
+/* rds_drop - free the data connection; its commands are called back at once
+ * (or, inside one of its callbacks, as soon as that returns) */
+static void
+rds_drop(struct rds *r, const char *why)
+{
+	redisAsyncContext *ac = r->ac;
+
+	if (ac == NULL)
+		return;
+	r->ac = NULL;
+	r->n.drops++;
+	log_msg(LOG_L_DEBUG, 0, "redis drop reason=%s", why);
+	rds_down(r, why);
+	redisAsyncFree(ac);
+}
+
+/* rds_on_connect - hiredis: the TCP connection is up or failed */
+static void
+rds_on_connect(const redisAsyncContext *ac, int status)
+{
+	struct rds *r = ac->data;
+
+	if (status == REDIS_OK || r->ac != ac)
+		return;
+	/* hiredis frees ac when we return; never free it here */
+	r->ac = NULL;
+	rds_down(r, "connect failed");
+}
+
+/* rds_on_disconnect - hiredis: the connection ended */
+static void
+rds_on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct rds *r = ac->data;
+
+	(void)status;
+	if (r->ac != ac)
+		return;
+	r->ac = NULL;
+	r->n.drops++;
+	rds_down(r, "disconnected");
+}
+
+/* rds_on_hs - a handshake reply */
+static void
+rds_on_hs(redisAsyncContext *ac, void *reply_, void *priv)
+{
+	struct rds *r = ac->data;
+	const redisReply *reply = reply_;
+	enum rds_hs kind = (enum rds_hs)(uintptr_t)priv;
+	const char *bad = NULL;
+
+	if (r->ac != ac || reply == NULL)
+		return;
+	switch (kind) {
+	case RDS_HS_AUTH:
+	case RDS_HS_SELECT:
+		if (reply->type != REDIS_REPLY_STATUS)
+			bad = kind == RDS_HS_AUTH ? "AUTH refused" : "SELECT refused";
+		break;
+	case RDS_HS_ROLE:
+		if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+		    (reply->element[0]->type != REDIS_REPLY_STRING &&
+		    reply->element[0]->type != REDIS_REPLY_STATUS) ||
+		    strcmp(reply->element[0]->str, "master") != 0)
+			bad = "not a master";
+		break;
+	case RDS_HS_SCRIPT:
+		if (reply->type != REDIS_REPLY_STRING || reply->len != 40)
+			bad = "SCRIPT LOAD failed";
+		break;
+	}
+	if (bad != NULL) {
+		log_msg(LOG_L_DEBUG, 0, "redis handshake failed: %s", bad);
+		rds_drop(r, bad);
+		return;
+	}
+	if (--r->hs_pending == 0) {
+		evtimer_del(r->conn_timer);
+		r->backoff_ms = r->conf.backoff_min_ms;
+		r->n.ready++;
+		rds_enter_state(r, RDS_ST_READY);
+	}
+}
+
+/* rds_async_connect - a new context, attached to the loop; NULL on failure */
+static redisAsyncContext *
+rds_async_connect(struct rds *r, const struct rds_addr *a)
+{
+	redisAsyncContext *ac;
+
+	ac = a->path[0] ? redisAsyncConnectUnix(a->path) : redisAsyncConnect(a->host, a->port);
+	if (ac == NULL)
+		return NULL;
+	if (ac->err) {
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	ac->data = r;
+	rds_bound_reader(&ac->c);
+	if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	return ac;
+}
+
+/* rds_arm - a timer in milliseconds */
+static void
+rds_arm(struct event *ev, unsigned ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
+
+/* rds_connect - connect to r->addr and pipeline the handshake */
+static void
+rds_connect(struct rds *r)
+{
+	redisAsyncContext *ac;
+	struct rds_req *q;
+	int rc = REDIS_OK;
+
+	r->n.connects++;
+	ac = rds_async_connect(r, &r->addr);
+	if (ac == NULL) {
+		rds_down(r, "connect failed");
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, rds_on_connect);
+	redisAsyncSetDisconnectCallback(ac, rds_on_disconnect);
+	r->ac = ac;
+	r->hs_pending = 0;
+	rds_enter_state(r, RDS_ST_CONNECTING);
+	rds_arm(r->conn_timer, r->conf.connect_timeout_ms);
+	if (r->conf.password[0]) {
+		rc |= redisAsyncCommand(ac, rds_on_hs, (void *)(uintptr_t)RDS_HS_AUTH, "AUTH %s",
+		    r->conf.password);
+		r->hs_pending++;
+	}
+	if (r->conf.db != 0) {
+		rc |= redisAsyncCommand(ac, rds_on_hs, (void *)(uintptr_t)RDS_HS_SELECT,
+		    "SELECT %d", r->conf.db);
+		r->hs_pending++;
+	}
+	if (r->addr_from_sentinel) {
+		rc |= redisAsyncCommand(ac, rds_on_hs, (void *)(uintptr_t)RDS_HS_ROLE, "ROLE");
+		r->hs_pending++;
+	}
+	for (int i = 0; i < r->nscripts; i++) {
+		rc |= redisAsyncCommand(ac, rds_on_hs, (void *)(uintptr_t)RDS_HS_SCRIPT,
+		    "SCRIPT LOAD %s", r->scripts[i]);
+		r->hs_pending++;
+	}
+	if (rc != REDIS_OK) {
+		rds_drop(r, "handshake failed");
+		return;
+	}
+	if (r->hs_pending == 0) {
+		/* nothing to wait for: commands simply follow the connect */
+		r->backoff_ms = r->conf.backoff_min_ms;
+		rds_enter_state(r, RDS_ST_READY);
+		evtimer_del(r->conn_timer);
+	}
+	while ((q = TAILQ_FIRST(&r->waiting)) != NULL) {
+		TAILQ_REMOVE(&r->waiting, q, link);
+		rds_send(r, q);
+	}
+}
+
+static void rds_discover(struct rds *r);
+
+/* rds_master_reply - the sentinel's answer as an address; -1 when unusable */
+static int
+rds_master_reply(const redisReply *reply, struct rds_addr *a)
+{
+	char word[128];
+	const redisReply *h, *p;
+	int n;
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2)
+		return -1;
+	h = reply->element[0];
+	p = reply->element[1];
+	if (h->type != REDIS_REPLY_STRING || p->type != REDIS_REPLY_STRING ||
+	    h->len == 0 || h->len > 45 || p->len == 0 || p->len > 5 ||
+	    memchr(h->str, '\0', h->len) != NULL || memchr(p->str, '\0', p->len) != NULL)
+		return -1;
+	n = snprintf(word, sizeof(word), strchr(h->str, ':') ? "[%s]:%s" : "%s:%s", h->str,
+	    p->str);
+	if (n < 0 || (size_t)n >= sizeof(word))
+		return -1;
+	return rds_addr_parse(word, RDS_DEFAULT_PORT, a, NULL, 0);
+}
+
+/* rds_on_sentinel - a sentinel answered (or failed) */
+static void
+rds_on_sentinel(redisAsyncContext *sac, void *reply_, void *priv)
+{
+	struct rds *r = sac->data;
+	const redisReply *reply = reply_;
+	struct rds_addr a;
+	int ok;
+
+	(void)priv;
+	if (r->sac != sac)
+		return;
+	r->sac = NULL;
+	evtimer_del(r->conn_timer);
+	ok = rds_master_reply(reply, &a) == 0;
+	if (reply != NULL)
+		redisAsyncFree(sac);	/* deferred by hiredis until we return */
+	if (ok) {
+		r->addr = a;
+		r->addr_from_sentinel = true;
+		rds_connect(r);
+		return;
+	}
+	r->stried++;
+	r->sidx = (r->sidx + 1) % r->conf.nsentinel;
+	rds_discover(r);
+}
+
+/* rds_discover - ask the next sentinel not yet tried in this round */
+static void
+rds_discover(struct rds *r)
+{
+	redisAsyncContext *sac;
+
+	for (; r->stried < r->conf.nsentinel; r->stried++,
+	    r->sidx = (r->sidx + 1) % r->conf.nsentinel) {
+		sac = rds_async_connect(r, &r->conf.sentinel[r->sidx]);
+		if (sac == NULL)
+			continue;
+		if (redisAsyncCommand(sac, rds_on_sentinel, NULL,
+		    "SENTINEL get-master-addr-by-name %s", r->conf.master) != REDIS_OK) {
+			redisAsyncFree(sac);
+			continue;
+		}
+		r->sac = sac;
+		r->n.discoveries++;
+		rds_enter_state(r, RDS_ST_DISCOVER);
+		rds_arm(r->conn_timer, r->conf.connect_timeout_ms);
+		return;
+	}
+	rds_down(r, "no sentinel knows the master");
+}
+
+/* rds_start - begin a connection attempt */
+static void
+rds_start(struct rds *r)
+{
+	if (r->conf.nsentinel > 0) {
+		r->stried = 0;
+		rds_discover(r);
+	} else {
+		r->addr = r->conf.server;
+		r->addr_from_sentinel = false;
+		rds_connect(r);
+	}
+}
+
+/* rds_on_retry - the backoff is over */
+static void
+rds_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	rds_start(arg);
+}
+
+/* rds_on_conn_timer - a sentinel or the server did not answer in time */
+static void
+rds_on_conn_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct rds *r = arg;
+	redisAsyncContext *sac;
+
+	(void)fd;
+	(void)what;
+	if (r->state == RDS_ST_DISCOVER && r->sac != NULL) {
+		sac = r->sac;
+		r->sac = NULL;
+		redisAsyncFree(sac);	/* its callback sees a stale context */
+		r->stried++;
+		r->sidx = (r->sidx + 1) % r->conf.nsentinel;
+		rds_discover(r);
+	} else if (r->state == RDS_ST_CONNECTING) {
+		r->n.timeouts++;
+		rds_drop(r, "connect timeout");
+	}
+}
+
+/* rds_on_reply - hiredis: a command's reply, or NULL when its connection ended */
+static void
+rds_on_reply(redisAsyncContext *ac, void *reply_, void *priv)
+{
+	struct rds_req *q = priv;
+	struct rds *r = q->r;
+	const redisReply *reply = reply_;
+	bool readonly = false;
+
+	if (q->cancelled || r->freeing) {
+		rds_req_free(q);
+		return;
+	}
+	if (reply == NULL) {
+		evtimer_del(q->timer);
+		rds_finish(q, NULL, q->timed_out ? "timeout" : "disconnected");
+		return;
+	}
+	if (reply->type == REDIS_REPLY_ERROR && reply->str != NULL) {
+		if (q->script >= 0 && !q->retried && r->ac == ac &&
+		    strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+			/* the same call as EVAL: the script is cached again */
+			q->retried = true;
+			r->n.noscript++;
+			q->argv[0] = "EVAL";
+			q->lens[0] = 4;
+			q->argv[1] = r->scripts[q->script];
+			q->lens[1] = strlen(r->scripts[q->script]);
+			if (redisAsyncCommandArgv(ac, rds_on_reply, q, q->argc, q->argv,
+			    q->lens) == REDIS_OK)
+				return;		/* the same deadline keeps running */
+		}
+		readonly = strncmp(reply->str, "READONLY", 8) == 0 ||
+		    strncmp(reply->str, "MASTERDOWN", 10) == 0;
+	}
+	evtimer_del(q->timer);
+	rds_finish(q, reply, NULL);
+	if (readonly && r->ac == ac)
+		rds_drop(r, "server is read-only");
+}
+
+/* rds_on_req_timer - a request's deadline, or its deferred failure */
+static void
+rds_on_req_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct rds_req *q = arg;
+	struct rds *r = q->r;
+
+	(void)fd;
+	(void)what;
+	switch (q->where) {
+	case RQ_FAILING:
+		TAILQ_REMOVE(&r->failing, q, link);
+		rds_finish(q, NULL, q->fail_why);
+		break;
+	case RQ_WAITING:
+		TAILQ_REMOVE(&r->waiting, q, link);
+		r->n.timeouts++;
+		rds_finish(q, NULL, "timeout");
+		break;
+	case RQ_SENT:
+		/* drop the connection: hiredis calls this request back with
+		 * NULL (and every other one on the connection) */
+		q->timed_out = true;
+		r->n.timeouts++;
+		if (r->ac != NULL)
+			rds_drop(r, "timeout");
+		break;
+	}
+}
+
+/* rds_send - hand a request to the connection, or fail it soon */
+static void
+rds_send(struct rds *r, struct rds_req *q)
+{
+	if (r->ac == NULL) {
+		rds_fail_soon(r, q, "unavailable");
+		return;
+	}
+	if (redisAsyncCommandArgv(r->ac, rds_on_reply, q, q->argc, q->argv, q->lens) != REDIS_OK) {
+		rds_fail_soon(r, q, "unavailable");
+		return;
+	}
+	q->where = RQ_SENT;
+}
+
+/* rds_submit - a new request (argv[0..1] may be replaced later by EVAL) */
+static int
+rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx, int argc,
+	const char *const *argv, const size_t *lens)
+{
+	struct rds_req *q;
+	size_t bytes = 0;
+	char *p;
+
+	if (argc < 1 || argc > RDS_ARGS_MAX || r->npending >= r->conf.max_pending ||
+	    r->freeing) {
+		r->n.refused++;
+		return -1;
+	}
+	for (int i = 0; i < argc; i++) {
+		if (lens[i] > RDS_ARG_MAX && !(script >= 0 && i == 1)) {
+			r->n.refused++;
+			return -1;
+		}
+		bytes += lens[i] + 1;
+	}
+	q = xcalloc(1, sizeof(*q) + argc * (sizeof(char *) + sizeof(size_t)) + bytes);
+	q->r = r;
+	q->cb = cb;
+	q->ctx = ctx;
+	q->script = script;
+	q->argc = argc;
+	q->argv = (const char **)(void *)(q + 1);
+	q->lens = (size_t *)(void *)(q->argv + argc);
+	p = (char *)(q->lens + argc);
+	for (int i = 0; i < argc; i++) {
+		memcpy(p, argv[i], lens[i]);
+		p[lens[i]] = '\0';
+		q->argv[i] = p;
+		q->lens[i] = lens[i];
+		p += lens[i] + 1;
+	}
+	q->timer = evtimer_new(r->base, rds_on_req_timer, q);
+	if (q->timer == NULL)
+		panic("redis: cannot create a timer");
+	r->npending++;
+	r->n.commands++;
+	rds_arm(q->timer, timeout_ms ? timeout_ms : r->conf.timeout_ms);
+	switch (r->state) {
+	case RDS_ST_DOWN:
+		rds_fail_soon(r, q, "unavailable");
+		break;
+	case RDS_ST_DISCOVER:
+		q->where = RQ_WAITING;
+		TAILQ_INSERT_TAIL(&r->waiting, q, link);
+		break;
+	case RDS_ST_CONNECTING:
+	case RDS_ST_READY:
+		rds_send(r, q);
+		break;
+	}
+	return 0;
+}
+
+/* rds_eval - run a script by EVALSHA (see redis.h) */
+int
+rds_eval(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx, int nkeys,
+	int nargs, const char *const *args, const size_t *lens)
+{
+	const char *argv[RDS_ARGS_MAX];
+	size_t alen[RDS_ARGS_MAX];
+	char nk[16];
+
+	if (script < 0 || script >= r->nscripts || nargs < 0 || nargs + 3 > RDS_ARGS_MAX ||
+	    nkeys < 0 || nkeys > nargs) {
+		r->n.refused++;
+		return -1;
+	}
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVALSHA";
+	alen[0] = 7;
+	argv[1] = r->sha[script];
+	alen[1] = 40;
+	argv[2] = nk;
+	alen[2] = strlen(nk);
+	for (int i = 0; i < nargs; i++) {
+		argv[3 + i] = args[i];
+		alen[3 + i] = lens[i];
+	}
+	return rds_submit(r, script, timeout_ms, cb, ctx, nargs + 3, argv, alen);
+}
+
+/* rds_command - any other command (see redis.h) */
+int
+rds_command(struct rds *r, unsigned timeout_ms, rds_cb cb, void *ctx, int argc,
+	const char *const *argv, const size_t *lens)
+{
+	return rds_submit(r, -1, timeout_ms, cb, ctx, argc, argv, lens);
+}
+
+/* rds_sha1 - a script's SHA1 in hex, as Redis names it */
+static void
+rds_sha1(const char *body, char out[41])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	if (EVP_Digest(body, strlen(body), md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20)
+		panic("redis: SHA1 unavailable");
+	for (unsigned i = 0; i < 20; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* rds_new - a client on this loop; connecting starts now (see redis.h) */
+struct rds *
+rds_new(struct event_base *base, const struct rds_conf *c, const char *const *scripts,
+	int nscripts)
+{
+	struct rds *r = xcalloc(1, sizeof(*r));
+
+	r->base = base;
+	r->conf = *c;
+	if (r->conf.timeout_ms == 0)
+		r->conf.timeout_ms = 200;
+	if (r->conf.connect_timeout_ms == 0)
+		r->conf.connect_timeout_ms = 1000;
+	if (r->conf.backoff_min_ms == 0)
+		r->conf.backoff_min_ms = 100;
+	if (r->conf.backoff_max_ms < r->conf.backoff_min_ms)
+		r->conf.backoff_max_ms = r->conf.backoff_min_ms;
+	if (r->conf.max_pending == 0)
+		r->conf.max_pending = 1024;
+	r->backoff_ms = r->conf.backoff_min_ms;
+	TAILQ_INIT(&r->waiting);
+	TAILQ_INIT(&r->failing);
+	r->nscripts = nscripts > RDS_SCRIPT_MAX ? RDS_SCRIPT_MAX : nscripts;
+	for (int i = 0; i < r->nscripts; i++) {
+		r->scripts[i] = scripts[i];
+		rds_sha1(scripts[i], r->sha[i]);
+	}
+	r->retry_ev = evtimer_new(base, rds_on_retry, r);
+	r->conn_timer = evtimer_new(base, rds_on_conn_timer, r);
+	if (r->retry_ev == NULL || r->conn_timer == NULL)
+		panic("redis: cannot create timers");
+	r->state = RDS_ST_DOWN;
+	rds_start(r);
+	return r;
+}
+
+/* rds_free - drop everything; pending callbacks are not called */
+void
+rds_free(struct rds *r)
+{
+	struct rds_req *q;
+	redisAsyncContext *ac;
+
+	if (r == NULL)
+		return;
+	r->freeing = true;
+	evtimer_del(r->retry_ev);
+	evtimer_del(r->conn_timer);
+	if ((ac = r->sac) != NULL) {
+		r->sac = NULL;
+		redisAsyncFree(ac);
+	}
+	if ((ac = r->ac) != NULL) {
+		r->ac = NULL;
+		redisAsyncFree(ac);	/* sent requests are freed in rds_on_reply */
+	}
+	while ((q = TAILQ_FIRST(&r->waiting)) != NULL) {
+		TAILQ_REMOVE(&r->waiting, q, link);
+		rds_req_free(q);
+	}
+	while ((q = TAILQ_FIRST(&r->failing)) != NULL) {
+		TAILQ_REMOVE(&r->failing, q, link);
+		rds_req_free(q);
+	}
+	event_free(r->retry_ev);
+	event_free(r->conn_timer);
+	free(r);
+}
+
+/* rds_get_state - for tests and stats */
+enum rds_state
+rds_get_state(const struct rds *r)
+{
+	return r->state;
+}
+
+/* rds_get_counters - for stats */
+void
+rds_get_counters(const struct rds *r, struct rds_counters *out)
+{
+	*out = r->n;
+}
+
+/* rds_current_addr - the server in use or last tried */
+void
+rds_current_addr(const struct rds *r, char *out, size_t size)
+{
+	rds_addr_format(&r->addr, out, size);
+}
+
+/* ---- the synchronous client (moatctl) ---- */
+
+/* rds_sync_open - a blocking connection with timeouts; NULL with err */
+static redisContext *
+rds_sync_open(const struct rds_addr *a, unsigned ms, char *err, size_t errsize)
+{
+	struct timeval ctv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	unsigned cms = ms < RDS_SYNC_TIMEOUT_MIN_MS ? RDS_SYNC_TIMEOUT_MIN_MS : ms;
+	struct timeval tv = { (time_t)(cms / 1000), (suseconds_t)(cms % 1000) * 1000 };
+	redisContext *c;
+	char name[160];
+
+	rds_addr_format(a, name, sizeof(name));
+	c = a->path[0] ? redisConnectUnixWithTimeout(a->path, ctv) :
+	    redisConnectWithTimeout(a->host, a->port, ctv);
+	if (c == NULL || c->err) {
+		rds_err(err, errsize, "%s: %s", name, c ? c->errstr : "out of memory");
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	rds_bound_reader(c);
+	if (redisSetTimeout(c, tv) != REDIS_OK) {
+		rds_err(err, errsize, "%s: cannot set a timeout", name);
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* rds_sync_expect - run a command; 0 when the reply is of type want */
+static int
+rds_sync_expect(redisContext *c, int want, const char *what, char *err, size_t errsize,
+	const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *reply;
+	int rc = -1;
+
+	va_start(ap, fmt);
+	reply = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	if (reply == NULL)
+		rds_err(err, errsize, "%s: %s", what, c->errstr);
+	else if (reply->type == REDIS_REPLY_ERROR)
+		rds_err(err, errsize, "%s: %.200s", what, reply->str);
+	else if (reply->type != want)
+		rds_err(err, errsize, "%s: unexpected reply", what);
+	else if (want == REDIS_REPLY_ARRAY && (reply->elements < 1 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING ||
+	    strcmp(reply->element[0]->str, "master") != 0))
+		rds_err(err, errsize, "%s: not a master", what);
+	else
+		rc = 0;
+	if (reply)
+		freeReplyObject(reply);
+	return rc;
+}
+
+/* rds_sync_connect - a blocking connection to the master (see redis.h) */
+redisContext *
+rds_sync_connect(const struct rds_conf *conf, char *err, size_t errsize)
+{
+	struct rds_addr a = conf->server;
+	unsigned ms = conf->connect_timeout_ms ? conf->connect_timeout_ms : 1000;
+	redisContext *c;
+	char why[256] = "";
+
+	if (conf->nsentinel > 0) {
+		int i;
+
+		for (i = 0; i < conf->nsentinel; i++) {
+			redisReply *reply;
+			int ok;
+
+			c = rds_sync_open(&conf->sentinel[i], ms, why, sizeof(why));
+			if (c == NULL)
+				continue;
+			reply = redisCommand(c, "SENTINEL get-master-addr-by-name %s", conf->master);
+			ok = rds_master_reply(reply, &a) == 0;
+			if (!ok)
+				rds_err(why, sizeof(why), "sentinel did not name master \"%s\"",
+				    conf->master);
+			if (reply)
+				freeReplyObject(reply);
+			redisFree(c);
+			if (ok)
+				break;
+		}
+		if (i == conf->nsentinel) {
+			rds_err(err, errsize, "no sentinel gave the master's address (%s)", why);
+			return NULL;
+		}
+	}
+	c = rds_sync_open(&a, ms, err, errsize);
+	if (c == NULL)
+		return NULL;
+	if ((conf->password[0] && rds_sync_expect(c, REDIS_REPLY_STATUS, "AUTH", err, errsize,
+	    "AUTH %s", conf->password) != 0) ||
+	    (conf->db != 0 && rds_sync_expect(c, REDIS_REPLY_STATUS, "SELECT", err, errsize,
+	    "SELECT %d", conf->db) != 0) ||
+	    (conf->nsentinel > 0 && rds_sync_expect(c, REDIS_REPLY_ARRAY, "ROLE", err, errsize,
+	    "ROLE") != 0)) {
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
