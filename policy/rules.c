@@ -1291,6 +1291,34 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 
 static const char *const verdict_names[] = { "continue", "accept", "reject", "tempfail" };
 
+/* rules_stage_wants - see rules.h */
+bool
+rules_stage_wants(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
+	int check)
+{
+	struct rules_facts lf;
+
+	if (!rules_stage_needs(r, st, check))
+		return false;
+	lf = *f;
+	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {
+		int need = -1;
+		bool m;
+
+		if (ru->mode == 2)
+			continue;
+		m = eval(ru->cond, &lf, &need);
+		if (need >= 0)
+			return true;	/* this check, or another one first: wait */
+		if (!m || ru->mode == 1)
+			continue;
+		if (ru->verdict != RV_CONTINUE)
+			return false;	/* decided before any rule reads the check */
+		lf.score += ru->score;
+	}
+	return false;
+}
+
 /* rules_eval - run a stage's rules; the first enforced match decides */
 void
 rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
@@ -1309,11 +1337,12 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 	memset(res, 0, sizeof(*res));
 	if (r == NULL)
 		return;
-	if (((r->need[st] & 1u) && !f->fcrdns_known) || ((r->need[st] & 2u) && !f->dnsbl_known)) {
+	if ((!f->fcrdns_known && rules_stage_wants(r, st, f, 0)) ||
+	    (!f->dnsbl_known && rules_stage_wants(r, st, f, 1))) {
 		/* run the checks before any rule of the stage, so that no rule
 		 * acts (or logs) twice */
 		res->verdict = RV_WAIT;
-		res->need = (r->need[st] & 1u) && !f->fcrdns_known ? 0 : 1;
+		res->need = !f->fcrdns_known && rules_stage_wants(r, st, f, 0) ? 0 : 1;
 		return;
 	}
 	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {

@@ -139,6 +139,12 @@ const char *rules_stage_name(enum rules_stage st);
 /* Does a rule of this stage (not off) read the facts of this check
  * (filter.h enum check_id)? The front-end runs the check first. */
 bool rules_stage_needs(const struct rules *r, enum rules_stage st, int check);
+/* With these facts, do the stage's rules reach a fact of the check (or of
+ * another check not in yet) before a rule decides? Conditions only: no
+ * action, no log. So "client-ip in trusted accept" first means trusted
+ * clients never wait for DNS. */
+bool rules_stage_wants(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
+	int check);
 
 /* Expand $ip $helo $sender $sender-domain $rcpt $rcpt-domain $score $size
  * ($$ is a dollar) in a template checked at load. What comes from the

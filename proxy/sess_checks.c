@@ -353,7 +353,10 @@ command_zones(struct session *s, enum rules_stage st, const struct smtp_cmd *c)
 }
 
 /* sess_check_wait - must this stage wait before its rules run? Starts
- * what the stage needs. c is the command about to run, or NULL. */
+ * what the stage needs. c is the command about to run, or NULL. At
+ * connect and helo the rules are asked, with the facts they will see,
+ * whether they reach a check's fact at all; at the later stages any rule
+ * of the stage that reads a check's fact makes it wait. */
 bool
 sess_check_wait(struct session *s, int st, const struct smtp_cmd *c)
 {
@@ -365,12 +368,44 @@ sess_check_wait(struct session *s, int st, const struct smtp_cmd *c)
 	if (st == RS_CONNECT && s->greet_at_ms > now)
 		wait = true;
 	if (r != NULL && st < RS__COUNT) {
-		if (rules_stage_needs(r, (enum rules_stage)st, CHECK_FCRDNS) && !sess_fc_known(s)) {
+		struct rules_facts f;
+		struct dnsbl_summary sum;
+		bool want_fc, want_bl;
+
+		/* at connect every fact the rules may read is known, so they
+		 * can tell whether they reach a check's fact at all; later
+		 * stages run with the command not yet taken in: wait for any
+		 * check a rule of the stage reads */
+		if (st == RS_CONNECT || (st == RS_HELO && c != NULL)) {
+			char helo[SMTP_DOMAIN_MAX + 1];
+
+			memset(&f, 0, sizeof(f));
+			sess_facts(s, st, &f, &sum);
+			if (st == RS_HELO) {
+				/* the facts proceed_helo will give the rules */
+				size_t n = c->arglen > SMTP_DOMAIN_MAX ? SMTP_DOMAIN_MAX : c->arglen;
+
+				memcpy(helo, c->arg, n);
+				helo[n] = 0;
+				f.helo = helo;
+				f.helolen = n;
+				f.helo_valid = smtp_helo_valid(helo, n);
+				f.score = s->score;	/* HELO ends any transaction */
+			}
+			want_fc = !f.fcrdns_known && rules_stage_wants(r, (enum rules_stage)st, &f,
+			    CHECK_FCRDNS);
+			want_bl = !f.dnsbl_known && rules_stage_wants(r, (enum rules_stage)st, &f,
+			    CHECK_DNSBL);
+		} else {
+			want_fc = rules_stage_needs(r, (enum rules_stage)st, CHECK_FCRDNS);
+			want_bl = rules_stage_needs(r, (enum rules_stage)st, CHECK_DNSBL);
+		}
+		if (want_fc && !sess_fc_known(s)) {
 			fc_start(s);
 			if (!sess_fc_known(s))
 				wait = true;
 		}
-		if (rules_stage_needs(r, (enum rules_stage)st, CHECK_DNSBL) && !sess_dnsbl_known(s)) {
+		if (want_bl && !sess_dnsbl_known(s)) {
 			if (s->conf->dnsbl->types & (1u << DNSBL_T_NAME))
 				fc_start(s);
 			if (!sess_dnsbl_known(s))

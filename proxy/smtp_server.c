@@ -440,21 +440,11 @@ sess_add_header(char **buf, size_t *len, const char *name, const char *value)
 	*len += (size_t)n;
 }
 
-/* sess_policy - run a stage's rules with what the session knows; false
- * when they refused the command (the reply is given). Scores and header
- * fields from connect and helo belong to the session, the others to the
- * transaction (which exists from MAIL on). */
-static bool
-sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
+/* sess_facts - what the session knows, for the rules of a stage; sum
+ * holds the DNSBL summary the facts point into */
+void
+sess_facts(const struct session *s, int st, struct rules_facts *f, struct dnsbl_summary *sum)
 {
-	struct rules_result res;
-	struct dnsbl_summary sum;
-	char text[600];
-	char **hb;
-	size_t *hl;
-
-	if (s->conf->rules == NULL || rules_count(s->conf->rules, st) == 0)
-		return true;
 	f->client = (const struct sockaddr *)&s->peer;
 	f->helo = s->helo;
 	f->helolen = s->helo ? strlen(s->helo) : 0;
@@ -473,8 +463,38 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 	f->early_talker = (s->facts & SESS_F_EARLY) != 0;
 	f->bare_lf_commands = s->bare_lf_cmds;
 	f->unknown_commands = s->unknown_cmds;
-	sess_checks_facts(s, f, &sum);
+	sess_checks_facts(s, f, sum);
+}
+
+/* sess_policy - run a stage's rules with what the session knows; false
+ * when they refused the command (the reply is given). Scores and header
+ * fields from connect and helo belong to the session, the others to the
+ * transaction (which exists from MAIL on). */
+static bool
+sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
+{
+	struct rules_result res;
+	struct dnsbl_summary sum;
+	char text[600];
+	char **hb;
+	size_t *hl;
+
+	if (s->conf->rules == NULL || rules_count(s->conf->rules, st) == 0)
+		return true;
+	sess_facts(s, st, f, &sum);
 	rules_eval(s->conf->rules, st, f, &res, s->id);
+	if (res.verdict == RV_WAIT) {
+		/* sess_check_wait() judged no rule would read the check; if one
+		 * does after all, its facts count as failed lookups (never a
+		 * pass, never a stall) */
+		log_msg(LOG_L_WARN, s->id, "policy stage=%s check=%s not awaited: counted as temperror",
+		    rules_stage_name(st), check_name((enum check_id)res.need));
+		f->fcrdns_known = true;
+		f->dnsbl_known = true;
+		if (s->conf->dnsbl != NULL && !sum.error)
+			f->dnsbl_error = true;
+		rules_eval(s->conf->rules, st, f, &res, s->id);
+	}
 	if (st >= RS_MAIL && s->txn != NULL) {
 		s->txn->score += res.score;
 		hb = &s->txn->hdrs;
@@ -489,9 +509,6 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 		rules_expand(res.hdr_value[i], f, text, sizeof(text));
 		sess_add_header(hb, hl, res.hdr_name[i], text);
 	}
-	if (res.verdict == RV_WAIT)	/* sess_check_wait() ran first: cannot happen */
-		log_msg(LOG_L_ERROR, s->id, "policy stage=%s error=check-not-run check=%s",
-		    rules_stage_name(st), check_name((enum check_id)res.need));
 	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
 		return true;
 	rules_expand(res.text, f, text, sizeof(text));

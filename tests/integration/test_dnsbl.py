@@ -423,3 +423,30 @@ def test_hostile_answers_and_ptr_chains(fake, moatd_factory, dns):
     assert b"X-FCrDNS: none" in heads[1], heads[1]
     assert len([q for q in dns.queries() if q[0].endswith(".pool.test")]) <= 4
     assert b"X-FCrDNS: none" in heads[2], heads[2]
+
+
+def test_trusted_clients_never_wait_for_dns(fake, moatd_factory, dns):
+    """A connect rule that decides first (or a condition that is false
+    before it reaches a DNS fact) means the client is greeted at once,
+    whatever the resolver does; other clients wait for their answers."""
+    zone_points(dns, BL)
+    for ip in ("127.0.0.1", "127.0.0.90"):
+        dns.set_drop(rev(ip) + "." + BL)
+        dns.set_drop(rev(ip) + ".in-addr.arpa")
+    m = moatd_factory(fake.address, resolver=dns.resolver, dns_timeout="1500ms",
+                      list=["trusted net { 127.0.0.1 }"], dnsbl=["bl.test weight 5"], on=[
+                          'connect client-ip in trusted accept',
+                          'connect dnsbl-score >= 5 reject 554 5.7.1 "listed"',
+                          'helo not client-ip in trusted and not fcrdns score +1'])
+    t0 = time.monotonic()
+    with m.client(timeout=8) as c:
+        assert c.greeting.code == 220
+        assert time.monotonic() - t0 < 0.5
+        c.ehlo()
+        assert time.monotonic() - t0 < 0.5
+        c.cmd("QUIT")
+    t0 = time.monotonic()
+    with Client(m.port, m.host, source="127.0.0.90", timeout=8) as c:
+        assert c.greeting.code == 220
+        assert time.monotonic() - t0 >= 1.4
+    assert re.search(r"check dnsbl zone=bl.test type=ip result=temperror", m.log())

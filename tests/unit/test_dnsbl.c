@@ -381,6 +381,57 @@ test_reverse(void)
 	T_CHECK(dns_reverse_name(AF_INET, v4, "in-addr.arpa", out, 10) < 0);
 }
 
+/* rules that decide first, or conditions false before a DNS fact, do
+ * not make the stage wait */
+static void
+test_stage_wants(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("list trusted net { 127.0.0.0/8 }\n"
+	    "on connect client-ip in trusted accept\n"
+	    "on connect dnsbl-score >= 5 reject 554 5.7.1 \"listed\"\n"
+	    "on helo helo is friend and not fcrdns score +1\n"
+	    "on helo monitor fcrdns reject 550 5.7.1 \"x\"\n", &errs);
+	struct sockaddr_in in, out;
+	struct rules_facts f;
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	memset(&in, 0, sizeof(in));
+	in.sin_family = AF_INET;
+	inet_pton(AF_INET, "127.0.0.9", &in.sin_addr);
+	out = in;
+	inet_pton(AF_INET, "192.0.2.1", &out.sin_addr);
+	memset(&f, 0, sizeof(f));
+	f.client = (struct sockaddr *)&in;
+	T_CHECK(!rules_stage_wants(c->rules, RS_CONNECT, &f, CHECK_DNSBL));
+	f.client = (struct sockaddr *)&out;
+	T_CHECK(rules_stage_wants(c->rules, RS_CONNECT, &f, CHECK_DNSBL));
+	T_CHECK(!rules_stage_wants(c->rules, RS_CONNECT, &f, CHECK_FCRDNS));
+	f.dnsbl_known = true;
+	/* helo: "friend" reaches fcrdns; another name does not, but the
+	 * monitor rule reads it whatever the name */
+	f.helo = "friend";
+	f.helolen = 6;
+	T_CHECK(rules_stage_wants(c->rules, RS_HELO, &f, CHECK_FCRDNS));
+	f.helo = "other";
+	f.helolen = 5;
+	T_CHECK(rules_stage_wants(c->rules, RS_HELO, &f, CHECK_FCRDNS));
+	conf_unref(c);
+	c = load("on helo helo is friend and not fcrdns score +1\n", &errs);
+	free(errs);
+	T_CHECK(c != NULL);
+	if (c == NULL)
+		return;
+	T_CHECK(!rules_stage_wants(c->rules, RS_HELO, &f, CHECK_FCRDNS));
+	f.helo = "friend";
+	f.helolen = 6;
+	T_CHECK(rules_stage_wants(c->rules, RS_HELO, &f, CHECK_FCRDNS));
+	conf_unref(c);
+}
+
 int
 main(void)
 {
@@ -392,5 +443,6 @@ main(void)
 	T_RUN(test_summary);
 	T_RUN(test_fcrdns);
 	T_RUN(test_reverse);
+	T_RUN(test_stage_wants);
 	return T_DONE("dnsbl");
 }
