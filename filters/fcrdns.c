@@ -17,6 +17,7 @@ check_name(enum check_id id)
 	switch (id) {
 	case CHECK_FCRDNS: return "fcrdns";
 	case CHECK_DNSBL: return "dnsbl";
+	case CHECK_GREYLIST: return "greylist";
 	default: return "?";
 	}
 }

@@ -38,6 +38,8 @@
  *	CHECK_DNSBL	the DNSBL/DNSWL/RHSBL zones (dnsbl.h): the sum of the
  *			weights of the zones that list the client, their names,
  *			whether a lookup failed.
+ *	CHECK_GREYLIST	the greylist decision for one recipient's triplet
+ *			(greylist.h), asked when a "greylist" rule matches.
  */
 #ifndef MOAT_FILTER_H
 #define MOAT_FILTER_H
@@ -48,7 +50,7 @@
 
 #include "dns.h"
 
-enum check_id { CHECK_FCRDNS = 0, CHECK_DNSBL, CHECK__COUNT };
+enum check_id { CHECK_FCRDNS = 0, CHECK_DNSBL, CHECK_GREYLIST, CHECK__COUNT };
 enum check_state { CHECK_NONE = 0, CHECK_PENDING, CHECK_DONE };
 enum check_status { CHECK_PASS = 0, CHECK_FAIL, CHECK_TEMPERROR };
 

@@ -102,6 +102,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "dns-negative-ttl", CT_DUR, O(dns_negative_ttl_ms), 0, 86400 * SEC, "5m", NULL },
 	{ "greet-delay", CT_DUR, O(greet_delay_ms), 0, 60 * SEC, "0", NULL },
 	{ "dnsbl-probe-interval", CT_DUR, O(dnsbl_probe_ms), 1 * SEC, 86400 * SEC, "5m", NULL },
+	{ "control-socket", CT_STR, O(control_socket), 0, 0, NULL, NULL },
 };
 #define CONF_NSETTINGS (sizeof(conf_settings) / sizeof(conf_settings[0]))
 
@@ -369,6 +370,57 @@ conf_enum_list(const struct conf_enum *w, char *buf, size_t size)
 	}
 }
 
+/* conf_words_setting - a setting of several words (redis, redis-*,
+ * greylist-*: greylist.h), or an unknown one */
+static void
+conf_words_setting(struct conf_parse *p, struct conf *c, struct lexer *lx,
+	const struct lex_token *name)
+{
+	char shown[LOG_ESC_SIZE], why[256] = "", nm[64];
+	char *words[32];
+	const char *cw[32];
+	int nw = 0, r;
+	struct lex_token t;
+	bool bad = false;
+	int vline = name->line, vcol = name->col;
+
+	for (;;) {
+		lex_next(lx, &t);
+		if (nw == 0 && !bad && t.type != LEX_NL && t.type != LEX_EOF) {
+			vline = t.line;		/* errors point at the value */
+			vcol = t.col;
+		}
+		if (t.type == LEX_NL || t.type == LEX_EOF)
+			break;
+		if (t.type == LEX_ERROR) {
+			conf_error(p, t.line, t.col, "%s", t.error);
+			bad = true;
+			continue;
+		}
+		if ((t.type != LEX_WORD && t.type != LEX_STRING) || nw == 32 ||
+		    memchr(t.text, 0, t.len) != NULL) {
+			bad = true;
+			continue;
+		}
+		words[nw] = xmemdup(t.text, t.len);
+		cw[nw] = words[nw];
+		nw++;
+	}
+	snprintf(nm, sizeof(nm), "%.*s", (int)(name->len < 63 ? name->len : 63), name->text);
+	r = name->len < 63 ? greylist_conf_set(&c->greylist, nm, cw, nw, why, sizeof(why)) : 0;
+	if (r == 0)
+		conf_error(p, name->line, name->col, "unknown setting \"%s\"",
+		    conf_shown(name, shown, sizeof(shown)));
+	else if (r < 0 || bad)
+		conf_error(p, vline, vcol, "%s%s%s", strncmp(why, nm, strlen(nm)) == 0 ? "" : nm,
+		    strncmp(why, nm, strlen(nm)) == 0 ? "" : ": ", why[0] ? why :
+		    "expected words on one line");
+	else
+		c->greylist_seen = true;
+	for (int i = 0; i < nw; i++)
+		free(words[i]);
+}
+
 /* conf_statement - one line: NAME VALUE */
 static void
 conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
@@ -386,9 +438,8 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 			break;
 		}
 	if (st == NULL) {
-		conf_error(p, name->line, name->col, "unknown setting \"%s\"",
-		    conf_shown(name, shown, sizeof(shown)));
-		goto skip;
+		conf_words_setting(p, c, lx, name);
+		return;
 	}
 	if (p->seen[i] && st->type != CT_LISTEN) {
 		conf_error(p, name->line, name->col, "\"%s\" given twice", st->name);
@@ -729,6 +780,12 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 	if (c->upstream.salen == 0)
 		conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
 	c->resolver.max_inflight = (unsigned)c->dns_max_queries;
+	{
+		char why[256] = "";
+
+		if (c->greylist_seen && greylist_conf_check(&c->greylist, why, sizeof(why)) != 0)
+			conf_error(p, 1, 1, "greylist settings: %s", why);
+	}
 	c->resolver.max_negative_ttl = (int)(c->dns_negative_ttl_ms / 1000);
 	*errors = p->errs;	/* the errors, or the warnings of a good file */
 	if (p->nerr > 0) {
@@ -747,6 +804,7 @@ conf_new(const char *path)
 	c->refs = 1;
 	c->path = xstrdup(path);
 	c->rules = rules_new(path);
+	greylist_conf_init(&c->greylist);
 	return c;
 }
 
@@ -816,6 +874,7 @@ conf_unref(struct conf *c)
 	free(c->hostname);
 	free(c->spool_dir);
 	free(c->user);
+	free(c->control_socket);
 	free(c);
 }
 

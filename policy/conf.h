@@ -29,6 +29,7 @@ struct conf *conf_load_buffer(const char *name, const char *buf, size_t len, cha
 #include <sys/socket.h>
 
 #include "dns.h"
+#include "greylist.h"
 
 enum conf_identity { CONF_ID_XCLIENT = 0, CONF_ID_PROXY_V1, CONF_ID_PROXY_V2, CONF_ID_NONE };
 enum conf_barelf { CONF_BARELF_NORMALISE = 0, CONF_BARELF_REJECT };
@@ -85,6 +86,9 @@ struct conf {
 	uint64_t greet_delay_ms;	/* 0: greet at once */
 	uint64_t dnsbl_probe_ms;
 	struct dnsbl_set *dnsbl;	/* dnsbl/dnswl zones (dnsbl.h), NULL if none */
+	struct greylist_conf greylist;	/* redis, redis-*, greylist-* (greylist.h) */
+	bool greylist_seen;		/* a greylist setting was given */
+	char *control_socket;		/* moatctl's way in, or NULL */
 
 	struct rules *rules;	/* lists and rules (rules.h) */
 	char **files;		/* included files' names (rules point at them) */

@@ -105,6 +105,7 @@ struct rule {
 	int line;
 	char *src;		/* the statement as written, for traces */
 	int64_t score;		/* score +N / -N */
+	bool greylist;		/* the greylist action (rcpt only) */
 	int nhdr;
 	char *hdr_name[RULES_HDR_MAX];
 	char *hdr_value[RULES_HDR_MAX];
@@ -727,7 +728,7 @@ static const struct { const char *name; enum rules_stage from; } vars[] = {
 	{ "ip", RS_CONNECT }, { "helo", RS_HELO }, { "sender-domain", RS_MAIL },
 	{ "sender", RS_MAIL }, { "rcpt-domain", RS_RCPT }, { "rcpt", RS_RCPT },
 	{ "score", RS_CONNECT }, { "size", RS_DATA }, { "dnsbl", RS_CONNECT },
-	{ "dnsbl-reply", RS_CONNECT }, { "client-name", RS_CONNECT },
+	{ "dnsbl-reply", RS_CONNECT }, { "client-name", RS_CONNECT }, { "greylist", RS_RCPT },
 };
 
 /* var_at - the variable named at s (after '$'), its index, or -1 */
@@ -771,7 +772,7 @@ rp_text_ok(struct rp *p, const char *s, size_t len, const char **why)
 		v = var_at(s + i + 1, len - i - 1, &used);
 		if (v < 0) {
 			*why = "unknown $variable (known: $ip $helo $sender $sender-domain $rcpt "
-			    "$rcpt-domain $score $size $dnsbl $dnsbl-reply $client-name; $$ for a dollar)";
+			    "$rcpt-domain $score $size $dnsbl $dnsbl-reply $client-name $greylist; $$ for a dollar)";
 			return false;
 		}
 		if (vars[v].from > p->st) {
@@ -834,6 +835,7 @@ rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
 		case 8: v = f->dnsbl_hits; vlen = v ? strlen(v) : 0; break;
 		case 9: v = f->dnsbl_reply; vlen = v ? strlen(v) : 0; break;
 		case 10: v = f->client_name; vlen = f->client_nlen; break;
+		case 11: v = f->greylist_text; vlen = v ? strlen(v) : 0; break;
 		}
 		if (k == 3 || k == 5) {
 			const char *lp = k == 3 ? f->sender_local : f->rcpt_local;
@@ -849,8 +851,9 @@ rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
 			continue;
 		}
 		/* a zone's reply text is the operator's and may have spaces */
-		for (size_t j = 0; v != NULL && j < vlen && j < (k == 9 ? 300u : 100u) && n + 1 < size; j++)
-			out[n++] = (v[j] > 0x20 || (k == 9 && v[j] == ' ')) && v[j] < 0x7f ? v[j] : '?';
+		for (size_t j = 0; v != NULL && j < vlen && j < (k >= 9 ? 300u : 100u) && n + 1 < size; j++)
+			out[n++] = (v[j] > 0x20 || ((k == 9 || k == 11) && v[j] == ' ')) && v[j] < 0x7f ?
+			    v[j] : '?';
 	}
 	out[n] = 0;
 	return n;
@@ -1007,10 +1010,22 @@ rp_action(struct rp *p, struct rule *ru)
 		} else if (rp_is(p, "tempfail")) {
 			ru->verdict = RV_TEMPFAIL;
 			return rp_final(p, ru, 4);
+		} else if (rp_is(p, "greylist")) {
+			if (p->st != RS_RCPT) {
+				rp_error(p, "greylist works per recipient: use it in \"on rcpt\" rules");
+				return false;
+			}
+			/* 451 4.7.1 when the triplet is greylisted, else go on */
+			ru->greylist = true;
+			ru->code = 451;
+			snprintf(ru->enh, sizeof(ru->enh), "4.7.1");
+			ru->text = xstrdup("$greylist");
+			rp_next(p);
+			return true;
 		} else if (nact > 0 && (p->t.type == LEX_NL || p->t.type == LEX_EOF)) {
 			return true;
 		} else {
-			rp_error(p, "expected an action (accept, reject, tempfail, score, "
+			rp_error(p, "expected an action (accept, reject, tempfail, greylist, score, "
 			    "add-header or tag), found %s", rp_shown(p, shown, sizeof(shown)));
 			return false;
 		}
@@ -1110,6 +1125,8 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	ru->src = rp_source(kw->text, lx->buf + lx->pos);
 	if (ru->mode != 2)
 		r->need[st] |= node_checks(ru->cond);
+	if (ru->mode == 0 && ru->greylist)
+		r->need[st] |= 1u << 2;	/* CHECK_GREYLIST */
 	if (r->tail[st])
 		r->tail[st]->next = ru;
 	else
@@ -1291,6 +1308,35 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 
 static const char *const verdict_names[] = { "continue", "accept", "reject", "tempfail" };
 
+/* rules_stage_first_need - see rules.h */
+int
+rules_stage_first_need(const struct rules *r, enum rules_stage st, const struct rules_facts *f)
+{
+	struct rules_facts lf;
+
+	if (r == NULL || r->need[st] == 0)
+		return -1;
+	lf = *f;
+	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {
+		int need = -1;
+		bool m;
+
+		if (ru->mode == 2)
+			continue;
+		m = eval(ru->cond, &lf, &need);
+		if (need >= 0)
+			return need;
+		if (!m || ru->mode == 1)
+			continue;
+		if (ru->greylist && !lf.greylist_known)
+			return 2;	/* CHECK_GREYLIST */
+		if (ru->verdict != RV_CONTINUE)
+			return -1;
+		lf.score += ru->score;
+	}
+	return -1;
+}
+
 /* rules_stage_wants - see rules.h */
 bool
 rules_stage_wants(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
@@ -1312,6 +1358,8 @@ rules_stage_wants(const struct rules *r, enum rules_stage st, const struct rules
 			return true;	/* this check, or another one first: wait */
 		if (!m || ru->mode == 1)
 			continue;
+		if (ru->greylist && !lf.greylist_known)
+			return true;
 		if (ru->verdict != RV_CONTINUE)
 			return false;	/* decided before any rule reads the check */
 		lf.score += ru->score;
@@ -1338,7 +1386,7 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 	if (r == NULL)
 		return;
 	if ((!f->fcrdns_known && rules_stage_wants(r, st, f, 0)) ||
-	    (!f->dnsbl_known && rules_stage_wants(r, st, f, 1))) {
+	    (!f->dnsbl_known && rules_stage_wants(r, st, f, 1) && rules_stage_needs(r, st, 1))) {
 		/* run the checks before any rule of the stage, so that no rule
 		 * acts (or logs) twice */
 		res->verdict = RV_WAIT;
@@ -1369,19 +1417,25 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 			    verdict_names[ru->verdict], ru->code, (long long)ru->score, ru->nhdr);
 			continue;
 		}
+		if (ru->greylist && !lf.greylist_known) {
+			memset(res, 0, sizeof(*res));
+			res->verdict = RV_WAIT;
+			res->need = 2;	/* CHECK_GREYLIST */
+			return;
+		}
 		res->score += ru->score;
 		lf.score += ru->score;
 		for (int i = 0; i < ru->nhdr && res->nhdr < RULES_HDR_MAX; i++) {
 			res->hdr_name[res->nhdr] = ru->hdr_name[i];
 			res->hdr_value[res->nhdr++] = ru->hdr_value[i];
 		}
-		if (ru->verdict == RV_CONTINUE) {
+		if (ru->verdict == RV_CONTINUE && !(ru->greylist && lf.greylist_tempfail)) {
 			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d verdict=continue "
-			    "score=%+lld headers=%d", stage_names[st], ru->file, ru->line,
-			    (long long)ru->score, ru->nhdr);
+			    "score=%+lld headers=%d%s", stage_names[st], ru->file, ru->line,
+			    (long long)ru->score, ru->nhdr, ru->greylist ? " greylist=pass" : "");
 			continue;
 		}
-		res->verdict = ru->verdict;
+		res->verdict = ru->greylist ? RV_TEMPFAIL : ru->verdict;
 		res->code = ru->code;
 		res->enh = ru->enh;
 		res->text = ru->text;

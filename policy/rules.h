@@ -25,6 +25,8 @@
  *		           | FACT (== != < <= > >=) NUMBER
  *		ACTIONS   := { score (+N|-N) | add-header NAME "VALUE" | tag WORD } [FINAL]
  *		FINAL     := accept | reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT"
+ *		           | greylist (rcpt: 451 4.7.1 while the triplet is
+ *		             greylisted, else the next rules run)
  *	Rules run top to bottom per stage. score and add-header act and let
  *	the evaluation go on; the first matching rule with a final action
  *	decides (accept ends the stage's rules and lets the command go on). A
@@ -89,6 +91,9 @@ struct rules_facts {
 	bool early_talker;		/* the client talked before the greeting */
 	unsigned bare_lf_commands;	/* command lines ended in a bare LF */
 	unsigned unknown_commands;	/* unknown or unimplemented commands */
+	bool greylist_known;		/* rcpt: this recipient's greylist decision is in */
+	bool greylist_tempfail;		/* ... and it says 451 */
+	const char *greylist_text;	/* the 451's text ("greylisted, please retry in ...") */
 };
 
 #define RULES_HDR_MAX 8		/* header fields one stage may add */
@@ -145,6 +150,8 @@ bool rules_stage_needs(const struct rules *r, enum rules_stage st, int check);
  * clients never wait for DNS. */
 bool rules_stage_wants(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	int check);
+/* The first check the stage's rules reach with these facts, or -1. */
+int rules_stage_first_need(const struct rules *r, enum rules_stage st, const struct rules_facts *f);
 
 /* Expand $ip $helo $sender $sender-domain $rcpt $rcpt-domain $score $size
  * ($$ is a dollar) in a template checked at load. What comes from the

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -32,8 +33,12 @@
 #include "conf.h"
 #include "dns.h"
 #include "dnsbl.h"
+#include "filter.h"
+#include "glstore.h"
+#include "greylist.h"
 #include "log.h"
 #include "moatd.h"
+#include "rules.h"
 #include "session.h"
 #include "xalloc.h"
 
@@ -229,6 +234,38 @@ probe_cb(evutil_socket_t fd, short what, void *arg)
 		probe_finish(pr);
 }
 
+/* greylist_wanted - does a rule of this file greylist? */
+static bool
+greylist_wanted(const struct conf *c)
+{
+	return c->rules != NULL && rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST);
+}
+
+/* store_save - the embedded greylist store to its file */
+static void
+store_save(void)
+{
+	char err[512] = "";
+
+	if (moatd.glstore != NULL && glstore_save(moatd.glstore, (int64_t)time(NULL), err,
+	    sizeof(err)) != 0)
+		log_msg(LOG_L_ERROR, 0, "greylist store save error=\"%s\"", err);
+}
+
+static struct event *ev_save;
+
+static void
+save_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct timeval tv = { 600, 0 };
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	store_save();
+	evtimer_add(ev_save, &tv);
+}
+
 /* worker_main - one event loop */
 static void *
 worker_main(void *arg)
@@ -305,6 +342,10 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_msg(LOG_L_WARN, 0, "reload: listen and workers changes take effect at restart");
 		if (memcmp(&n->resolver, &old->resolver, sizeof(n->resolver)) != 0)
 			log_msg(LOG_L_WARN, 0, "reload: resolver changes take effect at restart");
+		if (memcmp(&n->greylist, &old->greylist, sizeof(n->greylist)) != 0 ||
+		    greylist_wanted(n) != greylist_wanted(old))
+			log_msg(LOG_L_WARN, 0, "reload: redis and greylist-* changes, and greylisting "
+			    "turned on or off, take effect at restart");
 		moatd.conf = n;
 		pthread_mutex_unlock(&moatd.conf_lock);
 		log_set_level((enum log_level)n->log_level);
@@ -379,6 +420,7 @@ drop_privileges(const struct conf *c)
 	pw = getpwnam(c->user);
 	if (pw == NULL)
 		fatal("user %s: no such user", c->user);
+	control_chown(pw->pw_uid, pw->pw_gid);
 	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
 		fatal("cannot become user %s: %s", c->user, strerror(errno));
 	if (setuid(0) == 0)
@@ -444,6 +486,17 @@ main(int argc, char **argv)
 			free(err);
 		}
 	}
+	if (greylist_wanted(c) && !rds_conf_enabled(&c->greylist.redis)) {
+		char err[512] = "";
+
+		moatd.glstore = glstore_open(c->greylist.store_path[0] ? c->greylist.store_path : NULL,
+		    c->greylist.store_max, (int64_t)time(NULL), err, sizeof(err));
+		if (err[0])
+			log_msg(LOG_L_ERROR, 0, "greylist store error=\"%s\": starting empty", err);
+		if (moatd.glstore != NULL)
+			glstore_set_defaults(moatd.glstore, c->greylist.v4_prefix, c->greylist.v6_prefix,
+			    (int64_t)c->greylist.allow_lifetime);
+	}
 	moatd.workers = xcalloc((size_t)nworkers, sizeof(struct worker));
 	for (int i = 0; i < nworkers; i++) {
 		struct worker *w = &moatd.workers[i];
@@ -459,6 +512,11 @@ main(int argc, char **argv)
 		w->ev_wake = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, worker_wake_cb, w);
 		w->wq = workq_loop_new(moatd.workq, w->base);
 		w->dns = dns_loop_new(w->base);
+		if (greylist_wanted(c)) {
+			w->gl = greylist_new(w->base, &c->greylist, moatd.glstore);
+			if (w->gl == NULL)
+				fatal("greylist: cannot start (no redis and no store)");
+		}
 		event_add(w->ev_wake, NULL);
 		for (int j = 0; j < c->nlisten; j++) {
 			char err[256];
@@ -468,11 +526,17 @@ main(int argc, char **argv)
 			listen_attach(w, fd);
 		}
 	}
-	drop_privileges(c);
-
 	main_base = event_base_new();
 	if (main_base == NULL)
 		fatal("event_base_new failed");
+	if (c->control_socket != NULL) {
+		char err[512];
+
+		if (control_open(main_base, c->control_socket, err, sizeof(err)) != 0)
+			fatal("%s", err);
+	}
+	drop_privileges(c);
+
 	struct event *sigs[3] = {
 		evsignal_new(main_base, SIGTERM, signal_cb, NULL),
 		evsignal_new(main_base, SIGINT, signal_cb, NULL),
@@ -483,6 +547,12 @@ main(int argc, char **argv)
 	ev_drain_timer = evtimer_new(main_base, drain_timer_cb, NULL);
 	ev_drain_tick = event_new(main_base, -1, EV_PERSIST, drain_tick_cb, NULL);
 	main_dns = dns_loop_new(main_base);
+	ev_save = evtimer_new(main_base, save_cb, NULL);
+	if (moatd.glstore != NULL) {
+		struct timeval tv = { 600, 0 };
+
+		evtimer_add(ev_save, &tv);
+	}
 	ev_probe = evtimer_new(main_base, probe_cb, NULL);
 	if (c->dnsbl != NULL)
 		event_active(ev_probe, EV_TIMEOUT, 0);
@@ -530,6 +600,13 @@ main(int argc, char **argv)
 		dns_loop_free(moatd.workers[i].dns);
 	dns_loop_free(main_dns);
 	event_free(ev_probe);
+	for (int i = 0; i < nworkers; i++)
+		greylist_free(moatd.workers[i].gl);
+	store_save();
+	if (moatd.glstore != NULL)
+		glstore_close(moatd.glstore);
+	event_free(ev_save);
+	control_close();
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(ev_drain_timer);

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -45,6 +46,7 @@ struct worker {
 	struct event *ev_wake;		/* reads wake_fd; also made active in-thread */
 	struct workq_loop *wq;		/* completions of checks run on the pool */
 	struct dns_loop *dns;		/* answers of the resolver (dns.h) */
+	struct greylist *gl;		/* greylist decisions (greylist.h), or NULL */
 	int wake_fd;			/* eventfd the main thread writes to */
 	struct session *sessions;	/* list of live sessions */
 	unsigned nsessions;
@@ -67,6 +69,7 @@ struct moatd_state {
 	bool draining;			/* atomic */
 	unsigned fd_session_cap;	/* sessions the fd limit allows */
 	struct workq *workq;		/* the pool for blocking checks */
+	struct glstore *glstore;	/* the embedded greylist store, or NULL */
 };
 
 extern struct moatd_state moatd;
@@ -78,6 +81,11 @@ uint64_t moatd_new_sid(void);
 void clients_init(void);
 bool clients_enter(const struct sockaddr *sa, unsigned max, unsigned v6prefix);
 void clients_leave(const struct sockaddr *sa, unsigned v6prefix);
+
+/* control.c: the control socket, on the main loop */
+int control_open(struct event_base *base, const char *path, char *err, size_t errlen);
+void control_chown(uid_t uid, gid_t gid);
+void control_close(void);
 
 /* listen.c */
 int listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen);

@@ -29,9 +29,10 @@
 #include "moatd.h"
 #include "session.h"
 #include "smtp_parse.h"
+#include "greylist.h"
 #include "xalloc.h"
 
-enum { QK_FCRDNS = 0, QK_ZONE };
+enum { QK_FCRDNS = 0, QK_ZONE, QK_GREYLIST };
 
 struct sess_dnsq {
 	struct sess_dnsq *prev, *next;	/* the session's list */
@@ -49,6 +50,12 @@ struct sess_checks {
 	char helo_q[256];		/* what the helo zones were asked about */
 	char sender_q[256];		/* and the sender-domain zones */
 	bool name_started;		/* client-name zones (after fcrdns) */
+	/* greylisting: the decision for the recipient being read */
+	unsigned char gl_state;		/* enum check_state */
+	unsigned short gl_gen;
+	bool gl_tempfail;
+	char gl_rcpt[SMTP_PATH_MAX + 1];
+	char gl_text[160];
 };
 
 static void zone_answer(struct session *s, int zone, const struct dns_answer *a);
@@ -60,6 +67,35 @@ sess_ck(struct session *s)
 	if (s->ck == NULL)
 		s->ck = xcalloc(1, sizeof(*s->ck));
 	return s->ck;
+}
+
+/* q_unlink - a query's answer is in: off the session's list */
+static void
+q_unlink(struct sess_dnsq *q)
+{
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		q->s->dnsq = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+}
+
+/* q_new - a query context on the session's list */
+static struct sess_dnsq *
+q_new(struct session *s, int kind, int index, unsigned short gen)
+{
+	struct sess_dnsq *q = xcalloc(1, sizeof(*q));
+
+	q->s = s;
+	q->kind = (unsigned char)kind;
+	q->index = (unsigned char)index;
+	q->gen = gen;
+	q->next = s->dnsq;
+	if (q->next)
+		q->next->prev = q;
+	s->dnsq = q;
+	return q;
 }
 
 /* dns_done - an answer for a session's query, on the worker's thread */
@@ -74,12 +110,7 @@ dns_done(void *ctx, uint64_t tag, const struct dns_answer *a)
 		free(q);
 		return;
 	}
-	if (q->prev)
-		q->prev->next = q->next;
-	else
-		s->dnsq = q->next;
-	if (q->next)
-		q->next->prev = q->prev;
+	q_unlink(q);
 	if (q->kind == QK_FCRDNS) {
 		struct sess_checks *ck = s->ck;
 
@@ -100,21 +131,17 @@ dns_done(void *ctx, uint64_t tag, const struct dns_answer *a)
 static int
 send_q(struct session *s, const char *name, int rrtype, int kind, int index, unsigned short gen)
 {
-	struct sess_dnsq *q = xcalloc(1, sizeof(*q));
+	struct sess_dnsq *q;
 
-	q->s = s;
-	q->kind = (unsigned char)kind;
-	q->index = (unsigned char)index;
-	q->gen = gen;
-	if (s->w->dns == NULL || dns_query(s->w->dns, name, rrtype, (unsigned)s->conf->dns_timeout_ms,
+	if (s->w->dns == NULL)
+		return -1;
+	q = q_new(s, kind, index, gen);
+	if (dns_query(s->w->dns, name, rrtype, (unsigned)s->conf->dns_timeout_ms,
 	    dns_done, q, s->id) != 0) {
+		q_unlink(q);
 		free(q);
 		return -1;
 	}
-	q->next = s->dnsq;
-	if (q->next)
-		q->next->prev = q;
-	s->dnsq = q;
 	return 0;
 }
 
@@ -352,6 +379,153 @@ command_zones(struct session *s, enum rules_stage st, const struct smtp_cmd *c)
 	}
 }
 
+/* gl_result - the decision for the recipient, logged */
+static void
+gl_result(struct session *s, const struct greylist_verdict *v)
+{
+	struct sess_checks *ck = s->ck;
+	char esc[LOG_ESC_SIZE];
+
+	ck->gl_state = CHECK_DONE;
+	ck->gl_tempfail = false;
+	ck->gl_text[0] = 0;
+	switch (v->status) {
+	case GL_GREYLISTED:
+		ck->gl_tempfail = true;
+		greylist_reply_text(v, ck->gl_text, sizeof(ck->gl_text));
+		break;
+	case GL_ERROR:
+		/* never a 5xx: the policy says accept (default) or try later */
+		if (s->conf->greylist.on_error == GL_ON_ERROR_TEMPFAIL) {
+			ck->gl_tempfail = true;
+			snprintf(ck->gl_text, sizeof(ck->gl_text),
+			    "greylisting is unavailable, please try again later");
+		}
+		break;
+	default:
+		break;
+	}
+	log_escape(esc, sizeof(esc), v->key ? v->key : "", v->key ? strlen(v->key) : 0);
+	log_msg(LOG_L_INFO, s->id, "check greylist=%s reason=%s retry-in=%u passes=%u%s%s key=\"%s\"",
+	    greylist_status_name(v->status), greylist_reason_name(v->reason), v->retry_in,
+	    v->passes, v->status == GL_ERROR ? " error=" : "",
+	    v->status == GL_ERROR && v->why ? v->why : "", esc);
+}
+
+/* gl_done - the greylist's decision, on the worker's thread */
+static void
+gl_done(void *ctx, uint64_t tag, const struct greylist_verdict *v)
+{
+	struct sess_dnsq *q = ctx;
+	struct session *s = q->s;
+
+	(void)tag;
+	if (s == NULL) {
+		free(q);
+		return;
+	}
+	q_unlink(q);
+	if (s->ck->gl_state == CHECK_PENDING && q->gen == s->ck->gl_gen)
+		gl_result(s, v);
+	free(q);
+	if (s->waiting != SW_NONE && !s->closing)
+		sess_resume(s);
+}
+
+/* gl_start - ask for the decision on (client, sender, rcpt) */
+static void
+gl_start(struct session *s, const char *rcpt)
+{
+	struct sess_checks *ck = sess_ck(s);
+	struct greylist_triplet t;
+	struct greylist_verdict v;
+	char sender[SMTP_PATH_MAX + 1] = "";
+	struct sess_dnsq *q;
+
+	snprintf(ck->gl_rcpt, sizeof(ck->gl_rcpt), "%s", rcpt);
+	ck->gl_state = CHECK_PENDING;
+	ck->gl_gen++;
+	if (s->txn != NULL && !s->txn->from.null && s->txn->from.local_len + s->txn->from.domain_len + 2 <
+	    sizeof(sender))
+		snprintf(sender, sizeof(sender), "%.*s@%.*s", (int)s->txn->from.local_len,
+		    s->txn->from.local, (int)s->txn->from.domain_len, s->txn->from.domain);
+	memset(&t, 0, sizeof(t));
+	t.client = (const struct sockaddr *)&s->peer;
+	t.sender = sender;
+	t.rcpt = rcpt;
+	q = q_new(s, QK_GREYLIST, 0, ck->gl_gen);
+	if (s->w->gl == NULL || greylist_check(s->w->gl, &t, gl_done, q, s->id) != 0) {
+		q_unlink(q);
+		free(q);
+		memset(&v, 0, sizeof(v));
+		v.status = GL_ERROR;
+		v.why = s->w->gl == NULL ? "no greylist store" : "overloaded";
+		v.key = "";
+		gl_result(s, &v);
+	}
+}
+
+/* rcpt_text - "local@domain" of a RCPT command, or -1 */
+static int
+rcpt_text(const struct session *s, const struct smtp_cmd *c, struct smtp_addr *a, char *out,
+	size_t size)
+{
+	struct smtp_rcpt_params rp;
+
+	memset(&rp, 0, sizeof(rp));
+	if (s->txn == NULL || smtp_rcpt_parse(c->arg, c->arglen, a, &rp, s->txn->mp.smtputf8) != NULL)
+		return -1;
+	if (a->local_len + a->domain_len + 2 > size)
+		return -1;
+	snprintf(out, size, "%.*s@%.*s", (int)a->local_len, a->local, (int)a->domain_len, a->domain);
+	return 0;
+}
+
+/* sess_greylist_facts - the recipient's decision, when it is in */
+void
+sess_greylist_facts(const struct session *s, struct rules_facts *f, const struct smtp_addr *a)
+{
+	char r[SMTP_PATH_MAX + 1];
+
+	if (s->ck == NULL || s->ck->gl_state != CHECK_DONE ||
+	    a->local_len + a->domain_len + 2 > sizeof(r))
+		return;
+	snprintf(r, sizeof(r), "%.*s@%.*s", (int)a->local_len, a->local, (int)a->domain_len, a->domain);
+	if (strcmp(r, s->ck->gl_rcpt) != 0)
+		return;
+	f->greylist_known = true;
+	f->greylist_tempfail = s->ck->gl_tempfail;
+	f->greylist_text = s->ck->gl_text;
+}
+
+/* rcpt_greylist_wait - does this RCPT need a greylist decision first? */
+static bool
+rcpt_greylist_wait(struct session *s, const struct smtp_cmd *c)
+{
+	struct rules_facts f;
+	struct dnsbl_summary sum;
+	struct smtp_addr a;
+	char rcpt[SMTP_PATH_MAX + 1];
+
+	if (s->txn == NULL || !rules_stage_needs(s->conf->rules, RS_RCPT, CHECK_GREYLIST) ||
+	    rcpt_text(s, c, &a, rcpt, sizeof(rcpt)) != 0)
+		return false;
+	if (s->ck != NULL && s->ck->gl_state != CHECK_NONE && strcmp(s->ck->gl_rcpt, rcpt) == 0)
+		return s->ck->gl_state == CHECK_PENDING;
+	/* the facts proceed_rcpt will give the rules */
+	memset(&f, 0, sizeof(f));
+	sess_facts(s, RS_RCPT, &f, &sum);
+	f.rcpt_local = a.local;
+	f.rcpt_llen = a.local_len;
+	f.rcpt_domain = a.domain;
+	f.rcpt_dlen = a.domain_len;
+	f.rcpt_count = s->txn->nrcpt;
+	if (rules_stage_first_need(s->conf->rules, RS_RCPT, &f) != CHECK_GREYLIST)
+		return false;
+	gl_start(s, rcpt);
+	return s->ck->gl_state == CHECK_PENDING;
+}
+
 /* sess_check_wait - must this stage wait before its rules run? Starts
  * what the stage needs. c is the command about to run, or NULL. At
  * connect and helo the rules are asked, with the facts they will see,
@@ -412,6 +586,10 @@ sess_check_wait(struct session *s, int st, const struct smtp_cmd *c)
 				wait = true;
 		}
 	}
+	/* the greylist is asked once the DNS facts are in, and only when a
+	 * greylist rule will be reached for this recipient */
+	if (!wait && st == RS_RCPT && c != NULL && r != NULL)
+		wait = rcpt_greylist_wait(s, c);
 	if (!wait) {
 		s->check_deadline_ms = 0;
 		return false;
@@ -435,6 +613,12 @@ sess_checks_expire(struct session *s)
 		ck->fc.status = CHECK_TEMPERROR;
 		ck->fc.name[0] = 0;
 		sess_fc_result(s);
+	}
+	if (ck->gl_state == CHECK_PENDING) {
+		struct greylist_verdict v = { .status = GL_ERROR, .why = "deadline", .key = "" };
+
+		ck->gl_gen++;
+		gl_result(s, &v);
 	}
 	if (s->conf->dnsbl != NULL)
 		for (int i = 0; i < s->conf->dnsbl->n; i++)

@@ -493,6 +493,11 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 		f->dnsbl_known = true;
 		if (s->conf->dnsbl != NULL && !sum.error)
 			f->dnsbl_error = true;
+		if (!f->greylist_known) {	/* greylist-on-error decides */
+			f->greylist_known = true;
+			f->greylist_tempfail = s->conf->greylist.on_error == GL_ON_ERROR_TEMPFAIL;
+			f->greylist_text = "greylisting is unavailable, please try again later";
+		}
 		rules_eval(s->conf->rules, st, f, &res, s->id);
 	}
 	if (st >= RS_MAIL && s->txn != NULL) {
@@ -723,6 +728,7 @@ proceed_rcpt(struct session *s, const struct smtp_cmd *c)
 		f.rcpt_domain = addr.domain;
 		f.rcpt_dlen = addr.domain_len;
 		f.rcpt_count = s->txn->nrcpt;
+		sess_greylist_facts(s, &f, &addr);
 		if (!sess_policy(s, RS_RCPT, &f))
 			return;
 	}

@@ -181,6 +181,20 @@ def dns():
 
 
 @pytest.fixture
+def redis_factory(workdir):
+    """make(**kw) -> a started harness.Redis; all stopped by PID after."""
+    started = []
+
+    def make(**kw):
+        r = harness.Redis(workdir, name="redis%d" % len(started), **kw)
+        started.append(r)
+        return r.start()
+    yield make
+    for r in reversed(started):
+        r.stop()
+
+
+@pytest.fixture
 def moatd_sink(sink, moatd_factory):
     """moatd in front of a plain smtp-sink: (moatd, sink)."""
     return moatd_factory(sink.address), sink

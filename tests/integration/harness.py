@@ -1179,3 +1179,101 @@ class ProxyFakeUpstream(FakeUpstream):
     def proxy_headers(self):
         with self.lock:
             return [c.proxy_header for c in self.conns]
+
+
+class Redis:
+    """A private redis-server on a loopback port (no persistence), stopped
+    by PID. stop()/start() again keep the port; pause()/resume() send
+    SIGSTOP/SIGCONT. replica_of=(host, port) makes it a replica."""
+
+    def __init__(self, workdir, name="redis", port=None, replica_of=None):
+        self.dir = make_dir(Path(workdir) / name)
+        self.host = LOOPBACK
+        self.port = port or free_port()
+        self.replica_of = replica_of
+        self.proc = None
+        self.log_path = self.dir / "redis.log"
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def start(self, timeout=10):
+        argv = ["redis-server", "--port", str(self.port), "--bind", self.host,
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                "--logfile", str(self.log_path), "--daemonize", "no"]
+        if self.replica_of:
+            argv += ["--replicaof", self.replica_of[0], str(self.replica_of[1])]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.host, self.port, timeout, self.proc)
+        return self
+
+    def client(self):
+        import redis
+        return redis.Redis(host=self.host, port=self.port, socket_timeout=5)
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+
+class Sentinel:
+    """A redis-sentinel watching one master as NAME, fast timings."""
+
+    def __init__(self, workdir, master, name="mm"):
+        self.dir = make_dir(Path(workdir) / "sentinel")
+        self.port = free_port()
+        self.name = name
+        self.master = master
+        self.proc = None
+
+    @property
+    def address(self):
+        return "%s:%d" % (LOOPBACK, self.port)
+
+    def start(self, timeout=10):
+        conf = self.dir / "sentinel.conf"
+        conf.write_text("port %d\nbind %s\ndir %s\nsentinel monitor %s %s %d 1\n"
+                        "sentinel down-after-milliseconds %s 500\n"
+                        "sentinel failover-timeout %s 3000\n"
+                        % (self.port, LOOPBACK, self.dir, self.name, self.master.host,
+                           self.master.port, self.name, self.name))
+        self.proc = subprocess.Popen(["redis-sentinel", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(LOOPBACK, self.port, timeout, self.proc)
+        return self
+
+    def master_port(self):
+        import redis
+        r = redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=2)
+        try:
+            h, p = r.execute_command("SENTINEL", "get-master-addr-by-name", self.name)
+            return int(p)
+        finally:
+            r.close()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None

@@ -1,0 +1,204 @@
+"""Greylisting through moatd: the embedded store (one host) and Redis
+(shared by several moatd), with Redis stopped, paused and failed over.
+
+Short timings: greylist-delay 2s; a retry passes from then on within the
+window.
+"""
+
+import re
+import subprocess
+import time
+
+import pytest
+
+import harness
+from harness import Client, message, moatctl_path, smtp_transaction
+
+GL_RULES = [
+    "rcpt client-ip in trusted accept",
+    "rcpt true greylist",
+]
+TRUSTED = ["trusted net { 127.0.0.200 }"]
+
+
+def rcpt_reply(m, rcpt, source="127.0.0.1", mfrom="a@sender.test"):
+    with Client(m.port, m.host, source=source, timeout=8) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<%s>" % mfrom).code == 250
+        r = c.cmd("RCPT TO:<%s>" % rcpt)
+        c.cmd("QUIT")
+    return r
+
+
+def send(m, rcpt, subject, source="127.0.0.1", mfrom="a@sender.test"):
+    with Client(m.port, m.host, source=source, timeout=8) as c:
+        c.ehlo()
+        rs = smtp_transaction(c, message(subject), mfrom=mfrom, rcpts=(rcpt,))
+        c.cmd("QUIT")
+    return rs
+
+
+def ctl(sock, *args):
+    return subprocess.run([moatctl_path(), "greylist", "--socket", str(sock)] + list(args),
+                          capture_output=True, text=True, timeout=20)
+
+
+def test_embedded_store_lifecycle_and_control(fake, moatd_factory, workdir):
+    sock = workdir / "moatd.sock"
+    m = moatd_factory(fake.address, greylist_delay="2s", control_socket=str(sock),
+                      list=TRUSTED, on=GL_RULES)
+    r = rcpt_reply(m, "u1@example.org")
+    assert r.code == 451 and r.text.startswith("4.7.1 greylisted, please retry in"), r
+    r = rcpt_reply(m, "u1@example.org")                  # too early
+    assert r.code == 451, r
+    r2 = rcpt_reply(m, "u2@example.org")                 # its own triplet
+    assert r2.code == 451, r2
+    time.sleep(2.2)
+    rs = send(m, "u1@example.org", "after the delay")
+    assert rs[-1].code == 250, rs
+    assert fake.wait_completed(1)[0].rcpts == [b"<u1@example.org>"]
+    # a trusted client is never greylisted, and leaves no record
+    rs = send(m, "u3@example.org", "trusted", source="127.0.0.200")
+    assert rs[-1].code == 250, rs
+    log = m.log()
+    assert re.search(r"check greylist=greylisted reason=new retry-in=2 ", log), log[-2000:]
+    assert re.search(r"check greylist=greylisted reason=early", log)
+    assert re.search(r"check greylist=pass reason=retried", log)
+    p = ctl(sock, "list")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "u1@example.org" in p.stdout and "u2@example.org" in p.stdout, p.stdout
+    assert "u3@example.org" not in p.stdout and "127.0.0.200" not in p.stdout, p.stdout
+    p = ctl(sock, "stats")
+    assert p.returncode == 0 and re.search(r"triplets\D+3|records\D+[34]", p.stdout), p.stdout
+    # allow-list a network by hand: its next new triplet passes at once
+    p = ctl(sock, "allow", "127.0.0.77")
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = rcpt_reply(m, "u9@example.org", source="127.0.0.77")
+    assert r.code == 250, r
+
+
+def test_store_survives_a_restart(fake, moatd_factory, workdir):
+    """Saved at shutdown by the user moatd runs as, loaded at start."""
+    d = harness.make_dir(workdir / "glstore", 0o700, harness.UNPRIV_USER)
+    store = d / "greylist.db"
+    conf = dict(greylist_delay="2s", greylist_store=str(store), list=TRUSTED, on=GL_RULES)
+    m = moatd_factory(fake.address, **conf)
+    assert rcpt_reply(m, "keep@example.org").code == 451
+    time.sleep(2.2)
+    assert send(m, "keep@example.org", "passes")[-1].code == 250
+    m.stop()
+    assert store.exists() and "keep@example.org" in store.read_text(errors="replace")
+    m2 = moatd_factory(fake.address, **conf)
+    # known triplet: passes at once after the restart; a new one waits
+    assert send(m2, "keep@example.org", "again")[-1].code == 250
+    assert rcpt_reply(m2, "new@example.org").code == 451
+
+
+def test_corrupt_store_file_is_refused_not_fatal(fake, moatd_factory, workdir):
+    store = workdir / "greylist.db"
+    store.write_text("this is not a greylist file\n")
+    m = moatd_factory(fake.address, greylist_delay="2s", greylist_store=str(store),
+                      on=GL_RULES[1:])
+    assert rcpt_reply(m, "x@example.org").code == 451
+    assert re.search(r"greylist store error=", m.log())
+
+
+@pytest.mark.timeout(90)
+def test_two_moatd_share_one_redis(fake, moatd_factory, redis_factory):
+    """Greylisted at one moatd, passes at the other after the delay; the
+    decision is one Lua script call, keys under the prefix."""
+    rd = redis_factory()
+    conf = dict(redis=rd.address, greylist_delay="2s", redis_prefix="mt:", list=TRUSTED,
+                on=GL_RULES)
+    a = moatd_factory(fake.address, **conf)
+    b = moatd_factory(fake.address, **conf)
+    assert rcpt_reply(a, "shared@example.org").code == 451
+    assert rcpt_reply(b, "shared@example.org").code == 451          # still too early
+    time.sleep(2.2)
+    assert send(b, "shared@example.org", "via b")[-1].code == 250
+    keys = sorted(k.decode() for k in rd.client().keys("mt:*"))
+    assert any(k.startswith("mt:t:{127.0.0.0/24}|a@sender.test|shared@example.org") for k in keys), keys
+    assert any(k.startswith("mt:c:{127.0.0.0/24}") for k in keys), keys
+    info = rd.client().info("commandstats")
+    assert "cmdstat_evalsha" in info and "cmdstat_get" not in info, info
+
+
+@pytest.mark.timeout(90)
+def test_redis_down_paused_and_back(fake, moatd_factory, redis_factory):
+    """Redis stopped, then paused: each decision is an error within the
+    deadline, the policy accepts (never a 5xx), the outage is logged once;
+    when Redis comes back greylisting works again, no restart of moatd."""
+    rd = redis_factory()
+    m = moatd_factory(fake.address, redis=rd.address, redis_timeout="300ms",
+                      greylist_delay="2s", on=GL_RULES[1:])
+    assert rcpt_reply(m, "r1@example.org").code == 451
+    rd.stop()
+    for i in range(3):
+        t0 = time.monotonic()
+        r = rcpt_reply(m, "down%d@example.org" % i)
+        assert r.code == 250, r
+        assert time.monotonic() - t0 < 2
+    rd.start()
+    ok = False
+    for _ in range(60):
+        r = rcpt_reply(m, "back@example.org")
+        if r.code == 451:
+            ok = True
+            break
+        time.sleep(0.1)
+    assert ok, m.log()[-2000:]
+    rd.pause()
+    try:
+        t0 = time.monotonic()
+        r = rcpt_reply(m, "paused@example.org")
+        assert r.code == 250, r
+        assert time.monotonic() - t0 < 2
+    finally:
+        rd.resume()
+    log = m.log()
+    # one warning per outage (stopped, then paused), one line on recovery
+    assert len(re.findall(r"warn: greylist redis unavailable", log)) == 2, log[-3000:]
+    assert re.search(r"info: greylist redis available again errors=\d+", log), log[-3000:]
+    assert re.search(r"check greylist=error", log)
+    assert not re.search(r" 5\d\d ", "\n".join(l for l in log.splitlines() if "greylist" in l))
+
+
+def test_redis_down_with_on_error_tempfail(fake, moatd_factory, redis_factory):
+    rd = redis_factory()
+    m = moatd_factory(fake.address, redis=rd.address, redis_timeout="300ms",
+                      greylist_on_error="tempfail", on=GL_RULES[1:])
+    rd.stop()
+    r = rcpt_reply(m, "x@example.org")
+    assert (r.code, r.text) == (451, "4.7.1 greylisting is unavailable, please try again later"), r
+
+
+@pytest.mark.timeout(120)
+def test_sentinel_failover_keeps_state(fake, moatd_factory, redis_factory, workdir):
+    """moatd finds the master through a sentinel; the master is stopped, the
+    replica promoted; moatd follows and the triplet first seen before the
+    failover passes after it."""
+    master = redis_factory()
+    replica = redis_factory(replica_of=(master.host, master.port))
+    sen = harness.Sentinel(workdir, master).start()
+    try:
+        harness.wait_for(lambda: replica.client().info("replication").get("master_link_status")
+                         == "up", 15)
+        m = moatd_factory(fake.address, redis="sentinel %s master mm" % sen.address,
+                          redis_timeout="500ms", greylist_delay="2s", on=GL_RULES[1:])
+        assert rcpt_reply(m, "fo@example.org").code == 451
+        harness.wait_for(lambda: replica.client().info("replication").get(
+            "master_repl_offset") == master.client().info("replication").get(
+            "master_repl_offset"), 10)
+        master.stop()
+        harness.wait_for(lambda: sen.master_port() == replica.port, 30, interval=0.2)
+        time.sleep(2.0)
+        passed = False
+        for _ in range(50):
+            r = rcpt_reply(m, "fo@example.org")
+            if r.code == 250 and "check greylist=pass" in m.log():
+                passed = True
+                break
+            time.sleep(0.2)
+        assert passed, m.log()[-3000:]
+    finally:
+        sen.stop()
