@@ -432,6 +432,53 @@ test_stage_wants(void)
 	conf_unref(c);
 }
 
+/* the greylist action: waits for the decision, 451 while greylisted,
+ * the next rules otherwise; only at rcpt */
+static void
+test_greylist_action(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("on rcpt rcpt-domain is example.org greylist\n"
+	    "on rcpt true reject 550 5.7.1 \"after\"\n", &errs);
+	struct rules_result res;
+	struct rules_facts f;
+	char text[200];
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	memset(&f, 0, sizeof(f));
+	f.fcrdns_known = f.dnsbl_known = true;
+	f.rcpt_domain = "example.org";
+	f.rcpt_dlen = 11;
+	T_CHECK(rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST));
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == CHECK_GREYLIST);
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	T_CHECK(res.verdict == RV_WAIT && res.need == CHECK_GREYLIST);
+	f.greylist_known = true;
+	f.greylist_tempfail = true;
+	f.greylist_text = "greylisted, please retry in 5 minutes";
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	rules_expand(res.text, &f, text, sizeof(text));
+	T_CHECKF(res.verdict == RV_TEMPFAIL && res.code == 451 && strcmp(res.enh, "4.7.1") == 0 &&
+	    strcmp(text, "greylisted, please retry in 5 minutes") == 0, "%d %d %s", res.verdict,
+	    res.code, text);
+	f.greylist_tempfail = false;
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	T_CHECK(res.verdict == RV_REJECT && res.code == 550);
+	/* another domain: the rule is not reached, no decision is asked */
+	f.greylist_known = false;
+	f.rcpt_domain = "other.org";
+	f.rcpt_dlen = 9;
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == -1);
+	conf_unref(c);
+	c = load("on mail true greylist\n", &errs);
+	T_CHECK(c == NULL && errs && strstr(errs, "3:14: error: greylist works per recipient"));
+	free(errs);
+	conf_unref(c);
+}
+
 int
 main(void)
 {
@@ -444,5 +491,6 @@ main(void)
 	T_RUN(test_fcrdns);
 	T_RUN(test_reverse);
 	T_RUN(test_stage_wants);
+	T_RUN(test_greylist_action);
 	return T_DONE("dnsbl");
 }
