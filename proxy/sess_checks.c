@@ -650,6 +650,16 @@ sess_checks_facts(const struct session *s, struct rules_facts *f, struct dnsbl_s
 	f->dnsbl_reply = sum->reply;
 }
 
+/* sess_checks_txn_end - a greylist decision belongs to its transaction */
+void
+sess_checks_txn_end(struct session *s)
+{
+	if (s->ck != NULL && s->ck->gl_state != CHECK_NONE) {
+		s->ck->gl_state = CHECK_NONE;
+		s->ck->gl_gen++;	/* an answer still on its way is dropped */
+	}
+}
+
 /* sess_checks_free - the session goes: its answers will find nobody */
 void
 sess_checks_free(struct session *s)

@@ -148,6 +148,7 @@ bool sess_check_wait(struct session *s, int st, const struct smtp_cmd *c);
 void sess_checks_expire(struct session *s);
 void sess_checks_facts(const struct session *s, struct rules_facts *f, struct dnsbl_summary *sum);
 void sess_checks_free(struct session *s);
+void sess_checks_txn_end(struct session *s);
 void sess_greylist_facts(const struct session *s, struct rules_facts *f, const struct smtp_addr *a);
 void sess_facts(const struct session *s, int st, struct rules_facts *f, struct dnsbl_summary *sum);
 int sess_fc_send(void *arg, const char *name, int rrtype, int index);

@@ -267,6 +267,7 @@ sess_txn_free(struct session *s)
 {
 	if (s->txn == NULL)
 		return;
+	sess_checks_txn_end(s);
 	spool_free(s->txn->spool);
 	free(s->txn->hdrs);
 	free(s->txn);
