@@ -18,6 +18,8 @@ check_name(enum check_id id)
 	case CHECK_FCRDNS: return "fcrdns";
 	case CHECK_DNSBL: return "dnsbl";
 	case CHECK_GREYLIST: return "greylist";
+	case CHECK_SPF: return "spf";
+	case CHECK_AUTH: return "dkim-dmarc";
 	default: return "?";
 	}
 }

@@ -40,6 +40,10 @@
  *			whether a lookup failed.
  *	CHECK_GREYLIST	the greylist decision for one recipient's triplet
  *			(greylist.h), asked when a "greylist" rule matches.
+ *	CHECK_SPF	SPF (spf.h) of the HELO name and of MAIL FROM, on the
+ *			work pool, started as the command is read.
+ *	CHECK_AUTH	DKIM (fed as the message arrives) and DMARC, on the
+ *			work pool at the end of the data.
  */
 #ifndef MOAT_FILTER_H
 #define MOAT_FILTER_H
@@ -50,7 +54,7 @@
 
 #include "dns.h"
 
-enum check_id { CHECK_FCRDNS = 0, CHECK_DNSBL, CHECK_GREYLIST, CHECK__COUNT };
+enum check_id { CHECK_FCRDNS = 0, CHECK_DNSBL, CHECK_GREYLIST, CHECK_SPF, CHECK_AUTH, CHECK__COUNT };
 enum check_state { CHECK_NONE = 0, CHECK_PENDING, CHECK_DONE };
 enum check_status { CHECK_PASS = 0, CHECK_FAIL, CHECK_TEMPERROR };
 

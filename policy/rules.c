@@ -32,7 +32,8 @@ enum fact_id {
 	F_CLIENT_IP, F_HELO, F_SENDER, F_SENDER_DOMAIN, F_NULL_SENDER, F_RCPT,
 	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS, F_SCORE,
 	F_PIPELINING, F_AFTER_DOT, F_BARE_LF, F_HELO_VALID, F_FCRDNS, F_CLIENT_NAME, F_LOGIN,
-	F_DNSBL_SCORE, F_DNSBL_HIT, F_DNSBL_ERROR, F_EARLY_TALKER, F_BARE_LF_CMDS, F_UNKNOWN_CMDS
+	F_DNSBL_SCORE, F_DNSBL_HIT, F_DNSBL_ERROR, F_EARLY_TALKER, F_BARE_LF_CMDS, F_UNKNOWN_CMDS,
+	F_SPF, F_SPF_HELO, F_DKIM, F_DMARC, F_DMARC_POLICY, F_FROM_DOMAIN
 };
 
 #define NO_CHECK (-1)
@@ -72,6 +73,12 @@ static const struct fact_def fact_defs[] = {
 	{ "early-talker", F_EARLY_TALKER, FT_BOOL, RS_CONNECT, NO_CHECK },
 	{ "bare-lf-commands", F_BARE_LF_CMDS, FT_NUM, RS_CONNECT, NO_CHECK },
 	{ "unknown-commands", F_UNKNOWN_CMDS, FT_NUM, RS_CONNECT, NO_CHECK },
+	{ "spf", F_SPF, FT_WORD, RS_MAIL, 3 /* CHECK_SPF */ },
+	{ "spf-helo", F_SPF_HELO, FT_WORD, RS_HELO, 3 /* CHECK_SPF */ },
+	{ "dkim", F_DKIM, FT_WORD, RS_DATA, 4 /* CHECK_AUTH */ },
+	{ "dmarc", F_DMARC, FT_WORD, RS_DATA, 4 /* CHECK_AUTH */ },
+	{ "dmarc-policy", F_DMARC_POLICY, FT_WORD, RS_DATA, 4 /* CHECK_AUTH */ },
+	{ "from-domain", F_FROM_DOMAIN, FT_DOMAIN, RS_DATA, 4 /* CHECK_AUTH */ },
 };
 #define NFACTS (sizeof(fact_defs) / sizeof(fact_defs[0]))
 
@@ -504,7 +511,7 @@ rp_fact(struct rp *p)
 	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, "
 	    "pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name, "
 	    "login, dnsbl-score, dnsbl-hit, dnsbl-error, early-talker, bare-lf-commands, "
-	    "unknown-commands)",
+	    "unknown-commands, spf, spf-helo, dkim, dmarc, dmarc-policy, from-domain)",
 	    rp_shown(p, shown, sizeof(shown)));
 	return NULL;
 }
@@ -602,7 +609,8 @@ rp_predicate(struct rp *p)
 		if ((f->type != FT_WORD && f->type != FT_DOMAIN) ||
 		    (p->t.type != LEX_WORD && p->t.type != LEX_STRING)) {
 			rp_error(p, "\"%s is\" needs a word fact (helo, login, sender-domain, "
-			    "rcpt-domain, client-name, dnsbl-hit) and a word", f->name);
+			    "rcpt-domain, client-name, dnsbl-hit, spf, spf-helo, dkim, dmarc, "
+			    "dmarc-policy, from-domain) and a word", f->name);
 			node_free(n);
 			return NULL;
 		}
@@ -729,6 +737,8 @@ static const struct { const char *name; enum rules_stage from; } vars[] = {
 	{ "sender", RS_MAIL }, { "rcpt-domain", RS_RCPT }, { "rcpt", RS_RCPT },
 	{ "score", RS_CONNECT }, { "size", RS_DATA }, { "dnsbl", RS_CONNECT },
 	{ "dnsbl-reply", RS_CONNECT }, { "client-name", RS_CONNECT }, { "greylist", RS_RCPT },
+	{ "spf", RS_MAIL }, { "dkim", RS_DATA }, { "dmarc", RS_DATA }, { "dmarc-policy", RS_DATA },
+	{ "from-domain", RS_DATA },
 };
 
 /* var_at - the variable named at s (after '$'), its index, or -1 */
@@ -772,7 +782,8 @@ rp_text_ok(struct rp *p, const char *s, size_t len, const char **why)
 		v = var_at(s + i + 1, len - i - 1, &used);
 		if (v < 0) {
 			*why = "unknown $variable (known: $ip $helo $sender $sender-domain $rcpt "
-			    "$rcpt-domain $score $size $dnsbl $dnsbl-reply $client-name $greylist; $$ for a dollar)";
+			    "$rcpt-domain $score $size $dnsbl $dnsbl-reply $client-name $greylist $spf $dkim "
+			    "$dmarc $dmarc-policy $from-domain; $$ for a dollar)";
 			return false;
 		}
 		if (vars[v].from > p->st) {
@@ -836,6 +847,11 @@ rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
 		case 9: v = f->dnsbl_reply; vlen = v ? strlen(v) : 0; break;
 		case 10: v = f->client_name; vlen = f->client_nlen; break;
 		case 11: v = f->greylist_text; vlen = v ? strlen(v) : 0; break;
+		case 12: v = f->spf; vlen = v ? strlen(v) : 0; break;
+		case 13: v = f->dkim; vlen = v ? strlen(v) : 0; break;
+		case 14: v = f->dmarc; vlen = v ? strlen(v) : 0; break;
+		case 15: v = f->dmarc_policy; vlen = v ? strlen(v) : 0; break;
+		case 16: v = f->from_domain; vlen = v ? strlen(v) : 0; break;
 		}
 		if (k == 3 || k == 5) {
 			const char *lp = k == 3 ? f->sender_local : f->rcpt_local;
@@ -1157,6 +1173,12 @@ eval_word(const struct node *n, const struct rules_facts *f, size_t *len)
 	case F_CLIENT_NAME: *len = f->client_nlen; return f->client_name;
 	case F_LOGIN: *len = f->loginlen; return f->login;
 	case F_DNSBL_HIT: *len = f->dnsbl_hits ? strlen(f->dnsbl_hits) : 0; return f->dnsbl_hits;
+	case F_SPF: *len = f->spf ? strlen(f->spf) : 0; return f->spf;
+	case F_SPF_HELO: *len = f->spf_helo ? strlen(f->spf_helo) : 0; return f->spf_helo;
+	case F_DKIM: *len = f->dkim ? strlen(f->dkim) : 0; return f->dkim;
+	case F_DMARC: *len = f->dmarc ? strlen(f->dmarc) : 0; return f->dmarc;
+	case F_DMARC_POLICY: *len = f->dmarc_policy ? strlen(f->dmarc_policy) : 0; return f->dmarc_policy;
+	case F_FROM_DOMAIN: *len = f->from_domain ? strlen(f->from_domain) : 0; return f->from_domain;
 	default: *len = 0; return NULL;
 	}
 }
@@ -1200,8 +1222,16 @@ eval_in(const struct node *n, const struct rules_facts *f)
 	case F_SENDER_DOMAIN:
 	case F_RCPT_DOMAIN:
 	case F_CLIENT_NAME:
+	case F_FROM_DOMAIN:
 		w = eval_word(n, f, &len);
 		return len > 0 && list_match_domain(n->list, w, len);
+	case F_SPF:
+	case F_SPF_HELO:
+	case F_DKIM:
+	case F_DMARC:
+	case F_DMARC_POLICY:
+		w = eval_word(n, f, &len);
+		return len > 0 && list_match_word(n->list, w, len);
 	case F_HELO:
 		return f->helolen > 0 && list_match_word(n->list, f->helo, f->helolen);
 	case F_LOGIN:
@@ -1233,6 +1263,14 @@ eval_needs(const struct node *n, const struct rules_facts *f, int *need)
 	}
 	if (n->fact->check == 1 && !f->dnsbl_known) {
 		*need = 1;	/* CHECK_DNSBL */
+		return true;
+	}
+	if (n->fact->check == 3 && !f->spf_known) {
+		*need = 3;	/* CHECK_SPF */
+		return true;
+	}
+	if (n->fact->check == 4 && !f->auth_known) {
+		*need = 4;	/* CHECK_AUTH */
 		return true;
 	}
 	return false;
@@ -1385,13 +1423,18 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 	memset(res, 0, sizeof(*res));
 	if (r == NULL)
 		return;
-	if ((!f->fcrdns_known && rules_stage_wants(r, st, f, 0)) ||
-	    (!f->dnsbl_known && rules_stage_wants(r, st, f, 1) && rules_stage_needs(r, st, 1))) {
+	{
 		/* run the checks before any rule of the stage, so that no rule
 		 * acts (or logs) twice */
-		res->verdict = RV_WAIT;
-		res->need = !f->fcrdns_known && rules_stage_wants(r, st, f, 0) ? 0 : 1;
-		return;
+		static const int order[] = { 0, 1, 3, 4 };
+		const bool known[] = { f->fcrdns_known, f->dnsbl_known, f->spf_known, f->auth_known };
+
+		for (int i = 0; i < 4; i++)
+			if (!known[i] && rules_stage_wants(r, st, f, order[i])) {
+				res->verdict = RV_WAIT;
+				res->need = order[i];
+				return;
+			}
 	}
 	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {
 		int need = -1;

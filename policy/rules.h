@@ -94,6 +94,14 @@ struct rules_facts {
 	bool greylist_known;		/* rcpt: this recipient's greylist decision is in */
 	bool greylist_tempfail;		/* ... and it says 451 */
 	const char *greylist_text;	/* the 451's text ("greylisted, please retry in ...") */
+	bool spf_known;			/* the SPF results of the stage are in */
+	const char *spf;		/* mail: MAIL FROM's result (none, pass, fail, ...) */
+	const char *spf_helo;		/* helo: the HELO identity's result */
+	bool auth_known;		/* data: DKIM and DMARC are in */
+	const char *dkim;		/* pass (a full signature verified), fail, none, ... */
+	const char *dmarc;		/* pass, fail, none, temperror, permerror */
+	const char *dmarc_policy;	/* the policy to apply: none, quarantine, reject */
+	const char *from_domain;	/* the RFC5322.From domain, or NULL */
 };
 
 #define RULES_HDR_MAX 8		/* header fields one stage may add */
