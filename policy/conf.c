@@ -49,6 +49,13 @@ static const struct conf_enum conf_barelf_words[] = {
 	{ "normalise", CONF_BARELF_NORMALISE }, { "normalize", CONF_BARELF_NORMALISE },
 	{ "reject", CONF_BARELF_REJECT }, { NULL, 0 }
 };
+static const struct conf_enum conf_yesno_words[] = {
+	{ "yes", 1 }, { "no", 0 }, { NULL, 0 }
+};
+static const struct conf_enum conf_dmarc_words[] = {
+	{ "rfc7489", CONF_DMARC_7489 }, { "dmarcbis", CONF_DMARC_BIS }, { "off", CONF_DMARC_OFF },
+	{ NULL, 0 }
+};
 static const struct conf_enum conf_log_words[] = {
 	{ "stderr", CONF_LOG_STDERR }, { "syslog", CONF_LOG_SYSLOG }, { NULL, 0 }
 };
@@ -103,6 +110,16 @@ static const struct conf_setting conf_settings[] = {
 	{ "greet-delay", CT_DUR, O(greet_delay_ms), 0, 60 * SEC, "0", NULL },
 	{ "dnsbl-probe-interval", CT_DUR, O(dnsbl_probe_ms), 1 * SEC, 86400 * SEC, "5m", NULL },
 	{ "control-socket", CT_STR, O(control_socket), 0, 0, NULL, NULL },
+	{ "authserv-id", CT_HOST, O(authserv_id), 0, 0, NULL, NULL },
+	{ "spf", CT_ENUM, O(spf), 0, 0, "yes", conf_yesno_words },
+	{ "spf-timeout", CT_DUR, O(spf_timeout_ms), 1 * SEC, 60 * SEC, "10s", NULL },
+	{ "dkim", CT_ENUM, O(dkim), 0, 0, "yes", conf_yesno_words },
+	{ "dkim-min-key-bits", CT_COUNT, O(dkim_min_key_bits), 1024, 16384, "1024", NULL },
+	{ "dkim-max-signatures", CT_COUNT, O(dkim_max_signatures), 1, 8, "8", NULL },
+	{ "dkim-allow-sha1", CT_ENUM, O(dkim_allow_sha1), 0, 0, "no", conf_yesno_words },
+	{ "dmarc", CT_ENUM, O(dmarc), 0, 0, "rfc7489", conf_dmarc_words },
+	{ "public-suffix-list", CT_STR, O(psl_path), 0, 0,
+	  "/usr/share/publicsuffix/public_suffix_list.dat", NULL },
 };
 #define CONF_NSETTINGS (sizeof(conf_settings) / sizeof(conf_settings[0]))
 
@@ -640,6 +657,8 @@ conf_defaults(struct conf_parse *p, struct conf *c)
 		h[sizeof(h) - 1] = 0;
 		c->hostname = xstrdup(h);
 	}
+	if (c->authserv_id == NULL)
+		c->authserv_id = xstrdup(c->hostname);
 }
 
 #define CONF_INCLUDE_DEPTH 8
@@ -875,6 +894,8 @@ conf_unref(struct conf *c)
 	free(c->spool_dir);
 	free(c->user);
 	free(c->control_socket);
+	free(c->authserv_id);
+	free(c->psl_path);
 	free(c);
 }
 

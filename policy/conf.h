@@ -34,6 +34,7 @@ struct conf *conf_load_buffer(const char *name, const char *buf, size_t len, cha
 enum conf_identity { CONF_ID_XCLIENT = 0, CONF_ID_PROXY_V1, CONF_ID_PROXY_V2, CONF_ID_NONE };
 enum conf_barelf { CONF_BARELF_NORMALISE = 0, CONF_BARELF_REJECT };
 enum conf_logdest { CONF_LOG_STDERR = 0, CONF_LOG_SYSLOG };
+enum conf_dmarc { CONF_DMARC_OFF = 0, CONF_DMARC_7489, CONF_DMARC_BIS };
 
 #define CONF_LISTEN_MAX 16
 
@@ -88,6 +89,15 @@ struct conf {
 	struct dnsbl_set *dnsbl;	/* dnsbl/dnswl zones (dnsbl.h), NULL if none */
 	struct greylist_conf greylist;	/* redis, redis-*, greylist-* (greylist.h) */
 	bool greylist_seen;		/* a greylist setting was given */
+	char *authserv_id;		/* Authentication-Results: ours (default hostname) */
+	int spf;			/* yes/no */
+	uint64_t spf_timeout_ms;
+	int dkim;			/* yes/no */
+	uint64_t dkim_min_key_bits;
+	uint64_t dkim_max_signatures;
+	int dkim_allow_sha1;
+	int dmarc;			/* enum conf_dmarc */
+	char *psl_path;			/* public-suffix-list */
 	char *control_socket;		/* moatctl's way in, or NULL */
 
 	struct rules *rules;	/* lists and rules (rules.h) */

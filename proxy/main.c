@@ -32,6 +32,8 @@
 
 #include "conf.h"
 #include "dns.h"
+#include "dkim.h"
+#include "dmarc.h"
 #include "dnsbl.h"
 #include "filter.h"
 #include "glstore.h"
@@ -342,6 +344,13 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_msg(LOG_L_WARN, 0, "reload: listen and workers changes take effect at restart");
 		if (memcmp(&n->resolver, &old->resolver, sizeof(n->resolver)) != 0)
 			log_msg(LOG_L_WARN, 0, "reload: resolver changes take effect at restart");
+		if (n->dkim != old->dkim || n->dkim_min_key_bits != old->dkim_min_key_bits ||
+		    n->dkim_max_signatures != old->dkim_max_signatures ||
+		    n->dkim_allow_sha1 != old->dkim_allow_sha1 ||
+		    (n->dmarc != CONF_DMARC_OFF) != (old->dmarc != CONF_DMARC_OFF) ||
+		    strcmp(n->psl_path, old->psl_path) != 0)
+			log_msg(LOG_L_WARN, 0, "reload: dkim, dkim-* and dmarc on/off and "
+			    "public-suffix-list changes take effect at restart");
 		if (memcmp(&n->greylist, &old->greylist, sizeof(n->greylist)) != 0 ||
 		    greylist_wanted(n) != greylist_wanted(old))
 			log_msg(LOG_L_WARN, 0, "reload: redis and greylist-* changes, and greylisting "
@@ -486,6 +495,28 @@ main(int argc, char **argv)
 			free(err);
 		}
 	}
+	if (c->dkim) {
+		struct dkimv_conf dc;
+		char err[512] = "";
+
+		memset(&dc, 0, sizeof(dc));
+		dc.min_key_bits = (unsigned)c->dkim_min_key_bits;
+		dc.max_signatures = (unsigned)c->dkim_max_signatures;
+		dc.allow_rsa_sha1 = c->dkim_allow_sha1 != 0;
+		dc.timeout_ms = (unsigned)c->dns_timeout_ms;
+		moatd.dkim = dkimv_new(&dc, err, sizeof(err));
+		if (moatd.dkim == NULL)
+			fatal("dkim: %s", err);
+	}
+	if (c->dmarc != CONF_DMARC_OFF) {
+		char err[512] = "";
+
+		/* DMARC without the list would guess organisational domains */
+		moatd.psl = dmarc_psl_load(c->psl_path, err, sizeof(err));
+		if (moatd.psl == NULL)
+			fatal("public-suffix-list %s: %s (install Debian's publicsuffix, or set "
+			    "dmarc off)", c->psl_path, err);
+	}
 	if (greylist_wanted(c) && !rds_conf_enabled(&c->greylist.redis)) {
 		char err[512] = "";
 
@@ -605,6 +636,10 @@ main(int argc, char **argv)
 	store_save();
 	if (moatd.glstore != NULL)
 		glstore_close(moatd.glstore);
+	if (moatd.dkim != NULL)
+		dkimv_free(moatd.dkim);
+	if (moatd.psl != NULL)
+		dmarc_psl_free(moatd.psl);
 	event_free(ev_save);
 	control_close();
 	for (int i = 0; i < 3; i++)

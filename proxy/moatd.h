@@ -70,6 +70,8 @@ struct moatd_state {
 	unsigned fd_session_cap;	/* sessions the fd limit allows */
 	struct workq *workq;		/* the pool for blocking checks */
 	struct glstore *glstore;	/* the embedded greylist store, or NULL */
+	struct dkimv *dkim;		/* DKIM verification (dkim.h), or NULL */
+	struct dmarc_psl *psl;		/* the Public Suffix List (DMARC), or NULL */
 };
 
 extern struct moatd_state moatd;

@@ -32,15 +32,6 @@
 #include "greylist.h"
 #include "xalloc.h"
 
-enum { QK_FCRDNS = 0, QK_ZONE, QK_GREYLIST };
-
-struct sess_dnsq {
-	struct sess_dnsq *prev, *next;	/* the session's list */
-	struct session *s;		/* NULL once the session is gone */
-	unsigned char kind;
-	unsigned char index;		/* fcrdns step, or zone */
-	unsigned short gen;		/* zone: the question it answers */
-};
 
 struct sess_checks {
 	unsigned char fc_state;		/* enum check_state */
@@ -69,9 +60,9 @@ sess_ck(struct session *s)
 	return s->ck;
 }
 
-/* q_unlink - a query's answer is in: off the session's list */
-static void
-q_unlink(struct sess_dnsq *q)
+/* sess_q_unlink - a query's answer is in: off the session's list */
+void
+sess_q_unlink(struct sess_dnsq *q)
 {
 	if (q->prev)
 		q->prev->next = q->next;
@@ -81,9 +72,9 @@ q_unlink(struct sess_dnsq *q)
 		q->next->prev = q->prev;
 }
 
-/* q_new - a query context on the session's list */
-static struct sess_dnsq *
-q_new(struct session *s, int kind, int index, unsigned short gen)
+/* sess_q_new - a query context on the session's list */
+struct sess_dnsq *
+sess_q_new(struct session *s, int kind, int index, unsigned short gen)
 {
 	struct sess_dnsq *q = xcalloc(1, sizeof(*q));
 
@@ -110,7 +101,7 @@ dns_done(void *ctx, uint64_t tag, const struct dns_answer *a)
 		free(q);
 		return;
 	}
-	q_unlink(q);
+	sess_q_unlink(q);
 	if (q->kind == QK_FCRDNS) {
 		struct sess_checks *ck = s->ck;
 
@@ -135,10 +126,10 @@ send_q(struct session *s, const char *name, int rrtype, int kind, int index, uns
 
 	if (s->w->dns == NULL)
 		return -1;
-	q = q_new(s, kind, index, gen);
+	q = sess_q_new(s, kind, index, gen);
 	if (dns_query(s->w->dns, name, rrtype, (unsigned)s->conf->dns_timeout_ms,
 	    dns_done, q, s->id) != 0) {
-		q_unlink(q);
+		sess_q_unlink(q);
 		free(q);
 		return -1;
 	}
@@ -364,6 +355,7 @@ command_zones(struct session *s, enum rules_stage st, const struct smtp_cmd *c)
 		struct smtp_addr a;
 		struct smtp_mail_params mp;
 
+
 		if (smtp_mail_parse(c->arg, c->arglen, &a, &mp) != NULL || a.null || a.literal ||
 		    a.domain_len == 0 || a.domain_len >= sizeof(d))
 			d[0] = 0;
@@ -424,7 +416,7 @@ gl_done(void *ctx, uint64_t tag, const struct greylist_verdict *v)
 		free(q);
 		return;
 	}
-	q_unlink(q);
+	sess_q_unlink(q);
 	if (s->ck->gl_state == CHECK_PENDING && q->gen == s->ck->gl_gen)
 		gl_result(s, v);
 	free(q);
@@ -453,9 +445,9 @@ gl_start(struct session *s, const char *rcpt)
 	t.client = (const struct sockaddr *)&s->peer;
 	t.sender = sender;
 	t.rcpt = rcpt;
-	q = q_new(s, QK_GREYLIST, 0, ck->gl_gen);
+	q = sess_q_new(s, QK_GREYLIST, 0, ck->gl_gen);
 	if (s->w->gl == NULL || greylist_check(s->w->gl, &t, gl_done, q, s->id) != 0) {
-		q_unlink(q);
+		sess_q_unlink(q);
 		free(q);
 		memset(&v, 0, sizeof(v));
 		v.status = GL_ERROR;
@@ -539,6 +531,26 @@ sess_check_wait(struct session *s, int st, const struct smtp_cmd *c)
 	bool wait = false;
 
 	command_zones(s, (enum rules_stage)st, c);
+	if (st == RS_MAIL && c != NULL) {
+		/* SPF of the sender starts as MAIL is read */
+		struct smtp_addr a;
+		struct smtp_mail_params mp;
+
+		if (smtp_mail_parse(c->arg, c->arglen, &a, &mp) == NULL)
+			sess_auth_mail(s, &a);
+	}
+	if (st == RS_HELO && c != NULL && c->arglen > 0 && rules_stage_needs(r, RS_HELO, CHECK_SPF) &&
+	    s->spf_helo_state != CHECK_PENDING) {
+		/* spf-helo: asked for the name this HELO gives */
+		size_t n = c->arglen > SMTP_DOMAIN_MAX ? SMTP_DOMAIN_MAX : c->arglen;
+
+		if (s->helo == NULL || strlen(s->helo) != n || memcmp(s->helo, c->arg, n) != 0 ||
+		    s->spf_helo_state == CHECK_NONE) {
+			free(s->helo);	/* the name SPF checks is the one proceed_helo keeps */
+			s->helo = xmemdup(c->arg, n);
+			sess_auth_helo(s);
+		}
+	}
 	if (st == RS_CONNECT && s->greet_at_ms > now)
 		wait = true;
 	if (r != NULL && st < RS__COUNT) {
@@ -586,6 +598,11 @@ sess_check_wait(struct session *s, int st, const struct smtp_cmd *c)
 				wait = true;
 		}
 	}
+	if (r != NULL && (st == RS_HELO || st == RS_MAIL || st == RS_RCPT) &&
+	    rules_stage_needs(r, (enum rules_stage)st, CHECK_SPF) && sess_auth_spf_pending(s, st))
+		wait = true;
+	if (st == RS_DATA && sess_auth_wait(s))
+		wait = true;	/* Authentication-Results needs DKIM and DMARC */
 	/* the greylist is asked once the DNS facts are in, and only when a
 	 * greylist rule will be reached for this recipient */
 	if (!wait && st == RS_RCPT && c != NULL && r != NULL)

@@ -108,6 +108,10 @@ struct session {
 	uint64_t greet_at_ms;		/* greet-delay: not before this */
 	struct sess_checks *ck;		/* DNS checks (sess_checks.c), or NULL */
 	struct sess_dnsq *dnsq;		/* their queries in flight */
+	struct sess_auth *auth;		/* SPF, DKIM, DMARC (sess_auth.c), or NULL */
+	unsigned char spf_helo_state;	/* enum check_state: the HELO identity */
+	unsigned char spf_helo;		/* its enum spf_res */
+	unsigned short spf_helo_gen;
 	char *client_name;		/* forward-confirmed name, owned */
 	uint64_t check_deadline_ms;	/* 0 = no check awaited */
 	char *hdrs;			/* header fields those rules added */
@@ -140,6 +144,20 @@ void sess_flush(struct session *s);
 void sess_txn_free(struct session *s);
 void sess_drain(struct session *s);
 
+/* sess_checks.c: a check's request in flight points at its session; the
+ * session keeps them on a list and clears s when it is freed first */
+enum { QK_FCRDNS = 0, QK_ZONE, QK_GREYLIST, QK_SPF, QK_SPF_HELO, QK_AUTH };
+
+struct sess_dnsq {
+	struct sess_dnsq *prev, *next;	/* the session's list */
+	struct session *s;		/* NULL once the session is gone */
+	unsigned char kind;		/* QK_* */
+	unsigned char index;		/* fcrdns step, or zone */
+	unsigned short gen;		/* the question it answers */
+};
+struct sess_dnsq *sess_q_new(struct session *s, int kind, int index, unsigned short gen);
+void sess_q_unlink(struct sess_dnsq *q);
+
 /* sess_checks.c */
 struct rules_facts;
 struct dnsbl_summary;
@@ -154,6 +172,19 @@ void sess_facts(const struct session *s, int st, struct rules_facts *f, struct d
 int sess_fc_send(void *arg, const char *name, int rrtype, int index);
 void sess_fc_result(struct session *s);
 void sess_resume(struct session *s);
+
+/* sess_auth.c */
+void sess_auth_mail(struct session *s, const struct smtp_addr *from);
+void sess_auth_helo(struct session *s);
+void sess_auth_data(struct session *s);
+void sess_auth_feed(struct session *s, const unsigned char *buf, size_t len);
+bool sess_auth_wait(struct session *s);
+bool sess_auth_spf_pending(const struct session *s, int st);
+void sess_auth_facts(const struct session *s, int st, struct rules_facts *f);
+char *sess_auth_header(struct session *s, size_t *len);
+unsigned sess_auth_removed(const struct session *s);
+void sess_auth_txn_end(struct session *s);
+void sess_auth_free(struct session *s);
 
 /* upstream.c */
 enum ups_kind {

@@ -268,6 +268,7 @@ sess_txn_free(struct session *s)
 	if (s->txn == NULL)
 		return;
 	sess_checks_txn_end(s);
+	sess_auth_txn_end(s);
 	spool_free(s->txn->spool);
 	free(s->txn->hdrs);
 	free(s->txn);
@@ -465,6 +466,7 @@ sess_facts(const struct session *s, int st, struct rules_facts *f, struct dnsbl_
 	f->bare_lf_commands = s->bare_lf_cmds;
 	f->unknown_commands = s->unknown_cmds;
 	sess_checks_facts(s, f, sum);
+	sess_auth_facts(s, st, f);
 }
 
 /* sess_policy - run a stage's rules with what the session knows; false
@@ -807,6 +809,7 @@ proceed_data(struct session *s, const struct smtp_cmd *c)
 	    DATA_BARELF_REJECT : DATA_BARELF_NORMALISE,
 	    sess_size_limit(s), (size_t)s->conf->max_line_length);
 	t->spool = spool_new(s->conf->spool_dir, (size_t)s->conf->spool_memory);
+	sess_auth_data(s);
 	t->data_start_ms = sess_now_ms();
 	s->state = SS_DATA;
 	s->cmd_deadline_ms = 0;
@@ -1062,13 +1065,12 @@ sess_process_input(struct session *s)
  * DATA
  */
 
-/* sess_spool_out - decoder output goes to the spool */
+/* sess_spool_out - decoder output: to DKIM, the header scanner and the
+ * spool (sess_auth.c) */
 static void
 sess_spool_out(void *arg, const unsigned char *buf, size_t len)
 {
-	struct txn *t = arg;
-
-	spool_write(t->spool, buf, len);	/* errors are sticky, checked at the end */
+	sess_auth_feed(arg, buf, len);
 }
 
 /* sess_data_end - the terminator was seen: judge, then send upstream */
@@ -1127,15 +1129,29 @@ sess_data_finish(struct session *s)
 		sess_txn_abort(s);
 		return;
 	}
-	if (s->hdrs_len + t->hdrs_len > 0) {
-		/* moat's header fields go first, ahead of the client's */
-		char *h = xmalloc(s->hdrs_len + t->hdrs_len);
-		if (s->hdrs_len)
-			memcpy(h, s->hdrs, s->hdrs_len);
-		if (t->hdrs_len)
-			memcpy(h + s->hdrs_len, t->hdrs, t->hdrs_len);
-		spool_set_prefix(t->spool, h, s->hdrs_len + t->hdrs_len);
-		free(h);
+	{
+		/* moat's header fields go first, ahead of the client's, with
+		 * Authentication-Results on top */
+		size_t arlen = 0;
+		char *ar = sess_auth_header(s, &arlen);
+		unsigned removed = sess_auth_removed(s);
+
+		if (removed > 0)
+			log_msg(LOG_L_INFO, s->id, "message removed=%u field=Authentication-Results "
+			    "reason=forged-authserv-id", removed);
+		if (arlen + s->hdrs_len + t->hdrs_len > 0) {
+			char *h = xmalloc(arlen + s->hdrs_len + t->hdrs_len);
+
+			if (arlen)
+				memcpy(h, ar, arlen);
+			if (s->hdrs_len)
+				memcpy(h + arlen, s->hdrs, s->hdrs_len);
+			if (t->hdrs_len)
+				memcpy(h + arlen + s->hdrs_len, t->hdrs, t->hdrs_len);
+			spool_set_prefix(t->spool, h, arlen + s->hdrs_len + t->hdrs_len);
+			free(h);
+		}
+		free(ar);
 	}
 	log_msg(LOG_L_INFO, s->id, "message size=%llu rcpts=%u spooled=%s",
 	    (unsigned long long)t->dd.size, t->nrcpt_ok, spool_on_disk(t->spool) ? "file" : "memory");
@@ -1158,7 +1174,7 @@ sess_data_input(struct session *s)
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
 			break;
 		used = data_dec_feed(&s->txn->dd, v.iov_base, v.iov_len,
-		    sess_spool_out, s->txn);
+		    sess_spool_out, s);
 		evbuffer_drain(in, used);
 		conn_input_drained(s->conn);
 		if (s->txn->dd.done) {
@@ -1272,6 +1288,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	sess_txn_free(s);
 	sess_slots_free(s);
 	sess_checks_free(s);
+	sess_auth_free(s);
 	if (s->ev_timer)
 		event_free(s->ev_timer);
 	conn_free(s->conn);

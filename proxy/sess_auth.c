@@ -1,0 +1,538 @@
+/*
+ * sess_auth - a session's sender authentication: SPF, DKIM, DMARC and the
+ * Authentication-Results field
+ *
+ * DESCRIPTION
+ *	SPF of MAIL FROM starts on the work pool as the MAIL command is read
+ *	(and of the HELO name when a helo rule reads spf-helo); libspf2 gets
+ *	its answers from moat's resolver there (filters/spf.c). During DATA
+ *	every decoded byte is fed to DKIM (hashing only: no lookups on the
+ *	loop) and to the header scanner, which drops forged
+ *	Authentication-Results fields and keeps the From values. At the end
+ *	of the data one pool job finishes DKIM (key lookups) and runs DMARC
+ *	with the SPF result; the end-of-data rules wait for it, and the
+ *	message goes upstream with one Authentication-Results field on top.
+ *
+ *	A job owns what it works on (copies, the DKIM state) until its done
+ *	callback runs on the worker's thread; a job whose session is gone by
+ *	then frees its work and drops the result. A new transaction bumps
+ *	the generation, so a late SPF answer for the last one is dropped.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "authres.h"
+#include "dkim.h"
+#include "dmarc.h"
+#include "filter.h"
+#include "hdrscan.h"
+#include "log.h"
+#include "moatd.h"
+#include "rules.h"
+#include "session.h"
+#include "spf.h"
+#include "spool.h"
+#include "workq.h"
+#include "xalloc.h"
+
+/* per transaction (and the HELO identity per session) */
+struct sess_auth {
+	unsigned short gen;
+	/* SPF of MAIL FROM */
+	unsigned char spf_state;	/* enum check_state */
+	enum spf_res spf;
+	char spf_domain[256];
+	char spf_reason[160];
+	char spf_for[SMTP_PATH_MAX + 2];	/* the sender it was asked for ("<>" null) */
+	/* DATA */
+	struct dkimv_msg *dkim_msg;	/* fed during DATA; the job owns it after */
+	struct hdrscan *hs;
+	bool hs_done;
+	unsigned char auth_state;	/* enum check_state: DKIM + DMARC */
+	struct dkimv_outcome *dkim;	/* results, or NULL */
+	struct dmarc_outcome *dmarc;
+	char dkim_word[16];
+};
+
+struct spf_job {
+	struct sess_dnsq *q;
+	struct spf_request rq;
+	char helo[256];
+	char sender[SMTP_PATH_MAX + 1];
+	enum spf_identity id;
+	struct spf_outcome out;
+};
+
+struct auth_job {
+	struct sess_dnsq *q;
+	struct dkimv_msg *msg;
+	struct dkimv_outcome dkim;
+	bool have_dkim;
+	struct dmarc_outcome dmarc;
+	bool do_dmarc;
+	int dmarc_mode;
+	char from[HDRSCAN_FROM_MAX][HDRSCAN_FROM_LEN];
+	size_t from_len[HDRSCAN_FROM_MAX];
+	int nfrom;
+	bool from_cut;
+	bool spf_pass;
+	char spf_domain[256];
+};
+
+static struct sess_auth *
+sess_auth(struct session *s)
+{
+	if (s->auth == NULL)
+		s->auth = xcalloc(1, sizeof(*s->auth));
+	return s->auth;
+}
+
+static const char *
+spf_word(enum spf_res r)
+{
+	return spf_res_name(r);
+}
+
+/* ---------------------------------------------------------------------
+ * SPF
+ */
+
+static void
+spf_run(void *arg)
+{
+	struct spf_job *j = arg;
+
+	spf_check(&j->rq, j->id, &j->out);
+}
+
+static void
+spf_done(void *arg)
+{
+	struct spf_job *j = arg;
+	struct session *s = j->q->s;
+	char esc[LOG_ESC_SIZE];
+
+	if (s == NULL)
+		goto out;
+	sess_q_unlink(j->q);
+	if (j->id == SPF_ID_HELO) {
+		if (j->q->gen == s->spf_helo_gen) {
+			s->spf_helo_state = CHECK_DONE;
+			s->spf_helo = (unsigned char)j->out.res;
+		}
+	} else if (s->auth != NULL && j->q->gen == s->auth->gen) {
+		s->auth->spf_state = CHECK_DONE;
+		s->auth->spf = j->out.res;
+		snprintf(s->auth->spf_domain, sizeof(s->auth->spf_domain), "%s", j->out.domain);
+		snprintf(s->auth->spf_reason, sizeof(s->auth->spf_reason), "%s", j->out.reason);
+	}
+	log_escape(esc, sizeof(esc), j->out.reason, strlen(j->out.reason));
+	log_msg(LOG_L_INFO, s->id, "check spf %s=%s domain=%s queries=%u reason=\"%s\"",
+	    spf_identity_name(j->id), spf_res_name(j->out.res), j->out.domain, j->out.queries, esc);
+	if (s->waiting != SW_NONE && !s->closing)
+		sess_resume(s);
+out:
+	free(j->q);
+	free(j);
+}
+
+/* spf_start - one identity on the pool */
+static void
+spf_start(struct session *s, enum spf_identity id, const char *sender, unsigned short gen)
+{
+	struct spf_job *j = xcalloc(1, sizeof(*j));
+	const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
+
+	j->id = id;
+	snprintf(j->helo, sizeof(j->helo), "%s", s->helo ? s->helo : "");
+	snprintf(j->sender, sizeof(j->sender), "%s", sender ? sender : "");
+	if (sa->sa_family == AF_INET) {
+		j->rq.family = AF_INET;
+		memcpy(j->rq.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+	} else {
+		j->rq.family = AF_INET6;
+		memcpy(j->rq.addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+	}
+	j->rq.helo = j->helo;
+	j->rq.sender = j->sender;
+	j->rq.timeout_ms = (unsigned)s->conf->spf_timeout_ms;
+	j->q = sess_q_new(s, id == SPF_ID_HELO ? QK_SPF_HELO : QK_SPF, 0, gen);
+	if (workq_submit(s->w->wq, spf_run, spf_done, j) != 0) {
+		/* the pool is full: a temporary error, at once */
+		j->out.res = SPF_RES_TEMPERROR;
+		snprintf(j->out.reason, sizeof(j->out.reason), "work pool full");
+		spf_done(j);
+	}
+}
+
+/* sess_auth_mail - MAIL is being read: SPF of its sender starts now */
+void
+sess_auth_mail(struct session *s, const struct smtp_addr *from)
+{
+	struct sess_auth *a;
+	char sender[SMTP_PATH_MAX + 1] = "";
+
+	if (!s->conf->spf)
+		return;
+	a = sess_auth(s);
+	if (!from->null && from->local_len + from->domain_len + 2 <= sizeof(sender))
+		snprintf(sender, sizeof(sender), "%.*s@%.*s", (int)from->local_len, from->local,
+		    (int)from->domain_len, from->domain);
+	if (a->spf_state != CHECK_NONE && strcmp(a->spf_for, sender[0] ? sender : "<>") == 0)
+		return;		/* asked already for this sender */
+	if (a->spf_state != CHECK_NONE)
+		a->gen++;	/* another MAIL after a refused one: start over */
+	snprintf(a->spf_for, sizeof(a->spf_for), "%s", sender[0] ? sender : "<>");
+	a->spf_state = CHECK_PENDING;
+	spf_start(s, SPF_ID_MAILFROM, sender, a->gen);
+}
+
+/* sess_auth_helo - the HELO identity, when a helo rule reads it */
+void
+sess_auth_helo(struct session *s)
+{
+	if (!s->conf->spf || s->helo == NULL)
+		return;
+	s->spf_helo_gen++;
+	s->spf_helo_state = CHECK_PENDING;
+	spf_start(s, SPF_ID_HELO, NULL, s->spf_helo_gen);
+}
+
+/* ---------------------------------------------------------------------
+ * DATA
+ */
+
+static void
+spool_put(void *arg, const unsigned char *buf, size_t len)
+{
+	struct txn *t = arg;
+
+	spool_write(t->spool, buf, len);	/* errors are sticky, checked at the end */
+}
+
+/* sess_auth_data - DATA starts: DKIM and the header scanner get the bytes */
+void
+sess_auth_data(struct session *s)
+{
+	struct sess_auth *a = sess_auth(s);
+
+	a->hs = xmalloc(sizeof(*a->hs));
+	hdrscan_init(a->hs, s->conf->authserv_id, spool_put, s->txn);
+	if (s->conf->dkim && moatd.dkim != NULL)
+		a->dkim_msg = dkimv_msg_new(moatd.dkim);
+}
+
+/* sess_auth_feed - decoded message bytes (the decoder's output) */
+void
+sess_auth_feed(struct session *s, const unsigned char *buf, size_t len)
+{
+	struct sess_auth *a = s->auth;
+
+	if (a == NULL || a->hs == NULL) {
+		spool_write(s->txn->spool, buf, len);
+		return;
+	}
+	if (a->dkim_msg != NULL)
+		(void)dkimv_msg_feed(a->dkim_msg, (const char *)buf, len);	/* -1: permerror later */
+	hdrscan_feed(a->hs, buf, len);
+}
+
+static void
+auth_run(void *arg)
+{
+	struct auth_job *j = arg;
+	struct dmarc_input in;
+	struct dmarc_dkim_in dk[DKIMV_MAX_SIGS];
+	const char *fv[HDRSCAN_FROM_MAX];
+	size_t fl[HDRSCAN_FROM_MAX];
+	struct dmarc_conf dc;
+	unsigned roll;
+
+	if (j->msg != NULL) {
+		dkimv_msg_finish(j->msg, &j->dkim);
+		j->have_dkim = true;
+	}
+	if (!j->do_dmarc)
+		return;
+	memset(&in, 0, sizeof(in));
+	for (int i = 0; i < j->nfrom && i < HDRSCAN_FROM_MAX; i++) {
+		fv[i] = j->from[i];
+		fl[i] = j->from_len[i];
+	}
+	in.from = fv;
+	in.from_len = fl;
+	/* every From field counts (several are a failure), even those not kept */
+	in.nfrom = j->nfrom < HDRSCAN_FROM_MAX ? j->nfrom : HDRSCAN_FROM_MAX;
+	in.spf_pass = j->spf_pass;
+	in.spf_domain = j->spf_domain[0] ? j->spf_domain : NULL;
+	for (int i = 0; j->have_dkim && i < j->dkim.nsigs && i < DKIMV_MAX_SIGS; i++) {
+		dk[i].domain = j->dkim.sigs[i].domain;
+		dk[i].pass = j->dkim.sigs[i].result == DKIMV_PASS && !j->dkim.sigs[i].partial;
+		in.ndkim++;
+	}
+	in.dkim = dk;
+	if (getrandom(&roll, sizeof(roll), 0) != sizeof(roll))
+		roll = 0;
+	in.pct_roll = roll % 100;
+	memset(&dc, 0, sizeof(dc));
+	dc.mode = j->dmarc_mode == CONF_DMARC_BIS ? DMARC_MODE_BIS : DMARC_MODE_RFC7489;
+	dc.psl = moatd.psl;
+	dmarc_check(&dc, &in, &j->dmarc);
+	if (j->nfrom > HDRSCAN_FROM_MAX && j->dmarc.result != DMARC_RES_TEMPERROR)
+		j->dmarc.result = DMARC_RES_FAIL;	/* several authors, more than kept */
+}
+
+/* dkim_word - one word for rules: pass when a full signature verified */
+static const char *
+dkim_summary(const struct dkimv_outcome *o)
+{
+	static const enum dkimv_result order[] = { DKIMV_PASS, DKIMV_FAIL, DKIMV_TEMPERROR,
+	    DKIMV_PERMERROR, DKIMV_POLICY, DKIMV_NEUTRAL };
+
+	if (o == NULL || o->nsigs == 0)
+		return "none";
+	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)
+		for (int i = 0; i < o->nsigs; i++)
+			if (o->sigs[i].result == order[k] && !(order[k] == DKIMV_PASS && o->sigs[i].partial))
+				return dkimv_result_name(order[k]);
+	return "policy";
+}
+
+static void
+auth_done(void *arg)
+{
+	struct auth_job *j = arg;
+	struct session *s = j->q->s;
+	struct sess_auth *a;
+
+	if (s == NULL || s->auth == NULL || j->q->gen != s->auth->gen) {
+		if (s != NULL)
+			sess_q_unlink(j->q);
+		goto out;
+	}
+	sess_q_unlink(j->q);
+	a = s->auth;
+	a->auth_state = CHECK_DONE;
+	if (j->have_dkim) {
+		a->dkim = xmalloc(sizeof(*a->dkim));
+		*a->dkim = j->dkim;
+		for (int i = 0; i < j->dkim.nsigs; i++)
+			log_msg(LOG_L_INFO, s->id, "check dkim=%s d=%s s=%s a=%s%s%s%s",
+			    dkimv_result_name(j->dkim.sigs[i].result), j->dkim.sigs[i].domain,
+			    j->dkim.sigs[i].selector, dkimv_alg_name(j->dkim.sigs[i].alg),
+			    j->dkim.sigs[i].partial ? " partial=yes" : "",
+			    j->dkim.sigs[i].reason ? " reason=" : "",
+			    j->dkim.sigs[i].reason ? j->dkim.sigs[i].reason : "");
+	}
+	snprintf(a->dkim_word, sizeof(a->dkim_word), "%s", dkim_summary(a->dkim));
+	if (j->do_dmarc) {
+		a->dmarc = xmalloc(sizeof(*a->dmarc));
+		*a->dmarc = j->dmarc;
+		log_msg(LOG_L_INFO, s->id, "check dmarc=%s policy=%s from-domain=%s%s%s",
+		    dmarc_result_name(j->dmarc.result), dmarc_policy_name(j->dmarc.policy),
+		    j->dmarc.from_domain[0] ? j->dmarc.from_domain : "-",
+		    j->dmarc.reason[0] ? " reason=" : "", j->dmarc.reason);
+	}
+	if (s->waiting != SW_NONE && !s->closing)
+		sess_resume(s);
+out:
+	if (j->msg != NULL)
+		dkimv_msg_free(j->msg);
+	free(j->q);
+	free(j);
+}
+
+/* auth_start - the end of the data: DKIM's lookups and DMARC on the pool */
+static void
+auth_start(struct session *s)
+{
+	struct sess_auth *a = s->auth;
+	struct auth_job *j = xcalloc(1, sizeof(*j));
+
+	a->auth_state = CHECK_PENDING;
+	j->msg = a->dkim_msg;
+	a->dkim_msg = NULL;
+	j->do_dmarc = s->conf->dmarc != CONF_DMARC_OFF && moatd.psl != NULL;
+	j->dmarc_mode = s->conf->dmarc;
+	j->nfrom = a->hs ? a->hs->nfrom : 0;
+	j->from_cut = a->hs ? a->hs->from_cut : false;
+	for (int i = 0; a->hs && i < a->hs->nfrom && i < HDRSCAN_FROM_MAX; i++) {
+		memcpy(j->from[i], a->hs->from[i], a->hs->from_len[i] + 1);
+		j->from_len[i] = a->hs->from_len[i];
+	}
+	j->spf_pass = a->spf_state == CHECK_DONE && a->spf == SPF_RES_PASS;
+	if (a->spf_state == CHECK_DONE)
+		snprintf(j->spf_domain, sizeof(j->spf_domain), "%s", a->spf_domain);
+	j->q = sess_q_new(s, QK_AUTH, 0, a->gen);
+	if (workq_submit(s->w->wq, auth_run, auth_done, j) != 0) {
+		/* pool full: no verdict, temporary errors (never a 5xx) */
+		memset(&j->dkim, 0, sizeof(j->dkim));
+		if (j->msg != NULL) {
+			j->have_dkim = true;
+			j->dkim.nsigs = 1;
+			j->dkim.sigs[0].result = DKIMV_TEMPERROR;
+			j->dkim.sigs[0].reason = "work pool full";
+		}
+		j->dmarc.result = DMARC_RES_TEMPERROR;
+		j->dmarc.policy = DMARC_POLICY_NONE;
+		auth_done(j);
+	}
+}
+
+/* sess_auth_enabled - is anything to be checked at the end of the data? */
+static bool
+sess_auth_enabled(const struct session *s)
+{
+	return s->conf->spf || (s->conf->dkim && moatd.dkim != NULL) ||
+	    (s->conf->dmarc != CONF_DMARC_OFF && moatd.psl != NULL);
+}
+
+/* sess_auth_wait - must the end of the data wait? Starts the job once
+ * SPF is in. */
+bool
+sess_auth_wait(struct session *s)
+{
+	struct sess_auth *a = s->auth;
+
+	if (a == NULL)
+		return false;
+	if (a->hs != NULL && !a->hs_done) {
+		hdrscan_finish(a->hs);	/* a field still held goes out */
+		a->hs_done = true;
+	}
+	if (!sess_auth_enabled(s))
+		return false;
+	if (a->spf_state == CHECK_PENDING)
+		return true;
+	if (a->auth_state == CHECK_NONE && a->hs != NULL &&
+	    ((s->conf->dkim && moatd.dkim != NULL) ||
+	    (s->conf->dmarc != CONF_DMARC_OFF && moatd.psl != NULL)))
+		auth_start(s);
+	return a->auth_state == CHECK_PENDING;
+}
+
+/* sess_auth_spf_pending - rules at mail and rcpt that read spf wait */
+bool
+sess_auth_spf_pending(const struct session *s, int st)
+{
+	if (st == RS_HELO)
+		return s->spf_helo_state == CHECK_PENDING;
+	return s->auth != NULL && s->auth->spf_state == CHECK_PENDING;
+}
+
+/* sess_auth_facts - what the checks tell the rules */
+void
+sess_auth_facts(const struct session *s, int st, struct rules_facts *f)
+{
+	const struct sess_auth *a = s->auth;
+
+	f->spf_known = true;
+	if (st == RS_HELO) {
+		f->spf_known = s->spf_helo_state != CHECK_PENDING;
+		if (s->spf_helo_state == CHECK_DONE)
+			f->spf_helo = spf_word((enum spf_res)s->spf_helo);
+	}
+	if (st >= RS_MAIL) {
+		f->spf_known = a == NULL || a->spf_state != CHECK_PENDING;
+		f->spf = a != NULL && a->spf_state == CHECK_DONE ? spf_word(a->spf) : "none";
+		if (s->spf_helo_state == CHECK_DONE)
+			f->spf_helo = spf_word((enum spf_res)s->spf_helo);
+	}
+	if (st == RS_DATA) {
+		f->auth_known = a == NULL || a->auth_state != CHECK_PENDING;
+		f->dkim = a != NULL && a->dkim_word[0] ? a->dkim_word : "none";
+		f->dmarc = a != NULL && a->dmarc ? dmarc_result_name(a->dmarc->result) : "none";
+		f->dmarc_policy = a != NULL && a->dmarc ? dmarc_policy_name(a->dmarc->policy) : "none";
+		f->from_domain = a != NULL && a->dmarc && a->dmarc->from_domain[0] ?
+		    a->dmarc->from_domain : NULL;
+	}
+}
+
+/* sess_auth_header - "Authentication-Results: ..." with CRLF, allocated,
+ * or NULL when nothing was checked */
+char *
+sess_auth_header(struct session *s, size_t *len)
+{
+	struct sess_auth *a = s->auth;
+	struct authres ar;
+	char sender[SMTP_PATH_MAX + 1] = "";
+	char *buf;
+	size_t n, cap = 8192;
+	int i;
+
+	*len = 0;
+	if (a == NULL || !sess_auth_enabled(s))
+		return NULL;
+	authres_init(&ar);
+	if (s->conf->spf && a->spf_state == CHECK_DONE) {
+		const struct smtp_addr *from = &s->txn->from;
+
+		i = authres_add(&ar, "spf", spf_res_name(a->spf), NULL);
+		if (i >= 0 && !from->null && from->local_len + from->domain_len + 2 <= sizeof(sender)) {
+			snprintf(sender, sizeof(sender), "%.*s@%.*s", (int)from->local_len,
+			    from->local, (int)from->domain_len, from->domain);
+			authres_prop(&ar, i, "smtp.mailfrom", sender, strlen(sender));
+		} else if (i >= 0 && s->helo != NULL) {
+			authres_prop(&ar, i, "smtp.helo", s->helo, strlen(s->helo));
+		}
+	}
+	if (a->dkim != NULL)
+		dkimv_authres(a->dkim, &ar);
+	else if (s->conf->dkim && moatd.dkim != NULL)
+		authres_add(&ar, "dkim", "none", NULL);
+	if (a->dmarc != NULL)
+		dmarc_authres(a->dmarc, &ar);
+	if (ar.n == 0)
+		authres_add(&ar, "none", NULL, NULL);
+	buf = xmalloc(cap);
+	memcpy(buf, "Authentication-Results: ", 24);
+	n = authres_render(&ar, s->conf->authserv_id, "\r\n", buf + 24, cap - 26);
+	if (n == 0) {
+		free(buf);
+		return NULL;
+	}
+	n += 24;
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	*len = n;
+	return buf;
+}
+
+/* sess_auth_removed - forged fields the scanner dropped */
+unsigned
+sess_auth_removed(const struct session *s)
+{
+	return s->auth != NULL && s->auth->hs != NULL ? s->auth->hs->removed : 0;
+}
+
+/* sess_auth_txn_end - the transaction is over: its results go */
+void
+sess_auth_txn_end(struct session *s)
+{
+	struct sess_auth *a = s->auth;
+	unsigned short gen;
+
+	if (a == NULL)
+		return;
+	gen = a->gen;
+	if (a->dkim_msg != NULL)
+		dkimv_msg_free(a->dkim_msg);
+	if (a->hs != NULL) {
+		hdrscan_free(a->hs);
+		free(a->hs);
+	}
+	free(a->dkim);
+	free(a->dmarc);
+	memset(a, 0, sizeof(*a));
+	a->gen = (unsigned short)(gen + 1);	/* late answers are dropped */
+}
+
+void
+sess_auth_free(struct session *s)
+{
+	sess_auth_txn_end(s);
+	free(s->auth);
+	s->auth = NULL;
+}
