@@ -35,6 +35,7 @@
 #include "log.h"
 #include "moatd.h"
 #include "session.h"
+#include "tls.h"
 #include "xalloc.h"
 
 struct moatd_state moatd = { .conf_lock = PTHREAD_MUTEX_INITIALIZER };
@@ -288,6 +289,15 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		char *errs = NULL;
 		struct conf *n = conf_load(conf_path, &errs), *old;
 
+		if (n != NULL) {
+			char terr[512];
+			if (tls_conf_setup(n, terr, sizeof(terr)) != 0) {
+				free(errs);
+				errs = xstrdup(terr);
+				conf_unref(n);
+				n = NULL;
+			}
+		}
 		if (n == NULL) {
 			print_errors(LOG_L_ERROR, errs);
 			log_msg(LOG_L_ERROR, 0, "reload refused file=%s: the running configuration stays",
@@ -413,6 +423,15 @@ main(int argc, char **argv)
 	if (errs != NULL)
 		fputs(errs, stderr);	/* warnings */
 	free(errs);
+	{
+		/* certificates and keys load now, or moatd does not start */
+		char terr[512];
+		if (tls_conf_setup(c, terr, sizeof(terr)) != 0) {
+			fprintf(stderr, "%s: %s\n", conf_path, terr);
+			conf_unref(c);
+			return 1;
+		}
+	}
 	if (check_only) {
 		printf("%s: configuration OK\n", conf_path);
 		conf_unref(c);
