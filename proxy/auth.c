@@ -255,7 +255,8 @@ auth_message(struct session *s, const char *b64, size_t len)
 		free(dec);
 		return false;
 	}
-	r = sasl_login(a->mech, a->step, dec, (size_t)n, login, sizeof(login));
+	/* only until the login is named: later messages carry the secret */
+	r = a->pending[0] != 0 ? 0 : sasl_login(a->mech, a->step, dec, (size_t)n, login, sizeof(login));
 	memset(dec, 0, (size_t)n);
 	free(dec);
 	if (r < 0)
@@ -289,8 +290,7 @@ proceed_auth(struct session *s, const struct smtp_cmd *c)
 		sess_error(s);
 		return;
 	}
-	if (ir != NULL)
-		a->step = 1;
+	a->step = 1;		/* responses to 334 count from 1 */
 	a->stage = AU_WAIT_UPS;
 	log_msg(LOG_L_DEBUG, s->id, "auth mech=%s start", a->mech_name);
 	/* the line as the client sent it, mechanism upper-cased */

@@ -1041,7 +1041,8 @@ sess_process_input(struct session *s)
 		}
 		evbuffer_drain(in, raw + 2);
 		sess_command(s, line, raw, pe, &c);
-		s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
+		if (s->state != SS_TLS)		/* STARTTLS set the handshake's deadline */
+			s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
 	}
 	s->in_input = false;
 	if (!s->closing && s->state == SS_DATA)
