@@ -7,7 +7,8 @@
  *	1024), duration (ms/s/m/h/d; a bare number is seconds, stored in ms),
  *	enumerated word, and address (ADDR:PORT). Each statement is one line:
  *	the setting's name, then its value. A setting given twice is an
- *	error, except "listen", which adds a listener each time.
+ *	error, except "listen", which adds a listener each time (its options,
+ *	submission, implicit-tls and no-starttls, follow the address).
  *
  * ERRORS
  *	Every error is collected with FILE:LINE:COL and what was expected;
