@@ -5,7 +5,9 @@ Postfix (smtpd_sasl_type = dovecot); moatd relays AUTH to that Postfix.
 """
 
 import base64
+import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -85,6 +87,8 @@ def sasl_postfix(tmp_path_factory):
     finally:
         pf.stop()
         dv.stop()
+        if not os.environ.get("MOAT_KEEP"):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def b64(s):
