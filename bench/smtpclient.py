@@ -2,7 +2,7 @@
 """Small SMTP load clients for bench/run (Python standard library only).
 
   smtpclient.py latency --host H --port P --sessions N --messages M
-                        --size BYTES [--reuse] [--timeout S]
+                        --size BYTES [--reuse] [--timeout S] [--message FILE]
       Sends M messages over N parallel sessions (asyncio, raw streams,
       lock-step SMTP: EHLO, MAIL, RCPT, DATA, text, "."). Without --reuse
       every message gets its own session (connect, 220, EHLO, ..., QUIT),
@@ -99,7 +99,16 @@ async def close_session(reader, writer):
 
 
 async def latency(args):
-    text = make_text(args.size)
+    if args.message:
+        with open(args.message, "rb") as f:
+            text = f.read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if not text.endswith(b"\r\n"):
+            text += b"\r\n"
+        text = text.replace(b"\r\n.", b"\r\n..")      # dot-stuffing
+        if text.startswith(b"."):
+            text = b"." + text
+    else:
+        text = make_text(args.size)
     lat, errors = [], []
     left = [args.messages]
 
@@ -237,6 +246,7 @@ def main():
     a.add_argument("--size", type=int, default=4096)
     a.add_argument("--reuse", action="store_true")
     a.add_argument("--timeout", type=float, default=120)
+    a.add_argument("--message", help="send this file (CRLF lines) instead of a made-up text")
     b = sub.add_parser("idle")
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, required=True)

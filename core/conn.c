@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <event2/event_struct.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "conn.h"
 #include "log.h"
@@ -17,6 +19,10 @@
 
 #define CONN_READ_CHUNK  (64 * 1024)
 #define CONN_READS_MAX   4	/* recv calls per read event, for fairness */
+#define CONN_TLS_READS_MAX 16	/* SSL_read calls (a record each) per read event */
+#define CONN_TLS_RECORD  16384	/* bytes per SSL_write: one full record */
+
+enum conn_tls { CT_NONE = 0, CT_PENDING, CT_HANDSHAKE, CT_ON };
 
 struct conn {
 	int fd;
@@ -36,6 +42,11 @@ struct conn {
 	int err;		/* sticky errno of a failed write or connect */
 	int in_cb;
 	bool free_pending;
+	unsigned char tls;	/* enum conn_tls */
+	bool tls_server;
+	bool tls_wr_wants_read;	/* SSL_write asked for input first */
+	SSL *ssl;		/* NULL: plaintext */
+	const char *tls_why;	/* static text of a failed handshake */
 };
 
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -68,6 +79,14 @@ conn_real_free(struct conn *c)
 	event_del(&c->ev_write);
 	evbuffer_free(c->in);
 	evbuffer_free(c->out);
+	if (c->ssl != NULL) {
+		if (c->tls == CT_ON && c->err == 0) {
+			/* close_notify, best effort: the socket is non-blocking */
+			SSL_shutdown(c->ssl);
+		}
+		SSL_free(c->ssl);
+		ERR_clear_error();
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c);
@@ -118,6 +137,11 @@ conn_update_read(struct conn *c)
 	bool want = c->want_read && !c->connecting && !c->free_pending &&
 	    evbuffer_get_length(c->in) < c->rcap && c->fd >= 0;
 
+	if (c->tls == CT_PENDING)
+		want = false;	/* nothing is read until the 220 is out */
+	else if (c->tls == CT_HANDSHAKE)
+		want = !c->free_pending && c->fd >= 0;
+
 	if (want && !c->read_added) {
 		/* event_add(NULL) would keep an old timeout: start clean */
 		event_del(&c->ev_read);
@@ -127,6 +151,9 @@ conn_update_read(struct conn *c)
 		event_del(&c->ev_read);
 		c->read_added = false;
 	}
+	/* decrypted bytes OpenSSL holds raise no epoll event: go and get them */
+	if (want && c->tls == CT_ON && SSL_pending(c->ssl) > 0)
+		event_active(&c->ev_read, EV_READ, 0);
 }
 
 /* conn_tv_same - are two optional timeouts equal? */
@@ -275,6 +302,164 @@ conn_fire(struct conn *c, enum conn_ev ev)
 		c->on_event(c, ev, c->arg);
 }
 
+/* conn_tls_fail - the handshake failed: say why once */
+static void
+conn_tls_fail(struct conn *c)
+{
+	unsigned long e = ERR_peek_error();
+	const char *why = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+	c->tls_why = why != NULL ? why : "handshake failed";
+	ERR_clear_error();
+	c->err = EPROTO;
+	c->tls = CT_NONE;	/* no close_notify, no more I/O */
+	event_del(&c->ev_read);
+	c->read_added = false;
+	c->want_read = false;
+	conn_fire(c, CONN_EV_TLS_FAILED);
+}
+
+/* conn_tls_step - drive the handshake as far as the socket allows */
+static void
+conn_tls_step(struct conn *c)
+{
+	int r, e;
+
+	ERR_clear_error();
+	r = c->tls_server ? SSL_accept(c->ssl) : SSL_connect(c->ssl);
+	if (r == 1) {
+		c->tls = CT_ON;
+		conn_fire(c, CONN_EV_TLS_READY);
+		if (!c->free_pending) {
+			conn_update_read(c);
+			if (evbuffer_get_length(c->out) > 0 && !c->write_added)
+				event_active(&c->ev_write, EV_WRITE, 0);
+		}
+		return;
+	}
+	e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ) {
+		conn_update_read(c);
+		return;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		if (!c->write_added) {
+			event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+			c->write_added = true;
+		}
+		return;
+	}
+	conn_tls_fail(c);
+}
+
+/* conn_tls_read - TLS input (or handshake progress) on a read event */
+static void
+conn_tls_read(struct conn *c)
+{
+	bool eof = false, got = false;
+	int err = 0;
+
+	if (c->tls == CT_HANDSHAKE) {
+		conn_tls_step(c);
+		return;
+	}
+	if (c->tls != CT_ON)
+		return;
+	if (c->tls_wr_wants_read) {
+		c->tls_wr_wants_read = false;
+		if (!c->write_added)
+			event_active(&c->ev_write, EV_WRITE, 0);
+	}
+	for (int i = 0; i < CONN_TLS_READS_MAX; i++) {
+		size_t have = evbuffer_get_length(c->in), want;
+		struct evbuffer_iovec v;
+		int r, e;
+
+		if (have >= c->rcap)
+			break;
+		want = c->rcap - have;
+		if (want > CONN_READ_CHUNK)
+			want = CONN_READ_CHUNK;
+		if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, &v, 1) < 1)
+			panic("evbuffer_reserve_space failed");
+		if (v.iov_len > want)
+			v.iov_len = want;
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_read(c->ssl, v.iov_base, (int)v.iov_len);
+		if (r > 0) {
+			v.iov_len = (size_t)r;
+			evbuffer_commit_space(c->in, &v, 1);
+			got = true;
+			continue;
+		}
+		evbuffer_commit_space(c->in, &v, 0);
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ)
+			break;
+		if (e == SSL_ERROR_WANT_WRITE) {
+			if (!c->write_added) {
+				event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+				c->write_added = true;
+			}
+			break;
+		}
+		if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+			eof = true;
+		else
+			err = errno != 0 ? errno : EPROTO;
+		ERR_clear_error();
+		break;
+	}
+	if (got && c->on_read && !c->free_pending)
+		c->on_read(c, c->arg);
+	if (!c->free_pending) {
+		if (eof || err) {
+			event_del(&c->ev_read);
+			c->read_added = false;
+			c->want_read = false;
+			if (err)
+				c->err = err;
+			conn_fire(c, eof ? CONN_EV_EOF : CONN_EV_ERROR);
+		} else {
+			conn_update_read(c);
+		}
+	}
+}
+
+/* conn_starttls - see conn.h */
+size_t
+conn_starttls(struct conn *c, SSL *ssl, bool server)
+{
+	size_t dropped = evbuffer_get_length(c->in);
+
+	evbuffer_drain(c->in, dropped);
+	c->ssl = ssl;
+	c->tls_server = server;
+	c->tls = CT_PENDING;
+	SSL_set_fd(ssl, c->fd);
+	conn_update_read(c);
+	/* the handshake begins in the write callback, once the output
+	 * queued so far (the 220) is gone */
+	if (!c->write_added && !c->free_pending)
+		event_active(&c->ev_write, EV_WRITE, 0);
+	return dropped;
+}
+
+/* conn_ssl - the TLS object, or NULL (borrowed) */
+SSL *
+conn_ssl(const struct conn *c)
+{
+	return c->tls == CT_ON ? c->ssl : NULL;
+}
+
+/* conn_tls_error - why the handshake failed (static text), or NULL */
+const char *
+conn_tls_error(const struct conn *c)
+{
+	return c->tls_why;
+}
+
 /* conn_read_cb - input, EOF or the read timeout */
 static void
 conn_read_cb(evutil_socket_t fd, short what, void *arg)
@@ -286,6 +471,11 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	c->in_cb++;
 	if (what & EV_TIMEOUT) {
 		conn_fire(c, CONN_EV_TIMEOUT);
+		conn_leave(c);
+		return;
+	}
+	if (c->ssl != NULL) {
+		conn_tls_read(c);
 		conn_leave(c);
 		return;
 	}
@@ -338,10 +528,47 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	conn_leave(c);
 }
 
+/* conn_tls_flush - SSL_write what is queued, a full record at a time */
+static bool
+conn_tls_flush(struct conn *c)
+{
+	while (evbuffer_get_length(c->out) > 0) {
+		size_t n = evbuffer_get_length(c->out);
+		unsigned char *p;
+		int r, e;
+
+		if (n > CONN_TLS_RECORD)
+			n = CONN_TLS_RECORD;
+		p = evbuffer_pullup(c->out, (ev_ssize_t)n);
+		if (p == NULL)
+			panic("evbuffer_pullup failed");
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_write(c->ssl, p, (int)n);
+		if (r > 0) {
+			evbuffer_drain(c->out, (size_t)r);
+			continue;
+		}
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_WRITE)
+			return true;
+		if (e == SSL_ERROR_WANT_READ) {
+			c->tls_wr_wants_read = true;	/* the read callback resumes us */
+			return true;
+		}
+		ERR_clear_error();
+		c->err = errno != 0 ? errno : EPIPE;
+		return false;
+	}
+	return true;
+}
+
 /* conn_flush - write what is queued; false on a fatal error */
 static bool
 conn_flush(struct conn *c)
 {
+	if (c->ssl != NULL && c->tls != CT_PENDING)	/* the 220 goes in plaintext */
+		return c->tls == CT_ON ? conn_tls_flush(c) : true;
 	while (evbuffer_get_length(c->out) > 0) {
 		int r = evbuffer_write(c->out, c->fd);
 		if (r > 0)
@@ -405,6 +632,11 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 		conn_leave(c);
 		return;
 	}
+	if (c->tls == CT_HANDSHAKE) {
+		conn_tls_step(c);
+		conn_leave(c);
+		return;
+	}
 	if (!conn_flush(c)) {
 		conn_fire(c, CONN_EV_ERROR);
 		conn_leave(c);
@@ -412,13 +644,19 @@ conn_write_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (evbuffer_get_length(c->out) > 0) {
 		/* the socket is full: now, and only now, wait for EPOLLOUT */
-		event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
-		c->write_added = true;
+		if (!c->tls_wr_wants_read) {
+			event_add(&c->ev_write, c->has_wr_tv ? &c->wr_tv : NULL);
+			c->write_added = true;
+		}
 	} else {
 		if (c->had_output) {
 			c->had_output = false;
 			if (c->on_drain && !c->free_pending)
 				c->on_drain(c, c->arg);
+		}
+		if (c->tls == CT_PENDING && !c->free_pending) {
+			c->tls = CT_HANDSHAKE;
+			conn_tls_step(c);
 		}
 	}
 	conn_leave(c);

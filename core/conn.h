@@ -9,6 +9,10 @@
  *	void conn_write(struct conn *c, const void *data, size_t len);
  *	void conn_write_buffer(struct conn *c, struct evbuffer *buf);
  *	void conn_free(struct conn *c);
+size_t conn_starttls(struct conn *c, struct ssl_st *ssl, bool server);
+struct ssl_st *conn_ssl(const struct conn *c);
+const char *conn_tls_error(const struct conn *c);
+ *	size_t conn_starttls(struct conn *c, struct ssl_st *ssl, bool server);
  *
  * DESCRIPTION
  *	What moat needs of a socket, with fewer system calls than libevent's
@@ -32,6 +36,20 @@
  *	every byte before it), CONN_EV_ERROR or CONN_EV_TIMEOUT. conn_free()
  *	may be called from inside any callback: the memory goes when the
  *	callback returns. No locks: a conn belongs to one thread.
+ *
+ * TLS
+ *	conn_starttls() hands the connection to OpenSSL (it takes ssl, and
+ *	frees it with the connection). Every input byte buffered so far is
+ *	discarded at once (STARTTLS command and response injection,
+ *	CVE-2011-0411: what came in plaintext after the STARTTLS command or
+ *	its 220 never counts), and the count returned for the log. Reading
+ *	stops until the output queued so far (the 220) is written; then the
+ *	handshake runs on the same events, and on_event hears
+ *	CONN_EV_TLS_READY or CONN_EV_TLS_FAILED (conn_tls_error() says why).
+ *	From then on reads and writes go through SSL_read/SSL_write, with
+ *	the same batching: all output queued in a loop pass leaves in as few
+ *	records as fit (16 KiB each). A plaintext connection never touches
+ *	OpenSSL: the TLS branches are one pointer test.
  */
 #ifndef MOAT_CONN_H
 #define MOAT_CONN_H
@@ -46,7 +64,10 @@
 
 struct conn;
 
-enum conn_ev { CONN_EV_CONNECTED = 1, CONN_EV_EOF, CONN_EV_ERROR, CONN_EV_TIMEOUT };
+enum conn_ev { CONN_EV_CONNECTED = 1, CONN_EV_EOF, CONN_EV_ERROR, CONN_EV_TIMEOUT,
+	CONN_EV_TLS_READY, CONN_EV_TLS_FAILED };
+
+struct ssl_st;
 
 typedef void (*conn_cb)(struct conn *c, void *arg);
 typedef void (*conn_event_cb)(struct conn *c, enum conn_ev ev, void *arg);
@@ -64,5 +85,8 @@ void conn_write(struct conn *c, const void *data, size_t len);
 void conn_write_buffer(struct conn *c, struct evbuffer *buf);
 int conn_error(const struct conn *c);
 void conn_free(struct conn *c);
+size_t conn_starttls(struct conn *c, struct ssl_st *ssl, bool server);
+struct ssl_st *conn_ssl(const struct conn *c);
+const char *conn_tls_error(const struct conn *c);
 
 #endif

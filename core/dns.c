@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +31,7 @@
 
 #include "dns.h"
 #include "log.h"
+#include "siphash.h"
 #include "xalloc.h"
 
 #define DNS_NAME_MAX 253
@@ -45,6 +48,9 @@ struct dns_q {
 	int ubid;
 	struct event *timer;
 	bool expired;			/* loop: the caller already got a timeout */
+	struct dns_answer *hit;		/* answered from the front cache */
+	bool counted;			/* holds an in-flight slot */
+	char name[DNS_NAME_MAX + 2];	/* asked, for the front cache */
 	/* set by ub_done */
 	int err;
 	struct ub_result *res;
@@ -62,11 +68,37 @@ struct dns_loop {
 	struct dns_q *live;			/* loop thread only */
 };
 
-/* the answer handed out by dns_query_sync */
-struct dns_sync_answer {
-	struct dns_answer a;
-	struct ub_result *res;
+/*
+ * The front cache: answers seen lately, by name and type, kept as copies
+ * (one allocation each) so that a repeated question is answered without
+ * the two thread hops through libunbound; libunbound's own cache stays
+ * behind it. TTL-bound (capped at CACHE_TTL_MAX; negative answers at
+ * dns-negative-ttl), at most CACHE_MAX entries (least recently used out),
+ * keyed by SipHash under a random key. Temporary errors are not kept.
+ */
+#define CACHE_MAX	16384
+#define CACHE_BUCKETS	8192
+#define CACHE_TTL_MAX	3600
+
+struct cache_ent {
+	struct cache_ent *hnext, *lprev, *lnext;
+	uint64_t h;
+	int rrtype;
+	uint64_t expires_ms;
+	struct dns_answer *ans;		/* a copy (answer_copy) */
+	char name[];
 };
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cache_ent *cache_tab[CACHE_BUCKETS];
+static struct cache_ent *lru_head, *lru_tail;	/* head: most recent */
+static unsigned cache_n;
+static uint64_t cache_k0, cache_k1;
+static int cache_neg_ttl;
+static atomic_uint_fast64_t n_cache_hits;
+
+static uint64_t now_ms(void);
+static void cache_clear(void);
 
 static struct ub_ctx *ub;
 static pthread_t dispatcher;
@@ -224,6 +256,12 @@ dns_init(const struct dns_conf *c, char **err)
 	}
 	ub = ctx;
 	max_inflight = c->max_inflight ? c->max_inflight : DNS_INFLIGHT_DEFAULT;
+	cache_neg_ttl = c->max_negative_ttl;
+	if (getrandom(&cache_k0, sizeof(cache_k0), 0) != sizeof(cache_k0) ||
+	    getrandom(&cache_k1, sizeof(cache_k1), 0) != sizeof(cache_k1)) {
+		cache_k0 = (uint64_t)now_ms() * 0x9e3779b97f4a7c15ULL;
+		cache_k1 = (uint64_t)getpid() * 0xc2b2ae3d27d4eb4fULL;
+	}
 	if ((r = pthread_create(&dispatcher, NULL, dispatch, NULL)) != 0) {
 		*err = xasprintf("resolver: pthread_create: %s", strerror(r));
 		ub_ctx_delete(ctx);
@@ -260,6 +298,7 @@ dns_shutdown(void)
 	close(stop_efd);
 	stop_efd = -1;
 	running = false;
+	cache_clear();
 }
 
 void
@@ -268,6 +307,185 @@ dns_counters(uint64_t *sent, uint64_t *temperror, uint64_t *refused)
 	*sent = atomic_load(&n_sent);
 	*temperror = atomic_load(&n_temperror);
 	*refused = atomic_load(&n_refused);
+}
+
+static uint64_t
+now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+/* answer_copy - an answer in one allocation (data and lengths inside) */
+static struct dns_answer *
+answer_copy(const struct dns_answer *a)
+{
+	size_t bytes = 0, off;
+	struct dns_answer *c;
+	char *p;
+
+	for (int i = 0; i < a->n; i++)
+		bytes += (size_t)a->len[i];
+	off = sizeof(*c) + sizeof(char *) * (size_t)(a->n + 1) + sizeof(int) * (size_t)(a->n + 1);
+	c = xmalloc(off + bytes + 1);
+	*c = *a;
+	c->data = (char **)(void *)(c + 1);
+	c->len = (int *)(void *)(c->data + a->n + 1);
+	p = (char *)c + off;
+	for (int i = 0; i < a->n; i++) {
+		memcpy(p, a->data[i], (size_t)a->len[i]);
+		c->data[i] = p;
+		c->len[i] = a->len[i];
+		p += a->len[i];
+	}
+	c->data[a->n] = NULL;
+	c->len[a->n] = 0;
+	return c;
+}
+
+static uint64_t
+cache_hash(const char *name, int rrtype)
+{
+	char k[DNS_NAME_MAX + 8];
+	size_t n = strlen(name);
+
+	if (n > DNS_NAME_MAX + 1)
+		n = DNS_NAME_MAX + 1;
+	for (size_t i = 0; i < n; i++)
+		k[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);
+	if (n > 0 && k[n - 1] == '.')
+		n--;
+	k[n] = (char)(rrtype & 0xff);
+	k[n + 1] = (char)(rrtype >> 8);
+	return siphash24(cache_k0, cache_k1, k, n + 2);
+}
+
+static bool
+cache_same(const struct cache_ent *e, const char *name, int rrtype)
+{
+	size_t a = strlen(e->name), b = strlen(name);
+
+	if (b > 0 && name[b - 1] == '.')
+		b--;
+	return e->rrtype == rrtype && a == b && strncasecmp(e->name, name, a) == 0;
+}
+
+static void
+cache_unlink(struct cache_ent *e)
+{
+	struct cache_ent **pp = &cache_tab[e->h % CACHE_BUCKETS];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	if (e->lprev)
+		e->lprev->lnext = e->lnext;
+	else
+		lru_head = e->lnext;
+	if (e->lnext)
+		e->lnext->lprev = e->lprev;
+	else
+		lru_tail = e->lprev;
+	cache_n--;
+	free(e->ans);
+	free(e);
+}
+
+/* cache_get - a copy of a live cached answer, or NULL */
+static struct dns_answer *
+cache_get(const char *name, int rrtype)
+{
+	uint64_t h = cache_hash(name, rrtype), now = now_ms();
+	struct dns_answer *c = NULL;
+	struct cache_ent *e;
+
+	pthread_mutex_lock(&cache_lock);
+	for (e = cache_tab[h % CACHE_BUCKETS]; e; e = e->hnext)
+		if (e->h == h && cache_same(e, name, rrtype))
+			break;
+	if (e != NULL && e->expires_ms <= now) {
+		cache_unlink(e);
+		e = NULL;
+	}
+	if (e != NULL) {
+		if (e != lru_head) {	/* to the front */
+			e->lprev->lnext = e->lnext;
+			if (e->lnext)
+				e->lnext->lprev = e->lprev;
+			else
+				lru_tail = e->lprev;
+			e->lprev = NULL;
+			e->lnext = lru_head;
+			lru_head->lprev = e;
+			lru_head = e;
+		}
+		c = answer_copy(e->ans);
+		c->ttl = (int)((e->expires_ms - now) / 1000);
+	}
+	pthread_mutex_unlock(&cache_lock);
+	if (c != NULL)
+		atomic_fetch_add(&n_cache_hits, 1);
+	return c;
+}
+
+/* cache_put - keep an answer (not a temporary error, not TTL 0) */
+static void
+cache_put(const char *name, int rrtype, const struct dns_answer *a)
+{
+	int ttl = a->ttl;
+	size_t n = strlen(name);
+	uint64_t h;
+	struct cache_ent *e;
+
+	if (a->status == DNS_TEMPERROR)
+		return;
+	if (a->status != DNS_OK && ttl > cache_neg_ttl)
+		ttl = cache_neg_ttl;
+	if (ttl > CACHE_TTL_MAX)
+		ttl = CACHE_TTL_MAX;
+	if (ttl <= 0 || n > DNS_NAME_MAX + 1)
+		return;
+	if (n > 0 && name[n - 1] == '.')
+		n--;
+	h = cache_hash(name, rrtype);
+	e = xmalloc(sizeof(*e) + n + 1);
+	memcpy(e->name, name, n);
+	e->name[n] = 0;
+	e->h = h;
+	e->rrtype = rrtype;
+	e->expires_ms = now_ms() + (uint64_t)ttl * 1000;
+	e->ans = answer_copy(a);
+	e->ans->why = NULL;
+	pthread_mutex_lock(&cache_lock);
+	for (struct cache_ent *o = cache_tab[h % CACHE_BUCKETS]; o; o = o->hnext)
+		if (o->h == h && cache_same(o, e->name, rrtype)) {
+			cache_unlink(o);	/* a fresher answer */
+			break;
+		}
+	while (cache_n >= CACHE_MAX && lru_tail != NULL)
+		cache_unlink(lru_tail);
+	e->hnext = cache_tab[h % CACHE_BUCKETS];
+	cache_tab[h % CACHE_BUCKETS] = e;
+	e->lprev = NULL;
+	e->lnext = lru_head;
+	if (lru_head)
+		lru_head->lprev = e;
+	lru_head = e;
+	if (lru_tail == NULL)
+		lru_tail = e;
+	cache_n++;
+	pthread_mutex_unlock(&cache_lock);
+}
+
+static void
+cache_clear(void)
+{
+	pthread_mutex_lock(&cache_lock);
+	while (lru_tail != NULL)
+		cache_unlink(lru_tail);
+	pthread_mutex_unlock(&cache_lock);
 }
 
 /* fill - an answer from what libunbound gave */
@@ -319,7 +537,9 @@ q_free(struct dns_q *q)
 		event_free(q->timer);
 	if (q->loop == NULL)
 		pthread_cond_destroy(&q->cond);
-	atomic_fetch_sub(&inflight, 1);
+	if (q->counted)
+		atomic_fetch_sub(&inflight, 1);
+	free(q->hit);
 	free(q);
 }
 
@@ -383,13 +603,17 @@ loop_done(evutil_socket_t fd, short what, void *arg)
 	for (; q; q = next) {
 		next = q->next;
 		live_unlink(q);
-		if (!q->expired) {
+		if (q->hit != NULL) {
+			q->cb(q->ctx, q->tag, q->hit);
+		} else if (!q->expired) {
 			struct dns_answer a;
 
 			evtimer_del(q->timer);
 			fill(&a, q->rrtype, q->err, q->res);
 			if (a.status == DNS_TEMPERROR)
 				atomic_fetch_add(&n_temperror, 1);
+			else
+				cache_put(q->name, q->rrtype, &a);
 			q->cb(q->ctx, q->tag, &a);
 		}
 		q_free(q);
@@ -519,6 +743,7 @@ submit(struct dns_q *q, const char *name)
 		atomic_fetch_add(&n_refused, 1);
 		return -1;
 	}
+	snprintf(q->name, sizeof(q->name), "%s", name);
 	r = ub_resolve_async(ub, esc, q->rrtype, 1, q, ub_done, &q->ubid);
 	if (r != 0) {
 		atomic_fetch_sub(&inflight, 1);
@@ -526,6 +751,7 @@ submit(struct dns_q *q, const char *name)
 		log_msg(LOG_L_WARN, 0, "dns error=submit reason=\"%s\"", ub_strerror(r));
 		return -1;
 	}
+	q->counted = true;
 	atomic_fetch_add(&n_sent, 1);
 	return 0;
 }
@@ -543,6 +769,26 @@ dns_query(struct dns_loop *l, const char *name, int rrtype, unsigned timeout_ms,
 	q->ctx = ctx;
 	q->tag = tag;
 	q->rrtype = rrtype;
+	if (running && (q->hit = cache_get(name, rrtype)) != NULL) {
+		/* answered now, called back from the loop (never from here) */
+		uint64_t one = 1;
+		ssize_t w;
+
+		q->lnext = l->live;
+		if (l->live)
+			l->live->lprev = q;
+		l->live = q;
+		pthread_mutex_lock(&l->lock);
+		if (l->done_tail)
+			l->done_tail->next = q;
+		else
+			l->done_head = q;
+		l->done_tail = q;
+		pthread_mutex_unlock(&l->lock);
+		w = write(l->efd, &one, sizeof(one));
+		(void)w;
+		return 0;
+	}
 	q->timer = evtimer_new(l->base, loop_timeout, q);
 	if (submit(q, name) != 0) {
 		event_free(q->timer);
@@ -561,14 +807,17 @@ dns_query(struct dns_loop *l, const char *name, int rrtype, unsigned timeout_ms,
 int
 dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_answer **out)
 {
-	struct dns_q *q = xcalloc(1, sizeof(*q));
-	struct dns_sync_answer *sa = xcalloc(1, sizeof(*sa));
+	struct dns_q *q;
+	struct dns_answer fail, a;
 	struct timespec dl;
 	pthread_condattr_t ca;
 
-	*out = &sa->a;
-	sa->a.status = DNS_TEMPERROR;
-	sa->a.rrtype = rrtype;
+	memset(&fail, 0, sizeof(fail));
+	fail.status = DNS_TEMPERROR;
+	fail.rrtype = rrtype;
+	if (running && (*out = cache_get(name, rrtype)) != NULL)
+		return 0;
+	q = xcalloc(1, sizeof(*q));
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&q->cond, &ca);
@@ -577,7 +826,8 @@ dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_ans
 	if (submit(q, name) != 0) {
 		pthread_cond_destroy(&q->cond);
 		free(q);
-		sa->a.why = running ? "refused-local" : "no-resolver";
+		fail.why = running ? "refused-local" : "no-resolver";
+		*out = answer_copy(&fail);
 		return -1;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &dl);
@@ -594,7 +844,8 @@ dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_ans
 	if (!q->done) {
 		pthread_mutex_unlock(&sync_lock);
 		atomic_fetch_add(&n_temperror, 1);
-		sa->a.why = "timeout";
+		fail.why = "timeout";
+		*out = answer_copy(&fail);
 		if (ub_cancel(ub, q->ubid) == 0) {
 			q_free(q);
 			return 0;
@@ -608,11 +859,12 @@ dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_ans
 		return 0;
 	}
 	pthread_mutex_unlock(&sync_lock);
-	fill(&sa->a, rrtype, q->err, q->res);
-	if (sa->a.status == DNS_TEMPERROR)
+	fill(&a, rrtype, q->err, q->res);
+	if (a.status == DNS_TEMPERROR)
 		atomic_fetch_add(&n_temperror, 1);
-	sa->res = q->res;	/* the answer points into it */
-	q->res = NULL;
+	else
+		cache_put(q->name, rrtype, &a);
+	*out = answer_copy(&a);
 	q_free(q);
 	return 0;
 }
@@ -620,13 +872,7 @@ dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_ans
 void
 dns_answer_free(struct dns_answer *a)
 {
-	struct dns_sync_answer *sa = (struct dns_sync_answer *)a;
-
-	if (sa == NULL)
-		return;
-	if (sa->res)
-		ub_resolve_free(sa->res);
-	free(sa);
+	free(a);	/* one allocation (answer_copy) */
 }
 
 int

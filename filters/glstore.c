@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "glstore.h"
+#include "siphash.h"
 #include "xalloc.h"
 
 #define GLSTORE_HEADER		"moat-greylist 1\n"
@@ -76,51 +77,6 @@ glstore_err(char *err, size_t size, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, size, fmt, ap);
 	va_end(ap);
-}
-
-/* glstore_rotl - rotate left */
-static inline uint64_t
-glstore_rotl(uint64_t v, int n)
-{
-	return (v << n) | (v >> (64 - n));
-}
-
-#define GLSTORE_SIPROUND do { \
-	v0 += v1; v1 = glstore_rotl(v1, 13); v1 ^= v0; v0 = glstore_rotl(v0, 32); \
-	v2 += v3; v3 = glstore_rotl(v3, 16); v3 ^= v2; \
-	v0 += v3; v3 = glstore_rotl(v3, 21); v3 ^= v0; \
-	v2 += v1; v1 = glstore_rotl(v1, 17); v1 ^= v2; v2 = glstore_rotl(v2, 32); \
-} while (0)
-
-/* glstore_siphash - SipHash-2-4 of len bytes under (k0, k1) */
-static uint64_t
-glstore_siphash(uint64_t k0, uint64_t k1, const void *in, size_t len)
-{
-	const unsigned char *p = in;
-	uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
-	uint64_t v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
-	uint64_t m, last = (uint64_t)len << 56;
-	size_t i, full = len - len % 8;
-
-	for (i = 0; i < full; i += 8) {
-		m = 0;
-		for (int j = 7; j >= 0; j--)
-			m = (m << 8) | p[i + (size_t)j];
-		v3 ^= m;
-		GLSTORE_SIPROUND;
-		GLSTORE_SIPROUND;
-		v0 ^= m;
-	}
-	for (size_t j = 0; j < len % 8; j++)
-		last |= (uint64_t)p[full + j] << (8 * j);
-	v3 ^= last;
-	GLSTORE_SIPROUND;
-	GLSTORE_SIPROUND;
-	v0 ^= last;
-	v2 ^= 0xff;
-	for (int r = 0; r < 4; r++)
-		GLSTORE_SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
 }
 
 /* glstore_unlink_use - take a record out of the use list */
@@ -171,7 +127,7 @@ glstore_remove(struct glstore *s, struct glrec *r)
 static struct glrec *
 glstore_find(struct glstore *s, const char *key, size_t klen, int64_t now)
 {
-	uint64_t h = glstore_siphash(s->k0, s->k1, key, klen);
+	uint64_t h = siphash24(s->k0, s->k1, key, klen);
 	struct glrec *r;
 
 	for (r = s->buckets[h & s->mask]; r != NULL; r = r->hnext)
@@ -192,7 +148,7 @@ glstore_insert(struct glstore *s, const char *key, size_t klen, int64_t now,
 	const struct glrec *keep, bool may_fail)
 {
 	struct glrec *r, *victim;
-	uint64_t h = glstore_siphash(s->k0, s->k1, key, klen);
+	uint64_t h = siphash24(s->k0, s->k1, key, klen);
 
 	while (s->count >= s->max && s->tail != NULL) {
 		victim = s->tail;

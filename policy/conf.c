@@ -7,7 +7,8 @@
  *	1024), duration (ms/s/m/h/d; a bare number is seconds, stored in ms),
  *	enumerated word, and address (ADDR:PORT). Each statement is one line:
  *	the setting's name, then its value. A setting given twice is an
- *	error, except "listen", which adds a listener each time.
+ *	error, except "listen", which adds a listener each time (its options,
+ *	submission, implicit-tls and no-starttls, follow the address).
  *
  * ERRORS
  *	Every error is collected with FILE:LINE:COL and what was expected;
@@ -58,6 +59,17 @@ static const struct conf_enum conf_dmarc_words[] = {
 };
 static const struct conf_enum conf_log_words[] = {
 	{ "stderr", CONF_LOG_STDERR }, { "syslog", CONF_LOG_SYSLOG }, { NULL, 0 }
+};
+static const struct conf_enum conf_tlsver_words[] = {
+	{ "1.2", 0x0303 }, { "1.3", 0x0304 }, { NULL, 0 }
+};
+static const struct conf_enum conf_upstls_words[] = {
+	{ "none", CONF_UTLS_NONE }, { "opportunistic", CONF_UTLS_OPPORTUNISTIC },
+	{ "required", CONF_UTLS_REQUIRED }, { NULL, 0 }
+};
+static const struct conf_enum conf_listen_words[] = {
+	{ "submission", CONF_LISTEN_SUBMISSION }, { "implicit-tls", CONF_LISTEN_IMPLICIT_TLS },
+	{ "no-starttls", CONF_LISTEN_NO_STARTTLS }, { NULL, 0 }
 };
 static const struct conf_enum conf_level_words[] = {
 	{ "debug", LOG_L_DEBUG }, { "info", LOG_L_INFO }, { "warn", LOG_L_WARN },
@@ -120,6 +132,19 @@ static const struct conf_setting conf_settings[] = {
 	{ "dmarc", CT_ENUM, O(dmarc), 0, 0, "rfc7489", conf_dmarc_words },
 	{ "public-suffix-list", CT_STR, O(psl_path), 0, 0,
 	  "/usr/share/publicsuffix/public_suffix_list.dat", NULL },
+	{ "tls-certificate", CT_STR, O(tls_cert), 0, 0, NULL, NULL },
+	{ "tls-key", CT_STR, O(tls_key), 0, 0, NULL, NULL },
+	{ "tls-chain", CT_STR, O(tls_chain), 0, 0, NULL, NULL },
+	{ "tls-ciphers", CT_STR, O(tls_ciphers), 0, 0, NULL, NULL },
+	{ "tls-client-ca", CT_STR, O(tls_client_ca), 0, 0, NULL, NULL },
+	{ "tls-min-version", CT_ENUM, O(tls_min_version), 0, 0, "1.2", conf_tlsver_words },
+	{ "tls-handshake-timeout", CT_DUR, O(tls_handshake_ms), 100, 300 * SEC, "10s", NULL },
+	{ "auth-require-tls", CT_ENUM, O(auth_require_tls), 0, 0, "yes", conf_yesno_words },
+	{ "auth-max-failures", CT_COUNT, O(auth_max_failures), 1, 1000000, "5", NULL },
+	{ "auth-failure-window", CT_DUR, O(auth_failure_window_ms), 1 * SEC, 86400 * SEC, "10m", NULL },
+	{ "auth-failure-delay", CT_DUR, O(auth_failure_delay_ms), 0, 60 * SEC, "1s", NULL },
+	{ "upstream-tls", CT_ENUM, O(upstream_tls), 0, 0, "none", conf_upstls_words },
+	{ "upstream-tls-ca", CT_STR, O(upstream_tls_ca), 0, 0, NULL, NULL },
 };
 #define CONF_NSETTINGS (sizeof(conf_settings) / sizeof(conf_settings[0]))
 
@@ -131,6 +156,7 @@ struct conf_parse {
 	int nerr;
 	unsigned char seen[CONF_NSETTINGS];
 	bool resolver_seen;
+	int listen_line[CONF_LISTEN_MAX], listen_col[CONF_LISTEN_MAX];
 };
 
 /* conf_note - record one error or warning line at file:line:col */
@@ -492,6 +518,25 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 		    conf_shown(&val, shown, sizeof(shown)), extra);
 	}
 	lex_next(lx, &end);
+	if (st->type == CT_LISTEN && why == NULL) {
+		/* listen ADDR:PORT [OPTION ...] */
+		p->listen_line[c->nlisten - 1] = val.line;
+		p->listen_col[c->nlisten - 1] = val.col;
+		while (end.type == LEX_WORD) {
+			const struct conf_enum *e;
+			for (e = conf_listen_words; e->name; e++)
+				if (strlen(e->name) == end.len && memcmp(e->name, end.text, end.len) == 0)
+					break;
+			if (e->name == NULL) {
+				conf_error(p, end.line, end.col, "unknown listen option \"%s\" (expected "
+				    "submission, implicit-tls or no-starttls)",
+				    conf_shown(&end, shown, sizeof(shown)));
+			} else {
+				c->listen_flags[c->nlisten - 1] |= (unsigned)e->value;
+			}
+			lex_next(lx, &end);
+		}
+	}
 	if (end.type == LEX_NL || end.type == LEX_EOF)
 		return;
 	conf_error(p, end.line, end.col, "%s takes one value; unexpected %s",
@@ -798,6 +843,13 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 		conf_error(p, 1, 1, "no \"listen\" statement: moatd needs at least one");
 	if (c->upstream.salen == 0)
 		conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
+	for (int i = 0; i < c->nlisten; i++)
+		if ((c->listen_flags[i] & CONF_LISTEN_IMPLICIT_TLS) && c->tls_cert == NULL)
+			conf_error(p, p->listen_line[i], p->listen_col[i], "listen %s implicit-tls: "
+			    "no tls-certificate is configured", c->listen[i].text);
+	if (c->tls_cert == NULL && (c->tls_key != NULL || c->tls_chain != NULL ||
+	    c->tls_client_ca != NULL))
+		conf_error(p, 1, 1, "tls-key, tls-chain and tls-client-ca need a tls-certificate");
 	c->resolver.max_inflight = (unsigned)c->dns_max_queries;
 	{
 		char why[256] = "";
@@ -884,6 +936,14 @@ conf_unref(struct conf *c)
 		return;
 	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
+	if (c->tls != NULL && c->tls_free != NULL)
+		c->tls_free(c->tls);
+	free(c->tls_cert);
+	free(c->tls_key);
+	free(c->tls_chain);
+	free(c->tls_ciphers);
+	free(c->tls_client_ca);
+	free(c->upstream_tls_ca);
 	rules_free(c->rules);
 	dnsbl_set_free(c->dnsbl);
 	for (size_t i = 0; i < c->nfiles; i++)

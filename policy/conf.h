@@ -35,6 +35,14 @@ enum conf_identity { CONF_ID_XCLIENT = 0, CONF_ID_PROXY_V1, CONF_ID_PROXY_V2, CO
 enum conf_barelf { CONF_BARELF_NORMALISE = 0, CONF_BARELF_REJECT };
 enum conf_logdest { CONF_LOG_STDERR = 0, CONF_LOG_SYSLOG };
 enum conf_dmarc { CONF_DMARC_OFF = 0, CONF_DMARC_7489, CONF_DMARC_BIS };
+enum conf_ups_tls { CONF_UTLS_NONE = 0, CONF_UTLS_OPPORTUNISTIC, CONF_UTLS_REQUIRED };
+
+/* listener options: listen ADDR:PORT [submission] [implicit-tls] [no-starttls] */
+#define CONF_LISTEN_SUBMISSION   0x01u	/* AUTH offered (a submission port) */
+#define CONF_LISTEN_IMPLICIT_TLS 0x02u	/* TLS from the first byte (RFC 8314) */
+#define CONF_LISTEN_NO_STARTTLS  0x04u	/* STARTTLS not offered here */
+
+struct tls_conf;
 
 #define CONF_LISTEN_MAX 16
 
@@ -50,6 +58,7 @@ struct conf {
 
 	char *hostname;
 	struct conf_addr listen[CONF_LISTEN_MAX];
+	unsigned listen_flags[CONF_LISTEN_MAX];	/* CONF_LISTEN_* */
 	int nlisten;
 	uint64_t workers;
 
@@ -99,6 +108,20 @@ struct conf {
 	int dmarc;			/* enum conf_dmarc */
 	char *psl_path;			/* public-suffix-list */
 	char *control_socket;		/* moatctl's way in, or NULL */
+
+	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
+	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */
+	char *tls_client_ca;		/* ask for client certificates, verify with it */
+	int tls_min_version;		/* 0x0303 TLS 1.2, 0x0304 TLS 1.3 */
+	uint64_t tls_handshake_ms;
+	int auth_require_tls;		/* bool: AUTH only inside TLS */
+	uint64_t auth_max_failures;	/* per client address, within the window */
+	uint64_t auth_failure_window_ms;
+	uint64_t auth_failure_delay_ms;	/* before a failed AUTH's reply */
+	int upstream_tls;		/* enum conf_ups_tls */
+	char *upstream_tls_ca;		/* verify the upstream's certificate with it */
+	struct tls_conf *tls;		/* TLS contexts (proxy/tls.c), or NULL */
+	void (*tls_free)(struct tls_conf *);
 
 	struct rules *rules;	/* lists and rules (rules.h) */
 	char **files;		/* included files' names (rules point at them) */

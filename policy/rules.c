@@ -21,6 +21,7 @@
 #include "dnsbl.h"
 #include "lists.h"
 #include "log.h"
+#include "owner.h"
 #include "rules.h"
 #include "xalloc.h"
 
@@ -33,7 +34,8 @@ enum fact_id {
 	F_RCPT_DOMAIN, F_RCPT_COUNT, F_DECLARED_SIZE, F_SIZE, F_AUTH, F_TLS, F_SCORE,
 	F_PIPELINING, F_AFTER_DOT, F_BARE_LF, F_HELO_VALID, F_FCRDNS, F_CLIENT_NAME, F_LOGIN,
 	F_DNSBL_SCORE, F_DNSBL_HIT, F_DNSBL_ERROR, F_EARLY_TALKER, F_BARE_LF_CMDS, F_UNKNOWN_CMDS,
-	F_SPF, F_SPF_HELO, F_DKIM, F_DMARC, F_DMARC_POLICY, F_FROM_DOMAIN
+	F_SPF, F_SPF_HELO, F_DKIM, F_DMARC, F_DMARC_POLICY, F_FROM_DOMAIN,
+	F_TLS_VERSION, F_TLS_CIPHER, F_TLS_CLIENT_CERT, F_FROM, F_SUBMISSION
 };
 
 #define NO_CHECK (-1)
@@ -79,6 +81,11 @@ static const struct fact_def fact_defs[] = {
 	{ "dmarc", F_DMARC, FT_WORD, RS_DATA, 4 /* CHECK_AUTH */ },
 	{ "dmarc-policy", F_DMARC_POLICY, FT_WORD, RS_DATA, 4 /* CHECK_AUTH */ },
 	{ "from-domain", F_FROM_DOMAIN, FT_DOMAIN, RS_DATA, 4 /* CHECK_AUTH */ },
+	{ "tls-version", F_TLS_VERSION, FT_WORD, RS_CONNECT, NO_CHECK },
+	{ "tls-cipher", F_TLS_CIPHER, FT_WORD, RS_CONNECT, NO_CHECK },
+	{ "tls-client-cert", F_TLS_CLIENT_CERT, FT_WORD, RS_CONNECT, NO_CHECK },
+	{ "from", F_FROM, FT_ADDRESS, RS_DATA, NO_CHECK },
+	{ "submission", F_SUBMISSION, FT_BOOL, RS_CONNECT, NO_CHECK },
 };
 #define NFACTS (sizeof(fact_defs) / sizeof(fact_defs[0]))
 
@@ -118,18 +125,11 @@ struct rule {
 	char *hdr_value[RULES_HDR_MAX];
 };
 
-/* a login-map: login -> the addresses it may send as */
-struct login_ent {
-	struct login_ent *next;
-	char *login;
-	struct list *addrs;	/* LIST_ADDRESS: user@dom, @dom, user@ */
-};
-
 struct named_list {
 	struct named_list *next;
 	char *name;
 	struct list *l;		/* NULL for a login-map */
-	struct login_ent *map;
+	struct owner_map *omap;	/* a login-map (filters/owner.h) */
 	bool is_map;
 };
 
@@ -139,6 +139,7 @@ struct rules {
 	struct rule *head[RS__COUNT], *tail[RS__COUNT];
 	size_t n[RS__COUNT];
 	unsigned need[RS__COUNT];	/* 1 << check: a rule of the stage reads its facts */
+	bool reads_from;		/* a rule reads the header From (fact from) */
 };
 
 /* The parser's state: one token of look-ahead. */
@@ -175,6 +176,13 @@ bool
 rules_stage_needs(const struct rules *r, enum rules_stage st, int check)
 {
 	return r != NULL && check >= 0 && check < 32 && (r->need[st] & (1u << check)) != 0;
+}
+
+/* rules_reads_from - does a rule read the header From? */
+bool
+rules_reads_from(const struct rules *r)
+{
+	return r != NULL && r->reads_from;
 }
 
 /* rules_count - rules of a stage (off ones included) */
@@ -226,12 +234,7 @@ rules_free(struct rules *r)
 	struct named_list *nl, *nnext;
 	for (nl = r->lists; nl; nl = nnext) {
 		nnext = nl->next;
-		for (struct login_ent *le = nl->map, *lnext; le; le = lnext) {
-			lnext = le->next;
-			list_free(le->addrs);
-			free(le->login);
-			free(le);
-		}
+		owner_map_free(nl->omap);
 		list_free(nl->l);
 		free(nl->name);
 		free(nl);
@@ -321,79 +324,6 @@ rp_name_ok(const char *s, size_t len)
 	return true;
 }
 
-/* map_add_word - "LOGIN:" starts an entry, the words after it are the
- * addresses that login may send as (address-list syntax) */
-static int
-map_add_word(struct named_list *nl, const char *w, size_t len, char *err, size_t errlen)
-{
-	struct login_ent *le;
-
-	if (len > 1 && w[len - 1] == ':') {
-		for (size_t i = 0; i + 1 < len; i++)
-			if ((unsigned char)w[i] <= ' ' || (unsigned char)w[i] >= 0x7f) {
-				snprintf(err, errlen, "bad login in a login-map: printable ASCII expected");
-				return -1;
-			}
-		if (len - 1 > 255) {
-			snprintf(err, errlen, "login too long (255 bytes at most)");
-			return -1;
-		}
-		for (le = nl->map; le; le = le->next)
-			if (strlen(le->login) == len - 1 && strncasecmp(le->login, w, len - 1) == 0) {
-				snprintf(err, errlen, "login \"%.*s\" given twice in the map",
-				    (int)(len - 1 > 64 ? 64 : len - 1), w);
-				return -1;
-			}
-		le = xcalloc(1, sizeof(*le));
-		le->login = xmemdup(w, len - 1);
-		le->addrs = list_new(LIST_ADDRESS);
-		if (le->addrs == NULL)
-			panic("out of memory");
-		le->next = nl->map;
-		nl->map = le;
-		return 0;
-	}
-	if (nl->map == NULL) {
-		snprintf(err, errlen, "expected \"LOGIN:\" before the addresses it owns");
-		return -1;
-	}
-	return list_add(nl->map->addrs, w, len, err, errlen);
-}
-
-/* map_load_file - lines "LOGIN: ADDRESS ..." ('#' comments) */
-static int
-map_load_file(struct named_list *nl, const char *path, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "re");
-	char line[LIST_LINE_MAX + 2], e[400];
-	int lineno = 0, bad = 0;
-	size_t total = 0;
-
-	if (f == NULL) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -1;
-	}
-	while (fgets(line, sizeof(line), f) != NULL) {
-		size_t n = strlen(line);
-		char *save = NULL, *tok;
-		lineno++;
-		total += n;
-		if (total > LIST_FILE_MAX || (n == sizeof(line) - 1 && line[n - 1] != '\n')) {
-			snprintf(err, errlen, "%s:%d: line too long or file too big", path, lineno);
-			fclose(f);
-			return -1;
-		}
-		for (tok = strtok_r(line, " \t\r\n", &save); tok; tok = strtok_r(NULL, " \t\r\n", &save)) {
-			if (tok[0] == '#')
-				break;
-			if (map_add_word(nl, tok, strlen(tok), e, sizeof(e)) != 0 && bad++ == 0)
-				snprintf(err, errlen, "%s:%d: %s", path, lineno, e);
-		}
-	}
-	fclose(f);
-	return bad ? -1 : 0;
-}
-
 /* rules_parse_list - "list NAME KIND { ... }" or "list NAME KIND file PATH" */
 int
 rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
@@ -433,6 +363,7 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	r->lists = nl;
 	if (k == 4) {
 		nl->is_map = true;
+		nl->omap = owner_map_new();
 	} else {
 		kind = (enum list_kind)k;
 		nl->l = list_new(kind);
@@ -447,7 +378,7 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 			    rp_shown(&p, shown, sizeof(shown)));
 			goto fail;
 		}
-		if (nl->is_map ? map_load_file(nl, p.tcopy, e, sizeof(e)) != 0 :
+		if (nl->is_map ? owner_map_load_file(nl->omap, p.tcopy, e, sizeof(e)) != 0 :
 		    list_load_file(nl->l, p.tcopy, e, sizeof(e)) != 0)
 			rp_error(&p, "%s", e);
 		rp_next(&p);
@@ -463,7 +394,7 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 				    rp_shown(&p, shown, sizeof(shown)));
 				continue;
 			}
-			if (nl->is_map ? map_add_word(nl, p.t.text, p.t.len, e, sizeof(e)) != 0 :
+			if (nl->is_map ? owner_map_add_word(nl->omap, p.t.text, p.t.len, e, sizeof(e)) != 0 :
 			    list_add(nl->l, p.t.text, p.t.len, e, sizeof(e)) != 0)
 				rp_error(&p, "%s", e);
 		}
@@ -511,7 +442,8 @@ rp_fact(struct rp *p)
 	    "null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, "
 	    "pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name, "
 	    "login, dnsbl-score, dnsbl-hit, dnsbl-error, early-talker, bare-lf-commands, "
-	    "unknown-commands, spf, spf-helo, dkim, dmarc, dmarc-policy, from-domain)",
+	    "unknown-commands, spf, spf-helo, dkim, dmarc, dmarc-policy, from-domain, "
+	    "tls-version, tls-cipher, tls-client-cert, from, submission)",
 	    rp_shown(p, shown, sizeof(shown)));
 	return NULL;
 }
@@ -555,6 +487,8 @@ rp_predicate(struct rp *p)
 
 	if (f == NULL)
 		return NULL;
+	if (f->id == F_FROM)
+		p->r->reads_from = true;
 	n = xcalloc(1, sizeof(*n));
 	n->fact = f;
 	rp_next(p);
@@ -593,8 +527,8 @@ rp_predicate(struct rp *p)
 		const struct named_list *nl;
 		rp_next(p);
 		nl = p->t.type == LEX_WORD ? rp_find_list(p->r, p->t.text, p->t.len) : NULL;
-		if (f->id != F_SENDER || nl == NULL || !nl->is_map) {
-			rp_error(p, "\"owned-by\" takes sender and a login-map list, found %s owned-by %s",
+		if ((f->id != F_SENDER && f->id != F_FROM) || nl == NULL || !nl->is_map) {
+			rp_error(p, "\"owned-by\" takes sender or from and a login-map list, found %s owned-by %s",
 			    f->name, rp_shown(p, shown, sizeof(shown)));
 			node_free(n);
 			return NULL;
@@ -851,7 +785,7 @@ rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
 		case 13: v = f->dkim; vlen = v ? strlen(v) : 0; break;
 		case 14: v = f->dmarc; vlen = v ? strlen(v) : 0; break;
 		case 15: v = f->dmarc_policy; vlen = v ? strlen(v) : 0; break;
-		case 16: v = f->from_domain; vlen = v ? strlen(v) : 0; break;
+		case 16: v = f->dmarc_from_domain; vlen = v ? strlen(v) : 0; break;
 		}
 		if (k == 3 || k == 5) {
 			const char *lp = k == 3 ? f->sender_local : f->rcpt_local;
@@ -1178,7 +1112,14 @@ eval_word(const struct node *n, const struct rules_facts *f, size_t *len)
 	case F_DKIM: *len = f->dkim ? strlen(f->dkim) : 0; return f->dkim;
 	case F_DMARC: *len = f->dmarc ? strlen(f->dmarc) : 0; return f->dmarc;
 	case F_DMARC_POLICY: *len = f->dmarc_policy ? strlen(f->dmarc_policy) : 0; return f->dmarc_policy;
-	case F_FROM_DOMAIN: *len = f->from_domain ? strlen(f->from_domain) : 0; return f->from_domain;
+	case F_FROM_DOMAIN:
+		*len = f->dmarc_from_domain ? strlen(f->dmarc_from_domain) : 0;
+		return f->dmarc_from_domain;
+	case F_TLS_VERSION: *len = f->tls_version ? strlen(f->tls_version) : 0; return f->tls_version;
+	case F_TLS_CIPHER: *len = f->tls_cipher ? strlen(f->tls_cipher) : 0; return f->tls_cipher;
+	case F_TLS_CLIENT_CERT:
+		*len = f->tls_client_cert ? strlen(f->tls_client_cert) : 0;
+		return f->tls_client_cert;
 	default: *len = 0; return NULL;
 	}
 }
@@ -1209,6 +1150,17 @@ eval_in(const struct node *n, const struct rules_facts *f)
 	switch (n->fact->id) {
 	case F_CLIENT_IP:
 		return f->client != NULL && list_match_addr(n->list, f->client);
+	case F_FROM:
+		/* every mailbox of the From field */
+		if (f->from_count == 0)
+			return false;
+		for (unsigned i = 0; i < f->from_count; i++) {
+			const char *lp = f->from_all[2 * i], *dp = f->from_all[2 * i + 1];
+			if (list_kind(n->list) == LIST_DOMAIN ? !list_match_domain(n->list, dp, strlen(dp)) :
+			    !list_match_address(n->list, lp, strlen(lp), dp, strlen(dp)))
+				return false;
+		}
+		return true;
 	case F_SENDER:
 	case F_RCPT: {
 		bool s = n->fact->id == F_SENDER;
@@ -1234,6 +1186,11 @@ eval_in(const struct node *n, const struct rules_facts *f)
 		return len > 0 && list_match_word(n->list, w, len);
 	case F_HELO:
 		return f->helolen > 0 && list_match_word(n->list, f->helo, f->helolen);
+	case F_TLS_VERSION:
+	case F_TLS_CIPHER:
+	case F_TLS_CLIENT_CERT:
+		w = eval_word(n, f, &len);
+		return len > 0 && list_match_word(n->list, w, len);
 	case F_LOGIN:
 		return f->loginlen > 0 && list_match_word(n->list, f->login, f->loginlen);
 	case F_DNSBL_HIT:
@@ -1294,14 +1251,24 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 			return false;
 		return eval_in(n, f);
 	case N_OWNED:
-		if (f->login == NULL || f->loginlen == 0 || !f->have_sender)
+		if (f->login == NULL || f->loginlen == 0)
 			return false;
-		for (const struct login_ent *le = n->map->map; le; le = le->next)
-			if (strlen(le->login) == f->loginlen &&
-			    strncasecmp(le->login, f->login, f->loginlen) == 0)
-				return list_match_address(le->addrs, f->sender_local ? f->sender_local : "",
-				    f->sender_llen, f->sender_domain ? f->sender_domain : "", f->sender_dlen);
-		return false;
+		if (n->fact->id == F_FROM) {
+			if (f->from_count == 0)
+				return false;
+			for (unsigned i = 0; i < f->from_count; i++) {
+				const char *lp = f->from_all[2 * i], *dp = f->from_all[2 * i + 1];
+				if (!owner_map_owns(n->map->omap, f->login, f->loginlen, lp, strlen(lp),
+				    dp, strlen(dp)))
+					return false;
+			}
+			return true;
+		}
+		if (!f->have_sender)
+			return false;
+		return owner_map_owns(n->map->omap, f->login, f->loginlen,
+		    f->sender_local ? f->sender_local : "", f->sender_llen,
+		    f->sender_domain ? f->sender_domain : "", f->sender_dlen);
 	case N_IS:
 		if (eval_needs(n, f, need))
 			return false;
@@ -1338,6 +1305,7 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 		case F_FCRDNS: return f->fcrdns;
 		case F_DNSBL_ERROR: return f->dnsbl_error;
 		case F_EARLY_TALKER: return f->early_talker;
+		case F_SUBMISSION: return f->submission;
 		default: return false;
 		}
 	}

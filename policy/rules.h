@@ -15,7 +15,9 @@
  * GRAMMAR (one statement per line; a list's braces may span lines)
  *	list NAME KIND { ITEM ... }
  *	list NAME KIND file "PATH"
- *		KIND is net, domain, address or word (lists.h).
+ *		KIND is net, domain, address, word (lists.h) or login-map
+ *		(filters/owner.h: LOGIN: ITEM ..., read by "sender owned-by
+ *		NAME" and "from owned-by NAME").
  *	on STAGE [monitor|off] CONDITION ACTION
  *		STAGE is connect, helo, mail, rcpt or data.
  *		CONDITION := TERM { or TERM }
@@ -74,6 +76,14 @@ struct rules_facts {
 	const char *login;		/* the authenticated login, or NULL */
 	size_t loginlen;
 	bool tls;
+	const char *tls_version;	/* "TLSv1.3", or NULL */
+	const char *tls_cipher;		/* OpenSSL's name, or NULL */
+	const char *tls_client_cert;	/* CN of a verified client certificate, or NULL */
+	bool have_from;			/* data: the header From was read */
+	const char *from_local, *from_domain;	/* its (first) mailbox */
+	size_t from_llen, from_dlen;
+	unsigned from_count;		/* mailboxes in From (owned-by wants all owned) */
+	const char *const *from_all;	/* from_count pairs local, domain (NUL-terminated) */
 	int64_t score;			/* the session's score so far */
 	bool pipelining_violation;	/* RFC 2920 3.1 broken so far in the session */
 	bool pipelined_after_dot;	/* commands came with an end-of-data dot */
@@ -89,6 +99,7 @@ struct rules_facts {
 	const char *dnsbl_hits;		/* "zen,sbl": the listing zones' names, or NULL */
 	const char *dnsbl_reply;	/* the heaviest listing's reply text, or NULL */
 	bool early_talker;		/* the client talked before the greeting */
+	bool submission;		/* the session came in on a submission listener */
 	unsigned bare_lf_commands;	/* command lines ended in a bare LF */
 	unsigned unknown_commands;	/* unknown or unimplemented commands */
 	bool greylist_known;		/* rcpt: this recipient's greylist decision is in */
@@ -101,7 +112,7 @@ struct rules_facts {
 	const char *dkim;		/* pass (a full signature verified), fail, none, ... */
 	const char *dmarc;		/* pass, fail, none, temperror, permerror */
 	const char *dmarc_policy;	/* the policy to apply: none, quarantine, reject */
-	const char *from_domain;	/* the RFC5322.From domain, or NULL */
+	const char *dmarc_from_domain;	/* the RFC5322.From domain DMARC found, or NULL */
 };
 
 #define RULES_HDR_MAX 8		/* header fields one stage may add */
@@ -143,6 +154,7 @@ int rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *
 int rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	rules_err_fn err, void *arg);
 size_t rules_count(const struct rules *r, enum rules_stage st);
+bool rules_reads_from(const struct rules *r);
 void rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	struct rules_result *res, uint64_t sid);
 void rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_facts *f,

@@ -117,7 +117,6 @@ listen_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr
 	struct conf *c;
 	unsigned n;
 
-	(void)lev;
 	if (w->draining) {
 		listen_refuse(fd, "421 4.3.2 Service shutting down\r\n");
 		return;
@@ -138,7 +137,14 @@ listen_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr
 		conf_unref(c);
 		return;
 	}
-	sess_start(w, c, fd, sa, (socklen_t)salen);
+	{
+		/* which listener: its options (submission, implicit-tls) */
+		unsigned lflags = 0;
+		for (int i = 0; i < w->nlev && i < c->nlisten; i++)
+			if (w->lev[i] == lev)
+				lflags = c->listen_flags[i];
+		sess_start(w, c, fd, sa, (socklen_t)salen, lflags);
+	}
 }
 
 /* listen_resume_cb - accept again after a pause */

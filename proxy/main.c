@@ -42,6 +42,7 @@
 #include "moatd.h"
 #include "rules.h"
 #include "session.h"
+#include "tls.h"
 #include "xalloc.h"
 
 struct moatd_state moatd = { .conf_lock = PTHREAD_MUTEX_INITIALIZER };
@@ -327,6 +328,15 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		char *errs = NULL;
 		struct conf *n = conf_load(conf_path, &errs), *old;
 
+		if (n != NULL) {
+			char terr[512];
+			if (tls_conf_setup(n, terr, sizeof(terr)) != 0) {
+				free(errs);
+				errs = xstrdup(terr);
+				conf_unref(n);
+				n = NULL;
+			}
+		}
 		if (n == NULL) {
 			print_errors(LOG_L_ERROR, errs);
 			log_msg(LOG_L_ERROR, 0, "reload refused file=%s: the running configuration stays",
@@ -464,6 +474,15 @@ main(int argc, char **argv)
 	if (errs != NULL)
 		fputs(errs, stderr);	/* warnings */
 	free(errs);
+	{
+		/* certificates and keys load now, or moatd does not start */
+		char terr[512];
+		if (tls_conf_setup(c, terr, sizeof(terr)) != 0) {
+			fprintf(stderr, "%s: %s\n", conf_path, terr);
+			conf_unref(c);
+			return 1;
+		}
+	}
 	if (check_only) {
 		printf("%s: configuration OK\n", conf_path);
 		conf_unref(c);
@@ -484,7 +503,7 @@ main(int argc, char **argv)
 		nworkers = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
 	}
 	moatd.nworkers = nworkers;
-	moatd.workq = workq_new(2, 1024);
+	moatd.workq = workq_new(8, 4096);	/* SPF, DKIM, DMARC: they wait on DNS */
 	{
 		/* a resolver that cannot start is not fatal: the DNS checks
 		 * then give temperror, and the rules decide (DNS-14) */

@@ -38,7 +38,7 @@
 #include "xalloc.h"
 
 /* per transaction (and the HELO identity per session) */
-struct sess_auth {
+struct sender_auth {
 	unsigned short gen;
 	/* SPF of MAIL FROM */
 	unsigned char spf_state;	/* enum check_state */
@@ -81,12 +81,12 @@ struct auth_job {
 	char spf_domain[256];
 };
 
-static struct sess_auth *
-sess_auth(struct session *s)
+static struct sender_auth *
+sender_auth_of(struct session *s)
 {
-	if (s->auth == NULL)
-		s->auth = xcalloc(1, sizeof(*s->auth));
-	return s->auth;
+	if (s->sender_auth == NULL)
+		s->sender_auth = xcalloc(1, sizeof(*s->sender_auth));
+	return s->sender_auth;
 }
 
 static const char *
@@ -122,11 +122,11 @@ spf_done(void *arg)
 			s->spf_helo_state = CHECK_DONE;
 			s->spf_helo = (unsigned char)j->out.res;
 		}
-	} else if (s->auth != NULL && j->q->gen == s->auth->gen) {
-		s->auth->spf_state = CHECK_DONE;
-		s->auth->spf = j->out.res;
-		snprintf(s->auth->spf_domain, sizeof(s->auth->spf_domain), "%s", j->out.domain);
-		snprintf(s->auth->spf_reason, sizeof(s->auth->spf_reason), "%s", j->out.reason);
+	} else if (s->sender_auth != NULL && j->q->gen == s->sender_auth->gen) {
+		s->sender_auth->spf_state = CHECK_DONE;
+		s->sender_auth->spf = j->out.res;
+		snprintf(s->sender_auth->spf_domain, sizeof(s->sender_auth->spf_domain), "%s", j->out.domain);
+		snprintf(s->sender_auth->spf_reason, sizeof(s->sender_auth->spf_reason), "%s", j->out.reason);
 	}
 	log_escape(esc, sizeof(esc), j->out.reason, strlen(j->out.reason));
 	log_msg(LOG_L_INFO, s->id, "check spf %s=%s domain=%s queries=%u reason=\"%s\"",
@@ -171,12 +171,12 @@ spf_start(struct session *s, enum spf_identity id, const char *sender, unsigned 
 void
 sess_auth_mail(struct session *s, const struct smtp_addr *from)
 {
-	struct sess_auth *a;
+	struct sender_auth *a;
 	char sender[SMTP_PATH_MAX + 1] = "";
 
 	if (!s->conf->spf)
 		return;
-	a = sess_auth(s);
+	a = sender_auth_of(s);
 	if (!from->null && from->local_len + from->domain_len + 2 <= sizeof(sender))
 		snprintf(sender, sizeof(sender), "%.*s@%.*s", (int)from->local_len, from->local,
 		    (int)from->domain_len, from->domain);
@@ -216,7 +216,7 @@ spool_put(void *arg, const unsigned char *buf, size_t len)
 void
 sess_auth_data(struct session *s)
 {
-	struct sess_auth *a = sess_auth(s);
+	struct sender_auth *a = sender_auth_of(s);
 
 	a->hs = xmalloc(sizeof(*a->hs));
 	hdrscan_init(a->hs, s->conf->authserv_id, spool_put, s->txn);
@@ -228,7 +228,7 @@ sess_auth_data(struct session *s)
 void
 sess_auth_feed(struct session *s, const unsigned char *buf, size_t len)
 {
-	struct sess_auth *a = s->auth;
+	struct sender_auth *a = s->sender_auth;
 
 	if (a == NULL || a->hs == NULL) {
 		spool_write(s->txn->spool, buf, len);
@@ -305,15 +305,15 @@ auth_done(void *arg)
 {
 	struct auth_job *j = arg;
 	struct session *s = j->q->s;
-	struct sess_auth *a;
+	struct sender_auth *a;
 
-	if (s == NULL || s->auth == NULL || j->q->gen != s->auth->gen) {
+	if (s == NULL || s->sender_auth == NULL || j->q->gen != s->sender_auth->gen) {
 		if (s != NULL)
 			sess_q_unlink(j->q);
 		goto out;
 	}
 	sess_q_unlink(j->q);
-	a = s->auth;
+	a = s->sender_auth;
 	a->auth_state = CHECK_DONE;
 	if (j->have_dkim) {
 		a->dkim = xmalloc(sizeof(*a->dkim));
@@ -348,7 +348,7 @@ out:
 static void
 auth_start(struct session *s)
 {
-	struct sess_auth *a = s->auth;
+	struct sender_auth *a = s->sender_auth;
 	struct auth_job *j = xcalloc(1, sizeof(*j));
 
 	a->auth_state = CHECK_PENDING;
@@ -394,7 +394,7 @@ sess_auth_enabled(const struct session *s)
 bool
 sess_auth_wait(struct session *s)
 {
-	struct sess_auth *a = s->auth;
+	struct sender_auth *a = s->sender_auth;
 
 	if (a == NULL)
 		return false;
@@ -419,14 +419,14 @@ sess_auth_spf_pending(const struct session *s, int st)
 {
 	if (st == RS_HELO)
 		return s->spf_helo_state == CHECK_PENDING;
-	return s->auth != NULL && s->auth->spf_state == CHECK_PENDING;
+	return s->sender_auth != NULL && s->sender_auth->spf_state == CHECK_PENDING;
 }
 
 /* sess_auth_facts - what the checks tell the rules */
 void
 sess_auth_facts(const struct session *s, int st, struct rules_facts *f)
 {
-	const struct sess_auth *a = s->auth;
+	const struct sender_auth *a = s->sender_auth;
 
 	f->spf_known = true;
 	if (st == RS_HELO) {
@@ -445,7 +445,7 @@ sess_auth_facts(const struct session *s, int st, struct rules_facts *f)
 		f->dkim = a != NULL && a->dkim_word[0] ? a->dkim_word : "none";
 		f->dmarc = a != NULL && a->dmarc ? dmarc_result_name(a->dmarc->result) : "none";
 		f->dmarc_policy = a != NULL && a->dmarc ? dmarc_policy_name(a->dmarc->policy) : "none";
-		f->from_domain = a != NULL && a->dmarc && a->dmarc->from_domain[0] ?
+		f->dmarc_from_domain = a != NULL && a->dmarc && a->dmarc->from_domain[0] ?
 		    a->dmarc->from_domain : NULL;
 	}
 }
@@ -455,7 +455,7 @@ sess_auth_facts(const struct session *s, int st, struct rules_facts *f)
 char *
 sess_auth_header(struct session *s, size_t *len)
 {
-	struct sess_auth *a = s->auth;
+	struct sender_auth *a = s->sender_auth;
 	struct authres ar;
 	char sender[SMTP_PATH_MAX + 1] = "";
 	char *buf;
@@ -504,14 +504,14 @@ sess_auth_header(struct session *s, size_t *len)
 unsigned
 sess_auth_removed(const struct session *s)
 {
-	return s->auth != NULL && s->auth->hs != NULL ? s->auth->hs->removed : 0;
+	return s->sender_auth != NULL && s->sender_auth->hs != NULL ? s->sender_auth->hs->removed : 0;
 }
 
 /* sess_auth_txn_end - the transaction is over: its results go */
 void
 sess_auth_txn_end(struct session *s)
 {
-	struct sess_auth *a = s->auth;
+	struct sender_auth *a = s->sender_auth;
 	unsigned short gen;
 
 	if (a == NULL)
@@ -533,6 +533,6 @@ void
 sess_auth_free(struct session *s)
 {
 	sess_auth_txn_end(s);
-	free(s->auth);
-	s->auth = NULL;
+	free(s->sender_auth);
+	s->sender_auth = NULL;
 }

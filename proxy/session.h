@@ -34,6 +34,7 @@
 
 struct worker;
 struct conn;
+struct rules_facts;
 struct spool;
 struct ups;
 
@@ -41,6 +42,7 @@ enum sess_state {
 	SS_CMD = 0,		/* reading commands */
 	SS_DATA,		/* reading message content after our 354 */
 	SS_CLOSING,		/* output is being flushed, then close */
+	SS_TLS,			/* the TLS handshake runs (tls.c) */
 };
 
 /* protocol-hygiene facts about the session (rules will read them) */
@@ -50,6 +52,7 @@ enum sess_state {
 #define SESS_F_AFTER_DOT         0x08u	/* commands pipelined right after the end of data */
 #define SESS_F_NON_SMTP          0x10u	/* HTTP or PROXY bytes */
 #define SESS_F_EARLY             0x20u	/* the client talked before the greeting */
+#define SESS_F_STARTTLS_INJECT   0x40u	/* bytes came after STARTTLS, before TLS (dropped) */
 
 /* what a session resumes when a check's result comes in */
 enum sess_wait { SW_NONE = 0, SW_GREETING, SW_COMMAND, SW_DATA_END };
@@ -77,6 +80,9 @@ struct txn {
 	struct data_dec dd;
 	struct spool *spool;
 	uint64_t data_start_ms;
+	char *hdr;			/* the header block, when a rule reads "from" */
+	size_t hdr_len;
+	bool hdr_capture, hdr_done;
 };
 
 struct session {
@@ -108,7 +114,7 @@ struct session {
 	uint64_t greet_at_ms;		/* greet-delay: not before this */
 	struct sess_checks *ck;		/* DNS checks (sess_checks.c), or NULL */
 	struct sess_dnsq *dnsq;		/* their queries in flight */
-	struct sess_auth *auth;		/* SPF, DKIM, DMARC (sess_auth.c), or NULL */
+	struct sender_auth *sender_auth;	/* SPF, DKIM, DMARC (sess_auth.c), or NULL */
 	unsigned char spf_helo_state;	/* enum check_state: the HELO identity */
 	unsigned char spf_helo;		/* its enum spf_res */
 	unsigned short spf_helo_gen;
@@ -127,12 +133,21 @@ struct session {
 
 	struct txn *txn;
 	struct ups *ups;
+
+	unsigned lflags;		/* CONF_LISTEN_* of the listener it came in on */
+	struct sess_tls *tls;		/* the handshake's facts (tls.c), NULL in plaintext */
+	struct sess_auth *auth;		/* AUTH state and login (auth.c), or NULL */
 };
 
 /* smtp_server.c */
 uint64_t sess_now_ms(void);
 void sess_start(struct worker *w, struct conf *c, int fd,
-	const struct sockaddr *sa, socklen_t salen);
+	const struct sockaddr *sa, socklen_t salen, unsigned lflags);
+void sess_begin(struct session *s);
+void sess_arm_timer(struct session *s);
+bool sess_error(struct session *s);
+void sess_reply_close(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 void sess_close(struct session *s, const char *reason);
 struct slot *sess_slot_new(struct session *s);
 void sess_slot_fill(struct session *s, struct slot *sl, const char *text, size_t len);
@@ -157,6 +172,10 @@ struct sess_dnsq {
 };
 struct sess_dnsq *sess_q_new(struct session *s, int kind, int index, unsigned short gen);
 void sess_q_unlink(struct sess_dnsq *q);
+/* sess_from.c */
+struct owner_from;
+void sess_from_tap(struct txn *t, const unsigned char *buf, size_t len);
+void sess_from_facts(const struct txn *t, struct rules_facts *f, struct owner_from *of);
 
 /* sess_checks.c */
 struct rules_facts;
@@ -189,13 +208,16 @@ void sess_auth_free(struct session *s);
 /* upstream.c */
 enum ups_kind {
 	UK_GREETING = 0, UK_EHLO, UK_XCLIENT, UK_EHLO2,
-	UK_MAIL, UK_RCPT, UK_DATA, UK_DOT, UK_RSET, UK_QUIT
+	UK_MAIL, UK_RCPT, UK_DATA, UK_DOT, UK_RSET, UK_QUIT,
+	UK_STARTTLS, UK_AUTH, UK_AUTHDATA
 };
 void ups_submit(struct session *s, enum ups_kind kind, const char *line, size_t len,
 	struct slot *sl, struct spool *sp);
 bool ups_has_txn(const struct session *s);
 void ups_free(struct session *s);
 unsigned ups_known_caps(uint64_t *size);
+bool ups_auth_offered(const char *mech, size_t len);
+void ups_mark_authed(struct session *s);
 
 #define UPS_CAP_PIPELINING 0x01u
 #define UPS_CAP_SIZE       0x02u
@@ -205,6 +227,7 @@ unsigned ups_known_caps(uint64_t *size);
 #define UPS_CAP_XCLIENT    0x20u
 #define UPS_CAP_ENHANCED   0x40u
 #define UPS_CAP_KNOWN      0x80u	/* learned from a real EHLO */
+#define UPS_CAP_STARTTLS   0x100u
 
 /* upstream.c calls back into the session */
 void sess_ups_mail_result(struct session *s, bool ok);

@@ -48,14 +48,17 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "auth.h"
 #include "conn.h"
 #include "dnsbl.h"
 #include "filter.h"
 #include "log.h"
 #include "moatd.h"
+#include "owner.h"
 #include "rules.h"
 #include "session.h"
 #include "spool.h"
+#include "tls.h"
 #include "xalloc.h"
 
 #define SESS_INPUT_MAX   (64 * 1024)	/* client bytes read ahead of processing */
@@ -66,7 +69,6 @@
 
 static void sess_process_input(struct session *s);
 static void sess_data_input(struct session *s);
-static void sess_arm_timer(struct session *s);
 static void sess_begin_close(struct session *s);
 static void sess_greet(struct session *s);
 static void sess_data_finish(struct session *s);
@@ -145,7 +147,7 @@ sess_slot_fillf(struct session *s, struct slot *sl, const char *fmt, ...)
 }
 
 /* sess_reply_close - a local reply after which the session ends */
-static void __attribute__((format(printf, 2, 3)))
+void
 sess_reply_close(struct session *s, const char *fmt, ...)
 {
 	char buf[SESS_REPLY_MAX];
@@ -236,7 +238,7 @@ sess_flush(struct session *s)
  */
 
 /* sess_error - count a bad command; true if the session must end */
-static bool
+bool
 sess_error(struct session *s)
 {
 	if (++s->errors < s->conf->max_errors)
@@ -270,6 +272,7 @@ sess_txn_free(struct session *s)
 	sess_checks_txn_end(s);
 	sess_auth_txn_end(s);
 	spool_free(s->txn->spool);
+	free(s->txn->hdr);
 	free(s->txn->hdrs);
 	free(s->txn);
 	s->txn = NULL;
@@ -352,17 +355,19 @@ sess_size_limit(const struct session *s)
 static void
 sess_ehlo_reply(struct session *s)
 {
-	char buf[SESS_REPLY_MAX];
+	char buf[SESS_REPLY_MAX], authl[128];
 	unsigned caps = ups_known_caps(NULL);
 	uint64_t size = sess_size_limit(s);
 	int n;
 
+	auth_ehlo(s, authl, sizeof(authl));
 	n = snprintf(buf, sizeof(buf),
-	    "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n%s%s%s250 ENHANCEDSTATUSCODES\r\n",
+	    "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n%s%s%s%s%s250 ENHANCEDSTATUSCODES\r\n",
 	    s->conf->hostname, (unsigned long long)size,
 	    !(caps & UPS_CAP_KNOWN) || (caps & UPS_CAP_8BITMIME) ? "250-8BITMIME\r\n" : "",
 	    !(caps & UPS_CAP_KNOWN) || (caps & UPS_CAP_SMTPUTF8) ? "250-SMTPUTF8\r\n" : "",
-	    (caps & UPS_CAP_KNOWN) && (caps & UPS_CAP_DSN) ? "250-DSN\r\n" : "");
+	    (caps & UPS_CAP_KNOWN) && (caps & UPS_CAP_DSN) ? "250-DSN\r\n" : "",
+	    tls_offered(s) ? "250-STARTTLS\r\n" : "", authl);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		panic("EHLO reply too long");
 	if (s->sq_head == NULL)
@@ -463,8 +468,11 @@ sess_facts(const struct session *s, int st, struct rules_facts *f, struct dnsbl_
 	f->pipelined_after_dot = (s->facts & SESS_F_AFTER_DOT) != 0;
 	f->helo_valid = s->helo != NULL && smtp_helo_valid(s->helo, strlen(s->helo));
 	f->early_talker = (s->facts & SESS_F_EARLY) != 0;
+	f->submission = (s->lflags & CONF_LISTEN_SUBMISSION) != 0;
 	f->bare_lf_commands = s->bare_lf_cmds;
 	f->unknown_commands = s->unknown_cmds;
+	tls_facts(s, f);
+	auth_facts(s, f);
 	sess_checks_facts(s, f, sum);
 	sess_auth_facts(s, st, f);
 }
@@ -810,6 +818,7 @@ proceed_data(struct session *s, const struct smtp_cmd *c)
 	    sess_size_limit(s), (size_t)s->conf->max_line_length);
 	t->spool = spool_new(s->conf->spool_dir, (size_t)s->conf->spool_memory);
 	sess_auth_data(s);
+	t->hdr_capture = rules_reads_from(s->conf->rules);
 	t->data_start_ms = sess_now_ms();
 	s->state = SS_DATA;
 	s->cmd_deadline_ms = 0;
@@ -893,8 +902,8 @@ static const struct sess_verb sess_verbs[] = {
 	{ SMTP_V_HELP, VF_LAST | VF_JUNK, NULL, proceed_fixed,
 	  "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP" },
 	{ SMTP_V_EXPN, VF_LAST, NULL, proceed_notimpl, NULL },
-	{ SMTP_V_STARTTLS, VF_LAST, NULL, proceed_notimpl, NULL },
-	{ SMTP_V_AUTH, VF_LAST, NULL, proceed_notimpl, NULL },
+	{ SMTP_V_STARTTLS, VF_LAST | VF_BARRIER, check_starttls, proceed_starttls, NULL },
+	{ SMTP_V_AUTH, VF_LAST | VF_BARRIER, check_auth, proceed_auth, NULL },
 	{ SMTP_V_BDAT, VF_LAST, NULL, proceed_notimpl, NULL },
 	{ SMTP_V_XCLIENT, VF_LAST, NULL, proceed_notimpl, NULL },
 	{ SMTP_V_XFORWARD, VF_LAST, NULL, proceed_notimpl, NULL },
@@ -925,6 +934,11 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 
 	s->ncmds++;
 	if (log_enabled(LOG_L_DEBUG)) {
+		/* an AUTH line carries credentials: its verb and mechanism only */
+		if (pe == SMTP_P_OK && c.verb == SMTP_V_AUTH) {
+			const char *sp = memchr(c.arg, ' ', c.arglen);
+			len = (size_t)((sp ? sp : c.arg + c.arglen) - line);
+		}
 		log_escape(esc, sizeof(esc), line, len);
 		log_msg(LOG_L_DEBUG, s->id, "command line=\"%s\"", esc);
 	}
@@ -995,6 +1009,11 @@ sess_process_input(struct session *s)
 		if (s->nslots >= s->conf->max_pending ||
 		    conn_output_len(s->conn) > SESS_OUTPUT_MAX)
 			break;	/* resumed by sess_flush or the write callback */
+		if (auth_active(s)) {
+			if (auth_input(s) == 0)
+				break;	/* resumed when the upstream answers */
+			continue;
+		}
 		p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 		if (p.pos < 0) {
 			if (s->discard) {
@@ -1050,7 +1069,8 @@ sess_process_input(struct session *s)
 		}
 		evbuffer_drain(in, raw + 2);
 		sess_command(s, line, raw, pe, &c);
-		s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
+		if (s->state != SS_TLS)		/* STARTTLS set the handshake's deadline */
+			s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
 	}
 	s->in_input = false;
 	if (!s->closing && s->state == SS_DATA)
@@ -1070,7 +1090,11 @@ sess_process_input(struct session *s)
 static void
 sess_spool_out(void *arg, const unsigned char *buf, size_t len)
 {
-	sess_auth_feed(arg, buf, len);
+	struct session *s = arg;
+
+	sess_auth_feed(s, buf, len);
+	if (s->txn->hdr_capture)
+		sess_from_tap(s->txn, buf, len);
 }
 
 /* sess_data_end - the terminator was seen: judge, then send upstream */
@@ -1115,6 +1139,8 @@ sess_data_finish(struct session *s)
 
 	{
 		struct rules_facts f = { 0 };
+		struct owner_from of;
+		sess_from_facts(t, &f, &of);
 		f.size = t->dd.size;
 		f.rcpt_count = t->nrcpt_ok;
 		f.bare_lf = (t->dd.flags & DATA_F_BARE_LF) != 0;
@@ -1211,6 +1237,10 @@ sess_deadline(const struct session *s)
 		if (x < d)
 			d = x;
 		break;
+	case SS_TLS:
+		if (s->cmd_deadline_ms != 0 && s->cmd_deadline_ms < d)
+			d = s->cmd_deadline_ms;
+		break;
 	case SS_CLOSING:
 		break;
 	}
@@ -1222,7 +1252,7 @@ sess_deadline(const struct session *s)
 }
 
 /* sess_arm_timer - (re)arm the session's one timer */
-static void
+void
 sess_arm_timer(struct session *s)
 {
 	uint64_t now = sess_now_ms(), d;
@@ -1266,6 +1296,12 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 		sess_arm_timer(s);
 		return;
 	}
+	if (s->state == SS_TLS) {
+		/* no reply: the connection is neither plaintext nor TLS now */
+		log_msg(LOG_L_INFO, s->id, "limit reason=tls-handshake-deadline");
+		sess_close(s, "tls-handshake-timeout");
+		return;
+	}
 	why = now >= s->start_ms + s->conf->session_deadline_ms ? "session-deadline" :
 	    s->state == SS_DATA ? "data-deadline" : "command-deadline";
 	log_msg(LOG_L_INFO, s->id, "limit reason=%s", why);
@@ -1284,9 +1320,11 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	auth_free(s);
 	ups_free(s);
 	sess_txn_free(s);
 	sess_slots_free(s);
+	tls_sess_free(s);
 	sess_checks_free(s);
 	sess_auth_free(s);
 	if (s->ev_timer)
@@ -1405,6 +1443,8 @@ sess_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 		sess_close(s, "socket-error");
 	else if (what == CONN_EV_TIMEOUT)
 		sess_close(s, "write-timeout");
+	else if (what == CONN_EV_TLS_READY || what == CONN_EV_TLS_FAILED)
+		tls_sess_event(s, what == CONN_EV_TLS_READY);
 }
 
 /* sess_drain - SIGTERM: an idle session is told 421 and closed now */
@@ -1420,7 +1460,8 @@ sess_drain(struct session *s)
 
 /* sess_start - a new client connection, already counted and accepted */
 void
-sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, socklen_t salen)
+sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, socklen_t salen,
+	unsigned lflags)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	socklen_t llen = sizeof(s->local);
@@ -1431,6 +1472,7 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	s->w = w;
 	s->conf = c;
 	s->counted = true;
+	s->lflags = lflags;
 	memcpy(&s->peer, sa, salen);
 	getsockname(fd, (struct sockaddr *)&s->local, &llen);
 	if (sa->sa_family == AF_INET) {
@@ -1458,13 +1500,26 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	wt.tv_sec = (time_t)(c->command_deadline_ms / 1000);
 	wt.tv_usec = (suseconds_t)(c->command_deadline_ms % 1000) * 1000;
 	conn_set_timeouts(s->conn, NULL, &wt);
-	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u",
+	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u%s",
 	    sa->sa_family == AF_INET6 ? "[" : "", s->ip, sa->sa_family == AF_INET6 ? "]" : "",
-	    s->port);
+	    s->port, lflags & CONF_LISTEN_IMPLICIT_TLS ? " tls=implicit" : "");
+	if (lflags & CONF_LISTEN_IMPLICIT_TLS) {
+		tls_sess_implicit(s);	/* sess_begin() once the handshake is done */
+		return;
+	}
+	sess_begin(s);
+}
+
+/* sess_begin - the checks, the connect rules and the greeting */
+void
+sess_begin(struct session *s)
+{
+	const struct conf *c = s->conf;
+
 	sess_checks_connect(s);
 	if (c->greet_delay_ms > 0) {
 		/* read during the delay: a client that talks first is seen */
-		s->greet_at_ms = s->start_ms + c->greet_delay_ms;
+		s->greet_at_ms = sess_now_ms() + c->greet_delay_ms;
 		conn_read_enable(s->conn, true);
 	}
 	if (sess_check_wait(s, RS_CONNECT, NULL)) {

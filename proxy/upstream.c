@@ -38,6 +38,22 @@
  *	anything (a 421 timeout, EOF) is closed. If a reused connection fails
  *	before it is ready, the session's commands move to a fresh one.
  *
+ * TLS
+ *	With upstream-tls opportunistic or required, a fresh connection says
+ *	EHLO, then STARTTLS when offered; once the 220 is in, whatever else
+ *	the upstream sent in plaintext is thrown away (conn_starttls():
+ *	response injection, TLS-09), the handshake runs, and EHLO is said
+ *	again inside TLS before XCLIENT. With required, no STARTTLS in the
+ *	EHLO reply, a refused STARTTLS or a failed handshake end the
+ *	connection and the client gets a 4xx: never a silent fallback to
+ *	plaintext. With opportunistic only a missing or refused STARTTLS
+ *	goes on in plaintext (a failed handshake cannot).
+ *
+ * AUTH
+ *	AUTH and the exchange's lines (auth.c) go in lockstep like MAIL;
+ *	their replies go to auth_ups_reply(). They are never logged. A
+ *	connection that carried AUTH is never parked for reuse.
+ *
  * LIFETIME
  *	A failed connection is retired, not freed: its connection is
  *	disabled and the memory goes back from an event of its own, so no
@@ -49,19 +65,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
+#include "auth.h"
 #include "conn.h"
 #include "identity.h"
 #include "log.h"
 #include "moatd.h"
 #include "session.h"
 #include "spool.h"
+#include "tls.h"
 #include "xalloc.h"
 
 #define UPS_LINE_MAX (REPLY_LINE_MAX + 2)
@@ -69,7 +89,7 @@
 #define UPS_POOL_MAX 32		/* idle connections kept per worker */
 #define UPS_POOL_IDLE_MS 30000	/* well below Postfix's smtpd_timeout */
 
-enum ups_state { UPS_CONNECTING = 0, UPS_SETUP, UPS_READY, UPS_DEAD };
+enum ups_state { UPS_CONNECTING = 0, UPS_SETUP, UPS_TLS, UPS_READY, UPS_DEAD };
 
 struct ups_cmd {
 	struct ups_cmd *next;
@@ -92,6 +112,8 @@ struct ups {
 	bool blocked;		/* DATA sent: nothing more until its dot is written */
 	char xclient[128];	/* the attributes offered after XCLIENT */
 	bool reused;		/* taken from the worker's pool */
+	bool tls_settled;	/* STARTTLS done, or (opportunistic) not possible */
+	bool authed;		/* carried an AUTH exchange: never reused */
 	struct worker *w;	/* while pooled */
 	struct ups *pprev, *pnext;
 	struct reply r;
@@ -109,6 +131,8 @@ static uint64_t ups_size_seen;	/* atomic */
  */
 static pthread_mutex_t ups_xclient_lock = PTHREAD_MUTEX_INITIALIZER;
 static char ups_xclient_seen[128];
+static char ups_auth_seen[128];		/* the AUTH mechanisms offered last time */
+static bool ups_auth_known;
 
 /* ups_xclient_remember - keep (or, with NULL, forget) the offered list */
 static void
@@ -134,6 +158,55 @@ static void ups_connect(struct session *s, bool fresh);
 static bool ups_pool_take(struct session *s);
 static void ups_quit_cb(struct conn *cn, void *arg);
 static void ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg);
+
+/* ups_auth_remember - the AUTH keyword's mechanisms of the last EHLO */
+static void
+ups_auth_remember(const char *p, size_t len)
+{
+	pthread_mutex_lock(&ups_xclient_lock);
+	if (len >= sizeof(ups_auth_seen))
+		len = sizeof(ups_auth_seen) - 1;
+	memcpy(ups_auth_seen, p ? p : "", p ? len : 0);
+	ups_auth_seen[p ? len : 0] = 0;
+	ups_auth_known = true;
+	pthread_mutex_unlock(&ups_xclient_lock);
+}
+
+/* ups_auth_offered - did the upstream offer this mechanism last time (or
+ * has it not been asked yet)? */
+bool
+ups_auth_offered(const char *mech, size_t len)
+{
+	bool ok;
+
+	pthread_mutex_lock(&ups_xclient_lock);
+	ok = !ups_auth_known;
+	for (const char *p = ups_auth_seen; !ok && *p; ) {
+		size_t n = strcspn(p, " ");
+		if (n == len && strncasecmp(p, mech, len) == 0)
+			ok = true;
+		p += n;
+		while (*p == ' ')
+			p++;
+	}
+	pthread_mutex_unlock(&ups_xclient_lock);
+	return ok;
+}
+
+/* ups_mark_authed - this session's upstream connection carried AUTH */
+void
+ups_mark_authed(struct session *s)
+{
+	if (s->ups != NULL)
+		s->ups->authed = true;
+}
+
+/* ups_tls_wanted - must this connection still say STARTTLS? */
+static bool
+ups_tls_wanted(const struct session *s)
+{
+	return s->conf->upstream_tls != CONF_UTLS_NONE && s->ups != NULL && !s->ups->tls_settled;
+}
 
 /* ups_known_caps - what the upstream offered last time we asked */
 unsigned
@@ -224,7 +297,15 @@ ups_send(struct session *s, struct ups_cmd *c)
 	if (c->len > 0)
 		conn_write(u->conn, c->line, c->len);
 	if (log_enabled(LOG_L_DEBUG) && c->len > 2) {
-		log_escape(esc, sizeof(esc), c->line, c->len - 2);
+		size_t shown = c->len - 2;
+		if (c->kind == UK_AUTHDATA)
+			shown = 0;	/* credentials */
+		else if (c->kind == UK_AUTH && shown > 5) {
+			const char *sp = memchr(c->line + 5, ' ', shown - 5);
+			if (sp != NULL)
+				shown = (size_t)(sp - c->line);
+		}
+		log_escape(esc, sizeof(esc), c->line, shown);
 		log_msg(LOG_L_DEBUG, s->id, "upstream send=\"%s\"", esc);
 	}
 }
@@ -297,6 +378,10 @@ ups_parse_caps(struct ups *u)
 		u->caps |= UPS_CAP_DSN;
 	if (reply_ehlo_has(&u->r, "ENHANCEDSTATUSCODES", &plen))
 		u->caps |= UPS_CAP_ENHANCED;
+	if (reply_ehlo_has(&u->r, "STARTTLS", &plen))
+		u->caps |= UPS_CAP_STARTTLS;
+	p = reply_ehlo_has(&u->r, "AUTH", &plen);
+	ups_auth_remember(p, p ? plen : 0);
 	if ((p = reply_ehlo_has(&u->r, "XCLIENT", &plen)) != NULL) {
 		u->caps |= UPS_CAP_XCLIENT;
 		if (plen >= sizeof(u->xclient))
@@ -342,6 +427,7 @@ ups_send_xclient(struct session *s)
 	ic.helo = s->helo;
 	ic.helolen = s->helo ? strlen(s->helo) : 0;
 	ic.esmtp = s->esmtp;
+	ic.login = auth_login(s);
 	n = ident_xclient(u->xclient, strlen(u->xclient), &ic, line, sizeof(line));
 	if (n < 0)
 		return false;
@@ -370,6 +456,9 @@ ups_class_ok(enum ups_kind k, int code)
 		return c == 2 || c == 4 || c == 5;
 	case UK_DATA:
 		return code == 354 || c == 4 || c == 5;
+	case UK_AUTH:
+	case UK_AUTHDATA:
+		return code == 334 || c == 2 || c == 4 || c == 5;
 	case UK_QUIT:
 		return true;
 	default:
@@ -405,7 +494,7 @@ ups_dispatch(struct session *s)
 			return;
 		}
 		u->st = UPS_SETUP;
-		if (s->conf->identity == CONF_ID_XCLIENT &&
+		if (s->conf->identity == CONF_ID_XCLIENT && !ups_tls_wanted(s) &&
 		    ups_xclient_recall(u->xclient, sizeof(u->xclient))) {
 			if (!ups_send_xclient(s)) {
 				free(c);
@@ -426,6 +515,19 @@ ups_dispatch(struct session *s)
 			return;
 		}
 		ups_parse_caps(u);
+		if (c->kind == UK_EHLO && ups_tls_wanted(s)) {
+			if (u->caps & UPS_CAP_STARTTLS) {
+				ups_send_line(s, UK_STARTTLS, "STARTTLS\r\n", 10);
+				break;
+			}
+			if (s->conf->upstream_tls == CONF_UTLS_REQUIRED) {
+				free(c);
+				ups_fail(s, "starttls-not-offered", NULL);
+				return;
+			}
+			log_msg(LOG_L_INFO, s->id, "upstream tls=none reason=starttls-not-offered");
+			u->tls_settled = true;	/* plaintext it is, on this connection */
+		}
 		if (c->kind == UK_EHLO && s->conf->identity == CONF_ID_XCLIENT) {
 			if (!(u->caps & UPS_CAP_XCLIENT)) {
 				free(c);
@@ -512,6 +614,48 @@ ups_dispatch(struct session *s)
 		break;
 	case UK_QUIT:
 		break;
+	case UK_STARTTLS:
+		if (code == 220) {
+			SSL * ssl = tls_client_ssl(s->conf);
+			size_t dropped;
+			if (ssl == NULL) {
+				free(c);
+				ups_fail(s, "tls-unavailable", NULL);
+				return;
+			}
+			dropped = conn_starttls(u->conn, ssl, false);
+			if (dropped > 0)
+				log_msg(LOG_L_WARN, s->id, "upstream protocol=starttls-response-injection "
+				    "discarded=%zu", dropped);
+			u->st = UPS_TLS;
+			break;
+		}
+		if (s->conf->upstream_tls == CONF_UTLS_REQUIRED) {
+			free(c);
+			ups_fail(s, "starttls-refused", r);
+			return;
+		}
+		log_msg(LOG_L_INFO, s->id, "upstream tls=none reason=starttls-refused code=%d", code);
+		u->tls_settled = true;
+		if (s->conf->identity == CONF_ID_XCLIENT) {
+			if (!(u->caps & UPS_CAP_XCLIENT)) {
+				free(c);
+				ups_fail(s, "xclient-not-offered", NULL);
+				return;
+			}
+			if (!ups_send_xclient(s)) {
+				free(c);
+				ups_fail(s, "xclient-too-long", NULL);
+				return;
+			}
+			break;
+		}
+		ups_ready(s);
+		break;
+	case UK_AUTH:
+	case UK_AUTHDATA:
+		auth_ups_reply(s, c->slot, r);
+		break;
 	}
 	free(c);
 	if (s->ups == u && !s->closing && u->st != UPS_DEAD)
@@ -573,6 +717,24 @@ ups_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 		return;
 	if (what == CONN_EV_CONNECTED)
 		return;
+	if (what == CONN_EV_TLS_READY) {
+		char line[300];
+		int n = snprintf(line, sizeof(line), "EHLO %s\r\n", s->conf->hostname);
+		SSL * ssl = conn_ssl(cn);
+		u->tls_settled = true;
+		u->st = UPS_SETUP;
+		log_msg(LOG_L_INFO, s->id, "upstream tls version=%s cipher=%s", SSL_get_version(ssl),
+		    SSL_get_cipher_name(ssl));
+		ups_send_line(s, UK_EHLO, line, (size_t)n);
+		ups_timeouts(s);
+		return;
+	}
+	if (what == CONN_EV_TLS_FAILED) {
+		const char *why = conn_tls_error(cn);
+		log_msg(LOG_L_WARN, s->id, "upstream tls=failed reason=\"%s\"", why ? why : "?");
+		ups_fail(s, "tls-handshake-failed", NULL);
+		return;
+	}
 	if (what == CONN_EV_TIMEOUT)
 		ups_fail(s, u->st == UPS_CONNECTING ? "connect-timeout" : "timeout", NULL);
 	else if (what == CONN_EV_EOF)
@@ -678,6 +840,7 @@ ups_fail(struct session *s, const char *why, const struct reply *r)
 	u->inf_h = u->inf_t = u->out_h = u->out_t = NULL;
 	u->ninflight = 0;
 	sess_ups_lost(s);
+	auth_ups_lost(s);
 	for (int i = 0; i < 2; i++) {
 		while ((c = list[i]) != NULL) {
 			list[i] = c->next;
@@ -776,7 +939,7 @@ ups_pool_put(struct session *s)
 	struct timeval idle = { UPS_POOL_IDLE_MS / 1000, 0 };
 	struct timeval wr = { UPS_QUIT_MS / 1000, 0 };
 
-	if (w->draining || w->nups_pool >= UPS_POOL_MAX ||
+	if (w->draining || w->nups_pool >= UPS_POOL_MAX || u->authed ||
 	    evbuffer_get_length(conn_input(u->conn)) > 0 || conn_error(u->conn) != 0)
 		return false;
 	if (s->conf->identity == CONF_ID_XCLIENT ? !(u->caps & UPS_CAP_XCLIENT) :

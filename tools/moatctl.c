@@ -435,6 +435,7 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 	struct smtp_addr from, to;
 	struct smtp_mail_params mp;
 	struct fcrdns fcr;
+	char spf_domain[256] = "", from_dom[256] = "";
 	char sender[SMTP_PATH_MAX + 8], rcpt[SMTP_PATH_MAX + 8];
 	const struct smtp_reject *rj;
 	struct explain_msg m;
@@ -466,7 +467,8 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 
 		for (int st = 0; st < RS__COUNT; st++)
 			fc = fc || rules_stage_needs(c->rules, (enum rules_stage)st, CHECK_FCRDNS);
-		if (!a->no_network && (fc || c->dnsbl != NULL)) {
+		if (!a->no_network && (fc || c->dnsbl != NULL || c->spf || c->dkim ||
+		    c->dmarc != CONF_DMARC_OFF)) {
 			char *err = NULL;
 
 			if (dns_init(&c->resolver, &err) != 0) {
@@ -513,6 +515,14 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 	f.helo_valid = smtp_helo_valid(a->helo, helolen);
 	explain_zones(c, a, DNSBL_T_HELO, f.client, f.helo_valid && a->helo[0] != '[' ? a->helo : NULL,
 	    &f);
+	f.spf_known = true;
+	if (c->spf && rules_stage_needs(c->rules, RS_HELO, CHECK_SPF)) {
+		if (a->no_network)
+			f.spf_helo = "temperror";
+		else
+			f.spf_helo = ctl_spf(f.client, a->helo, NULL, (unsigned)c->spf_timeout_ms, true,
+			    spf_domain, sizeof(spf_domain));
+	}
 	if (explain_stage(c, RS_HELO, &f, &r) == EX_REFUSED)
 		return explain_result(&r, "helo", NULL);
 	if (a->from == NULL)
@@ -556,6 +566,20 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 			d[from.domain_len] = 0;
 		}
 		explain_zones(c, a, DNSBL_T_SENDER, f.client, d[0] ? d : NULL, &f);
+	}
+	f.spf = "none";
+	spf_domain[0] = 0;
+	if (c->spf && a->no_network) {
+		f.spf = "temperror";
+		printf("check spf mailfrom=temperror (--no-network)\n");
+	} else if (c->spf) {
+		char snd[SMTP_PATH_MAX + 1] = "";
+
+		if (!from.null && from.local_len + from.domain_len + 2 <= sizeof(snd))
+			snprintf(snd, sizeof(snd), "%.*s@%.*s", (int)from.local_len, from.local,
+			    (int)from.domain_len, from.domain);
+		f.spf = ctl_spf(f.client, a->helo, snd, (unsigned)c->spf_timeout_ms, false, spf_domain,
+		    sizeof(spf_domain));
 	}
 	if (explain_stage(c, RS_MAIL, &f, &r) == EX_REFUSED)
 		return explain_result(&r, "mail", NULL);
@@ -635,6 +659,14 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 		}
 		f.size = m.size;
 	}
+	f.auth_known = true;
+	f.dkim = f.dmarc = f.dmarc_policy = "none";
+	if (a->message != NULL && !a->no_network && (c->dkim || c->dmarc != CONF_DMARC_OFF))
+		ctl_auth(c->dkim != 0, c->dmarc, c->psl_path, (unsigned)c->dkim_min_key_bits,
+		    (unsigned)c->dkim_max_signatures, c->dkim_allow_sha1 != 0,
+		    (unsigned)c->dns_timeout_ms, a->message, f.spf != NULL && strcmp(f.spf, "pass") == 0,
+		    spf_domain, &f.dkim, &f.dmarc, &f.dmarc_policy, from_dom, sizeof(from_dom));
+	f.dmarc_from_domain = from_dom[0] ? from_dom : NULL;
 	if (explain_stage(c, RS_DATA, &f, &r) == EX_REFUSED)
 		return explain_result(&r, "data", NULL);
 	return explain_result(&r, NULL,

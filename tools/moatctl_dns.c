@@ -28,8 +28,12 @@
 #include <event2/event.h>
 
 #include "dns.h"
+#include "dkim.h"
+#include "dmarc.h"
 #include "dnsbl.h"
 #include "filter.h"
+#include "hdrscan.h"
+#include "spf.h"
 #include "moatctl.h"
 
 #define QUERY_MAX 256
@@ -358,4 +362,152 @@ ctl_dnsbl(const struct dnsbl_set *set, int type, const struct sockaddr *client,
 			printf(" weight=%lld", (long long)r->weight);
 		putchar('\n');
 	}
+}
+
+/* ctl_spf - moatd's SPF check of one identity, synchronously; the result
+ * word, and the domain checked in domain */
+const char *
+ctl_spf(const struct sockaddr *client, const char *helo, const char *sender, unsigned timeout_ms,
+	bool helo_identity, char *domain, size_t dsize)
+{
+	struct spf_request rq;
+	struct spf_outcome out;
+
+	memset(&rq, 0, sizeof(rq));
+	if (client->sa_family == AF_INET) {
+		rq.family = AF_INET;
+		memcpy(rq.addr, &((const struct sockaddr_in *)client)->sin_addr, 4);
+	} else {
+		rq.family = AF_INET6;
+		memcpy(rq.addr, &((const struct sockaddr_in6 *)client)->sin6_addr, 16);
+	}
+	rq.helo = helo ? helo : "";
+	rq.sender = sender ? sender : "";
+	rq.timeout_ms = timeout_ms;
+	spf_check(&rq, helo_identity ? SPF_ID_HELO : SPF_ID_MAILFROM, &out);
+	snprintf(domain, dsize, "%s", out.domain);
+	printf("check spf %s=%s domain=%s reason=\"%s\"\n", helo_identity ? "helo" : "mailfrom",
+	    spf_res_name(out.res), out.domain, out.reason);
+	return spf_res_name(out.res);
+}
+
+static void
+ctl_sink(void *arg, const unsigned char *buf, size_t len)
+{
+	(void)arg;
+	(void)buf;
+	(void)len;
+}
+
+/* ctl_auth - DKIM and DMARC of a message file, as moatd runs them at the
+ * end of the data; the facts' words in *dkim, *dmarc, *policy, *from */
+void
+ctl_auth(bool dkim_on, int dmarc_mode, const char *psl_path, unsigned dkim_min_bits,
+	unsigned max_sigs, bool sha1, unsigned timeout_ms, const char *path, bool spf_pass,
+	const char *spf_domain, const char **dkim_w, const char **dmarc_w, const char **policy_w,
+	char *from, size_t fsize)
+{
+	static struct hdrscan hs;
+	static struct dkimv_outcome dko;
+	static struct dmarc_outcome dmo;
+	struct dkimv *dv = NULL;
+	struct dkimv_msg *msg = NULL;
+	FILE *fp = fopen(path, "rb");
+	char buf[65536], err[256];
+	size_t n;
+	bool cr = false;
+
+	*dkim_w = "none";
+	*dmarc_w = "none";
+	*policy_w = "none";
+	from[0] = 0;
+	if (fp == NULL)
+		return;
+	hdrscan_init(&hs, "", ctl_sink, NULL);
+	if (dkim_on) {
+		struct dkimv_conf dc;
+
+		memset(&dc, 0, sizeof(dc));
+		dc.min_key_bits = dkim_min_bits;
+		dc.max_signatures = max_sigs;
+		dc.allow_rsa_sha1 = sha1;
+		dc.timeout_ms = timeout_ms;
+		dv = dkimv_new(&dc, err, sizeof(err));
+		if (dv != NULL)
+			msg = dkimv_msg_new(dv);
+	}
+	/* as moatd decodes it: bare LF becomes CRLF */
+	while ((n = fread(buf, 1, sizeof(buf) / 2, fp)) > 0) {
+		char out[sizeof(buf) + 2];
+		size_t o = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			if (buf[i] == '\n' && !cr)
+				out[o++] = '\r';
+			cr = buf[i] == '\r';
+			out[o++] = buf[i];
+		}
+		if (msg != NULL)
+			(void)dkimv_msg_feed(msg, out, o);
+		hdrscan_feed(&hs, (const unsigned char *)out, o);
+	}
+	fclose(fp);
+	hdrscan_finish(&hs);
+	if (msg != NULL) {
+		dkimv_msg_finish(msg, &dko);
+		for (int i = 0; i < dko.nsigs; i++)
+			printf("check dkim=%s d=%s s=%s%s\n", dkimv_result_name(dko.sigs[i].result),
+			    dko.sigs[i].domain, dko.sigs[i].selector, dko.sigs[i].partial ?
+			    " partial=yes" : "");
+		*dkim_w = "none";
+		for (int i = 0; i < dko.nsigs; i++)
+			if (dko.sigs[i].result == DKIMV_PASS && !dko.sigs[i].partial) {
+				*dkim_w = "pass";
+				break;
+			} else if (strcmp(*dkim_w, "none") == 0)
+				*dkim_w = dkimv_result_name(dko.sigs[i].result);
+		dkimv_msg_free(msg);
+	}
+	if (dv != NULL)
+		dkimv_free(dv);
+	if (dmarc_mode != 0) {
+		struct dmarc_psl *psl = dmarc_psl_load(psl_path, err, sizeof(err));
+		struct dmarc_input in;
+		struct dmarc_dkim_in dk[DKIMV_MAX_SIGS];
+		const char *fv[HDRSCAN_FROM_MAX];
+		size_t fl[HDRSCAN_FROM_MAX];
+		struct dmarc_conf dc;
+
+		if (psl == NULL) {
+			fprintf(stderr, "moatctl: public-suffix-list %s: %s\n", psl_path, err);
+			return;
+		}
+		memset(&in, 0, sizeof(in));
+		for (int i = 0; i < hs.nfrom && i < HDRSCAN_FROM_MAX; i++) {
+			fv[i] = hs.from[i];
+			fl[i] = hs.from_len[i];
+		}
+		in.from = fv;
+		in.from_len = fl;
+		in.nfrom = hs.nfrom < HDRSCAN_FROM_MAX ? hs.nfrom : HDRSCAN_FROM_MAX;
+		in.spf_pass = spf_pass;
+		in.spf_domain = spf_domain && spf_domain[0] ? spf_domain : NULL;
+		for (int i = 0; msg != NULL && i < dko.nsigs; i++) {
+			dk[in.ndkim].domain = dko.sigs[i].domain;
+			dk[in.ndkim++].pass = dko.sigs[i].result == DKIMV_PASS && !dko.sigs[i].partial;
+		}
+		in.dkim = dk;
+		memset(&dc, 0, sizeof(dc));
+		dc.mode = dmarc_mode == 2 ? DMARC_MODE_BIS : DMARC_MODE_RFC7489;
+		dc.psl = psl;
+		dc.timeout_ms = timeout_ms;
+		dmarc_check(&dc, &in, &dmo);
+		dmarc_psl_free(psl);
+		*dmarc_w = dmarc_result_name(dmo.result);
+		*policy_w = dmarc_policy_name(dmo.policy);
+		snprintf(from, fsize, "%s", dmo.from_domain);
+		printf("check dmarc=%s policy=%s from-domain=%s\n", *dmarc_w, *policy_w,
+		    from[0] ? from : "-");
+	}
+	hdrscan_free(&hs);
 }

@@ -1,4 +1,4 @@
-// sources: filters/glstore.c filters/greylist_reply.c core/log.c core/xalloc.c
+// sources: filters/glstore.c core/siphash.c filters/greylist_reply.c core/log.c core/xalloc.c
 /*
  * fuzz_glstore - the greylist store's file loader, its control commands,
  * the key text helpers, and the script reply interpretation (SECURITY-TESTS

@@ -794,7 +794,8 @@ class FakeUpstream:
                 self._send(c, act)
                 return
             else:
-                act = "502 5.5.2 Error: command not recognized"
+                # other verbs (AUTH, STARTTLS, ...) only when the test says
+                act = self._action(verb, arg, "502 5.5.2 Error: command not recognized")
             if not self._send(c, act):
                 return
 

@@ -169,7 +169,7 @@ static const struct bcase bcases[] = {
 	{ "unknown stage", "on queue true accept\n",
 	  "F:3:4: error: expected a stage (connect, helo, mail, rcpt or data), found \"queue\"" },
 	{ "unknown fact", "on mail virus is eicar accept\n",
-	  "F:3:9: error: unknown fact \"virus\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name, login, dnsbl-score, dnsbl-hit, dnsbl-error, early-talker, bare-lf-commands, unknown-commands, spf, spf-helo, dkim, dmarc, dmarc-policy, from-domain)" },
+	  "F:3:9: error: unknown fact \"virus\" (known: client-ip, helo, sender, sender-domain, null-sender, rcpt, rcpt-domain, rcpt-count, declared-size, size, auth, tls, score, pipelining-violation, pipelined-after-dot, bare-lf, helo-valid, fcrdns, client-name, login, dnsbl-score, dnsbl-hit, dnsbl-error, early-talker, bare-lf-commands, unknown-commands, spf, spf-helo, dkim, dmarc, dmarc-policy, from-domain, tls-version, tls-cipher, tls-client-cert, from, submission)" },
 	{ "fact too early", "on helo sender-domain is x accept\n",
 	  "F:3:9: error: sender-domain is not known yet at helo (only from mail on)" },
 	{ "unknown list", "on connect client-ip in nope accept\n",

@@ -1,0 +1,61 @@
+/*
+ * auth - AUTH on submission listeners, relayed to the upstream (private
+ * to proxy/)
+ *
+ * SYNOPSIS
+ *	bool check_auth(struct session *s, const struct smtp_cmd *c);
+ *	void proceed_auth(struct session *s, const struct smtp_cmd *c);
+ *	int auth_input(struct session *s);
+ *	void auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r);
+ *	const char *auth_login(const struct session *s);
+ *
+ * DESCRIPTION
+ *	moat holds no passwords: the exchange goes to the upstream MTA
+ *	(Postfix with Dovecot or Cyrus SASL) line by line, in lockstep, and
+ *	the upstream's 235 makes the login the session's (the facts auth and
+ *	login; XCLIENT LOGIN= on later upstream connections). The login is
+ *	read from the client's own messages (sasl.h); mechanisms that do not
+ *	name it are not offered and are refused. Neither the AUTH command's
+ *	argument nor any response line is ever logged; the log says the
+ *	mechanism, the login and the outcome.
+ *
+ *	auth_input() is called by the command loop while an exchange is on:
+ *	it returns 0 when the loop must stop (waiting for the upstream's
+ *	334, or for the rest of a line), 1 when it consumed a response line.
+ *	Response lines are capped at SASL_LINE_MAX (500 5.5.6 beyond).
+ *
+ * LIMITS
+ *	Failed exchanges (the upstream's 535, and other 5xx but 501/504)
+ *	are counted per client address (IPv6: its /64, like the session
+ *	limit) in a table shared by the workers, for auth-failure-window.
+ *	Each failure's reply waits auth-failure-delay; at auth-max-failures
+ *	the client gets 421 4.7.0 and is disconnected, and any AUTH from that
+ *	address within the window gets the same before anything goes
+ *	upstream. The table holds AUTH_TABLE_MAX addresses; the oldest entry
+ *	makes way.
+ */
+#ifndef MOAT_AUTH_H
+#define MOAT_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct session;
+struct smtp_cmd;
+struct slot;
+struct reply;
+struct rules_facts;
+
+bool check_auth(struct session *s, const struct smtp_cmd *c);
+void proceed_auth(struct session *s, const struct smtp_cmd *c);
+int auth_input(struct session *s);
+bool auth_active(const struct session *s);
+void auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r);
+void auth_ups_lost(struct session *s);
+size_t auth_ehlo(const struct session *s, char *buf, size_t size);
+const char *auth_login(const struct session *s);
+void auth_facts(const struct session *s, struct rules_facts *f);
+void auth_reset(struct session *s);
+void auth_free(struct session *s);
+
+#endif

@@ -1,0 +1,264 @@
+"""AUTH pass-through on submission listeners (SECURITY-TESTS 2.11 AUT).
+
+A private Dovecot (passwd-file, auth socket only) gives SASL to a private
+Postfix (smtpd_sasl_type = dovecot); moatd relays AUTH to that Postfix.
+"""
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import harness
+from test_tls import client_ctx, starttls, tls_opts, certs  # noqa: F401 (fixture)
+
+PASSWORDS = {"alice": "s3cret-Alice!", "bob@example.org": "hunter2-Bob"}
+
+
+class Dovecot:
+    """dovecot -F with only the auth service; socket DIR/auth (mode 0666)."""
+
+    def __init__(self, workdir):
+        self.dir = harness.make_dir(Path(workdir) / "dovecot")
+        self.socket = self.dir / "auth"
+        self.proc = None
+
+    def start(self):
+        users = self.dir / "users"
+        users.write_text("".join("%s:{PLAIN}%s\n" % kv for kv in PASSWORDS.items()))
+        conf = self.dir / "dovecot.conf"
+        conf.write_text("""\
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols =
+ssl = no
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home=/tmp
+}}
+service auth {{
+  unix_listener {d}/auth {{
+    mode = 0666
+  }}
+}}
+""".format(d=self.dir))
+        self.proc = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not harness.wait_for(lambda: self.socket.exists(), 10):
+            self.stop()
+            raise harness.HarnessError("dovecot did not start")
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            harness.stop_process(self.proc)
+
+
+@pytest.fixture(scope="module")
+def sasl_postfix(tmp_path_factory):
+    if not harness.IS_ROOT:
+        pytest.skip("Postfix and Dovecot need root")
+    base = harness.make_dir(Path("/tmp") / ("moat-auth-%d" % time.time_ns()))
+    dv = Dovecot(base).start()
+    pf = harness.Postfix(base, extra_main={
+        "smtpd_sasl_auth_enable": "yes",
+        "smtpd_sasl_type": "dovecot",
+        "smtpd_sasl_path": str(dv.socket),
+        "smtpd_tls_auth_only": "no",
+        "smtpd_sasl_security_options": "noanonymous",
+        "smtpd_client_auth_rate_limit": "0",
+    })
+    try:
+        pf.start()
+        yield pf
+    finally:
+        pf.stop()
+        dv.stop()
+        if not os.environ.get("MOAT_KEEP"):
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def plain(user, pw):
+    return b64("\0%s\0%s" % (user, pw))
+
+
+def sub_moatd(moatd_factory, upstream, certs, **kw):  # noqa: F811
+    p25, p587 = harness.free_port(), harness.free_port()
+    opts = tls_opts(certs, **{"auth-failure-delay": "200ms", "auth-max-failures": "3",
+                              "upstream-timeout": "20s"})
+    opts.update(kw)
+    m = moatd_factory(upstream, listen=["127.0.0.1:%d" % p25, "127.0.0.1:%d submission" % p587],
+                      **opts)
+    m.sub_port = p587
+    return m
+
+
+def sub_client(m, tls=True, source=None):
+    # Dovecot delays failures per client address (auth penalty, up to 15 s)
+    # and Postfix passes it the XCLIENT address: tests that fail logins use
+    # addresses of their own
+    c = harness.Client(m.sub_port, source=source, timeout=20)
+    c.ehlo()
+    if tls:
+        starttls(c)
+        c.ehlo()
+    return c
+
+
+def test_auth_not_on_port_25(sasl_postfix, moatd_factory, certs):  # noqa: F811
+    """AUT-01"""
+    m = sub_moatd(moatd_factory, "127.0.0.1:%d" % sasl_postfix.port, certs)
+    with m.client() as c:
+        c.ehlo()
+        starttls(c)
+        assert "AUTH" not in c.ehlo().keywords()
+        assert c.cmd("AUTH PLAIN " + plain("alice", PASSWORDS["alice"])).code == 503
+
+
+def test_auth_only_after_tls(sasl_postfix, moatd_factory, certs):  # noqa: F811
+    """AUT-02 and TLS-06"""
+    m = sub_moatd(moatd_factory, "127.0.0.1:%d" % sasl_postfix.port, certs)
+    c = harness.Client(m.sub_port)
+    r = c.ehlo()
+    assert "AUTH" not in r.keywords() and "STARTTLS" in r.keywords()
+    r = c.cmd("AUTH PLAIN " + plain("alice", PASSWORDS["alice"]))
+    assert r.code == 530 and r.enh == "5.7.0"
+    starttls(c)
+    r = c.ehlo()
+    assert "AUTH" in r.keywords()
+    auth_line = [l for l in r.lines if l.upper().startswith("AUTH")][0]
+    assert "PLAIN" in auth_line and "LOGIN" in auth_line
+    c.close()
+
+
+@pytest.mark.timeout(90)
+def test_auth_plain_and_login_good(sasl_postfix, moatd_factory, certs):  # noqa: F811
+    m = sub_moatd(moatd_factory, "127.0.0.1:%d" % sasl_postfix.port, certs)
+    c = sub_client(m)
+    r = c.cmd("AUTH PLAIN " + plain("alice", PASSWORDS["alice"]))
+    assert r.code == 235, r
+    assert c.cmd("AUTH PLAIN " + plain("alice", PASSWORDS["alice"])).code == 503  # AUT-04 twice
+    harness.smtp_transaction(c, harness.message(subject="auth plain", mfrom="alice@example.org"),
+                             mfrom="alice@example.org")
+    c.cmd("QUIT")
+    c.close()
+    c = sub_client(m)
+    r = c.cmd("AUTH LOGIN")
+    assert r.code == 334
+    assert c.cmd(b64("bob@example.org")).code == 334
+    assert c.cmd(b64(PASSWORDS["bob@example.org"])).code == 235
+    c.cmd("QUIT")
+    c.close()
+    m.wait_log(r'auth mech=PLAIN login="alice" result=ok')
+    m.wait_log(r'auth mech=LOGIN login="bob@example.org" result=ok')
+    sasl_postfix.wait_messages_with("auth plain")
+    assert re.search(r"sasl_method=PLAIN, sasl_username=alice", sasl_postfix.log())
+
+
+@pytest.mark.timeout(90)
+def test_auth_failures_limited(sasl_postfix, moatd_factory, certs):  # noqa: F811
+    """AUT-03, AUT-08: 535 relayed and delayed; the limit holds across reconnects."""
+    m = sub_moatd(moatd_factory, "127.0.0.1:%d" % sasl_postfix.port, certs)
+    c = sub_client(m, source="127.0.0.10")
+    t0 = time.monotonic()
+    r1 = c.cmd("AUTH PLAIN " + plain("alice", "wrong-password"))
+    assert r1.code == 535
+    assert time.monotonic() - t0 >= 0.2
+    r2 = c.cmd("AUTH PLAIN " + plain("nosuchuser", "wrong-password"))
+    assert r2.code == 535 and r2.enh == r1.enh           # no user enumeration
+    r3 = c.cmd("AUTH PLAIN " + plain("alice", "wrong-again"))
+    assert r3.code == 421
+    c.wait_closed(5)
+    c = sub_client(m, source="127.0.0.10")
+    r = c.cmd("AUTH PLAIN " + plain("alice", PASSWORDS["alice"]))
+    assert r.code == 421, r                               # counters survive reconnects
+    c.wait_closed(5)
+    m.wait_log(r"auth refused reason=too-many-failures")
+
+
+def test_auth_exchange_edge_cases(sasl_postfix, moatd_factory, certs):  # noqa: F811
+    """AUT-04: cancel, unknown mechanism, bad base64, empty initial response."""
+    m = sub_moatd(moatd_factory, "127.0.0.1:%d" % sasl_postfix.port, certs,
+                  **{"auth-max-failures": "10"})
+    c = sub_client(m, source="127.0.0.11")
+    assert c.cmd("AUTH GSSAPI").code == 504
+    assert c.cmd("AUTH PLAIN not*base64").code == 501
+    assert c.cmd("AUTH LOGIN").code == 334
+    assert c.cmd("*").code == 501                          # cancelled
+    assert c.cmd("AUTH LOGIN").code == 334
+    assert c.cmd("%%%%").code == 501                       # bad base64 response
+    r = c.cmd("AUTH PLAIN =")                              # empty initial response
+    assert r.code in (334, 501, 535), r
+    if r.code == 334:
+        assert c.cmd(plain("alice", PASSWORDS["alice"])).code == 235
+    assert c.cmd("NOOP").code == 250
+    c.close()
+
+
+def test_swaks_auth(sasl_postfix, moatd_factory, certs):  # noqa: F811
+    m = sub_moatd(moatd_factory, "127.0.0.1:%d" % sasl_postfix.port, certs)
+    r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % m.sub_port, "--tls",
+                        "-a", "LOGIN", "-au", "alice", "-ap", PASSWORDS["alice"],
+                        "--from", "alice@example.org", "--to", "user@example.org",
+                        "--header", "Subject: swaks auth", "--timeout", "15",
+                        "--local-interface", "127.0.0.13"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=40)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, out
+    assert "235 " in out
+    sasl_postfix.wait_messages_with("swaks auth")
+
+
+def test_passwords_never_logged(sasl_postfix, moatd_factory, certs):  # noqa: F811
+    """AUT-06: log-level debug, every way of sending a password."""
+    m = sub_moatd(moatd_factory, "127.0.0.1:%d" % sasl_postfix.port, certs,
+                  **{"auth-max-failures": "10"})
+    c = sub_client(m, source="127.0.0.12")
+    assert c.cmd("AUTH PLAIN " + plain("alice", "WrongPassWord77")).code == 535
+    assert c.cmd("AUTH LOGIN " + b64("alice")).code == 334
+    assert c.cmd(b64(PASSWORDS["alice"])).code == 235
+    c.cmd("QUIT")
+    c.close()
+    time.sleep(0.3)
+    log = m.log()
+    for secret in ("WrongPassWord77", PASSWORDS["alice"], plain("alice", "WrongPassWord77"),
+                   b64(PASSWORDS["alice"])):
+        assert secret not in log, secret
+    assert "auth mech=LOGIN" in log
+
+
+def test_xclient_login_on_new_connection(fake_factory, moatd_factory, certs):  # noqa: F811
+    """After AUTH, an upstream connection made later carries XCLIENT LOGIN=."""
+    state = {"mails": 0}
+
+    def on_mail(arg):
+        state["mails"] += 1
+        return "CLOSE" if state["mails"] == 1 else None
+    f = fake_factory(caps=list(harness.DEFAULT_CAPS) + ["AUTH PLAIN LOGIN"],
+                     replies={"AUTH": "235 2.7.0 Authentication successful", "MAIL": on_mail})
+    m = sub_moatd(moatd_factory, f.address, certs)
+    c = sub_client(m)
+    assert c.cmd("AUTH PLAIN " + plain("carol", "pw")).code == 235
+    assert c.cmd("MAIL FROM:<carol@example.org>").cls == 4        # upstream lost
+    assert c.cmd("MAIL FROM:<carol@example.org>").code == 250     # a new connection
+    c.close()
+    xcl = [l for l in f.all_lines() if l.startswith(b"XCLIENT")]
+    assert any(b"LOGIN=carol" in l for l in xcl), xcl
+    assert not any(b"LOGIN=" in l for l in xcl[:1])
