@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "dns.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "xalloc.h"
@@ -499,26 +500,8 @@ dnsbl_query_name(const struct dnsbl_zone *z, int family, const void *addr,
 	size_t dl;
 	int r;
 
-	if (z->type == DNSBL_T_IP) {
-		const unsigned char *b = addr;
-		static const char hex[] = "0123456789abcdef";
-		size_t o = 0;
-
-		if (family == AF_INET) {
-			r = snprintf(out, size, "%u.%u.%u.%u.%s", b[3], b[2], b[1], b[0], z->zone);
-			return r < 0 || (size_t)r >= size ? -1 : r;
-		}
-		if (size < 64 + strlen(z->zone) + 1)
-			return -1;
-		for (int i = 15; i >= 0; i--) {
-			out[o++] = hex[b[i] & 15];
-			out[o++] = '.';
-			out[o++] = hex[b[i] >> 4];
-			out[o++] = '.';
-		}
-		r = snprintf(out + o, size - o, "%s", z->zone);
-		return r < 0 || (size_t)r >= size - o ? -1 : (int)o + r;
-	}
+	if (z->type == DNSBL_T_IP)
+		return dns_reverse_name(family, addr, z->zone, out, size);
 	if (domain == NULL || (dl = strlen(domain)) == 0)
 		return -1;
 	if (domain[dl - 1] == '.')

@@ -1,4 +1,4 @@
-// sources: filters/dnsbl.c policy/lex.c core/log.c core/xalloc.c
+// sources: filters/dnsbl.c core/dnsname.c policy/lex.c core/log.c core/xalloc.c
 /*
  * fuzz_dnsbl - DNSBL answer interpretation (SECURITY-TESTS F12) and the
  * dnsbl/dnswl statement parser (filters/dnsbl.c)
