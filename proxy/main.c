@@ -149,6 +149,7 @@ struct probe_q {
 	bool listed;		/* the test point that must be listed */
 };
 
+static bool greylist_wanted(const struct conf *c);
 static struct dns_loop *main_dns;
 static struct event *ev_probe;
 
@@ -160,6 +161,21 @@ probe_finish(struct probe_round *pr)
 			dnsbl_probe_result(&pr->c->dnsbl->z[i], pr->z[i].listed_ok,
 			    pr->z[i].unlisted_ok, pr->z[i].temp);
 		dnsbl_log_stats(&pr->c->dnsbl->z[i]);
+	}
+	if (greylist_wanted(pr->c)) {
+		static uint64_t last;
+		struct greylist_counters gc;
+
+		greylist_counters(&gc);
+		if (gc.checks != last) {
+			last = gc.checks;
+			log_msg(LOG_L_INFO, 0, "stats greylist checks=%llu pass=%llu allowlisted=%llu "
+			    "greylisted=%llu errors=%llu refused=%llu outages=%llu",
+			    (unsigned long long)gc.checks, (unsigned long long)gc.pass,
+			    (unsigned long long)gc.allowlisted, (unsigned long long)gc.greylisted,
+			    (unsigned long long)gc.errors, (unsigned long long)gc.refused,
+			    (unsigned long long)gc.outages);
+		}
 	}
 	conf_unref(pr->c);
 	free(pr);
@@ -242,6 +258,16 @@ static bool
 greylist_wanted(const struct conf *c)
 {
 	return c->rules != NULL && rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST);
+}
+
+/* greylist_uses_org - does the greylist key want organisational domains? */
+static bool
+greylist_uses_org(const struct conf *c)
+{
+	for (int i = 0; i < c->greylist.nclient_part; i++)
+		if (c->greylist.client_part[i] == GL_KEY_ORG)
+			return true;
+	return false;
 }
 
 /* store_save - the embedded greylist store to its file */
@@ -527,7 +553,7 @@ main(int argc, char **argv)
 		if (moatd.dkim == NULL)
 			fatal("dkim: %s", err);
 	}
-	if (c->dmarc != CONF_DMARC_OFF) {
+	if (c->dmarc != CONF_DMARC_OFF || (greylist_wanted(c) && greylist_uses_org(c))) {
 		char err[512] = "";
 
 		/* DMARC without the list would guess organisational domains */

@@ -422,6 +422,16 @@ sess_auth_spf_pending(const struct session *s, int st)
 	return s->sender_auth != NULL && s->sender_auth->spf_state == CHECK_PENDING;
 }
 
+/* sess_auth_spf_domain - the sender's domain when SPF passed, else NULL */
+const char *
+sess_auth_spf_domain(const struct session *s)
+{
+	const struct sender_auth *a = s->sender_auth;
+
+	return a != NULL && a->spf_state == CHECK_DONE && a->spf == SPF_RES_PASS &&
+	    a->spf_domain[0] ? a->spf_domain : NULL;
+}
+
 /* sess_auth_facts - what the checks tell the rules */
 void
 sess_auth_facts(const struct session *s, int st, struct rules_facts *f)

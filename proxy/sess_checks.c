@@ -29,6 +29,7 @@
 #include "moatd.h"
 #include "session.h"
 #include "smtp_parse.h"
+#include "dmarc_record.h"
 #include "greylist.h"
 #include "xalloc.h"
 
@@ -431,7 +432,7 @@ gl_start(struct session *s, const char *rcpt)
 	struct sess_checks *ck = sess_ck(s);
 	struct greylist_triplet t;
 	struct greylist_verdict v;
-	char sender[SMTP_PATH_MAX + 1] = "";
+	char sender[SMTP_PATH_MAX + 1] = "", org[256];
 	struct sess_dnsq *q;
 
 	snprintf(ck->gl_rcpt, sizeof(ck->gl_rcpt), "%s", rcpt);
@@ -445,6 +446,12 @@ gl_start(struct session *s, const char *rcpt)
 	t.client = (const struct sockaddr *)&s->peer;
 	t.sender = sender;
 	t.rcpt = rcpt;
+	/* a big sender's pool counts as one client: by its SPF-validated
+	 * domain, or by the organisational domain of its confirmed name */
+	t.spf_domain = sess_auth_spf_domain(s);
+	if (s->client_name != NULL && moatd.psl != NULL &&
+	    dmarc_psl_orgdomain(moatd.psl, s->client_name, org, sizeof(org)) > 0)
+		t.org_domain = org;
 	q = sess_q_new(s, QK_GREYLIST, 0, ck->gl_gen);
 	if (s->w->gl == NULL || greylist_check(s->w->gl, &t, gl_done, q, s->id) != 0) {
 		sess_q_unlink(q);
@@ -504,6 +511,16 @@ rcpt_greylist_wait(struct session *s, const struct smtp_cmd *c)
 		return false;
 	if (s->ck != NULL && s->ck->gl_state != CHECK_NONE && strcmp(s->ck->gl_rcpt, rcpt) == 0)
 		return s->ck->gl_state == CHECK_PENDING;
+	/* the key wants SPF's or FCrDNS's answer: those first */
+	for (int i = 0; i < s->conf->greylist.nclient_part; i++) {
+		if (s->conf->greylist.client_part[i] == GL_KEY_SPF && sess_auth_spf_pending(s, RS_MAIL))
+			return true;
+		if (s->conf->greylist.client_part[i] == GL_KEY_ORG && !sess_fc_known(s)) {
+			fc_start(s);
+			if (!sess_fc_known(s))
+				return true;
+		}
+	}
 	/* the facts proceed_rcpt will give the rules */
 	memset(&f, 0, sizeof(f));
 	sess_facts(s, RS_RCPT, &f, &sum);

@@ -202,6 +202,7 @@ bool sess_auth_spf_pending(const struct session *s, int st);
 void sess_auth_facts(const struct session *s, int st, struct rules_facts *f);
 char *sess_auth_header(struct session *s, size_t *len);
 unsigned sess_auth_removed(const struct session *s);
+const char *sess_auth_spf_domain(const struct session *s);
 void sess_auth_txn_end(struct session *s);
 void sess_auth_free(struct session *s);
 

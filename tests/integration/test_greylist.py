@@ -202,3 +202,20 @@ def test_sentinel_failover_keeps_state(fake, moatd_factory, redis_factory, workd
         assert passed, m.log()[-3000:]
     finally:
         sen.stop()
+
+
+def test_key_by_spf_domain_spans_the_senders_pool(fake, moatd_factory, dns):
+    """greylist-key sender-domain-spf,...: a sender whose SPF passes is one
+    client whatever address of its pool it retries from."""
+    dns.add("pool.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    m = moatd_factory(fake.address, resolver=dns.resolver, spf="yes", greylist_delay="2s",
+                      greylist_key="sender-domain-spf,net,sender,rcpt", on=GL_RULES[1:])
+    r = rcpt_reply(m, "u@example.org", source="127.0.1.5", mfrom="news@pool.test")
+    assert r.code == 451, r
+    time.sleep(2.2)
+    r = rcpt_reply(m, "u@example.org", source="127.0.9.9", mfrom="news@pool.test")
+    assert r.code == 250, r           # another /24 of the same pool
+    assert re.search(r'check greylist=pass reason=retried .*key="t:\{spf:pool.test\}', m.log())
+    # without SPF (another domain) the network is the client
+    r = rcpt_reply(m, "u@example.org", source="127.0.1.5", mfrom="x@nospf.test")
+    assert r.code == 451 and re.search(r'key="t:\{127.0.1.0/24\}', m.log()), r
