@@ -158,6 +158,8 @@ int rds_conf_parse(struct rds_conf *c, const char *const *words, int nwords, cha
 bool rds_conf_enabled(const struct rds_conf *c);
 int rds_addr_parse(const char *word, int defport, struct rds_addr *a, char *why, size_t whysize);
 void rds_addr_format(const struct rds_addr *a, char *out, size_t size);
+/* an error message into why (redis.c and redis_conf.c) */
+void rds_errf(char *why, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 struct rds *rds_new(struct event_base *base, const struct rds_conf *c,
 	const char *const *scripts, int nscripts);
