@@ -45,6 +45,10 @@ enum sess_state {
 	SS_TLS,			/* the TLS handshake runs (tls.c) */
 };
 
+/* RFC 4954 4: an AUTH initial response may be 12288 octets long */
+#define SESS_AUTH_IR_MAX 12288
+#define SESS_AUTH_LINE_MAX (SESS_AUTH_IR_MAX + 64 + 2)	/* "AUTH MECH " and CRLF */
+
 /* protocol-hygiene facts about the session (rules will read them) */
 #define SESS_F_NOT_LAST        0x01u	/* input behind a command that must end a group (RFC 2920 3.1) */
 #define SESS_F_DATA_PIPELINED    0x02u	/* content sent with DATA before our 354 */

@@ -991,10 +991,12 @@ static void
 sess_process_input(struct session *s)
 {
 	struct evbuffer *in;
-	char line[SMTP_CMD_LINE_MAX + 1];
+	char line[SESS_AUTH_LINE_MAX + 1];
 	struct smtp_cmd c;
 	enum smtp_perr pe;
 	const struct sess_verb *v;
+	size_t cap;
+	bool is_auth;
 
 	if (s->closing || s->in_input || s->state == SS_CLOSING || s->waiting != SW_NONE)
 		return;
@@ -1014,20 +1016,34 @@ sess_process_input(struct session *s)
 				break;	/* resumed when the upstream answers */
 			continue;
 		}
+		{
+			/* RFC 4954 4: an AUTH line (its initial response) may be
+			 * up to 12288 octets; every other command 512 */
+			char head[5];
+
+			cap = SMTP_CMD_LINE_MAX;
+			is_auth = !s->discard && avail >= 5 &&
+			    evbuffer_copyout(in, head, 5) == 5 && strncasecmp(head, "AUTH ", 5) == 0;
+			if (is_auth)
+				cap = SESS_AUTH_LINE_MAX;
+		}
 		p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 		if (p.pos < 0) {
 			if (s->discard) {
 				evbuffer_drain(in, avail);
 				break;
 			}
-			if (avail < SMTP_CMD_LINE_MAX)
+			if (avail < cap)
 				break;	/* wait for the rest of the line */
 			/* no line end within the cap: refuse now, and throw
 			 * the rest of the line away as it arrives */
 			evbuffer_drain(in, avail);
 			s->discard = true;
-			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long");
-			sess_replyf(s, "500 5.5.2 Error: line too long");
+			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long%s", is_auth ? " verb=AUTH" : "");
+			if (is_auth)
+				sess_replyf(s, "500 5.5.6 Authentication Exchange line is too long");
+			else
+				sess_replyf(s, "500 5.5.2 Error: line too long");
 			sess_error(s);
 			continue;
 		}
@@ -1037,10 +1053,13 @@ sess_process_input(struct session *s)
 			s->discard = false;
 			continue;
 		}
-		if (raw > SMTP_CMD_LINE_MAX - 1) {
+		if (raw > cap - 1) {
 			evbuffer_drain(in, raw + 1);
 			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long bytes=%zu", raw);
-			sess_replyf(s, "500 5.5.2 Error: line too long");
+			if (is_auth)
+				sess_replyf(s, "500 5.5.6 Authentication Exchange line is too long");
+			else
+				sess_replyf(s, "500 5.5.2 Error: line too long");
 			sess_error(s);
 			continue;
 		}
@@ -1057,7 +1076,29 @@ sess_process_input(struct session *s)
 			continue;
 		}
 		raw--;
-		pe = smtp_cmd_parse(line, raw, &c);
+		if (raw > SMTP_CMD_LINE_MAX - 2 && is_auth) {
+			/* a long AUTH: the verb and mechanism are parsed from the
+			 * head; the initial response must be base64 text */
+			pe = smtp_cmd_parse(line, SMTP_CMD_LINE_MAX - 2, &c);
+			if (pe == SMTP_P_OK && c.verb == SMTP_V_AUTH) {
+				size_t from = (size_t)(c.arg - line);
+
+				const char *sp = memchr(c.arg, ' ', raw - from);
+
+				for (size_t i = SMTP_CMD_LINE_MAX - 2; i < raw; i++)
+					if ((unsigned char)line[i] <= 0x20 || (unsigned char)line[i] >= 0x7f)
+						pe = SMTP_P_BADCHAR;
+				c.arglen = raw - from;
+				if (sp != NULL && (size_t)(line + raw - sp - 1) > SESS_AUTH_IR_MAX) {
+					evbuffer_drain(in, raw + 2);
+					log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long verb=AUTH");
+					sess_replyf(s, "500 5.5.6 Authentication Exchange line is too long");
+					sess_error(s);
+					continue;
+				}
+			}
+		} else
+			pe = smtp_cmd_parse(line, raw, &c);
 		v = pe == SMTP_P_OK ? sess_verb_find(c.verb) : NULL;
 		if (v != NULL && (v->flags & VF_BARRIER) && s->npending > 0)
 			break;	/* e.g. DATA: every earlier reply must be known */

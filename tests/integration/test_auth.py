@@ -262,3 +262,25 @@ def test_xclient_login_on_new_connection(fake_factory, moatd_factory, certs):  #
     xcl = [l for l in f.all_lines() if l.startswith(b"XCLIENT")]
     assert any(b"LOGIN=carol" in l for l in xcl), xcl
     assert not any(b"LOGIN=" in l for l in xcl[:1])
+
+
+def test_auth_initial_response_length(fake_factory, moatd_factory, certs):  # noqa: F811
+    """LEN-08: an initial response of 12288 octets goes to the upstream;
+    12289 octets and 100 KB get 500 5.5.6, and the session goes on."""
+    f = fake_factory(caps=list(harness.DEFAULT_CAPS) + ["AUTH PLAIN LOGIN"],
+                     replies={"AUTH": "535 5.7.8 Authentication credentials invalid"})
+    m = sub_moatd(moatd_factory, f.address, certs, **{"auth-failure-delay": "0"})
+    c = sub_client(m)
+    ok = base64.b64encode(b"\0alice\0" + b"p" * (9216 - 7)).decode()
+    assert len(ok) == 12288
+    r = c.cmd("AUTH PLAIN " + ok)
+    assert r.code == 535, r                                 # the upstream's answer
+    assert any(l.startswith(b"AUTH PLAIN " + ok[:100].encode()) and len(l) >= 12288 + 11
+               for l in f.all_lines()), [l[:40] for l in f.all_lines()]
+    r = c.cmd("AUTH PLAIN " + "A" * 12289)
+    assert (r.code, r.enh) == (500, "5.5.6"), r
+    c.send(b"AUTH PLAIN " + b"A" * 100000 + b"\r\n")
+    r = c.reply()
+    assert (r.code, r.enh) == (500, "5.5.6"), r
+    assert c.cmd("NOOP").code == 250
+    c.close()
