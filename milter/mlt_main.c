@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -119,6 +120,18 @@ main(int argc, char **argv)
 	smfi_setbacklog(128);
 	if (smfi_opensocket(true) != MI_SUCCESS)
 		fatal("milter socket %s: cannot open", sock);
+	{
+		/* libmilter's own thread takes these with sigwait(): every
+		 * thread started before smfi_main (the engine, the resolver,
+		 * the pool) must have them blocked */
+		sigset_t set;
+
+		sigemptyset(&set);
+		sigaddset(&set, SIGTERM);
+		sigaddset(&set, SIGINT);
+		sigaddset(&set, SIGHUP);
+		pthread_sigmask(SIG_BLOCK, &set, NULL);
+	}
 	if (mlt_engine_start(c, err, sizeof(err)) != 0)
 		fatal("%s", err);
 	drop_privileges(c);

@@ -225,7 +225,7 @@ SCENARIOS = [
     ("size", dict(max_message_size="2k")),
     ("sender-rule", dict(on=['mail sender-domain is bad.test reject 553 5.7.1 '
                              '"sender domain $sender-domain refused"'])),
-    ("rcpt-tempfail", dict(on=['rcpt rcpt-local is later tempfail 451 4.7.1 "come back, $rcpt"'])),
+    ("rcpt-tempfail", dict(on=['rcpt rcpt-domain is later.test tempfail 451 4.7.1 "come back, $rcpt"'])),
 ]
 
 
@@ -257,7 +257,7 @@ def scenario_input(name, dns, key, pub):
     elif name == "sender-rule":
         sender = "boss@bad.test"
     elif name == "rcpt-tempfail":
-        rcpts = ["later@example.org", "user@example.org"]
+        rcpts = ["later@later.test", "user@example.org"]
     elif name == "pass-headers":
         rcpts = ["user@example.org", "other@example.org"]
     return helo, sender, rcpts, msg
@@ -306,7 +306,7 @@ def test_parity(name, mpostfix, milter_factory, moatd_factory, fake, dns, dkim_k
         "dmarc-reject": ("dot", 550, "5.7.1 DMARC policy of sender.test says reject"),
         "size": ("dot", 552, "5.3.4 Message size exceeds fixed limit"),
         "sender-rule": ("mail", 553, "5.7.1 sender domain bad.test refused"),
-        "rcpt-tempfail": ("rcpt", 451, "4.7.1 come back, later@example.org"),
+        "rcpt-tempfail": ("rcpt", 451, "4.7.1 come back, later@later.test"),
     }
     if name in expected:
         assert expected[name] in via_milter, via_milter
@@ -325,7 +325,7 @@ def test_parity(name, mpostfix, milter_factory, moatd_factory, fake, dns, dkim_k
 def test_miltertest(script, milter_factory, milter_port):
     m = milter_factory(on=[
         'mail sender-domain is bad.test reject 550 5.7.1 "sender $sender-domain refused"',
-        'rcpt rcpt-local is later tempfail 451 4.7.1 "later, $rcpt"',
+        'rcpt rcpt-domain is later.test tempfail 451 4.7.1 "later, $rcpt"',
         'data true add-header X-Moat "score $score rcpts ok"',
         'mail auth add-header X-Moat-Login "$sender"',
     ], list='owners login-map { alice: alice@example.org }')

@@ -9,9 +9,9 @@ for i = 1, 500 do
 	mt.rcptto(conn, "<u" .. i .. "@example.org>")
 	expect(conn, SMFIR_CONTINUE, "rcpt " .. i)
 end
-mt.rcptto(conn, "<later@example.org>")
+mt.rcptto(conn, "<later@later.test>")
 expect(conn, SMFIR_REPLYCODE, "rcpt later")
-if not mt.eom_check(conn, MT_SMTPREPLY, "451", "4.7.1", "later, later@example.org") then
+if not mt.eom_check(conn, MT_SMTPREPLY, "451", "4.7.1", "later, later@later.test") then
 	-- eom_check only sees EOM replies; the reply code above is what counts
 end
 message(conn, "many")
