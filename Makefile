@@ -103,6 +103,7 @@ test:
 
 bench: all
 	@bench/run
+	@bench/milter
 
 run: 
 	@tools/run-demo
