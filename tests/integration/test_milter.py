@@ -362,7 +362,7 @@ def test_killed_under_load(mpostfix, milter_factory):
     lock = threading.Lock()
 
     def sender(k):
-        for i in range(15):
+        for i in range(25):
             tag = "load-%d-%d" % (k, i)
             steps = run_session(mpostfix.port, "client.test", "a@sender.test",
                                 ["user@example.org"], message(tag))
@@ -372,12 +372,13 @@ def test_killed_under_load(mpostfix, milter_factory):
     ts = [threading.Thread(target=sender, args=(k,)) for k in range(4)]
     for t in ts:
         t.start()
-    time.sleep(1.0)
+    # kill once some messages went through, with the rest still to come
+    harness.wait_for(lambda: len(results) >= 10, 30)
     m.proc.kill()
     m.proc.wait(5)
     for t in ts:
         t.join(120)
-    assert len(results) == 60
+    assert len(results) == 100
 
     def final(steps):
         return steps[-1][1]
