@@ -1,6 +1,6 @@
 # moat - one plain Makefile (no autotools).
 #
-#   make            build moatd and moatctl into build/
+#   make            build moatd, moatctl and moat-milter into build/
 #   make run        install packages if missing, build, start moatd on
 #                   127.0.0.1:2525 in front of a demo upstream (sample.conf)
 #   make test       unit tests, fuzzers on their seeds, and integration
@@ -20,7 +20,7 @@ WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototype
           -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wcast-qual -Wvla
 OPT     ?= -O2 -g
 CFLAGS  := $(OPT) $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE $(WARN) -fstack-protector-strong \
-           -Icore -Iproxy -Ipolicy -Ifilters -Iredis -Itools -MMD -MP
+           -Icore -Iproxy -Ipolicy -Ifilters -Iredis -Itools -Imilter -MMD -MP
 ifeq ($(SAN),)
 CFLAGS  += -D_FORTIFY_SOURCE=2
 else
@@ -38,7 +38,7 @@ UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
 
 .PHONY: all asan test unit fuzz fuzz-build fuzz-short integration bench run install clean
-all: $(BUILD)/moatd $(BUILD)/moatctl
+all: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/moat-milter
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -50,6 +50,11 @@ $(BUILD)/libmoat.a: $(LIB_OBJS)
 
 $(BUILD)/moatd: $(BUILD)/proxy/main.o $(BUILD)/libmoat.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# moat-milter: milter/*.c on libmilter (which needs -pthread)
+MLT_OBJS  = $(patsubst %.c,$(BUILD)/%.o,$(wildcard milter/*.c))
+$(BUILD)/moat-milter: $(MLT_OBJS) $(BUILD)/libmoat.a
+	$(CC) $(LDFLAGS) -pthread -o $@ $^ -lmilter $(LIBS)
 
 # moatctl: tools/moatctl.c dispatches; tools/moatctl_*.c add subcommands
 CTL_OBJS  = $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/moatctl*.c))
@@ -98,6 +103,7 @@ test:
 
 bench: all
 	@bench/run
+	@bench/milter
 
 run: 
 	@tools/run-demo
@@ -108,7 +114,8 @@ install: all
 	  $(DESTDIR)/etc/moat
 	install -m 755 $(BUILD)/moatd $(DESTDIR)$(PREFIX)/sbin/moatd
 	install -m 755 $(BUILD)/moatctl $(DESTDIR)$(PREFIX)/bin/moatctl
-	install -m 644 docs/moatd.8 docs/moatctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -m 755 $(BUILD)/moat-milter $(DESTDIR)$(PREFIX)/sbin/moat-milter
+	install -m 644 docs/moatd.8 docs/moatctl.8 docs/moat-milter.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 docs/moat.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/moat.conf.5
 	test -e $(DESTDIR)/etc/moat/moat.conf || \
 	  install -m 644 sample.conf $(DESTDIR)/etc/moat/moat.conf

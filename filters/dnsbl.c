@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 
 #include "dns.h"
 #include "dnsbl.h"
@@ -755,4 +756,131 @@ dnsbl_log_stats(const struct dnsbl_zone *z)
 	    atomic_load(&h->disabled) ? "disabled" : "enabled", (unsigned long long)q,
 	    (unsigned long long)atomic_load(&h->listed), (unsigned long long)atomic_load(&h->errors),
 	    (unsigned long long)atomic_load(&h->temperrors));
+}
+
+/* dnsbl_client_addr - the address IP zones ask about (v4-mapped is v4);
+ * returns its family */
+int
+dnsbl_client_addr(const struct sockaddr *sa, unsigned char addr[16])
+{
+	const struct in6_addr *a6;
+
+	if (sa->sa_family == AF_INET) {
+		memcpy(addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return AF_INET;
+	}
+	a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (IN6_IS_ADDR_V4MAPPED(a6)) {
+		memcpy(addr, a6->s6_addr + 12, 4);
+		return AF_INET;
+	}
+	memcpy(addr, a6->s6_addr, 16);
+	return AF_INET6;
+}
+
+/* dnsbl_sess_set - a zone's result into a session's results, counted
+ * and logged */
+void
+dnsbl_sess_set(const struct dnsbl_set *set, struct dnsbl_sess *dz, int i,
+	const struct dnsbl_eval *e, bool temp, uint64_t sid)
+{
+	const struct dnsbl_zone *z = &set->z[i];
+	struct dnsbl_zres *r = &dz->r[i];
+
+	if (r->state == DZ_PENDING && dz->pending > 0)
+		dz->pending--;
+	r->state = DZ_DONE;
+	r->verdict = (unsigned char)e->v;
+	r->temp = temp;
+	r->weight = e->v == DNSBL_V_LISTED ? e->weight : 0;
+	r->reply = e->reply;
+	r->code = e->code;
+	dnsbl_count(z, e, temp);
+	if (e->v == DNSBL_V_ERROR && !temp)
+		dnsbl_note_error(z, sid, e->code);
+	if (e->v == DNSBL_V_LISTED)
+		log_msg(LOG_L_INFO, sid, "check dnsbl zone=%s type=%s result=listed answer=%u.%u.%u.%u "
+		    "weight=%lld", z->name, dnsbl_type_name(z->type), e->code >> 24,
+		    (e->code >> 16) & 255, (e->code >> 8) & 255, e->code & 255, (long long)r->weight);
+	else if (temp || e->v == DNSBL_V_ERROR)
+		log_msg(LOG_L_INFO, sid, "check dnsbl zone=%s type=%s result=%s", z->name,
+		    dnsbl_type_name(z->type), temp ? "temperror" : "error");
+	else
+		log_msg(LOG_L_DEBUG, sid, "check dnsbl zone=%s type=%s result=clear", z->name,
+		    dnsbl_type_name(z->type));
+}
+
+/* dnsbl_sess_answer - what a resolver answer means for zone i */
+void
+dnsbl_sess_answer(const struct dnsbl_set *set, struct dnsbl_sess *dz, int i,
+	const struct dns_answer *a, uint64_t sid)
+{
+	struct dnsbl_eval e;
+	uint32_t addrs[16];
+	int n = 0;
+
+	memset(&e, 0, sizeof(e));
+	switch (a->status) {
+	case DNS_OK:
+		for (int k = 0; k < a->n && n < 16; k++) {
+			unsigned char b[4];
+
+			if (dns_rr_a(a, k, b) == 0)
+				addrs[n++] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+				    (uint32_t)b[2] << 8 | b[3];
+		}
+		dnsbl_eval_answer(&set->z[i], addrs, n, &e);
+		dnsbl_sess_set(set, dz, i, &e, false, sid);
+		break;
+	case DNS_NXDOMAIN:
+	case DNS_NODATA:
+		e.v = DNSBL_V_CLEAR;
+		dnsbl_sess_set(set, dz, i, &e, false, sid);
+		break;
+	case DNS_TEMPERROR:
+		e.v = DNSBL_V_ERROR;
+		dnsbl_sess_set(set, dz, i, &e, true, sid);
+		break;
+	}
+}
+
+/* dnsbl_sess_start - query every enabled zone of a type about a subject
+ * (the client's address for ip zones, else domain); gen[i] is bumped so
+ * answers to an older question can be told apart */
+void
+dnsbl_sess_start(const struct dnsbl_set *set, struct dnsbl_sess *dz, unsigned short *gen,
+	int type, const struct sockaddr *client, const char *domain,
+	dnsbl_send_fn send, void *arg, uint64_t sid)
+{
+	unsigned char addr[16];
+	int family = AF_INET;
+
+	memset(addr, 0, sizeof(addr));
+	if (type == DNSBL_T_IP)
+		family = dnsbl_client_addr(client, addr);
+	for (int i = 0; i < set->n; i++) {
+		const struct dnsbl_zone *z = &set->z[i];
+		struct dnsbl_zres *r = &dz->r[i];
+		struct dnsbl_eval e;
+		char name[320];
+
+		if (z->type != type)
+			continue;
+		if (r->state == DZ_PENDING && dz->pending > 0)
+			dz->pending--;
+		gen[i]++;
+		memset(r, 0, sizeof(*r));
+		memset(&e, 0, sizeof(e));
+		if (!dnsbl_zone_enabled(z) ||
+		    dnsbl_query_name(z, family, addr, domain, name, sizeof(name)) < 0) {
+			r->state = DZ_SKIPPED;	/* disabled, or nothing to ask */
+			continue;
+		}
+		r->state = DZ_PENDING;
+		dz->pending++;
+		if (send(arg, name, i, gen[i]) != 0) {
+			e.v = DNSBL_V_ERROR;
+			dnsbl_sess_set(set, dz, i, &e, true, sid);
+		}
+	}
 }

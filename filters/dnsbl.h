@@ -133,6 +133,22 @@ struct dnsbl_summary {
 
 void dnsbl_summarise(const struct dnsbl_set *set, const struct dnsbl_sess *s,
 	struct dnsbl_summary *out);
+/* Running a session's zones (the front-ends share these): send(arg,
+ * name, zone, gen) queries an A record and returns 0, or -1 when it could
+ * not be sent (a temporary error at once). The answer goes to
+ * dnsbl_sess_answer() when gen[zone] is still the one sent. */
+struct dns_answer;
+struct sockaddr;
+typedef int (*dnsbl_send_fn)(void *arg, const char *name, int zone, unsigned short gen);
+int dnsbl_client_addr(const struct sockaddr *sa, unsigned char addr[16]);
+void dnsbl_sess_start(const struct dnsbl_set *set, struct dnsbl_sess *dz, unsigned short *gen,
+	int type, const struct sockaddr *client, const char *domain,
+	dnsbl_send_fn send, void *arg, uint64_t sid);
+void dnsbl_sess_answer(const struct dnsbl_set *set, struct dnsbl_sess *dz, int i,
+	const struct dns_answer *a, uint64_t sid);
+void dnsbl_sess_set(const struct dnsbl_set *set, struct dnsbl_sess *dz, int i,
+	const struct dnsbl_eval *e, bool temp, uint64_t sid);
+
 /* does the comma list of hits hold this name? */
 bool dnsbl_hits_has(const char *hits, const char *name, size_t len);
 

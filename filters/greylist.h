@@ -20,6 +20,8 @@
  *	int greylist_key(const struct greylist_conf *c, const struct greylist_triplet *t,
  *	                 char *ckey, size_t csize, char *tkey, size_t tsize);
  *	int greylist_reply_text(const struct greylist_verdict *v, char *out, size_t size);
+ *	void greylist_outcome(const struct greylist_verdict *v, int on_error, bool *tempfail,
+ *	                      char *text, size_t size, uint64_t sid);
  *	const char *greylist_status_name(enum gl_status s);
  *	const char *greylist_reason_name(enum gl_reason r);
  *	void greylist_counters(struct greylist_counters *out);
@@ -206,6 +208,8 @@ void greylist_set_clock(struct greylist *g, int64_t (*now)(void *), void *arg);
 int greylist_key(const struct greylist_conf *c, const struct greylist_triplet *t,
 	char *ckey, size_t csize, char *tkey, size_t tsize);
 int greylist_reply_text(const struct greylist_verdict *v, char *out, size_t size);
+void greylist_outcome(const struct greylist_verdict *v, int on_error, bool *tempfail, char *text,
+	size_t size, uint64_t sid);
 const char *greylist_status_name(enum gl_status s);
 const char *greylist_reason_name(enum gl_reason r);
 void greylist_counters(struct greylist_counters *out);

@@ -132,3 +132,35 @@ greylist_reply_text(const struct greylist_verdict *v, char *out, size_t size)
 		n = snprintf(out, size, "greylisted, please retry in %u hours", (s + 3599) / 3600);
 	return n > 0 && (size_t)n < size ? 0 : -1;
 }
+
+/* greylist_outcome - what a verdict means for the recipient (451 or
+ * not, and the text), logged; an error is never a 5xx: on_error says
+ * accept or try later */
+void
+greylist_outcome(const struct greylist_verdict *v, int on_error, bool *tempfail, char *text,
+	size_t size, uint64_t sid)
+{
+	char esc[LOG_ESC_SIZE];
+
+	*tempfail = false;
+	text[0] = 0;
+	switch (v->status) {
+	case GL_GREYLISTED:
+		*tempfail = true;
+		greylist_reply_text(v, text, size);
+		break;
+	case GL_ERROR:
+		if (on_error == GL_ON_ERROR_TEMPFAIL) {
+			*tempfail = true;
+			snprintf(text, size, "greylisting is unavailable, please try again later");
+		}
+		break;
+	default:
+		break;
+	}
+	log_escape(esc, sizeof(esc), v->key ? v->key : "", v->key ? strlen(v->key) : 0);
+	log_msg(LOG_L_INFO, sid, "check greylist=%s reason=%s retry-in=%u passes=%u%s%s key=\"%s\"",
+	    greylist_status_name(v->status), greylist_reason_name(v->reason), v->retry_in,
+	    v->passes, v->status == GL_ERROR ? " error=" : "",
+	    v->status == GL_ERROR && v->why ? v->why : "", esc);
+}

@@ -1463,3 +1463,44 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 		return;
 	}
 }
+
+/* rules_header_add - append "Name: value" CRLF to a header buffer, once
+ * (a rule at each RCPT adds the same field once), bounded */
+void
+rules_header_add(char **buf, size_t *len, const char *name, const char *value)
+{
+	char line[1000];
+	int n = snprintf(line, sizeof(line), "%s: %s", name, value);
+
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof(line) - 3)
+		n = (int)sizeof(line) - 3;	/* RFC 5322: 998 + CRLF */
+	line[n++] = '\r';
+	line[n++] = '\n';
+	for (size_t i = 0; i + (size_t)n <= *len; i = (size_t)((char *)memchr(*buf + i, '\n', *len - i) - *buf) + 1)
+		if (memcmp(*buf + i, line, (size_t)n) == 0)
+			return;
+	if (*len > 64 * 1024)
+		return;			/* bounded, whatever the rules do */
+	*buf = xrealloc(*buf, *len + (size_t)n);
+	memcpy(*buf + *len, line, (size_t)n);
+	*len += (size_t)n;
+}
+
+/* rules_facts_unawaited - a check's facts the front-end did not wait for
+ * count as failed lookups (never a pass, never a stall); greylist_on_error
+ * (greylist.h) decides for the greylist */
+void
+rules_facts_unawaited(struct rules_facts *f, bool dnsbl_on, bool dnsbl_error, int greylist_on_error)
+{
+	f->fcrdns_known = true;
+	f->dnsbl_known = true;
+	if (dnsbl_on && !dnsbl_error)
+		f->dnsbl_error = true;
+	if (!f->greylist_known) {
+		f->greylist_known = true;
+		f->greylist_tempfail = greylist_on_error == 1;
+		f->greylist_text = "greylisting is unavailable, please try again later";
+	}
+}

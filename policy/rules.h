@@ -179,6 +179,12 @@ int rules_stage_first_need(const struct rules *r, enum rules_stage st, const str
  * or NUL ever reaches a reply or a header. Returns the length; out is
  * always terminated. */
 size_t rules_expand(const char *tmpl, const struct rules_facts *f, char *out, size_t size);
+/* Append "Name: value" CRLF to a header buffer unless it is there
+ * already; the buffer stays under 64 KiB. */
+void rules_header_add(char **buf, size_t *len, const char *name, const char *value);
+/* Facts of checks not awaited become failed lookups (greylist: 1 = tempfail). */
+void rules_facts_unawaited(struct rules_facts *f, bool dnsbl_on, bool dnsbl_error,
+	int greylist_on_error);
 void rules_free(struct rules *r);
 
 #endif

@@ -31,6 +31,7 @@
 #include "log.h"
 #include "moatd.h"
 #include "rules.h"
+#include "sauth.h"
 #include "session.h"
 #include "spf.h"
 #include "spool.h"
@@ -67,18 +68,7 @@ struct spf_job {
 
 struct auth_job {
 	struct sess_dnsq *q;
-	struct dkimv_msg *msg;
-	struct dkimv_outcome dkim;
-	bool have_dkim;
-	struct dmarc_outcome dmarc;
-	bool do_dmarc;
-	int dmarc_mode;
-	char from[HDRSCAN_FROM_MAX][HDRSCAN_FROM_LEN];
-	size_t from_len[HDRSCAN_FROM_MAX];
-	int nfrom;
-	bool from_cut;
-	bool spf_pass;
-	char spf_domain[256];
+	struct sauth_work w;
 };
 
 static struct sender_auth *
@@ -243,61 +233,8 @@ static void
 auth_run(void *arg)
 {
 	struct auth_job *j = arg;
-	struct dmarc_input in;
-	struct dmarc_dkim_in dk[DKIMV_MAX_SIGS];
-	const char *fv[HDRSCAN_FROM_MAX];
-	size_t fl[HDRSCAN_FROM_MAX];
-	struct dmarc_conf dc;
-	unsigned roll;
 
-	if (j->msg != NULL) {
-		dkimv_msg_finish(j->msg, &j->dkim);
-		j->have_dkim = true;
-	}
-	if (!j->do_dmarc)
-		return;
-	memset(&in, 0, sizeof(in));
-	for (int i = 0; i < j->nfrom && i < HDRSCAN_FROM_MAX; i++) {
-		fv[i] = j->from[i];
-		fl[i] = j->from_len[i];
-	}
-	in.from = fv;
-	in.from_len = fl;
-	/* every From field counts (several are a failure), even those not kept */
-	in.nfrom = j->nfrom < HDRSCAN_FROM_MAX ? j->nfrom : HDRSCAN_FROM_MAX;
-	in.spf_pass = j->spf_pass;
-	in.spf_domain = j->spf_domain[0] ? j->spf_domain : NULL;
-	for (int i = 0; j->have_dkim && i < j->dkim.nsigs && i < DKIMV_MAX_SIGS; i++) {
-		dk[i].domain = j->dkim.sigs[i].domain;
-		dk[i].pass = j->dkim.sigs[i].result == DKIMV_PASS && !j->dkim.sigs[i].partial;
-		in.ndkim++;
-	}
-	in.dkim = dk;
-	if (getrandom(&roll, sizeof(roll), 0) != sizeof(roll))
-		roll = 0;
-	in.pct_roll = roll % 100;
-	memset(&dc, 0, sizeof(dc));
-	dc.mode = j->dmarc_mode == CONF_DMARC_BIS ? DMARC_MODE_BIS : DMARC_MODE_RFC7489;
-	dc.psl = moatd.psl;
-	dmarc_check(&dc, &in, &j->dmarc);
-	if (j->nfrom > HDRSCAN_FROM_MAX && j->dmarc.result != DMARC_RES_TEMPERROR)
-		j->dmarc.result = DMARC_RES_FAIL;	/* several authors, more than kept */
-}
-
-/* dkim_word - one word for rules: pass when a full signature verified */
-static const char *
-dkim_summary(const struct dkimv_outcome *o)
-{
-	static const enum dkimv_result order[] = { DKIMV_PASS, DKIMV_FAIL, DKIMV_TEMPERROR,
-	    DKIMV_PERMERROR, DKIMV_POLICY, DKIMV_NEUTRAL };
-
-	if (o == NULL || o->nsigs == 0)
-		return "none";
-	for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++)
-		for (int i = 0; i < o->nsigs; i++)
-			if (o->sigs[i].result == order[k] && !(order[k] == DKIMV_PASS && o->sigs[i].partial))
-				return dkimv_result_name(order[k]);
-	return "policy";
+	sauth_run(&j->w);
 }
 
 static void
@@ -315,31 +252,21 @@ auth_done(void *arg)
 	sess_q_unlink(j->q);
 	a = s->sender_auth;
 	a->auth_state = CHECK_DONE;
-	if (j->have_dkim) {
+	if (j->w.have_dkim) {
 		a->dkim = xmalloc(sizeof(*a->dkim));
-		*a->dkim = j->dkim;
-		for (int i = 0; i < j->dkim.nsigs; i++)
-			log_msg(LOG_L_INFO, s->id, "check dkim=%s d=%s s=%s a=%s%s%s%s",
-			    dkimv_result_name(j->dkim.sigs[i].result), j->dkim.sigs[i].domain,
-			    j->dkim.sigs[i].selector, dkimv_alg_name(j->dkim.sigs[i].alg),
-			    j->dkim.sigs[i].partial ? " partial=yes" : "",
-			    j->dkim.sigs[i].reason ? " reason=" : "",
-			    j->dkim.sigs[i].reason ? j->dkim.sigs[i].reason : "");
+		*a->dkim = j->w.dkim;
 	}
-	snprintf(a->dkim_word, sizeof(a->dkim_word), "%s", dkim_summary(a->dkim));
-	if (j->do_dmarc) {
+	snprintf(a->dkim_word, sizeof(a->dkim_word), "%s", sauth_dkim_word(a->dkim));
+	if (j->w.do_dmarc) {
 		a->dmarc = xmalloc(sizeof(*a->dmarc));
-		*a->dmarc = j->dmarc;
-		log_msg(LOG_L_INFO, s->id, "check dmarc=%s policy=%s from-domain=%s%s%s",
-		    dmarc_result_name(j->dmarc.result), dmarc_policy_name(j->dmarc.policy),
-		    j->dmarc.from_domain[0] ? j->dmarc.from_domain : "-",
-		    j->dmarc.reason[0] ? " reason=" : "", j->dmarc.reason);
+		*a->dmarc = j->w.dmarc;
 	}
+	sauth_log(&j->w, s->id);
 	if (s->waiting != SW_NONE && !s->closing)
 		sess_resume(s);
 out:
-	if (j->msg != NULL)
-		dkimv_msg_free(j->msg);
+	if (j->w.msg != NULL)
+		dkimv_msg_free(j->w.msg);
 	free(j->q);
 	free(j);
 }
@@ -352,31 +279,27 @@ auth_start(struct session *s)
 	struct auth_job *j = xcalloc(1, sizeof(*j));
 
 	a->auth_state = CHECK_PENDING;
-	j->msg = a->dkim_msg;
+	j->w.msg = a->dkim_msg;
 	a->dkim_msg = NULL;
-	j->do_dmarc = s->conf->dmarc != CONF_DMARC_OFF && moatd.psl != NULL;
-	j->dmarc_mode = s->conf->dmarc;
-	j->nfrom = a->hs ? a->hs->nfrom : 0;
-	j->from_cut = a->hs ? a->hs->from_cut : false;
-	for (int i = 0; a->hs && i < a->hs->nfrom && i < HDRSCAN_FROM_MAX; i++) {
-		memcpy(j->from[i], a->hs->from[i], a->hs->from_len[i] + 1);
-		j->from_len[i] = a->hs->from_len[i];
-	}
-	j->spf_pass = a->spf_state == CHECK_DONE && a->spf == SPF_RES_PASS;
+	j->w.do_dmarc = s->conf->dmarc != CONF_DMARC_OFF && moatd.psl != NULL;
+	j->w.dmarc_bis = s->conf->dmarc == CONF_DMARC_BIS;
+	j->w.psl = moatd.psl;
+	sauth_work_from(&j->w, a->hs);
+	j->w.spf_pass = a->spf_state == CHECK_DONE && a->spf == SPF_RES_PASS;
 	if (a->spf_state == CHECK_DONE)
-		snprintf(j->spf_domain, sizeof(j->spf_domain), "%s", a->spf_domain);
+		snprintf(j->w.spf_domain, sizeof(j->w.spf_domain), "%s", a->spf_domain);
 	j->q = sess_q_new(s, QK_AUTH, 0, a->gen);
 	if (workq_submit(s->w->wq, auth_run, auth_done, j) != 0) {
 		/* pool full: no verdict, temporary errors (never a 5xx) */
-		memset(&j->dkim, 0, sizeof(j->dkim));
-		if (j->msg != NULL) {
-			j->have_dkim = true;
-			j->dkim.nsigs = 1;
-			j->dkim.sigs[0].result = DKIMV_TEMPERROR;
-			j->dkim.sigs[0].reason = "work pool full";
+		memset(&j->w.dkim, 0, sizeof(j->w.dkim));
+		if (j->w.msg != NULL) {
+			j->w.have_dkim = true;
+			j->w.dkim.nsigs = 1;
+			j->w.dkim.sigs[0].result = DKIMV_TEMPERROR;
+			j->w.dkim.sigs[0].reason = "work pool full";
 		}
-		j->dmarc.result = DMARC_RES_TEMPERROR;
-		j->dmarc.policy = DMARC_POLICY_NONE;
+		j->w.dmarc.result = DMARC_RES_TEMPERROR;
+		j->w.dmarc.policy = DMARC_POLICY_NONE;
 		auth_done(j);
 	}
 }
@@ -466,48 +389,27 @@ char *
 sess_auth_header(struct session *s, size_t *len)
 {
 	struct sender_auth *a = s->sender_auth;
-	struct authres ar;
+	const struct smtp_addr *from = s->txn != NULL ? &s->txn->from : NULL;
 	char sender[SMTP_PATH_MAX + 1] = "";
-	char *buf;
-	size_t n, cap = 8192;
-	int i;
+	struct sauth_hdr h;
 
 	*len = 0;
 	if (a == NULL || !sess_auth_enabled(s))
 		return NULL;
-	authres_init(&ar);
-	if (s->conf->spf && a->spf_state == CHECK_DONE) {
-		const struct smtp_addr *from = &s->txn->from;
-
-		i = authres_add(&ar, "spf", spf_res_name(a->spf), NULL);
-		if (i >= 0 && !from->null && from->local_len + from->domain_len + 2 <= sizeof(sender)) {
-			snprintf(sender, sizeof(sender), "%.*s@%.*s", (int)from->local_len,
-			    from->local, (int)from->domain_len, from->domain);
-			authres_prop(&ar, i, "smtp.mailfrom", sender, strlen(sender));
-		} else if (i >= 0 && s->helo != NULL) {
-			authres_prop(&ar, i, "smtp.helo", s->helo, strlen(s->helo));
-		}
+	memset(&h, 0, sizeof(h));
+	h.authserv_id = s->conf->authserv_id;
+	h.spf_done = s->conf->spf && a->spf_state == CHECK_DONE;
+	h.spf = spf_res_name(a->spf);
+	if (from != NULL && !from->null && from->local_len + from->domain_len + 2 <= sizeof(sender)) {
+		snprintf(sender, sizeof(sender), "%.*s@%.*s", (int)from->local_len,
+		    from->local, (int)from->domain_len, from->domain);
+		h.mailfrom = sender;
 	}
-	if (a->dkim != NULL)
-		dkimv_authres(a->dkim, &ar);
-	else if (s->conf->dkim && moatd.dkim != NULL)
-		authres_add(&ar, "dkim", "none", NULL);
-	if (a->dmarc != NULL)
-		dmarc_authres(a->dmarc, &ar);
-	if (ar.n == 0)
-		authres_add(&ar, "none", NULL, NULL);
-	buf = xmalloc(cap);
-	memcpy(buf, "Authentication-Results: ", 24);
-	n = authres_render(&ar, s->conf->authserv_id, "\r\n", buf + 24, cap - 26);
-	if (n == 0) {
-		free(buf);
-		return NULL;
-	}
-	n += 24;
-	buf[n++] = '\r';
-	buf[n++] = '\n';
-	*len = n;
-	return buf;
+	h.helo = s->helo;
+	h.dkim = a->dkim;
+	h.dkim_on = s->conf->dkim && moatd.dkim != NULL;
+	h.dmarc = a->dmarc;
+	return sauth_header(&h, len);
 }
 
 /* sess_auth_removed - forged fields the scanner dropped */

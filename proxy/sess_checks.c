@@ -148,115 +148,31 @@ sess_fc_send(void *arg, const char *name, int rrtype, int index)
 static void
 zone_set(struct session *s, int i, const struct dnsbl_eval *e, bool temp)
 {
-	const struct dnsbl_zone *z = &s->conf->dnsbl->z[i];
-	struct dnsbl_zres *r = &s->ck->dz.r[i];
-
-	if (r->state == DZ_PENDING && s->ck->dz.pending > 0)
-		s->ck->dz.pending--;
-	r->state = DZ_DONE;
-	r->verdict = (unsigned char)e->v;
-	r->temp = temp;
-	r->weight = e->v == DNSBL_V_LISTED ? e->weight : 0;
-	r->reply = e->reply;
-	r->code = e->code;
-	dnsbl_count(z, e, temp);
-	if (e->v == DNSBL_V_ERROR && !temp)
-		dnsbl_note_error(z, s->id, e->code);
-	if (e->v == DNSBL_V_LISTED)
-		log_msg(LOG_L_INFO, s->id, "check dnsbl zone=%s type=%s result=listed answer=%u.%u.%u.%u "
-		    "weight=%lld", z->name, dnsbl_type_name(z->type), e->code >> 24,
-		    (e->code >> 16) & 255, (e->code >> 8) & 255, e->code & 255, (long long)r->weight);
-	else if (temp || e->v == DNSBL_V_ERROR)
-		log_msg(LOG_L_INFO, s->id, "check dnsbl zone=%s type=%s result=%s", z->name,
-		    dnsbl_type_name(z->type), temp ? "temperror" : "error");
-	else
-		log_msg(LOG_L_DEBUG, s->id, "check dnsbl zone=%s type=%s result=clear", z->name,
-		    dnsbl_type_name(z->type));
+	dnsbl_sess_set(s->conf->dnsbl, &s->ck->dz, i, e, temp, s->id);
 }
 
 /* zone_answer - what an answer means for the zone */
 static void
 zone_answer(struct session *s, int zone, const struct dns_answer *a)
 {
-	struct dnsbl_eval e;
-	uint32_t addrs[16];
-	int n = 0;
+	dnsbl_sess_answer(s->conf->dnsbl, &s->ck->dz, zone, a, s->id);
+}
 
-	memset(&e, 0, sizeof(e));
-	switch (a->status) {
-	case DNS_OK:
-		for (int i = 0; i < a->n && n < 16; i++) {
-			unsigned char b[4];
-
-			if (dns_rr_a(a, i, b) == 0)
-				addrs[n++] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
-				    (uint32_t)b[2] << 8 | b[3];
-		}
-		dnsbl_eval_answer(&s->conf->dnsbl->z[zone], addrs, n, &e);
-		zone_set(s, zone, &e, false);
-		break;
-	case DNS_NXDOMAIN:
-	case DNS_NODATA:
-		e.v = DNSBL_V_CLEAR;
-		zone_set(s, zone, &e, false);
-		break;
-	case DNS_TEMPERROR:
-		e.v = DNSBL_V_ERROR;
-		zone_set(s, zone, &e, true);
-		break;
-	}
+/* zone_send - one zone's query (dnsbl_send_fn) */
+static int
+zone_send(void *arg, const char *name, int zone, unsigned short gen)
+{
+	return send_q(arg, name, DNS_T_A, QK_ZONE, zone, gen);
 }
 
 /* zones_start - query every enabled zone of a type about a subject */
 static void
 zones_start(struct session *s, int type, const char *domain)
 {
-	const struct dnsbl_set *set = s->conf->dnsbl;
 	struct sess_checks *ck = sess_ck(s);
-	unsigned char addr[16];
-	int family = AF_INET;
 
-	if (type == DNSBL_T_IP) {
-		const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
-
-		if (sa->sa_family == AF_INET) {
-			memcpy(addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-		} else {
-			const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-
-			if (IN6_IS_ADDR_V4MAPPED(a6)) {
-				memcpy(addr, a6->s6_addr + 12, 4);
-			} else {
-				family = AF_INET6;
-				memcpy(addr, a6->s6_addr, 16);
-			}
-		}
-	}
-	for (int i = 0; i < set->n; i++) {
-		const struct dnsbl_zone *z = &set->z[i];
-		struct dnsbl_zres *r = &ck->dz.r[i];
-		struct dnsbl_eval e;
-		char name[320];
-
-		if (z->type != type)
-			continue;
-		if (r->state == DZ_PENDING && ck->dz.pending > 0)
-			ck->dz.pending--;
-		ck->gen[i]++;
-		memset(r, 0, sizeof(*r));
-		memset(&e, 0, sizeof(e));
-		if (!dnsbl_zone_enabled(z) ||
-		    dnsbl_query_name(z, family, addr, domain, name, sizeof(name)) < 0) {
-			r->state = DZ_SKIPPED;	/* disabled, or nothing to ask */
-			continue;
-		}
-		r->state = DZ_PENDING;
-		ck->dz.pending++;
-		if (send_q(s, name, DNS_T_A, QK_ZONE, i, ck->gen[i]) != 0) {
-			e.v = DNSBL_V_ERROR;
-			zone_set(s, i, &e, true);
-		}
-	}
+	dnsbl_sess_start(s->conf->dnsbl, &ck->dz, ck->gen, type, (const struct sockaddr *)&s->peer,
+	    domain, zone_send, s, s->id);
 }
 
 /* sess_fc_result - fcrdns is done: log, keep the name, start its zones */
@@ -377,32 +293,10 @@ static void
 gl_result(struct session *s, const struct greylist_verdict *v)
 {
 	struct sess_checks *ck = s->ck;
-	char esc[LOG_ESC_SIZE];
 
 	ck->gl_state = CHECK_DONE;
-	ck->gl_tempfail = false;
-	ck->gl_text[0] = 0;
-	switch (v->status) {
-	case GL_GREYLISTED:
-		ck->gl_tempfail = true;
-		greylist_reply_text(v, ck->gl_text, sizeof(ck->gl_text));
-		break;
-	case GL_ERROR:
-		/* never a 5xx: the policy says accept (default) or try later */
-		if (s->conf->greylist.on_error == GL_ON_ERROR_TEMPFAIL) {
-			ck->gl_tempfail = true;
-			snprintf(ck->gl_text, sizeof(ck->gl_text),
-			    "greylisting is unavailable, please try again later");
-		}
-		break;
-	default:
-		break;
-	}
-	log_escape(esc, sizeof(esc), v->key ? v->key : "", v->key ? strlen(v->key) : 0);
-	log_msg(LOG_L_INFO, s->id, "check greylist=%s reason=%s retry-in=%u passes=%u%s%s key=\"%s\"",
-	    greylist_status_name(v->status), greylist_reason_name(v->reason), v->retry_in,
-	    v->passes, v->status == GL_ERROR ? " error=" : "",
-	    v->status == GL_ERROR && v->why ? v->why : "", esc);
+	greylist_outcome(v, s->conf->greylist.on_error, &ck->gl_tempfail, ck->gl_text,
+	    sizeof(ck->gl_text), s->id);
 }
 
 /* gl_done - the greylist's decision, on the worker's thread */

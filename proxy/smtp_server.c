@@ -424,29 +424,6 @@ sess_resume(struct session *s)
 		sess_arm_timer(s);
 }
 
-/* sess_add_header - append "Name: value" to a header buffer, once */
-static void
-sess_add_header(char **buf, size_t *len, const char *name, const char *value)
-{
-	char line[1000];
-	int n = snprintf(line, sizeof(line), "%s: %s", name, value);
-
-	if (n < 0)
-		return;
-	if ((size_t)n > sizeof(line) - 3)
-		n = (int)sizeof(line) - 3;	/* RFC 5322: 998 + CRLF */
-	line[n++] = '\r';
-	line[n++] = '\n';
-	for (size_t i = 0; i + (size_t)n <= *len; i = (size_t)((char *)memchr(*buf + i, '\n', *len - i) - *buf) + 1)
-		if (memcmp(*buf + i, line, (size_t)n) == 0)
-			return;		/* the same field twice (a rule at each RCPT) */
-	if (*len > 64 * 1024)
-		return;			/* bounded, whatever the rules do */
-	*buf = xrealloc(*buf, *len + (size_t)n);
-	memcpy(*buf + *len, line, (size_t)n);
-	*len += (size_t)n;
-}
-
 /* sess_facts - what the session knows, for the rules of a stage; sum
  * holds the DNSBL summary the facts point into */
 void
@@ -500,15 +477,7 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 		 * pass, never a stall) */
 		log_msg(LOG_L_WARN, s->id, "policy stage=%s check=%s not awaited: counted as temperror",
 		    rules_stage_name(st), check_name((enum check_id)res.need));
-		f->fcrdns_known = true;
-		f->dnsbl_known = true;
-		if (s->conf->dnsbl != NULL && !sum.error)
-			f->dnsbl_error = true;
-		if (!f->greylist_known) {	/* greylist-on-error decides */
-			f->greylist_known = true;
-			f->greylist_tempfail = s->conf->greylist.on_error == GL_ON_ERROR_TEMPFAIL;
-			f->greylist_text = "greylisting is unavailable, please try again later";
-		}
+		rules_facts_unawaited(f, s->conf->dnsbl != NULL, sum.error, s->conf->greylist.on_error);
 		rules_eval(s->conf->rules, st, f, &res, s->id);
 	}
 	if (st >= RS_MAIL && s->txn != NULL) {
@@ -523,7 +492,7 @@ sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
 	f->score += res.score;
 	for (int i = 0; i < res.nhdr; i++) {
 		rules_expand(res.hdr_value[i], f, text, sizeof(text));
-		sess_add_header(hb, hl, res.hdr_name[i], text);
+		rules_header_add(hb, hl, res.hdr_name[i], text);
 	}
 	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
 		return true;

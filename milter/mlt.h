@@ -1,0 +1,90 @@
+/*
+ * mlt - moat-milter: libmilter's threads bridged to one engine loop
+ * (private to milter/)
+ *
+ * DESCRIPTION
+ *	libmilter runs each MTA connection on a thread of its own and calls
+ *	the xxfi_* callbacks there (mlt_cb.c). Each callback that needs a
+ *	verdict posts a request (struct mlt_req) to the engine thread
+ *	(mlt_engine.c), which owns every check's state and runs the same
+ *	filters and rules as moatd on one libevent loop, and waits for the
+ *	answer on a condition variable until the callback deadline. A
+ *	request owns its inputs (copies); it is freed by whichever of the
+ *	two sides lets go last, so a callback that gave up never leaves the
+ *	engine holding freed memory, and the engine may finish a request
+ *	nobody waits for.
+ *
+ *	The engine's per-connection state (struct mlt_conn) is allocated by
+ *	the callback side at connect, initialised and used by the engine
+ *	only, and freed by the engine when the CLOSE request arrives: the
+ *	queue is FIFO, so CLOSE always comes after everything else of the
+ *	connection.
+ */
+#ifndef MOAT_MLT_H
+#define MOAT_MLT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conf.h"
+#include "sauth.h"
+
+enum mlt_stage { MS_CONNECT = 0, MS_HELO, MS_MAIL, MS_RCPT, MS_EOM, MS_ABORT, MS_CLOSE };
+
+struct mlt_conn;
+
+struct mlt_req {
+	struct mlt_req *next;		/* the engine's queue */
+	enum mlt_stage stage;
+	struct mlt_conn *mc;
+	uint64_t id;			/* the connection's log id */
+	/* inputs, owned by the request */
+	struct sockaddr_storage peer;	/* connect: AF_UNSPEC when unknown */
+	char text[1024];		/* helo name, MAIL or RCPT argument */
+	char login[256];		/* mail: {auth_authen}, "" if none */
+	char tls_version[32], tls_cipher[64], tls_cert[256];	/* connect, helo, mail */
+	bool submission;		/* connect */
+	struct sauth_work *work;	/* eom: DKIM state and From values */
+	char *hdr;			/* eom: the header block, for "from" rules */
+	size_t hdr_len;
+	uint64_t size;			/* eom */
+	/* outputs */
+	int verdict;			/* enum rules_verdict: CONTINUE, REJECT, TEMPFAIL */
+	int code;
+	char enh[16];
+	char reply[600];
+	char *hdrs;			/* eom: fields for the top, CRLF lines, allocated */
+	size_t hdrs_len;
+	/* between the two threads, under the engine's lock */
+	bool done;
+	int refs;
+	pthread_cond_t cv;
+};
+
+struct mlt_opts {
+	unsigned max_conns;		/* connections served at once */
+	unsigned deadline_ms;		/* per callback */
+};
+
+/* mlt_engine.c */
+int mlt_engine_start(struct conf *c, char *err, size_t errlen);
+void mlt_engine_stop(void);
+struct mlt_conn *mlt_conn_new(void);
+struct mlt_req *mlt_req_new(struct mlt_conn *mc, enum mlt_stage st, uint64_t id);
+/* post and wait until the deadline: 0 answered, -1 deadline passed */
+int mlt_req_call(struct mlt_req *rq, unsigned deadline_ms);
+/* post without waiting (abort, close) */
+void mlt_req_post(struct mlt_req *rq);
+void mlt_req_unref(struct mlt_req *rq);
+uint64_t mlt_new_id(void);
+struct dkimv *mlt_dkim(void);
+
+/* mlt_cb.c */
+extern struct mlt_opts mlt_opts;
+extern struct conf *mlt_conf;
+struct smfiDesc;
+extern struct smfiDesc mlt_desc;
+
+#endif

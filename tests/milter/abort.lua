@@ -1,0 +1,25 @@
+-- MLT-01: a message aborted halfway, then a complete one on the same connection
+dofile(os.getenv("MILTER_LUA") .. "/common.lua")
+conn = open()
+mt.helo(conn, "client.test")
+expect(conn, SMFIR_CONTINUE, "helo")
+mt.mailfrom(conn, "<a@good.test>")
+expect(conn, SMFIR_CONTINUE, "mail")
+mt.rcptto(conn, "<u@example.org>")
+expect(conn, SMFIR_CONTINUE, "rcpt")
+mt.header(conn, "From", "<a@good.test>")
+expect(conn, SMFIR_CONTINUE, "header")
+mt.bodystring(conn, "half a bo")
+mt.abort(conn)
+-- again, whole
+mt.mailfrom(conn, "<b@good.test>")
+expect(conn, SMFIR_CONTINUE, "mail 2")
+mt.rcptto(conn, "<u@example.org>")
+expect(conn, SMFIR_CONTINUE, "rcpt 2")
+message(conn, "after abort")
+if not mt.eom_check(conn, MT_HDRINSERT, "X-Moat") then error("no X-Moat after abort") end
+-- and an abort right after MAIL
+mt.mailfrom(conn, "<c@good.test>")
+expect(conn, SMFIR_CONTINUE, "mail 3")
+mt.abort(conn)
+mt.disconnect(conn)
