@@ -34,12 +34,17 @@
 #include <strings.h>
 #include <time.h>
 
+#include <dlfcn.h>
+#include <pthread.h>
+
 #include <opendkim/dkim.h>
+#include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
 #include "dmarc_record.h"
 #include "dns.h"
+#include "siphash.h"
 #include "xalloc.h"
 
 #define TRACK_MAX	(2 * DKIMV_MAX_SIGS)
@@ -196,6 +201,97 @@ is_selector(const char *s)
 	return lab > 0 && n < 64;
 }
 
+/*
+ * Parsed keys, kept. libopendkim turns each signature's key record into an
+ * EVP_PKEY with OpenSSL's d2i_PUBKEY_bio() every time it verifies, and
+ * OpenSSL 3's generic decoder makes that about 250 microseconds: most of a
+ * verification. This definition stands in front of libcrypto's (the
+ * dynamic linker binds libopendkim's call to the executable's symbol
+ * first): a key already seen is handed out again with one more reference
+ * (libopendkim's EVP_PKEY_free drops it), a new one is parsed by the real
+ * function and kept. Only plain calls on memory BIOs (libopendkim's) are
+ * cached; any other goes straight through. A verification only reads the
+ * key, which OpenSSL allows from several threads at once.
+ */
+#define KEYCACHE_MAX 64
+
+struct keycache_ent {
+	uint64_t h, used;
+	unsigned char *der;
+	size_t len;
+	EVP_PKEY *pkey;
+};
+
+static struct keycache_ent keycache[KEYCACHE_MAX];
+static uint64_t keycache_tick, keycache_k0, keycache_k1;
+static pthread_mutex_t keycache_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t keycache_once = PTHREAD_ONCE_INIT;
+static EVP_PKEY *(*real_d2i_PUBKEY_bio)(BIO *, EVP_PKEY **);
+
+EVP_PKEY *d2i_PUBKEY_bio(BIO *bp, EVP_PKEY **a);
+
+static void
+keycache_init(void)
+{
+	real_d2i_PUBKEY_bio = (EVP_PKEY *(*)(BIO *, EVP_PKEY **))dlsym(RTLD_NEXT, "d2i_PUBKEY_bio");
+	keycache_k0 = (uint64_t)(uintptr_t)&keycache ^ (uint64_t)time(NULL);
+	keycache_k1 = keycache_k0 * 0x9e3779b97f4a7c15ULL;
+}
+
+EVP_PKEY *
+d2i_PUBKEY_bio(BIO *bp, EVP_PKEY **a)
+{
+	char *data = NULL;
+	long n;
+	uint64_t h;
+	EVP_PKEY *k = NULL;
+	int slot = 0;
+
+	pthread_once(&keycache_once, keycache_init);
+	if (real_d2i_PUBKEY_bio == NULL)
+		return NULL;
+	if (a != NULL || BIO_method_type(bp) != BIO_TYPE_MEM ||
+	    (n = BIO_get_mem_data(bp, &data)) <= 0 || n > 4096 || data == NULL)
+		return real_d2i_PUBKEY_bio(bp, a);
+	h = siphash24(keycache_k0, keycache_k1, data, (size_t)n);
+	pthread_mutex_lock(&keycache_lock);
+	for (int i = 0; i < KEYCACHE_MAX; i++) {
+		struct keycache_ent *e = &keycache[i];
+
+		if (e->pkey != NULL && e->h == h && e->len == (size_t)n &&
+		    memcmp(e->der, data, (size_t)n) == 0) {
+			e->used = ++keycache_tick;
+			if (EVP_PKEY_up_ref(e->pkey) == 1)
+				k = e->pkey;
+			break;
+		}
+		if (keycache[i].used < keycache[slot].used)
+			slot = i;	/* the least recently used, to replace */
+	}
+	pthread_mutex_unlock(&keycache_lock);
+	if (k != NULL)
+		return k;
+	k = real_d2i_PUBKEY_bio(bp, NULL);
+	if (k == NULL || EVP_PKEY_up_ref(k) != 1)
+		return k;
+	pthread_mutex_lock(&keycache_lock);
+	{
+		struct keycache_ent *e = &keycache[slot];
+		EVP_PKEY *old = e->pkey;
+		unsigned char *oldder = e->der;
+
+		e->pkey = k;
+		e->der = (unsigned char *)xmemdup(data, (size_t)n);
+		e->len = (size_t)n;
+		e->h = h;
+		e->used = ++keycache_tick;
+		pthread_mutex_unlock(&keycache_lock);
+		EVP_PKEY_free(old);
+		free(oldder);
+	}
+	return k;
+}
+
 /* pkcs1_fix - when p= holds a bare PKCS#1 RSAPublicKey, rewrite it as
  * SubjectPublicKeyInfo; the record is rewritten in place (rec, size).
  * Any other record is left as it is. */
@@ -254,11 +350,24 @@ pkcs1_fix(char *rec, size_t size)
 		if (cl >= 2 && clean[cl - 2] == '=')
 			dl--;
 	}
-	cp = der;
-	key = d2i_PUBKEY(NULL, &cp, (long)dl);
-	if (key != NULL) {
-		EVP_PKEY_free(key);
-		return;		/* already SubjectPublicKeyInfo */
+	/* SubjectPublicKeyInfo is SEQUENCE { SEQUENCE { algorithm ... } ... },
+	 * PKCS#1 RSAPublicKey is SEQUENCE { INTEGER n, INTEGER e }: the tag
+	 * after the outer header tells them apart without a full parse
+	 * (OpenSSL 3's generic decoder costs hundreds of microseconds) */
+	{
+		size_t h = 2;
+
+		if (dl < 4 || der[0] != 0x30)
+			return;
+		if (der[1] & 0x80) {
+			size_t nl = der[1] & 0x7f;
+
+			if (nl < 1 || nl > 2)
+				return;
+			h = 2 + nl;
+		}
+		if (h >= dl || der[h] != 0x02)
+			return;		/* SubjectPublicKeyInfo (or garbage): left as it is */
 	}
 	cp = der;
 	key = d2i_PublicKey(EVP_PKEY_RSA, NULL, &cp, (long)dl);
