@@ -100,6 +100,9 @@ static atomic_uint_fast64_t n_cache_hits;
 static uint64_t now_ms(void);
 static void cache_clear(void);
 
+/* cache-only mode of dns_query_sync, per thread (dns.h) */
+static _Thread_local bool tl_cache_only, tl_missed;
+
 static struct ub_ctx *ub;
 static pthread_t dispatcher;
 static int stop_efd = -1;
@@ -817,6 +820,13 @@ dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_ans
 	fail.rrtype = rrtype;
 	if (running && (*out = cache_get(name, rrtype)) != NULL)
 		return 0;
+	if (tl_cache_only) {
+		/* the caller runs on an event loop: it never waits */
+		tl_missed = true;
+		fail.why = "not-cached";
+		*out = answer_copy(&fail);
+		return 0;
+	}
 	q = xcalloc(1, sizeof(*q));
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -956,4 +966,36 @@ dns_rr_txt(const struct dns_answer *a, int i, char *out, size_t size)
 	}
 	out[o] = '\0';
 	return (int)o;
+}
+
+void
+dns_sync_cache_only(bool on)
+{
+	tl_cache_only = on;
+	if (on)
+		tl_missed = false;
+}
+
+bool
+dns_sync_missed(void)
+{
+	return tl_missed;
+}
+
+/* dns_cached - a live answer for name and type is in the front cache */
+bool
+dns_cached(const char *name, int rrtype)
+{
+	uint64_t h = cache_hash(name, rrtype), now = now_ms();
+	bool yes = false;
+
+	pthread_mutex_lock(&cache_lock);
+	for (struct cache_ent *e = cache_tab[h % CACHE_BUCKETS]; e; e = e->hnext)
+		if (e->h == h && cache_same(e, name, rrtype)) {
+			/* a second of margin: the caller is about to use it */
+			yes = e->expires_ms > now + 1000;
+			break;
+		}
+	pthread_mutex_unlock(&cache_lock);
+	return yes;
 }

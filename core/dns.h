@@ -113,6 +113,16 @@ int dns_query(struct dns_loop *l, const char *name, int rrtype, unsigned timeout
 int dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_answer **out);
 void dns_answer_free(struct dns_answer *a);
 
+/* Cache-only mode, for this thread: dns_query_sync answers from the front
+ * cache, and a name not there is a DNS_TEMPERROR ("not-cached") at once,
+ * remembered by dns_sync_missed(). An event loop runs a check this way
+ * when its answers are likely cached (a library that asks synchronously
+ * then never waits) and sends it to the work pool when one was missing. */
+void dns_sync_cache_only(bool on);
+bool dns_sync_missed(void);
+/* Is a live answer (valid a second longer at least) in the front cache? */
+bool dns_cached(const char *name, int rrtype);
+
 /* Queries answered, failed and refused since start (for stats). */
 void dns_counters(uint64_t *sent, uint64_t *temperror, uint64_t *refused);
 

@@ -97,6 +97,7 @@ struct dkimv_msg {
 	int nt;
 	struct canon_len simple, relaxed;
 	bool body_cr;			/* a body CR waits for its LF */
+	bool count_canon;		/* a signature has l=: the body's length matters */
 };
 
 const char *
@@ -618,8 +619,18 @@ end_of_header(struct dkimv_msg *m)
 	if (m->st != MS_HEADER)
 		return;
 	st = dkim_eoh(m->dkim);
-	if (st == DKIM_STAT_OK)
+	if (st == DKIM_STAT_OK) {
+		DKIM_SIGINFO **sigs = NULL;
+		int n = 0;
+		u_char ltag[] = "l";
+
 		m->st = MS_BODY;
+		/* the canonical body length is counted only for an l= signature */
+		if (dkim_getsiglist(m->dkim, &sigs, &n) == DKIM_STAT_OK)
+			for (int i = 0; i < n && sigs != NULL; i++)
+				if (dkim_sig_gettagvalue(sigs[i], false, ltag) != NULL)
+					m->count_canon = true;
+	}
 	else if (st == DKIM_STAT_NOSIG) {
 		DKIM_SIGINFO **sigs = NULL;
 		int n = 0;
@@ -767,7 +778,8 @@ dkimv_msg_feed(struct dkimv_msg *m, const char *buf, size_t len)
 			break;
 	}
 	if (m->st == MS_BODY && i < len) {
-		canon_count(m, buf + i, len - i);
+		if (m->count_canon)
+			canon_count(m, buf + i, len - i);
 		if (dkim_body(m->dkim, unconst(buf + i), len - i) != DKIM_STAT_OK)
 			m->st = MS_ERROR;
 	}
@@ -1019,4 +1031,30 @@ dkimv_authres(const struct dkimv_outcome *o, struct authres *a)
 		if (s->b_prefix[0])
 			authres_prop(a, k, "header.b", s->b_prefix, strlen(s->b_prefix));
 	}
+}
+
+/* dkimv_msg_keynames - see dkim.h */
+int
+dkimv_msg_keynames(struct dkimv_msg *m, char (*out)[320], int max)
+{
+	DKIM_SIGINFO **sigs = NULL;
+	int nsigs = 0, n = 0;
+
+	if (m == NULL || m->st != MS_BODY ||
+	    dkim_getsiglist(m->dkim, &sigs, &nsigs) != DKIM_STAT_OK || sigs == NULL)
+		return 0;
+	for (int i = 0; i < nsigs && n < max && n < (int)m->v->c.max_signatures; i++) {
+		const char *d = (const char *)dkim_sig_getdomain(sigs[i]);
+		const char *sel = (const char *)dkim_sig_getselector(sigs[i]);
+		char dom[256];
+		int r;
+
+		if (d == NULL || sel == NULL || !is_selector(sel) ||
+		    dmarc_domain_norm(d, strlen(d), dom, sizeof dom) < 0)
+			continue;
+		r = snprintf(out[n], 320, "%s._domainkey.%s", sel, dom);
+		if (r > 0 && r < 320)
+			n++;
+	}
+	return n;
 }

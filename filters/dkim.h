@@ -156,6 +156,10 @@ struct dkimv_msg *dkimv_msg_new(struct dkimv *v);
 int dkimv_msg_feed(struct dkimv_msg *m, const char *buf, size_t len);
 void dkimv_msg_finish(struct dkimv_msg *m, struct dkimv_outcome *out);
 void dkimv_msg_free(struct dkimv_msg *m);
+/* The key records (SELECTOR._domainkey.DOMAIN) the signatures will want,
+ * once the header is in: at most max, returns how many (0 before the
+ * body, or when there is no usable signature). Any thread; no lookups. */
+int dkimv_msg_keynames(struct dkimv_msg *m, char (*out)[320], int max);
 
 const char *dkimv_result_name(enum dkimv_result r);
 const char *dkimv_alg_name(enum dkimv_alg a);

@@ -28,6 +28,24 @@ sauth_work_from(struct sauth_work *w, const struct hdrscan *hs)
 void
 sauth_run(struct sauth_work *j)
 {
+	sauth_run_dkim(j);
+	sauth_run_dmarc(j);
+}
+
+/* sauth_run_dkim - DKIM's key lookups and verdicts (see sauth.h) */
+void
+sauth_run_dkim(struct sauth_work *j)
+{
+	if (j->msg != NULL && !j->have_dkim) {
+		dkimv_msg_finish(j->msg, &j->dkim);
+		j->have_dkim = true;
+	}
+}
+
+/* sauth_run_dmarc - DMARC with the DKIM results and SPF (see sauth.h) */
+void
+sauth_run_dmarc(struct sauth_work *j)
+{
 	struct dmarc_input in;
 	struct dmarc_dkim_in dk[DKIMV_MAX_SIGS];
 	const char *fv[HDRSCAN_FROM_MAX];
@@ -35,10 +53,6 @@ sauth_run(struct sauth_work *j)
 	struct dmarc_conf dc;
 	unsigned roll;
 
-	if (j->msg != NULL) {
-		dkimv_msg_finish(j->msg, &j->dkim);
-		j->have_dkim = true;
-	}
 	if (!j->do_dmarc)
 		return;
 	memset(&in, 0, sizeof(in));

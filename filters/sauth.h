@@ -58,6 +58,16 @@ struct sauth_hdr {
 
 void sauth_work_from(struct sauth_work *w, const struct hdrscan *hs);
 void sauth_run(struct sauth_work *w);
+/* the two halves of sauth_run(): DKIM (once: it consumes msg's state),
+ * then DMARC (which may run again, e.g. on the pool after a cache-only
+ * try on the loop missed an answer) */
+void sauth_run_dkim(struct sauth_work *w);
+void sauth_run_dmarc(struct sauth_work *w);
+/* the two halves of sauth_run(): DKIM (once: it consumes msg's state),
+ * then DMARC (which may run again, e.g. on the pool after a cache-only
+ * try on the loop missed an answer) */
+void sauth_run_dkim(struct sauth_work *w);
+void sauth_run_dmarc(struct sauth_work *w);
 void sauth_log(const struct sauth_work *w, uint64_t sid);
 const char *sauth_dkim_word(const struct dkimv_outcome *o);
 char *sauth_header(const struct sauth_hdr *h, size_t *len);

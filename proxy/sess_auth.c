@@ -51,6 +51,8 @@ struct sender_auth {
 	struct dkimv_msg *dkim_msg;	/* fed during DATA; the job owns it after */
 	struct hdrscan *hs;
 	bool hs_done;
+	bool keys_asked;		/* the DKIM keys were looked up ahead */
+	int keys_pending;
 	unsigned char auth_state;	/* enum check_state: DKIM + DMARC */
 	struct dkimv_outcome *dkim;	/* results, or NULL */
 	struct dmarc_outcome *dmarc;
@@ -149,6 +151,16 @@ spf_start(struct session *s, enum spf_identity id, const char *sender, unsigned 
 	j->rq.sender = j->sender;
 	j->rq.timeout_ms = (unsigned)s->conf->spf_timeout_ms;
 	j->q = sess_q_new(s, id == SPF_ID_HELO ? QK_SPF_HELO : QK_SPF, 0, gen);
+	/* every answer SPF needs may be in the resolver's cache: then it runs
+	 * here, at once, never waiting; the first miss sends it to the pool */
+	dns_sync_cache_only(true);
+	spf_check(&j->rq, j->id, &j->out);
+	dns_sync_cache_only(false);
+	if (!dns_sync_missed()) {
+		spf_done(j);
+		return;
+	}
+	memset(&j->out, 0, sizeof(j->out));
 	if (workq_submit(s->w->wq, spf_run, spf_done, j) != 0) {
 		/* the pool is full: a temporary error, at once */
 		j->out.res = SPF_RES_TEMPERROR;
@@ -271,13 +283,73 @@ out:
 	free(j);
 }
 
-/* auth_start - the end of the data: DKIM's lookups and DMARC on the pool */
+/* key_fetched - a DKIM key record's answer (now in the resolver's cache) */
+static void
+key_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans)
+{
+	struct sess_dnsq *q = ctx;
+	struct session *s = q->s;
+
+	(void)tag;
+	(void)ans;
+	if (s != NULL) {
+		sess_q_unlink(q);
+		if (s->sender_auth != NULL && q->gen == s->sender_auth->gen &&
+		    --s->sender_auth->keys_pending == 0) {
+			s->sender_auth->auth_state = CHECK_NONE;	/* auth_start again */
+			if (s->waiting != SW_NONE && !s->closing)
+				sess_resume(s);
+		}
+	}
+	free(q);
+}
+
+/* keys_ahead - ask the resolver, from the loop, for the DKIM keys not in
+ * its cache; true when some are on their way */
+static bool
+keys_ahead(struct session *s, bool *all_cached)
+{
+	struct sender_auth *a = s->sender_auth;
+	char names[DKIMV_MAX_SIGS][320];
+	int n = dkimv_msg_keynames(a->dkim_msg, names, DKIMV_MAX_SIGS);
+
+	*all_cached = true;
+	for (int i = 0; i < n; i++) {
+		struct sess_dnsq *q;
+
+		if (dns_cached(names[i], DNS_T_TXT))
+			continue;
+		*all_cached = false;
+		if (a->keys_asked || s->w->dns == NULL)
+			continue;	/* asked once: what failed goes to the pool */
+		q = sess_q_new(s, QK_KEY, 0, a->gen);
+		if (dns_query(s->w->dns, names[i], DNS_T_TXT, (unsigned)s->conf->dns_timeout_ms,
+		    key_fetched, q, s->id) != 0) {
+			sess_q_unlink(q);
+			free(q);
+			continue;
+		}
+		a->keys_pending++;
+	}
+	a->keys_asked = true;
+	return a->keys_pending > 0;
+}
+
+/* auth_start - the end of the data: DKIM's lookups and DMARC. With every
+ * key and record in the resolver's cache they run here, on the loop
+ * (cache-only: nothing can wait); otherwise on the pool. */
 static void
 auth_start(struct session *s)
 {
 	struct sender_auth *a = s->sender_auth;
-	struct auth_job *j = xcalloc(1, sizeof(*j));
+	struct auth_job *j;
+	bool cached = true;
 
+	if (a->dkim_msg != NULL && keys_ahead(s, &cached)) {
+		a->auth_state = CHECK_PENDING;	/* key_fetched() comes back */
+		return;
+	}
+	j = xcalloc(1, sizeof(*j));
 	a->auth_state = CHECK_PENDING;
 	j->w.msg = a->dkim_msg;
 	a->dkim_msg = NULL;
@@ -289,9 +361,25 @@ auth_start(struct session *s)
 	if (a->spf_state == CHECK_DONE)
 		snprintf(j->w.spf_domain, sizeof(j->w.spf_domain), "%s", a->spf_domain);
 	j->q = sess_q_new(s, QK_AUTH, 0, a->gen);
+	if (cached) {
+		dns_sync_cache_only(true);
+		sauth_run_dkim(&j->w);
+		if (j->w.msg != NULL) {
+			dkimv_msg_free(j->w.msg);	/* consumed */
+			j->w.msg = NULL;
+		}
+		sauth_run_dmarc(&j->w);
+		dns_sync_cache_only(false);
+		if (!dns_sync_missed()) {
+			auth_done(j);
+			return;
+		}
+		/* DKIM is done; DMARC wanted a record not cached: the pool */
+	}
 	if (workq_submit(s->w->wq, auth_run, auth_done, j) != 0) {
 		/* pool full: no verdict, temporary errors (never a 5xx) */
-		memset(&j->w.dkim, 0, sizeof(j->w.dkim));
+		if (!j->w.have_dkim)
+			memset(&j->w.dkim, 0, sizeof(j->w.dkim));
 		if (j->w.msg != NULL) {
 			j->w.have_dkim = true;
 			j->w.dkim.nsigs = 1;

@@ -165,7 +165,7 @@ void sess_drain(struct session *s);
 
 /* sess_checks.c: a check's request in flight points at its session; the
  * session keeps them on a list and clears s when it is freed first */
-enum { QK_FCRDNS = 0, QK_ZONE, QK_GREYLIST, QK_SPF, QK_SPF_HELO, QK_AUTH };
+enum { QK_FCRDNS = 0, QK_ZONE, QK_GREYLIST, QK_SPF, QK_SPF_HELO, QK_AUTH, QK_KEY };
 
 struct sess_dnsq {
 	struct sess_dnsq *prev, *next;	/* the session's list */
