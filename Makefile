@@ -103,6 +103,7 @@ test:
 
 bench: all
 	@bench/run
+	@bench/features
 	@bench/milter
 
 run: 

@@ -57,6 +57,7 @@ struct mlt_priv {
 	uint64_t id;
 	bool counted;
 	bool leadspc;			/* the MTA sends header values with their space */
+	bool noreply;			/* headers, their end and the body need no reply */
 	/* a refusal kept from connect, or a deadline missed there */
 	int held;			/* 0, or SMFIS_REJECT / SMFIS_TEMPFAIL */
 	int held_code;
@@ -245,10 +246,17 @@ cb_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
 	(void)f2;
 	(void)f3;
 	*pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS) & f0;
-	*pf1 = (SMFIP_HDR_LEADSPC | SMFIP_NOUNKNOWN | SMFIP_NODATA) & f1;
+	/* headers, the end of headers and body chunks always continue: the
+	 * MTA need not wait for an answer to each (a round trip apiece) */
+	*pf1 = (SMFIP_HDR_LEADSPC | SMFIP_NOUNKNOWN | SMFIP_NODATA | SMFIP_NR_HDR | SMFIP_NR_EOH |
+	    SMFIP_NR_BODY) & f1;
 	*pf2 = 0;
 	*pf3 = 0;
 	p->leadspc = (f1 & SMFIP_HDR_LEADSPC) != 0;
+	p->noreply = (f1 & (SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY)) ==
+	    (SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY);
+	if (!p->noreply)
+		*pf1 &= ~(unsigned long)(SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY);
 	/* ask for the macros moat reads (the MTA may ignore this) */
 	smfi_setsymlist(ctx, SMFIM_CONNECT, conn);
 	smfi_setsymlist(ctx, SMFIM_HELO, helo);
@@ -407,7 +415,7 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 	size_t nl, o = 0, vl;
 
 	if (p->mc == NULL || name == NULL || value == NULL)
-		return SMFIS_CONTINUE;
+		return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 	msg_begin(p);
 	nl = strlen(name);
 	vl = strlen(value);
@@ -434,7 +442,7 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 	}
 	msg_feed(p, f, o, true);
 	free(f);
-	return SMFIS_CONTINUE;
+	return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 }
 
 static sfsistat
@@ -443,11 +451,11 @@ cb_eoh(SMFICTX *ctx)
 	struct mlt_priv *p = priv_of(ctx);
 
 	if (p->mc == NULL)
-		return SMFIS_CONTINUE;
+		return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 	msg_begin(p);
 	msg_feed(p, "\r\n", 2, true);
 	hdrscan_finish(&p->hs);
-	return SMFIS_CONTINUE;
+	return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 }
 
 static sfsistat
@@ -456,9 +464,9 @@ cb_body(SMFICTX *ctx, unsigned char *buf, size_t len)
 	struct mlt_priv *p = priv_of(ctx);
 
 	if (p->mc == NULL || !p->msg)
-		return SMFIS_CONTINUE;
+		return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 	msg_feed(p, buf, len, false);
-	return SMFIS_CONTINUE;
+	return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 }
 
 /* add_fields - the engine's fields (CRLF lines, folded) on top, in order */
