@@ -1348,29 +1348,8 @@ bool
 rules_stage_wants(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	int check)
 {
-	struct rules_facts lf;
-
-	if (!rules_stage_needs(r, st, check))
-		return false;
-	lf = *f;
-	for (const struct rule *ru = r->head[st]; ru; ru = ru->next) {
-		int need = -1;
-		bool m;
-
-		if (ru->mode == 2)
-			continue;
-		m = eval(ru->cond, &lf, &need);
-		if (need >= 0)
-			return true;	/* this check, or another one first: wait */
-		if (!m || ru->mode == 1)
-			continue;
-		if (ru->greylist && !lf.greylist_known)
-			return true;
-		if (ru->verdict != RV_CONTINUE)
-			return false;	/* decided before any rule reads the check */
-		lf.score += ru->score;
-	}
-	return false;
+	/* this check, or another one reached first: either way, wait */
+	return rules_stage_needs(r, st, check) && rules_stage_first_need(r, st, f) >= 0;
 }
 
 /* rules_eval - run a stage's rules; the first enforced match decides */
