@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/random.h>
 
 #include "authres.h"
+#include "dns.h"
 #include "log.h"
 #include "sauth.h"
 #include "xalloc.h"
@@ -155,4 +157,61 @@ sauth_header(const struct sauth_hdr *h, size_t *len)
 	buf[n++] = '\n';
 	*len = n;
 	return buf;
+}
+
+/* ---------------------------------------------------------------------
+ * SPF, for both front-ends
+ */
+
+int
+sauth_spf_init(struct sauth_spf *j, enum spf_identity id, const struct sockaddr *client,
+	const char *helo, const char *sender, unsigned timeout_ms)
+{
+	memset(j, 0, sizeof(*j));
+	j->id = id;
+	snprintf(j->helo, sizeof(j->helo), "%s", helo ? helo : "");
+	snprintf(j->sender, sizeof(j->sender), "%s", sender ? sender : "");
+	j->rq.helo = j->helo;
+	j->rq.sender = j->sender;
+	j->rq.timeout_ms = timeout_ms;
+	if (client->sa_family == AF_INET) {
+		j->rq.family = AF_INET;
+		memcpy(j->rq.addr, &((const struct sockaddr_in *)client)->sin_addr, 4);
+	} else if (client->sa_family == AF_INET6) {
+		j->rq.family = AF_INET6;
+		memcpy(j->rq.addr, &((const struct sockaddr_in6 *)client)->sin6_addr, 16);
+	} else {
+		j->out.res = SPF_RES_TEMPERROR;
+		snprintf(j->out.reason, sizeof(j->out.reason), "no client address");
+		return -1;
+	}
+	return 0;
+}
+
+bool
+sauth_spf_cached(struct sauth_spf *j)
+{
+	dns_sync_cache_only(true);
+	spf_check(&j->rq, j->id, &j->out);
+	dns_sync_cache_only(false);
+	if (!dns_sync_missed())
+		return true;
+	memset(&j->out, 0, sizeof(j->out));
+	return false;
+}
+
+void
+sauth_spf_run(struct sauth_spf *j)
+{
+	spf_check(&j->rq, j->id, &j->out);
+}
+
+void
+sauth_spf_log(const struct sauth_spf *j, uint64_t sid)
+{
+	char esc[LOG_ESC_SIZE];
+
+	log_escape(esc, sizeof(esc), j->out.reason, strlen(j->out.reason));
+	log_msg(LOG_L_INFO, sid, "check spf %s=%s domain=%s queries=%u reason=\"%s\"",
+	    spf_identity_name(j->id), spf_res_name(j->out.res), j->out.domain, j->out.queries, esc);
 }

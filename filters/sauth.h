@@ -24,10 +24,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "dkim.h"
 #include "dmarc.h"
 #include "hdrscan.h"
+#include "spf.h"
 
 struct sauth_work {
 	struct dkimv_msg *msg;		/* fed with the message, or NULL: no DKIM */
@@ -55,6 +57,26 @@ struct sauth_hdr {
 	bool dkim_on;			/* dkim=none when no outcome */
 	const struct dmarc_outcome *dmarc;	/* or NULL */
 };
+
+/* One SPF check of a session or milter connection (the front-end embeds
+ * it in its job): sauth_spf_init() fills the request (-1 when the client
+ * is neither IPv4 nor IPv6); sauth_spf_cached() runs it at once in
+ * cache-only mode (dns.h) and is true when every answer was cached and
+ * out holds the result, false when it must run on the pool
+ * (sauth_spf_run); sauth_spf_log() writes the "check spf" line. */
+struct sauth_spf {
+	struct spf_request rq;
+	enum spf_identity id;
+	char helo[256];
+	char sender[520];
+	struct spf_outcome out;
+};
+
+int sauth_spf_init(struct sauth_spf *j, enum spf_identity id, const struct sockaddr *client,
+	const char *helo, const char *sender, unsigned timeout_ms);
+bool sauth_spf_cached(struct sauth_spf *j);
+void sauth_spf_run(struct sauth_spf *j);
+void sauth_spf_log(const struct sauth_spf *j, uint64_t sid);
 
 void sauth_work_from(struct sauth_work *w, const struct hdrscan *hs);
 void sauth_run(struct sauth_work *w);

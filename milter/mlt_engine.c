@@ -534,11 +534,7 @@ gl_start(struct mlt_conn *mc, const char *rcpt)
 
 struct spf_job {
 	struct mlt_q *q;
-	struct spf_request rq;
-	char helo[256];
-	char sender[SMTP_PATH_MAX + 1];
-	enum spf_identity id;
-	struct spf_outcome out;
+	struct sauth_spf sp;
 };
 
 static void
@@ -546,7 +542,7 @@ spf_run(void *arg)
 {
 	struct spf_job *j = arg;
 
-	spf_check(&j->rq, j->id, &j->out);
+	sauth_spf_run(&j->sp);
 }
 
 static void
@@ -554,25 +550,23 @@ spf_done(void *arg)
 {
 	struct spf_job *j = arg;
 	struct mlt_conn *mc = j->q->mc;
-	char esc[LOG_ESC_SIZE];
+	const struct spf_outcome *o = &j->sp.out;
 
 	if (mc == NULL)
 		goto out;
 	q_unlink(j->q);
-	if (j->id == SPF_ID_HELO) {
+	if (j->sp.id == SPF_ID_HELO) {
 		if (j->q->gen == mc->spf_helo_gen) {
 			mc->spf_helo_state = CHECK_DONE;
-			mc->spf_helo = (unsigned char)j->out.res;
+			mc->spf_helo = (unsigned char)o->res;
 		}
 	} else if (j->q->gen == mc->txn_gen) {
 		mc->spf_state = CHECK_DONE;
-		mc->spf = j->out.res;
-		snprintf(mc->spf_domain, sizeof(mc->spf_domain), "%s", j->out.domain);
-		snprintf(mc->spf_reason, sizeof(mc->spf_reason), "%s", j->out.reason);
+		mc->spf = o->res;
+		snprintf(mc->spf_domain, sizeof(mc->spf_domain), "%s", o->domain);
+		snprintf(mc->spf_reason, sizeof(mc->spf_reason), "%s", o->reason);
 	}
-	log_escape(esc, sizeof(esc), j->out.reason, strlen(j->out.reason));
-	log_msg(LOG_L_INFO, mc->id, "check spf %s=%s domain=%s queries=%u reason=\"%s\"",
-	    spf_identity_name(j->id), spf_res_name(j->out.res), j->out.domain, j->out.queries, esc);
+	sauth_spf_log(&j->sp, mc->id);
 	mc_step(mc);
 out:
 	free(j->q);
@@ -583,26 +577,18 @@ static void
 spf_start(struct mlt_conn *mc, enum spf_identity id, const char *sender, unsigned short gen)
 {
 	struct spf_job *j = xcalloc(1, sizeof(*j));
-	const struct sockaddr *sa = (const struct sockaddr *)&mc->peer;
+	int ok = mc->have_peer ? sauth_spf_init(&j->sp, id, (const struct sockaddr *)&mc->peer,
+	    mc->helo, sender, (unsigned)mc->conf->spf_timeout_ms) : -1;
 
-	j->id = id;
-	snprintf(j->helo, sizeof(j->helo), "%s", mc->helo ? mc->helo : "");
-	snprintf(j->sender, sizeof(j->sender), "%s", sender ? sender : "");
-	if (sa->sa_family == AF_INET) {
-		j->rq.family = AF_INET;
-		memcpy(j->rq.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6) {
-		j->rq.family = AF_INET6;
-		memcpy(j->rq.addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-	}
-	j->rq.helo = j->helo;
-	j->rq.sender = j->sender;
-	j->rq.timeout_ms = (unsigned)mc->conf->spf_timeout_ms;
 	j->q = q_new(mc, id == SPF_ID_HELO ? MQ_SPF_HELO : MQ_SPF, 0, gen);
-	if (!mc->have_peer || workq_submit(eng.wql, spf_run, spf_done, j) != 0) {
-		j->out.res = SPF_RES_TEMPERROR;
-		snprintf(j->out.reason, sizeof(j->out.reason), "%s",
-		    mc->have_peer ? "work pool full" : "no client address");
+	if (ok == 0 && sauth_spf_cached(&j->sp)) {
+		spf_done(j);	/* every answer was cached: no pool */
+		return;
+	}
+	if (ok != 0 || workq_submit(eng.wql, spf_run, spf_done, j) != 0) {
+		j->sp.out.res = SPF_RES_TEMPERROR;
+		snprintf(j->sp.out.reason, sizeof(j->sp.out.reason), "%s",
+		    ok == 0 ? "work pool full" : "no client address");
 		spf_done(j);
 	}
 }

@@ -45,7 +45,6 @@ struct sender_auth {
 	unsigned char spf_state;	/* enum check_state */
 	enum spf_res spf;
 	char spf_domain[256];
-	char spf_reason[160];
 	char spf_for[SMTP_PATH_MAX + 2];	/* the sender it was asked for ("<>" null) */
 	/* DATA */
 	struct dkimv_msg *dkim_msg;	/* fed during DATA; the job owns it after */
@@ -61,11 +60,7 @@ struct sender_auth {
 
 struct spf_job {
 	struct sess_dnsq *q;
-	struct spf_request rq;
-	char helo[256];
-	char sender[SMTP_PATH_MAX + 1];
-	enum spf_identity id;
-	struct spf_outcome out;
+	struct sauth_spf sp;
 };
 
 struct auth_job {
@@ -96,7 +91,7 @@ spf_run(void *arg)
 {
 	struct spf_job *j = arg;
 
-	spf_check(&j->rq, j->id, &j->out);
+	sauth_spf_run(&j->sp);
 }
 
 static void
@@ -104,25 +99,22 @@ spf_done(void *arg)
 {
 	struct spf_job *j = arg;
 	struct session *s = j->q->s;
-	char esc[LOG_ESC_SIZE];
+	const struct spf_outcome *o = &j->sp.out;
 
 	if (s == NULL)
 		goto out;
 	sess_q_unlink(j->q);
-	if (j->id == SPF_ID_HELO) {
+	if (j->sp.id == SPF_ID_HELO) {
 		if (j->q->gen == s->spf_helo_gen) {
 			s->spf_helo_state = CHECK_DONE;
-			s->spf_helo = (unsigned char)j->out.res;
+			s->spf_helo = (unsigned char)o->res;
 		}
 	} else if (s->sender_auth != NULL && j->q->gen == s->sender_auth->gen) {
 		s->sender_auth->spf_state = CHECK_DONE;
-		s->sender_auth->spf = j->out.res;
-		snprintf(s->sender_auth->spf_domain, sizeof(s->sender_auth->spf_domain), "%s", j->out.domain);
-		snprintf(s->sender_auth->spf_reason, sizeof(s->sender_auth->spf_reason), "%s", j->out.reason);
+		s->sender_auth->spf = o->res;
+		snprintf(s->sender_auth->spf_domain, sizeof(s->sender_auth->spf_domain), "%s", o->domain);
 	}
-	log_escape(esc, sizeof(esc), j->out.reason, strlen(j->out.reason));
-	log_msg(LOG_L_INFO, s->id, "check spf %s=%s domain=%s queries=%u reason=\"%s\"",
-	    spf_identity_name(j->id), spf_res_name(j->out.res), j->out.domain, j->out.queries, esc);
+	sauth_spf_log(&j->sp, s->id);
 	if (s->waiting != SW_NONE && !s->closing)
 		sess_resume(s);
 out:
@@ -135,36 +127,20 @@ static void
 spf_start(struct session *s, enum spf_identity id, const char *sender, unsigned short gen)
 {
 	struct spf_job *j = xcalloc(1, sizeof(*j));
-	const struct sockaddr *sa = (const struct sockaddr *)&s->peer;
 
-	j->id = id;
-	snprintf(j->helo, sizeof(j->helo), "%s", s->helo ? s->helo : "");
-	snprintf(j->sender, sizeof(j->sender), "%s", sender ? sender : "");
-	if (sa->sa_family == AF_INET) {
-		j->rq.family = AF_INET;
-		memcpy(j->rq.addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	} else {
-		j->rq.family = AF_INET6;
-		memcpy(j->rq.addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-	}
-	j->rq.helo = j->helo;
-	j->rq.sender = j->sender;
-	j->rq.timeout_ms = (unsigned)s->conf->spf_timeout_ms;
+	sauth_spf_init(&j->sp, id, (const struct sockaddr *)&s->peer, s->helo, sender,
+	    (unsigned)s->conf->spf_timeout_ms);
 	j->q = sess_q_new(s, id == SPF_ID_HELO ? QK_SPF_HELO : QK_SPF, 0, gen);
 	/* every answer SPF needs may be in the resolver's cache: then it runs
 	 * here, at once, never waiting; the first miss sends it to the pool */
-	dns_sync_cache_only(true);
-	spf_check(&j->rq, j->id, &j->out);
-	dns_sync_cache_only(false);
-	if (!dns_sync_missed()) {
+	if (sauth_spf_cached(&j->sp)) {
 		spf_done(j);
 		return;
 	}
-	memset(&j->out, 0, sizeof(j->out));
 	if (workq_submit(s->w->wq, spf_run, spf_done, j) != 0) {
 		/* the pool is full: a temporary error, at once */
-		j->out.res = SPF_RES_TEMPERROR;
-		snprintf(j->out.reason, sizeof(j->out.reason), "work pool full");
+		j->sp.out.res = SPF_RES_TEMPERROR;
+		snprintf(j->sp.out.reason, sizeof(j->sp.out.reason), "work pool full");
 		spf_done(j);
 	}
 }
