@@ -352,6 +352,27 @@ conn_tls_step(struct conn *c)
 	conn_tls_fail(c);
 }
 
+/* conn_read_done - after a read pass (plain or TLS): hand what came to the
+ * owner, then report the end or an error, or keep reading */
+static void
+conn_read_done(struct conn *c, bool got, bool eof, int err)
+{
+	if (got && c->on_read && !c->free_pending)
+		c->on_read(c, c->arg);
+	if (!c->free_pending) {
+		if (eof || err) {
+			event_del(&c->ev_read);
+			c->read_added = false;
+			c->want_read = false;
+			if (err)
+				c->err = err;
+			conn_fire(c, eof ? CONN_EV_EOF : CONN_EV_ERROR);
+		} else {
+			conn_update_read(c);
+		}
+	}
+}
+
 /* conn_tls_read - TLS input (or handshake progress) on a read event */
 static void
 conn_tls_read(struct conn *c)
@@ -411,20 +432,7 @@ conn_tls_read(struct conn *c)
 		ERR_clear_error();
 		break;
 	}
-	if (got && c->on_read && !c->free_pending)
-		c->on_read(c, c->arg);
-	if (!c->free_pending) {
-		if (eof || err) {
-			event_del(&c->ev_read);
-			c->read_added = false;
-			c->want_read = false;
-			if (err)
-				c->err = err;
-			conn_fire(c, eof ? CONN_EV_EOF : CONN_EV_ERROR);
-		} else {
-			conn_update_read(c);
-		}
-	}
+	conn_read_done(c, got, eof, err);
 }
 
 /* conn_starttls - see conn.h */
@@ -511,20 +519,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 			err = errno;
 		break;
 	}
-	if (got && c->on_read && !c->free_pending)
-		c->on_read(c, c->arg);
-	if (!c->free_pending) {
-		if (eof || err) {
-			event_del(&c->ev_read);
-			c->read_added = false;
-			c->want_read = false;
-			if (err)
-				c->err = err;
-			conn_fire(c, eof ? CONN_EV_EOF : CONN_EV_ERROR);
-		} else {
-			conn_update_read(c);
-		}
-	}
+	conn_read_done(c, got, eof, err);
 	conn_leave(c);
 }
 
