@@ -30,6 +30,7 @@
 #include <unbound.h>
 
 #include "dns.h"
+#include "mailbox.h"
 #include "log.h"
 #include "siphash.h"
 #include "xalloc.h"
@@ -38,7 +39,7 @@
 #define DNS_INFLIGHT_DEFAULT 4096
 
 struct dns_q {
-	struct dns_q *next;		/* the loop's completion list */
+	struct mbox_link link;		/* first: the loop's mailbox */
 	struct dns_q *lprev, *lnext;	/* the loop's live queries */
 	struct dns_loop *loop;		/* NULL: a synchronous query */
 	dns_cb cb;
@@ -61,11 +62,8 @@ struct dns_q {
 
 struct dns_loop {
 	struct event_base *base;
-	int efd;
-	struct event *ev;
-	pthread_mutex_t lock;
-	struct dns_q *done_head, *done_tail;	/* under lock */
-	struct dns_q *live;			/* loop thread only */
+	struct mailbox *mbox;		/* answers, to the loop's thread */
+	struct dns_q *live;		/* loop thread only */
 };
 
 /*
@@ -551,8 +549,6 @@ static void
 ub_done(void *arg, int err, struct ub_result *res)
 {
 	struct dns_q *q = arg;
-	uint64_t one = 1;
-	ssize_t w;
 
 	q->err = err;
 	q->res = res;
@@ -563,16 +559,7 @@ ub_done(void *arg, int err, struct ub_result *res)
 		pthread_mutex_unlock(&sync_lock);
 		return;
 	}
-	q->next = NULL;
-	pthread_mutex_lock(&q->loop->lock);
-	if (q->loop->done_tail)
-		q->loop->done_tail->next = q;
-	else
-		q->loop->done_head = q;
-	q->loop->done_tail = q;
-	pthread_mutex_unlock(&q->loop->lock);
-	w = write(q->loop->efd, &one, sizeof(one));
-	(void)w;
+	mailbox_post(q->loop->mbox, &q->link);
 }
 
 static void
@@ -589,38 +576,26 @@ live_unlink(struct dns_q *q)
 
 /* loop_done - answers for this loop: call back, on the loop's thread */
 static void
-loop_done(evutil_socket_t fd, short what, void *arg)
+loop_done(struct mbox_link *item, void *arg)
 {
-	struct dns_loop *l = arg;
-	struct dns_q *q, *next;
-	uint64_t n;
-	ssize_t r;
+	struct dns_q *q = (struct dns_q *)(void *)item;
 
-	(void)what;
-	r = read(fd, &n, sizeof(n));
-	(void)r;
-	pthread_mutex_lock(&l->lock);
-	q = l->done_head;
-	l->done_head = l->done_tail = NULL;
-	pthread_mutex_unlock(&l->lock);
-	for (; q; q = next) {
-		next = q->next;
-		live_unlink(q);
-		if (q->hit != NULL) {
-			q->cb(q->ctx, q->tag, q->hit);
-		} else if (!q->expired) {
-			struct dns_answer a;
+	(void)arg;
+	live_unlink(q);
+	if (q->hit != NULL) {
+		q->cb(q->ctx, q->tag, q->hit);
+	} else if (!q->expired) {
+		struct dns_answer a;
 
-			evtimer_del(q->timer);
-			fill(&a, q->rrtype, q->err, q->res);
-			if (a.status == DNS_TEMPERROR)
-				atomic_fetch_add(&n_temperror, 1);
-			else
-				cache_put(q->name, q->rrtype, &a);
-			q->cb(q->ctx, q->tag, &a);
-		}
-		q_free(q);
+		evtimer_del(q->timer);
+		fill(&a, q->rrtype, q->err, q->res);
+		if (a.status == DNS_TEMPERROR)
+			atomic_fetch_add(&n_temperror, 1);
+		else
+			cache_put(q->name, q->rrtype, &a);
+		q->cb(q->ctx, q->tag, &a);
 	}
+	q_free(q);
 }
 
 /* loop_timeout - the deadline passed: answer now, cancel inside */
@@ -652,12 +627,7 @@ dns_loop_new(struct event_base *base)
 	struct dns_loop *l = xcalloc(1, sizeof(*l));
 
 	l->base = base;
-	l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (l->efd < 0)
-		fatal("eventfd: %s", strerror(errno));
-	pthread_mutex_init(&l->lock, NULL);
-	l->ev = event_new(base, l->efd, EV_READ | EV_PERSIST, loop_done, l);
-	event_add(l->ev, NULL);
+	l->mbox = mailbox_new(base, loop_done, l);
 	return l;
 }
 
@@ -683,9 +653,8 @@ dns_loop_free(struct dns_loop *l)
 		}
 		q_free(q);
 	}
-	event_free(l->ev);
-	close(l->efd);
-	pthread_mutex_destroy(&l->lock);
+	(void)mailbox_take(l->mbox);	/* those were live too: freed above */
+	mailbox_free(l->mbox);
 	free(l);
 }
 
@@ -774,22 +743,11 @@ dns_query(struct dns_loop *l, const char *name, int rrtype, unsigned timeout_ms,
 	q->rrtype = rrtype;
 	if (running && (q->hit = cache_get(name, rrtype)) != NULL) {
 		/* answered now, called back from the loop (never from here) */
-		uint64_t one = 1;
-		ssize_t w;
-
 		q->lnext = l->live;
 		if (l->live)
 			l->live->lprev = q;
 		l->live = q;
-		pthread_mutex_lock(&l->lock);
-		if (l->done_tail)
-			l->done_tail->next = q;
-		else
-			l->done_head = q;
-		l->done_tail = q;
-		pthread_mutex_unlock(&l->lock);
-		w = write(l->efd, &one, sizeof(one));
-		(void)w;
+		mailbox_post(l->mbox, &q->link);
 		return 0;
 	}
 	q->timer = evtimer_new(l->base, loop_timeout, q);

@@ -12,11 +12,13 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mailbox.h"
 #include "workq.h"
 #include "xalloc.h"
 
 struct workq_job {
-	struct workq_job *next;
+	struct mbox_link link;		/* first: the loop's mailbox */
+	struct workq_job *next;		/* the pool's queue */
 	struct workq_loop *loop;
 	workq_fn run, done;
 	void *arg;
@@ -34,10 +36,7 @@ struct workq {
 
 struct workq_loop {
 	struct workq *q;
-	int efd;
-	struct event *ev;
-	pthread_mutex_t lock;
-	struct workq_job *done_head, *done_tail;
+	struct mailbox *mbox;		/* finished jobs, to their loop */
 };
 
 /* workq_thread - take jobs, run them, hand them to their loop */
@@ -48,8 +47,6 @@ workq_thread(void *arg)
 
 	for (;;) {
 		struct workq_job *j;
-		uint64_t one = 1;
-		ssize_t r;
 
 		pthread_mutex_lock(&q->lock);
 		while (q->head == NULL && !q->stop)
@@ -66,16 +63,7 @@ workq_thread(void *arg)
 
 		j->run(j->arg);
 
-		j->next = NULL;
-		pthread_mutex_lock(&j->loop->lock);
-		if (j->loop->done_tail)
-			j->loop->done_tail->next = j;
-		else
-			j->loop->done_head = j;
-		j->loop->done_tail = j;
-		pthread_mutex_unlock(&j->loop->lock);
-		r = write(j->loop->efd, &one, sizeof(one));
-		(void)r;
+		mailbox_post(j->loop->mbox, &j->link);
 	}
 }
 
@@ -96,30 +84,18 @@ workq_new(int threads, int max_jobs)
 	return q;
 }
 
-/* workq_loop_cb - jobs finished: call their done() here */
+/* workq_loop_cb - a job finished: its done() here, on the loop */
 static void
-workq_loop_cb(evutil_socket_t fd, short what, void *arg)
+workq_loop_cb(struct mbox_link *item, void *arg)
 {
 	struct workq_loop *l = arg;
-	struct workq_job *j, *next;
-	uint64_t n;
-	ssize_t r;
+	struct workq_job *j = (struct workq_job *)(void *)item;
 
-	(void)what;
-	r = read(fd, &n, sizeof(n));
-	(void)r;
-	pthread_mutex_lock(&l->lock);
-	j = l->done_head;
-	l->done_head = l->done_tail = NULL;
-	pthread_mutex_unlock(&l->lock);
-	for (; j; j = next) {
-		next = j->next;
-		pthread_mutex_lock(&l->q->lock);
-		l->q->njobs--;
-		pthread_mutex_unlock(&l->q->lock);
-		j->done(j->arg);
-		free(j);
-	}
+	pthread_mutex_lock(&l->q->lock);
+	l->q->njobs--;
+	pthread_mutex_unlock(&l->q->lock);
+	j->done(j->arg);
+	free(j);
 }
 
 /* workq_loop_new - completions for this event loop */
@@ -129,12 +105,7 @@ workq_loop_new(struct workq *q, struct event_base *base)
 	struct workq_loop *l = xcalloc(1, sizeof(*l));
 
 	l->q = q;
-	pthread_mutex_init(&l->lock, NULL);
-	l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (l->efd < 0)
-		fatal("eventfd: %s", strerror(errno));
-	l->ev = event_new(base, l->efd, EV_READ | EV_PERSIST, workq_loop_cb, l);
-	event_add(l->ev, NULL);
+	l->mbox = mailbox_new(base, workq_loop_cb, l);
 	return l;
 }
 
@@ -172,18 +143,18 @@ workq_submit(struct workq_loop *l, workq_fn run, workq_fn done, void *arg)
 void
 workq_loop_free(struct workq_loop *l)
 {
-	struct workq_job *j, *next;
+	struct mbox_link *it, *next;
 
 	if (l == NULL)
 		return;
-	for (j = l->done_head; j; j = next) {
-		next = j->next;
+	for (it = mailbox_take(l->mbox); it; it = next) {
+		struct workq_job *j = (struct workq_job *)(void *)it;
+
+		next = it->next;
 		j->done(j->arg);	/* done() frees its arg; the session is gone */
 		free(j);
 	}
-	event_free(l->ev);
-	close(l->efd);
-	pthread_mutex_destroy(&l->lock);
+	mailbox_free(l->mbox);
 	free(l);
 }
 
