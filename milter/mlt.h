@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "mailbox.h"
 #include "conf.h"
 #include "sauth.h"
 
@@ -36,7 +37,7 @@ enum mlt_stage { MS_CONNECT = 0, MS_HELO, MS_MAIL, MS_RCPT, MS_EOM, MS_ABORT, MS
 struct mlt_conn;
 
 struct mlt_req {
-	struct mlt_req *next;		/* the engine's queue */
+	struct mbox_link link;		/* first: the engine's mailbox */
 	enum mlt_stage stage;
 	struct mlt_conn *mc;
 	uint64_t id;			/* the connection's log id */

@@ -12,7 +12,7 @@
  *	void mlt_req_unref(struct mlt_req *rq);
  *
  * DESCRIPTION
- *	Requests come in through a locked FIFO and an eventfd. The engine
+ *	Requests come in through a mailbox (core/mailbox.h). The engine
  *	takes a request's inputs into the connection's state (struct
  *	mlt_conn, touched by this thread only), starts what the stage
  *	needs exactly as moatd's session does (the DNSBL zones and FCrDNS
@@ -130,12 +130,10 @@ struct mlt_conn {
 
 static struct {
 	pthread_mutex_t lock;
-	struct mlt_req *head, *tail;
-	int efd;
+	struct mailbox *mbox;		/* requests, to the engine's thread */
 	pthread_t thread;
 	bool running;
 	struct event_base *base;
-	struct event *ev_wake;
 	struct dns_loop *dns;
 	struct workq *wq;
 	struct workq_loop *wql;
@@ -145,7 +143,9 @@ static struct {
 	struct dmarc_psl *psl;
 	struct conf *conf;
 	uint64_t next_id;
-} eng = { .lock = PTHREAD_MUTEX_INITIALIZER, .efd = -1 };
+} eng = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static struct mbox_link stop_item;	/* posted by mlt_engine_stop() */
 
 static void mc_step(struct mlt_conn *mc);
 
@@ -222,18 +222,8 @@ mlt_req_unref(struct mlt_req *rq)
 static void
 enqueue(struct mlt_req *rq)
 {
-	uint64_t one = 1;
-	ssize_t r;
-
 	rq->refs++;
-	rq->next = NULL;
-	if (eng.tail)
-		eng.tail->next = rq;
-	else
-		eng.head = rq;
-	eng.tail = rq;
-	r = write(eng.efd, &one, sizeof(one));
-	(void)r;
+	mailbox_post(eng.mbox, &rq->link);
 }
 
 /* mlt_req_post - to the engine, nobody waits; the caller's reference goes */
@@ -1277,29 +1267,15 @@ take(struct mlt_req *rq)
 	mc_step(mc);
 }
 
+/* wake_cb - a request (or the stop) for the engine, on its thread */
 static void
-wake_cb(evutil_socket_t fd, short what, void *arg)
+wake_cb(struct mbox_link *item, void *arg)
 {
-	uint64_t v;
-	struct mlt_req *list;
-	ssize_t r;
-
-	(void)what;
 	(void)arg;
-	r = read(fd, &v, sizeof(v));
-	(void)r;
-	pthread_mutex_lock(&eng.lock);
-	list = eng.head;
-	eng.head = eng.tail = NULL;
-	pthread_mutex_unlock(&eng.lock);
-	while (list != NULL) {
-		struct mlt_req *next = list->next;
-
-		take(list);
-		list = next;
-	}
-	if (!__atomic_load_n(&eng.running, __ATOMIC_ACQUIRE))
+	if (item == &stop_item)
 		event_base_loopbreak(eng.base);
+	else
+		take((struct mlt_req *)(void *)item);
 }
 
 static void *
@@ -1375,13 +1351,7 @@ mlt_engine_start(struct conf *c, char *err, size_t errlen)
 	}
 	eng.dns = dns_loop_new(eng.base);
 	eng.wql = workq_loop_new(eng.wq, eng.base);
-	eng.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (eng.efd < 0) {
-		snprintf(err, errlen, "eventfd: %s", strerror(errno));
-		return -1;
-	}
-	eng.ev_wake = event_new(eng.base, eng.efd, EV_READ | EV_PERSIST, wake_cb, NULL);
-	event_add(eng.ev_wake, NULL);
+	eng.mbox = mailbox_new(eng.base, wake_cb, NULL);
 	eng.running = true;
 	if (pthread_create(&eng.thread, NULL, engine_main, NULL) != 0) {
 		snprintf(err, errlen, "pthread_create failed");
@@ -1394,12 +1364,8 @@ mlt_engine_start(struct conf *c, char *err, size_t errlen)
 void
 mlt_engine_stop(void)
 {
-	uint64_t one = 1;
-	ssize_t r;
-
 	__atomic_store_n(&eng.running, false, __ATOMIC_RELEASE);
-	r = write(eng.efd, &one, sizeof(one));
-	(void)r;
+	mailbox_post(eng.mbox, &stop_item);
 	pthread_join(eng.thread, NULL);
 	workq_free(eng.wq);
 	workq_loop_free(eng.wql);
@@ -1416,8 +1382,7 @@ mlt_engine_stop(void)
 	if (eng.dkim != NULL)
 		dkimv_free(eng.dkim);
 	dmarc_psl_free(eng.psl);
-	event_free(eng.ev_wake);
-	close(eng.efd);
+	mailbox_free(eng.mbox);
 	event_base_free(eng.base);
 }
 
