@@ -24,6 +24,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "glcache.h"
 #include "greylist.h"
 #include "log.h"
 #include "xalloc.h"
@@ -88,9 +89,12 @@ struct gl_req {
 	void *ctx;
 	uint64_t tag;
 	bool via_redis;
+	bool cached;			/* answered by g->cache */
+	int64_t now;			/* when it was asked */
 	struct gl_decision d;
 	char why[GREYLIST_WHY_MAX];
 	char key[GLSTORE_KEY_MAX];
+	char ckey[GLSTORE_ID_MAX + 8];
 };
 
 TAILQ_HEAD(gl_reqs, gl_req);
@@ -100,6 +104,7 @@ struct greylist {
 	struct greylist_conf conf;
 	struct rds *rds;
 	struct glstore *store;
+	struct glcache *cache;		/* Redis only, with greylist-cache */
 	struct event *done_ev;
 	struct gl_reqs pending, done;
 	unsigned npending;
@@ -111,7 +116,7 @@ struct greylist {
 
 /* process-wide counters and the outage flag (logged once per change) */
 static atomic_uint_fast64_t gl_n_checks, gl_n_pass, gl_n_allow, gl_n_grey, gl_n_err,
-	gl_n_refused, gl_n_outages;
+	gl_n_refused, gl_n_outages, gl_n_cached;
 static atomic_int gl_outage;
 
 /* ---- settings ---- */
@@ -194,6 +199,7 @@ greylist_counters(struct greylist_counters *out)
 	out->errors = atomic_load(&gl_n_err);
 	out->refused = atomic_load(&gl_n_refused);
 	out->outages = atomic_load(&gl_n_outages);
+	out->cached = atomic_load(&gl_n_cached);
 }
 
 /* gl_now - the decision clock */
@@ -228,6 +234,8 @@ gl_destroy(struct greylist *g)
 
 	rds_free(g->rds);
 	g->rds = NULL;
+	glcache_free(g->cache);
+	g->cache = NULL;
 	while ((q = TAILQ_FIRST(&g->pending)) != NULL) {
 		TAILQ_REMOVE(&g->pending, q, link);
 		free(q);
@@ -279,6 +287,7 @@ gl_on_done(evutil_socket_t fd, short what, void *arg)
 			v.passes = q->d.passes;
 			v.why = q->why;
 			v.key = q->key;
+			v.cached = q->cached;
 			q->cb(q->ctx, q->tag, &v);
 		}
 		free(q);
@@ -298,6 +307,41 @@ gl_done(struct greylist *g, struct gl_req *q)
 	event_active(g->done_ev, 0, 0);
 }
 
+/* gl_remember - a pass Redis gave, kept for greylist-cache seconds: an
+ * allowlisted client by its client key, a passed triplet by its own */
+static void
+gl_remember(struct greylist *g, const struct gl_req *q)
+{
+	int64_t until = q->now + (int64_t)g->conf.cache;
+
+	if (q->d.status == GL_ALLOWLISTED || (q->d.status == GL_PASS &&
+	    q->d.reason == GL_R_NOW_ALLOWLISTED))
+		glcache_put(g->cache, q->ckey, until, q->d.passes);
+	else if (q->d.status == GL_PASS)
+		glcache_put(g->cache, q->key, until, q->d.passes);
+}
+
+/* gl_recall - a decision the local memory can give (see glcache.h) */
+static bool
+gl_recall(struct greylist *g, struct gl_req *q)
+{
+	unsigned passes;
+
+	if (glcache_get(g->cache, q->ckey, q->now, &passes)) {
+		q->d.status = GL_ALLOWLISTED;
+		q->d.reason = GL_R_ALLOWLISTED;
+	} else if (glcache_get(g->cache, q->key, q->now, &passes)) {
+		q->d.status = GL_PASS;
+		q->d.reason = GL_R_KNOWN;
+	} else
+		return false;
+	q->d.retry_in = 0;
+	q->d.passes = passes;
+	q->cached = true;
+	atomic_fetch_add(&gl_n_cached, 1);
+	return true;
+}
+
 /* gl_on_reply - the script's answer (or Redis's failure) */
 static void
 gl_on_reply(void *ctx, const redisReply *reply, const char *err)
@@ -308,8 +352,9 @@ gl_on_reply(void *ctx, const redisReply *reply, const char *err)
 		q->d.status = GL_ERROR;
 		q->d.reason = GL_R_ERROR;
 		snprintf(q->why, sizeof(q->why), "redis %s", err ? err : "failed");
-	} else
-		(void)greylist_reply_parse(reply, &q->d, q->why, sizeof(q->why));
+	} else if (greylist_reply_parse(reply, &q->d, q->why, sizeof(q->why)) == 0 &&
+	    q->g->cache != NULL && !q->g->dying)
+		gl_remember(q->g, q);
 	gl_done(q->g, q);
 }
 
@@ -330,9 +375,11 @@ greylist_new(struct event_base *base, const struct greylist_conf *c, struct glst
 	g->done_ev = event_new(base, -1, 0, gl_on_done, g);
 	if (g->done_ev == NULL)
 		panic("greylist: cannot create an event");
-	if (rds_conf_enabled(&c->redis))
+	if (rds_conf_enabled(&c->redis)) {
 		g->rds = rds_new(base, &c->redis, scripts, 1);
-	else
+		if (c->cache > 0)
+			g->cache = glcache_new(GREYLIST_CACHE_SLOTS);
+	} else
 		g->store = store;
 	return g;
 }
@@ -350,7 +397,6 @@ int
 greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb cb, void *ctx,
 	uint64_t tag)
 {
-	char ckey[GLSTORE_ID_MAX + 8];
 	struct gl_req *q;
 	int64_t now = gl_now(g);
 
@@ -364,9 +410,10 @@ greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb
 	q->cb = cb;
 	q->ctx = ctx;
 	q->tag = tag;
+	q->now = now;
 	TAILQ_INSERT_TAIL(&g->pending, q, link);
 	g->npending++;
-	if (greylist_key(&g->conf, t, ckey, sizeof(ckey), q->key, sizeof(q->key)) != 0) {
+	if (greylist_key(&g->conf, t, q->ckey, sizeof(q->ckey), q->key, sizeof(q->key)) != 0) {
 		q->d.status = GL_ERROR;
 		q->d.reason = GL_R_ERROR;
 		snprintf(q->why, sizeof(q->why), "no key for this client address");
@@ -377,12 +424,16 @@ greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb
 		struct glstore_params p;
 
 		greylist_store_params(&g->conf, &p);
-		glstore_decide(g->store, ckey, q->key, now, &p, &q->d);
+		glstore_decide(g->store, q->ckey, q->key, now, &p, &q->d);
+		gl_done(g, q);
+		return 0;
+	}
+	if (g->cache != NULL && gl_recall(g, q)) {
 		gl_done(g, q);
 		return 0;
 	}
 	{
-		char k1[GREYLIST_PREFIX_MAX + sizeof(ckey)], k2[GREYLIST_PREFIX_MAX + GLSTORE_KEY_MAX];
+		char k1[GREYLIST_PREFIX_MAX + sizeof(q->ckey)], k2[GREYLIST_PREFIX_MAX + GLSTORE_KEY_MAX];
 		char num[6][24];
 		const char *args[8];
 		size_t lens[8];
@@ -390,7 +441,7 @@ greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb
 		    g->conf.allow_after, g->conf.allow_lifetime };
 
 		args[0] = k1;
-		lens[0] = (size_t)snprintf(k1, sizeof(k1), "%s%s", g->conf.prefix, ckey);
+		lens[0] = (size_t)snprintf(k1, sizeof(k1), "%s%s", g->conf.prefix, q->ckey);
 		args[1] = k2;
 		lens[1] = (size_t)snprintf(k2, sizeof(k2), "%s%s", g->conf.prefix, q->key);
 		for (int i = 0; i < 6; i++) {

@@ -60,6 +60,10 @@
  *				separated by commas or spaces.
  *	greylist-v4-prefix N	client network length for IPv4 (24; 8..32)
  *	greylist-v6-prefix N	client network length for IPv6 (64; 16..128)
+ *	greylist-cache DURATION	with Redis: how long a handle remembers a pass
+ *				(a triplet that passed, an allowlisted client)
+ *				and answers it without asking Redis again
+ *				(1m; 0 = never; ..1h); see glcache.h
  *	greylist-on-error accept|tempfail
  *				what the caller does on GL_ERROR (accept)
  *	greylist-store FILE|none
@@ -148,6 +152,7 @@
 #define GREYLIST_PENDING_MAX	1024
 #define GREYLIST_PREFIX_MAX	64
 #define GREYLIST_WHY_MAX	160
+#define GREYLIST_CACHE_SLOTS	16384
 
 enum gl_key_part { GL_KEY_NET = 1, GL_KEY_SPF = 2, GL_KEY_ORG = 4, GL_KEY_SENDER = 8,
 	GL_KEY_RCPT = 16 };
@@ -157,6 +162,7 @@ struct greylist_conf {
 	struct rds_conf redis;
 	char prefix[GREYLIST_PREFIX_MAX];
 	unsigned delay, window, lifetime, allow_lifetime;	/* seconds */
+	unsigned cache;			/* seconds; 0: every decision asks Redis */
 	unsigned allow_after;
 	int v4_prefix, v6_prefix;
 	int client_part[3];		/* GL_KEY_NET/SPF/ORG in the order given */
@@ -182,10 +188,12 @@ struct greylist_verdict {
 	unsigned passes;		/* the client's passed retries */
 	const char *why;		/* GL_ERROR: why; "" otherwise */
 	const char *key;		/* the triplet key */
+	bool cached;			/* answered by the local memory (glcache.h) */
 };
 
 struct greylist_counters {
 	uint64_t checks, pass, allowlisted, greylisted, errors, refused, outages;
+	uint64_t cached;		/* answered by the local memory (glcache.h) */
 };
 
 typedef void (*greylist_cb)(void *ctx, uint64_t tag, const struct greylist_verdict *v);

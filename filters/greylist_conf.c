@@ -31,6 +31,7 @@ greylist_conf_init(struct greylist_conf *g)
 	g->key_rcpt = true;
 	g->on_error = GL_ON_ERROR_ACCEPT;
 	g->store_max = GLSTORE_MAX_DEFAULT;
+	g->cache = 60;
 }
 
 /* gl_one_word - a setting that takes exactly one word */
@@ -198,6 +199,12 @@ greylist_conf_set(struct greylist_conf *g, const char *name, const char *const *
 		    whysize) != 0)
 			return -1;
 		g->delay = (unsigned)(ms / 1000);
+		return 1;
+	}
+	if (strcmp(name, "greylist-cache") == 0) {
+		if (gl_duration(name, words, nwords, 0, 3600000, true, &ms, why, whysize) != 0)
+			return -1;
+		g->cache = (unsigned)(ms / 1000);
 		return 1;
 	}
 	if (strcmp(name, "greylist-window") == 0) {

@@ -159,8 +159,9 @@ greylist_outcome(const struct greylist_verdict *v, int on_error, bool *tempfail,
 		break;
 	}
 	log_escape(esc, sizeof(esc), v->key ? v->key : "", v->key ? strlen(v->key) : 0);
-	log_msg(LOG_L_INFO, sid, "check greylist=%s reason=%s retry-in=%u passes=%u%s%s key=\"%s\"",
-	    greylist_status_name(v->status), greylist_reason_name(v->reason), v->retry_in,
-	    v->passes, v->status == GL_ERROR ? " error=" : "",
-	    v->status == GL_ERROR && v->why ? v->why : "", esc);
+	log_msg(LOG_L_INFO, sid, "check greylist=%s reason=%s retry-in=%u passes=%u%s%s%s "
+	    "key=\"%s\"", greylist_status_name(v->status), greylist_reason_name(v->reason),
+	    v->retry_in, v->passes, v->cached ? " from=memory" : "",
+	    v->status == GL_ERROR ? " error=" : "", v->status == GL_ERROR && v->why ? v->why : "",
+	    esc);
 }

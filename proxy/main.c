@@ -170,11 +170,11 @@ probe_finish(struct probe_round *pr)
 		if (gc.checks != last) {
 			last = gc.checks;
 			log_msg(LOG_L_INFO, 0, "stats greylist checks=%llu pass=%llu allowlisted=%llu "
-			    "greylisted=%llu errors=%llu refused=%llu outages=%llu",
+			    "greylisted=%llu errors=%llu refused=%llu outages=%llu cached=%llu",
 			    (unsigned long long)gc.checks, (unsigned long long)gc.pass,
 			    (unsigned long long)gc.allowlisted, (unsigned long long)gc.greylisted,
 			    (unsigned long long)gc.errors, (unsigned long long)gc.refused,
-			    (unsigned long long)gc.outages);
+			    (unsigned long long)gc.outages, (unsigned long long)gc.cached);
 		}
 	}
 	conf_unref(pr->c);

@@ -163,6 +163,52 @@ def test_redis_down_paused_and_back(fake, moatd_factory, redis_factory):
     assert not re.search(r" 5\d\d ", "\n".join(l for l in log.splitlines() if "greylist" in l))
 
 
+def evalsha_calls(rd):
+    return rd.client().info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+@pytest.mark.timeout(90)
+def test_pass_memory_spares_redis(fake, moatd_factory, redis_factory):
+    """greylist-cache: a pass Redis gave is answered from the worker's memory
+    for that long (no Redis call, logged from=memory); greylisted triplets
+    always ask Redis; known senders keep flowing while Redis is down, new
+    ones get greylist-on-error. With greylist-cache 0 every decision asks."""
+    rd = redis_factory()
+    conf = dict(redis=rd.address, redis_timeout="300ms", greylist_delay="2s",
+                greylist_on_error="tempfail", workers="1", on=GL_RULES[1:])
+    m = moatd_factory(fake.address, greylist_cache="30s", **conf)
+    assert rcpt_reply(m, "mem@example.org").code == 451
+    assert rcpt_reply(m, "mem@example.org").code == 451     # too early: Redis again
+    assert evalsha_calls(rd) == 2
+    time.sleep(2.2)
+    assert send(m, "mem@example.org", "retried")[-1].code == 250
+    assert evalsha_calls(rd) == 3
+    for i in range(5):
+        assert send(m, "mem@example.org", "known %d" % i)[-1].code == 250
+    assert evalsha_calls(rd) == 3
+    assert len(fake.wait_completed(6)) == 6
+    log = m.log()
+    assert len(re.findall(r"check greylist=pass reason=known retry-in=0 passes=1 from=memory ",
+                          log)) == 5, log[-3000:]
+    assert re.search(r"check greylist=pass reason=retried .*key=", log)
+    rd.stop()
+    assert send(m, "mem@example.org", "redis down, known")[-1].code == 250
+    r = rcpt_reply(m, "stranger@example.org")
+    assert (r.code, r.text) == (451, "4.7.1 greylisting is unavailable, please try again later"), r
+    rd.start()
+    n0 = evalsha_calls(rd)
+    m2 = moatd_factory(fake.address, greylist_cache="0", **conf)
+    for _ in range(60):                                     # Redis back: the triplet is known
+        if rcpt_reply(m2, "mem@example.org").code == 250:
+            break
+        time.sleep(0.1)
+    n1 = evalsha_calls(rd)
+    for i in range(3):
+        assert send(m2, "mem@example.org", "no memory %d" % i)[-1].code == 250
+    assert evalsha_calls(rd) - n1 == 3, (n0, n1, evalsha_calls(rd))
+    assert "from=memory" not in m2.log()
+
+
 def test_redis_down_with_on_error_tempfail(fake, moatd_factory, redis_factory):
     rd = redis_factory()
     m = moatd_factory(fake.address, redis=rd.address, redis_timeout="300ms",

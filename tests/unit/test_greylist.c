@@ -14,6 +14,7 @@
 
 #include <event2/event.h>
 
+#include "glcache.h"
 #include "greylist.h"
 #include "glstore.h"
 #include "log.h"
@@ -63,6 +64,51 @@ test_durations(void)
 	}
 }
 
+/* test_glcache - the local memory of passes: expiry, replacement, bound */
+static void
+test_glcache(void)
+{
+	struct glcache *c = glcache_new(100);		/* 128 slots */
+	struct greylist_conf g;
+	unsigned passes = 0;
+	char key[64];
+
+	greylist_conf_init(&g);
+	T_CHECK(g.cache == 60);
+	T_CHECK(!glcache_get(c, "t:{192.0.2.0/24}|a|b", T0, NULL));
+	glcache_put(c, "t:{192.0.2.0/24}|a|b", T0 + 60, 3);
+	T_CHECK(glcache_get(c, "t:{192.0.2.0/24}|a|b", T0, &passes) && passes == 3);
+	T_CHECK(glcache_get(c, "t:{192.0.2.0/24}|a|b", T0 + 59, NULL));
+	T_CHECK(!glcache_get(c, "t:{192.0.2.0/24}|a|B", T0, NULL));	/* exact keys */
+	T_CHECK(!glcache_get(c, "t:{192.0.2.0/24}|a|b", T0 + 60, NULL));	/* until is exclusive */
+	T_CHECK(!glcache_get(c, "t:{192.0.2.0/24}|a|b", T0, NULL));	/* and it went */
+	glcache_put(c, "c:{192.0.2.0/24}", T0 + 60, 5);
+	glcache_put(c, "c:{192.0.2.0/24}", T0 + 90, 6);		/* same key: updated */
+	T_CHECK(glcache_get(c, "c:{192.0.2.0/24}", T0 + 80, &passes) && passes == 6);
+	glcache_forget(c, "c:{192.0.2.0/24}");
+	T_CHECK(!glcache_get(c, "c:{192.0.2.0/24}", T0, NULL));
+	/* many keys: never more live entries than slots, each one found or not,
+	 * never another key's entry */
+	for (int i = 0; i < 5000; i++) {
+		snprintf(key, sizeof(key), "t:{10.%d.0.0/24}||r", i);
+		glcache_put(c, key, T0 + 100, (unsigned)i);
+	}
+	T_CHECKF(glcache_count(c, T0) <= 128 && glcache_count(c, T0) >= 40, "%u",
+	    glcache_count(c, T0));
+	for (int i = 0; i < 5000; i++) {
+		snprintf(key, sizeof(key), "t:{10.%d.0.0/24}||r", i);
+		if (glcache_get(c, key, T0, &passes))
+			T_CHECK(passes == (unsigned)i);
+	}
+	snprintf(key, sizeof(key), "t:{10.%d.0.0/24}||r", 4999);
+	T_CHECK(glcache_get(c, key, T0, NULL));			/* the last one put stays */
+	T_CHECK(glcache_count(c, T0 + 100) == 0);
+	glcache_clear(c);
+	T_CHECK(glcache_count(c, T0) == 0);
+	glcache_free(c);
+	glcache_free(NULL);
+}
+
 static void
 test_settings(void)
 {
@@ -90,6 +136,10 @@ test_settings(void)
 		{ "greylist-v4-prefix", { "24" }, 1, 1 },
 		{ "greylist-v4-prefix", { "33" }, 1, -1 },
 		{ "greylist-v6-prefix", { "48" }, 1, 1 },
+		{ "greylist-cache", { "5m" }, 1, 1 },
+		{ "greylist-cache", { "0" }, 1, 1 },
+		{ "greylist-cache", { "2h" }, 1, -1 },
+		{ "greylist-cache", { "500ms" }, 1, -1 },	/* whole seconds */
 		{ "greylist-on-error", { "tempfail" }, 1, 1 },
 		{ "greylist-on-error", { "reject" }, 1, -1 },
 		{ "greylist-store", { "/var/lib/moat/greylist" }, 1, 1 },
@@ -691,7 +741,8 @@ test_reply_parse(void)
 static void
 test_reply_text(void)
 {
-	struct greylist_verdict v = { GL_GREYLISTED, GL_R_NEW, 300, 0, "", "" };
+	struct greylist_verdict v = { .status = GL_GREYLISTED, .reason = GL_R_NEW, .retry_in = 300,
+	    .why = "", .key = "" };
 	char out[128];
 
 	T_CHECK(greylist_reply_text(&v, out, sizeof(out)) == 0);
@@ -716,6 +767,7 @@ main(void)
 	}
 	T_RUN(test_durations);
 	T_RUN(test_settings);
+	T_RUN(test_glcache);
 	T_RUN(test_keys);
 	T_RUN(test_client_parse);
 	T_RUN(test_store_lifecycle);

@@ -321,6 +321,7 @@ test_conf(struct greylist_conf *c, int port, const char *prefix)
 	c->lifetime = 1000;
 	c->allow_after = 2;
 	c->allow_lifetime = 5000;
+	c->cache = 0;		/* every decision asks Redis; test_cache turns it on */
 }
 
 /* cmdstat - calls of one command, as INFO commandstats names it */
@@ -510,6 +511,64 @@ test_one_round_trip(void)
 	    "commandstats: %lld EVALSHA; for %d decisions", sent, evalsha, ev1 - ev0, n);
 	printf("test_redis: %d decisions, %d commands seen by MONITOR, all EVALSHA (%.2f round "
 	    "trips per decision), slowest %ld ms\n", n, sent, (double)sent / n, worst);
+	greylist_free(g);
+}
+
+/* test_cache - greylist-cache: passes answered locally, the rest by Redis */
+static void
+test_cache(void)
+{
+	struct greylist_conf c;
+	struct greylist *g;
+	struct greylist_counters k0, k1;
+	struct wait w;
+	long long e0;
+
+	test_conf(&c, port1, "gc:");
+	c.cache = 30;
+	g = greylist_new(base, &c, NULL);
+	greylist_set_clock(g, clock_cb, NULL);
+	fake_now = T0;
+	T_CHECK(until_ok(g, 3000) >= 0);
+	greylist_counters(&k0);
+	e0 = cmdstat(port1, "evalsha");
+	/* new, then retried too early: greylisted answers are never remembered */
+	T_CHECK(decide(g, "192.0.2.7", "a@x.org", &w, NULL) == 0 && w.v.status == GL_GREYLISTED &&
+	    w.v.reason == GL_R_NEW);
+	T_CHECK(decide(g, "192.0.2.7", "a@x.org", &w, NULL) == 0 && w.v.status == GL_GREYLISTED &&
+	    w.v.reason == GL_R_EARLY);
+	T_CHECKF(cmdstat(port1, "evalsha") - e0 == 2, "%lld", cmdstat(port1, "evalsha") - e0);
+	/* the retry passes through Redis; the next ones come from memory */
+	fake_now = T0 + 11;
+	T_CHECK(decide(g, "192.0.2.7", "a@x.org", &w, NULL) == 0 && w.v.status == GL_PASS &&
+	    w.v.reason == GL_R_RETRIED && w.v.passes == 1);
+	for (int i = 0; i < 5; i++) {
+		fake_now = T0 + 12 + i;
+		T_CHECK(decide(g, "192.0.2.7", "a@x.org", &w, NULL) == 0 &&
+		    w.v.status == GL_PASS && w.v.reason == GL_R_KNOWN && w.v.passes == 1);
+	}
+	T_CHECKF(cmdstat(port1, "evalsha") - e0 == 3, "%lld", cmdstat(port1, "evalsha") - e0);
+	/* another address of the same /24 shares the triplet's key */
+	T_CHECK(decide(g, "192.0.2.8", "a@x.org", &w, NULL) == 0 && w.v.status == GL_PASS);
+	T_CHECK(cmdstat(port1, "evalsha") - e0 == 3);
+	/* past greylist-cache, Redis is asked again (and refreshes its record) */
+	fake_now = T0 + 11 + 30;
+	T_CHECK(decide(g, "192.0.2.7", "a@x.org", &w, NULL) == 0 && w.v.status == GL_PASS &&
+	    w.v.reason == GL_R_KNOWN);
+	T_CHECK(cmdstat(port1, "evalsha") - e0 == 4);
+	/* a second triplet passing makes the client allowlisted (allow_after 2):
+	 * then any recipient passes from memory */
+	T_CHECK(decide(g, "192.0.2.7", "b@x.org", &w, NULL) == 0 && w.v.status == GL_GREYLISTED);
+	fake_now += 11;
+	T_CHECK(decide(g, "192.0.2.7", "b@x.org", &w, NULL) == 0 && w.v.status == GL_PASS &&
+	    w.v.reason == GL_R_NOW_ALLOWLISTED && w.v.passes == 2);
+	T_CHECK(decide(g, "192.0.2.7", "new@x.org", &w, NULL) == 0 &&
+	    w.v.status == GL_ALLOWLISTED && w.v.passes == 2);
+	T_CHECKF(cmdstat(port1, "evalsha") - e0 == 6, "%lld", cmdstat(port1, "evalsha") - e0);
+	greylist_counters(&k1);
+	T_CHECKF(k1.cached - k0.cached == 7, "cached %llu",
+	    (unsigned long long)(k1.cached - k0.cached));
+	T_CHECK(k1.checks - k0.checks == 13);
 	greylist_free(g);
 }
 
@@ -886,6 +945,7 @@ main(void)
 	pid1 = redis_start(port1, 0);
 	T_RUN(test_lifecycle_both_backends);
 	T_RUN(test_one_round_trip);
+	T_RUN(test_cache);
 	T_RUN(test_noscript);
 	T_RUN(test_error_reply);
 	T_RUN(test_sync_client);
