@@ -19,6 +19,13 @@
  *	only, and freed by the engine when the CLOSE request arrives: the
  *	queue is FIFO, so CLOSE always comes after everything else of the
  *	connection.
+ *
+ *	The policy (struct conf, refcounted) is the one current when the
+ *	connection began, for its whole life: the callbacks take a
+ *	reference at connect (mlt_policy_get()) and hand one of their own
+ *	to the engine with the CONNECT request; each side drops its own
+ *	when the connection closes. A reload (SIGHUP, mlt_policy.c) only
+ *	changes what later connections get.
  */
 #ifndef MOAT_MLT_H
 #define MOAT_MLT_H
@@ -42,6 +49,7 @@ struct mlt_req {
 	struct mlt_conn *mc;
 	uint64_t id;			/* the connection's log id */
 	/* inputs, owned by the request */
+	struct conf *conf;		/* connect: a reference, taken by the engine */
 	struct sockaddr_storage peer;	/* connect: AF_UNSPEC when unknown */
 	char text[1024];		/* helo name, MAIL or RCPT argument */
 	char login[256];		/* mail: {auth_authen}, "" if none */
@@ -82,9 +90,13 @@ void mlt_req_unref(struct mlt_req *rq);
 uint64_t mlt_new_id(void);
 struct dkimv *mlt_dkim(void);
 
+/* mlt_policy.c */
+void mlt_policy_init(const char *path, struct conf *c);
+struct conf *mlt_policy_get(void);
+void mlt_policy_done(void);
+
 /* mlt_cb.c */
 extern struct mlt_opts mlt_opts;
-extern struct conf *mlt_conf;
 struct smfiDesc;
 extern struct smfiDesc mlt_desc;
 

@@ -17,6 +17,12 @@
  *	index and removed at the end with smfi_chgheader(..., NULL), the
  *	highest index first so that no removal shifts another.
  *
+ *	The policy is the one current at connect (mlt_policy_get()): the
+ *	connection keeps that reference until close and gives the engine one
+ *	of its own with the CONNECT request, so a reload (SIGHUP) never
+ *	changes the rules, the authserv-id or the DKIM switch under a
+ *	connection in flight.
+ *
  *	smfi_setreply() is not allowed at connect: a refusal of the connect
  *	rules is kept and given at every later callback (HELO, MAIL, RCPT),
  *	so nothing gets through, with moatd's code and text.
@@ -48,12 +54,12 @@
 #define MLT_HDR_MAX	(64 * 1024)	/* header block kept for "from" rules */
 
 struct mlt_opts mlt_opts = { 256, 20000 };
-struct conf *mlt_conf;
 
 static unsigned mlt_conns;		/* atomic: connections being served */
 
 struct mlt_priv {
 	struct mlt_conn *mc;
+	struct conf *conf;		/* the policy at connect, a reference; with mc */
 	uint64_t id;
 	bool counted;
 	bool leadspc;			/* the MTA sends header values with their space */
@@ -205,10 +211,10 @@ msg_begin(struct mlt_priv *p)
 	if (p->msg)
 		return;
 	p->msg = true;
-	hdrscan_init(&p->hs, mlt_conf->authserv_id, hs_discard, NULL);
-	if (mlt_conf->dkim && mlt_dkim() != NULL)
+	hdrscan_init(&p->hs, p->conf->authserv_id, hs_discard, NULL);
+	if (p->conf->dkim && mlt_dkim() != NULL)
 		p->dkim = dkimv_msg_new(mlt_dkim());
-	p->from_rules = rules_reads_from(mlt_conf->rules);
+	p->from_rules = rules_reads_from(p->conf->rules);
 }
 
 /* msg_feed - message bytes as the client sent them */
@@ -286,8 +292,10 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 		return SMFIS_CONTINUE;	/* the reply can only be set at a later callback */
 	}
 	p->counted = true;
+	p->conf = mlt_policy_get();	/* for the whole connection */
 	p->mc = mlt_conn_new();
 	rq = mlt_req_new(p->mc, MS_CONNECT, p->id);
+	rq->conf = conf_ref(p->conf);	/* the engine's own */
 	if (sa != NULL && sa->sa_family == AF_INET)
 		memcpy(&rq->peer, sa, sizeof(struct sockaddr_in));
 	else if (sa != NULL && sa->sa_family == AF_INET6)
@@ -437,7 +445,7 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 	f[o++] = '\n';
 	if (strcasecmp(name, "Authentication-Results") == 0) {
 		p->nar++;
-		if (authres_field_is_ours(f, o, mlt_conf->authserv_id) && p->nforged < MLT_FORGED_MAX)
+		if (authres_field_is_ours(f, o, p->conf->authserv_id) && p->nforged < MLT_FORGED_MAX)
 			p->forged[p->nforged++] = (int)p->nar;
 	}
 	msg_feed(p, f, o, true);
@@ -581,6 +589,7 @@ cb_close(SMFICTX *ctx)
 		__atomic_sub_fetch(&mlt_conns, 1, __ATOMIC_RELAXED);
 		log_msg(LOG_L_INFO, p->id, "disconnect");
 	}
+	conf_unref(p->conf);
 	smfi_setpriv(ctx, NULL);
 	free(p);
 	return SMFIS_CONTINUE;

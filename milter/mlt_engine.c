@@ -24,6 +24,15 @@
  *	what is still pending into temporary errors; the caller's own
  *	deadline (mlt_req_call) is the net under that.
  *
+ *	Each connection runs under the policy its CONNECT request brought
+ *	(a reference, mlt_cb.c) until it closes. What is engine-wide comes
+ *	from the file read at start (mlt_engine_start's c): the resolver,
+ *	the DKIM verifier, the public suffix list, the greylist handle and
+ *	its store. A reload does not rebuild them, as in moatd (mlt_policy.c
+ *	names them in a warning when the new file changes them); a greylist
+ *	rule added by a reload to a start without one finds no handle and
+ *	gets greylist's error outcome (greylist-on-error).
+ *
  *	Answers find their connection through small contexts (struct
  *	mlt_q) on the connection's list; a connection freed first clears
  *	their pointer, so a late answer is dropped. A new transaction bumps
@@ -141,7 +150,6 @@ static struct {
 	struct glstore *store;
 	struct dkimv *dkim;
 	struct dmarc_psl *psl;
-	struct conf *conf;
 	uint64_t next_id;
 } eng = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -202,6 +210,7 @@ req_free(struct mlt_req *rq)
 	}
 	free(rq->hdr);
 	free(rq->hdrs);
+	conf_unref(rq->conf);
 	pthread_cond_destroy(&rq->cv);
 	free(rq);
 }
@@ -1098,7 +1107,10 @@ mc_intake(struct mlt_conn *mc, struct mlt_req *rq)
 	switch (rq->stage) {
 	case MS_CONNECT:
 		mc->id = rq->id;
-		mc->conf = conf_ref(eng.conf);
+		mc->conf = rq->conf;	/* the policy at connect, for the whole connection */
+		rq->conf = NULL;
+		if (mc->conf == NULL)
+			panic("connect request without a policy");
 		set = mc->conf->dnsbl;
 		mc->ev_deadline = evtimer_new(eng.base, deadline_cb, mc);
 		if (mc->ev_deadline == NULL)
@@ -1295,7 +1307,6 @@ mlt_engine_start(struct conf *c, char *err, size_t errlen)
 {
 	char *derr = NULL;
 
-	eng.conf = c;
 	if (getrandom(&eng.next_id, sizeof(eng.next_id), 0) != sizeof(eng.next_id))
 		eng.next_id = (uint64_t)getpid() << 32;
 	eng.next_id &= 0xffffffffff000000ull;

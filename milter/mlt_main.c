@@ -15,8 +15,9 @@
  *		milter_command_timeout (30 s).
  *	-n	check the policy file and exit
  *	The socket is opened before root is dropped (user of the policy
- *	file). SIGTERM, SIGINT and SIGHUP stop libmilter (its own handler);
- *	then the engine stops.
+ *	file). SIGTERM and SIGINT stop libmilter (its own signal thread);
+ *	then the engine stops. SIGHUP reads the policy file again for the
+ *	connections that begin after it (mlt_policy.c: moatd's reload).
  */
 #include <errno.h>
 #include <grp.h>
@@ -140,7 +141,7 @@ main(int argc, char **argv)
 	}
 	log_init("moat-milter", c->log_dest == CONF_LOG_SYSLOG, (enum log_level)c->log_level);
 	signal(SIGPIPE, SIG_IGN);
-	mlt_conf = c;
+	mlt_policy_init(path, c);
 	if (smfi_setconn(sock) != MI_SUCCESS || smfi_register(mlt_desc) != MI_SUCCESS)
 		fatal("milter socket %s: cannot set up", sock);
 	/* a connection idle longer than this is the MTA's problem, not ours */
@@ -150,9 +151,10 @@ main(int argc, char **argv)
 		fatal("milter socket %s: cannot open", sock);
 	listener_nodelay();
 	{
-		/* libmilter's own thread takes these with sigwait(): every
-		 * thread started before smfi_main (the engine, the resolver,
-		 * the pool) must have them blocked */
+		/* libmilter's own thread takes these with sigwait() (SIGHUP
+		 * stays in ours, mlt_policy.c): every thread started before
+		 * smfi_main (the engine, the resolver, the pool) must have
+		 * them blocked */
 		sigset_t set;
 
 		sigemptyset(&set);
@@ -170,6 +172,7 @@ main(int argc, char **argv)
 	rc = smfi_main();
 	log_msg(LOG_L_INFO, 0, "stopping");
 	mlt_engine_stop();
+	mlt_policy_done();
 	conf_unref(c);
 	log_msg(LOG_L_INFO, 0, "stopped");
 	return rc == MI_SUCCESS ? 0 : 1;

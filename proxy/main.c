@@ -31,6 +31,7 @@
 #include <sys/eventfd.h>
 
 #include "conf.h"
+#include "conf_reload.h"
 #include "dns.h"
 #include "dkim.h"
 #include "dmarc.h"
@@ -80,19 +81,6 @@ usage(void)
 	    "  -f FILE  policy file (default /etc/moat/moat.conf)\n"
 	    "  -n       check the policy file and exit\n");
 	exit(2);
-}
-
-/* print_errors - each line of an error (or warning) text, to the log */
-static void
-print_errors(enum log_level lvl, const char *errs)
-{
-	const char *p = errs, *nl;
-
-	while (p && *p) {
-		nl = strchr(p, '\n');
-		log_msg(lvl, 0, "%.*s", (int)(nl ? nl - p : (ptrdiff_t)strlen(p)), p);
-		p = nl ? nl + 1 : NULL;
-	}
 }
 
 /* worker_wake_cb - the main thread asks this worker to drain or stop */
@@ -149,7 +137,6 @@ struct probe_q {
 	bool listed;		/* the test point that must be listed */
 };
 
-static bool greylist_wanted(const struct conf *c);
 static struct dns_loop *main_dns;
 static struct event *ev_probe;
 
@@ -162,7 +149,7 @@ probe_finish(struct probe_round *pr)
 			    pr->z[i].unlisted_ok, pr->z[i].temp);
 		dnsbl_log_stats(&pr->c->dnsbl->z[i]);
 	}
-	if (greylist_wanted(pr->c)) {
+	if (conf_greylist_wanted(pr->c)) {
 		static uint64_t last;
 		struct greylist_counters gc;
 
@@ -251,13 +238,6 @@ probe_cb(evutil_socket_t fd, short what, void *arg)
 	pr->pending++;		/* held until every query is out */
 	if (--pr->pending == 0)
 		probe_finish(pr);
-}
-
-/* greylist_wanted - does a rule of this file greylist? */
-static bool
-greylist_wanted(const struct conf *c)
-{
-	return c->rules != NULL && rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST);
 }
 
 /* greylist_uses_org - does the greylist key want organisational domains? */
@@ -364,33 +344,21 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 			}
 		}
 		if (n == NULL) {
-			print_errors(LOG_L_ERROR, errs);
+			conf_log_lines(LOG_L_ERROR, errs);
 			log_msg(LOG_L_ERROR, 0, "reload refused file=%s: the running configuration stays",
 			    conf_path);
 			free(errs);
 			return;
 		}
 		if (errs != NULL)
-			print_errors(LOG_L_WARN, errs);	/* warnings */
+			conf_log_lines(LOG_L_WARN, errs);	/* warnings */
 		free(errs);
 		pthread_mutex_lock(&moatd.conf_lock);
 		old = moatd.conf;
 		if (n->nlisten != old->nlisten || memcmp(n->listen, old->listen,
 		    sizeof(n->listen[0]) * (size_t)n->nlisten) != 0 || n->workers != old->workers)
 			log_msg(LOG_L_WARN, 0, "reload: listen and workers changes take effect at restart");
-		if (memcmp(&n->resolver, &old->resolver, sizeof(n->resolver)) != 0)
-			log_msg(LOG_L_WARN, 0, "reload: resolver changes take effect at restart");
-		if (n->dkim != old->dkim || n->dkim_min_key_bits != old->dkim_min_key_bits ||
-		    n->dkim_max_signatures != old->dkim_max_signatures ||
-		    n->dkim_allow_sha1 != old->dkim_allow_sha1 ||
-		    (n->dmarc != CONF_DMARC_OFF) != (old->dmarc != CONF_DMARC_OFF) ||
-		    strcmp(n->psl_path, old->psl_path) != 0)
-			log_msg(LOG_L_WARN, 0, "reload: dkim, dkim-* and dmarc on/off and "
-			    "public-suffix-list changes take effect at restart");
-		if (memcmp(&n->greylist, &old->greylist, sizeof(n->greylist)) != 0 ||
-		    greylist_wanted(n) != greylist_wanted(old))
-			log_msg(LOG_L_WARN, 0, "reload: redis and greylist-* changes, and greylisting "
-			    "turned on or off, take effect at restart");
+		conf_restart_warnings(n, old);
 		moatd.conf = n;
 		pthread_mutex_unlock(&moatd.conf_lock);
 		log_set_level((enum log_level)n->log_level);
@@ -553,7 +521,7 @@ main(int argc, char **argv)
 		if (moatd.dkim == NULL)
 			fatal("dkim: %s", err);
 	}
-	if (c->dmarc != CONF_DMARC_OFF || (greylist_wanted(c) && greylist_uses_org(c))) {
+	if (c->dmarc != CONF_DMARC_OFF || (conf_greylist_wanted(c) && greylist_uses_org(c))) {
 		char err[512] = "";
 
 		/* DMARC without the list would guess organisational domains */
@@ -562,7 +530,7 @@ main(int argc, char **argv)
 			fatal("public-suffix-list %s: %s (install Debian's publicsuffix, or set "
 			    "dmarc off)", c->psl_path, err);
 	}
-	if (greylist_wanted(c) && !rds_conf_enabled(&c->greylist.redis)) {
+	if (conf_greylist_wanted(c) && !rds_conf_enabled(&c->greylist.redis)) {
 		char err[512] = "";
 
 		moatd.glstore = glstore_open(c->greylist.store_path[0] ? c->greylist.store_path : NULL,
@@ -588,7 +556,7 @@ main(int argc, char **argv)
 		w->ev_wake = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, worker_wake_cb, w);
 		w->wq = workq_loop_new(moatd.workq, w->base);
 		w->dns = dns_loop_new(w->base);
-		if (greylist_wanted(c)) {
+		if (conf_greylist_wanted(c)) {
 			w->gl = greylist_new(w->base, &c->greylist, moatd.glstore);
 			if (w->gl == NULL)
 				fatal("greylist: cannot start (no redis and no store)");

@@ -1,0 +1,48 @@
+/*
+ * conf_reload - shared steps of a policy reload (see conf_reload.h)
+ */
+#include <stddef.h>
+#include <string.h>
+
+#include "conf_reload.h"
+#include "filter.h"
+#include "rules.h"
+
+/* conf_log_lines - each line of an error (or warning) text, to the log */
+void
+conf_log_lines(enum log_level lvl, const char *text)
+{
+	const char *p = text, *nl;
+
+	while (p && *p) {
+		nl = strchr(p, '\n');
+		log_msg(lvl, 0, "%.*s", (int)(nl ? nl - p : (ptrdiff_t)strlen(p)), p);
+		p = nl ? nl + 1 : NULL;
+	}
+}
+
+/* conf_greylist_wanted - does a rule of this file greylist? */
+bool
+conf_greylist_wanted(const struct conf *c)
+{
+	return c->rules != NULL && rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST);
+}
+
+/* conf_restart_warnings - what n changes that only a restart applies */
+void
+conf_restart_warnings(const struct conf *n, const struct conf *old)
+{
+	if (memcmp(&n->resolver, &old->resolver, sizeof(n->resolver)) != 0)
+		log_msg(LOG_L_WARN, 0, "reload: resolver changes take effect at restart");
+	if (n->dkim != old->dkim || n->dkim_min_key_bits != old->dkim_min_key_bits ||
+	    n->dkim_max_signatures != old->dkim_max_signatures ||
+	    n->dkim_allow_sha1 != old->dkim_allow_sha1 ||
+	    (n->dmarc != CONF_DMARC_OFF) != (old->dmarc != CONF_DMARC_OFF) ||
+	    strcmp(n->psl_path, old->psl_path) != 0)
+		log_msg(LOG_L_WARN, 0, "reload: dkim, dkim-* and dmarc on/off and "
+		    "public-suffix-list changes take effect at restart");
+	if (memcmp(&n->greylist, &old->greylist, sizeof(n->greylist)) != 0 ||
+	    conf_greylist_wanted(n) != conf_greylist_wanted(old))
+		log_msg(LOG_L_WARN, 0, "reload: redis and greylist-* changes, and greylisting "
+		    "turned on or off, take effect at restart");
+}
