@@ -166,6 +166,16 @@ answer(SMFICTX *ctx, struct mlt_priv *p, struct mlt_req *rq, int rc, const char 
 	return st;
 }
 
+/* stage_can_refuse - has the policy a rule at this stage? Without one the
+ * engine's answer is always "continue": the callback posts the request
+ * (the engine still takes its inputs, in order, before the next one) and
+ * spares the MTA a round trip through the engine thread */
+static bool
+stage_can_refuse(const struct mlt_priv *p, enum rules_stage st)
+{
+	return p->conf->rules != NULL && rules_count(p->conf->rules, st) > 0;
+}
+
 /* held - the connect stage's refusal, given again */
 static bool
 held(SMFICTX *ctx, struct mlt_priv *p, sfsistat *st)
@@ -354,6 +364,10 @@ cb_helo(SMFICTX *ctx, char *name)
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
 	copy_macro(ctx, "{cipher}", rq->tls_cipher, sizeof(rq->tls_cipher));
 	copy_macro(ctx, "{cert_subject}", rq->tls_cert, sizeof(rq->tls_cert));
+	if (!stage_can_refuse(p, RS_HELO)) {
+		mlt_req_post(rq);	/* the engine takes it in order; nothing to wait for */
+		return SMFIS_CONTINUE;
+	}
 	return answer(ctx, p, rq, mlt_req_call(rq, mlt_opts.deadline_ms), "helo");
 }
 
@@ -397,6 +411,10 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 		copy_macro(ctx, "i", qid, sizeof(qid));
 		if (qid[0])
 			log_msg(LOG_L_DEBUG, p->id, "mail queue-id=%s", qid);
+	}
+	if (!stage_can_refuse(p, RS_MAIL)) {
+		mlt_req_post(rq);
+		return SMFIS_CONTINUE;
 	}
 	return answer(ctx, p, rq, mlt_req_call(rq, mlt_opts.deadline_ms), "mail");
 }
