@@ -176,10 +176,24 @@ stage_can_refuse(const struct mlt_priv *p, enum rules_stage st)
 	return p->conf->rules != NULL && rules_count(p->conf->rules, st) > 0;
 }
 
-/* held - the connect stage's refusal, given again */
+/* held - the connect stage's refusal, given again (and a connection whose
+ * start the callbacks never saw is refused the same way); true when the
+ * callback answers *st */
 static bool
 held(SMFICTX *ctx, struct mlt_priv *p, sfsistat *st)
 {
+	if (p->held == 0 && p->mc == NULL) {
+		/* no CONNECT reached the callbacks (an MTA that sent commands
+		 * out of order, which libmilter then skips): nothing passes
+		 * that the policy did not see */
+		p->held = SMFIS_TEMPFAIL;
+		p->held_code = 451;
+		snprintf(p->held_enh, sizeof(p->held_enh), "4.7.0");
+		snprintf(p->held_text, sizeof(p->held_text), "Error: the policy service did not see "
+		    "this connection start, try again later");
+		log_msg(LOG_L_WARN, p->id, "tempfail reason=no-connect (the MTA's commands came out "
+		    "of order)");
+	}
 	if (p->held == 0)
 		return false;
 	set_reply(ctx, p->held_code, p->held_enh, p->held_text);
@@ -357,8 +371,8 @@ cb_helo(SMFICTX *ctx, char *name)
 	struct mlt_req *rq;
 	sfsistat st = SMFIS_CONTINUE;
 
-	if (held(ctx, p, &st) || p->mc == NULL)
-		return p->mc == NULL && p->held == 0 ? SMFIS_CONTINUE : st;
+	if (held(ctx, p, &st))
+		return st;
 	rq = mlt_req_new(p->mc, MS_HELO, p->id);
 	snprintf(rq->text, sizeof(rq->text), "%s", name ? name : "");
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
@@ -397,8 +411,8 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	sfsistat st = SMFIS_CONTINUE;
 
 	msg_reset(p);
-	if (held(ctx, p, &st) || p->mc == NULL)
-		return p->mc == NULL && p->held == 0 ? SMFIS_CONTINUE : st;
+	if (held(ctx, p, &st))
+		return st;
 	rq = mlt_req_new(p->mc, MS_MAIL, p->id);
 	join(argv, rq->text, sizeof(rq->text));
 	copy_macro(ctx, "{auth_authen}", rq->login, sizeof(rq->login));
@@ -426,8 +440,8 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 	struct mlt_req *rq;
 	sfsistat st = SMFIS_CONTINUE;
 
-	if (held(ctx, p, &st) || p->mc == NULL)
-		return p->mc == NULL && p->held == 0 ? SMFIS_CONTINUE : st;
+	if (held(ctx, p, &st))
+		return st;
 	rq = mlt_req_new(p->mc, MS_RCPT, p->id);
 	join(argv, rq->text, sizeof(rq->text));
 	return answer(ctx, p, rq, mlt_req_call(rq, mlt_opts.deadline_ms), "rcpt");
@@ -548,8 +562,8 @@ cb_eom(SMFICTX *ctx)
 	sfsistat st = SMFIS_CONTINUE;
 	int rc;
 
-	if (held(ctx, p, &st) || p->mc == NULL)
-		return p->mc == NULL && p->held == 0 ? SMFIS_CONTINUE : st;
+	if (held(ctx, p, &st))
+		return st;
 	msg_begin(p);
 	rq = mlt_req_new(p->mc, MS_EOM, p->id);
 	rq->work = xcalloc(1, sizeof(*rq->work));

@@ -831,6 +831,70 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
+def milter_path():
+    return os.environ.get("MOAT_MILTER") or str(REPO / "build-asan" / "moat-milter")
+
+
+class LoggedProcess:
+    """A process of ours with a log file (self.proc, self.log_path)."""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class MoatMilter(LoggedProcess):
+    """moat-milter -f CONFIG -l inet:PORT@127.0.0.1 [args], stdout and stderr
+    into DIR/milter.log, from DEFAULT_CONF plus opts; stopped by its PID.
+    asan_extra is added to ASAN_OPTIONS (e.g. a smaller quarantine)."""
+
+    def __init__(self, workdir, port, name="milter", args=(), asan_extra="", **opts):
+        self.dir = make_dir(Path(workdir) / name)
+        self.port = port
+        conf = dict(DEFAULT_CONF)
+        conf["listen"] = "127.0.0.1:%d" % free_port()   # unused by the milter
+        conf["upstream"] = "127.0.0.1:9"
+        conf["spool-dir"] = str(self.dir)
+        for k, v in opts.items():
+            conf[k.replace("_", "-")] = v
+        self.conf_path = self.dir / "moat.conf"
+        self.conf_path.write_text(render_conf(list(conf.items())))
+        self.log_path = self.dir / "milter.log"
+        self.args = list(args)
+        self.asan_extra = asan_extra
+        self.proc = None
+        self.rc = None
+
+    def start(self):
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "abort_on_error=1:detect_leaks=1")
+        if self.asan_extra:
+            env["ASAN_OPTIONS"] = ":".join(o for o in (env.get("ASAN_OPTIONS", ""),
+                                                       self.asan_extra) if o)
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [milter_path(), "-f", str(self.conf_path), "-l", "inet:%d@127.0.0.1" % self.port]
+            + self.args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf, env=env)
+        wait_port(LOOPBACK, self.port, 15, self.proc)
+        assert wait_for(lambda: "ready socket=" in self.log(), 10), self.log()[-3000:]
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None and self.rc is None:
+            self.rc = stop_process(self.proc, sig, 15)
+            self.logf.close()
+        return self.rc
+
+
+    def sanitizer_reports(self):
+        return [l for l in self.log().splitlines() if any(p in l for p in SANITIZER_PATTERNS)]
+
+
 class Postfix:
     """A private Postfix 3.7 instance on 127.0.0.1:port.
 
@@ -995,7 +1059,7 @@ def render_conf(items):
     return "\n".join(out) + "\n"
 
 
-class Moatd:
+class Moatd(LoggedProcess):
     """moatd -f CONFIG in the foreground, stderr into DIR/moatd.log.
 
     Options are config keys with "-" (or "_" in Python keywords); a value
@@ -1062,14 +1126,6 @@ class Moatd:
         # kernel queues connections already, and a probe would hold a
         # session slot for a moment (max-sessions tests count them)
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def wait_log(self, pattern, timeout=5, count=1):
         rx = re.compile(pattern)

@@ -15,7 +15,6 @@ MOAT_MILTER names the binary (default build-asan/moat-milter).
 
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -24,8 +23,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness import (LOOPBACK, Client, ConnectionClosed, DEFAULT_CONF, free_port, make_dir,
-                     message, render_conf, stop_process, wait_port, SANITIZER_PATTERNS)
+from harness import Client, ConnectionClosed, MoatMilter, free_port, make_dir, message
 from test_senderauth import dkim_key, signed, zones  # noqa: F401 (fixture)
 
 HERE = Path(__file__).resolve().parent
@@ -34,53 +32,6 @@ LUA = HERE.parent / "milter"
 
 pytestmark = pytest.mark.postfix
 CLIENT_IP = "127.0.0.7"     # not the RFC 5782 test points (127.0.0.1, .2)
-
-
-def milter_path():
-    return os.environ.get("MOAT_MILTER") or str(ROOT / "build-asan" / "moat-milter")
-
-
-class MoatMilter:
-    """moat-milter -f CONFIG -l inet:PORT@127.0.0.1, stderr into DIR/milter.log."""
-
-    def __init__(self, workdir, port, name="milter", args=(), **opts):
-        self.dir = make_dir(Path(workdir) / name)
-        self.port = port
-        conf = dict(DEFAULT_CONF)
-        conf["listen"] = "127.0.0.1:%d" % free_port()   # unused by the milter
-        conf["upstream"] = "127.0.0.1:9"
-        conf["spool-dir"] = str(self.dir)
-        for k, v in opts.items():
-            conf[k.replace("_", "-")] = v
-        self.conf_path = self.dir / "moat.conf"
-        self.conf_path.write_text(render_conf(list(conf.items())))
-        self.log_path = self.dir / "milter.log"
-        self.args = list(args)
-        self.proc = None
-        self.rc = None
-
-    def start(self):
-        self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [milter_path(), "-f", str(self.conf_path), "-l", "inet:%d@127.0.0.1" % self.port]
-            + self.args, stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf)
-        wait_port(LOOPBACK, self.port, 15, self.proc)
-        harness.wait_for(lambda: "ready socket=" in self.log(), 10)
-        return self
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc is not None:
-            self.rc = stop_process(self.proc, sig, 10)
-            self.logf.close()
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def sanitizer_reports(self):
-        return [l for l in self.log().splitlines() if any(p in l for p in SANITIZER_PATTERNS)]
 
 
 @pytest.fixture(scope="module")
