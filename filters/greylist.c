@@ -105,6 +105,7 @@ struct greylist {
 	struct rds *rds;
 	struct glstore *store;
 	struct glcache *cache;		/* Redis only, with greylist-cache */
+	struct gl_req now_req;		/* greylist_decide_now()'s, borrowed by its verdict */
 	struct event *done_ev;
 	struct gl_reqs pending, done;
 	unsigned npending;
@@ -248,6 +249,26 @@ gl_destroy(struct greylist *g)
 	free(g);
 }
 
+/* gl_count - one more verdict of this kind */
+static void
+gl_count(enum gl_status st)
+{
+	switch (st) {
+	case GL_PASS:
+		atomic_fetch_add(&gl_n_pass, 1);
+		break;
+	case GL_ALLOWLISTED:
+		atomic_fetch_add(&gl_n_allow, 1);
+		break;
+	case GL_GREYLISTED:
+		atomic_fetch_add(&gl_n_grey, 1);
+		break;
+	case GL_ERROR:
+		atomic_fetch_add(&gl_n_err, 1);
+		break;
+	}
+}
+
 /* gl_on_done - deliver finished verdicts, from our own event */
 static void
 gl_on_done(evutil_socket_t fd, short what, void *arg)
@@ -265,20 +286,7 @@ gl_on_done(evutil_socket_t fd, short what, void *arg)
 	while ((q = TAILQ_FIRST(&batch)) != NULL) {
 		TAILQ_REMOVE(&batch, q, link);
 		if (!g->dying) {
-			switch (q->d.status) {
-			case GL_PASS:
-				atomic_fetch_add(&gl_n_pass, 1);
-				break;
-			case GL_ALLOWLISTED:
-				atomic_fetch_add(&gl_n_allow, 1);
-				break;
-			case GL_GREYLISTED:
-				atomic_fetch_add(&gl_n_grey, 1);
-				break;
-			case GL_ERROR:
-				atomic_fetch_add(&gl_n_err, 1);
-				break;
-			}
+			gl_count(q->d.status);
 			if (q->via_redis)
 				gl_outage_note(g, q);
 			v.status = q->d.status;
@@ -458,6 +466,42 @@ greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb
 		}
 	}
 	return 0;
+}
+
+/* greylist_decide_now - the verdict at once when nothing is to wait for
+ * (see greylist.h) */
+int
+greylist_decide_now(struct greylist *g, const struct greylist_triplet *t,
+	struct greylist_verdict *v)
+{
+	struct gl_req *q;
+
+	if (g->dying || (g->rds != NULL && g->cache == NULL))
+		return 0;
+	q = &g->now_req;
+	memset(q, 0, sizeof(*q));
+	q->g = g;
+	q->now = gl_now(g);
+	if (greylist_key(&g->conf, t, q->ckey, sizeof(q->ckey), q->key, sizeof(q->key)) != 0)
+		return 0;		/* greylist_check() gives the error */
+	if (g->rds == NULL) {
+		struct glstore_params p;
+
+		greylist_store_params(&g->conf, &p);
+		glstore_decide(g->store, q->ckey, q->key, q->now, &p, &q->d);
+	} else if (!gl_recall(g, q))
+		return 0;
+	atomic_fetch_add(&gl_n_checks, 1);
+	gl_count(q->d.status);
+	memset(v, 0, sizeof(*v));
+	v->status = q->d.status;
+	v->reason = q->d.reason;
+	v->retry_in = q->d.retry_in;
+	v->passes = q->d.passes;
+	v->why = q->why;
+	v->key = q->key;
+	v->cached = q->cached;
+	return 1;
 }
 
 /* greylist_free - cancel everything and free (see greylist.h) */

@@ -56,6 +56,7 @@
 
 #include <event2/event.h>
 
+#include "conf_reload.h"
 #include "dkim.h"
 #include "dmarc.h"
 #include "dmarc_record.h"
@@ -503,7 +504,7 @@ gl_start(struct mlt_conn *mc, const char *rcpt)
 {
 	struct greylist_triplet t;
 	struct greylist_verdict v;
-	char sender[SMTP_PATH_MAX + 1];
+	char sender[SMTP_PATH_MAX + 1], org[256];
 	struct mlt_q *q;
 
 	snprintf(mc->gl_rcpt, sizeof(mc->gl_rcpt), "%s", rcpt);
@@ -514,6 +515,16 @@ gl_start(struct mlt_conn *mc, const char *rcpt)
 	t.client = (const struct sockaddr *)&mc->peer;
 	t.sender = sender;
 	t.rcpt = rcpt;
+	/* a big sender's pool counts as one client, as in moatd */
+	if (mc->spf_state == CHECK_DONE && mc->spf == SPF_RES_PASS && mc->spf_domain[0])
+		t.spf_domain = mc->spf_domain;
+	if (mc->client_name != NULL && eng.psl != NULL &&
+	    dmarc_psl_orgdomain(eng.psl, mc->client_name, org, sizeof(org)) > 0)
+		t.org_domain = org;
+	if (eng.gl != NULL && mc->have_peer && greylist_decide_now(eng.gl, &t, &v) == 1) {
+		gl_result(mc, &v);
+		return;
+	}
 	q = q_new(mc, MQ_GREYLIST, 0, mc->gl_gen);
 	if (eng.gl == NULL || !mc->have_peer || greylist_check(eng.gl, &t, gl_done, q, mc->id) != 0) {
 		q_unlink(q);
@@ -846,6 +857,26 @@ rules_stage_of(enum mlt_stage st)
 	}
 }
 
+/* gl_key_pending - does the greylist key wait for SPF or FCrDNS (a big
+ * sender's pool counts as one client by either)? Starts FCrDNS if needed. */
+static bool
+gl_key_pending(struct mlt_conn *mc)
+{
+	const struct greylist_conf *g = &mc->conf->greylist;
+
+	for (int i = 0; i < g->nclient_part; i++) {
+		if (g->client_part[i] == GL_KEY_SPF && mc->conf->spf &&
+		    mc->spf_state == CHECK_PENDING)
+			return true;
+		if (g->client_part[i] == GL_KEY_ORG && !fc_known(mc)) {
+			fc_start(mc);
+			if (!fc_known(mc))
+				return true;
+		}
+	}
+	return false;
+}
+
 /* mc_wait - must the stage wait for a check? Starts what it needs. */
 static bool
 mc_wait(struct mlt_conn *mc, enum rules_stage st)
@@ -887,6 +918,8 @@ mc_wait(struct mlt_conn *mc, enum rules_stage st)
 		addr_text(&mc->rcpt, rcpt, sizeof(rcpt));
 		if (mc->gl_state != CHECK_NONE && strcmp(mc->gl_rcpt, rcpt) == 0) {
 			wait = mc->gl_state == CHECK_PENDING;
+		} else if (rcpt[0] && gl_key_pending(mc)) {
+			wait = true;	/* the key wants SPF's or FCrDNS's answer first */
 		} else if (rcpt[0]) {
 			memset(&f, 0, sizeof(f));
 			mc_facts(mc, RS_RCPT, &f, &sum);
@@ -1327,7 +1360,7 @@ mlt_engine_start(struct conf *c, char *err, size_t errlen)
 		if (eng.dkim == NULL)
 			return -1;
 	}
-	if (c->dmarc != CONF_DMARC_OFF) {
+	if (c->dmarc != CONF_DMARC_OFF || (conf_greylist_wanted(c) && conf_greylist_uses_org(c))) {
 		char e[400] = "";
 
 		eng.psl = dmarc_psl_load(c->psl_path, e, sizeof(e));

@@ -28,6 +28,17 @@ conf_greylist_wanted(const struct conf *c)
 	return c->rules != NULL && rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST);
 }
 
+/* conf_greylist_uses_org - does the greylist key want organisational
+ * domains (so the public suffix list is needed)? */
+bool
+conf_greylist_uses_org(const struct conf *c)
+{
+	for (int i = 0; i < c->greylist.nclient_part; i++)
+		if (c->greylist.client_part[i] == GL_KEY_ORG)
+			return true;
+	return false;
+}
+
 /* conf_restart_warnings - what n changes that only a restart applies */
 void
 conf_restart_warnings(const struct conf *n, const struct conf *old)

@@ -240,16 +240,6 @@ probe_cb(evutil_socket_t fd, short what, void *arg)
 		probe_finish(pr);
 }
 
-/* greylist_uses_org - does the greylist key want organisational domains? */
-static bool
-greylist_uses_org(const struct conf *c)
-{
-	for (int i = 0; i < c->greylist.nclient_part; i++)
-		if (c->greylist.client_part[i] == GL_KEY_ORG)
-			return true;
-	return false;
-}
-
 /* store_save - the embedded greylist store to its file */
 static void
 store_save(void)
@@ -521,7 +511,7 @@ main(int argc, char **argv)
 		if (moatd.dkim == NULL)
 			fatal("dkim: %s", err);
 	}
-	if (c->dmarc != CONF_DMARC_OFF || (conf_greylist_wanted(c) && greylist_uses_org(c))) {
+	if (c->dmarc != CONF_DMARC_OFF || (conf_greylist_wanted(c) && conf_greylist_uses_org(c))) {
 		char err[512] = "";
 
 		/* DMARC without the list would guess organisational domains */

@@ -346,6 +346,10 @@ gl_start(struct session *s, const char *rcpt)
 	if (s->client_name != NULL && moatd.psl != NULL &&
 	    dmarc_psl_orgdomain(moatd.psl, s->client_name, org, sizeof(org)) > 0)
 		t.org_domain = org;
+	if (s->w->gl != NULL && greylist_decide_now(s->w->gl, &t, &v) == 1) {
+		gl_result(s, &v);	/* the RCPT is answered in this loop turn */
+		return;
+	}
 	q = sess_q_new(s, QK_GREYLIST, 0, ck->gl_gen);
 	if (s->w->gl == NULL || greylist_check(s->w->gl, &t, gl_done, q, s->id) != 0) {
 		sess_q_unlink(q);

@@ -173,6 +173,9 @@ SCENARIOS = [
     ("dmarc-reject", dict(AUTH, on=AUTH_RULES)),
     ("forged-ar", dict(AUTH, on=AUTH_RULES)),
     ("greylist", dict(greylist_delay="60s", on=['rcpt true greylist'])),
+    ("greylist-spf-key", dict(spf="yes", greylist_delay="60s",
+                              greylist_key="sender-domain-spf,net,sender,rcpt",
+                              on=['rcpt true greylist'])),
     ("size", dict(max_message_size="2k")),
     ("sender-rule", dict(on=['mail sender-domain is bad.test reject 553 5.7.1 '
                              '"sender domain $sender-domain refused"'])),
@@ -203,6 +206,8 @@ def scenario_input(name, dns, key, pub):
         zones(dns, pub, spf="v=spf1 ip4:192.0.2.0/24 ~all")
         sender = "bounce@other.test"
         msg = message(name, mfrom="ceo@sender.test")
+    elif name == "greylist-spf-key":
+        zones(dns, None, dmarc=None)                     # SPF pass for 127/8
     elif name == "size":
         msg = message(name, body="x" * 70 + "\r\n" * 1 + ("y" * 70 + "\r\n") * 60)
     elif name == "sender-rule":
@@ -223,7 +228,7 @@ def test_parity(name, mpostfix, milter_factory, moatd_factory, fake, dns, dkim_k
     opts["resolver"] = dns.resolver
     opts["dns_timeout"] = "2s"
     helo, sender, rcpts, msg = scenario_input(name, dns, key, pub)
-    milter_factory(**opts)
+    mlt = milter_factory(**opts)
     m = moatd_factory(fake.address, **opts)
 
     via_moatd = run_session(m.port, helo, sender, rcpts, msg)
@@ -261,9 +266,14 @@ def test_parity(name, mpostfix, milter_factory, moatd_factory, fake, dns, dkim_k
     }
     if name in expected:
         assert expected[name] in via_milter, via_milter
-    if name == "greylist":
+    if name.startswith("greylist"):
         r = [s for s in via_milter if s[0] == "rcpt"][0]
         assert r[1] == 451 and r[2].startswith("4.7.1 greylisted, please retry in"), r
+    if name == "greylist-spf-key":
+        # the SPF-validated domain is the client on both sides, not the address
+        key = 'key="t:{spf:sender.test}|a@sender.test|user@example.org"'
+        assert key in m.log(), m.log()[-2000:]
+        assert key in mlt.log(), mlt.log()[-2000:]
     if name == "dkim-dmarc-pass":
         ar = [v for n, v in want_fields if n.lower() == "authentication-results"][0]
         assert "spf=pass" in ar and "dkim=pass" in ar and "dmarc=pass" in ar, ar

@@ -444,6 +444,29 @@ test_check_embedded(void)
 	T_CHECK(got.calls == 2 && got.tag == 43 && got.v.status == GL_PASS);
 	T_CHECK(got2.calls == 0);
 
+	/* the same decisions at once, without the loop */
+	g = greylist_new(base, &c, s);
+	greylist_set_clock(g, fake_clock, NULL);
+	{
+		struct greylist_triplet t2 = t;
+		struct greylist_verdict v;
+		struct greylist_counters k0, k1;
+
+		greylist_counters(&k0);
+		t2.rcpt = "now@x.org";
+		fake_now = T0 + 100;
+		T_CHECK(greylist_decide_now(g, &t2, &v) == 1 && v.status == GL_GREYLISTED &&
+		    v.reason == GL_R_NEW && v.retry_in == 10 && !v.cached);
+		T_CHECKF(strcmp(v.key, "t:{192.0.2.0/24}|s@y.org|now@x.org") == 0, "%s", v.key);
+		fake_now = T0 + 111;
+		T_CHECK(greylist_decide_now(g, &t2, &v) == 1 && v.status == GL_PASS &&
+		    v.reason == GL_R_NOW_ALLOWLISTED);	/* the second pass: allow_after 2 */
+		greylist_counters(&k1);
+		T_CHECK(k1.checks - k0.checks == 2 && k1.greylisted - k0.greylisted == 1 &&
+		    k1.pass - k0.pass == 1);
+	}
+	greylist_free(g);
+
 	/* freeing with verdicts pending cancels them */
 	g = greylist_new(base, &c, s);
 	got2.calls = 0;

@@ -564,11 +564,27 @@ test_cache(void)
 	    w.v.reason == GL_R_NOW_ALLOWLISTED && w.v.passes == 2);
 	T_CHECK(decide(g, "192.0.2.7", "new@x.org", &w, NULL) == 0 &&
 	    w.v.status == GL_ALLOWLISTED && w.v.passes == 2);
+	{
+		/* the same, at once; a client the memory does not hold needs Redis */
+		struct sockaddr_storage ss;
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		struct greylist_triplet t = { (const struct sockaddr *)&ss, "s@y.org", "other@x.org",
+		    NULL, NULL };
+		struct greylist_verdict v;
+
+		memset(&ss, 0, sizeof(ss));
+		s4->sin_family = AF_INET;
+		inet_pton(AF_INET, "192.0.2.7", &s4->sin_addr);
+		T_CHECK(greylist_decide_now(g, &t, &v) == 1 && v.status == GL_ALLOWLISTED &&
+		    v.cached && v.passes == 2);
+		inet_pton(AF_INET, "198.51.100.7", &s4->sin_addr);
+		T_CHECK(greylist_decide_now(g, &t, &v) == 0);
+	}
 	T_CHECKF(cmdstat(port1, "evalsha") - e0 == 6, "%lld", cmdstat(port1, "evalsha") - e0);
 	greylist_counters(&k1);
-	T_CHECKF(k1.cached - k0.cached == 7, "cached %llu",
+	T_CHECKF(k1.cached - k0.cached == 8, "cached %llu",
 	    (unsigned long long)(k1.cached - k0.cached));
-	T_CHECK(k1.checks - k0.checks == 13);
+	T_CHECK(k1.checks - k0.checks == 14);
 	greylist_free(g);
 }
 
