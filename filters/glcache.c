@@ -94,17 +94,6 @@ glcache_get(struct glcache *c, const char *key, int64_t now, unsigned *passes)
 	return true;
 }
 
-/* glcache_forget - drop one key */
-void
-glcache_forget(struct glcache *c, const char *key)
-{
-	uint64_t h;
-	struct glslot *s = gc_find(c, key, &h);
-
-	if (s->key != NULL && s->hash == h && strcmp(s->key, key) == 0)
-		gc_empty(s);
-}
-
 /* glcache_clear - drop everything */
 void
 glcache_clear(struct glcache *c)

@@ -6,7 +6,6 @@
  *	                 unsigned passes);
  *	bool glcache_get(struct glcache *c, const char *key, int64_t now,
  *	                 unsigned *passes);
- *	void glcache_forget(struct glcache *c, const char *key);
  *	void glcache_clear(struct glcache *c);
  *	unsigned glcache_count(const struct glcache *c, int64_t now);
  *	void glcache_free(struct glcache *c);
@@ -31,8 +30,7 @@
  *	glcache_put() remembers key until the wall-clock second until
  *	(exclusive), with the client's pass count for the verdict;
  *	glcache_get() is true when key is remembered and now < until, and
- *	gives passes back (may be NULL). glcache_forget() drops one key;
- *	glcache_clear() drops all. glcache_count() counts live entries
+ *	gives passes back (may be NULL). glcache_clear() drops all. glcache_count() counts live entries
  *	(tests, stats). glcache_free(NULL) is a no-op.
  */
 #ifndef MOAT_GLCACHE_H
@@ -46,7 +44,6 @@ struct glcache;
 struct glcache *glcache_new(unsigned slots);
 void glcache_put(struct glcache *c, const char *key, int64_t until, unsigned passes);
 bool glcache_get(struct glcache *c, const char *key, int64_t now, unsigned *passes);
-void glcache_forget(struct glcache *c, const char *key);
 void glcache_clear(struct glcache *c);
 unsigned glcache_count(const struct glcache *c, int64_t now);
 void glcache_free(struct glcache *c);

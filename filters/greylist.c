@@ -269,6 +269,21 @@ gl_count(enum gl_status st)
 	}
 }
 
+/* gl_verdict - what the caller is given of a decided request (its
+ * strings stay the request's) */
+static void
+gl_verdict(const struct gl_req *q, struct greylist_verdict *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->status = q->d.status;
+	v->reason = q->d.reason;
+	v->retry_in = q->d.retry_in;
+	v->passes = q->d.passes;
+	v->why = q->why;
+	v->key = q->key;
+	v->cached = q->cached;
+}
+
 /* gl_on_done - deliver finished verdicts, from our own event */
 static void
 gl_on_done(evutil_socket_t fd, short what, void *arg)
@@ -289,13 +304,7 @@ gl_on_done(evutil_socket_t fd, short what, void *arg)
 			gl_count(q->d.status);
 			if (q->via_redis)
 				gl_outage_note(g, q);
-			v.status = q->d.status;
-			v.reason = q->d.reason;
-			v.retry_in = q->d.retry_in;
-			v.passes = q->d.passes;
-			v.why = q->why;
-			v.key = q->key;
-			v.cached = q->cached;
+			gl_verdict(q, &v);
 			q->cb(q->ctx, q->tag, &v);
 		}
 		free(q);
@@ -347,6 +356,20 @@ gl_recall(struct greylist *g, struct gl_req *q)
 	q->d.passes = passes;
 	q->cached = true;
 	atomic_fetch_add(&gl_n_cached, 1);
+	return true;
+}
+
+/* gl_decide_local - a decision without a Redis round trip: the embedded
+ * store's, or a pass the local memory holds; false when Redis must answer */
+static bool
+gl_decide_local(struct greylist *g, struct gl_req *q)
+{
+	struct glstore_params p;
+
+	if (g->rds != NULL)
+		return g->cache != NULL && gl_recall(g, q);
+	greylist_store_params(&g->conf, &p);
+	glstore_decide(g->store, q->ckey, q->key, q->now, &p, &q->d);
 	return true;
 }
 
@@ -428,15 +451,7 @@ greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb
 		gl_done(g, q);
 		return 0;
 	}
-	if (g->rds == NULL) {
-		struct glstore_params p;
-
-		greylist_store_params(&g->conf, &p);
-		glstore_decide(g->store, q->ckey, q->key, now, &p, &q->d);
-		gl_done(g, q);
-		return 0;
-	}
-	if (g->cache != NULL && gl_recall(g, q)) {
+	if (gl_decide_local(g, q)) {
 		gl_done(g, q);
 		return 0;
 	}
@@ -474,33 +489,19 @@ int
 greylist_decide_now(struct greylist *g, const struct greylist_triplet *t,
 	struct greylist_verdict *v)
 {
-	struct gl_req *q;
+	struct gl_req *q = &g->now_req;
 
 	if (g->dying || (g->rds != NULL && g->cache == NULL))
-		return 0;
-	q = &g->now_req;
+		return 0;	/* every decision is a Redis round trip */
 	memset(q, 0, sizeof(*q));
 	q->g = g;
 	q->now = gl_now(g);
-	if (greylist_key(&g->conf, t, q->ckey, sizeof(q->ckey), q->key, sizeof(q->key)) != 0)
-		return 0;		/* greylist_check() gives the error */
-	if (g->rds == NULL) {
-		struct glstore_params p;
-
-		greylist_store_params(&g->conf, &p);
-		glstore_decide(g->store, q->ckey, q->key, q->now, &p, &q->d);
-	} else if (!gl_recall(g, q))
-		return 0;
+	if (greylist_key(&g->conf, t, q->ckey, sizeof(q->ckey), q->key, sizeof(q->key)) != 0 ||
+	    !gl_decide_local(g, q))
+		return 0;	/* greylist_check() asks Redis, or gives the key error */
 	atomic_fetch_add(&gl_n_checks, 1);
 	gl_count(q->d.status);
-	memset(v, 0, sizeof(*v));
-	v->status = q->d.status;
-	v->reason = q->d.reason;
-	v->retry_in = q->d.retry_in;
-	v->passes = q->d.passes;
-	v->why = q->why;
-	v->key = q->key;
-	v->cached = q->cached;
+	gl_verdict(q, v);
 	return 1;
 }
 

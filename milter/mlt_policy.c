@@ -95,12 +95,7 @@ mlt_policy_init(const char *path, struct conf *c)
 struct conf *
 mlt_policy_get(void)
 {
-	struct conf *c;
-
-	pthread_mutex_lock(&pol.lock);
-	c = conf_ref(pol.cur);
-	pthread_mutex_unlock(&pol.lock);
-	return c;
+	return conf_current(&pol.lock, &pol.cur);
 }
 
 /* mlt_policy_done - at exit, once libmilter has stopped (a reload still
@@ -126,34 +121,13 @@ mlt_policy_done(void)
 static void
 reload(void)
 {
-	char *errs = NULL;
-	struct conf *n, *old;
-
 	pthread_mutex_lock(&pol.reload_lock);
 	if (!__atomic_load_n(&pol.armed, __ATOMIC_ACQUIRE)) {
 		pthread_mutex_unlock(&pol.reload_lock);
 		return;		/* stopping */
 	}
-	n = conf_load(pol.path, &errs);
-	if (n == NULL) {
-		conf_log_lines(LOG_L_ERROR, errs);
-		log_msg(LOG_L_ERROR, 0, "reload refused file=%s: the running configuration stays",
-		    pol.path);
-		free(errs);
-		pthread_mutex_unlock(&pol.reload_lock);
-		return;
-	}
-	if (errs != NULL)
-		conf_log_lines(LOG_L_WARN, errs);	/* warnings */
-	free(errs);
-	pthread_mutex_lock(&pol.lock);
-	old = pol.cur;
-	pol.cur = n;
-	pthread_mutex_unlock(&pol.lock);
-	conf_restart_warnings(n, old);	/* the listener is -l, not in the file */
-	log_set_level((enum log_level)n->log_level);
-	conf_unref(old);	/* freed here, or by its last connection */
-	log_msg(LOG_L_INFO, 0, "reload ok file=%s", pol.path);
+	/* the listener is -l, not in the file: nothing more to warn about */
+	(void)conf_reload(pol.path, &pol.lock, &pol.cur, NULL, NULL);
 	pthread_mutex_unlock(&pol.reload_lock);
 }
 

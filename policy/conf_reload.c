@@ -2,6 +2,7 @@
  * conf_reload - shared steps of a policy reload (see conf_reload.h)
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "conf_reload.h"
@@ -56,4 +57,54 @@ conf_restart_warnings(const struct conf *n, const struct conf *old)
 	    conf_greylist_wanted(n) != conf_greylist_wanted(old))
 		log_msg(LOG_L_WARN, 0, "reload: redis and greylist-* changes, and greylisting "
 		    "turned on or off, take effect at restart");
+}
+
+/* conf_current - a reference to the current policy (owned) */
+struct conf *
+conf_current(pthread_mutex_t *lock, struct conf *const *cur)
+{
+	struct conf *c;
+
+	pthread_mutex_lock(lock);
+	c = conf_ref(*cur);
+	pthread_mutex_unlock(lock);
+	return c;
+}
+
+/* conf_reload - the file again: made current, or refused with its errors */
+int
+conf_reload(const char *path, pthread_mutex_t *lock, struct conf **cur,
+	int (*setup)(struct conf *n, char *err, size_t errlen),
+	void (*warn)(const struct conf *n, const struct conf *old))
+{
+	char *errs = NULL, serr[512];
+	struct conf *n = conf_load(path, &errs), *old;
+
+	if (n != NULL && setup != NULL && setup(n, serr, sizeof(serr)) != 0) {
+		free(errs);
+		errs = NULL;
+		conf_log_lines(LOG_L_ERROR, serr);
+		conf_unref(n);
+		n = NULL;
+	}
+	if (n == NULL) {
+		conf_log_lines(LOG_L_ERROR, errs);
+		free(errs);
+		log_msg(LOG_L_ERROR, 0, "reload refused file=%s: the running configuration stays",
+		    path);
+		return -1;
+	}
+	conf_log_lines(LOG_L_WARN, errs);	/* warnings */
+	free(errs);
+	pthread_mutex_lock(lock);
+	old = *cur;
+	*cur = n;
+	pthread_mutex_unlock(lock);
+	if (warn != NULL)
+		warn(n, old);
+	conf_restart_warnings(n, old);
+	log_set_level((enum log_level)n->log_level);
+	conf_unref(old);
+	log_msg(LOG_L_INFO, 0, "reload ok file=%s", path);
+	return 0;
 }

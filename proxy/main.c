@@ -57,12 +57,7 @@ static const char *conf_path = "/etc/moat/moat.conf";
 struct conf *
 moatd_conf_get(void)
 {
-	struct conf *c;
-
-	pthread_mutex_lock(&moatd.conf_lock);
-	c = conf_ref(moatd.conf);
-	pthread_mutex_unlock(&moatd.conf_lock);
-	return c;
+	return conf_current(&moatd.conf_lock, &moatd.conf);
 }
 
 /* moatd_new_sid - a session id unique in this process and unlikely to
@@ -314,6 +309,15 @@ drain_tick_cb(evutil_socket_t fd, short what, void *arg)
 	(void)arg;
 }
 
+/* listen_warning - a reload cannot move listeners or add workers */
+static void
+listen_warning(const struct conf *n, const struct conf *old)
+{
+	if (n->nlisten != old->nlisten || memcmp(n->listen, old->listen,
+	    sizeof(n->listen[0]) * (size_t)n->nlisten) != 0 || n->workers != old->workers)
+		log_msg(LOG_L_WARN, 0, "reload: listen and workers changes take effect at restart");
+}
+
 /* signal_cb - SIGTERM/SIGINT drain, SIGHUP reload */
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -321,39 +325,8 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	(void)arg;
 	if (sig == SIGHUP) {
-		char *errs = NULL;
-		struct conf *n = conf_load(conf_path, &errs), *old;
-
-		if (n != NULL) {
-			char terr[512];
-			if (tls_conf_setup(n, terr, sizeof(terr)) != 0) {
-				free(errs);
-				errs = xstrdup(terr);
-				conf_unref(n);
-				n = NULL;
-			}
-		}
-		if (n == NULL) {
-			conf_log_lines(LOG_L_ERROR, errs);
-			log_msg(LOG_L_ERROR, 0, "reload refused file=%s: the running configuration stays",
-			    conf_path);
-			free(errs);
-			return;
-		}
-		if (errs != NULL)
-			conf_log_lines(LOG_L_WARN, errs);	/* warnings */
-		free(errs);
-		pthread_mutex_lock(&moatd.conf_lock);
-		old = moatd.conf;
-		if (n->nlisten != old->nlisten || memcmp(n->listen, old->listen,
-		    sizeof(n->listen[0]) * (size_t)n->nlisten) != 0 || n->workers != old->workers)
-			log_msg(LOG_L_WARN, 0, "reload: listen and workers changes take effect at restart");
-		conf_restart_warnings(n, old);
-		moatd.conf = n;
-		pthread_mutex_unlock(&moatd.conf_lock);
-		log_set_level((enum log_level)n->log_level);
-		conf_unref(old);
-		log_msg(LOG_L_INFO, 0, "reload ok file=%s", conf_path);
+		(void)conf_reload(conf_path, &moatd.conf_lock, &moatd.conf, tls_conf_setup,
+		    listen_warning);
 		return;
 	}
 	if (__atomic_load_n(&moatd.draining, __ATOMIC_RELAXED)) {
