@@ -20,7 +20,7 @@ WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototype
           -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wcast-qual -Wvla
 OPT     ?= -O2 -g
 CFLAGS  := $(OPT) $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE $(WARN) -fstack-protector-strong \
-           -Icore -Iproxy -Ipolicy -Ifilters -Iredis -Itools -Imilter -MMD -MP
+           -Icore -Iproxy -Iengine -Ipolicy -Ifilters -Iredis -Itools -Imilter -MMD -MP
 ifeq ($(SAN),)
 CFLAGS  += -D_FORTIFY_SOURCE=2
 else
@@ -30,7 +30,7 @@ endif
 LIBS    = -levent_openssl -levent -lunbound -lhiredis -lspf2 -lopendkim -lopendmarc \
           -lssl -lcrypto -lpthread
 
-LIB_SRCS  = $(wildcard core/*.c policy/*.c filters/*.c redis/*.c) \
+LIB_SRCS  = $(wildcard core/*.c policy/*.c filters/*.c redis/*.c engine/*.c) \
             $(filter-out proxy/main.c,$(wildcard proxy/*.c))
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS = $(wildcard tests/unit/test_*.c)

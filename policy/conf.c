@@ -121,6 +121,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "dns-negative-ttl", CT_DUR, O(dns_negative_ttl_ms), 0, 86400 * SEC, "5m", NULL },
 	{ "greet-delay", CT_DUR, O(greet_delay_ms), 0, 60 * SEC, "0", NULL },
 	{ "dnsbl-probe-interval", CT_DUR, O(dnsbl_probe_ms), 1 * SEC, 86400 * SEC, "5m", NULL },
+	{ "greylist-store-save-interval", CT_DUR, O(glstore_save_ms), 1 * SEC, 86400 * SEC, "10m", NULL },
 	{ "control-socket", CT_STR, O(control_socket), 0, 0, NULL, NULL },
 	{ "authserv-id", CT_HOST, O(authserv_id), 0, 0, NULL, NULL },
 	{ "spf", CT_ENUM, O(spf), 0, 0, "yes", conf_yesno_words },

@@ -95,6 +95,7 @@ struct conf {
 	uint64_t dns_negative_ttl_ms;
 	uint64_t greet_delay_ms;	/* 0: greet at once */
 	uint64_t dnsbl_probe_ms;
+	uint64_t glstore_save_ms;	/* greylist-store-save-interval */
 	struct dnsbl_set *dnsbl;	/* dnsbl/dnswl zones (dnsbl.h), NULL if none */
 	struct greylist_conf greylist;	/* redis, redis-*, greylist-* (greylist.h) */
 	bool greylist_seen;		/* a greylist setting was given */

@@ -1,0 +1,226 @@
+/*
+ * engine - the one engine behind every front-end (moatd, moat-milter,
+ * moatctl explain): a session's facts, its checks, waits and deadlines,
+ * the policy's verdict and the header fields it adds
+ *
+ * SYNOPSIS
+ *	Process-wide services (engine_svc.c), once per process:
+ *	int engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errlen);
+ *	void engine_timers_start(struct event_base *base, struct conf *(*current)(void));
+ *	void engine_shutdown(void);
+ *
+ *	One per event loop that runs sessions:
+ *	struct engine_loop *engine_loop_new(struct event_base *base, const struct conf *c);
+ *	void engine_loop_free(struct engine_loop *el);
+ *
+ *	One per client session (SMTP connection, milter connection, explain walk):
+ *	struct eng_sess *engine_sess_new(struct engine_loop *el, struct conf *c, uint64_t id,
+ *	                                 const struct sockaddr *client, eng_resume_fn resume, void *arg);
+ *	void engine_sess_free(struct eng_sess *e);
+ *
+ *	Inputs, each parsed once by the front-end:
+ *	void engine_helo(e, name, len);   engine_mail(e, from, mp);   engine_rcpt(e, rcpt);
+ *	void engine_data(e, msg, size);   engine_txn_end(e);
+ *	void engine_set_tls(...);  engine_set_login(...);  engine_proto(e)->...
+ *
+ *	The stage:
+ *	enum eng_rc engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v);
+ *	char *engine_headers(struct eng_sess *e, size_t *len);
+ *
+ * DESCRIPTION
+ *	A front-end gives the engine what the client said (the HELO name,
+ *	the parsed MAIL and RCPT addresses, the message) and then asks for
+ *	the verdict of the stage. The engine starts the checks as soon as
+ *	their inputs are known (the DNSBL zones of the address and FCrDNS at
+ *	connect, the HELO and sender zones and SPF as those commands come,
+ *	DKIM and DMARC at the end of the data, the greylist when a greylist
+ *	rule is reached for a recipient), and waits only for what a rule of
+ *	the stage reads.
+ *
+ *	engine_stage() answers at once (ENG_CONTINUE, ENG_REFUSE with the
+ *	reply in *v) or says ENG_WAIT: a check the stage needs is out. Then
+ *	the engine calls resume(arg) on the session's loop once nothing the
+ *	stage needs is pending, or once the check deadline (twice
+ *	dns-timeout plus half a second) has passed and what is still pending
+ *	became a temporary error; the front-end then calls engine_stage()
+ *	again with the same stage, which does not wait again. resume is never
+ *	called from inside an engine_* call, and never after engine_sess_free().
+ *
+ *	Scores and header fields added by the rules of connect and helo
+ *	belong to the session, the others to the transaction (engine_mail()
+ *	opens one, engine_txn_end() ends it). engine_headers() gives, at the
+ *	end of the data, the fields that go on top of the message:
+ *	Authentication-Results first, then those the rules added.
+ *
+ *	A session holds a reference to its policy (c) for its whole life.
+ *	Answers in flight find their session through small contexts the
+ *	session keeps on a list; engine_sess_free() detaches them, so a late
+ *	answer is dropped. A new HELO, MAIL or transaction bumps a
+ *	generation, so an answer to an older question is ignored.
+ *
+ * MESSAGES
+ *	struct eng_msg gathers what the checks need from the message as it
+ *	streams by (engine_msg.c): DKIM hashing, the header scanner (which
+ *	drops Authentication-Results fields with our authserv-id from what
+ *	it passes on, and keeps the From values), and the header block when
+ *	a rule reads "from". It touches no loop state: moat-milter builds it
+ *	on libmilter's thread, moatd on its worker's loop, explain from a
+ *	file. engine_data() takes it over.
+ *
+ * THREADS
+ *	Everything but eng_msg runs on the session's loop. engine_init()
+ *	and engine_shutdown() run on the main thread, before the loops start
+ *	and after they ended.
+ */
+#ifndef MOAT_ENGINE_H
+#define MOAT_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "conf.h"
+#include "rules.h"
+#include "smtp_parse.h"
+
+struct event_base;
+struct engine_loop;
+struct eng_sess;
+struct eng_msg;
+struct dkimv;
+
+/* ---------------------------------------------------------------------
+ * Process-wide services
+ */
+
+struct engine_opts {
+	const char *who;		/* "moatd", "moat-milter", "moatctl" (logs) */
+	bool no_network;		/* explain --no-network: no resolver, DNS gives temperror */
+	bool greylist_offline;		/* explain: no store, no Redis: a greylist rule passes */
+	bool quiet_start;		/* no "resolver error" log line (explain prints its own) */
+};
+
+/* engine_init - the resolver, the work pool, the DKIM verifier, the Public
+ * Suffix List and the embedded greylist store, from the policy at start.
+ * -1 with err set when one that the policy needs cannot start. */
+int engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errlen);
+/* engine_timers_start - on the given loop (moatd's main loop, the milter's
+ * engine loop): DNSBL health probes (at once, then every
+ * dnsbl-probe-interval) with their "stats" lines, and the embedded
+ * greylist store's save every greylist-store-save-interval. current()
+ * returns a new reference to the policy in force. */
+void engine_timers_start(struct event_base *base, struct conf *(*current)(void));
+/* engine_timers_stop - before that loop is freed */
+void engine_timers_stop(void);
+/* engine_shutdown - after every loop has ended: finish the pool's jobs,
+ * stop the resolver, save and close the store, free the rest */
+void engine_shutdown(void);
+/* engine_store_save - save the embedded greylist store now (0, or -1 logged) */
+int engine_store_save(void);
+struct glstore *engine_glstore(void);
+struct dkimv *engine_dkim(void);
+
+/* ---------------------------------------------------------------------
+ * Loops
+ */
+
+/* engine_loop_new - what a loop needs to run sessions: its resolver
+ * mailbox, its work-pool mailbox, its greylist handle */
+struct engine_loop *engine_loop_new(struct event_base *base, const struct conf *c);
+/* engine_loop_free - after the loop ended, before engine_shutdown() */
+void engine_loop_free(struct engine_loop *el);
+/* the parts, for the loop's other users */
+struct dns_loop *engine_loop_dns(struct engine_loop *el);
+struct workq_loop *engine_loop_workq(struct engine_loop *el);
+struct greylist *engine_loop_greylist(struct engine_loop *el);
+
+/* ---------------------------------------------------------------------
+ * Sessions
+ */
+
+typedef void (*eng_resume_fn)(void *arg);
+
+/* protocol facts a front-end observes (moatd's session; others leave 0) */
+struct eng_proto {
+	bool pipelining_violation;	/* RFC 2920 3.1 broken */
+	bool pipelined_after_dot;
+	bool early_talker;
+	unsigned bare_lf_commands;
+	unsigned unknown_commands;
+};
+
+enum eng_rc { ENG_CONTINUE = 0, ENG_REFUSE, ENG_WAIT };
+
+struct eng_verdict {
+	enum rules_verdict verdict;	/* RV_CONTINUE, RV_ACCEPT, RV_REJECT, RV_TEMPFAIL */
+	int code;			/* refusals: 4xx/5xx */
+	char enh[16];
+	char text[600];			/* expanded, printable */
+};
+
+/* engine_sess_new - a session; client may be NULL (unknown: the checks of
+ * the address give temperror). Starts the connect checks. c: the
+ * session takes its own reference. */
+struct eng_sess *engine_sess_new(struct engine_loop *el, struct conf *c, uint64_t id,
+	const struct sockaddr *client, bool submission, eng_resume_fn resume, void *arg);
+void engine_sess_free(struct eng_sess *e);
+
+/* the session's facts that the front-end knows */
+void engine_set_tls(struct eng_sess *e, const char *version, const char *cipher,
+	const char *client_cert);
+void engine_set_login(struct eng_sess *e, const char *login);	/* NULL: none */
+struct eng_proto *engine_proto(struct eng_sess *e);
+/* engine_set_trace - explain: every rule looked at goes to fn */
+void engine_set_trace(struct eng_sess *e, rules_trace_fn fn, void *arg);
+
+/* engine_helo - HELO/EHLO name (as sent; cut at SMTP_DOMAIN_MAX): ends
+ * any transaction, starts the HELO zones and SPF of the name when a
+ * helo rule reads spf-helo */
+void engine_helo(struct eng_sess *e, const char *name, size_t len);
+/* engine_mail - a new transaction with this sender (NULL: unknown, as a
+ * milter that could not parse it); starts the sender zones and SPF */
+void engine_mail(struct eng_sess *e, const struct smtp_addr *from,
+	const struct smtp_mail_params *mp);
+/* engine_rcpt - the recipient the next rcpt stage judges; nrcpt is how
+ * many recipients went before it (the fact rcpt-count) */
+void engine_rcpt(struct eng_sess *e, const struct smtp_addr *rcpt, unsigned nrcpt);
+/* engine_data - the end of the data: the message (taken over, may be
+ * NULL), its size, recipients accepted, bare LF seen */
+void engine_data(struct eng_sess *e, struct eng_msg *m, uint64_t size, unsigned nrcpt,
+	bool bare_lf);
+/* engine_txn_end - the transaction is over (RSET, the end of a message,
+ * a refused MAIL, an abort): its checks' late answers are dropped */
+void engine_txn_end(struct eng_sess *e);
+bool engine_in_txn(const struct eng_sess *e);
+
+/* engine_stage - the verdict of a stage's rules, or ENG_WAIT (above). A
+ * refused HELO is forgotten (as if none was given); a refused MAIL ends
+ * the transaction. */
+enum eng_rc engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v);
+/* engine_stage_may_refuse - has the policy a rule at this stage? When it
+ * has none, engine_stage() can only continue (a milter skips the wait) */
+bool engine_stage_may_refuse(const struct eng_sess *e, enum rules_stage st);
+/* engine_headers - the end of the data, after a verdict that let the
+ * message go: the fields for the top of the message (CRLF lines,
+ * allocated, the caller frees), NULL when none; *removed: forged
+ * Authentication-Results fields the scanner dropped */
+char *engine_headers(struct eng_sess *e, size_t *len, unsigned *removed);
+
+/* ---------------------------------------------------------------------
+ * Messages (any thread)
+ */
+
+typedef void (*eng_msg_out_fn)(void *arg, const unsigned char *buf, size_t len);
+
+/* engine_msg_new - out receives the message as the header scanner passes
+ * it (forged Authentication-Results fields dropped); NULL: nothing out */
+struct eng_msg *engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg);
+/* engine_msg_feed - decoded message bytes (CRLF line ends, no dot-stuffing) */
+void engine_msg_feed(struct eng_msg *m, const void *buf, size_t len);
+/* engine_msg_finish - the message is complete: a header field still held
+ * goes out (to out) now */
+void engine_msg_finish(struct eng_msg *m);
+void engine_msg_free(struct eng_msg *m);
+
+#endif
