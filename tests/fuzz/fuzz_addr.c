@@ -1,4 +1,4 @@
-// sources: proxy/smtp_parse.c
+// sources: core/smtp_parse.c
 /*
  * fuzz_addr - F2/F7: the MAIL/RCPT argument parser, xtext and HELO check
  *

@@ -1,4 +1,4 @@
-// sources: proxy/smtp_parse.c
+// sources: core/smtp_parse.c
 /*
  * fuzz_cmd - F1: one SMTP command line into smtp_cmd_parse()
  *

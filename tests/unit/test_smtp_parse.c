@@ -1,5 +1,5 @@
 /*
- * test_smtp_parse - table-driven tests of proxy/smtp_parse.c
+ * test_smtp_parse - table-driven tests of core/smtp_parse.c
  *
  * Every table row is one named case (counted in the "N passed" line);
  * names carry the SECURITY-TESTS case id where there is one. Inputs are

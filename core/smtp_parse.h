@@ -22,7 +22,7 @@
  *	All input is bytes plus a length: lines may contain NUL and are never
  *	treated as C strings. Nothing is allocated; results live in the
  *	caller's structures (arguments are borrowed pointers into the line).
- *	See proxy/smtp_parse.c for the grammar that is accepted.
+ *	See core/smtp_parse.c for the grammar that is accepted.
  */
 #ifndef MOAT_SMTP_PARSE_H
 #define MOAT_SMTP_PARSE_H
