@@ -11,7 +11,6 @@
  *
  *	One per event loop that runs sessions:
  *	struct engine_loop *engine_loop_new(struct event_base *base, const struct conf *c);
- *	void engine_loop_free(struct engine_loop *el);
  *
  *	One per client session (SMTP connection, milter connection, explain walk):
  *	struct eng_sess *engine_sess_new(struct engine_loop *el, struct conf *c, uint64_t id,
@@ -113,8 +112,9 @@ int engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t e
 void engine_timers_start(struct event_base *base, struct conf *(*current)(void));
 /* engine_timers_stop - before that loop is freed */
 void engine_timers_stop(void);
-/* engine_shutdown - after every loop has ended: finish the pool's jobs,
- * stop the resolver, save and close the store, free the rest */
+/* engine_shutdown - after every loop has ended, before their event
+ * bases are freed: finish the pool's jobs, stop the resolver, free the
+ * loops' parts, save and close the store, free the rest */
 void engine_shutdown(void);
 /* engine_store_save - save the embedded greylist store now (0, or -1 logged) */
 int engine_store_save(void);
@@ -126,10 +126,10 @@ struct dkimv *engine_dkim(void);
  */
 
 /* engine_loop_new - what a loop needs to run sessions: its resolver
- * mailbox, its work-pool mailbox, its greylist handle */
+ * mailbox, its work-pool mailbox, its greylist handle. Made on the main
+ * thread before the loop runs; engine_shutdown() frees it, after the
+ * loop ended and before its event base is freed. */
 struct engine_loop *engine_loop_new(struct event_base *base, const struct conf *c);
-/* engine_loop_free - after the loop ended, before engine_shutdown() */
-void engine_loop_free(struct engine_loop *el);
 /* the parts, for the loop's other users */
 struct dns_loop *engine_loop_dns(struct engine_loop *el);
 struct workq_loop *engine_loop_workq(struct engine_loop *el);

@@ -1,0 +1,1423 @@
+/*
+ * engine - a session's facts, its checks, waits and deadlines, and the
+ * policy's verdict at each stage (the interface and contract: engine.h)
+ *
+ * DESCRIPTION
+ *	Checks and when they start:
+ *	  connect  the DNSBL zones of the address (in parallel, while the
+ *	           front-end greets), FCrDNS when a client-name zone or a
+ *	           rule reads it
+ *	  helo     the HELO zones; SPF of the name when a helo rule reads
+ *	           spf-helo
+ *	  mail     the sender-domain zones; SPF of MAIL FROM
+ *	  rcpt     the greylist, when a greylist rule is reached for this
+ *	           recipient with the facts known (its key may want SPF's or
+ *	           FCrDNS's answer first)
+ *	  data     DKIM's key lookups and DMARC: on the loop when every
+ *	           answer is in the resolver's cache (cache-only: nothing can
+ *	           wait), else on the work pool; the keys are asked ahead from
+ *	           the loop
+ *
+ *	Whether a stage waits: at connect and helo the rules are asked, with
+ *	the facts they will see, whether they reach a check's fact at all
+ *	(rules_stage_wants), so "client-ip in trusted accept" first means
+ *	trusted clients never wait for DNS; at mail and rcpt any rule of the
+ *	stage that reads a check's fact makes it wait; the end of the data
+ *	waits for DKIM and DMARC (Authentication-Results needs them).
+ *
+ *	The check deadline (twice dns-timeout plus half a second) turns the
+ *	DNS checks and the greylist still pending into temporary errors;
+ *	SPF and the DKIM/DMARC job have deadlines of their own (spf-timeout,
+ *	dns-timeout per lookup) and are waited for until a second deadline,
+ *	after which the stage is decided with what is in: a fact not in
+ *	counts as a failed lookup, never as a pass.
+ *
+ *	A rule that reads a check the wait decision did not expect (the
+ *	facts changed between the two) gets that check's facts as failed
+ *	lookups, with a warn line: never a pass, never a stall.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "dkim.h"
+#include "dmarc.h"
+#include "dmarc_record.h"
+#include "dns.h"
+#include "dnsbl.h"
+#include "engine.h"
+#include "engine_int.h"
+#include "filter.h"
+#include "greylist.h"
+#include "log.h"
+#include "owner.h"
+#include "rules.h"
+#include "sauth.h"
+#include "spf.h"
+#include "workq.h"
+#include "xalloc.h"
+
+/* what an answer in flight is for */
+enum { EQ_FCRDNS = 0, EQ_ZONE, EQ_GREYLIST, EQ_SPF, EQ_SPF_HELO, EQ_SAUTH, EQ_KEY };
+
+struct eng_q {
+	struct eng_q *prev, *next;	/* the session's list */
+	struct eng_sess *e;		/* NULL once the session is gone */
+	unsigned char kind;		/* EQ_* */
+	unsigned char index;		/* fcrdns step, or zone */
+	unsigned short gen;		/* the question it answers */
+};
+
+/* the DNS checks: FCrDNS and the zones (made on first use) */
+struct eng_dns {
+	unsigned char fc_state;		/* enum check_state */
+	struct fcrdns fc;
+	struct dnsbl_sess dz;
+	unsigned short zgen[DNSBL_ZONES_MAX];
+	bool name_started;		/* the client-name zones (after FCrDNS) */
+	char helo_q[256];		/* what the helo zones were asked about */
+	char sender_q[256];		/* and the sender-domain zones */
+};
+
+/* the transaction: from MAIL to its end */
+struct eng_txn {
+	unsigned short gen;		/* answers for an older one are dropped */
+	struct smtp_addr from;
+	uint64_t declared_size;
+	int64_t score;
+	char *hdrs;			/* fields the rules added */
+	size_t hdrs_len;
+	struct smtp_addr rcpt;		/* the recipient being judged */
+	unsigned nrcpt;			/* recipients before it */
+	/* greylisting: the decision for that recipient */
+	unsigned char gl_state;		/* enum check_state */
+	unsigned short gl_gen;
+	bool gl_tempfail;
+	char gl_rcpt[SMTP_PATH_MAX + 1];
+	char gl_text[160];
+	/* SPF of MAIL FROM */
+	unsigned char spf_state;
+	enum spf_res spf;
+	char spf_domain[256];
+	/* the end of the data */
+	bool have_data;
+	struct eng_msg *msg;
+	uint64_t size;
+	unsigned nrcpt_ok;
+	bool bare_lf;
+	bool keys_asked;		/* the DKIM keys were looked up ahead */
+	int keys_pending;
+	unsigned char sauth_state;	/* enum check_state: DKIM + DMARC */
+	struct dkimv_outcome *dkim;	/* results, or NULL */
+	struct dmarc_outcome *dmarc;
+	char dkim_word[16];
+};
+
+struct eng_sess {
+	uint64_t id;
+	struct engine_loop *el;
+	struct conf *conf;		/* a reference, for the whole session */
+	eng_resume_fn resume;
+	void *arg;
+	rules_trace_fn trace;
+	void *trace_arg;
+	struct eng_q *qs;		/* answers in flight */
+	/* a stage waiting */
+	bool waiting;
+	unsigned char wait_stage;	/* enum rules_stage */
+	unsigned char expired;		/* deadlines passed during this wait */
+	uint64_t deadline_ms;		/* 0: none armed */
+	struct event *ev_deadline;	/* made on the first wait */
+	/* the client */
+	struct sockaddr_storage peer;
+	bool have_peer;
+	bool submission;
+	char *helo;			/* owned, as sent */
+	char *tls_version, *tls_cipher, *tls_cert;
+	char *login;
+	struct eng_proto proto;
+	int64_t score;			/* connect and helo rules */
+	char *hdrs;
+	size_t hdrs_len;
+	char *client_name;		/* forward-confirmed, owned */
+	struct eng_dns *dns;
+	/* SPF of the HELO name */
+	unsigned char spf_helo_state;
+	unsigned char spf_helo;		/* enum spf_res */
+	unsigned short spf_helo_gen;
+	unsigned short txn_gen;
+	struct eng_txn *txn;
+};
+
+static void eng_answered(struct eng_sess *e);
+static void arm_deadline(struct eng_sess *e);
+
+/* now_ms - monotonic milliseconds */
+static uint64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* addr_text - "local@domain", "" for the null path or nothing */
+static void
+addr_text(const struct smtp_addr *a, char *out, size_t size)
+{
+	out[0] = 0;
+	if (a != NULL && !a->null && a->local_len + a->domain_len > 0 &&
+	    a->local_len + a->domain_len + 2 <= size)
+		snprintf(out, size, "%.*s@%.*s", (int)a->local_len, a->local, (int)a->domain_len,
+		    a->domain);
+}
+
+/* ---------------------------------------------------------------------
+ * Answers in flight
+ */
+
+static struct eng_q *
+q_new(struct eng_sess *e, int kind, int index, unsigned short gen)
+{
+	struct eng_q *q = xcalloc(1, sizeof(*q));
+
+	q->e = e;
+	q->kind = (unsigned char)kind;
+	q->index = (unsigned char)index;
+	q->gen = gen;
+	q->next = e->qs;
+	if (q->next)
+		q->next->prev = q;
+	e->qs = q;
+	return q;
+}
+
+/* q_unlink - the answer is in: off the session's list */
+static void
+q_unlink(struct eng_q *q)
+{
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		q->e->qs = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	q->prev = q->next = NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * DNS checks: FCrDNS and the zones
+ */
+
+static struct eng_dns *
+dns_of(struct eng_sess *e)
+{
+	if (e->dns == NULL)
+		e->dns = xcalloc(1, sizeof(*e->dns));
+	return e->dns;
+}
+
+static void fc_result(struct eng_sess *e);
+static void zone_answer(struct eng_sess *e, int zone, const struct dns_answer *a);
+
+static int fc_send(void *arg, const char *name, int rrtype, int index);
+
+/* dns_done - an answer for one of the session's queries */
+static void
+dns_done(void *ctx, uint64_t tag, const struct dns_answer *a)
+{
+	struct eng_q *q = ctx;
+	struct eng_sess *e = q->e;
+
+	(void)tag;
+	if (e == NULL) {		/* the session is gone */
+		free(q);
+		return;
+	}
+	q_unlink(q);
+	if (q->kind == EQ_FCRDNS) {
+		if (e->dns->fc_state == CHECK_PENDING) {
+			fcrdns_answer(&e->dns->fc, q->index, a, fc_send, e);
+			if (e->dns->fc.done)
+				fc_result(e);
+		}
+	} else if (q->gen == e->dns->zgen[q->index] && e->dns->dz.r[q->index].state == DZ_PENDING) {
+		zone_answer(e, q->index, a);
+	}
+	free(q);
+	eng_answered(e);
+}
+
+/* send_q - one DNS query for the session */
+static int
+send_q(struct eng_sess *e, const char *name, int rrtype, int kind, int index, unsigned short gen)
+{
+	struct eng_q *q;
+
+	if (e->el->dns == NULL)
+		return -1;
+	q = q_new(e, kind, index, gen);
+	if (dns_query(e->el->dns, name, rrtype, (unsigned)e->conf->dns_timeout_ms, dns_done, q,
+	    e->id) != 0) {
+		q_unlink(q);
+		free(q);
+		return -1;
+	}
+	return 0;
+}
+
+/* fc_send - fcrdns's way out (filter.h check_send_fn) */
+static int
+fc_send(void *arg, const char *name, int rrtype, int index)
+{
+	return send_q(arg, name, rrtype, EQ_FCRDNS, index, 0);
+}
+
+static void
+zone_answer(struct eng_sess *e, int zone, const struct dns_answer *a)
+{
+	dnsbl_sess_answer(e->conf->dnsbl, &e->dns->dz, zone, a, e->id);
+}
+
+/* zone_send - one zone's query (dnsbl_send_fn) */
+static int
+zone_send(void *arg, const char *name, int zone, unsigned short gen)
+{
+	return send_q(arg, name, DNS_T_A, EQ_ZONE, zone, gen);
+}
+
+/* zones_start - query every enabled zone of a type about a subject */
+static void
+zones_start(struct eng_sess *e, int type, const char *domain)
+{
+	struct eng_dns *d = dns_of(e);
+
+	if (type == DNSBL_T_IP && !e->have_peer) {
+		/* no address: each zone of the address is a temporary error */
+		struct dnsbl_eval ev = { .v = DNSBL_V_ERROR };
+
+		for (int i = 0; i < e->conf->dnsbl->n; i++)
+			if (e->conf->dnsbl->z[i].type == DNSBL_T_IP)
+				dnsbl_sess_set(e->conf->dnsbl, &d->dz, i, &ev, true, e->id);
+		return;
+	}
+	dnsbl_sess_start(e->conf->dnsbl, &d->dz, d->zgen, type, (const struct sockaddr *)&e->peer,
+	    domain, zone_send, e, e->id);
+}
+
+/* fc_result - FCrDNS is done: log, keep the name, start its zones */
+static void
+fc_result(struct eng_sess *e)
+{
+	struct eng_dns *d = e->dns;
+	char esc[LOG_ESC_SIZE];
+
+	d->fc_state = CHECK_DONE;
+	free(e->client_name);
+	e->client_name = d->fc.status == CHECK_PASS ? xstrdup(d->fc.name) : NULL;
+	log_escape(esc, sizeof(esc), d->fc.name, strlen(d->fc.name));
+	log_msg(LOG_L_INFO, e->id, "check fcrdns=%s%s%s", check_status_name(d->fc.status),
+	    e->client_name ? " name=" : "", e->client_name ? esc : "");
+	if (e->conf->dnsbl != NULL && (e->conf->dnsbl->types & (1u << DNSBL_T_NAME)) &&
+	    !d->name_started) {
+		d->name_started = true;
+		zones_start(e, DNSBL_T_NAME, e->client_name);
+	}
+}
+
+/* fc_start - send the PTR query, once */
+static void
+fc_start(struct eng_sess *e)
+{
+	struct eng_dns *d = dns_of(e);
+
+	if (d->fc_state != CHECK_NONE)
+		return;
+	d->fc_state = CHECK_PENDING;
+	if (!e->have_peer) {
+		d->fc.done = true;
+		d->fc.status = CHECK_TEMPERROR;
+		fc_result(e);
+		return;
+	}
+	if (fcrdns_begin(&d->fc, (const struct sockaddr *)&e->peer, fc_send, e) != 0)
+		fc_result(e);
+}
+
+static bool
+fc_known(const struct eng_sess *e)
+{
+	return e->dns != NULL && e->dns->fc_state == CHECK_DONE;
+}
+
+/* dnsbl_known - every zone asked so far has answered */
+static bool
+dnsbl_known(const struct eng_sess *e)
+{
+	const struct dnsbl_set *set = e->conf->dnsbl;
+
+	if (set == NULL)
+		return true;
+	if (e->dns == NULL)
+		return false;
+	if ((set->types & (1u << DNSBL_T_NAME)) && !e->dns->name_started)
+		return false;
+	return e->dns->dz.pending == 0;
+}
+
+/* ---------------------------------------------------------------------
+ * SPF
+ */
+
+struct spf_job {
+	struct eng_q *q;
+	struct sauth_spf sp;
+};
+
+static void
+spf_run(void *arg)
+{
+	struct spf_job *j = arg;
+
+	sauth_spf_run(&j->sp);
+}
+
+static void
+spf_done(void *arg)
+{
+	struct spf_job *j = arg;
+	struct eng_sess *e = j->q->e;
+	const struct spf_outcome *o = &j->sp.out;
+
+	if (e == NULL)
+		goto out;
+	q_unlink(j->q);
+	if (j->sp.id == SPF_ID_HELO) {
+		if (j->q->gen == e->spf_helo_gen) {
+			e->spf_helo_state = CHECK_DONE;
+			e->spf_helo = (unsigned char)o->res;
+		}
+	} else if (e->txn != NULL && j->q->gen == e->txn->gen) {
+		e->txn->spf_state = CHECK_DONE;
+		e->txn->spf = o->res;
+		snprintf(e->txn->spf_domain, sizeof(e->txn->spf_domain), "%s", o->domain);
+	}
+	sauth_spf_log(&j->sp, e->id);
+	eng_answered(e);
+out:
+	free(j->q);
+	free(j);
+}
+
+/* spf_start - one identity: at once when every answer is in the
+ * resolver's cache (cache-only, never waiting), else on the pool */
+static void
+spf_start(struct eng_sess *e, enum spf_identity id, const char *sender, unsigned short gen)
+{
+	struct spf_job *j = xcalloc(1, sizeof(*j));
+	int ok = e->have_peer ? sauth_spf_init(&j->sp, id, (const struct sockaddr *)&e->peer,
+	    e->helo, sender, (unsigned)e->conf->spf_timeout_ms) : -1;
+
+	j->q = q_new(e, id == SPF_ID_HELO ? EQ_SPF_HELO : EQ_SPF, 0, gen);
+	if (ok == 0 && sauth_spf_cached(&j->sp)) {
+		spf_done(j);
+		return;
+	}
+	if (ok != 0 || workq_submit(e->el->wq, spf_run, spf_done, j) != 0) {
+		/* no address, or the pool is full: a temporary error, at once */
+		j->sp.out.res = SPF_RES_TEMPERROR;
+		snprintf(j->sp.out.reason, sizeof(j->sp.out.reason), "%s",
+		    ok == 0 ? "work pool full" : "no client address");
+		spf_done(j);
+	}
+}
+
+/* spf_pending - rules at a stage that read spf wait for this */
+static bool
+spf_pending(const struct eng_sess *e, enum rules_stage st)
+{
+	if (st == RS_HELO)
+		return e->spf_helo_state == CHECK_PENDING;
+	return e->txn != NULL && e->txn->spf_state == CHECK_PENDING;
+}
+
+/* spf_domain_passed - the sender's domain when SPF passed, else NULL */
+static const char *
+spf_domain_passed(const struct eng_sess *e)
+{
+	const struct eng_txn *t = e->txn;
+
+	return t != NULL && t->spf_state == CHECK_DONE && t->spf == SPF_RES_PASS &&
+	    t->spf_domain[0] ? t->spf_domain : NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * DKIM and DMARC at the end of the data
+ */
+
+struct sauth_job {
+	struct eng_q *q;
+	struct sauth_work w;
+};
+
+static bool
+sauth_enabled(const struct eng_sess *e)
+{
+	return e->conf->spf || (e->conf->dkim && engine_g.dkim != NULL) ||
+	    (e->conf->dmarc != CONF_DMARC_OFF && engine_g.psl != NULL);
+}
+
+static bool
+sauth_job_wanted(const struct eng_sess *e)
+{
+	return (e->conf->dkim && engine_g.dkim != NULL) ||
+	    (e->conf->dmarc != CONF_DMARC_OFF && engine_g.psl != NULL);
+}
+
+static void
+sauth_run_job(void *arg)
+{
+	struct sauth_job *j = arg;
+
+	sauth_run(&j->w);
+}
+
+static void
+sauth_done(void *arg)
+{
+	struct sauth_job *j = arg;
+	struct eng_sess *e = j->q->e;
+	struct eng_txn *t;
+
+	if (e != NULL)
+		q_unlink(j->q);
+	if (e == NULL || e->txn == NULL || j->q->gen != e->txn->gen)
+		goto out;
+	t = e->txn;
+	t->sauth_state = CHECK_DONE;
+	if (j->w.have_dkim) {
+		t->dkim = xmalloc(sizeof(*t->dkim));
+		*t->dkim = j->w.dkim;
+	}
+	snprintf(t->dkim_word, sizeof(t->dkim_word), "%s", sauth_dkim_word(t->dkim));
+	if (j->w.do_dmarc) {
+		t->dmarc = xmalloc(sizeof(*t->dmarc));
+		*t->dmarc = j->w.dmarc;
+	}
+	sauth_log(&j->w, e->id);
+	eng_answered(e);
+out:
+	if (j->w.msg != NULL)
+		dkimv_msg_free(j->w.msg);
+	free(j->q);
+	free(j);
+}
+
+/* key_fetched - a DKIM key record's answer (now in the resolver's cache) */
+static void
+key_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans)
+{
+	struct eng_q *q = ctx;
+	struct eng_sess *e = q->e;
+
+	(void)tag;
+	(void)ans;
+	if (e != NULL) {
+		q_unlink(q);
+		if (e->txn != NULL && q->gen == e->txn->gen && --e->txn->keys_pending == 0) {
+			e->txn->sauth_state = CHECK_NONE;	/* sauth_start() again */
+			eng_answered(e);
+		}
+	}
+	free(q);
+}
+
+/* keys_ahead - ask the resolver, from the loop, for the DKIM keys not in
+ * its cache; true when some are on their way */
+static bool
+keys_ahead(struct eng_sess *e, bool *all_cached)
+{
+	struct eng_txn *t = e->txn;
+	char names[DKIMV_MAX_SIGS][320];
+	int n = dkimv_msg_keynames(t->msg->dkim, names, DKIMV_MAX_SIGS);
+
+	*all_cached = true;
+	for (int i = 0; i < n; i++) {
+		struct eng_q *q;
+
+		if (dns_cached(names[i], DNS_T_TXT))
+			continue;
+		*all_cached = false;
+		if (t->keys_asked || e->el->dns == NULL)
+			continue;	/* asked once: what failed goes to the pool */
+		q = q_new(e, EQ_KEY, 0, t->gen);
+		if (dns_query(e->el->dns, names[i], DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
+		    key_fetched, q, e->id) != 0) {
+			q_unlink(q);
+			free(q);
+			continue;
+		}
+		t->keys_pending++;
+	}
+	t->keys_asked = true;
+	return t->keys_pending > 0;
+}
+
+/* sauth_start - DKIM's lookups and DMARC: with every key and record in
+ * the resolver's cache they run here, on the loop (cache-only: nothing
+ * can wait); otherwise on the pool */
+static void
+sauth_start(struct eng_sess *e)
+{
+	struct eng_txn *t = e->txn;
+	struct sauth_job *j;
+	bool cached = true;
+
+	if (t->msg != NULL && t->msg->dkim != NULL && keys_ahead(e, &cached)) {
+		t->sauth_state = CHECK_PENDING;		/* key_fetched() comes back */
+		return;
+	}
+	j = xcalloc(1, sizeof(*j));
+	t->sauth_state = CHECK_PENDING;
+	if (t->msg != NULL) {
+		j->w.msg = t->msg->dkim;
+		t->msg->dkim = NULL;
+		sauth_work_from(&j->w, &t->msg->hs);
+	}
+	j->w.do_dmarc = e->conf->dmarc != CONF_DMARC_OFF && engine_g.psl != NULL;
+	j->w.dmarc_bis = e->conf->dmarc == CONF_DMARC_BIS;
+	j->w.psl = engine_g.psl;
+	j->w.spf_pass = t->spf_state == CHECK_DONE && t->spf == SPF_RES_PASS;
+	if (t->spf_state == CHECK_DONE)
+		snprintf(j->w.spf_domain, sizeof(j->w.spf_domain), "%s", t->spf_domain);
+	j->q = q_new(e, EQ_SAUTH, 0, t->gen);
+	if (cached && e->el->dns != NULL) {
+		dns_sync_cache_only(true);
+		sauth_run_dkim(&j->w);
+		if (j->w.msg != NULL) {
+			dkimv_msg_free(j->w.msg);	/* consumed */
+			j->w.msg = NULL;
+		}
+		sauth_run_dmarc(&j->w);
+		dns_sync_cache_only(false);
+		if (!dns_sync_missed()) {
+			sauth_done(j);
+			return;
+		}
+		/* DKIM is done; DMARC wanted a record not cached: the pool */
+	}
+	if (workq_submit(e->el->wq, sauth_run_job, sauth_done, j) != 0) {
+		/* pool full: no verdict, temporary errors (never a 5xx) */
+		if (!j->w.have_dkim)
+			memset(&j->w.dkim, 0, sizeof(j->w.dkim));
+		if (j->w.msg != NULL) {
+			j->w.have_dkim = true;
+			j->w.dkim.nsigs = 1;
+			j->w.dkim.sigs[0].result = DKIMV_TEMPERROR;
+			j->w.dkim.sigs[0].reason = "work pool full";
+		}
+		j->w.dmarc.result = DMARC_RES_TEMPERROR;
+		j->w.dmarc.policy = DMARC_POLICY_NONE;
+		sauth_done(j);
+	}
+}
+
+/* sauth_wait - must the end of the data wait? Starts the job once SPF
+ * is in. */
+static bool
+sauth_wait(struct eng_sess *e)
+{
+	struct eng_txn *t = e->txn;
+
+	if (t == NULL || !t->have_data || !sauth_enabled(e))
+		return false;
+	if (t->spf_state == CHECK_PENDING)
+		return true;
+	if (t->sauth_state == CHECK_NONE && sauth_job_wanted(e))
+		sauth_start(e);
+	return t->sauth_state == CHECK_PENDING;
+}
+
+/* ---------------------------------------------------------------------
+ * Greylisting
+ */
+
+/* gl_result - the decision for the recipient, logged */
+static void
+gl_result(struct eng_sess *e, const struct greylist_verdict *v)
+{
+	struct eng_txn *t = e->txn;
+
+	t->gl_state = CHECK_DONE;
+	if (engine_g.opts.greylist_offline) {
+		t->gl_tempfail = false;
+		snprintf(t->gl_text, sizeof(t->gl_text), "not asked (offline)");
+		return;
+	}
+	greylist_outcome(v, e->conf->greylist.on_error, &t->gl_tempfail, t->gl_text,
+	    sizeof(t->gl_text), e->id);
+}
+
+/* gl_done - the greylist's decision, on the session's loop */
+static void
+gl_done(void *ctx, uint64_t tag, const struct greylist_verdict *v)
+{
+	struct eng_q *q = ctx;
+	struct eng_sess *e = q->e;
+
+	(void)tag;
+	if (e == NULL) {
+		free(q);
+		return;
+	}
+	q_unlink(q);
+	if (e->txn != NULL && e->txn->gl_state == CHECK_PENDING && q->gen == e->txn->gl_gen)
+		gl_result(e, v);
+	free(q);
+	eng_answered(e);
+}
+
+/* gl_start - ask for the decision on (client, sender, rcpt) */
+static void
+gl_start(struct eng_sess *e, const char *rcpt)
+{
+	struct eng_txn *t = e->txn;
+	struct greylist_triplet tr;
+	struct greylist_verdict v;
+	char sender[SMTP_PATH_MAX + 1], org[256];
+	struct eng_q *q;
+
+	snprintf(t->gl_rcpt, sizeof(t->gl_rcpt), "%s", rcpt);
+	t->gl_state = CHECK_PENDING;
+	t->gl_gen++;
+	addr_text(&t->from, sender, sizeof(sender));
+	memset(&tr, 0, sizeof(tr));
+	tr.client = (const struct sockaddr *)&e->peer;
+	tr.sender = sender;
+	tr.rcpt = rcpt;
+	/* a big sender's pool counts as one client: by its SPF-validated
+	 * domain, or by the organisational domain of its confirmed name */
+	tr.spf_domain = spf_domain_passed(e);
+	if (e->client_name != NULL && engine_g.psl != NULL &&
+	    dmarc_psl_orgdomain(engine_g.psl, e->client_name, org, sizeof(org)) > 0)
+		tr.org_domain = org;
+	memset(&v, 0, sizeof(v));
+	if (e->el->gl != NULL && e->have_peer && greylist_decide_now(e->el->gl, &tr, &v) == 1) {
+		gl_result(e, &v);	/* answered in this loop turn */
+		return;
+	}
+	q = q_new(e, EQ_GREYLIST, 0, t->gl_gen);
+	if (e->el->gl == NULL || !e->have_peer ||
+	    greylist_check(e->el->gl, &tr, gl_done, q, e->id) != 0) {
+		q_unlink(q);
+		free(q);
+		memset(&v, 0, sizeof(v));
+		v.status = GL_ERROR;
+		v.why = e->el->gl == NULL ? "no greylist store" : !e->have_peer ? "no client address" :
+		    "overloaded";
+		v.key = "";
+		gl_result(e, &v);
+	}
+}
+
+/* gl_key_pending - does the greylist key wait for SPF or FCrDNS (a big
+ * sender's pool counts as one client by either)? Starts FCrDNS if needed. */
+static bool
+gl_key_pending(struct eng_sess *e)
+{
+	const struct greylist_conf *g = &e->conf->greylist;
+
+	for (int i = 0; i < g->nclient_part; i++) {
+		if (g->client_part[i] == GL_KEY_SPF && spf_pending(e, RS_MAIL))
+			return true;
+		if (g->client_part[i] == GL_KEY_ORG && !fc_known(e)) {
+			fc_start(e);
+			if (!fc_known(e))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* ---------------------------------------------------------------------
+ * Facts
+ */
+
+/* eng_facts - what the session knows, for the rules of a stage; sum
+ * holds the DNSBL summary the facts point into */
+static void
+eng_facts(const struct eng_sess *e, enum rules_stage st, struct rules_facts *f,
+	struct dnsbl_summary *sum)
+{
+	const struct eng_txn *t = e->txn;
+
+	memset(f, 0, sizeof(*f));
+	f->client = e->have_peer ? (const struct sockaddr *)&e->peer : NULL;
+	f->helo = e->helo;
+	f->helolen = e->helo ? strlen(e->helo) : 0;
+	f->helo_valid = e->helo != NULL && smtp_helo_valid(e->helo, f->helolen);
+	f->submission = e->submission;
+	f->pipelining_violation = e->proto.pipelining_violation;
+	f->pipelined_after_dot = e->proto.pipelined_after_dot;
+	f->early_talker = e->proto.early_talker;
+	f->bare_lf_commands = e->proto.bare_lf_commands;
+	f->unknown_commands = e->proto.unknown_commands;
+	if (e->tls_version != NULL) {
+		f->tls = true;
+		f->tls_version = e->tls_version;
+		f->tls_cipher = e->tls_cipher;
+		f->tls_client_cert = e->tls_cert;
+	}
+	if (e->login != NULL) {
+		f->auth = true;
+		f->login = e->login;
+		f->loginlen = strlen(e->login);
+	}
+	f->score = e->score + (t != NULL ? t->score : 0);
+	if (t != NULL && st >= RS_MAIL) {
+		f->have_sender = true;
+		f->sender_local = t->from.local;
+		f->sender_llen = t->from.local_len;
+		f->sender_domain = t->from.domain;
+		f->sender_dlen = t->from.domain_len;
+		f->declared_size = t->declared_size;
+	}
+	/* the DNS checks */
+	f->fcrdns_known = fc_known(e);
+	f->fcrdns = f->fcrdns_known && e->dns->fc.status == CHECK_PASS;
+	f->client_name = e->client_name;
+	f->client_nlen = e->client_name ? strlen(e->client_name) : 0;
+	f->dnsbl_known = dnsbl_known(e);
+	memset(sum, 0, sizeof(*sum));
+	if (e->conf->dnsbl != NULL && e->dns != NULL) {
+		dnsbl_summarise(e->conf->dnsbl, &e->dns->dz, sum);
+		f->dnsbl_score = sum->score;
+		f->dnsbl_error = sum->error;
+		f->dnsbl_hits = sum->hits[0] ? sum->hits : NULL;
+		f->dnsbl_reply = sum->reply;
+	}
+	/* SPF */
+	f->spf_known = true;
+	if (st == RS_HELO) {
+		f->spf_known = e->spf_helo_state != CHECK_PENDING;
+		if (e->spf_helo_state == CHECK_DONE)
+			f->spf_helo = spf_res_name((enum spf_res)e->spf_helo);
+	}
+	if (st >= RS_MAIL) {
+		f->spf_known = t == NULL || t->spf_state != CHECK_PENDING;
+		f->spf = t != NULL && t->spf_state == CHECK_DONE ? spf_res_name(t->spf) : "none";
+		if (e->spf_helo_state == CHECK_DONE)
+			f->spf_helo = spf_res_name((enum spf_res)e->spf_helo);
+	}
+	if (st == RS_RCPT && t != NULL) {
+		f->rcpt_local = t->rcpt.local;
+		f->rcpt_llen = t->rcpt.local_len;
+		f->rcpt_domain = t->rcpt.domain;
+		f->rcpt_dlen = t->rcpt.domain_len;
+		f->rcpt_count = t->nrcpt;
+		if (t->gl_state == CHECK_DONE) {
+			char r[SMTP_PATH_MAX + 1];
+
+			addr_text(&t->rcpt, r, sizeof(r));
+			if (strcmp(r, t->gl_rcpt) == 0) {
+				f->greylist_known = true;
+				f->greylist_tempfail = t->gl_tempfail;
+				f->greylist_text = t->gl_text;
+			}
+		}
+	}
+	if (st == RS_DATA && t != NULL) {
+		f->auth_known = t->sauth_state != CHECK_PENDING;
+		f->dkim = t->dkim_word[0] ? t->dkim_word : "none";
+		f->dmarc = t->dmarc ? dmarc_result_name(t->dmarc->result) : "none";
+		f->dmarc_policy = t->dmarc ? dmarc_policy_name(t->dmarc->policy) : "none";
+		f->dmarc_from_domain = t->dmarc && t->dmarc->from_domain[0] ?
+		    t->dmarc->from_domain : NULL;
+		f->size = t->size;
+		f->rcpt_count = t->nrcpt_ok;
+		f->bare_lf = t->bare_lf;
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * Waiting
+ */
+
+/* rcpt_greylist_wait - does this recipient need a greylist decision
+ * first? Asks for it when a greylist rule will be reached. */
+static bool
+rcpt_greylist_wait(struct eng_sess *e)
+{
+	struct eng_txn *t = e->txn;
+	struct rules_facts f;
+	struct dnsbl_summary sum;
+	char rcpt[SMTP_PATH_MAX + 1];
+
+	if (t == NULL || !rules_stage_needs(e->conf->rules, RS_RCPT, CHECK_GREYLIST))
+		return false;
+	addr_text(&t->rcpt, rcpt, sizeof(rcpt));
+	if (rcpt[0] == 0)
+		return false;
+	if (t->gl_state != CHECK_NONE && strcmp(t->gl_rcpt, rcpt) == 0)
+		return t->gl_state == CHECK_PENDING;
+	if (gl_key_pending(e))
+		return true;	/* the key wants SPF's or FCrDNS's answer first */
+	eng_facts(e, RS_RCPT, &f, &sum);
+	if (rules_stage_first_need(e->conf->rules, RS_RCPT, &f) != CHECK_GREYLIST)
+		return false;
+	gl_start(e, rcpt);
+	return t->gl_state == CHECK_PENDING;
+}
+
+/* must_wait - must the stage wait before its rules run? Starts what the
+ * stage needs. */
+static bool
+must_wait(struct eng_sess *e, enum rules_stage st)
+{
+	const struct rules *r = e->conf->rules;
+	bool wait = false;
+
+	if (r != NULL) {
+		struct rules_facts f;
+		struct dnsbl_summary sum;
+		bool want_fc, want_bl;
+
+		if (st == RS_CONNECT || st == RS_HELO) {
+			/* every fact these rules may read is known: they can
+			 * tell whether they reach a check's fact at all */
+			eng_facts(e, st, &f, &sum);
+			want_fc = !f.fcrdns_known && rules_stage_wants(r, st, &f, CHECK_FCRDNS);
+			want_bl = !f.dnsbl_known && rules_stage_wants(r, st, &f, CHECK_DNSBL);
+		} else {
+			want_fc = rules_stage_needs(r, st, CHECK_FCRDNS);
+			want_bl = rules_stage_needs(r, st, CHECK_DNSBL);
+		}
+		if (want_fc && !fc_known(e)) {
+			fc_start(e);
+			wait |= !fc_known(e);
+		}
+		if (want_bl && !dnsbl_known(e)) {
+			if (e->conf->dnsbl->types & (1u << DNSBL_T_NAME))
+				fc_start(e);
+			wait |= !dnsbl_known(e);
+		}
+		if ((st == RS_HELO || st == RS_MAIL || st == RS_RCPT) &&
+		    rules_stage_needs(r, st, CHECK_SPF) && spf_pending(e, st))
+			wait = true;
+	}
+	if (st == RS_DATA && sauth_wait(e))
+		wait = true;
+	/* the greylist is asked once the DNS facts are in, and only when a
+	 * greylist rule will be reached for this recipient */
+	if (!wait && st == RS_RCPT && r != NULL)
+		wait = rcpt_greylist_wait(e);
+	return wait;
+}
+
+/* expire - the check deadline passed: the DNS checks and the greylist
+ * still pending become temporary errors */
+static void
+expire(struct eng_sess *e)
+{
+	struct eng_dns *d = e->dns;
+
+	if (d != NULL && d->fc_state == CHECK_PENDING) {
+		log_msg(LOG_L_INFO, e->id, "check fcrdns error=deadline");
+		d->fc.done = true;
+		d->fc.status = CHECK_TEMPERROR;
+		d->fc.name[0] = 0;
+		fc_result(e);
+	}
+	if (e->txn != NULL && e->txn->gl_state == CHECK_PENDING) {
+		struct greylist_verdict v = { .status = GL_ERROR, .why = "deadline", .key = "" };
+
+		e->txn->gl_gen++;
+		gl_result(e, &v);
+	}
+	if (d != NULL && e->conf->dnsbl != NULL)
+		for (int i = 0; i < e->conf->dnsbl->n; i++)
+			if (d->dz.r[i].state == DZ_PENDING) {
+				struct dnsbl_eval ev = { .v = DNSBL_V_ERROR };
+
+				d->zgen[i]++;
+				dnsbl_sess_set(e->conf->dnsbl, &d->dz, i, &ev, true, e->id);
+			}
+}
+
+/* deadline_cb - the check deadline of a waiting stage passed: what is
+ * pending becomes a temporary error; SPF and DKIM/DMARC, which have
+ * deadlines of their own, get one more; then the stage is decided */
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct eng_sess *e = arg;
+
+	(void)fd;
+	(void)what;
+	if (!e->waiting)
+		return;
+	log_msg(LOG_L_INFO, e->id, "check deadline passed stage=%s",
+	    rules_stage_name((enum rules_stage)e->wait_stage));
+	expire(e);
+	e->deadline_ms = 0;
+	e->expired++;
+	e->waiting = false;
+	if (e->expired < 2 && must_wait(e, (enum rules_stage)e->wait_stage)) {
+		arm_deadline(e);
+		e->waiting = true;
+		return;
+	}
+	e->resume(e->arg);
+}
+
+/* arm_deadline - a stage starts waiting */
+static void
+arm_deadline(struct eng_sess *e)
+{
+	uint64_t d = e->conf->dns_timeout_ms * 2 + 500;
+	struct timeval tv;
+
+	if (e->deadline_ms != 0)
+		return;
+	if (e->ev_deadline == NULL) {
+		e->ev_deadline = evtimer_new(e->el->base, deadline_cb, e);
+		if (e->ev_deadline == NULL)
+			panic("evtimer_new failed");
+	}
+	e->deadline_ms = now_ms() + d;
+	tv.tv_sec = (time_t)(d / 1000);
+	tv.tv_usec = (suseconds_t)(d % 1000) * 1000;
+	evtimer_add(e->ev_deadline, &tv);
+}
+
+/* eng_answered - an answer came in: a waiting stage goes on when it
+ * need not wait any longer. It runs from the answer's own event, never
+ * inside an engine_* call; waiting is off while must_wait() runs, so an
+ * answer that a check it starts gives at once does not come back here. */
+static void
+eng_answered(struct eng_sess *e)
+{
+	if (!e->waiting)
+		return;
+	e->waiting = false;
+	if (must_wait(e, (enum rules_stage)e->wait_stage)) {
+		e->waiting = true;
+		return;
+	}
+	e->resume(e->arg);
+}
+
+/* ---------------------------------------------------------------------
+ * Sessions
+ */
+
+struct eng_sess *
+engine_sess_new(struct engine_loop *el, struct conf *c, uint64_t id,
+	const struct sockaddr *client, bool submission, eng_resume_fn resume, void *arg)
+{
+	struct eng_sess *e = xcalloc(1, sizeof(*e));
+	const struct dnsbl_set *set = c->dnsbl;
+	bool fc;
+
+	e->id = id;
+	e->el = el;
+	e->conf = conf_ref(c);
+	e->resume = resume;
+	e->arg = arg;
+	e->submission = submission;
+	if (client != NULL && client->sa_family == AF_INET) {
+		memcpy(&e->peer, client, sizeof(struct sockaddr_in));
+		e->have_peer = true;
+	} else if (client != NULL && client->sa_family == AF_INET6) {
+		memcpy(&e->peer, client, sizeof(struct sockaddr_in6));
+		e->have_peer = true;
+	}
+	/* what starts with the session */
+	if (set != NULL && (set->types & (1u << DNSBL_T_IP)))
+		zones_start(e, DNSBL_T_IP, NULL);
+	fc = set != NULL && (set->types & (1u << DNSBL_T_NAME));
+	for (int st = 0; st < RS__COUNT && !fc && c->rules; st++)
+		fc = rules_stage_needs(c->rules, (enum rules_stage)st, CHECK_FCRDNS);
+	if (fc)
+		fc_start(e);
+	return e;
+}
+
+/* txn_free - the transaction's state goes */
+static void
+txn_free(struct eng_txn *t)
+{
+	if (t == NULL)
+		return;
+	engine_msg_free(t->msg);
+	free(t->dkim);
+	free(t->dmarc);
+	free(t->hdrs);
+	free(t);
+}
+
+void
+engine_sess_free(struct eng_sess *e)
+{
+	if (e == NULL)
+		return;
+	for (struct eng_q *q = e->qs, *next; q; q = next) {
+		next = q->next;
+		q->e = NULL;
+		q->prev = q->next = NULL;
+	}
+	if (e->ev_deadline != NULL)
+		event_free(e->ev_deadline);
+	txn_free(e->txn);
+	free(e->dns);
+	free(e->helo);
+	free(e->tls_version);
+	free(e->tls_cipher);
+	free(e->tls_cert);
+	free(e->login);
+	free(e->hdrs);
+	free(e->client_name);
+	conf_unref(e->conf);
+	free(e);
+}
+
+/* set_str - replace an owned string (NULL or "" clears it) */
+static void
+set_str(char **p, const char *v)
+{
+	if (*p != NULL && v != NULL && strcmp(*p, v) == 0)
+		return;
+	free(*p);
+	*p = v != NULL && v[0] ? xstrdup(v) : NULL;
+}
+
+void
+engine_set_tls(struct eng_sess *e, const char *version, const char *cipher, const char *client_cert)
+{
+	set_str(&e->tls_version, version);
+	set_str(&e->tls_cipher, version ? cipher : NULL);
+	set_str(&e->tls_cert, version ? client_cert : NULL);
+}
+
+void
+engine_set_login(struct eng_sess *e, const char *login)
+{
+	set_str(&e->login, login);
+}
+
+struct eng_proto *
+engine_proto(struct eng_sess *e)
+{
+	return &e->proto;
+}
+
+void
+engine_set_trace(struct eng_sess *e, rules_trace_fn fn, void *arg)
+{
+	e->trace = fn;
+	e->trace_arg = arg;
+}
+
+bool
+engine_in_txn(const struct eng_sess *e)
+{
+	return e->txn != NULL;
+}
+
+/* engine_txn_end - the transaction is over */
+void
+engine_txn_end(struct eng_sess *e)
+{
+	if (e->txn == NULL)
+		return;
+	txn_free(e->txn);
+	e->txn = NULL;
+	e->txn_gen++;		/* late answers are dropped */
+}
+
+/* engine_helo - the HELO/EHLO name */
+void
+engine_helo(struct eng_sess *e, const char *name, size_t len)
+{
+	const struct dnsbl_set *set = e->conf->dnsbl;
+	char d[256];
+
+	if (len > SMTP_DOMAIN_MAX)
+		len = SMTP_DOMAIN_MAX;
+	engine_txn_end(e);		/* HELO ends any transaction */
+	if (e->helo != NULL && strlen(e->helo) == len && memcmp(e->helo, name, len) == 0 &&
+	    e->spf_helo_state != CHECK_NONE)
+		return;			/* asked already for this name */
+	free(e->helo);
+	e->helo = xmemdup(name, len);
+	if (set != NULL && (set->types & (1u << DNSBL_T_HELO))) {
+		struct eng_dns *dn = dns_of(e);
+		size_t n = len < sizeof(d) - 1 ? len : sizeof(d) - 1;
+
+		memcpy(d, name, n);
+		d[n] = 0;
+		if (dn->helo_q[0] == 0 || strcmp(dn->helo_q, d) != 0) {
+			snprintf(dn->helo_q, sizeof(dn->helo_q), "%s", d);
+			/* an address literal or a bad name is not looked up */
+			zones_start(e, DNSBL_T_HELO, smtp_helo_valid(d, n) && d[0] != '[' ? d : NULL);
+		}
+	}
+	if (e->conf->spf && len > 0 && e->conf->rules != NULL &&
+	    rules_stage_needs(e->conf->rules, RS_HELO, CHECK_SPF)) {
+		e->spf_helo_gen++;
+		e->spf_helo_state = CHECK_PENDING;
+		spf_start(e, SPF_ID_HELO, NULL, e->spf_helo_gen);
+	}
+}
+
+/* engine_mail - a new transaction */
+void
+engine_mail(struct eng_sess *e, const struct smtp_addr *from, const struct smtp_mail_params *mp)
+{
+	const struct dnsbl_set *set = e->conf->dnsbl;
+	struct eng_txn *t;
+
+	engine_txn_end(e);
+	t = e->txn = xcalloc(1, sizeof(*t));
+	t->gen = ++e->txn_gen;
+	if (from != NULL)
+		t->from = *from;
+	t->declared_size = mp != NULL && mp->has_size ? mp->size : 0;
+	if (set != NULL && (set->types & (1u << DNSBL_T_SENDER))) {
+		struct eng_dns *dn = dns_of(e);
+		char d[256] = "";
+
+		if (!t->from.null && !t->from.literal && t->from.domain_len > 0 &&
+		    t->from.domain_len < sizeof(d))
+			snprintf(d, sizeof(d), "%s", t->from.domain);
+		if (dn->sender_q[0] == 0 || strcmp(dn->sender_q, d[0] ? d : "-") != 0) {
+			snprintf(dn->sender_q, sizeof(dn->sender_q), "%s", d[0] ? d : "-");
+			zones_start(e, DNSBL_T_SENDER, d[0] ? d : NULL);
+		}
+	}
+	if (e->conf->spf) {
+		char sender[SMTP_PATH_MAX + 1];
+
+		addr_text(&t->from, sender, sizeof(sender));
+		t->spf_state = CHECK_PENDING;
+		spf_start(e, SPF_ID_MAILFROM, sender, t->gen);
+	}
+}
+
+/* engine_rcpt - the recipient the rcpt stage judges next */
+void
+engine_rcpt(struct eng_sess *e, const struct smtp_addr *rcpt, unsigned nrcpt)
+{
+	if (e->txn == NULL)
+		engine_mail(e, NULL, NULL);
+	e->txn->rcpt = *rcpt;
+	e->txn->nrcpt = nrcpt;
+}
+
+/* engine_data - the end of the data */
+void
+engine_data(struct eng_sess *e, struct eng_msg *m, uint64_t size, unsigned nrcpt, bool bare_lf)
+{
+	struct eng_txn *t;
+
+	if (e->txn == NULL)
+		engine_mail(e, NULL, NULL);
+	t = e->txn;
+	engine_msg_free(t->msg);
+	t->msg = m;
+	if (m != NULL)
+		engine_msg_finish(m);
+	t->have_data = true;
+	t->size = size;
+	t->nrcpt_ok = nrcpt;
+	t->bare_lf = bare_lf;
+}
+
+bool
+engine_stage_may_refuse(const struct eng_sess *e, enum rules_stage st)
+{
+	return e->conf->rules != NULL && rules_count(e->conf->rules, st) > 0;
+}
+
+/* from_facts - the header From's mailboxes into the data facts */
+static void
+from_facts(const struct eng_txn *t, struct rules_facts *f, struct owner_from *of)
+{
+	if (t == NULL || t->msg == NULL || t->msg->hdr == NULL)
+		return;
+	f->have_from = true;
+	if (owner_from_parse(t->msg->hdr, t->msg->hdr_len, of) <= 0)
+		return;
+	f->from_count = of->n;
+	f->from_all = of->all;
+	f->from_local = of->all[0];
+	f->from_llen = strlen(of->all[0]);
+	f->from_domain = of->all[1];
+	f->from_dlen = strlen(of->all[1]);
+}
+
+/* eval - run the rules, with the trace when explain asked for it */
+static void
+eval(struct eng_sess *e, enum rules_stage st, const struct rules_facts *f, struct rules_result *res)
+{
+	if (e->trace != NULL)
+		rules_eval_trace(e->conf->rules, st, f, res, e->id, e->trace, e->trace_arg);
+	else
+		rules_eval(e->conf->rules, st, f, res, e->id);
+}
+
+/* policy - the stage's rules with what the session knows: the verdict
+ * into v; scores and header fields to the session or the transaction */
+static void
+policy(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
+{
+	struct rules_facts f;
+	struct rules_result res;
+	struct dnsbl_summary sum;
+	struct owner_from of;
+	char text[600];
+	char **hb;
+	size_t *hl;
+
+	if (e->conf->rules == NULL || rules_count(e->conf->rules, st) == 0)
+		return;
+	eng_facts(e, st, &f, &sum);
+	if (st == RS_DATA)
+		from_facts(e->txn, &f, &of);
+	eval(e, st, &f, &res);
+	if (res.verdict == RV_WAIT) {
+		/* the wait decision judged no rule would read the check; if
+		 * one does after all, its facts count as failed lookups */
+		log_msg(LOG_L_WARN, e->id, "policy stage=%s check=%s not awaited: counted as temperror",
+		    rules_stage_name(st), check_name((enum check_id)res.need));
+		rules_facts_unawaited(&f, e->conf->dnsbl != NULL, sum.error,
+		    e->conf->greylist.on_error);
+		eval(e, st, &f, &res);
+	}
+	if (st >= RS_MAIL && e->txn != NULL) {
+		e->txn->score += res.score;
+		hb = &e->txn->hdrs;
+		hl = &e->txn->hdrs_len;
+	} else {
+		e->score += res.score;
+		hb = &e->hdrs;
+		hl = &e->hdrs_len;
+	}
+	f.score += res.score;
+	for (int i = 0; i < res.nhdr; i++) {
+		rules_expand(res.hdr_value[i], &f, text, sizeof(text));
+		rules_header_add(hb, hl, res.hdr_name[i], text);
+	}
+	v->verdict = res.verdict;
+	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
+		return;
+	v->code = res.code;
+	snprintf(v->enh, sizeof(v->enh), "%s", res.enh);
+	rules_expand(res.text, &f, v->text, sizeof(v->text));
+}
+
+/* builtin_data - what the engine refuses at the end of the data before
+ * the rules run: a message over max-message-size (moatd's decoder
+ * refuses it earlier; a milter learns the size here) */
+static bool
+builtin_data(struct eng_sess *e, struct eng_verdict *v)
+{
+	if (e->txn == NULL || e->txn->size <= e->conf->max_message_size)
+		return false;
+	v->verdict = RV_REJECT;
+	v->code = 552;
+	snprintf(v->enh, sizeof(v->enh), "5.3.4");
+	snprintf(v->text, sizeof(v->text), "Message size exceeds fixed limit");
+	log_msg(LOG_L_INFO, e->id, "reject stage=data code=552 reason=size size=%llu",
+	    (unsigned long long)e->txn->size);
+	return true;
+}
+
+/* engine_stage - a stage's verdict, or a wait */
+enum eng_rc
+engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->verdict = RV_CONTINUE;
+	e->waiting = false;
+	if (must_wait(e, st)) {
+		if (e->expired < 2) {
+			arm_deadline(e);
+			e->waiting = true;
+			e->wait_stage = (unsigned char)st;
+			return ENG_WAIT;
+		}
+		/* the deadlines passed: decide with what is in */
+		log_msg(LOG_L_INFO, e->id, "check deadline: deciding stage=%s with what is in",
+		    rules_stage_name(st));
+	}
+	e->expired = 0;
+	e->deadline_ms = 0;
+	if (e->ev_deadline != NULL)
+		evtimer_del(e->ev_deadline);
+	if (st == RS_DATA && builtin_data(e, v))
+		return ENG_REFUSE;
+	policy(e, st, v);
+	if (v->verdict != RV_REJECT && v->verdict != RV_TEMPFAIL)
+		return ENG_CONTINUE;
+	log_msg(LOG_L_INFO, e->id, "%s stage=%s code=%d", v->verdict == RV_REJECT ? "reject" :
+	    "tempfail", rules_stage_name(st), v->code);
+	if (st == RS_HELO) {
+		free(e->helo);	/* refused: as if no HELO was given */
+		e->helo = NULL;
+		e->spf_helo_state = CHECK_NONE;
+		e->spf_helo_gen++;
+	} else if (st == RS_MAIL)
+		engine_txn_end(e);
+	return ENG_REFUSE;
+}
+
+/* engine_headers - the fields for the top of the message */
+char *
+engine_headers(struct eng_sess *e, size_t *len, unsigned *removed)
+{
+	struct eng_txn *t = e->txn;
+	size_t arlen = 0, tl = t != NULL ? t->hdrs_len : 0, n;
+	char *ar = NULL, *h;
+
+	*len = 0;
+	*removed = t != NULL && t->msg != NULL ? t->msg->hs.removed : 0;
+	if (*removed > 0)
+		log_msg(LOG_L_INFO, e->id, "message removed=%u field=Authentication-Results "
+		    "reason=forged-authserv-id", *removed);
+	if (t != NULL && sauth_enabled(e)) {
+		char sender[SMTP_PATH_MAX + 1];
+		struct sauth_hdr sh;
+
+		memset(&sh, 0, sizeof(sh));
+		sh.authserv_id = e->conf->authserv_id;
+		sh.spf_done = e->conf->spf && t->spf_state == CHECK_DONE;
+		sh.spf = spf_res_name(t->spf);
+		addr_text(&t->from, sender, sizeof(sender));
+		sh.mailfrom = sender[0] ? sender : NULL;
+		sh.helo = e->helo;
+		sh.dkim = t->dkim;
+		sh.dkim_on = e->conf->dkim && engine_g.dkim != NULL;
+		sh.dmarc = t->dmarc;
+		ar = sauth_header(&sh, &arlen);
+	}
+	n = arlen + e->hdrs_len + tl;
+	if (n == 0) {
+		free(ar);
+		return NULL;
+	}
+	h = xmalloc(n);
+	if (arlen)
+		memcpy(h, ar, arlen);
+	if (e->hdrs_len)
+		memcpy(h + arlen, e->hdrs, e->hdrs_len);
+	if (tl)
+		memcpy(h + arlen + e->hdrs_len, t->hdrs, tl);
+	free(ar);
+	*len = n;
+	return h;
+}

@@ -1,0 +1,114 @@
+/*
+ * engine_msg - what the checks need from a message as it streams by:
+ * DKIM's hashing, the header scanner, the header block for "from" rules
+ *
+ * SYNOPSIS
+ *	struct eng_msg *engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg);
+ *	void engine_msg_feed(struct eng_msg *m, const void *buf, size_t len);
+ *	void engine_msg_finish(struct eng_msg *m);
+ *	void engine_msg_free(struct eng_msg *m);
+ *
+ * DESCRIPTION
+ *	The input is the message as moat decoded it: CRLF line ends, dot-
+ *	stuffing removed, cut anywhere. Every byte goes to DKIM (hashing
+ *	only: no lookups here) and to the header scanner (filters/hdrscan.c),
+ *	which passes the message on to out() without the Authentication-
+ *	Results fields that claim our authserv-id and keeps the From values
+ *	for DMARC. When a rule reads "from", the header block (up to the
+ *	first empty line, at most ENG_HDR_MAX bytes) is kept too; at the end
+ *	of the data the engine parses its From field (owner_from_parse): a
+ *	missing, doubled or unreadable From gives no mailbox, and then "from
+ *	owned-by MAP" and "from in LIST" are false.
+ *
+ *	No loop state is touched: any one thread may build and feed a
+ *	message; engine_data() hands it to the engine's loop.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "dkim.h"
+#include "engine.h"
+#include "engine_int.h"
+#include "hdrscan.h"
+#include "rules.h"
+#include "xalloc.h"
+
+static void
+msg_discard(void *arg, const unsigned char *buf, size_t len)
+{
+	(void)arg;
+	(void)buf;
+	(void)len;
+}
+
+/* engine_msg_new - a message of a session under policy c */
+struct eng_msg *
+engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg)
+{
+	struct eng_msg *m = xcalloc(1, sizeof(*m));
+
+	m->out = out;
+	m->arg = arg;
+	hdrscan_init(&m->hs, c->authserv_id, out != NULL ? out : msg_discard, arg);
+	if (c->dkim && engine_g.dkim != NULL)
+		m->dkim = dkimv_msg_new(engine_g.dkim);
+	m->capture = rules_reads_from(c->rules);
+	return m;
+}
+
+/* capture - keep the header block, up to its empty line */
+static void
+capture(struct eng_msg *m, const unsigned char *buf, size_t len)
+{
+	size_t take = len, old = m->hdr_len;
+
+	if (m->hdr_done)
+		return;
+	if (old + take > ENG_HDR_MAX) {
+		take = ENG_HDR_MAX - old;
+		m->hdr_done = true;
+	}
+	m->hdr = xrealloc(m->hdr, old + take + 1);
+	memcpy(m->hdr + old, buf, take);
+	m->hdr_len = old + take;
+	m->hdr[m->hdr_len] = 0;
+	/* the empty line may straddle two chunks: look a little back */
+	if (m->hdr_len >= 2 && memcmp(m->hdr, "\r\n", 2) == 0)
+		m->hdr_done = true;
+	for (size_t i = old > 3 ? old - 3 : 0; i + 4 <= m->hdr_len && !m->hdr_done; i++)
+		if (memcmp(m->hdr + i, "\r\n\r\n", 4) == 0)
+			m->hdr_done = true;
+}
+
+/* engine_msg_feed - decoded message bytes */
+void
+engine_msg_feed(struct eng_msg *m, const void *buf, size_t len)
+{
+	if (m->dkim != NULL)
+		(void)dkimv_msg_feed(m->dkim, buf, len);	/* -1: permerror later */
+	hdrscan_feed(&m->hs, buf, len);
+	if (m->capture)
+		capture(m, buf, len);
+}
+
+/* engine_msg_finish - a header field still held goes out */
+void
+engine_msg_finish(struct eng_msg *m)
+{
+	if (m->finished)
+		return;
+	hdrscan_finish(&m->hs);
+	m->finished = true;
+}
+
+void
+engine_msg_free(struct eng_msg *m)
+{
+	if (m == NULL)
+		return;
+	if (m->dkim != NULL)
+		dkimv_msg_free(m->dkim);
+	hdrscan_free(&m->hs);
+	free(m->hdr);
+	free(m);
+}

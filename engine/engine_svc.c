@@ -1,0 +1,405 @@
+/*
+ * engine_svc - the engine's process-wide services: the resolver, the work
+ * pool, the DKIM verifier, the Public Suffix List, the embedded greylist
+ * store and its periodic save, the DNSBL health probes; and what each
+ * event loop needs to run sessions (struct engine_loop)
+ *
+ * SYNOPSIS
+ *	int engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errlen);
+ *	void engine_timers_start(struct event_base *base, struct conf *(*current)(void));
+ *	void engine_timers_stop(void);
+ *	void engine_shutdown(void);
+ *	struct engine_loop *engine_loop_new(struct event_base *base, const struct conf *c);
+ *
+ * DESCRIPTION
+ *	What the services are built from is the policy read at start: a
+ *	reload (SIGHUP) does not rebuild the resolver, the verifier, the
+ *	list or the store (conf_reload() warns when the new file changes
+ *	them). A resolver that cannot start is not fatal: the DNS checks then
+ *	give temperror and the rules decide.
+ *
+ *	The timers run on one loop the front-end names (moatd's main loop,
+ *	moat-milter's engine loop): the DNSBL probes (RFC 5782 section 5) at
+ *	once and then every dnsbl-probe-interval, over the zones of the
+ *	policy then in force; each round ends with a "stats dnsbl" line per
+ *	zone and, when greylisting runs, a "stats greylist" line. The
+ *	embedded greylist store is saved every greylist-store-save-interval
+ *	and at engine_shutdown(), so a crash loses at most one interval.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "conf_reload.h"
+#include "dkim.h"
+#include "dmarc.h"
+#include "dmarc_record.h"
+#include "dns.h"
+#include "dnsbl.h"
+#include "engine.h"
+#include "engine_int.h"
+#include "glstore.h"
+#include "greylist.h"
+#include "log.h"
+#include "workq.h"
+#include "xalloc.h"
+
+struct engine_g engine_g;
+
+/* engine_init - the services the policy needs */
+int
+engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errlen)
+{
+	static const struct engine_opts none;
+
+	engine_g.opts = o != NULL ? *o : none;
+	engine_g.workq = workq_new(8, 4096);	/* SPF, DKIM, DMARC: they wait on DNS */
+	if (!engine_g.opts.no_network) {
+		char *derr = NULL;
+
+		if (dns_init(&c->resolver, &derr) != 0) {
+			if (!engine_g.opts.quiet_start)
+				log_msg(LOG_L_ERROR, 0, "resolver error=\"%s\": DNS checks give temperror",
+				    derr);
+			free(derr);
+		} else
+			engine_g.dns_up = true;
+	}
+	if (c->dkim) {
+		struct dkimv_conf dc;
+
+		memset(&dc, 0, sizeof(dc));
+		dc.min_key_bits = (unsigned)c->dkim_min_key_bits;
+		dc.max_signatures = (unsigned)c->dkim_max_signatures;
+		dc.allow_rsa_sha1 = c->dkim_allow_sha1 != 0;
+		dc.timeout_ms = (unsigned)c->dns_timeout_ms;
+		engine_g.dkim = dkimv_new(&dc, err, errlen);
+		if (engine_g.dkim == NULL)
+			return -1;
+	}
+	if (c->dmarc != CONF_DMARC_OFF || (conf_greylist_wanted(c) && conf_greylist_uses_org(c))) {
+		char e[400] = "";
+
+		/* DMARC without the list would guess organisational domains */
+		engine_g.psl = dmarc_psl_load(c->psl_path, e, sizeof(e));
+		if (engine_g.psl == NULL) {
+			snprintf(err, errlen, "public-suffix-list %s: %s (install Debian's publicsuffix, "
+			    "or set dmarc off)", c->psl_path, e);
+			return -1;
+		}
+	}
+	if (conf_greylist_wanted(c) && !rds_conf_enabled(&c->greylist.redis) &&
+	    !engine_g.opts.greylist_offline) {
+		char e[512] = "";
+
+		engine_g.store = glstore_open(c->greylist.store_path[0] ? c->greylist.store_path : NULL,
+		    c->greylist.store_max, (int64_t)time(NULL), e, sizeof(e));
+		if (e[0])
+			log_msg(LOG_L_ERROR, 0, "greylist store error=\"%s\": starting empty", e);
+		if (engine_g.store != NULL)
+			glstore_set_defaults(engine_g.store, c->greylist.v4_prefix, c->greylist.v6_prefix,
+			    (int64_t)c->greylist.allow_lifetime);
+	}
+	engine_g.greylist = conf_greylist_wanted(c) && !engine_g.opts.greylist_offline;
+	return 0;
+}
+
+struct glstore *
+engine_glstore(void)
+{
+	return engine_g.store;
+}
+
+struct dkimv *
+engine_dkim(void)
+{
+	return engine_g.dkim;
+}
+
+/* ---------------------------------------------------------------------
+ * Loops
+ */
+
+/* engine_loop_new - on the main thread, before the loop runs; the loop's
+ * parts are freed by engine_shutdown(), in the order their threads need */
+struct engine_loop *
+engine_loop_new(struct event_base *base, const struct conf *c)
+{
+	struct engine_loop *el = xcalloc(1, sizeof(*el));
+
+	el->base = base;
+	el->next = engine_g.loops;
+	engine_g.loops = el;
+	el->wq = workq_loop_new(engine_g.workq, base);
+	el->dns = engine_g.dns_up ? dns_loop_new(base) : NULL;
+	if (engine_g.greylist) {
+		el->gl = greylist_new(base, &c->greylist, engine_g.store);
+		if (el->gl == NULL)
+			fatal("greylist: cannot start (no redis and no store)");
+	}
+	return el;
+}
+
+struct dns_loop *
+engine_loop_dns(struct engine_loop *el)
+{
+	return el->dns;
+}
+
+struct workq_loop *
+engine_loop_workq(struct engine_loop *el)
+{
+	return el->wq;
+}
+
+struct greylist *
+engine_loop_greylist(struct engine_loop *el)
+{
+	return el->gl;
+}
+
+/* ---------------------------------------------------------------------
+ * DNSBL health probes (RFC 5782 section 5) and the stats lines
+ */
+
+struct probe_round {
+	struct conf *c;
+	int pending;
+	struct { bool asked, listed_ok, unlisted_ok, temp; } z[DNSBL_ZONES_MAX];
+};
+
+struct probe_q {
+	struct probe_round *pr;
+	int zone;
+	bool listed;		/* the test point that must be listed */
+};
+
+static struct {
+	struct event_base *base;
+	struct conf *(*current)(void);
+	struct dns_loop *dns;
+	struct event *ev_probe;
+	struct event *ev_save;
+	uint64_t last_gl_checks;
+} tm;
+
+/* stats_greylist - the greylist's counters, when they moved */
+static void
+stats_greylist(const struct conf *c)
+{
+	struct greylist_counters gc;
+
+	if (!conf_greylist_wanted(c))
+		return;
+	greylist_counters(&gc);
+	if (gc.checks == tm.last_gl_checks)
+		return;
+	tm.last_gl_checks = gc.checks;
+	log_msg(LOG_L_INFO, 0, "stats greylist checks=%llu pass=%llu allowlisted=%llu "
+	    "greylisted=%llu errors=%llu refused=%llu outages=%llu cached=%llu",
+	    (unsigned long long)gc.checks, (unsigned long long)gc.pass,
+	    (unsigned long long)gc.allowlisted, (unsigned long long)gc.greylisted,
+	    (unsigned long long)gc.errors, (unsigned long long)gc.refused,
+	    (unsigned long long)gc.outages, (unsigned long long)gc.cached);
+}
+
+/* probe_finish - every answer of a round is in: zones on or off, stats */
+static void
+probe_finish(struct probe_round *pr)
+{
+	for (int i = 0; pr->c->dnsbl != NULL && i < pr->c->dnsbl->n; i++) {
+		if (pr->z[i].asked)
+			dnsbl_probe_result(&pr->c->dnsbl->z[i], pr->z[i].listed_ok,
+			    pr->z[i].unlisted_ok, pr->z[i].temp);
+		dnsbl_log_stats(&pr->c->dnsbl->z[i]);
+	}
+	stats_greylist(pr->c);
+	conf_unref(pr->c);
+	free(pr);
+}
+
+static void
+probe_done(void *ctx, uint64_t tag, const struct dns_answer *a)
+{
+	struct probe_q *q = ctx;
+	struct probe_round *pr = q->pr;
+
+	(void)tag;
+	if (a->status == DNS_TEMPERROR) {
+		pr->z[q->zone].temp = true;
+	} else if (q->listed) {
+		for (int i = 0; i < a->n; i++) {
+			unsigned char b[4];
+
+			if (dns_rr_a(a, i, b) == 0 && b[0] == 127 && !(b[1] == 255 && b[2] == 255))
+				pr->z[q->zone].listed_ok = true;
+		}
+	} else {
+		pr->z[q->zone].unlisted_ok = a->status != DNS_OK;
+	}
+	free(q);
+	if (--pr->pending == 0)
+		probe_finish(pr);
+}
+
+/* probe_send - one test point of one zone */
+static void
+probe_send(struct probe_round *pr, int zone, bool listed)
+{
+	const struct dnsbl_zone *z = &pr->c->dnsbl->z[zone];
+	static const unsigned char two[4] = { 127, 0, 0, 2 }, one[4] = { 127, 0, 0, 1 };
+	struct probe_q *q = xcalloc(1, sizeof(*q));
+	char name[320];
+
+	q->pr = pr;
+	q->zone = zone;
+	q->listed = listed;
+	if (tm.dns == NULL || dnsbl_query_name(z, AF_INET, listed ? two : one,
+	    listed ? "test" : "invalid", name, sizeof(name)) < 0 ||
+	    dns_query(tm.dns, name, DNS_T_A, (unsigned)pr->c->dns_timeout_ms, probe_done, q, 0) != 0) {
+		pr->z[zone].temp = true;
+		free(q);
+		return;
+	}
+	pr->pending++;
+}
+
+/* probe_cb - one round over the zones of the policy in force */
+static void
+probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct probe_round *pr = xcalloc(1, sizeof(*pr));
+	struct timeval tv;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	pr->c = tm.current();
+	if (pr->c->dnsbl != NULL)
+		for (int i = 0; i < pr->c->dnsbl->n; i++) {
+			if (!pr->c->dnsbl->z[i].probe)
+				continue;
+			pr->z[i].asked = true;
+			probe_send(pr, i, true);
+			probe_send(pr, i, false);
+		}
+	tv.tv_sec = (time_t)(pr->c->dnsbl_probe_ms / 1000);
+	tv.tv_usec = (suseconds_t)(pr->c->dnsbl_probe_ms % 1000) * 1000;
+	evtimer_add(tm.ev_probe, &tv);
+	pr->pending++;		/* held until every query is out */
+	if (--pr->pending == 0)
+		probe_finish(pr);
+}
+
+/* engine_store_save - the embedded greylist store to its file */
+int
+engine_store_save(void)
+{
+	char err[512] = "";
+
+	if (engine_g.store == NULL)
+		return 0;
+	if (glstore_save(engine_g.store, (int64_t)time(NULL), err, sizeof(err)) != 0) {
+		log_msg(LOG_L_ERROR, 0, "greylist store save error=\"%s\"", err);
+		return -1;
+	}
+	return 0;
+}
+
+/* save_arm - the next save, greylist-store-save-interval from now */
+static void
+save_arm(void)
+{
+	struct conf *c = tm.current();
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)(c->glstore_save_ms / 1000);
+	tv.tv_usec = (suseconds_t)(c->glstore_save_ms % 1000) * 1000;
+	conf_unref(c);
+	evtimer_add(tm.ev_save, &tv);
+}
+
+static void
+save_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	(void)engine_store_save();
+	save_arm();
+}
+
+/* engine_timers_start - probes and the store's save, on base */
+void
+engine_timers_start(struct event_base *base, struct conf *(*current)(void))
+{
+	struct conf *c = current();
+
+	tm.base = base;
+	tm.current = current;
+	tm.dns = engine_g.dns_up ? dns_loop_new(base) : NULL;
+	tm.ev_probe = evtimer_new(base, probe_cb, NULL);
+	tm.ev_save = evtimer_new(base, save_cb, NULL);
+	if (tm.ev_probe == NULL || tm.ev_save == NULL)
+		fatal("evtimer_new failed");
+	if (engine_g.store != NULL)
+		save_arm();
+	if (c->dnsbl != NULL)
+		event_active(tm.ev_probe, EV_TIMEOUT, 0);
+	else {
+		/* a reload may add zones: look again later */
+		struct timeval tv = { (time_t)(c->dnsbl_probe_ms / 1000), 0 };
+
+		evtimer_add(tm.ev_probe, &tv);
+	}
+	conf_unref(c);
+}
+
+/* engine_timers_stop - before the timers' loop goes */
+void
+engine_timers_stop(void)
+{
+	if (tm.base == NULL)
+		return;
+	event_free(tm.ev_probe);
+	event_free(tm.ev_save);
+	tm.ev_probe = tm.ev_save = NULL;
+	tm.base = NULL;
+}
+
+/* engine_shutdown - every loop has ended */
+void
+engine_shutdown(void)
+{
+	struct engine_loop *el, *next;
+
+	workq_free(engine_g.workq);	/* finishes its jobs: no session is left */
+	engine_g.workq = NULL;
+	for (el = engine_g.loops; el; el = el->next)
+		workq_loop_free(el->wq);
+	/* queries still out are dropped, their callers told "shutdown" */
+	dns_shutdown();
+	for (el = engine_g.loops; el; el = next) {
+		next = el->next;
+		dns_loop_free(el->dns);
+		greylist_free(el->gl);
+		free(el);
+	}
+	engine_g.loops = NULL;
+	if (tm.dns != NULL) {
+		dns_loop_free(tm.dns);
+		tm.dns = NULL;
+	}
+	(void)engine_store_save();
+	if (engine_g.store != NULL)
+		glstore_close(engine_g.store);
+	engine_g.store = NULL;
+	if (engine_g.dkim != NULL)
+		dkimv_free(engine_g.dkim);
+	engine_g.dkim = NULL;
+	dmarc_psl_free(engine_g.psl);
+	engine_g.psl = NULL;
+}
