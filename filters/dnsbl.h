@@ -1,38 +1,19 @@
 /*
- * dnsbl - DNS block and allow lists (DNSBL, DNSWL, RHSBL): zones from the
- * policy file, the names to query, what an answer means, and each
- * zone's health
+ * dnsbl - DNS block and allow lists (DNSBL, DNSWL, RHSBL): the zones, the
+ * names to query, what an answer means, and each zone's health
  *
- * SYNOPSIS (policy file; one statement, a block may span lines)
- *	dnsbl ZONE [name NAME] [key "KEY"] [type ip|helo|client-name|sender-domain]
- *	           [weight N] [codes RANGE ...] [reply "TEXT"] [probe yes|no]
- *	           [{ code RANGE ... weight N [reply "TEXT"] ... }]
- *	dnswl ZONE ...	(the same; weights are zero or negative, default -1)
- *
- *	RANGE is 127.0.0.2, 127.0.0.2-127.0.0.11 or 127.0.0.0/24. Without
- *	codes and without a block, any answer in 127.0.0.0/8 lists the
- *	client with the zone's weight (default 1 for dnsbl). With codes,
- *	only those answers do. With a block, each code line that matches one
- *	of the answers adds its weight (once), as postscreen's
- *	"zone=127.0.0.[2..11]*3" entries do, and its reply text is the one
- *	used for the zone when it is the heaviest match.
+ * DESCRIPTION
+ *	A struct dnsbl_set holds the zones of the policy file's dnsbl and
+ *	dnswl statements; policy/conf_dnsbl.c parses them (the grammar is in
+ *	conf_dnsbl.h) and this module runs them.
  *
  *	An answer outside 127.0.0.0/8, or in 127.255.255.0/24 (the "query
  *	refused", "typing error" and "excessive use" codes of public lists),
  *	is an error, never a listing: logged once per zone and counted.
- *
- *	KEY is a per-customer key that goes in front of the zone in queries
- *	(Spamhaus DQS: KEY.zen.dq.spamhaus.net). It never appears in SMTP
- *	replies or logs: they name a zone by NAME, which defaults to ZONE.
- *
- *	type: ip queries the client address (reversed octets, or the 32
- *	nibbles of an IPv6 address); helo, client-name (the forward-
- *	confirmed name) and sender-domain query that domain (RHSBL).
- *
- *	probe (default yes): RFC 5782 section 5 test points. An IP list must
- *	list 127.0.0.2 and must not list 127.0.0.1; a domain list must list
- *	"test" and must not list "invalid". A zone that fails is disabled
- *	(not queried, a log line at warn) until it passes again.
+ *	A zone's key never appears in SMTP replies or logs: they name a zone
+ *	by its name. A zone with probes on that fails its RFC 5782 test
+ *	points is disabled (not queried, a log line at warn) until it passes
+ *	again.
  */
 #ifndef MOAT_DNSBL_H
 #define MOAT_DNSBL_H
@@ -40,8 +21,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
-
-#include "lex.h"
 
 #define DNSBL_ZONES_MAX 32
 #define DNSBL_CODES_MAX 32
@@ -78,13 +57,13 @@ struct dnsbl_set {
 	unsigned types;		/* 1 << enum dnsbl_type present */
 };
 
-typedef void (*dnsbl_err_fn)(void *arg, int line, int col, const char *msg);
-
-/* dnsbl_parse - one dnsbl/dnswl statement; kw is that word. Errors go
- * through err() with line and column; returns 0 or -1. */
-int dnsbl_parse(struct dnsbl_set *set, struct lexer *lx, const struct lex_token *kw,
-	dnsbl_err_fn err, void *arg);
+/* dnsbl_set_free - the set and every zone in it; NULL is a no-op */
 void dnsbl_set_free(struct dnsbl_set *set);
+/* dnsbl_zone_free - the strings and code lines a zone owns; zeroes it */
+void dnsbl_zone_free(struct dnsbl_zone *z);
+/* dnsbl_domain_ok - letters, digits, '-', '_', dots between labels of at
+ * most 63; no leading or trailing dot or hyphen; 1 to max bytes */
+bool dnsbl_domain_ok(const char *s, size_t len, size_t max);
 const char *dnsbl_type_name(int type);
 
 /* dnsbl_query_name - the name to look up for a zone: the reversed

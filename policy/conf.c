@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "conf_dnsbl.h"
 #include "dnsbl.h"
 #include "lex.h"
 #include "log.h"
@@ -826,7 +827,7 @@ conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
 		    memcmp(t.text, "dnswl", 5) == 0)) {
 			if (c->dnsbl == NULL)
 				c->dnsbl = xcalloc(1, sizeof(*c->dnsbl));
-			dnsbl_parse(c->dnsbl, &lx, &t, conf_rules_err, p);
+			conf_dnsbl_parse(c->dnsbl, &lx, &t, conf_rules_err, p);
 		}
 		else
 			conf_statement(p, c, &lx, &t);

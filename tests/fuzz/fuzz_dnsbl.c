@@ -1,7 +1,7 @@
-// sources: filters/dnsbl.c core/dnsname.c policy/lex.c core/log.c core/xalloc.c
+// sources: filters/dnsbl.c policy/conf_dnsbl.c core/dnsname.c policy/lex.c core/log.c core/xalloc.c
 /*
  * fuzz_dnsbl - DNSBL answer interpretation (SECURITY-TESTS F12) and the
- * dnsbl/dnswl statement parser (filters/dnsbl.c)
+ * dnsbl/dnswl statement parser (filters/dnsbl.c, policy/conf_dnsbl.c)
  *
  * Input: a policy statement up to the first NUL (parsed with the real
  * lexer); after it, the answer's A records, 4 bytes each (at most 16),
@@ -18,6 +18,7 @@
  *   - a query name, when one is formed, is at most 253 bytes + the zone,
  *     of letters, digits, '-', '_' and dots only.
  */
+#include "conf_dnsbl.h"
 #include "dnsbl.h"
 #include "lex.h"
 #include "log.h"
@@ -81,7 +82,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 	lex_next(&lx, &kw);
 	if (kw.type == LEX_WORD && kw.len == 5 &&
 	    (memcmp(kw.text, "dnsbl", 5) == 0 || memcmp(kw.text, "dnswl", 5) == 0)) {
-		int r = dnsbl_parse(set, &lx, &kw, err_fn, NULL);
+		int r = conf_dnsbl_parse(set, &lx, &kw, err_fn, NULL);
 
 		if ((r == 0) != (set->n == 1))
 			abort();

@@ -1,5 +1,6 @@
 /*
- * test_dnsbl - zones in the policy file, query names, what answers mean,
+ * test_dnsbl - zones in the policy file (through conf_load_buffer() and
+ * policy/conf_dnsbl.c's parser directly), query names, what answers mean,
  * the summary rules see; the FCrDNS state machine with made-up answers
  */
 #include <arpa/inet.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "conf_dnsbl.h"
 #include "dns.h"
 #include "dnsbl.h"
 #include "filter.h"
@@ -113,6 +115,47 @@ test_parse_errors(void)
 		    "case %zu: %s -> %s", i, cases[i].text, errs ? errs : "(loaded)");
 		conf_unref(c);
 		free(errs);
+	}
+}
+
+static void
+count_err(void *arg, int line, int col, const char *msg)
+{
+	(void)line;
+	(void)col;
+	(void)msg;
+	(*(int *)arg)++;
+}
+
+/* conf_dnsbl_parse() alone: a bad statement adds nothing and leaves the
+ * lexer at its end, so the next statement still parses */
+static void
+test_parse_direct(void)
+{
+	static const struct { const char *text; int rc, errs, zones; } cases[] = {
+		{ "dnsbl a.example weight 2\ndnsbl b.example\n", 0, 0, 2 },
+		{ "dnswl a.example weight 2\ndnsbl b.example\n", -1, 1, 1 },
+		{ "dnsbl a.example { code 1.2.3.4 }\ndnsbl b.example\n", -1, 1, 1 },
+		{ "dnsbl a.example color red blue\ndnsbl b.example\n", -1, 1, 1 },
+		{ "dnsbl a.example\ndnsbl a.example\n", 0, 1, 1 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dnsbl_set *set = calloc(1, sizeof(*set));
+		struct lexer lx;
+		struct lex_token kw;
+		int errs = 0, rc;
+
+		lex_init(&lx, "t.conf", cases[i].text, strlen(cases[i].text));
+		lex_next(&lx, &kw);
+		rc = conf_dnsbl_parse(set, &lx, &kw, count_err, &errs);
+		lex_next(&lx, &kw);
+		if (kw.type == LEX_WORD)
+			conf_dnsbl_parse(set, &lx, &kw, count_err, &errs);
+		T_CHECKF(rc == cases[i].rc && errs == cases[i].errs && set->n == cases[i].zones,
+		    "case %zu: rc %d errors %d zones %d", i, rc, errs, set->n);
+		lex_free(&lx);
+		dnsbl_set_free(set);
 	}
 }
 
@@ -485,6 +528,7 @@ main(void)
 	log_init("test_dnsbl", false, LOG_L_ERROR);
 	T_RUN(test_parse_good);
 	T_RUN(test_parse_errors);
+	T_RUN(test_parse_direct);
 	T_RUN(test_query_names);
 	T_RUN(test_answers);
 	T_RUN(test_summary);
