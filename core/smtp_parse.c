@@ -26,7 +26,7 @@
  *	The line comes without its CR LF. Longer than SMTP_CMD_LINE_MAX - 2:
  *	SMTP_P_TOOLONG (checked first). Any byte below 0x20 other than TAB, or
  *	0x7f: SMTP_P_BADCHAR, so a NUL or a bare CR can never cut one line
- *	into two commands (SECURITY-TESTS CHR-01, CHR-03). 8-bit bytes pass at
+ *	into two commands (docs/SECURITY.md CHR-01, CHR-03). 8-bit bytes pass at
  *	this level. Blank or empty: SMTP_P_EMPTY. TAB counts as a blank.
  *	Leading blanks before the verb are skipped (Postfix does the same).
  *	The verb is matched case-insensitively and must be followed by a blank

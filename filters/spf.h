@@ -34,7 +34,7 @@
  *	every query gets what is left. When the time is up the result is
  *	temperror.
  *
- * HOW THE WORK IS SPLIT (D8 of SECURITY-TESTS.md)
+ * HOW THE WORK IS SPLIT (D8 in docs/SECURITY.md)
  *	moat fetches every record itself (TXT only; type SPF is not asked,
  *	RFC 7208 3.1), picks the one "v=spf1" record (none: "none"; two:
  *	permerror), runs it through spf_guard_parse() (a refusal is

@@ -14,7 +14,7 @@
  *	valid until the next reply_init() or reply_feed_line() on it. The
  *	input line is bytes plus a length and may hold anything, NUL included.
  *
- * GRAMMAR ACCEPTED (RFC 5321 4.2, 4.2.1; SECURITY-TESTS UPS-07, LEN-07, F4)
+ * GRAMMAR ACCEPTED (RFC 5321 4.2, 4.2.1; docs/SECURITY.md UPS-07, LEN-07, F4)
  *	line  = code ( "-" text / " " text / "" )      ; "" and " " end the reply
  *	code  = %x32-35 %x30-35 DIGIT                   ; 200..559
  *	All lines of one reply carry the same code. Text bytes: 0x20-0x7e and

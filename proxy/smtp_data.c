@@ -13,7 +13,7 @@
  *	call (either a slice of the caller's input or a static constant). out()
  *	must not free or re-initialise the decoder; out may be NULL (discard).
  *
- * WIRE MODEL (SMTP smuggling defence, SECURITY-TESTS 2.1 and D1)
+ * WIRE MODEL (SMTP smuggling defence, docs/SECURITY.md SMG and D1)
  *	The input is cut into lines. A line ends at a real CR LF, or at a bare
  *	LF (a LF with no CR right before it), which sets DATA_F_BARE_LF and is
  *	re-encoded as CR LF. A CR that is not followed by LF is a bare CR: it
@@ -212,7 +212,7 @@ data_content(struct data_dec *d, struct data_emit *e, size_t i,
 /*
  * data_lone_dot - "." then a bare LF, at a CRLF line start: not the end of
  * data, and not a stuffed line either. Kept as the content line "." so
- * that, as with LF "." LF, the upstream gets ".." (SECURITY-TESTS D1,
+ * that, as with LF "." LF, the upstream gets ".." (docs/SECURITY.md D1,
  * SMG-03): whatever the sender meant, the upstream sees a lone dot's line
  * as content, never as an end.
  */

@@ -20,7 +20,7 @@
  *
  *	Dot-unstuffing applies only to lines that began after a real CR LF;
  *	a line that began after a bare LF is content as it stands (so LF "."
- *	LF goes upstream as ".." CR LF, SECURITY-TESTS D1), and so is the
+ *	LF goes upstream as ".." CR LF, docs/SECURITY.md D1), and so is the
  *	line "." ended by a bare LF (CR LF "." LF also goes up as "..").
  *
  *	data_dec_feed() returns how many bytes of in it consumed; when the

@@ -1,6 +1,6 @@
 // sources: policy/conf.c policy/lex.c policy/rules.c filters/owner.c policy/lists.c filters/dnsbl.c policy/conf_dnsbl.c core/dnsname.c filters/greylist_conf.c redis/redis_conf.c filters/glstore.c core/siphash.c core/log.c core/xalloc.c
 /*
- * fuzz_conf - the policy file parser (SECURITY-TESTS F13): any bytes give
+ * fuzz_conf - the policy file parser (docs/SECURITY.md F13): any bytes give
  * either a configuration or a list of errors, never a crash; a refused file
  * leaves nothing behind (LeakSanitizer), and every error line names the
  * file, a line and a column.

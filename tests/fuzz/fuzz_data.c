@@ -1,6 +1,6 @@
 // sources: proxy/smtp_data.c
 /*
- * fuzz_data - libFuzzer harness for the DATA decoder (SECURITY-TESTS F3)
+ * fuzz_data - libFuzzer harness for the DATA decoder (docs/SECURITY.md F3)
  *
  * Input: two settings bytes, then the client's bytes after 354.
  *	byte 0: bit 0 bare-LF mode (1 = reject), bits 1-3 max_line

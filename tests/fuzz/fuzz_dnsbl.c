@@ -1,6 +1,6 @@
 // sources: filters/dnsbl.c policy/conf_dnsbl.c core/dnsname.c policy/lex.c core/log.c core/xalloc.c
 /*
- * fuzz_dnsbl - DNSBL answer interpretation (SECURITY-TESTS F12) and the
+ * fuzz_dnsbl - DNSBL answer interpretation (docs/SECURITY.md F12) and the
  * dnsbl/dnswl statement parser (filters/dnsbl.c, policy/conf_dnsbl.c)
  *
  * Input: a policy statement up to the first NUL (parsed with the real

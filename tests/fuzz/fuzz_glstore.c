@@ -1,7 +1,7 @@
 // sources: filters/glstore.c core/siphash.c filters/greylist_reply.c core/log.c core/xalloc.c
 /*
  * fuzz_glstore - the greylist store's file loader, its control commands,
- * the key text helpers, and the script reply interpretation (SECURITY-TESTS
+ * the key text helpers, and the script reply interpretation (docs/SECURITY.md
  * F11: reply trees of any type give an error, never a crash)
  *
  * Input: byte 0 picks the mode (low two bits), the rest is the data.

@@ -1,7 +1,7 @@
 // sources: proxy/reply.c
 /*
  * fuzz_reply - libFuzzer harness for the upstream reply parser
- * (SECURITY-TESTS F4, UPS-07, LEN-07)
+ * (docs/SECURITY.md F4, UPS-07, LEN-07)
  *
  * The input is split on '\n' (one trailing '\r' removed, as a CRLF line
  * reader would) and fed line by line; after REPLY_DONE or REPLY_ERROR the

@@ -1,4 +1,4 @@
-"""AUTH pass-through on submission listeners (SECURITY-TESTS 2.11 AUT).
+"""AUTH pass-through on submission listeners (docs/SECURITY.md, AUT).
 
 A private Dovecot (passwd-file, auth socket only) gives SASL to a private
 Postfix (smtpd_sasl_type = dovecot); moatd relays AUTH to that Postfix.

@@ -1,6 +1,6 @@
 """Operational integration tests of moatd: reload, privileges, upstream
 timeouts and hostile upstream replies, PROXY identity, slow DATA, pipelining
-floods, fd exhaustion, shutdown (SECURITY-TESTS.md case ids in the names).
+floods, fd exhaustion, shutdown (the case ids of docs/SECURITY.md in the names).
 
 Each test starts its own moatd and upstream on free loopback ports, stops
 every process by its PID (fixtures), and asserts what a user sees: SMTP

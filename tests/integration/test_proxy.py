@@ -1,5 +1,5 @@
-"""Integration tests of moatd's proxy core (SECURITY-TESTS.md case ids in the
-test names). Each test starts its own moatd and upstream on free loopback
+"""Integration tests of moatd's proxy core (the case ids of docs/SECURITY.md
+in the test names). Each test starts its own moatd and upstream on free loopback
 ports and asserts what a user sees: replies, the bytes the upstream got, logs.
 """
 
@@ -301,7 +301,7 @@ def test_pip_06_commands_after_quit_ignored(moatd_fake):
 # ===========================================================================
 # SMG - smuggling
 
-# (SECURITY-TESTS id, TSV name, bytes, kind): kind "lf" = bare LF only
+# (docs/SECURITY.md id, TSV name, bytes, kind): kind "lf" = bare LF only
 # (normalised by default), "cr" = bare CR, "nul" = NUL (always rejected).
 SMG_ROWS = [
     ("SMG-01", "lflf", b"\n.\n", "lf"),

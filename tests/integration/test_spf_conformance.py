@@ -233,7 +233,7 @@ def test_rfc7208_suite(dns, capsys):
 
 
 # ---------------------------------------------------------------------------
-# hostile DNS (SECURITY-TESTS.md DNS-01, 04..10)
+# hostile DNS (docs/SECURITY.md: DNS-01, 04..10)
 
 CLIENT = "192.0.2.10"
 

@@ -1,4 +1,4 @@
-"""TLS: STARTTLS, implicit TLS, injection (SECURITY-TESTS 2.2), upstream TLS.
+"""TLS: STARTTLS, implicit TLS, injection (docs/SECURITY.md, TLS), upstream TLS.
 
 Certificates are made with the openssl CLI per test session. The STARTTLS
 injection cases come from ../shared/conformance/smtp/starttls-injection-cases.tsv.

@@ -1,5 +1,5 @@
 /*
- * test_reply - upstream reply parser and renderer (SECURITY-TESTS UPS-07,
+ * test_reply - upstream reply parser and renderer (docs/SECURITY.md UPS-07,
  * LEN-07, F4): table of replies with the expected status, code, enhanced
  * code and line texts; EHLO keyword lookups; rendering with overrides.
  */

@@ -1,6 +1,6 @@
 /*
  * test_smtp_data - DATA decoder: smuggling sequences, unstuffing and
- * re-stuffing, limits, and chunking invariance (SECURITY-TESTS 2.1 SMG,
+ * re-stuffing, limits, and chunking invariance (docs/SECURITY.md: SMG,
  * LEN-02, LEN-05, D1, D2).
  *
  * Every table row is fed whole, byte by byte, cut once at every offset

@@ -2,7 +2,7 @@
  * test_smtp_parse - table-driven tests of core/smtp_parse.c
  *
  * Every table row is one named case (counted in the "N passed" line);
- * names carry the SECURITY-TESTS case id where there is one. Inputs are
+ * names carry the docs/SECURITY.md case id where there is one. Inputs are
  * bytes plus a length (B("...")) so NUL and CR can be tested. Every
  * accepted address is also checked for the round-trip property
  * parse(render(parse(x))) == parse(x) on the address value (null, utf8,
