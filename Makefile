@@ -19,14 +19,26 @@ SAN     ?=
 WARN    = -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
           -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wcast-qual -Wvla
 OPT     ?= -O2 -g
-CFLAGS  := $(OPT) $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE $(WARN) -fstack-protector-strong \
-           -Icore -Iproxy -Iengine -Ipolicy -Ifilters -Iredis -Itools -Imilter -MMD -MP
+CFLAGS  := $(OPT) $(EXTRA_CFLAGS) -std=c11 -D_GNU_SOURCE $(WARN) -fstack-protector-strong -MMD -MP
 ifeq ($(SAN),)
 CFLAGS  += -D_FORTIFY_SOURCE=2
 else
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
+# Include paths per directory: a file sees its own directory and those
+# below it, top to bottom proxy|milter|tools -> engine -> policy ->
+# filters -> redis -> core (DESIGN.md), so a wrong-way include fails the
+# build; tests/ see everything. tests/check-layers names each one.
+INC_core    = -Icore
+INC_redis   = -Iredis $(INC_core)
+INC_filters = -Ifilters $(INC_redis)
+INC_policy  = -Ipolicy $(INC_filters)
+INC_engine  = -Iengine $(INC_policy)
+INC_proxy   = -Iproxy $(INC_engine)
+INC_milter  = -Imilter $(INC_engine)
+INC_tools   = -Itools $(INC_engine)
+INC_tests   = -Iproxy -Imilter -Itools $(INC_engine)
 LIBS    = -levent_openssl -levent -lunbound -lhiredis -lspf2 -lopendkim -lopendmarc \
           -lssl -lcrypto -lpthread
 
@@ -42,7 +54,7 @@ all: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/moat-milter
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(INC_$(firstword $(subst /, ,$<))) -c -o $@ $<
 
 $(BUILD)/libmoat.a: $(LIB_OBJS)
 	@rm -f $@
@@ -78,7 +90,7 @@ unit: unit-bins
 # pure parser sources it names in its first line ("// sources: a.c b.c").
 FUZZ_BUILD = build-fuzz
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-              -Icore -Iproxy -Ipolicy -Ifilters -Iredis
+              $(INC_tests)
 fuzz-build:
 	@mkdir -p $(FUZZ_BUILD)
 	@for f in $(FUZZ_SRCS); do \
