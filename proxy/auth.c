@@ -495,17 +495,6 @@ auth_ups_lost(struct session *s)
 		s->auth->stage = AU_NONE;
 }
 
-/* auth_facts - auth and login */
-void
-auth_facts(const struct session *s, struct rules_facts *f)
-{
-	const char *l = auth_login(s);
-
-	f->auth = l != NULL;
-	f->login = l;
-	f->loginlen = l ? strlen(l) : 0;
-}
-
 /* auth_reset - STARTTLS: forget the login, and the upstream that knew it */
 void
 auth_reset(struct session *s)

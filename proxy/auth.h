@@ -54,7 +54,6 @@ void auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r);
 void auth_ups_lost(struct session *s);
 size_t auth_ehlo(const struct session *s, char *buf, size_t size);
 const char *auth_login(const struct session *s);
-void auth_facts(const struct session *s, struct rules_facts *f);
 void auth_reset(struct session *s);
 void auth_free(struct session *s);
 

@@ -31,6 +31,7 @@
 #include <event2/listener.h>
 
 #include "glstore.h"
+#include "engine.h"
 #include "log.h"
 #include "moatd.h"
 #include "xalloc.h"
@@ -91,11 +92,11 @@ ctl_command(struct bufferevent *bev, char *line)
 		line += 9;
 	if (strcmp(line, "ping") == 0) {
 		ctl_reply(bev, "pong");
-	} else if (moatd.glstore == NULL) {
+	} else if (engine_glstore() == NULL) {
 		ctl_reply(bev, "error: no embedded greylist store in this moatd "
 		    "(greylisting is off, or it uses Redis: ask Redis)");
 	} else {
-		glstore_control(moatd.glstore, line, &out);
+		glstore_control(engine_glstore(), line, &out);
 		ctl_reply(bev, out ? out : "error: no reply");
 		free(out);
 	}

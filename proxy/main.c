@@ -33,12 +33,8 @@
 #include "conf.h"
 #include "conf_reload.h"
 #include "dns.h"
-#include "dkim.h"
-#include "dmarc.h"
 #include "dnsbl.h"
-#include "filter.h"
-#include "glstore.h"
-#include "greylist.h"
+#include "engine.h"
 #include "log.h"
 #include "moatd.h"
 #include "rules.h"
@@ -114,150 +110,6 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	if ((w->draining && w->nsessions == 0 && w->nclosers == 0) ||
 	    (w->stopping && w->sessions == NULL))
 		event_base_loopexit(w->base, NULL);
-}
-
-/* ---------------------------------------------------------------------
- * DNSBL health probes (RFC 5782 section 5), on the main loop: at start,
- * then every dnsbl-probe-interval, for the zones of the current file.
- */
-struct probe_round {
-	struct conf *c;
-	int pending;
-	struct { bool asked, listed_ok, unlisted_ok, temp; } z[DNSBL_ZONES_MAX];
-};
-
-struct probe_q {
-	struct probe_round *pr;
-	int zone;
-	bool listed;		/* the test point that must be listed */
-};
-
-static struct dns_loop *main_dns;
-static struct event *ev_probe;
-
-static void
-probe_finish(struct probe_round *pr)
-{
-	for (int i = 0; pr->c->dnsbl != NULL && i < pr->c->dnsbl->n; i++) {
-		if (pr->z[i].asked)
-			dnsbl_probe_result(&pr->c->dnsbl->z[i], pr->z[i].listed_ok,
-			    pr->z[i].unlisted_ok, pr->z[i].temp);
-		dnsbl_log_stats(&pr->c->dnsbl->z[i]);
-	}
-	if (conf_greylist_wanted(pr->c)) {
-		static uint64_t last;
-		struct greylist_counters gc;
-
-		greylist_counters(&gc);
-		if (gc.checks != last) {
-			last = gc.checks;
-			log_msg(LOG_L_INFO, 0, "stats greylist checks=%llu pass=%llu allowlisted=%llu "
-			    "greylisted=%llu errors=%llu refused=%llu outages=%llu cached=%llu",
-			    (unsigned long long)gc.checks, (unsigned long long)gc.pass,
-			    (unsigned long long)gc.allowlisted, (unsigned long long)gc.greylisted,
-			    (unsigned long long)gc.errors, (unsigned long long)gc.refused,
-			    (unsigned long long)gc.outages, (unsigned long long)gc.cached);
-		}
-	}
-	conf_unref(pr->c);
-	free(pr);
-}
-
-static void
-probe_done(void *ctx, uint64_t tag, const struct dns_answer *a)
-{
-	struct probe_q *q = ctx;
-	struct probe_round *pr = q->pr;
-
-	(void)tag;
-	if (a->status == DNS_TEMPERROR) {
-		pr->z[q->zone].temp = true;
-	} else if (q->listed) {
-		for (int i = 0; i < a->n; i++) {
-			unsigned char b[4];
-
-			if (dns_rr_a(a, i, b) == 0 && b[0] == 127 && !(b[1] == 255 && b[2] == 255))
-				pr->z[q->zone].listed_ok = true;
-		}
-	} else {
-		pr->z[q->zone].unlisted_ok = a->status != DNS_OK;
-	}
-	free(q);
-	if (--pr->pending == 0)
-		probe_finish(pr);
-}
-
-static void
-probe_send(struct probe_round *pr, int zone, bool listed)
-{
-	const struct dnsbl_zone *z = &pr->c->dnsbl->z[zone];
-	static const unsigned char two[4] = { 127, 0, 0, 2 }, one[4] = { 127, 0, 0, 1 };
-	struct probe_q *q = xcalloc(1, sizeof(*q));
-	char name[320];
-
-	q->pr = pr;
-	q->zone = zone;
-	q->listed = listed;
-	if (dnsbl_query_name(z, AF_INET, listed ? two : one, listed ? "test" : "invalid",
-	    name, sizeof(name)) < 0 ||
-	    dns_query(main_dns, name, DNS_T_A, (unsigned)pr->c->dns_timeout_ms, probe_done, q, 0) != 0) {
-		pr->z[zone].temp = true;
-		free(q);
-		return;
-	}
-	pr->pending++;
-}
-
-/* probe_cb - one round over the zones of the current configuration */
-static void
-probe_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct probe_round *pr = xcalloc(1, sizeof(*pr));
-	struct timeval tv;
-
-	(void)fd;
-	(void)what;
-	(void)arg;
-	pr->c = moatd_conf_get();
-	if (pr->c->dnsbl != NULL)
-		for (int i = 0; i < pr->c->dnsbl->n; i++) {
-			if (!pr->c->dnsbl->z[i].probe)
-				continue;
-			pr->z[i].asked = true;
-			probe_send(pr, i, true);
-			probe_send(pr, i, false);
-		}
-	tv.tv_sec = (time_t)(pr->c->dnsbl_probe_ms / 1000);
-	tv.tv_usec = (suseconds_t)(pr->c->dnsbl_probe_ms % 1000) * 1000;
-	evtimer_add(ev_probe, &tv);
-	pr->pending++;		/* held until every query is out */
-	if (--pr->pending == 0)
-		probe_finish(pr);
-}
-
-/* store_save - the embedded greylist store to its file */
-static void
-store_save(void)
-{
-	char err[512] = "";
-
-	if (moatd.glstore != NULL && glstore_save(moatd.glstore, (int64_t)time(NULL), err,
-	    sizeof(err)) != 0)
-		log_msg(LOG_L_ERROR, 0, "greylist store save error=\"%s\"", err);
-}
-
-static struct event *ev_save;
-
-static void
-save_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct timeval tv = { 600, 0 };
-
-	(void)fd;
-	(void)what;
-	(void)arg;
-	store_save();
-	evtimer_add(ev_save, &tv);
 }
 
 /* worker_main - one event loop */
@@ -460,49 +312,13 @@ main(int argc, char **argv)
 		nworkers = n > 0 ? (int)(n > 64 ? 64 : n) : 1;
 	}
 	moatd.nworkers = nworkers;
-	moatd.workq = workq_new(8, 4096);	/* SPF, DKIM, DMARC: they wait on DNS */
 	{
-		/* a resolver that cannot start is not fatal: the DNS checks
-		 * then give temperror, and the rules decide (DNS-14) */
-		char *err = NULL;
-
-		if (dns_init(&c->resolver, &err) != 0) {
-			log_msg(LOG_L_ERROR, 0, "resolver error=\"%s\": DNS checks give temperror", err);
-			free(err);
-		}
-	}
-	if (c->dkim) {
-		struct dkimv_conf dc;
+		/* the engine's services: resolver, pool, DKIM, PSL, the store */
+		struct engine_opts eo = { .who = "moatd" };
 		char err[512] = "";
 
-		memset(&dc, 0, sizeof(dc));
-		dc.min_key_bits = (unsigned)c->dkim_min_key_bits;
-		dc.max_signatures = (unsigned)c->dkim_max_signatures;
-		dc.allow_rsa_sha1 = c->dkim_allow_sha1 != 0;
-		dc.timeout_ms = (unsigned)c->dns_timeout_ms;
-		moatd.dkim = dkimv_new(&dc, err, sizeof(err));
-		if (moatd.dkim == NULL)
-			fatal("dkim: %s", err);
-	}
-	if (c->dmarc != CONF_DMARC_OFF || (conf_greylist_wanted(c) && conf_greylist_uses_org(c))) {
-		char err[512] = "";
-
-		/* DMARC without the list would guess organisational domains */
-		moatd.psl = dmarc_psl_load(c->psl_path, err, sizeof(err));
-		if (moatd.psl == NULL)
-			fatal("public-suffix-list %s: %s (install Debian's publicsuffix, or set "
-			    "dmarc off)", c->psl_path, err);
-	}
-	if (conf_greylist_wanted(c) && !rds_conf_enabled(&c->greylist.redis)) {
-		char err[512] = "";
-
-		moatd.glstore = glstore_open(c->greylist.store_path[0] ? c->greylist.store_path : NULL,
-		    c->greylist.store_max, (int64_t)time(NULL), err, sizeof(err));
-		if (err[0])
-			log_msg(LOG_L_ERROR, 0, "greylist store error=\"%s\": starting empty", err);
-		if (moatd.glstore != NULL)
-			glstore_set_defaults(moatd.glstore, c->greylist.v4_prefix, c->greylist.v6_prefix,
-			    (int64_t)c->greylist.allow_lifetime);
+		if (engine_init(c, &eo, err, sizeof(err)) != 0)
+			fatal("%s", err);
 	}
 	moatd.workers = xcalloc((size_t)nworkers, sizeof(struct worker));
 	for (int i = 0; i < nworkers; i++) {
@@ -517,13 +333,7 @@ main(int argc, char **argv)
 		if (w->wake_fd < 0)
 			fatal("eventfd: %s", strerror(errno));
 		w->ev_wake = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, worker_wake_cb, w);
-		w->wq = workq_loop_new(moatd.workq, w->base);
-		w->dns = dns_loop_new(w->base);
-		if (conf_greylist_wanted(c)) {
-			w->gl = greylist_new(w->base, &c->greylist, moatd.glstore);
-			if (w->gl == NULL)
-				fatal("greylist: cannot start (no redis and no store)");
-		}
+		w->eng = engine_loop_new(w->base, c);
 		event_add(w->ev_wake, NULL);
 		for (int j = 0; j < c->nlisten; j++) {
 			char err[256];
@@ -553,21 +363,7 @@ main(int argc, char **argv)
 		evsignal_add(sigs[i], NULL);
 	ev_drain_timer = evtimer_new(main_base, drain_timer_cb, NULL);
 	ev_drain_tick = event_new(main_base, -1, EV_PERSIST, drain_tick_cb, NULL);
-	main_dns = dns_loop_new(main_base);
-	ev_save = evtimer_new(main_base, save_cb, NULL);
-	if (moatd.glstore != NULL) {
-		struct timeval tv = { 600, 0 };
-
-		evtimer_add(ev_save, &tv);
-	}
-	ev_probe = evtimer_new(main_base, probe_cb, NULL);
-	if (c->dnsbl != NULL)
-		event_active(ev_probe, EV_TIMEOUT, 0);
-	else {
-		/* a reload may add zones: look again later */
-		struct timeval tv = { (time_t)(c->dnsbl_probe_ms / 1000), 0 };
-		evtimer_add(ev_probe, &tv);
-	}
+	engine_timers_start(main_base, moatd_conf_get);	/* DNSBL probes, the store's save */
 
 	for (int i = 0; i < nworkers; i++)
 		if (pthread_create(&moatd.workers[i].thread, NULL, worker_main, &moatd.workers[i]) != 0)
@@ -597,26 +393,8 @@ main(int argc, char **argv)
 	}
 	for (int i = 0; i < nworkers; i++)
 		pthread_join(moatd.workers[i].thread, NULL);
-	workq_free(moatd.workq);	/* finishes its jobs: no session is left */
-	for (int i = 0; i < nworkers; i++)
-		workq_loop_free(moatd.workers[i].wq);
-	/* no loop runs any more: queries still out are dropped, their
-	 * callers told "shutdown" */
-	dns_shutdown();
-	for (int i = 0; i < nworkers; i++)
-		dns_loop_free(moatd.workers[i].dns);
-	dns_loop_free(main_dns);
-	event_free(ev_probe);
-	for (int i = 0; i < nworkers; i++)
-		greylist_free(moatd.workers[i].gl);
-	store_save();
-	if (moatd.glstore != NULL)
-		glstore_close(moatd.glstore);
-	if (moatd.dkim != NULL)
-		dkimv_free(moatd.dkim);
-	if (moatd.psl != NULL)
-		dmarc_psl_free(moatd.psl);
-	event_free(ev_save);
+	engine_timers_stop();
+	engine_shutdown();	/* the pool's jobs, the resolver, the loops' parts, the store */
 	control_close();
 	for (int i = 0; i < 3; i++)
 		event_free(sigs[i]);

@@ -22,11 +22,11 @@
 #include <event2/listener.h>
 
 #include "conf.h"
-#include "workq.h"
 
 struct session;
 struct conn;
 struct ups;
+struct engine_loop;
 
 /* an upstream connection saying QUIT after its session ended */
 struct ups_closer {
@@ -44,9 +44,7 @@ struct worker {
 	struct evconnlistener *lev[CONF_LISTEN_MAX];
 	int nlev;
 	struct event *ev_wake;		/* reads wake_fd; also made active in-thread */
-	struct workq_loop *wq;		/* completions of checks run on the pool */
-	struct dns_loop *dns;		/* answers of the resolver (dns.h) */
-	struct greylist *gl;		/* greylist decisions (greylist.h), or NULL */
+	struct engine_loop *eng;	/* the engine's parts for this loop (engine.h) */
 	int wake_fd;			/* eventfd the main thread writes to */
 	struct session *sessions;	/* list of live sessions */
 	unsigned nsessions;
@@ -68,10 +66,6 @@ struct moatd_state {
 	uint64_t next_sid;		/* atomic */
 	bool draining;			/* atomic */
 	unsigned fd_session_cap;	/* sessions the fd limit allows */
-	struct workq *workq;		/* the pool for blocking checks */
-	struct glstore *glstore;	/* the embedded greylist store, or NULL */
-	struct dkimv *dkim;		/* DKIM verification (dkim.h), or NULL */
-	struct dmarc_psl *psl;		/* the Public Suffix List (DMARC), or NULL */
 };
 
 extern struct moatd_state moatd;

@@ -37,6 +37,8 @@ struct conn;
 struct rules_facts;
 struct spool;
 struct ups;
+struct eng_sess;
+struct eng_msg;
 
 enum sess_state {
 	SS_CMD = 0,		/* reading commands */
@@ -58,8 +60,8 @@ enum sess_state {
 #define SESS_F_EARLY             0x20u	/* the client talked before the greeting */
 #define SESS_F_STARTTLS_INJECT   0x40u	/* bytes came after STARTTLS, before TLS (dropped) */
 
-/* what a session resumes when a check's result comes in */
-enum sess_wait { SW_NONE = 0, SW_GREETING, SW_COMMAND, SW_DATA_END };
+/* what a session resumes when the engine's verdict can be had */
+enum sess_wait { SW_NONE = 0, SW_GREETING, SW_HELO, SW_MAIL, SW_RCPT, SW_DATA_END };
 
 struct slot {
 	struct slot *next;
@@ -72,21 +74,18 @@ struct slot {
 /* The transaction: from MAIL to the end of the message. */
 struct txn {
 	char sender[SMTP_PATH_MAX + 8];	/* rendered "<a@b>" */
-	struct smtp_addr from;		/* parsed, for the rules */
-	int64_t score;			/* added by rules at mail, rcpt, data */
-	char *hdrs;			/* header fields rules added, CRLF lines */
-	size_t hdrs_len;
+	struct smtp_addr from;		/* parsed once: engine, relay */
 	struct smtp_mail_params mp;
+	struct smtp_addr rcpt;		/* the RCPT being judged, parsed once */
+	struct smtp_rcpt_params rp;
 	unsigned nrcpt;			/* recipients sent upstream (pending or accepted) */
 	unsigned nrcpt_ok;		/* recipients the upstream accepted */
 	bool mail_failed;		/* the upstream refused MAIL, or was lost */
 	bool lost;			/* the upstream connection was lost */
 	struct data_dec dd;
 	struct spool *spool;
+	struct eng_msg *msg;		/* what the checks take from the message */
 	uint64_t data_start_ms;
-	char *hdr;			/* the header block, when a rule reads "from" */
-	size_t hdr_len;
-	bool hdr_capture, hdr_done;
 };
 
 struct session {
@@ -110,22 +109,12 @@ struct session {
 	bool counted;			/* holds a per-client slot */
 	char *helo;			/* owned, as sent (may be odd) */
 	unsigned facts;			/* SESS_F_* */
-	int64_t score;			/* added by rules at connect and helo */
-	unsigned char waiting;		/* SW_*: what waits for a check */
+	struct eng_sess *eng;		/* the engine's side (engine.h), from sess_begin() */
+	unsigned char waiting;		/* SW_*: what waits for the engine */
 	bool greeted;			/* the 220 (or the refusal) is out */
 	unsigned short bare_lf_cmds;	/* command lines ended by a bare LF */
 	unsigned short unknown_cmds;	/* commands not recognised */
 	uint64_t greet_at_ms;		/* greet-delay: not before this */
-	struct sess_checks *ck;		/* DNS checks (sess_checks.c), or NULL */
-	struct sess_dnsq *dnsq;		/* their queries in flight */
-	struct sender_auth *sender_auth;	/* SPF, DKIM, DMARC (sess_auth.c), or NULL */
-	unsigned char spf_helo_state;	/* enum check_state: the HELO identity */
-	unsigned char spf_helo;		/* its enum spf_res */
-	unsigned short spf_helo_gen;
-	char *client_name;		/* forward-confirmed name, owned */
-	uint64_t check_deadline_ms;	/* 0 = no check awaited */
-	char *hdrs;			/* header fields those rules added */
-	size_t hdrs_len;
 	unsigned errors, junk, ncmds, nmsgs, ups_connects;
 
 	uint64_t start_ms;
@@ -163,52 +152,8 @@ void sess_flush(struct session *s);
 void sess_txn_free(struct session *s);
 void sess_drain(struct session *s);
 
-/* sess_checks.c: a check's request in flight points at its session; the
- * session keeps them on a list and clears s when it is freed first */
-enum { QK_FCRDNS = 0, QK_ZONE, QK_GREYLIST, QK_SPF, QK_SPF_HELO, QK_AUTH, QK_KEY };
-
-struct sess_dnsq {
-	struct sess_dnsq *prev, *next;	/* the session's list */
-	struct session *s;		/* NULL once the session is gone */
-	unsigned char kind;		/* QK_* */
-	unsigned char index;		/* fcrdns step, or zone */
-	unsigned short gen;		/* the question it answers */
-};
-struct sess_dnsq *sess_q_new(struct session *s, int kind, int index, unsigned short gen);
-void sess_q_unlink(struct sess_dnsq *q);
-/* sess_from.c */
-struct owner_from;
-void sess_from_tap(struct txn *t, const unsigned char *buf, size_t len);
-void sess_from_facts(const struct txn *t, struct rules_facts *f, struct owner_from *of);
-
-/* sess_checks.c */
-struct rules_facts;
-struct dnsbl_summary;
-void sess_checks_connect(struct session *s);
-bool sess_check_wait(struct session *s, int st, const struct smtp_cmd *c);
-void sess_checks_expire(struct session *s);
-void sess_checks_facts(const struct session *s, struct rules_facts *f, struct dnsbl_summary *sum);
-void sess_checks_free(struct session *s);
-void sess_checks_txn_end(struct session *s);
-void sess_greylist_facts(const struct session *s, struct rules_facts *f, const struct smtp_addr *a);
-void sess_facts(const struct session *s, int st, struct rules_facts *f, struct dnsbl_summary *sum);
-int sess_fc_send(void *arg, const char *name, int rrtype, int index);
-void sess_fc_result(struct session *s);
-void sess_resume(struct session *s);
-
-/* sess_auth.c */
-void sess_auth_mail(struct session *s, const struct smtp_addr *from);
-void sess_auth_helo(struct session *s);
-void sess_auth_data(struct session *s);
-void sess_auth_feed(struct session *s, const unsigned char *buf, size_t len);
-bool sess_auth_wait(struct session *s);
-bool sess_auth_spf_pending(const struct session *s, int st);
-void sess_auth_facts(const struct session *s, int st, struct rules_facts *f);
-char *sess_auth_header(struct session *s, size_t *len);
-unsigned sess_auth_removed(const struct session *s);
-const char *sess_auth_spf_domain(const struct session *s);
-void sess_auth_txn_end(struct session *s);
-void sess_auth_free(struct session *s);
+/* smtp_server.c: the engine's resume callback */
+void sess_resume(void *arg);
 
 /* upstream.c */
 enum ups_kind {

@@ -50,11 +50,9 @@
 
 #include "auth.h"
 #include "conn.h"
-#include "dnsbl.h"
-#include "filter.h"
+#include "engine.h"
 #include "log.h"
 #include "moatd.h"
-#include "owner.h"
 #include "rules.h"
 #include "session.h"
 #include "spool.h"
@@ -65,13 +63,15 @@
 #define SESS_OUTPUT_MAX  (64 * 1024)	/* replies not yet taken by the client */
 #define SESS_CLOSE_MS    10000		/* flushing the last reply */
 #define SESS_REPLY_MAX   1024
-#define SESS_CHECK_MS    10000		/* the longest a session waits for a check */
 
 static void sess_process_input(struct session *s);
 static void sess_data_input(struct session *s);
 static void sess_begin_close(struct session *s);
 static void sess_greet(struct session *s);
 static void sess_data_finish(struct session *s);
+static void helo_finish(struct session *s);
+static void mail_finish(struct session *s);
+static void rcpt_finish(struct session *s);
 
 /* sess_now_ms - monotonic milliseconds */
 uint64_t
@@ -269,11 +269,10 @@ sess_txn_free(struct session *s)
 {
 	if (s->txn == NULL)
 		return;
-	sess_checks_txn_end(s);
-	sess_auth_txn_end(s);
+	if (s->eng != NULL)
+		engine_txn_end(s->eng);
 	spool_free(s->txn->spool);
-	free(s->txn->hdr);
-	free(s->txn->hdrs);
+	engine_msg_free(s->txn->msg);
 	free(s->txn);
 	s->txn = NULL;
 }
@@ -387,120 +386,79 @@ check_helo(struct session *s, const struct smtp_cmd *c)
 	return true;
 }
 
-/* sess_find - a live session of this worker by id, or NULL */
-
-/* sess_resume - a check's result is in (or its deadline passed): what
- * waited runs again, and waits again if it still must */
+/* sess_resume - the engine's verdict can be had now (engine.h): what
+ * waited for it goes on */
 void
-sess_resume(struct session *s)
+sess_resume(void *arg)
 {
+	struct session *s = arg;
 	enum sess_wait w = (enum sess_wait)s->waiting;
 
+	if (s->closing || s->state == SS_CLOSING)
+		return;
 	s->waiting = SW_NONE;
 	switch (w) {
 	case SW_GREETING:
-		if (sess_check_wait(s, RS_CONNECT, NULL)) {
-			s->waiting = SW_GREETING;
-			break;
-		}
 		sess_greet(s);
 		break;
-	case SW_DATA_END:
-		if (sess_check_wait(s, RS_DATA, NULL)) {
-			s->waiting = SW_DATA_END;
-			break;
-		}
-		sess_data_finish(s);
-		if (!s->closing)
-			sess_process_input(s);
+	case SW_HELO:
+		helo_finish(s);
 		break;
-	case SW_COMMAND:
-		sess_process_input(s);
+	case SW_MAIL:
+		mail_finish(s);
+		break;
+	case SW_RCPT:
+		rcpt_finish(s);
+		break;
+	case SW_DATA_END:
+		sess_data_finish(s);
 		break;
 	case SW_NONE:
 		break;
 	}
+	if (!s->closing && s->waiting == SW_NONE && s->state == SS_CMD)
+		sess_process_input(s);
 	if (!s->closing)
 		sess_arm_timer(s);
 }
 
-/* sess_facts - what the session knows, for the rules of a stage; sum
- * holds the DNSBL summary the facts point into */
-void
-sess_facts(const struct session *s, int st, struct rules_facts *f, struct dnsbl_summary *sum)
+/* sess_engine_sync - what the session saw, for the engine's facts */
+static void
+sess_engine_sync(struct session *s)
 {
-	f->client = (const struct sockaddr *)&s->peer;
-	f->helo = s->helo;
-	f->helolen = s->helo ? strlen(s->helo) : 0;
-	if (s->txn != NULL && st >= RS_MAIL) {
-		f->have_sender = true;
-		f->sender_local = s->txn->from.local;
-		f->sender_llen = s->txn->from.local_len;
-		f->sender_domain = s->txn->from.domain;
-		f->sender_dlen = s->txn->from.domain_len;
-		f->declared_size = s->txn->mp.has_size ? s->txn->mp.size : 0;
-	}
-	f->score = s->score + (s->txn ? s->txn->score : 0);
-	f->pipelining_violation = (s->facts & (SESS_F_NOT_LAST | SESS_F_DATA_PIPELINED)) != 0;
-	f->pipelined_after_dot = (s->facts & SESS_F_AFTER_DOT) != 0;
-	f->helo_valid = s->helo != NULL && smtp_helo_valid(s->helo, strlen(s->helo));
-	f->early_talker = (s->facts & SESS_F_EARLY) != 0;
-	f->submission = (s->lflags & CONF_LISTEN_SUBMISSION) != 0;
-	f->bare_lf_commands = s->bare_lf_cmds;
-	f->unknown_commands = s->unknown_cmds;
-	tls_facts(s, f);
-	auth_facts(s, f);
-	sess_checks_facts(s, f, sum);
-	sess_auth_facts(s, st, f);
+	struct eng_proto *p = engine_proto(s->eng);
+
+	p->pipelining_violation = (s->facts & (SESS_F_NOT_LAST | SESS_F_DATA_PIPELINED)) != 0;
+	p->pipelined_after_dot = (s->facts & SESS_F_AFTER_DOT) != 0;
+	p->early_talker = (s->facts & SESS_F_EARLY) != 0;
+	p->bare_lf_commands = s->bare_lf_cmds;
+	p->unknown_commands = s->unknown_cmds;
+	tls_engine_sync(s);
+	engine_set_login(s->eng, auth_login(s));
 }
 
-/* sess_policy - run a stage's rules with what the session knows; false
- * when they refused the command (the reply is given). Scores and header
- * fields from connect and helo belong to the session, the others to the
- * transaction (which exists from MAIL on). */
+/* sess_stage - the engine's verdict for a stage: true when the command
+ * may go on; false when it was refused (the reply is given) or must
+ * wait (s->waiting is set: the command's finish runs from sess_resume) */
 static bool
-sess_policy(struct session *s, enum rules_stage st, struct rules_facts *f)
+sess_stage(struct session *s, enum rules_stage st, enum sess_wait w)
 {
-	struct rules_result res;
-	struct dnsbl_summary sum;
-	char text[600];
-	char **hb;
-	size_t *hl;
+	struct eng_verdict v;
 
-	if (s->conf->rules == NULL || rules_count(s->conf->rules, st) == 0)
+	sess_engine_sync(s);
+	switch (engine_stage(s->eng, st, &v)) {
+	case ENG_CONTINUE:
 		return true;
-	sess_facts(s, st, f, &sum);
-	rules_eval(s->conf->rules, st, f, &res, s->id);
-	if (res.verdict == RV_WAIT) {
-		/* sess_check_wait() judged no rule would read the check; if one
-		 * does after all, its facts count as failed lookups (never a
-		 * pass, never a stall) */
-		log_msg(LOG_L_WARN, s->id, "policy stage=%s check=%s not awaited: counted as temperror",
-		    rules_stage_name(st), check_name((enum check_id)res.need));
-		rules_facts_unawaited(f, s->conf->dnsbl != NULL, sum.error, s->conf->greylist.on_error);
-		rules_eval(s->conf->rules, st, f, &res, s->id);
+	case ENG_WAIT:
+		s->waiting = (unsigned char)w;	/* no command is read meanwhile */
+		return false;
+	case ENG_REFUSE:
+		break;
 	}
-	if (st >= RS_MAIL && s->txn != NULL) {
-		s->txn->score += res.score;
-		hb = &s->txn->hdrs;
-		hl = &s->txn->hdrs_len;
-	} else {
-		s->score += res.score;
-		hb = &s->hdrs;
-		hl = &s->hdrs_len;
-	}
-	f->score += res.score;
-	for (int i = 0; i < res.nhdr; i++) {
-		rules_expand(res.hdr_value[i], f, text, sizeof(text));
-		rules_header_add(hb, hl, res.hdr_name[i], text);
-	}
-	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
-		return true;
-	rules_expand(res.text, f, text, sizeof(text));
 	if (st == RS_CONNECT)
-		sess_reply_close(s, "%d %s %s", res.code, res.enh, text);
+		sess_reply_close(s, "%d %s %s", v.code, v.enh, v.text);
 	else
-		sess_replyf(s, "%d %s %s", res.code, res.enh, text);
+		sess_replyf(s, "%d %s %s", v.code, v.enh, v.text);
 	return false;
 }
 
@@ -517,13 +475,21 @@ proceed_helo(struct session *s, const struct smtp_cmd *c)
 	s->esmtp = c->verb == SMTP_V_EHLO;
 	log_escape(esc, sizeof(esc), c->arg, c->arglen);
 	log_msg(LOG_L_DEBUG, s->id, "helo name=\"%s\" esmtp=%d", esc, s->esmtp);
-	{
-		struct rules_facts f = { 0 };
-		if (!sess_policy(s, RS_HELO, &f)) {
+	engine_helo(s->eng, s->helo, len);
+	helo_finish(s);
+}
+
+/* helo_finish - the helo rules' verdict, then our greeting (again from
+ * sess_resume when the engine had to wait) */
+static void
+helo_finish(struct session *s)
+{
+	if (!sess_stage(s, RS_HELO, SW_HELO)) {
+		if (s->waiting == SW_NONE) {
 			free(s->helo);	/* refused: as if no HELO was given */
 			s->helo = NULL;
-			return;
 		}
+		return;
 	}
 	if (s->esmtp)
 		sess_ehlo_reply(s);
@@ -608,9 +574,6 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 	struct smtp_addr addr;
 	struct smtp_mail_params mp;
 	const struct smtp_reject *rj;
-	char line[SMTP_CMD_LINE_MAX + 256];
-	char esc[LOG_ESC_SIZE];
-	size_t n;
 	unsigned caps = ups_known_caps(NULL);
 
 	memset(&mp, 0, sizeof(mp));
@@ -638,14 +601,25 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 	s->txn = xcalloc(1, sizeof(*s->txn));
 	s->txn->mp = mp;
 	s->txn->from = addr;
-	{
-		struct rules_facts f = { 0 };
-		if (!sess_policy(s, RS_MAIL, &f)) {
+	engine_mail(s->eng, &s->txn->from, &s->txn->mp);
+	mail_finish(s);
+}
+
+/* mail_finish - the mail rules' verdict, then MAIL goes upstream (again
+ * from sess_resume when the engine had to wait) */
+static void
+mail_finish(struct session *s)
+{
+	char line[SMTP_CMD_LINE_MAX + 256];
+	char esc[LOG_ESC_SIZE];
+	size_t n;
+
+	if (!sess_stage(s, RS_MAIL, SW_MAIL)) {
+		if (s->waiting == SW_NONE)
 			sess_txn_free(s);
-			return;
-		}
+		return;
 	}
-	if (smtp_addr_render(&addr, s->txn->sender, sizeof(s->txn->sender)) < 0) {
+	if (smtp_addr_render(&s->txn->from, s->txn->sender, sizeof(s->txn->sender)) < 0) {
 		sess_txn_free(s);
 		sess_replyf(s, "501 5.1.7 Bad sender address syntax");
 		sess_error(s);
@@ -687,52 +661,53 @@ check_rcpt(struct session *s, const struct smtp_cmd *c)
 static void
 proceed_rcpt(struct session *s, const struct smtp_cmd *c)
 {
-	struct smtp_addr addr;
-	struct smtp_rcpt_params rp;
+	struct txn *t = s->txn;
 	const struct smtp_reject *rj;
+
+	memset(&t->rp, 0, sizeof(t->rp));
+	rj = smtp_rcpt_parse(c->arg, c->arglen, &t->rcpt, &t->rp, t->mp.smtputf8);
+	if (rj != NULL) {
+		sess_reject_syntax(s, "rcpt", c, rj);
+		return;
+	}
+	engine_rcpt(s->eng, &t->rcpt, t->nrcpt);
+	rcpt_finish(s);
+}
+
+/* rcpt_finish - the rcpt rules' verdict, then RCPT goes upstream (again
+ * from sess_resume when the engine had to wait) */
+static void
+rcpt_finish(struct session *s)
+{
+	const struct smtp_rcpt_params *rpp = &s->txn->rp;
 	char line[SMTP_CMD_LINE_MAX + 512];
 	int n;
 	size_t len;
 	unsigned caps = ups_known_caps(NULL);
 
-	memset(&rp, 0, sizeof(rp));
-	rj = smtp_rcpt_parse(c->arg, c->arglen, &addr, &rp, s->txn->mp.smtputf8);
-	if (rj != NULL) {
-		sess_reject_syntax(s, "rcpt", c, rj);
+	if (!sess_stage(s, RS_RCPT, SW_RCPT))
 		return;
-	}
-	{
-		struct rules_facts f = { 0 };
-		f.rcpt_local = addr.local;
-		f.rcpt_llen = addr.local_len;
-		f.rcpt_domain = addr.domain;
-		f.rcpt_dlen = addr.domain_len;
-		f.rcpt_count = s->txn->nrcpt;
-		sess_greylist_facts(s, &f, &addr);
-		if (!sess_policy(s, RS_RCPT, &f))
-			return;
-	}
 	memcpy(line, "RCPT TO:", 8);
-	n = smtp_addr_render(&addr, line + 8, sizeof(line) - 8);
+	n = smtp_addr_render(&s->txn->rcpt, line + 8, sizeof(line) - 8);
 	if (n < 0) {
 		sess_replyf(s, "501 5.1.3 Bad recipient address syntax");
 		sess_error(s);
 		return;
 	}
 	len = 8 + (size_t)n;
-	if ((caps & UPS_CAP_DSN) && rp.notify != 0) {
+	if ((caps & UPS_CAP_DSN) && rpp->notify != 0) {
 		len += (size_t)snprintf(line + len, sizeof(line) - len, " NOTIFY=%s%s%s%s",
-		    rp.notify & SMTP_NOTIFY_NEVER ? "NEVER" : "",
-		    rp.notify & SMTP_NOTIFY_SUCCESS ? "SUCCESS" : "",
-		    rp.notify & SMTP_NOTIFY_FAILURE ? (rp.notify & SMTP_NOTIFY_SUCCESS ? ",FAILURE" : "FAILURE") : "",
-		    rp.notify & SMTP_NOTIFY_DELAY ? (rp.notify & (SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE) ? ",DELAY" : "DELAY") : "");
+		    rpp->notify & SMTP_NOTIFY_NEVER ? "NEVER" : "",
+		    rpp->notify & SMTP_NOTIFY_SUCCESS ? "SUCCESS" : "",
+		    rpp->notify & SMTP_NOTIFY_FAILURE ? (rpp->notify & SMTP_NOTIFY_SUCCESS ? ",FAILURE" : "FAILURE") : "",
+		    rpp->notify & SMTP_NOTIFY_DELAY ? (rpp->notify & (SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE) ? ",DELAY" : "DELAY") : "");
 	}
-	if ((caps & UPS_CAP_DSN) && rp.orcpt_len > 0 && len + 16 < sizeof(line)) {
+	if ((caps & UPS_CAP_DSN) && rpp->orcpt_len > 0 && len + 16 < sizeof(line)) {
 		size_t save = len;
-		int e = snprintf(line + len, sizeof(line) - len, " ORCPT=%s;", rp.orcpt_type);
+		int e = snprintf(line + len, sizeof(line) - len, " ORCPT=%s;", rpp->orcpt_type);
 		if (e > 0 && (size_t)e < sizeof(line) - len) {
 			len += (size_t)e;
-			e = smtp_xtext_encode(rp.orcpt, rp.orcpt_len, line + len, sizeof(line) - len);
+			e = smtp_xtext_encode(rpp->orcpt, rpp->orcpt_len, line + len, sizeof(line) - len);
 		}
 		len = e > 0 ? len + (size_t)e : save;	/* never a half parameter */
 	}
@@ -770,6 +745,16 @@ check_data(struct session *s, const struct smtp_cmd *c)
 	return true;
 }
 
+/* sess_spool_put - the message as the engine's header scanner passes it
+ * (forged Authentication-Results fields dropped) into the spool */
+static void
+sess_spool_put(void *arg, const unsigned char *buf, size_t len)
+{
+	struct txn *t = arg;
+
+	spool_write(t->spool, buf, len);	/* errors are sticky, checked at the end */
+}
+
 /* proceed_data - 354 from us; the content goes to the spool */
 static void
 proceed_data(struct session *s, const struct smtp_cmd *c)
@@ -786,8 +771,7 @@ proceed_data(struct session *s, const struct smtp_cmd *c)
 	    DATA_BARELF_REJECT : DATA_BARELF_NORMALISE,
 	    sess_size_limit(s), (size_t)s->conf->max_line_length);
 	t->spool = spool_new(s->conf->spool_dir, (size_t)s->conf->spool_memory);
-	sess_auth_data(s);
-	t->hdr_capture = rules_reads_from(s->conf->rules);
+	t->msg = engine_msg_new(s->conf, sess_spool_put, t);
 	t->data_start_ms = sess_now_ms();
 	s->state = SS_DATA;
 	s->cmd_deadline_ms = 0;
@@ -971,7 +955,7 @@ sess_process_input(struct session *s)
 		return;
 	s->in_input = true;
 	in = conn_input(s->conn);
-	while (!s->closing && s->state == SS_CMD) {
+	while (!s->closing && s->state == SS_CMD && s->waiting == SW_NONE) {
 		size_t avail = evbuffer_get_length(in), eol_len = 0, raw;
 		struct evbuffer_ptr p;
 
@@ -1071,12 +1055,6 @@ sess_process_input(struct session *s)
 		v = pe == SMTP_P_OK ? sess_verb_find(c.verb) : NULL;
 		if (v != NULL && (v->flags & VF_BARRIER) && s->npending > 0)
 			break;	/* e.g. DATA: every earlier reply must be known */
-		if (v != NULL && sess_check_wait(s, c.verb == SMTP_V_MAIL ? RS_MAIL :
-		    c.verb == SMTP_V_RCPT ? RS_RCPT : c.verb == SMTP_V_HELO ||
-		    c.verb == SMTP_V_EHLO ? RS_HELO : RS__COUNT, &c)) {
-			s->waiting = SW_COMMAND;	/* the line stays until the result */
-			break;
-		}
 		evbuffer_drain(in, raw + 2);
 		sess_command(s, line, raw, pe, &c);
 		if (s->state != SS_TLS)		/* STARTTLS set the handshake's deadline */
@@ -1095,16 +1073,14 @@ sess_process_input(struct session *s)
  * DATA
  */
 
-/* sess_spool_out - decoder output: to DKIM, the header scanner and the
- * spool (sess_auth.c) */
+/* sess_spool_out - decoder output: to the engine's message (DKIM, the
+ * header scanner, the header block), which passes it to the spool */
 static void
 sess_spool_out(void *arg, const unsigned char *buf, size_t len)
 {
 	struct session *s = arg;
 
-	sess_auth_feed(s, buf, len);
-	if (s->txn->hdr_capture)
-		sess_from_tap(s->txn, buf, len);
+	engine_msg_feed(s->txn->msg, buf, len);
 }
 
 /* sess_data_end - the terminator was seen: judge, then send upstream */
@@ -1133,31 +1109,26 @@ sess_data_end(struct session *s)
 		sess_txn_free(s);
 		return;
 	}
-	if (sess_check_wait(s, RS_DATA, NULL)) {
-		s->waiting = SW_DATA_END;
-		return;
-	}
+	engine_data(s->eng, t->msg, t->dd.size, t->nrcpt_ok, (t->dd.flags & DATA_F_BARE_LF) != 0);
+	t->msg = NULL;		/* the engine's now */
 	sess_data_finish(s);
 }
 
-/* sess_data_finish - the data rules, then the message goes upstream */
+/* sess_data_finish - the data rules' verdict (again from sess_resume when
+ * the engine had to wait), then the message goes upstream */
 static void
 sess_data_finish(struct session *s)
 {
 	struct txn *t = s->txn;
 	struct spool *sp;
+	char *h;
+	size_t hlen;
+	unsigned removed;
 
-	{
-		struct rules_facts f = { 0 };
-		struct owner_from of;
-		sess_from_facts(t, &f, &of);
-		f.size = t->dd.size;
-		f.rcpt_count = t->nrcpt_ok;
-		f.bare_lf = (t->dd.flags & DATA_F_BARE_LF) != 0;
-		if (!sess_policy(s, RS_DATA, &f)) {
+	if (!sess_stage(s, RS_DATA, SW_DATA_END)) {
+		if (s->waiting == SW_NONE)
 			sess_txn_abort(s);
-			return;
-		}
+		return;
 	}
 	if (spool_finish(t->spool) != 0) {
 		log_msg(LOG_L_ERROR, s->id, "tempfail stage=data reason=spool-error");
@@ -1165,30 +1136,12 @@ sess_data_finish(struct session *s)
 		sess_txn_abort(s);
 		return;
 	}
-	{
-		/* moat's header fields go first, ahead of the client's, with
-		 * Authentication-Results on top */
-		size_t arlen = 0;
-		char *ar = sess_auth_header(s, &arlen);
-		unsigned removed = sess_auth_removed(s);
-
-		if (removed > 0)
-			log_msg(LOG_L_INFO, s->id, "message removed=%u field=Authentication-Results "
-			    "reason=forged-authserv-id", removed);
-		if (arlen + s->hdrs_len + t->hdrs_len > 0) {
-			char *h = xmalloc(arlen + s->hdrs_len + t->hdrs_len);
-
-			if (arlen)
-				memcpy(h, ar, arlen);
-			if (s->hdrs_len)
-				memcpy(h + arlen, s->hdrs, s->hdrs_len);
-			if (t->hdrs_len)
-				memcpy(h + arlen + s->hdrs_len, t->hdrs, t->hdrs_len);
-			spool_set_prefix(t->spool, h, arlen + s->hdrs_len + t->hdrs_len);
-			free(h);
-		}
-		free(ar);
-	}
+	/* moat's header fields go first, ahead of the client's, with
+	 * Authentication-Results on top */
+	h = engine_headers(s->eng, &hlen, &removed);
+	if (h != NULL)
+		spool_set_prefix(t->spool, h, hlen);
+	free(h);
 	log_msg(LOG_L_INFO, s->id, "message size=%llu rcpts=%u spooled=%s",
 	    (unsigned long long)t->dd.size, t->nrcpt_ok, spool_on_disk(t->spool) ? "file" : "memory");
 	sp = t->spool;
@@ -1254,8 +1207,6 @@ sess_deadline(const struct session *s)
 	case SS_CLOSING:
 		break;
 	}
-	if (s->check_deadline_ms != 0 && s->check_deadline_ms < d)
-		d = s->check_deadline_ms;
 	if (s->waiting == SW_GREETING && s->greet_at_ms != 0 && s->greet_at_ms < d)
 		d = s->greet_at_ms;
 	return d;
@@ -1293,12 +1244,8 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 		sess_close(s, "flush-timeout");
 		return;
 	}
-	if (s->waiting != SW_NONE && ((s->check_deadline_ms != 0 && now >= s->check_deadline_ms) ||
-	    (s->waiting == SW_GREETING && s->greet_at_ms != 0 && now >= s->greet_at_ms))) {
-		if (s->check_deadline_ms != 0 && now >= s->check_deadline_ms) {
-			sess_checks_expire(s);
-			s->check_deadline_ms = 0;
-		}
+	if (s->waiting == SW_GREETING && s->greet_at_ms != 0 && now >= s->greet_at_ms) {
+		s->greet_at_ms = 0;	/* greet-delay passed */
 		sess_resume(s);
 		return;
 	}
@@ -1333,10 +1280,10 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	auth_free(s);
 	ups_free(s);
 	sess_txn_free(s);
+	engine_sess_free(s->eng);	/* its answers in flight will find nobody */
+	s->eng = NULL;
 	sess_slots_free(s);
 	tls_sess_free(s);
-	sess_checks_free(s);
-	sess_auth_free(s);
 	if (s->ev_timer)
 		event_free(s->ev_timer);
 	conn_free(s->conn);
@@ -1352,8 +1299,6 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	__atomic_sub_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
 	conf_unref(s->conf);
 	free(s->helo);
-	free(s->hdrs);
-	free(s->client_name);
 	free(s);
 	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
 		event_active(w->ev_wake, EV_READ, 0);
@@ -1526,13 +1471,13 @@ sess_begin(struct session *s)
 {
 	const struct conf *c = s->conf;
 
-	sess_checks_connect(s);
+	/* the connect checks start now, while the greeting goes out */
+	s->eng = engine_sess_new(s->w->eng, s->conf, s->id, (const struct sockaddr *)&s->peer,
+	    (s->lflags & CONF_LISTEN_SUBMISSION) != 0, sess_resume, s);
 	if (c->greet_delay_ms > 0) {
 		/* read during the delay: a client that talks first is seen */
 		s->greet_at_ms = sess_now_ms() + c->greet_delay_ms;
 		conn_read_enable(s->conn, true);
-	}
-	if (sess_check_wait(s, RS_CONNECT, NULL)) {
 		s->waiting = SW_GREETING;	/* commands are read after the greeting */
 		sess_arm_timer(s);
 		return;
@@ -1544,11 +1489,16 @@ sess_begin(struct session *s)
 static void
 sess_greet(struct session *s)
 {
-	struct rules_facts f = { 0 };
-
+	if (s->greet_at_ms > sess_now_ms()) {
+		s->waiting = SW_GREETING;	/* greet-delay: not yet */
+		return;
+	}
+	if (!sess_stage(s, RS_CONNECT, SW_GREETING)) {
+		if (s->waiting == SW_NONE)
+			s->greeted = true;	/* refused instead of greeted: closing */
+		return;
+	}
 	s->greeted = true;
-	if (!sess_policy(s, RS_CONNECT, &f))
-		return;		/* refused instead of greeted: closing */
 	sess_replyf(s, "220 %s ESMTP moat", s->conf->hostname);
 	conn_read_enable(s->conn, true);
 	sess_arm_timer(s);

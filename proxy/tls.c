@@ -29,6 +29,7 @@
 
 #include "auth.h"
 #include "conn.h"
+#include "engine.h"
 #include "log.h"
 #include "rules.h"
 #include "session.h"
@@ -356,16 +357,17 @@ tls_sess_event(struct session *s, bool ok)
 	sess_arm_timer(s);
 }
 
-/* tls_facts - tls, tls-version, tls-cipher, tls-client-cert */
+/* tls_engine_sync - tls, tls-version, tls-cipher, tls-client-cert for
+ * the engine's facts */
 void
-tls_facts(const struct session *s, struct rules_facts *f)
+tls_engine_sync(struct session *s)
 {
-	if (s->tls == NULL)
+	if (s->tls == NULL) {
+		engine_set_tls(s->eng, NULL, NULL, NULL);
 		return;
-	f->tls = true;
-	f->tls_version = s->tls->version;
-	f->tls_cipher = s->tls->cipher;
-	f->tls_client_cert = s->tls->client_cert[0] ? s->tls->client_cert : NULL;
+	}
+	engine_set_tls(s->eng, s->tls->version, s->tls->cipher,
+	    s->tls->client_cert[0] ? s->tls->client_cert : NULL);
 }
 
 /* tls_sess_free - the session ends (the SSL object goes with its conn) */

@@ -52,7 +52,7 @@ bool check_starttls(struct session *s, const struct smtp_cmd *c);
 void proceed_starttls(struct session *s, const struct smtp_cmd *c);
 void tls_sess_implicit(struct session *s);
 void tls_sess_event(struct session *s, bool ok);
-void tls_facts(const struct session *s, struct rules_facts *f);
+void tls_engine_sync(struct session *s);
 void tls_sess_free(struct session *s);
 
 #endif
