@@ -258,10 +258,10 @@ send_q(struct eng_sess *e, const char *name, int rrtype, int kind, int index, un
 {
 	struct eng_q *q;
 
-	if (e->el->dns == NULL)
+	if (e->el->query == NULL)
 		return -1;
 	q = q_new(e, kind, index, gen);
-	if (dns_query(e->el->dns, name, rrtype, (unsigned)e->conf->dns_timeout_ms, dns_done, q,
+	if (e->el->query(e->el->dns, name, rrtype, (unsigned)e->conf->dns_timeout_ms, dns_done, q,
 	    e->id) != 0) {
 		q_unlink(q);
 		free(q);
@@ -552,10 +552,10 @@ keys_ahead(struct eng_sess *e, bool *all_cached)
 		if (dns_cached(names[i], DNS_T_TXT))
 			continue;
 		*all_cached = false;
-		if (t->keys_asked || e->el->dns == NULL)
+		if (t->keys_asked || e->el->query == NULL)
 			continue;	/* asked once: what failed goes to the pool */
 		q = q_new(e, EQ_KEY, 0, t->gen);
-		if (dns_query(e->el->dns, names[i], DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
+		if (e->el->query(e->el->dns, names[i], DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
 		    key_fetched, q, e->id) != 0) {
 			q_unlink(q);
 			free(q);

@@ -84,6 +84,10 @@
 #include "smtp_parse.h"
 
 struct event_base;
+struct dns_loop;
+struct workq_loop;
+struct greylist;
+struct glstore;
 struct engine_loop;
 struct eng_sess;
 struct eng_msg;
@@ -130,6 +134,15 @@ struct dkimv *engine_dkim(void);
  * thread before the loop runs; engine_shutdown() frees it, after the
  * loop ended and before its event base is freed. */
 struct engine_loop *engine_loop_new(struct event_base *base, const struct conf *c);
+/* engine_loop_set_query - the function that sends the loop's sessions'
+ * DNS questions (dns_query by default; NULL: none can be sent, every
+ * lookup is a temporary error at once). Unit tests give their own, which
+ * keeps the callbacks and answers them (or not) from the loop later. */
+struct dns_answer;
+typedef void (*engine_dns_cb)(void *ctx, uint64_t tag, const struct dns_answer *a);
+typedef int (*engine_query_fn)(struct dns_loop *l, const char *name, int rrtype,
+	unsigned timeout_ms, engine_dns_cb cb, void *ctx, uint64_t tag);
+void engine_loop_set_query(struct engine_loop *el, engine_query_fn fn);
 /* the parts, for the loop's other users */
 struct dns_loop *engine_loop_dns(struct engine_loop *el);
 struct workq_loop *engine_loop_workq(struct engine_loop *el);

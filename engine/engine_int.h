@@ -27,6 +27,7 @@ struct engine_loop {
 	struct event_base *base;
 	struct workq_loop *wq;		/* the pool's completions */
 	struct dns_loop *dns;		/* the resolver's answers, or NULL */
+	engine_query_fn query;		/* dns_query, a test's stand-in, or NULL: none */
 	struct greylist *gl;		/* greylist decisions, or NULL */
 };
 

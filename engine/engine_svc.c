@@ -135,12 +135,20 @@ engine_loop_new(struct event_base *base, const struct conf *c)
 	engine_g.loops = el;
 	el->wq = workq_loop_new(engine_g.workq, base);
 	el->dns = engine_g.dns_up ? dns_loop_new(base) : NULL;
+	el->query = el->dns != NULL ? dns_query : NULL;
 	if (engine_g.greylist) {
 		el->gl = greylist_new(base, &c->greylist, engine_g.store);
 		if (el->gl == NULL)
 			fatal("greylist: cannot start (no redis and no store)");
 	}
 	return el;
+}
+
+/* engine_loop_set_query - a unit test answers the loop's DNS questions */
+void
+engine_loop_set_query(struct engine_loop *el, engine_query_fn fn)
+{
+	el->query = fn;
 }
 
 struct dns_loop *
