@@ -1,8 +1,9 @@
 /*
- * log - one line per event, to stderr or syslog (see log.h)
+ * log - one line per event, to stderr, syslog or a sink (see log.h)
  *
  * The level threshold is read without a lock (an int written once per
- * reload); lines are assembled in a stack buffer and written whole.
+ * reload); lines are assembled in a stack buffer and written whole. The
+ * sink is set once, before any thread that logs starts.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -19,6 +20,8 @@
 static const char *log_prog = "moat";
 static bool log_syslog;
 static volatile int log_min = LOG_L_INFO;
+static log_sink_fn log_sink;
+static void *log_sink_arg;
 
 static const char *const log_names[] = {
 	"debug", "info", "warn", "error", "fatal", "panic"
@@ -45,6 +48,22 @@ log_set_level(enum log_level min)
 	log_min = min;
 }
 
+/* log_set_sink - each line to fn (its level, session id and message)
+ * instead of stderr or syslog; NULL: back to those */
+void
+log_set_sink(log_sink_fn fn, void *arg)
+{
+	log_sink = fn;
+	log_sink_arg = arg;
+}
+
+/* log_level_name - "debug" ... "panic" */
+const char *
+log_level_name(enum log_level lvl)
+{
+	return (unsigned)lvl < sizeof(log_names) / sizeof(log_names[0]) ? log_names[lvl] : "?";
+}
+
 /* log_enabled - would a line of this level be written? */
 bool
 log_enabled(enum log_level lvl)
@@ -60,12 +79,12 @@ log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap
 	size_t n = 0;
 	int r;
 
-	if (!log_syslog) {
+	if (!log_syslog && log_sink == NULL) {
 		r = snprintf(line, sizeof(line), "%s[%ld]: %s: ", log_prog,
 		    (long)getpid(), log_names[lvl]);
 		n = r > 0 ? (size_t)r : 0;
 	}
-	if (sid != 0 && n < sizeof(line)) {
+	if (sid != 0 && n < sizeof(line) && log_sink == NULL) {
 		r = snprintf(line + n, sizeof(line) - n, "%016llx ", (unsigned long long)sid);
 		n += r > 0 ? (size_t)r : 0;
 	}
@@ -84,6 +103,11 @@ log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap
 	for (size_t i = 0; i < n; i++)
 		if (line[i] == '\n' || line[i] == '\r')
 			line[i] = ' ';
+	if (log_sink != NULL) {
+		line[n] = 0;
+		log_sink(log_sink_arg, lvl, sid, line);
+		return;
+	}
 	if (log_syslog) {
 		line[n] = 0;
 		if (lvl == LOG_L_INFO)

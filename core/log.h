@@ -1,11 +1,17 @@
 /*
- * log - one line per event, to stderr or syslog
+ * log - one line per event, to stderr, syslog or a sink
  *
  * SYNOPSIS
- *	void log_init(const char *prog, bool use_syslog, enum log_level min);
+ *	typedef void (*log_sink_fn)(void *arg, enum log_level lvl, uint64_t sid, const char *msg);
+
+void log_init(const char *prog, bool use_syslog, enum log_level min);
+void log_set_sink(log_sink_fn fn, void *arg);
+const char *log_level_name(enum log_level lvl);
  *	void log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...);
  *	void log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...);
  *	size_t log_escape(char *out, size_t size, const void *in, size_t len);
+ *	void log_set_sink(log_sink_fn fn, void *arg);
+ *	const char *log_level_name(enum log_level lvl);
  *	void fatal(const char *fmt, ...);	startup only
  *	void panic(const char *fmt, ...);	our own broken invariant
  *
@@ -16,6 +22,14 @@
  *	through log_escape() first: it escapes every byte outside printable
  *	ASCII (and '\\' and '"') as \xHH and cuts the result at LOG_PEER_MAX
  *	input bytes, marking the cut with "...".
+ *
+ *	log_set_sink() sends each line that passes the threshold to fn
+ *	instead of stderr or syslog: its level, its session id (0: none) and
+ *	the message alone (no program, pid, level or id in front; no CR/LF;
+ *	borrowed for the call). moatctl explain reads the engine's "check"
+ *	lines this way. fn runs on the thread that logs, so it must be
+ *	thread-safe; set it (or NULL, back to stderr or syslog) before any
+ *	other thread logs.
  */
 #ifndef MOAT_LOG_H
 #define MOAT_LOG_H
@@ -29,7 +43,11 @@ enum log_level { LOG_L_DEBUG = 0, LOG_L_INFO, LOG_L_WARN, LOG_L_ERROR, LOG_L_FAT
 #define LOG_PEER_MAX 100	/* input bytes of peer text kept in a log line */
 #define LOG_ESC_SIZE (LOG_PEER_MAX * 4 + 8)
 
+typedef void (*log_sink_fn)(void *arg, enum log_level lvl, uint64_t sid, const char *msg);
+
 void log_init(const char *prog, bool use_syslog, enum log_level min);
+void log_set_sink(log_sink_fn fn, void *arg);
+const char *log_level_name(enum log_level lvl);
 void log_set_level(enum log_level min);
 bool log_enabled(enum log_level lvl);
 void log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...)

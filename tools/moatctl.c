@@ -12,16 +12,21 @@
  *	file is good, 1 when it is not, 2 on bad usage.
  *
  *	explain: walks one SMTP session through the stages as moatd does
- *	(connect, helo, mail, rcpt per recipient, data) with the facts
- *	moatd would have, prints every rule looked at (rules_eval_trace)
- *	and each stage's outcome, and stops where moatd would: a refused
- *	connect, HELO or MAIL ends the walk, a refused RCPT only drops that
- *	recipient. Besides the rules it repeats moatd's built-in checks that
- *	depend on the configuration alone (address syntax, SIZE= and the
- *	message against max-message-size, max-recipients, NUL, bare CR and
- *	line length in the message). Checks that depend on the upstream
- *	(its SIZE limit, SMTPUTF8, its own replies) are not repeated: the
- *	upstream is assumed to accept everything.
+ *	(connect, helo, mail, rcpt per recipient, data), through the same
+ *	engine (engine/engine.h): the same checks, waits, deadlines and
+ *	verdicts, with explain's offline inputs. The engine runs with no
+ *	greylist store and no Redis (a greylist rule passes) and, with
+ *	--no-network, no resolver (every DNS check is a temporary error).
+ *	Every rule the engine looks at is printed (its trace), and so is
+ *	each "check" line it logs (log_set_sink); then each stage's outcome.
+ *	The walk stops where moatd would: a refused connect, HELO or MAIL
+ *	ends it, a refused RCPT only drops that recipient. Before the
+ *	engine, explain repeats moatd's front-end checks that depend on the
+ *	configuration alone (address syntax, SIZE= and the message against
+ *	max-message-size, max-recipients, NUL, bare CR and line length in
+ *	the message). Checks that depend on the upstream (its SIZE limit,
+ *	SMTPUTF8, its own replies) are not repeated: the upstream is assumed
+ *	to accept everything.
  *	Exit 0 when nothing is refused (the message would be relayed), 1
  *	when the session is refused or tempfailed, 2 on usage or
  *	configuration errors.
@@ -29,6 +34,7 @@
  * OUTPUT (stable, one fact per line, meant for grep)
  *	policy FILE
  *	stage NAME FACT=VALUE ...
+ *	check ...                                (the engine's check lines, as they come in)
  *	  rule FILE:LINE MODE matched: TEXT      (MODE enforce|monitor|off)
  *	  rule FILE:LINE MODE no-match: TEXT
  *	  check NAME                             (a built-in check that refused)
@@ -37,8 +43,10 @@
  *	result: accept | result: reject CODE ENH TEXT | result: tempfail CODE ENH TEXT
  *
  * OWNERSHIP AND LIMITS
- *	Everything lives on the stack of cmd_explain or in the loaded
- *	configuration; the message file is read in a stream (any size).
+ *	The walk's state lives on the stack of explain_walk, the session and
+ *	the message in the engine (freed before engine_shutdown()); the
+ *	message file is read in a stream (any size). A stage that waits runs
+ *	the loop until the engine resumes it: its check deadline bounds that.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -50,12 +58,13 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <event2/event.h>
+
 #include "conf.h"
-#include "dns.h"
-#include "dnsbl.h"
-#include "moatctl.h"
+#include "engine.h"
 #include "filter.h"
 #include "log.h"
+#include "moatctl.h"
 #include "rules.h"
 #include "smtp_parse.h"
 
@@ -115,7 +124,19 @@ struct explain_reply {
 	bool temp;
 	int code;
 	char enh[16];
-	char text[512];
+	char text[600];
+};
+
+/* The walk: the engine's session and what its callbacks tell us. */
+struct explain {
+	const struct explain_args *a;
+	struct event_base *base;
+	struct eng_sess *e;
+	bool resumed;			/* the engine's resume callback fired */
+	/* the stage's trace, for the lines after its verdict */
+	int monitored;
+	const char *last_file;		/* the last enforced rule that matched */
+	int last_line;
 };
 
 /* explain_put_escaped - print bytes with controls and 8-bit as \xNN */
@@ -143,14 +164,46 @@ explain_mode_name(int mode)
 	}
 }
 
-/* explain_trace - one "rule" line per rule looked at */
+/* explain_trace - one "rule" line per rule the engine looked at */
 static void
 explain_trace(void *arg, const struct rules_trace *t)
 {
-	(void)arg;
+	struct explain *x = arg;
+
 	printf("  rule %s:%d %s %s: %s\n", t->file ? t->file : "?", t->line,
 	    explain_mode_name(t->mode), t->matched ? "matched" : "no-match",
 	    t->text ? t->text : "");
+	if (t->matched && t->mode == 1)
+		x->monitored++;
+	else if (t->matched && t->mode == 0) {
+		x->last_file = t->file;
+		x->last_line = t->line;
+	}
+}
+
+/* explain_log - the engine's log lines: its "check" lines to the output
+ * (a temporary error marked when --no-network caused it), warnings and
+ * errors to stderr, the rest dropped */
+static void
+explain_log(void *arg, enum log_level lvl, uint64_t sid, const char *msg)
+{
+	const struct explain *x = arg;
+
+	(void)sid;
+	if (strncmp(msg, "check ", 6) == 0)
+		printf("%s%s\n", msg, x->a->no_network && strstr(msg, "temperror") != NULL ?
+		    " (--no-network)" : "");
+	else if (lvl >= LOG_L_WARN)
+		fprintf(stderr, "moatctl: %s: %s\n", log_level_name(lvl), msg);
+}
+
+/* explain_resume - the engine can give the waiting stage's verdict */
+static void
+explain_resume(void *arg)
+{
+	struct explain *x = arg;
+
+	x->resumed = true;
 }
 
 /* explain_refuse - record and print a refusal reply */
@@ -166,7 +219,8 @@ explain_refuse(struct explain_reply *r, bool temp, int code, const char *enh, co
 	    r->enh, r->text);
 }
 
-/* explain_builtin - a built-in check of moatd refused the command */
+/* explain_builtin - a built-in check of moatd's front-end refused the
+ * command (the engine is not asked) */
 static enum explain_outcome
 explain_builtin(struct explain_reply *r, const char *check, int code, const char *enh,
 	const char *text)
@@ -176,39 +230,38 @@ explain_builtin(struct explain_reply *r, const char *check, int code, const char
 	return EX_REFUSED;
 }
 
-/* explain_stage - run one stage's rules with the trace on */
+/* explain_stage - the engine's verdict of one stage, waiting on the loop
+ * as moatd does when a check the stage needs is out (the engine's check
+ * deadline bounds the wait) */
 static enum explain_outcome
-explain_stage(const struct conf *c, enum rules_stage st, const struct rules_facts *f,
-	struct explain_reply *r)
+explain_stage(struct explain *x, enum rules_stage st, struct explain_reply *r)
 {
-	struct rules_result res;
-	char text[600] = "";
+	struct eng_verdict v;
+	enum eng_rc rc;
 
-	rules_eval_trace(c->rules, st, f, &res, 0, explain_trace, NULL);
-	if (res.text != NULL)
-		rules_expand(res.text, f, text, sizeof(text));	/* as moatd sends it */
-	if (res.monitored > 0)
-		printf("  monitor %d rule%s matched (logged only)\n", res.monitored,
-		    res.monitored == 1 ? "" : "s");
-	switch (res.verdict) {
-	case RV_CONTINUE:
-		printf("  verdict continue\n");
-		return EX_PASS;
-	case RV_ACCEPT:
-		printf("  verdict accept rule %s:%d\n", res.file ? res.file : "?", res.line);
-		return EX_PASS;
-	case RV_REJECT:
-		explain_refuse(r, false, res.code, res.enh, text);
-		return EX_REFUSED;
-	case RV_TEMPFAIL:
-		explain_refuse(r, true, res.code, res.enh, text);
-		return EX_REFUSED;
-	default:
-		/* a verdict this tool does not know yet: say so, do not guess */
-		printf("  verdict unknown(%d) rule %s:%d (moatctl does not know it; treated as continue)\n",
-		    (int)res.verdict, res.file ? res.file : "?", res.line);
-		return EX_PASS;
+	x->monitored = 0;
+	x->last_file = NULL;
+	x->last_line = 0;
+	while ((rc = engine_stage(x->e, st, &v)) == ENG_WAIT) {
+		x->resumed = false;
+		while (!x->resumed)
+			if (event_base_loop(x->base, EVLOOP_ONCE) != 0)
+				panic("explain: the loop ran dry while stage %s waited",
+				    rules_stage_name(st));	/* the deadline is armed */
 	}
+	if (x->monitored > 0)
+		printf("  monitor %d rule%s matched (logged only)\n", x->monitored,
+		    x->monitored == 1 ? "" : "s");
+	if (rc == ENG_REFUSE) {
+		explain_refuse(r, v.verdict == RV_TEMPFAIL, v.code, v.enh, v.text);
+		return EX_REFUSED;
+	}
+	if (v.verdict == RV_ACCEPT)
+		printf("  verdict accept rule %s:%d\n", x->last_file ? x->last_file : "?",
+		    x->last_line);
+	else
+		printf("  verdict continue\n");
+	return EX_PASS;
 }
 
 /* explain_addr - "<local@domain>" of a parsed path */
@@ -225,13 +278,15 @@ struct explain_msg {
 	bool nul, bare_cr, long_line;
 };
 
-/* explain_read_message - size with CRLF line ends, as moatd decodes it */
+/* explain_read_message - size with CRLF line ends, as moatd decodes it;
+ * the decoded bytes (every LF a CRLF, as a client sends them) go to em */
 static int
-explain_read_message(const char *path, uint64_t max_line, struct explain_msg *m)
+explain_read_message(const char *path, uint64_t max_line, struct explain_msg *m,
+	struct eng_msg *em)
 {
 	FILE *fp = fopen(path, "rb");
-	unsigned char buf[65536];
-	size_t n;
+	unsigned char buf[16384], out[2 * sizeof(buf) + 4];
+	size_t n, o;
 	uint64_t linelen = 0;
 	bool pending_cr = false, at_bol = true;
 
@@ -241,17 +296,21 @@ explain_read_message(const char *path, uint64_t max_line, struct explain_msg *m)
 		return -1;
 	}
 	while ((n = fread(buf, 1, sizeof(buf), fp)) > 0) {
+		o = 0;
 		for (size_t i = 0; i < n; i++) {
 			unsigned char ch = buf[i];
 			if (pending_cr) {
 				pending_cr = false;
 				if (ch == '\n') {
+					out[o++] = '\r';
+					out[o++] = '\n';
 					m->size += 2;
 					linelen = 0;
 					at_bol = true;
 					continue;
 				}
 				m->bare_cr = true;	/* a CR alone is content */
+				out[o++] = '\r';
 				m->size++;
 				linelen++;
 				at_bol = false;
@@ -261,6 +320,8 @@ explain_read_message(const char *path, uint64_t max_line, struct explain_msg *m)
 				continue;
 			}
 			if (ch == '\n') {	/* a bare LF: the client sends CRLF */
+				out[o++] = '\r';
+				out[o++] = '\n';
 				m->size += 2;
 				linelen = 0;
 				at_bol = true;
@@ -268,12 +329,14 @@ explain_read_message(const char *path, uint64_t max_line, struct explain_msg *m)
 			}
 			if (ch == 0)
 				m->nul = true;
+			out[o++] = ch;
 			m->size++;
 			linelen++;
 			at_bol = false;
 			if (max_line != 0 && linelen > max_line)
 				m->long_line = true;
 		}
+		engine_msg_feed(em, out, o);
 	}
 	if (ferror(fp)) {
 		fprintf(stderr, "moatctl: %s: read error\n", path);
@@ -281,13 +344,20 @@ explain_read_message(const char *path, uint64_t max_line, struct explain_msg *m)
 		return -1;
 	}
 	fclose(fp);
+	o = 0;
 	if (pending_cr) {
 		m->bare_cr = true;
+		out[o++] = '\r';
 		m->size++;
 		at_bol = false;
 	}
-	if (!at_bol)
-		m->size += 2;	/* the client ends the last line before the dot */
+	if (!at_bol) {
+		out[o++] = '\r';	/* the client ends the last line before the dot */
+		out[o++] = '\n';
+		m->size += 2;
+	}
+	if (o > 0)
+		engine_msg_feed(em, out, o);
 	return 0;
 }
 
@@ -376,40 +446,6 @@ explain_client(const char *ip, struct sockaddr_storage *ss)
 	return -1;
 }
 
-/* explain_zones - the DNSBL zones of one type, then the facts so far */
-static struct dnsbl_sess explain_ds;
-static struct dnsbl_summary explain_sum;
-
-static void
-explain_zones(const struct conf *c, const struct explain_args *a, int type,
-	const struct sockaddr *client, const char *domain, struct rules_facts *f)
-{
-	if (c->dnsbl == NULL) {
-		f->dnsbl_known = true;
-		return;
-	}
-	if (!(c->dnsbl->types & (1u << type)))
-		goto facts;
-	if (a->no_network) {
-		for (int i = 0; i < c->dnsbl->n; i++)
-			if (c->dnsbl->z[i].type == type) {
-				explain_ds.r[i].state = DZ_DONE;
-				explain_ds.r[i].verdict = DNSBL_V_ERROR;
-				explain_ds.r[i].temp = true;
-				printf("check dnsbl zone=%s type=%s result=temperror (--no-network)\n",
-				    c->dnsbl->z[i].name, dnsbl_type_name(type));
-			}
-	} else
-		ctl_dnsbl(c->dnsbl, type, client, domain, (unsigned)c->dns_timeout_ms, &explain_ds);
-facts:
-	dnsbl_summarise(c->dnsbl, &explain_ds, &explain_sum);
-	f->dnsbl_known = true;
-	f->dnsbl_score = explain_sum.score;
-	f->dnsbl_error = explain_sum.error;
-	f->dnsbl_hits = explain_sum.hits[0] ? explain_sum.hits : NULL;
-	f->dnsbl_reply = explain_sum.reply;
-}
-
 /* explain_result - the last lines and the exit code */
 static int
 explain_result(const struct explain_reply *r, const char *stage, const char *why)
@@ -425,76 +461,31 @@ explain_result(const struct explain_reply *r, const char *stage, const char *why
 	return 0;
 }
 
-/* explain_walk - the stages, in moatd's order */
+/* explain_session - the stages, in moatd's order, through the engine; *msg
+ * (the message) goes to the engine at the data stage */
 static int
-explain_walk(const struct conf *c, const struct explain_args *a)
+explain_session(struct explain *x, struct conf *c, struct engine_loop *el,
+	const struct sockaddr *client, const struct explain_msg *m, struct eng_msg **msg)
 {
-	struct sockaddr_storage ss;
-	struct rules_facts f;
+	const struct explain_args *a = x->a;
 	struct explain_reply r, last_rcpt;
 	struct smtp_addr from, to;
 	struct smtp_mail_params mp;
-	struct fcrdns fcr;
-	char spf_domain[256] = "", from_dom[256] = "";
 	char sender[SMTP_PATH_MAX + 8], rcpt[SMTP_PATH_MAX + 8];
 	const struct smtp_reject *rj;
-	struct explain_msg m;
 	unsigned nsubmitted = 0;
 	size_t helolen;
 
 	memset(&r, 0, sizeof(r));
 	memset(&last_rcpt, 0, sizeof(last_rcpt));
-	if (explain_client(a->ip, &ss) != 0) {
-		fprintf(stderr, "moatctl: --ip %s: not an IPv4 or IPv6 address\n", a->ip);
-		return 2;
-	}
-	memset(&m, 0, sizeof(m));	/* without --message: an empty message */
-	if (a->message != NULL && explain_read_message(a->message, c->max_line_length, &m) != 0)
-		return 2;
 	printf("policy %s\n", a->file);
 
-	/* connect */
-	memset(&f, 0, sizeof(f));
-	f.client = (const struct sockaddr *)&ss;
-	f.auth = a->auth != NULL;
-	f.login = a->auth;
-	f.loginlen = a->auth ? strlen(a->auth) : 0;
-	{
-		/* moatd runs the checks when a stage's rules need them (the
-		 * DNSBL zones always); here they run up front, through moat's
-		 * resolver, unless told not to touch the network */
-		bool fc = c->dnsbl != NULL && (c->dnsbl->types & (1u << DNSBL_T_NAME));
-
-		for (int st = 0; st < RS__COUNT; st++)
-			fc = fc || rules_stage_needs(c->rules, (enum rules_stage)st, CHECK_FCRDNS);
-		if (!a->no_network && (fc || c->dnsbl != NULL || c->spf || c->dkim ||
-		    c->dmarc != CONF_DMARC_OFF)) {
-			char *err = NULL;
-
-			if (dns_init(&c->resolver, &err) != 0) {
-				fprintf(stderr, "moatctl: %s: DNS checks give temperror\n", err);
-				free(err);
-			}
-		}
-		if (fc) {
-			if (a->no_network) {
-				memset(&fcr, 0, sizeof(fcr));
-				fcr.status = CHECK_TEMPERROR;
-			} else
-				ctl_fcrdns(f.client, (unsigned)c->dns_timeout_ms, &fcr);
-			f.fcrdns_known = true;
-			f.fcrdns = fcr.status == CHECK_PASS;
-			f.client_name = fcr.status == CHECK_PASS ? fcr.name : NULL;
-			f.client_nlen = f.client_name ? strlen(fcr.name) : 0;
-			printf("check fcrdns=%s%s%s%s\n", check_status_name(fcr.status),
-			    f.client_name ? " name=" : "", f.client_name ? fcr.name : "",
-			    a->no_network ? " (--no-network)" : "");
-		}
-		explain_zones(c, a, DNSBL_T_IP, f.client, NULL, &f);
-		explain_zones(c, a, DNSBL_T_NAME, f.client, f.client_name, &f);
-	}
-	printf("stage connect client-ip=%s auth=%s tls=no\n", a->ip, f.auth ? "yes" : "no");
-	if (explain_stage(c, RS_CONNECT, &f, &r) == EX_REFUSED)
+	/* connect: the engine starts the address's checks with the session */
+	printf("stage connect client-ip=%s auth=%s tls=no\n", a->ip, a->auth ? "yes" : "no");
+	x->e = engine_sess_new(el, c, 0, client, false, explain_resume, x);
+	engine_set_trace(x->e, explain_trace, x);
+	engine_set_login(x->e, a->auth);
+	if (explain_stage(x, RS_CONNECT, &r) == EX_REFUSED)
 		return explain_result(&r, "connect", NULL);
 	if (a->helo == NULL)
 		return explain_result(&r, NULL, "not refused at connect (no --helo: the walk stops here)");
@@ -508,22 +499,8 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 		explain_builtin(&r, "helo-syntax", 501, "5.5.4", "Syntax: EHLO hostname");
 		return explain_result(&r, "helo", NULL);
 	}
-	if (helolen > SMTP_DOMAIN_MAX)
-		helolen = SMTP_DOMAIN_MAX;	/* moatd keeps that much */
-	f.helo = a->helo;
-	f.helolen = helolen;
-	f.helo_valid = smtp_helo_valid(a->helo, helolen);
-	explain_zones(c, a, DNSBL_T_HELO, f.client, f.helo_valid && a->helo[0] != '[' ? a->helo : NULL,
-	    &f);
-	f.spf_known = true;
-	if (c->spf && rules_stage_needs(c->rules, RS_HELO, CHECK_SPF)) {
-		if (a->no_network)
-			f.spf_helo = "temperror";
-		else
-			f.spf_helo = ctl_spf(f.client, a->helo, NULL, (unsigned)c->spf_timeout_ms, true,
-			    spf_domain, sizeof(spf_domain));
-	}
-	if (explain_stage(c, RS_HELO, &f, &r) == EX_REFUSED)
+	engine_helo(x->e, a->helo, helolen);	/* cut at SMTP_DOMAIN_MAX, as moatd keeps it */
+	if (explain_stage(x, RS_HELO, &r) == EX_REFUSED)
 		return explain_result(&r, "helo", NULL);
 	if (a->from == NULL)
 		return explain_result(&r, NULL, "not refused up to helo (no --from: the walk stops here)");
@@ -552,36 +529,8 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 		explain_builtin(&r, "body", 555, "5.5.4", "Unsupported option: BODY=BINARYMIME");
 		return explain_result(&r, "mail", NULL);
 	}
-	f.have_sender = true;
-	f.sender_local = from.local;
-	f.sender_llen = from.local_len;
-	f.sender_domain = from.domain;
-	f.sender_dlen = from.domain_len;
-	f.declared_size = mp.has_size ? mp.size : 0;
-	{
-		char d[256] = "";
-
-		if (!from.null && !from.literal && from.domain_len > 0 && from.domain_len < sizeof(d)) {
-			memcpy(d, from.domain, from.domain_len);
-			d[from.domain_len] = 0;
-		}
-		explain_zones(c, a, DNSBL_T_SENDER, f.client, d[0] ? d : NULL, &f);
-	}
-	f.spf = "none";
-	spf_domain[0] = 0;
-	if (c->spf && a->no_network) {
-		f.spf = "temperror";
-		printf("check spf mailfrom=temperror (--no-network)\n");
-	} else if (c->spf) {
-		char snd[SMTP_PATH_MAX + 1] = "";
-
-		if (!from.null && from.local_len + from.domain_len + 2 <= sizeof(snd))
-			snprintf(snd, sizeof(snd), "%.*s@%.*s", (int)from.local_len, from.local,
-			    (int)from.domain_len, from.domain);
-		f.spf = ctl_spf(f.client, a->helo, snd, (unsigned)c->spf_timeout_ms, false, spf_domain,
-		    sizeof(spf_domain));
-	}
-	if (explain_stage(c, RS_MAIL, &f, &r) == EX_REFUSED)
+	engine_mail(x->e, &from, &mp);
+	if (explain_stage(x, RS_MAIL, &r) == EX_REFUSED)
 		return explain_result(&r, "mail", NULL);
 	if (a->nrcpt == 0)
 		return explain_result(&r, NULL, "not refused up to mail (no --rcpt: the walk stops here)");
@@ -611,17 +560,12 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 			last_rcpt = rr;
 			continue;
 		}
-		f.rcpt_local = to.local;
-		f.rcpt_llen = to.local_len;
-		f.rcpt_domain = to.domain;
-		f.rcpt_dlen = to.domain_len;
-		f.rcpt_count = nsubmitted;
-		/* the greylist lives in moatd's store or Redis: not asked here */
-		f.greylist_known = true;
-		f.greylist_tempfail = false;
+		engine_rcpt(x->e, &to, nsubmitted);
+		/* the greylist lives in moatd's store or Redis: the engine,
+		 * offline, counts it as a pass */
 		if (rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST))
 			printf("check greylist=not-asked (offline: counted as a pass)\n");
-		if (explain_stage(c, RS_RCPT, &f, &rr) == EX_REFUSED) {
+		if (explain_stage(x, RS_RCPT, &rr) == EX_REFUSED) {
 			last_rcpt = rr;
 			continue;
 		}
@@ -633,44 +577,85 @@ explain_walk(const struct conf *c, const struct explain_args *a)
 		return explain_result(&last_rcpt, "rcpt", NULL);
 	}
 
-	/* data: moatd knows no recipient here, only how many */
-	f.rcpt_local = f.rcpt_domain = NULL;
-	f.rcpt_llen = f.rcpt_dlen = 0;
-	f.rcpt_count = nsubmitted;
-	{
-		printf("stage data size=%llu rcpt-count=%u message=%s\n", (unsigned long long)m.size,
-		    nsubmitted, a->message ? a->message : "(empty)");
-		if (m.nul) {
-			explain_builtin(&r, "nul", 550, "5.6.0", "Message contains NUL");
-			return explain_result(&r, "data", NULL);
-		}
-		if (m.bare_cr) {
-			explain_builtin(&r, "bare-cr", 550, "5.6.0", "Message contains bare CR");
-			return explain_result(&r, "data", NULL);
-		}
-		if (c->max_message_size != 0 && m.size > c->max_message_size) {
-			explain_builtin(&r, "max-message-size", 552, "5.3.4",
-			    "Message size exceeds fixed limit");
-			return explain_result(&r, "data", NULL);
-		}
-		if (m.long_line) {
-			explain_builtin(&r, "max-line-length", 550, "5.5.2", "Message line too long");
-			return explain_result(&r, "data", NULL);
-		}
-		f.size = m.size;
+	/* data: moatd's decoder refuses first, then the engine judges */
+	printf("stage data size=%llu rcpt-count=%u message=%s\n", (unsigned long long)m->size,
+	    nsubmitted, a->message ? a->message : "(empty)");
+	if (m->nul) {
+		explain_builtin(&r, "nul", 550, "5.6.0", "Message contains NUL");
+		return explain_result(&r, "data", NULL);
 	}
-	f.auth_known = true;
-	f.dkim = f.dmarc = f.dmarc_policy = "none";
-	if (a->message != NULL && !a->no_network && (c->dkim || c->dmarc != CONF_DMARC_OFF))
-		ctl_auth(c->dkim != 0, c->dmarc, c->psl_path, (unsigned)c->dkim_min_key_bits,
-		    (unsigned)c->dkim_max_signatures, c->dkim_allow_sha1 != 0,
-		    (unsigned)c->dns_timeout_ms, a->message, f.spf != NULL && strcmp(f.spf, "pass") == 0,
-		    spf_domain, &f.dkim, &f.dmarc, &f.dmarc_policy, from_dom, sizeof(from_dom));
-	f.dmarc_from_domain = from_dom[0] ? from_dom : NULL;
-	if (explain_stage(c, RS_DATA, &f, &r) == EX_REFUSED)
+	if (m->bare_cr) {
+		explain_builtin(&r, "bare-cr", 550, "5.6.0", "Message contains bare CR");
+		return explain_result(&r, "data", NULL);
+	}
+	if (c->max_message_size != 0 && m->size > c->max_message_size) {
+		explain_builtin(&r, "max-message-size", 552, "5.3.4",
+		    "Message size exceeds fixed limit");
+		return explain_result(&r, "data", NULL);
+	}
+	if (m->long_line) {
+		explain_builtin(&r, "max-line-length", 550, "5.5.2", "Message line too long");
+		return explain_result(&r, "data", NULL);
+	}
+	/* the line ends are the client's CRLF: no bare LF */
+	engine_data(x->e, *msg, m->size, nsubmitted, false);
+	*msg = NULL;		/* the engine's now */
+	if (explain_stage(x, RS_DATA, &r) == EX_REFUSED)
 		return explain_result(&r, "data", NULL);
 	return explain_result(&r, NULL,
 	    "accepted (moatd relays it and the client gets the upstream's reply)");
+}
+
+/* explain_walk - the engine for one session, as moatd sets it up (no
+ * greylist store, and no network with --no-network); the walk; then
+ * everything goes */
+static int
+explain_walk(struct conf *c, const struct explain_args *a)
+{
+	struct engine_opts opts = { .who = "moatctl", .no_network = a->no_network,
+	    .greylist_offline = true, .quiet_start = true };
+	struct sockaddr_storage ss;
+	struct explain x;
+	struct explain_msg m;
+	struct engine_loop *el;
+	struct eng_msg *msg = NULL;
+	char err[512] = "";
+	int rc = 2;
+
+	if (explain_client(a->ip, &ss) != 0) {
+		fprintf(stderr, "moatctl: --ip %s: not an IPv4 or IPv6 address\n", a->ip);
+		return 2;
+	}
+	/* the engine's "check" lines are explain's output */
+	memset(&x, 0, sizeof(x));
+	x.a = a;
+	log_set_level(LOG_L_DEBUG);
+	log_set_sink(explain_log, &x);
+	if (engine_init(c, &opts, err, sizeof(err)) != 0) {
+		fprintf(stderr, "moatctl: %s\n", err);
+		goto out;
+	}
+	x.base = event_base_new();
+	if (x.base == NULL) {
+		fprintf(stderr, "moatctl: cannot make an event loop\n");
+		goto out;
+	}
+	el = engine_loop_new(x.base, c);
+	if (!a->no_network && engine_loop_dns(el) == NULL)
+		fprintf(stderr, "moatctl: the resolver did not start: DNS checks give temperror\n");
+	memset(&m, 0, sizeof(m));	/* without --message: an empty message */
+	msg = engine_msg_new(c, NULL, NULL);
+	if (a->message != NULL && explain_read_message(a->message, c->max_line_length, &m, msg) != 0)
+		goto out;
+	rc = explain_session(&x, c, el, (const struct sockaddr *)&ss, &m, &msg);
+out:
+	engine_sess_free(x.e);
+	engine_msg_free(msg);
+	engine_shutdown();
+	if (x.base != NULL)
+		event_base_free(x.base);
+	log_set_sink(NULL, NULL);
+	return rc;
 }
 
 /* cmd_explain - load the policy, then walk a session through it */
