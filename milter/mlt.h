@@ -37,11 +37,11 @@
 
 #include "mailbox.h"
 #include "conf.h"
-#include "sauth.h"
 
 enum mlt_stage { MS_CONNECT = 0, MS_HELO, MS_MAIL, MS_RCPT, MS_EOM, MS_ABORT, MS_CLOSE };
 
 struct mlt_conn;
+struct eng_msg;
 
 struct mlt_req {
 	struct mbox_link link;		/* first: the engine's mailbox */
@@ -55,9 +55,7 @@ struct mlt_req {
 	char login[256];		/* mail: {auth_authen}, "" if none */
 	char tls_version[32], tls_cipher[64], tls_cert[256];	/* connect, helo, mail */
 	bool submission;		/* connect */
-	struct sauth_work *work;	/* eom: DKIM state and From values */
-	char *hdr;			/* eom: the header block, for "from" rules */
-	size_t hdr_len;
+	struct eng_msg *msg;		/* eom: the message the callbacks built (engine.h) */
 	uint64_t size;			/* eom */
 	/* outputs */
 	int verdict;			/* enum rules_verdict: CONTINUE, REJECT, TEMPFAIL */
@@ -88,7 +86,6 @@ int mlt_req_call(struct mlt_req *rq, unsigned deadline_ms);
 void mlt_req_post(struct mlt_req *rq);
 void mlt_req_unref(struct mlt_req *rq);
 uint64_t mlt_new_id(void);
-struct dkimv *mlt_dkim(void);
 
 /* mlt_policy.c */
 void mlt_policy_init(const char *path, struct conf *c);

@@ -42,12 +42,11 @@
 #include <libmilter/mfapi.h>
 
 #include "authres.h"
-#include "dkim.h"
+#include "engine.h"
 #include "hdrscan.h"
 #include "log.h"
 #include "mlt.h"
 #include "rules.h"
-#include "sauth.h"
 #include "xalloc.h"
 
 #define MLT_FORGED_MAX	64		/* forged A-R fields removed per message */
@@ -69,13 +68,9 @@ struct mlt_priv {
 	int held_code;
 	char held_enh[16];
 	char held_text[600];
-	/* the message */
-	bool msg;
-	struct dkimv_msg *dkim;
-	struct hdrscan hs;
-	bool from_rules;
-	char *hdr;
-	size_t hdr_len;
+	/* the message, for the engine (engine.h: DKIM, the header scanner,
+	 * the header block for "from" rules) */
+	struct eng_msg *msg;
 	uint64_t size;
 	unsigned nar;			/* Authentication-Results fields seen */
 	int forged[MLT_FORGED_MAX];
@@ -201,62 +196,31 @@ held(SMFICTX *ctx, struct mlt_priv *p, sfsistat *st)
 	return true;
 }
 
-static void
-hs_discard(void *arg, const unsigned char *buf, size_t len)
-{
-	(void)arg;
-	(void)buf;
-	(void)len;
-}
-
 /* msg_reset - the message state goes (end, abort, close) */
 static void
 msg_reset(struct mlt_priv *p)
 {
-	if (!p->msg)
-		return;
-	if (p->dkim != NULL)
-		dkimv_msg_free(p->dkim);
-	hdrscan_free(&p->hs);
-	free(p->hdr);
-	p->dkim = NULL;
-	p->hdr = NULL;
-	p->hdr_len = 0;
+	engine_msg_free(p->msg);
+	p->msg = NULL;
 	p->size = 0;
 	p->nar = 0;
 	p->nforged = 0;
-	p->msg = false;
 }
 
 /* msg_begin - the first header of a message */
 static void
 msg_begin(struct mlt_priv *p)
 {
-	if (p->msg)
-		return;
-	p->msg = true;
-	hdrscan_init(&p->hs, p->conf->authserv_id, hs_discard, NULL);
-	if (p->conf->dkim && mlt_dkim() != NULL)
-		p->dkim = dkimv_msg_new(mlt_dkim());
-	p->from_rules = rules_reads_from(p->conf->rules);
+	if (p->msg == NULL)
+		p->msg = engine_msg_new(p->conf, NULL, NULL);
 }
 
 /* msg_feed - message bytes as the client sent them */
 static void
-msg_feed(struct mlt_priv *p, const void *buf, size_t len, bool header)
+msg_feed(struct mlt_priv *p, const void *buf, size_t len)
 {
 	p->size += len;
-	if (p->dkim != NULL)
-		(void)dkimv_msg_feed(p->dkim, buf, len);	/* -1: permerror later */
-	if (!header)
-		return;
-	hdrscan_feed(&p->hs, buf, len);
-	if (p->from_rules && p->hdr_len + len <= MLT_HDR_MAX) {
-		p->hdr = xrealloc(p->hdr, p->hdr_len + len + 1);
-		memcpy(p->hdr + p->hdr_len, buf, len);
-		p->hdr_len += len;
-		p->hdr[p->hdr_len] = 0;
-	}
+	engine_msg_feed(p->msg, buf, len);
 }
 
 /* ---------------------------------------------------------------------
@@ -480,7 +444,7 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 		if (authres_field_is_ours(f, o, p->conf->authserv_id) && p->nforged < MLT_FORGED_MAX)
 			p->forged[p->nforged++] = (int)p->nar;
 	}
-	msg_feed(p, f, o, true);
+	msg_feed(p, f, o);
 	free(f);
 	return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 }
@@ -493,8 +457,7 @@ cb_eoh(SMFICTX *ctx)
 	if (p->mc == NULL)
 		return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 	msg_begin(p);
-	msg_feed(p, "\r\n", 2, true);
-	hdrscan_finish(&p->hs);
+	msg_feed(p, "\r\n", 2);
 	return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 }
 
@@ -503,9 +466,9 @@ cb_body(SMFICTX *ctx, unsigned char *buf, size_t len)
 {
 	struct mlt_priv *p = priv_of(ctx);
 
-	if (p->mc == NULL || !p->msg)
+	if (p->mc == NULL || p->msg == NULL)
 		return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
-	msg_feed(p, buf, len, false);
+	msg_feed(p, buf, len);
 	return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 }
 
@@ -566,14 +529,8 @@ cb_eom(SMFICTX *ctx)
 		return st;
 	msg_begin(p);
 	rq = mlt_req_new(p->mc, MS_EOM, p->id);
-	rq->work = xcalloc(1, sizeof(*rq->work));
-	rq->work->msg = p->dkim;
-	p->dkim = NULL;
-	sauth_work_from(rq->work, &p->hs);
-	rq->hdr = p->hdr;
-	rq->hdr_len = p->hdr_len;
-	p->hdr = NULL;
-	p->hdr_len = 0;
+	rq->msg = p->msg;	/* the engine's from now on */
+	p->msg = NULL;
 	rq->size = p->size;
 	rc = mlt_req_call(rq, mlt_opts.deadline_ms);
 	if (rc == 0 && rq->verdict != RV_REJECT && rq->verdict != RV_TEMPFAIL) {
@@ -583,9 +540,6 @@ cb_eom(SMFICTX *ctx)
 			if (smfi_chgheader(ctx, an, p->forged[i], NULL) != MI_SUCCESS)
 				log_msg(LOG_L_WARN, p->id, "milter chgheader failed index=%d",
 				    p->forged[i]);
-		if (p->nforged > 0)
-			log_msg(LOG_L_INFO, p->id, "message removed=%d field=Authentication-Results "
-			    "reason=forged-authserv-id", p->nforged);
 		if (rq->hdrs_len > 0)
 			add_fields(ctx, p, rq->hdrs, rq->hdrs_len);
 	}
