@@ -50,6 +50,7 @@
 #include "dnsbl.h"
 #include "engine.h"
 #include "engine_int.h"
+#include "fcrdns.h"
 #include "filter.h"
 #include "greylist.h"
 #include "log.h"
@@ -831,7 +832,7 @@ eng_facts(const struct eng_sess *e, enum rules_stage st, struct rules_facts *f,
 		}
 	}
 	if (st == RS_DATA && t != NULL) {
-		f->auth_known = t->sauth_state != CHECK_PENDING;
+		f->sauth_known = t->sauth_state != CHECK_PENDING;
 		f->dkim = t->dkim_word[0] ? t->dkim_word : "none";
 		f->dmarc = t->dmarc ? dmarc_result_name(t->dmarc->result) : "none";
 		f->dmarc_policy = t->dmarc ? dmarc_policy_name(t->dmarc->policy) : "none";

@@ -1,6 +1,6 @@
 /*
  * fcrdns - forward-confirmed reverse DNS of the client, through moat's
- * resolver (see filter.h)
+ * resolver (fcrdns.h)
  */
 #include <ctype.h>
 #include <netinet/in.h>
@@ -8,27 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "filter.h"
-
-/* check_name - for logs */
-const char *
-check_name(enum check_id id)
-{
-	switch (id) {
-	case CHECK_FCRDNS: return "fcrdns";
-	case CHECK_DNSBL: return "dnsbl";
-	case CHECK_GREYLIST: return "greylist";
-	case CHECK_SPF: return "spf";
-	case CHECK_AUTH: return "dkim-dmarc";
-	default: return "?";
-	}
-}
-
-const char *
-check_status_name(enum check_status st)
-{
-	return st == CHECK_PASS ? "pass" : st == CHECK_FAIL ? "fail" : "temperror";
-}
+#include "fcrdns.h"
 
 /* fcrdns_host_ok - a host name we accept from a PTR record */
 bool

@@ -77,10 +77,10 @@ static const struct fact_def fact_defs[] = {
 	{ "unknown-commands", F_UNKNOWN_CMDS, FT_NUM, RS_CONNECT, NO_CHECK },
 	{ "spf", F_SPF, FT_WORD, RS_MAIL, 3 /* CHECK_SPF */ },
 	{ "spf-helo", F_SPF_HELO, FT_WORD, RS_HELO, 3 /* CHECK_SPF */ },
-	{ "dkim", F_DKIM, FT_WORD, RS_DATA, 4 /* CHECK_AUTH */ },
-	{ "dmarc", F_DMARC, FT_WORD, RS_DATA, 4 /* CHECK_AUTH */ },
-	{ "dmarc-policy", F_DMARC_POLICY, FT_WORD, RS_DATA, 4 /* CHECK_AUTH */ },
-	{ "from-domain", F_FROM_DOMAIN, FT_DOMAIN, RS_DATA, 4 /* CHECK_AUTH */ },
+	{ "dkim", F_DKIM, FT_WORD, RS_DATA, 4 /* CHECK_SAUTH */ },
+	{ "dmarc", F_DMARC, FT_WORD, RS_DATA, 4 /* CHECK_SAUTH */ },
+	{ "dmarc-policy", F_DMARC_POLICY, FT_WORD, RS_DATA, 4 /* CHECK_SAUTH */ },
+	{ "from-domain", F_FROM_DOMAIN, FT_DOMAIN, RS_DATA, 4 /* CHECK_SAUTH */ },
 	{ "tls-version", F_TLS_VERSION, FT_WORD, RS_CONNECT, NO_CHECK },
 	{ "tls-cipher", F_TLS_CIPHER, FT_WORD, RS_CONNECT, NO_CHECK },
 	{ "tls-client-cert", F_TLS_CLIENT_CERT, FT_WORD, RS_CONNECT, NO_CHECK },
@@ -1226,8 +1226,8 @@ eval_needs(const struct node *n, const struct rules_facts *f, int *need)
 		*need = 3;	/* CHECK_SPF */
 		return true;
 	}
-	if (n->fact->check == 4 && !f->auth_known) {
-		*need = 4;	/* CHECK_AUTH */
+	if (n->fact->check == 4 && !f->sauth_known) {
+		*need = 4;	/* CHECK_SAUTH */
 		return true;
 	}
 	return false;
@@ -1374,7 +1374,7 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 		/* run the checks before any rule of the stage, so that no rule
 		 * acts (or logs) twice */
 		static const int order[] = { 0, 1, 3, 4 };
-		const bool known[] = { f->fcrdns_known, f->dnsbl_known, f->spf_known, f->auth_known };
+		const bool known[] = { f->fcrdns_known, f->dnsbl_known, f->spf_known, f->sauth_known };
 
 		for (int i = 0; i < 4; i++)
 			if (!known[i] && rules_stage_wants(r, st, f, order[i])) {

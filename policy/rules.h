@@ -108,7 +108,7 @@ struct rules_facts {
 	bool spf_known;			/* the SPF results of the stage are in */
 	const char *spf;		/* mail: MAIL FROM's result (none, pass, fail, ...) */
 	const char *spf_helo;		/* helo: the HELO identity's result */
-	bool auth_known;		/* data: DKIM and DMARC are in */
+	bool sauth_known;		/* data: DKIM and DMARC are in */
 	const char *dkim;		/* pass (a full signature verified), fail, none, ... */
 	const char *dmarc;		/* pass, fail, none, temperror, permerror */
 	const char *dmarc_policy;	/* the policy to apply: none, quarantine, reject */

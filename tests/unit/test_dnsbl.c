@@ -13,6 +13,7 @@
 #include "conf_dnsbl.h"
 #include "dns.h"
 #include "dnsbl.h"
+#include "fcrdns.h"
 #include "filter.h"
 #include "log.h"
 #include "rules.h"
