@@ -7,7 +7,9 @@
 #                   tests against an ASan+UBSan build
 #   make asan       the sanitizer build, into build-asan/
 #   make fuzz       each libFuzzer target for FUZZ_SECONDS (default 300)
-#   make bench      the benchmark (bench/run), results in bench/RESULTS.md
+#   make bench      the benchmark (bench/run, features, milter), results in
+#                   bench/RESULTS.md, FEATURES.md, MILTER.md; BASELINE_REF=REF
+#                   also builds git ref REF and measures its moatd beside this one
 #   make install    PREFIX=/usr/local DESTDIR=
 
 CC      ?= cc
@@ -114,8 +116,8 @@ test:
 	@tests/run-all
 
 bench: all
-	@bench/run
-	@bench/features
+	@bench/run $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
+	@bench/features $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/milter
 
 run: 
