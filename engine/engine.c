@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include <event2/event.h>
+#include <netinet/in.h>
 
 #include "dkim.h"
 #include "dmarc.h"
@@ -133,7 +134,11 @@ struct eng_sess {
 	uint64_t deadline_ms;		/* 0: none armed */
 	struct event *ev_deadline;	/* made on the first wait */
 	/* the client */
-	struct sockaddr_storage peer;
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
+	} peer;				/* not sockaddr_storage: an idle session stays small */
 	bool have_peer;
 	bool submission;
 	char *helo;			/* owned, as sent */
@@ -306,7 +311,7 @@ zones_start(struct eng_sess *e, int type, const char *domain)
 				dnsbl_sess_set(e->conf->dnsbl, &d->dz, i, &ev, true, e->id);
 		return;
 	}
-	dnsbl_sess_start(e->conf->dnsbl, &d->dz, d->zgen, type, (const struct sockaddr *)&e->peer,
+	dnsbl_sess_start(e->conf->dnsbl, &d->dz, d->zgen, type, &e->peer.sa,
 	    domain, zone_send, e, e->id);
 }
 
@@ -345,7 +350,7 @@ fc_start(struct eng_sess *e)
 		fc_result(e);
 		return;
 	}
-	if (fcrdns_begin(&d->fc, (const struct sockaddr *)&e->peer, fc_send, e) != 0)
+	if (fcrdns_begin(&d->fc, &e->peer.sa, fc_send, e) != 0)
 		fc_result(e);
 }
 
@@ -420,7 +425,7 @@ static void
 spf_start(struct eng_sess *e, enum spf_identity id, const char *sender, unsigned short gen)
 {
 	struct spf_job *j = xcalloc(1, sizeof(*j));
-	int ok = e->have_peer ? sauth_spf_init(&j->sp, id, (const struct sockaddr *)&e->peer,
+	int ok = e->have_peer ? sauth_spf_init(&j->sp, id, &e->peer.sa,
 	    e->helo, sender, (unsigned)e->conf->spf_timeout_ms) : -1;
 
 	j->q = q_new(e, id == SPF_ID_HELO ? EQ_SPF_HELO : EQ_SPF, 0, gen);
@@ -697,7 +702,7 @@ gl_start(struct eng_sess *e, const char *rcpt)
 	t->gl_gen++;
 	addr_text(&t->from, sender, sizeof(sender));
 	memset(&tr, 0, sizeof(tr));
-	tr.client = (const struct sockaddr *)&e->peer;
+	tr.client = &e->peer.sa;
 	tr.sender = sender;
 	tr.rcpt = rcpt;
 	/* a big sender's pool counts as one client: by its SPF-validated
@@ -757,7 +762,7 @@ eng_facts(const struct eng_sess *e, enum rules_stage st, struct rules_facts *f,
 	const struct eng_txn *t = e->txn;
 
 	memset(f, 0, sizeof(*f));
-	f->client = e->have_peer ? (const struct sockaddr *)&e->peer : NULL;
+	f->client = e->have_peer ? &e->peer.sa : NULL;
 	f->helo = e->helo;
 	f->helolen = e->helo ? strlen(e->helo) : 0;
 	f->helo_valid = e->helo != NULL && smtp_helo_valid(e->helo, f->helolen);
@@ -1031,10 +1036,10 @@ engine_sess_new(struct engine_loop *el, struct conf *c, uint64_t id,
 	e->arg = arg;
 	e->submission = submission;
 	if (client != NULL && client->sa_family == AF_INET) {
-		memcpy(&e->peer, client, sizeof(struct sockaddr_in));
+		memcpy(&e->peer.sin, client, sizeof(struct sockaddr_in));
 		e->have_peer = true;
 	} else if (client != NULL && client->sa_family == AF_INET6) {
-		memcpy(&e->peer, client, sizeof(struct sockaddr_in6));
+		memcpy(&e->peer.sin6, client, sizeof(struct sockaddr_in6));
 		e->have_peer = true;
 	}
 	/* what starts with the session */
@@ -1238,6 +1243,19 @@ engine_data(struct eng_sess *e, struct eng_msg *m, uint64_t size, unsigned nrcpt
 	t->bare_lf = bare_lf;
 }
 
+/* engine_wanted_at_connect - does a session under c start anything, or
+ * run a rule, before its HELO? When not, a front-end may make the
+ * session on first use (an idle connection then costs nothing here) */
+bool
+engine_wanted_at_connect(const struct conf *c)
+{
+	bool fc = c->dnsbl != NULL;
+
+	for (int st = 0; st < RS__COUNT && !fc && c->rules; st++)
+		fc = rules_stage_needs(c->rules, (enum rules_stage)st, CHECK_FCRDNS);
+	return fc || (c->rules != NULL && rules_count(c->rules, RS_CONNECT) > 0);
+}
+
 bool
 engine_stage_may_refuse(const struct eng_sess *e, enum rules_stage st)
 {
@@ -1314,6 +1332,8 @@ policy(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
 		rules_header_add(hb, hl, res.hdr_name[i], text);
 	}
 	v->verdict = res.verdict;
+	v->rule_file = res.file;
+	v->rule_line = res.line;
 	if (res.verdict != RV_REJECT && res.verdict != RV_TEMPFAIL)
 		return;
 	v->code = res.code;

@@ -170,6 +170,8 @@ struct eng_verdict {
 	int code;			/* refusals: 4xx/5xx */
 	char enh[16];
 	char text[600];			/* expanded, printable */
+	const char *rule_file;		/* the deciding rule (borrowed from the policy), or NULL */
+	int rule_line;
 };
 
 /* engine_sess_new - a session; client may be NULL (unknown: the checks of
@@ -211,6 +213,10 @@ bool engine_in_txn(const struct eng_sess *e);
  * refused HELO is forgotten (as if none was given); a refused MAIL ends
  * the transaction. */
 enum eng_rc engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v);
+/* engine_wanted_at_connect - does a session under c start a check or run
+ * a rule before its HELO? When not, a front-end may make the session on
+ * first use (an idle connection then costs the engine nothing) */
+bool engine_wanted_at_connect(const struct conf *c);
 /* engine_stage_may_refuse - has the policy a rule at this stage? When it
  * has none, engine_stage() can only continue (a milter skips the wait) */
 bool engine_stage_may_refuse(const struct eng_sess *e, enum rules_stage st);
