@@ -428,6 +428,7 @@ spf_start(struct eng_sess *e, enum spf_identity id, const char *sender, unsigned
 	int ok = e->have_peer ? sauth_spf_init(&j->sp, id, &e->peer.sa,
 	    e->helo, sender, (unsigned)e->conf->spf_timeout_ms) : -1;
 
+	j->sp.id = id;		/* also when sauth_spf_init() was not called */
 	j->q = q_new(e, id == SPF_ID_HELO ? EQ_SPF_HELO : EQ_SPF, 0, gen);
 	if (ok == 0 && sauth_spf_cached(&j->sp)) {
 		spf_done(j);
@@ -1316,6 +1317,16 @@ policy(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
 		rules_facts_unawaited(&f, e->conf->dnsbl != NULL, sum.error,
 		    e->conf->greylist.on_error);
 		eval(e, st, &f, &res);
+		if (res.verdict == RV_WAIT) {
+			/* every fact is known now: this cannot happen; never let
+			 * a rule be skipped silently */
+			log_msg(LOG_L_ERROR, e->id, "policy stage=%s still waits: tempfail",
+			    rules_stage_name(st));
+			res.verdict = RV_TEMPFAIL;
+			res.code = 451;
+			res.enh = "4.3.0";
+			res.text = "Error: policy checks unavailable, try again later";
+		}
 	}
 	if (st >= RS_MAIL && e->txn != NULL) {
 		e->txn->score += res.score;

@@ -1482,4 +1482,15 @@ rules_facts_unawaited(struct rules_facts *f, bool dnsbl_on, bool dnsbl_error, in
 		f->greylist_tempfail = greylist_on_error == 1;
 		f->greylist_text = "greylisting is unavailable, please try again later";
 	}
+	if (!f->spf_known) {
+		/* SPF still out past its deadlines: a temporary error */
+		f->spf_known = true;
+		f->spf = "temperror";
+		if (f->spf_helo == NULL)
+			f->spf_helo = "temperror";
+	}
+	if (!f->sauth_known) {
+		f->sauth_known = true;
+		f->dkim = f->dmarc = "temperror";
+	}
 }
