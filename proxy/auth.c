@@ -138,11 +138,13 @@ auth_login(const struct session *s)
 	return s->auth != NULL ? s->auth->login : NULL;
 }
 
-/* auth_active - is an exchange going on? */
-bool
-auth_active(const struct session *s)
+/* auth_end - the exchange is over: the session leaves SP_AUTH */
+static void
+auth_end(struct session *s)
 {
-	return s->auth != NULL && s->auth->stage != AU_NONE;
+	s->auth->stage = AU_NONE;
+	if (s->phase == SP_AUTH)
+		sess_enter_phase(s, SP_HELO);
 }
 
 /* auth_allowed - may this session see AUTH now? */
@@ -192,7 +194,7 @@ check_auth(struct session *s, const struct smtp_cmd *c)
 		sess_replyf(s, "530 5.7.0 Must issue a STARTTLS command first");
 		return sess_error(s), false;
 	}
-	if (s->helo == NULL) {
+	if (s->phase == SP_GREETED) {
 		sess_replyf(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return sess_error(s), false;
 	}
@@ -200,7 +202,7 @@ check_auth(struct session *s, const struct smtp_cmd *c)
 		sess_replyf(s, "503 5.5.1 Error: already authenticated");
 		return sess_error(s), false;
 	}
-	if (s->txn != NULL) {
+	if (sess_phase_txn(s->phase)) {
 		sess_replyf(s, "503 5.5.1 Error: MAIL transaction in progress");
 		return sess_error(s), false;
 	}
@@ -292,6 +294,7 @@ proceed_auth(struct session *s, const struct smtp_cmd *c)
 	}
 	a->step = 1;		/* responses to 334 count from 1 */
 	a->stage = AU_WAIT_UPS;
+	sess_enter_phase(s, SP_AUTH);
 	log_msg(LOG_L_DEBUG, s->id, "auth mech=%s start", a->mech_name);
 	/* the line as the client sent it, mechanism upper-cased */
 	{
@@ -415,7 +418,7 @@ auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r)
 	if (sl == NULL) {
 		/* the reply to a "*" we sent on our own: nothing to relay */
 		if (r->code != 334)
-			a->stage = AU_NONE;
+			auth_end(s);
 		sess_flush(s);		/* commands may have waited for this */
 		return;
 	}
@@ -427,7 +430,7 @@ auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r)
 		sess_slot_fill(s, sl, buf, (size_t)n);
 		return;
 	}
-	a->stage = AU_NONE;
+	auth_end(s);
 	if (r->code == 235) {
 		if (a->pending[0] == 0) {
 			/* cannot happen with the mechanisms we relay */
@@ -492,7 +495,7 @@ void
 auth_ups_lost(struct session *s)
 {
 	if (s->auth != NULL)
-		s->auth->stage = AU_NONE;
+		auth_end(s);
 }
 
 /* auth_reset - STARTTLS: forget the login, and the upstream that knew it */
@@ -505,7 +508,7 @@ auth_reset(struct session *s)
 		ups_free(s);	/* an authenticated upstream is never reused */
 	free(s->auth->login);
 	s->auth->login = NULL;
-	s->auth->stage = AU_NONE;
+	auth_end(s);
 	s->auth->pending[0] = 0;
 }
 

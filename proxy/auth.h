@@ -49,7 +49,6 @@ struct rules_facts;
 bool check_auth(struct session *s, const struct smtp_cmd *c);
 void proceed_auth(struct session *s, const struct smtp_cmd *c);
 int auth_input(struct session *s);
-bool auth_active(const struct session *s);
 void auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r);
 void auth_ups_lost(struct session *s);
 size_t auth_ehlo(const struct session *s, char *buf, size_t size);

@@ -29,6 +29,7 @@
 
 #include "conf.h"
 #include "reply.h"
+#include "rules.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
 
@@ -40,12 +41,30 @@ struct ups;
 struct eng_sess;
 struct eng_msg;
 
-enum sess_state {
-	SS_CMD = 0,		/* reading commands */
-	SS_DATA,		/* reading message content after our 354 */
-	SS_CLOSING,		/* output is being flushed, then close */
-	SS_TLS,			/* the TLS handshake runs (tls.c) */
+/*
+ * Where the session is in the SMTP dialogue. Every change goes through
+ * sess_enter_phase(), which logs "phase OLD -> NEW" at debug level. The
+ * transaction (s->txn) exists exactly in the phases of sess_phase_txn().
+ */
+enum sess_phase {
+	SP_CONNECTED = 0,	/* accepted, no greeting yet (greet-delay, connect rules) */
+	SP_TLS,			/* a TLS handshake runs: implicit TLS, or after STARTTLS */
+	SP_GREETED,		/* 220 sent; no HELO/EHLO accepted (again, after STARTTLS) */
+	SP_HELO,		/* HELO/EHLO accepted; no transaction */
+	SP_AUTH,		/* an AUTH exchange is on (auth.c) */
+	SP_MAIL,		/* a transaction: MAIL given, no recipient sent yet */
+	SP_RCPT,		/* a transaction with a recipient sent upstream */
+	SP_DATA,		/* message content is read, after our 354 */
+	SP_DATA_END,		/* the end of data is in: the message is judged */
+	SP_CLOSING,		/* the last reply is flushed, then the session closes */
 };
+
+/* sess_phase_txn - is a transaction open (s->txn set) in this phase? */
+static inline bool
+sess_phase_txn(enum sess_phase p)
+{
+	return p == SP_MAIL || p == SP_RCPT || p == SP_DATA || p == SP_DATA_END;
+}
 
 /* RFC 4954 4: an AUTH initial response may be 12288 octets long */
 #define SESS_AUTH_IR_MAX 12288
@@ -59,9 +78,6 @@ enum sess_state {
 #define SESS_F_NON_SMTP          0x10u	/* HTTP or PROXY bytes */
 #define SESS_F_EARLY             0x20u	/* the client talked before the greeting */
 #define SESS_F_STARTTLS_INJECT   0x40u	/* bytes came after STARTTLS, before TLS (dropped) */
-
-/* what a session resumes when the engine's verdict can be had */
-enum sess_wait { SW_NONE = 0, SW_GREETING, SW_HELO, SW_MAIL, SW_RCPT, SW_DATA_END };
 
 struct slot {
 	struct slot *next;
@@ -100,18 +116,18 @@ struct session {
 	char ip[INET6_ADDRSTRLEN];
 	uint16_t port;
 
-	enum sess_state state;
-	bool closing;			/* sess_close() ran: I/O stopped */
+	enum sess_phase phase;		/* changed by sess_enter_phase() only */
+	enum rules_stage waiting;	/* the stage waiting for the engine's verdict
+					 * (no command is read meanwhile); RS__COUNT: none */
+	bool closing;			/* sess_close() ran: I/O stopped, the free is pending */
 	bool in_input;			/* inside sess_process_input() */
 	bool discard;			/* discarding the rest of an over-long line */
-	bool esmtp;			/* EHLO (not HELO) */
-	bool quit;
+	bool esmtp;			/* the greeting was EHLO (not HELO) */
+	bool quit;			/* the client said QUIT: the close's reason */
 	bool counted;			/* holds a per-client slot */
-	char *helo;			/* owned, as sent (may be odd) */
+	char *helo;			/* owned, as sent (may be odd); set from SP_HELO on */
 	unsigned facts;			/* SESS_F_* */
 	struct eng_sess *eng;		/* the engine's side (engine.h), from sess_begin() */
-	unsigned char waiting;		/* SW_*: what waits for the engine */
-	bool greeted;			/* the 220 (or the refusal) is out */
 	unsigned short bare_lf_cmds;	/* command lines ended by a bare LF */
 	unsigned short unknown_cmds;	/* commands not recognised */
 	uint64_t greet_at_ms;		/* greet-delay: not before this */
@@ -134,6 +150,8 @@ struct session {
 
 /* smtp_server.c */
 uint64_t sess_now_ms(void);
+const char *sess_phase_name(enum sess_phase p);
+void sess_enter_phase(struct session *s, enum sess_phase p);
 void sess_start(struct worker *w, struct conf *c, int fd,
 	const struct sockaddr *sa, socklen_t salen, unsigned lflags);
 void sess_begin(struct session *s);

@@ -3,19 +3,42 @@
  *
  * SYNOPSIS
  *	void sess_start(struct worker *w, struct conf *c, int fd,
- *	                const struct sockaddr *sa, socklen_t salen);
+ *	                const struct sockaddr *sa, socklen_t salen, unsigned lflags);
  *
  * DESCRIPTION
  *	Reads command lines with a hard cap (SMTP_CMD_LINE_MAX), parses them
  *	with smtp_parse, and runs each through the verb table: check (syntax,
- *	ordering), then proceed. MAIL and RCPT go to the upstream in
- *	lockstep (upstream.c), each holding a reply slot that the upstream's
- *	answer fills; everything else is answered locally, in order behind
- *	any slot still waiting. DATA waits until every earlier reply is in
- *	(it must know whether any recipient was accepted), answers 354
- *	itself and streams the content through the DATA decoder into the
- *	spool; at the end of data the message goes upstream and the client
- *	gets the upstream's reply to the dot, never an earlier 250.
+ *	ordering), then proceed; HELO/EHLO, MAIL, RCPT and DATA then get the
+ *	engine's verdict for the policy stage named in their row (DATA's at
+ *	the end of the content), and the row's finish acts on it. MAIL and
+ *	RCPT go to the upstream in lockstep (upstream.c), each holding a
+ *	reply slot that the upstream's answer fills; everything else is
+ *	answered locally, in order behind any slot still waiting. DATA waits
+ *	until every earlier reply is in (it must know whether any recipient
+ *	was accepted), answers 354 itself and streams the content through
+ *	the DATA decoder into the spool; at the end of data the message goes
+ *	upstream and the client gets the upstream's reply to the dot, never
+ *	an earlier 250.
+ *
+ * PHASES
+ *	The session's place in the dialogue is one enum sess_phase
+ *	(session.h), changed only by sess_enter_phase(), which logs
+ *	"phase OLD -> NEW" at debug level:
+ *
+ *	connected -> greeted -> helo -> mail -> rcpt -> data -> data-end
+ *	    -> helo ... -> closing
+ *
+ *	with tls for a handshake (implicit TLS before connected's greeting;
+ *	STARTTLS from greeted or later, back to greeted) and auth for an
+ *	AUTH exchange (from helo, back to helo). A refused HELO goes back to
+ *	greeted; the end of a transaction (RSET, HELO, a MAIL the policy
+ *	refused, the message judged) back to helo. The transaction (s->txn)
+ *	exists exactly in mail, rcpt, data and data-end (a MAIL the upstream
+ *	refused stays there, marked failed, until the next MAIL or RSET).
+ *	What the phase does not say stays beside it: s->waiting (the stage
+ *	whose verdict the engine owes; no command is read meanwhile),
+ *	s->closing (sess_close() ran, the free is pending), s->quit (the
+ *	close's reason), s->esmtp, s->discard (the line reader's).
  *
  * LIMITS
  *	Command line 512 bytes (longer: 500 5.5.2, the rest of the line is
@@ -68,10 +91,12 @@ static void sess_process_input(struct session *s);
 static void sess_data_input(struct session *s);
 static void sess_begin_close(struct session *s);
 static void sess_greet(struct session *s);
-static void sess_data_finish(struct session *s);
-static void helo_finish(struct session *s);
-static void mail_finish(struct session *s);
-static void rcpt_finish(struct session *s);
+static void data_finish(struct session *s, bool go);
+static void helo_finish(struct session *s, bool go);
+static void mail_finish(struct session *s, bool go);
+static void rcpt_finish(struct session *s, bool go);
+struct sess_verb;
+static void sess_judge(struct session *s, const struct sess_verb *v);
 
 /* sess_now_ms - monotonic milliseconds */
 uint64_t
@@ -81,6 +106,46 @@ sess_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------------
+ * Phases
+ */
+
+static const char *const sess_phase_names[] = {
+	[SP_CONNECTED] = "connected", [SP_TLS] = "tls", [SP_GREETED] = "greeted",
+	[SP_HELO] = "helo", [SP_AUTH] = "auth", [SP_MAIL] = "mail", [SP_RCPT] = "rcpt",
+	[SP_DATA] = "data", [SP_DATA_END] = "data-end", [SP_CLOSING] = "closing",
+};
+
+/* sess_phase_name - a phase's name, for logs */
+const char *
+sess_phase_name(enum sess_phase p)
+{
+	if ((size_t)p >= sizeof(sess_phase_names) / sizeof(sess_phase_names[0]) ||
+	    sess_phase_names[p] == NULL)
+		return "?";
+	return sess_phase_names[p];
+}
+
+/* sess_enter_phase - the one place the phase changes, logged at debug */
+void
+sess_enter_phase(struct session *s, enum sess_phase p)
+{
+	if (s->phase == p)
+		return;
+	log_msg(LOG_L_DEBUG, s->id, "phase %s -> %s", sess_phase_name(s->phase),
+	    sess_phase_name(p));
+	s->phase = p;
+}
+
+/* sess_phase_cmd - is the next input a command (or an AUTH line)? Not in
+ * the content, a handshake or the close. Before the greeting it is too,
+ * but s->waiting holds it back. */
+static bool
+sess_phase_cmd(enum sess_phase p)
+{
+	return p != SP_DATA && p != SP_TLS && p != SP_CLOSING;
 }
 
 /* ---------------------------------------------------------------------
@@ -220,8 +285,8 @@ sess_flush(struct session *s)
 	}
 	if (s->closing)
 		return;
-	if (s->sq_head == NULL && s->state == SS_CMD) {
-		if (s->w->draining && s->txn == NULL) {
+	if (s->sq_head == NULL && sess_phase_cmd(s->phase)) {
+		if (s->w->draining && !sess_phase_txn(s->phase)) {
 			/* shutting down: the transaction is over, say goodbye */
 			sess_drain(s);
 			return;
@@ -263,10 +328,13 @@ sess_junk(struct session *s)
  * Transactions
  */
 
-/* sess_txn_free - forget the transaction (the upstream is reset apart) */
+/* sess_txn_free - forget the transaction (the upstream is reset apart):
+ * back to SP_HELO, unless the session is closing */
 void
 sess_txn_free(struct session *s)
 {
+	if (!s->closing && sess_phase_txn(s->phase))
+		sess_enter_phase(s, SP_HELO);
 	if (s->txn == NULL)
 		return;
 	if (s->eng != NULL)
@@ -325,11 +393,22 @@ sess_reply_lost(struct session *s)
  * Commands
  */
 
+/*
+ * A row of the verb table: check (syntax, order, TLS/AUTH required; it
+ * answers a refusal itself), proceed, and for a verb the policy judges,
+ * its stage and finish. proceed gives the engine the command's facts and
+ * calls sess_judge(), which asks the verdict of the row's stage and runs
+ * finish with go set, or clear after a refusal (the reply is given);
+ * when the engine must wait, sess_resume() judges again later. DATA's
+ * stage is judged at the end of the content.
+ */
 struct sess_verb {
 	enum smtp_verb verb;
+	enum rules_stage stage;	/* the policy stage that judges it; RS__COUNT: none */
 	unsigned flags;
 	bool (*check)(struct session *, const struct smtp_cmd *);
 	void (*proceed)(struct session *, const struct smtp_cmd *);
+	void (*finish)(struct session *, bool go);
 	const char *reply;	/* proceed_fixed's answer */
 };
 
@@ -386,37 +465,25 @@ check_helo(struct session *s, const struct smtp_cmd *c)
 	return true;
 }
 
+static const struct sess_verb *sess_verb_find(enum smtp_verb v);
+static const struct sess_verb *sess_verb_of_stage(enum rules_stage st);
+
 /* sess_resume - the engine's verdict can be had now (engine.h): what
  * waited for it goes on */
 void
 sess_resume(void *arg)
 {
 	struct session *s = arg;
-	enum sess_wait w = (enum sess_wait)s->waiting;
+	enum rules_stage st = s->waiting;
 
-	if (s->closing || s->state == SS_CLOSING)
+	if (s->closing || s->phase == SP_CLOSING)
 		return;
-	s->waiting = SW_NONE;
-	switch (w) {
-	case SW_GREETING:
+	s->waiting = RS__COUNT;
+	if (st == RS_CONNECT)
 		sess_greet(s);
-		break;
-	case SW_HELO:
-		helo_finish(s);
-		break;
-	case SW_MAIL:
-		mail_finish(s);
-		break;
-	case SW_RCPT:
-		rcpt_finish(s);
-		break;
-	case SW_DATA_END:
-		sess_data_finish(s);
-		break;
-	case SW_NONE:
-		break;
-	}
-	if (!s->closing && s->waiting == SW_NONE && s->state == SS_CMD)
+	else if (st != RS__COUNT)
+		sess_judge(s, sess_verb_of_stage(st));
+	if (!s->closing && s->waiting == RS__COUNT && sess_phase_cmd(s->phase))
 		sess_process_input(s);
 	if (!s->closing)
 		sess_arm_timer(s);
@@ -437,29 +504,44 @@ sess_engine_sync(struct session *s)
 	engine_set_login(s->eng, auth_login(s));
 }
 
-/* sess_stage - the engine's verdict for a stage: true when the command
- * may go on; false when it was refused (the reply is given) or must
- * wait (s->waiting is set: the command's finish runs from sess_resume) */
-static bool
-sess_stage(struct session *s, enum rules_stage st, enum sess_wait w)
+/* sess_stage - the engine's verdict for a stage: ENG_CONTINUE, or
+ * ENG_REFUSE (the reply is given), or ENG_WAIT (s->waiting holds the
+ * stage: sess_resume() asks again) */
+static enum eng_rc
+sess_stage(struct session *s, enum rules_stage st)
 {
 	struct eng_verdict v;
+	enum eng_rc rc;
 
 	sess_engine_sync(s);
-	switch (engine_stage(s->eng, st, &v)) {
-	case ENG_CONTINUE:
-		return true;
-	case ENG_WAIT:
-		s->waiting = (unsigned char)w;	/* no command is read meanwhile */
-		return false;
-	case ENG_REFUSE:
-		break;
-	}
+	rc = engine_stage(s->eng, st, &v);
+	if (rc == ENG_WAIT)
+		s->waiting = st;	/* no command is read meanwhile */
+	if (rc != ENG_REFUSE)
+		return rc;
 	if (st == RS_CONNECT)
 		sess_reply_close(s, "%d %s %s", v.code, v.enh, v.text);
 	else
 		sess_replyf(s, "%d %s %s", v.code, v.enh, v.text);
-	return false;
+	return rc;
+}
+
+/* sess_judge - the verdict of the verb's stage (the table's column), then
+ * the verb's finish: go on, or clean up after a refusal; nothing yet
+ * when the engine must wait */
+static void
+sess_judge(struct session *s, const struct sess_verb *v)
+{
+	switch (sess_stage(s, v->stage)) {
+	case ENG_CONTINUE:
+		v->finish(s, true);
+		break;
+	case ENG_REFUSE:
+		v->finish(s, false);
+		break;
+	case ENG_WAIT:
+		break;
+	}
 }
 
 /* proceed_helo - a new greeting resets the transaction */
@@ -476,21 +558,20 @@ proceed_helo(struct session *s, const struct smtp_cmd *c)
 	log_escape(esc, sizeof(esc), c->arg, c->arglen);
 	log_msg(LOG_L_DEBUG, s->id, "helo name=\"%s\" esmtp=%d", esc, s->esmtp);
 	engine_helo(s->eng, s->helo, len);
-	helo_finish(s);
+	sess_judge(s, sess_verb_find(c->verb));
 }
 
-/* helo_finish - the helo rules' verdict, then our greeting (again from
- * sess_resume when the engine had to wait) */
+/* helo_finish - after the helo rules' verdict: our greeting */
 static void
-helo_finish(struct session *s)
+helo_finish(struct session *s, bool go)
 {
-	if (!sess_stage(s, RS_HELO, SW_HELO)) {
-		if (s->waiting == SW_NONE) {
-			free(s->helo);	/* refused: as if no HELO was given */
-			s->helo = NULL;
-		}
+	if (!go) {
+		free(s->helo);	/* refused: as if no HELO was given */
+		s->helo = NULL;
+		sess_enter_phase(s, SP_GREETED);
 		return;
 	}
+	sess_enter_phase(s, SP_HELO);
 	if (s->esmtp)
 		sess_ehlo_reply(s);
 	else
@@ -540,13 +621,13 @@ sess_mail_line(struct session *s, char *buf, size_t size)
 static bool
 check_mail(struct session *s, const struct smtp_cmd *c)
 {
-	if (s->helo == NULL) {
+	if (s->phase == SP_GREETED) {
 		sess_replyf(s, "503 5.5.1 Error: send HELO/EHLO first");
 		return sess_error(s), false;
 	}
-	if (s->txn != NULL && s->txn->mail_failed)
+	if (sess_phase_txn(s->phase) && s->txn->mail_failed)
 		sess_txn_free(s);	/* the last MAIL failed: a new one may start */
-	if (s->txn != NULL) {
+	if (sess_phase_txn(s->phase)) {
 		sess_replyf(s, "503 5.5.1 Error: nested MAIL command");
 		return sess_error(s), false;
 	}
@@ -601,22 +682,21 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 	s->txn = xcalloc(1, sizeof(*s->txn));
 	s->txn->mp = mp;
 	s->txn->from = addr;
+	sess_enter_phase(s, SP_MAIL);
 	engine_mail(s->eng, &s->txn->from, &s->txn->mp);
-	mail_finish(s);
+	sess_judge(s, sess_verb_find(c->verb));
 }
 
-/* mail_finish - the mail rules' verdict, then MAIL goes upstream (again
- * from sess_resume when the engine had to wait) */
+/* mail_finish - after the mail rules' verdict: MAIL goes upstream */
 static void
-mail_finish(struct session *s)
+mail_finish(struct session *s, bool go)
 {
 	char line[SMTP_CMD_LINE_MAX + 256];
 	char esc[LOG_ESC_SIZE];
 	size_t n;
 
-	if (!sess_stage(s, RS_MAIL, SW_MAIL)) {
-		if (s->waiting == SW_NONE)
-			sess_txn_free(s);
+	if (!go) {
+		sess_txn_free(s);
 		return;
 	}
 	if (smtp_addr_render(&s->txn->from, s->txn->sender, sizeof(s->txn->sender)) < 0) {
@@ -646,7 +726,7 @@ check_rcpt(struct session *s, const struct smtp_cmd *c)
 		sess_reply_lost(s);
 		return false;
 	}
-	if (s->txn == NULL || s->txn->mail_failed) {
+	if (!sess_phase_txn(s->phase) || s->txn->mail_failed) {
 		sess_replyf(s, "503 5.5.1 Error: need MAIL command");
 		return sess_error(s), false;
 	}
@@ -671,13 +751,12 @@ proceed_rcpt(struct session *s, const struct smtp_cmd *c)
 		return;
 	}
 	engine_rcpt(s->eng, &t->rcpt, t->nrcpt);
-	rcpt_finish(s);
+	sess_judge(s, sess_verb_find(c->verb));
 }
 
-/* rcpt_finish - the rcpt rules' verdict, then RCPT goes upstream (again
- * from sess_resume when the engine had to wait) */
+/* rcpt_finish - after the rcpt rules' verdict: RCPT goes upstream */
 static void
-rcpt_finish(struct session *s)
+rcpt_finish(struct session *s, bool go)
 {
 	const struct smtp_rcpt_params *rpp = &s->txn->rp;
 	char line[SMTP_CMD_LINE_MAX + 512];
@@ -685,7 +764,7 @@ rcpt_finish(struct session *s)
 	size_t len;
 	unsigned caps = ups_known_caps(NULL);
 
-	if (!sess_stage(s, RS_RCPT, SW_RCPT))
+	if (!go)
 		return;
 	memcpy(line, "RCPT TO:", 8);
 	n = smtp_addr_render(&s->txn->rcpt, line + 8, sizeof(line) - 8);
@@ -719,6 +798,7 @@ rcpt_finish(struct session *s)
 	line[len++] = '\r';
 	line[len++] = '\n';
 	s->txn->nrcpt++;
+	sess_enter_phase(s, SP_RCPT);
 	ups_submit(s, UK_RCPT, line, len, sess_slot_new(s), NULL);
 }
 
@@ -734,7 +814,7 @@ check_data(struct session *s, const struct smtp_cmd *c)
 		sess_reply_lost(s);
 		return false;
 	}
-	if (s->txn == NULL || s->txn->mail_failed) {
+	if (!sess_phase_txn(s->phase) || s->txn->mail_failed) {
 		sess_replyf(s, "503 5.5.1 Error: need MAIL command");
 		return sess_error(s), false;
 	}
@@ -773,7 +853,7 @@ proceed_data(struct session *s, const struct smtp_cmd *c)
 	t->spool = spool_new(s->conf->spool_dir, (size_t)s->conf->spool_memory);
 	t->msg = engine_msg_new(s->conf, sess_spool_put, t);
 	t->data_start_ms = sess_now_ms();
-	s->state = SS_DATA;
+	sess_enter_phase(s, SP_DATA);
 	s->cmd_deadline_ms = 0;
 	sess_replyf(s, "354 End data with <CR><LF>.<CR><LF>");
 	sess_arm_timer(s);
@@ -808,8 +888,6 @@ proceed_quit(struct session *s, const struct smtp_cmd *c)
 	sess_reply_close(s, "221 2.0.0 Bye");
 }
 
-static const struct sess_verb *sess_verb_find(enum smtp_verb v);
-
 /* proceed_fixed - NOOP, VRFY (RFC 5321 3.5.3: 252), HELP: the table's text */
 static void
 proceed_fixed(struct session *s, const struct smtp_cmd *c)
@@ -841,29 +919,31 @@ proceed_foreign(struct session *s, const struct smtp_cmd *c)
 		sess_reply_close(s, "554 5.5.1 Error: this is an SMTP server, not HTTP");
 }
 
+#define NOSTAGE RS__COUNT
+
 static const struct sess_verb sess_verbs[] = {
-	{ SMTP_V_HELO, VF_LAST, check_helo, proceed_helo, NULL },
-	{ SMTP_V_EHLO, VF_LAST, check_helo, proceed_helo, NULL },
-	{ SMTP_V_MAIL, 0, check_mail, proceed_mail, NULL },
-	{ SMTP_V_RCPT, 0, check_rcpt, proceed_rcpt, NULL },
-	{ SMTP_V_DATA, VF_LAST | VF_BARRIER, check_data, proceed_data, NULL },
-	{ SMTP_V_RSET, VF_JUNK, check_noarg, proceed_rset, NULL },
-	{ SMTP_V_NOOP, VF_LAST | VF_JUNK, NULL, proceed_fixed, "250 2.0.0 Ok" },
-	{ SMTP_V_QUIT, VF_LAST, NULL, proceed_quit, NULL },
-	{ SMTP_V_VRFY, VF_LAST | VF_JUNK, NULL, proceed_fixed,
+	{ SMTP_V_HELO, RS_HELO, VF_LAST, check_helo, proceed_helo, helo_finish, NULL },
+	{ SMTP_V_EHLO, RS_HELO, VF_LAST, check_helo, proceed_helo, helo_finish, NULL },
+	{ SMTP_V_MAIL, RS_MAIL, 0, check_mail, proceed_mail, mail_finish, NULL },
+	{ SMTP_V_RCPT, RS_RCPT, 0, check_rcpt, proceed_rcpt, rcpt_finish, NULL },
+	{ SMTP_V_DATA, RS_DATA, VF_LAST | VF_BARRIER, check_data, proceed_data, data_finish, NULL },
+	{ SMTP_V_RSET, NOSTAGE, VF_JUNK, check_noarg, proceed_rset, NULL, NULL },
+	{ SMTP_V_NOOP, NOSTAGE, VF_LAST | VF_JUNK, NULL, proceed_fixed, NULL, "250 2.0.0 Ok" },
+	{ SMTP_V_QUIT, NOSTAGE, VF_LAST, NULL, proceed_quit, NULL, NULL },
+	{ SMTP_V_VRFY, NOSTAGE, VF_LAST | VF_JUNK, NULL, proceed_fixed, NULL,
 	  "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery" },
-	{ SMTP_V_HELP, VF_LAST | VF_JUNK, NULL, proceed_fixed,
+	{ SMTP_V_HELP, NOSTAGE, VF_LAST | VF_JUNK, NULL, proceed_fixed, NULL,
 	  "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP" },
-	{ SMTP_V_EXPN, VF_LAST, NULL, proceed_notimpl, NULL },
-	{ SMTP_V_STARTTLS, VF_LAST | VF_BARRIER, check_starttls, proceed_starttls, NULL },
-	{ SMTP_V_AUTH, VF_LAST | VF_BARRIER, check_auth, proceed_auth, NULL },
-	{ SMTP_V_BDAT, VF_LAST, NULL, proceed_notimpl, NULL },
-	{ SMTP_V_XCLIENT, VF_LAST, NULL, proceed_notimpl, NULL },
-	{ SMTP_V_XFORWARD, VF_LAST, NULL, proceed_notimpl, NULL },
-	{ SMTP_V_ETRN, VF_LAST, NULL, proceed_notimpl, NULL },
-	{ SMTP_V_TURN, VF_LAST, NULL, proceed_notimpl, NULL },
-	{ SMTP_V_PROXY, VF_LAST, NULL, proceed_foreign, NULL },
-	{ SMTP_V_HTTP, VF_LAST, NULL, proceed_foreign, NULL },
+	{ SMTP_V_EXPN, NOSTAGE, VF_LAST, NULL, proceed_notimpl, NULL, NULL },
+	{ SMTP_V_STARTTLS, NOSTAGE, VF_LAST | VF_BARRIER, check_starttls, proceed_starttls, NULL, NULL },
+	{ SMTP_V_AUTH, NOSTAGE, VF_LAST | VF_BARRIER, check_auth, proceed_auth, NULL, NULL },
+	{ SMTP_V_BDAT, NOSTAGE, VF_LAST, NULL, proceed_notimpl, NULL, NULL },
+	{ SMTP_V_XCLIENT, NOSTAGE, VF_LAST, NULL, proceed_notimpl, NULL, NULL },
+	{ SMTP_V_XFORWARD, NOSTAGE, VF_LAST, NULL, proceed_notimpl, NULL, NULL },
+	{ SMTP_V_ETRN, NOSTAGE, VF_LAST, NULL, proceed_notimpl, NULL, NULL },
+	{ SMTP_V_TURN, NOSTAGE, VF_LAST, NULL, proceed_notimpl, NULL, NULL },
+	{ SMTP_V_PROXY, NOSTAGE, VF_LAST, NULL, proceed_foreign, NULL, NULL },
+	{ SMTP_V_HTTP, NOSTAGE, VF_LAST, NULL, proceed_foreign, NULL, NULL },
 };
 
 /* sess_verb_find - the table row of a verb */
@@ -874,6 +954,16 @@ sess_verb_find(enum smtp_verb v)
 		if (sess_verbs[i].verb == v)
 			return &sess_verbs[i];
 	return NULL;
+}
+
+/* sess_verb_of_stage - the first row the stage judges (HELO's for helo) */
+static const struct sess_verb *
+sess_verb_of_stage(enum rules_stage st)
+{
+	for (size_t i = 0; i < sizeof(sess_verbs) / sizeof(sess_verbs[0]); i++)
+		if (sess_verbs[i].stage == st)
+			return &sess_verbs[i];
+	panic("no verb for stage %d", (int)st);
 }
 
 /* sess_command - one complete command line (no line end), parsed */
@@ -930,7 +1020,7 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 	if (v->check != NULL && !v->check(s, &c))
 		return;
 	v->proceed(s, &c);
-	if ((v->flags & VF_LAST) && s->state == SS_CMD && !s->closing &&
+	if ((v->flags & VF_LAST) && sess_phase_cmd(s->phase) && !s->closing &&
 	    evbuffer_get_length(conn_input(s->conn)) > 0) {
 		/* RFC 2920 3.1: this command must end a group */
 		s->facts |= SESS_F_NOT_LAST;
@@ -951,11 +1041,11 @@ sess_process_input(struct session *s)
 	size_t cap;
 	bool is_auth;
 
-	if (s->closing || s->in_input || s->state == SS_CLOSING || s->waiting != SW_NONE)
+	if (s->closing || s->in_input || !sess_phase_cmd(s->phase) || s->waiting != RS__COUNT)
 		return;
 	s->in_input = true;
 	in = conn_input(s->conn);
-	while (!s->closing && s->state == SS_CMD && s->waiting == SW_NONE) {
+	while (!s->closing && sess_phase_cmd(s->phase) && s->waiting == RS__COUNT) {
 		size_t avail = evbuffer_get_length(in), eol_len = 0, raw;
 		struct evbuffer_ptr p;
 
@@ -964,7 +1054,7 @@ sess_process_input(struct session *s)
 		if (s->nslots >= s->conf->max_pending ||
 		    conn_output_len(s->conn) > SESS_OUTPUT_MAX)
 			break;	/* resumed by sess_flush or the write callback */
-		if (auth_active(s)) {
+		if (s->phase == SP_AUTH) {
 			if (auth_input(s) == 0)
 				break;	/* resumed when the upstream answers */
 			continue;
@@ -1057,11 +1147,11 @@ sess_process_input(struct session *s)
 			break;	/* e.g. DATA: every earlier reply must be known */
 		evbuffer_drain(in, raw + 2);
 		sess_command(s, line, raw, pe, &c);
-		if (s->state != SS_TLS)		/* STARTTLS set the handshake's deadline */
+		if (s->phase != SP_TLS)		/* STARTTLS set the handshake's deadline */
 			s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
 	}
 	s->in_input = false;
-	if (!s->closing && s->state == SS_DATA)
+	if (!s->closing && s->phase == SP_DATA)
 		sess_data_input(s);
 	if (!s->closing) {
 		conn_input_drained(s->conn);
@@ -1090,7 +1180,7 @@ sess_data_end(struct session *s)
 	struct txn *t = s->txn;
 	const struct data_verdict *v = data_dec_verdict(&t->dd);
 
-	s->state = SS_CMD;
+	sess_enter_phase(s, SP_DATA_END);
 	s->nmsgs++;
 	if (evbuffer_get_length(conn_input(s->conn)) > 0) {
 		s->facts |= SESS_F_AFTER_DOT;
@@ -1111,13 +1201,12 @@ sess_data_end(struct session *s)
 	}
 	engine_data(s->eng, t->msg, t->dd.size, t->nrcpt_ok, (t->dd.flags & DATA_F_BARE_LF) != 0);
 	t->msg = NULL;		/* the engine's now */
-	sess_data_finish(s);
+	sess_judge(s, sess_verb_find(SMTP_V_DATA));
 }
 
-/* sess_data_finish - the data rules' verdict (again from sess_resume when
- * the engine had to wait), then the message goes upstream */
+/* data_finish - after the data rules' verdict: the message goes upstream */
 static void
-sess_data_finish(struct session *s)
+data_finish(struct session *s, bool go)
 {
 	struct txn *t = s->txn;
 	struct spool *sp;
@@ -1125,9 +1214,8 @@ sess_data_finish(struct session *s)
 	size_t hlen;
 	unsigned removed;
 
-	if (!sess_stage(s, RS_DATA, SW_DATA_END)) {
-		if (s->waiting == SW_NONE)
-			sess_txn_abort(s);
+	if (!go) {
+		sess_txn_abort(s);
 		return;
 	}
 	if (spool_finish(t->spool) != 0) {
@@ -1156,7 +1244,7 @@ sess_data_input(struct session *s)
 {
 	struct evbuffer *in = conn_input(s->conn);
 
-	while (!s->closing && s->state == SS_DATA) {
+	while (!s->closing && s->phase == SP_DATA) {
 		struct evbuffer_iovec v;
 		size_t used;
 
@@ -1186,12 +1274,8 @@ sess_deadline(const struct session *s)
 	const struct conf *c = s->conf;
 	uint64_t d = s->start_ms + c->session_deadline_ms, x;
 
-	switch (s->state) {
-	case SS_CMD:
-		if (s->npending == 0 && s->cmd_deadline_ms != 0 && s->cmd_deadline_ms < d)
-			d = s->cmd_deadline_ms;
-		break;
-	case SS_DATA:
+	switch (s->phase) {
+	case SP_DATA:
 		x = s->txn->data_start_ms + c->command_deadline_ms;
 		if (c->data_min_rate > 0)
 			x += s->txn->dd.raw * 1000 / c->data_min_rate;
@@ -1200,14 +1284,24 @@ sess_deadline(const struct session *s)
 		if (x < d)
 			d = x;
 		break;
-	case SS_TLS:
+	case SP_TLS:
 		if (s->cmd_deadline_ms != 0 && s->cmd_deadline_ms < d)
 			d = s->cmd_deadline_ms;
 		break;
-	case SS_CLOSING:
+	case SP_CLOSING:
+		break;
+	case SP_CONNECTED:
+	case SP_GREETED:
+	case SP_HELO:
+	case SP_AUTH:
+	case SP_MAIL:
+	case SP_RCPT:
+	case SP_DATA_END:
+		if (s->npending == 0 && s->cmd_deadline_ms != 0 && s->cmd_deadline_ms < d)
+			d = s->cmd_deadline_ms;
 		break;
 	}
-	if (s->waiting == SW_GREETING && s->greet_at_ms != 0 && s->greet_at_ms < d)
+	if (s->waiting == RS_CONNECT && s->greet_at_ms != 0 && s->greet_at_ms < d)
 		d = s->greet_at_ms;
 	return d;
 }
@@ -1219,7 +1313,7 @@ sess_arm_timer(struct session *s)
 	uint64_t now = sess_now_ms(), d;
 	struct timeval tv;
 
-	if (s->closing || s->state == SS_CLOSING)
+	if (s->closing || s->phase == SP_CLOSING)
 		return;
 	d = sess_deadline(s);
 	d = d > now ? d - now : 0;
@@ -1240,11 +1334,11 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (s->closing)
 		return;
-	if (s->state == SS_CLOSING) {
+	if (s->phase == SP_CLOSING) {
 		sess_close(s, "flush-timeout");
 		return;
 	}
-	if (s->waiting == SW_GREETING && s->greet_at_ms != 0 && now >= s->greet_at_ms) {
+	if (s->waiting == RS_CONNECT && s->greet_at_ms != 0 && now >= s->greet_at_ms) {
 		s->greet_at_ms = 0;	/* greet-delay passed */
 		sess_resume(s);
 		return;
@@ -1253,14 +1347,14 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 		sess_arm_timer(s);
 		return;
 	}
-	if (s->state == SS_TLS) {
+	if (s->phase == SP_TLS) {
 		/* no reply: the connection is neither plaintext nor TLS now */
 		log_msg(LOG_L_INFO, s->id, "limit reason=tls-handshake-deadline");
 		sess_close(s, "tls-handshake-timeout");
 		return;
 	}
 	why = now >= s->start_ms + s->conf->session_deadline_ms ? "session-deadline" :
-	    s->state == SS_DATA ? "data-deadline" : "command-deadline";
+	    s->phase == SP_DATA ? "data-deadline" : "command-deadline";
 	log_msg(LOG_L_INFO, s->id, "limit reason=%s", why);
 	/* the client gets this at once, whatever is still pending */
 	sess_slots_free(s);
@@ -1328,9 +1422,9 @@ sess_begin_close(struct session *s)
 {
 	struct timeval tv = { SESS_CLOSE_MS / 1000, 0 };
 
-	if (s->closing || s->state == SS_CLOSING)
+	if (s->closing || s->phase == SP_CLOSING)
 		return;
-	s->state = SS_CLOSING;
+	sess_enter_phase(s, SP_CLOSING);
 	conn_read_enable(s->conn, false);
 	if (conn_output_len(s->conn) == 0) {
 		sess_close(s, s->quit ? "quit" : "closed");
@@ -1348,7 +1442,7 @@ sess_read_cb(struct conn *cn, void *arg)
 	(void)cn;
 	if (s->closing)
 		return;
-	if (!s->greeted) {
+	if (s->phase == SP_CONNECTED) {
 		/* bytes before the greeting: an early talker (pregreet) */
 		if (!(s->facts & SESS_F_EARLY)) {
 			s->facts |= SESS_F_EARLY;
@@ -1356,12 +1450,12 @@ sess_read_cb(struct conn *cn, void *arg)
 			    evbuffer_get_length(conn_input(s->conn)));
 			/* no need to wait out the delay: the rules can judge now */
 			s->greet_at_ms = 0;
-			if (s->waiting == SW_GREETING)
+			if (s->waiting == RS_CONNECT)
 				sess_resume(s);
 		}
 		return;
 	}
-	if (s->state == SS_DATA)
+	if (s->phase == SP_DATA)
 		sess_data_input(s);
 	else
 		sess_process_input(s);
@@ -1376,7 +1470,7 @@ sess_write_cb(struct conn *cn, void *arg)
 	(void)cn;
 	if (s->closing)
 		return;
-	if (s->state == SS_CLOSING) {
+	if (s->phase == SP_CLOSING) {
 		sess_close(s, s->quit ? "quit" : "closed");
 		return;
 	}
@@ -1393,7 +1487,7 @@ sess_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 	if (s->closing)
 		return;
 	if (what == CONN_EV_EOF)
-		sess_close(s, s->state == SS_DATA ? "eof-in-data" : "eof");
+		sess_close(s, s->phase == SP_DATA ? "eof-in-data" : "eof");
 	else if (what == CONN_EV_ERROR)
 		sess_close(s, "socket-error");
 	else if (what == CONN_EV_TIMEOUT)
@@ -1406,7 +1500,8 @@ sess_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 void
 sess_drain(struct session *s)
 {
-	if (s->closing || s->state != SS_CMD || s->txn != NULL || s->npending > 0)
+	if (s->closing || !sess_phase_cmd(s->phase) || sess_phase_txn(s->phase) ||
+	    s->npending > 0)
 		return;	/* finishes what it does; the drain timeout bounds it */
 	log_msg(LOG_L_INFO, s->id, "shutdown session=idle");
 	conn_write(s->conn, "421 4.3.2 Service shutting down\r\n", 33);
@@ -1426,6 +1521,8 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	s->id = moatd_new_sid();
 	s->w = w;
 	s->conf = c;
+	s->phase = SP_CONNECTED;
+	s->waiting = RS__COUNT;
 	s->counted = true;
 	s->lflags = lflags;
 	memcpy(&s->peer, sa, salen);
@@ -1478,7 +1575,7 @@ sess_begin(struct session *s)
 		/* read during the delay: a client that talks first is seen */
 		s->greet_at_ms = sess_now_ms() + c->greet_delay_ms;
 		conn_read_enable(s->conn, true);
-		s->waiting = SW_GREETING;	/* commands are read after the greeting */
+		s->waiting = RS_CONNECT;	/* commands are read after the greeting */
 		sess_arm_timer(s);
 		return;
 	}
@@ -1490,15 +1587,12 @@ static void
 sess_greet(struct session *s)
 {
 	if (s->greet_at_ms > sess_now_ms()) {
-		s->waiting = SW_GREETING;	/* greet-delay: not yet */
+		s->waiting = RS_CONNECT;	/* greet-delay: not yet */
 		return;
 	}
-	if (!sess_stage(s, RS_CONNECT, SW_GREETING)) {
-		if (s->waiting == SW_NONE)
-			s->greeted = true;	/* refused instead of greeted: closing */
-		return;
-	}
-	s->greeted = true;
+	if (sess_stage(s, RS_CONNECT) != ENG_CONTINUE)
+		return;		/* refused (and closing), or waiting */
+	sess_enter_phase(s, SP_GREETED);
 	sess_replyf(s, "220 %s ESMTP moat", s->conf->hostname);
 	conn_read_enable(s->conn, true);
 	sess_arm_timer(s);

@@ -262,7 +262,7 @@ tls_handshake_begin(struct session *s, SSL *ssl)
 {
 	size_t dropped;
 
-	s->state = SS_TLS;
+	sess_enter_phase(s, SP_TLS);
 	s->cmd_deadline_ms = sess_now_ms() + s->conf->tls_handshake_ms;
 	dropped = conn_starttls(s->conn, ssl, true);
 	if (dropped > 0) {
@@ -319,7 +319,7 @@ tls_sess_event(struct session *s, bool ok)
 	struct sess_tls *t;
 	const char *why;
 
-	if (s->state != SS_TLS)
+	if (s->phase != SP_TLS)
 		return;
 	if (!ok) {
 		why = conn_tls_error(s->conn);
@@ -348,12 +348,14 @@ tls_sess_event(struct session *s, bool ok)
 	s->tls = t;
 	log_msg(LOG_L_INFO, s->id, "tls version=%s cipher=%s resumed=%d client-cert=%s",
 	    t->version, t->cipher, SSL_session_reused(ssl), t->client_cert[0] ? t->client_cert : "none");
-	s->state = SS_CMD;
 	s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
-	if (!s->greeted) {
-		sess_begin(s);		/* implicit TLS: now the session starts */
+	if (s->lflags & CONF_LISTEN_IMPLICIT_TLS) {
+		/* implicit TLS (never STARTTLS there): now the session starts */
+		sess_enter_phase(s, SP_CONNECTED);
+		sess_begin(s);
 		return;
 	}
+	sess_enter_phase(s, SP_GREETED);	/* the client says EHLO again */
 	sess_arm_timer(s);
 }
 
