@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,14 +63,22 @@ mailbox_post(struct mailbox *m, struct mbox_link *item)
 	uint64_t one = 1;
 	ssize_t w;
 
+	bool was_empty;
+
 	item->next = NULL;
 	pthread_mutex_lock(&m->lock);
+	was_empty = m->head == NULL;
 	if (m->tail)
 		m->tail->next = item;
 	else
 		m->head = item;
 	m->tail = item;
 	pthread_mutex_unlock(&m->lock);
+	/* a list that held items has its wake-up on the way already: the
+	 * loop reads the eventfd before it takes the list, so it takes this
+	 * item too (one write(2) and one wake-up for a burst, not one each) */
+	if (!was_empty)
+		return;
 	w = write(m->efd, &one, sizeof(one));
 	(void)w;
 }

@@ -313,6 +313,10 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 		log_msg(LOG_L_INFO, p->id, "connect client=%s name=\"%s\"%s", ip, esc,
 		    rq->submission ? " submission=yes" : "");
 	}
+	if (!stage_can_refuse(p, RS_CONNECT)) {
+		mlt_req_post(rq);	/* nothing at connect can refuse: no wait */
+		return SMFIS_CONTINUE;
+	}
 	rc = mlt_req_call(rq, mlt_opts.deadline_ms);
 	if (rc != 0 || rq->verdict == RV_REJECT || rq->verdict == RV_TEMPFAIL) {
 		/* kept for the next callbacks: no reply text at connect */
