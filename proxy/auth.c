@@ -8,11 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 
 #include "auth.h"
-#include "conn.h"
 #include "log.h"
 #include "moatd.h"
 #include "reply.h"
@@ -31,7 +29,6 @@ struct sess_auth {
 	char mech_name[24];
 	unsigned step;			/* client messages sent so far */
 	bool cancelled;			/* we sent "*" for the client: its reply is ours */
-	bool discard;			/* throwing away an over-long response line */
 	char pending[SASL_LOGIN_MAX + 1];	/* the login this exchange names */
 	char *login;			/* accepted by the upstream, owned */
 	struct event *ev_delay;		/* a failed AUTH's reply waits */
@@ -313,78 +310,50 @@ auth_cancel_upstream(struct session *s)
 	auth_send(s, UK_AUTHDATA, "*", 1, NULL, 0, NULL);
 }
 
-/* auth_input - one response line from the client, see auth.h */
-int
-auth_input(struct session *s)
+/* auth_wants_line - is it the client's turn in the exchange? */
+bool
+auth_wants_line(const struct session *s)
+{
+	return s->auth != NULL && s->auth->stage == AU_WAIT_CLIENT;
+}
+
+/* auth_line - one response line from the session's line reader (see
+ * auth.h); the caller wipes its copy of the line */
+void
+auth_line(struct session *s, enum sess_line r, const char *line, size_t len)
 {
 	struct sess_auth *a = s->auth;
-	struct evbuffer *in = conn_input(s->conn);
-	struct evbuffer_ptr p;
-	size_t eol_len = 0, raw, avail;
-	char *line;
 
-	if (a->stage != AU_WAIT_CLIENT)
-		return 0;
-	avail = evbuffer_get_length(in);
-	if (avail == 0)
-		return 0;
-	p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
-	if (p.pos < 0) {
-		if (avail <= SASL_LINE_MAX + 2 && !a->discard)
-			return 0;
-		evbuffer_drain(in, avail);
-		if (!a->discard) {
-			a->discard = true;
-			log_msg(LOG_L_INFO, s->id, "auth mech=%s result=line-too-long", a->mech_name);
-			sess_replyf(s, "500 5.5.6 Authentication exchange line is too long");
-			auth_cancel_upstream(s);
-		}
-		return 0;
-	}
-	raw = (size_t)p.pos;
-	if (a->discard) {
-		evbuffer_drain(in, raw + 1);
-		a->discard = false;
-		return 1;
-	}
-	if (raw > SASL_LINE_MAX + 1) {
-		evbuffer_drain(in, raw + 1);
+	switch (r) {
+	case SESS_LINE_NONE:
+		return;
+	case SESS_LINE_LONG:
 		log_msg(LOG_L_INFO, s->id, "auth mech=%s result=line-too-long", a->mech_name);
 		sess_replyf(s, "500 5.5.6 Authentication exchange line is too long");
 		auth_cancel_upstream(s);
-		return 1;
-	}
-	line = xmalloc(raw + 1);
-	evbuffer_remove(in, line, raw + 1);
-	if (raw == 0 || line[raw - 1] != '\r') {
-		memset(line, 0, raw);
-		free(line);
+		return;
+	case SESS_LINE_BARE_LF:
 		sess_replyf(s, "500 5.5.2 Error: bare <LF> received, use <CR><LF>");
 		auth_cancel_upstream(s);
-		return 1;
+		return;
+	case SESS_LINE_OK:
+		break;
 	}
-	raw--;
-	if (raw == 1 && line[0] == '*') {
+	if (len == 1 && line[0] == '*') {
 		/* the client cancels: the upstream says so (501) */
-		free(line);
 		a->stage = AU_WAIT_UPS;
 		auth_send(s, UK_AUTHDATA, "*", 1, NULL, 0, sess_slot_new(s));
-		return 1;
+		return;
 	}
-	if (!auth_message(s, line, raw)) {
-		memset(line, 0, raw);
-		free(line);
+	if (!auth_message(s, line, len)) {
 		log_msg(LOG_L_INFO, s->id, "auth mech=%s result=bad-response", a->mech_name);
 		sess_replyf(s, "501 5.5.2 Error: invalid base64 data or login");
 		auth_cancel_upstream(s);
-		return 1;
+		return;
 	}
 	a->step++;
 	a->stage = AU_WAIT_UPS;
-	auth_send(s, UK_AUTHDATA, line, raw, NULL, 0, sess_slot_new(s));
-	memset(line, 0, raw);
-	free(line);
-	return 1;
+	auth_send(s, UK_AUTHDATA, line, len, NULL, 0, sess_slot_new(s));
 }
 
 /* auth_delay_cb - a failed AUTH's reply, after the delay */

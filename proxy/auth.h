@@ -5,7 +5,9 @@
  * SYNOPSIS
  *	bool check_auth(struct session *s, const struct smtp_cmd *c);
  *	void proceed_auth(struct session *s, const struct smtp_cmd *c);
- *	int auth_input(struct session *s);
+ *	bool auth_wants_line(const struct session *s);
+ *	void auth_line(struct session *s, enum sess_line r, const char *line,
+ *	               size_t len);
  *	void auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r);
  *	const char *auth_login(const struct session *s);
  *
@@ -19,10 +21,12 @@
  *	argument nor any response line is ever logged; the log says the
  *	mechanism, the login and the outcome.
  *
- *	auth_input() is called by the command loop while an exchange is on:
- *	it returns 0 when the loop must stop (waiting for the upstream's
- *	334, or for the rest of a line), 1 when it consumed a response line.
- *	Response lines are capped at SASL_LINE_MAX (500 5.5.6 beyond).
+ *	While an exchange is on (SP_AUTH), the session's line reader
+ *	(smtp_server.c, the same that reads commands) hands each response
+ *	line to auth_line() whenever auth_wants_line() says it is the
+ *	client's turn; the command loop waits otherwise. A response line is
+ *	capped at SASL_LINE_MAX (500 5.5.6 beyond), one ended by a bare LF
+ *	is refused (500 5.5.2); either ends the exchange upstream with "*".
  *
  * LIMITS
  *	Failed exchanges (the upstream's 535, and other 5xx but 501/504)
@@ -40,6 +44,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "session.h"
+
 struct session;
 struct smtp_cmd;
 struct slot;
@@ -48,7 +54,8 @@ struct rules_facts;
 
 bool check_auth(struct session *s, const struct smtp_cmd *c);
 void proceed_auth(struct session *s, const struct smtp_cmd *c);
-int auth_input(struct session *s);
+bool auth_wants_line(const struct session *s);
+void auth_line(struct session *s, enum sess_line r, const char *line, size_t len);
 void auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r);
 void auth_ups_lost(struct session *s);
 size_t auth_ehlo(const struct session *s, char *buf, size_t size);

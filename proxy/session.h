@@ -70,6 +70,20 @@ sess_phase_txn(enum sess_phase p)
 #define SESS_AUTH_IR_MAX 12288
 #define SESS_AUTH_LINE_MAX (SESS_AUTH_IR_MAX + 64 + 2)	/* "AUTH MECH " and CRLF */
 
+/*
+ * What the one line reader (smtp_server.c) found in the client's input,
+ * for a command or a line of an AUTH exchange. Its cap, CRLF included,
+ * depends on the phase: SMTP_CMD_LINE_MAX for a command,
+ * SESS_AUTH_LINE_MAX for an AUTH command, SASL_LINE_MAX + 2 for a line of
+ * the exchange. The caller answers LONG and BARE_LF in its own words.
+ */
+enum sess_line {
+	SESS_LINE_NONE = 0,	/* no complete line yet */
+	SESS_LINE_OK,		/* a line, without its CRLF */
+	SESS_LINE_LONG,		/* over the cap: dropped, and its rest as it arrives */
+	SESS_LINE_BARE_LF,	/* ended by a bare LF: dropped, never guessed at */
+};
+
 /* protocol-hygiene facts about the session (rules will read them) */
 #define SESS_F_NOT_LAST        0x01u	/* input behind a command that must end a group (RFC 2920 3.1) */
 #define SESS_F_DATA_PIPELINED    0x02u	/* content sent with DATA before our 354 */

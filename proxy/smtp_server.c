@@ -41,8 +41,12 @@
  *	close's reason), s->esmtp, s->discard (the line reader's).
  *
  * LIMITS
- *	Command line 512 bytes (longer: 500 5.5.2, the rest of the line is
- *	discarded); bad commands per session (max-errors, then 421); junk
+ *	One line reader (sess_line_read()) serves commands and the lines of
+ *	an AUTH exchange, with the phase's cap: a command 512 bytes, an AUTH
+ *	command SESS_AUTH_LINE_MAX, an exchange line SASL_LINE_MAX + 2 (CRLF
+ *	included; longer: 500 5.5.2 or 5.5.6, the rest of the line is
+ *	discarded; a line ended by a bare LF: 500 5.5.2, never guessed at);
+ *	bad commands per session (max-errors, then 421); junk
  *	commands (max-junk-commands); recipients per message (452 4.5.3);
  *	replies outstanding (max-pending-commands: input is left unread
  *	until they are written); client input buffered (SESS_INPUT_MAX, the
@@ -77,6 +81,7 @@
 #include "log.h"
 #include "moatd.h"
 #include "rules.h"
+#include "sasl.h"
 #include "session.h"
 #include "spool.h"
 #include "tls.h"
@@ -1029,126 +1034,196 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 	}
 }
 
-/* sess_process_input - run every complete command we may run now */
-static void
-sess_process_input(struct session *s)
-{
-	struct evbuffer *in;
-	char line[SESS_AUTH_LINE_MAX + 1];
-	struct smtp_cmd c;
-	enum smtp_perr pe;
-	const struct sess_verb *v;
-	size_t cap;
-	bool is_auth;
+/* ---------------------------------------------------------------------
+ * The line reader: commands and the lines of an AUTH exchange
+ */
 
-	if (s->closing || s->in_input || !sess_phase_cmd(s->phase) || s->waiting != RS__COUNT)
-		return;
-	s->in_input = true;
-	in = conn_input(s->conn);
-	while (!s->closing && sess_phase_cmd(s->phase) && s->waiting == RS__COUNT) {
+/* sess_line_cap - the longest line the session takes now, CRLF included:
+ * a line of an AUTH exchange SASL_LINE_MAX + 2; an AUTH command
+ * SESS_AUTH_LINE_MAX (RFC 4954 4: its initial response may be 12288
+ * octets); any other command SMTP_CMD_LINE_MAX (RFC 5321 4.5.3.1.4) */
+static size_t
+sess_line_cap(const struct session *s, struct evbuffer *in)
+{
+	char head[5];
+
+	if (s->phase == SP_AUTH)
+		return SASL_LINE_MAX + 2;
+	if (evbuffer_copyout(in, head, 5) == 5 && strncasecmp(head, "AUTH ", 5) == 0)
+		return SESS_AUTH_LINE_MAX;
+	return SMTP_CMD_LINE_MAX;
+}
+
+/*
+ * sess_line_read - the next line of the client's input (enum sess_line):
+ * OK copies it into line (at least SESS_AUTH_LINE_MAX bytes) without its
+ * CRLF, *len its length, and leaves it in the input until
+ * sess_line_done(); LONG and BARE_LF have dropped it (*len: its length
+ * when its end was seen, else 0). *cap is the cap that applied. The cap
+ * is checked while no line end has arrived too, so a line never grows
+ * past it in the buffer.
+ */
+static enum sess_line
+sess_line_read(struct session *s, char *line, size_t *len, size_t *cap)
+{
+	struct evbuffer *in = conn_input(s->conn);
+
+	for (;;) {
 		size_t avail = evbuffer_get_length(in), eol_len = 0, raw;
 		struct evbuffer_ptr p;
 
+		*len = 0;
+		*cap = sess_line_cap(s, in);
 		if (avail == 0)
-			break;
-		if (s->nslots >= s->conf->max_pending ||
-		    conn_output_len(s->conn) > SESS_OUTPUT_MAX)
-			break;	/* resumed by sess_flush or the write callback */
-		if (s->phase == SP_AUTH) {
-			if (auth_input(s) == 0)
-				break;	/* resumed when the upstream answers */
-			continue;
-		}
-		{
-			/* RFC 4954 4: an AUTH line (its initial response) may be
-			 * up to 12288 octets; every other command 512 */
-			char head[5];
-
-			cap = SMTP_CMD_LINE_MAX;
-			is_auth = !s->discard && avail >= 5 &&
-			    evbuffer_copyout(in, head, 5) == 5 && strncasecmp(head, "AUTH ", 5) == 0;
-			if (is_auth)
-				cap = SESS_AUTH_LINE_MAX;
-		}
+			return SESS_LINE_NONE;
 		p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 		if (p.pos < 0) {
 			if (s->discard) {
 				evbuffer_drain(in, avail);
-				break;
+				return SESS_LINE_NONE;
 			}
-			if (avail < cap)
-				break;	/* wait for the rest of the line */
-			/* no line end within the cap: refuse now, and throw
-			 * the rest of the line away as it arrives */
+			if (avail < *cap)
+				return SESS_LINE_NONE;	/* the rest of the line is to come */
+			/* no line end within the cap: refused now, the rest of
+			 * the line thrown away as it arrives */
 			evbuffer_drain(in, avail);
 			s->discard = true;
-			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long%s", is_auth ? " verb=AUTH" : "");
-			if (is_auth)
-				sess_replyf(s, "500 5.5.6 Authentication Exchange line is too long");
-			else
-				sess_replyf(s, "500 5.5.2 Error: line too long");
-			sess_error(s);
-			continue;
+			return SESS_LINE_LONG;
 		}
 		raw = (size_t)p.pos;	/* bytes before the LF */
 		if (s->discard) {
-			evbuffer_drain(in, raw + 1);
+			evbuffer_drain(in, raw + 1);	/* the end of an over-long line */
 			s->discard = false;
 			continue;
 		}
-		if (raw > cap - 1) {
+		*len = raw;
+		if (raw > *cap - 1) {
 			evbuffer_drain(in, raw + 1);
-			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long bytes=%zu", raw);
-			if (is_auth)
-				sess_replyf(s, "500 5.5.6 Authentication Exchange line is too long");
-			else
-				sess_replyf(s, "500 5.5.2 Error: line too long");
-			sess_error(s);
-			continue;
+			return SESS_LINE_LONG;
 		}
 		evbuffer_copyout(in, line, raw);
 		if (raw == 0 || line[raw - 1] != '\r') {
-			/* a command ended by a bare LF: refuse it, never guess */
 			evbuffer_drain(in, raw + 1);
-			s->facts |= SESS_F_BARE_LF_CMD;
-			if (s->bare_lf_cmds < 0xffff)
-				s->bare_lf_cmds++;
-			log_msg(LOG_L_INFO, s->id, "reject reason=bare-lf-command");
-			sess_replyf(s, "500 5.5.2 Error: bare <LF> received, use <CR><LF>");
-			sess_error(s);
-			continue;
+			return SESS_LINE_BARE_LF;
 		}
-		raw--;
-		if (raw > SMTP_CMD_LINE_MAX - 2 && is_auth) {
-			/* a long AUTH: the verb and mechanism are parsed from the
-			 * head; the initial response must be base64 text */
-			pe = smtp_cmd_parse(line, SMTP_CMD_LINE_MAX - 2, &c);
-			if (pe == SMTP_P_OK && c.verb == SMTP_V_AUTH) {
-				size_t from = (size_t)(c.arg - line);
+		*len = raw - 1;
+		return SESS_LINE_OK;
+	}
+}
 
-				const char *sp = memchr(c.arg, ' ', raw - from);
+/* sess_line_done - the line sess_line_read() gave (len bytes) is used */
+static void
+sess_line_done(struct session *s, size_t len)
+{
+	evbuffer_drain(conn_input(s->conn), len + 2);
+}
 
-				for (size_t i = SMTP_CMD_LINE_MAX - 2; i < raw; i++)
-					if ((unsigned char)line[i] <= 0x20 || (unsigned char)line[i] >= 0x7f)
-						pe = SMTP_P_BADCHAR;
-				c.arglen = raw - from;
-				if (sp != NULL && (size_t)(line + raw - sp - 1) > SESS_AUTH_IR_MAX) {
-					evbuffer_drain(in, raw + 2);
-					log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long verb=AUTH");
-					sess_replyf(s, "500 5.5.6 Authentication Exchange line is too long");
-					sess_error(s);
-					continue;
-				}
+/* sess_command_line - what the reader gave where a command is due:
+ * answer a line it refused, or parse and run the command; false when
+ * the command must wait for every earlier reply first (a barrier: it
+ * stays in the input) */
+static bool
+sess_command_line(struct session *s, enum sess_line r, char *line, size_t len, size_t cap)
+{
+	bool is_auth = cap == SESS_AUTH_LINE_MAX;
+	struct smtp_cmd c;
+	enum smtp_perr pe;
+	const struct sess_verb *v;
+
+	switch (r) {
+	case SESS_LINE_NONE:
+		return false;
+	case SESS_LINE_LONG:
+		if (len == 0)
+			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long%s",
+			    is_auth ? " verb=AUTH" : "");
+		else
+			log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long bytes=%zu", len);
+		if (is_auth)
+			sess_replyf(s, "500 5.5.6 Authentication Exchange line is too long");
+		else
+			sess_replyf(s, "500 5.5.2 Error: line too long");
+		sess_error(s);
+		return true;
+	case SESS_LINE_BARE_LF:
+		/* a command ended by a bare LF: refuse it, never guess */
+		s->facts |= SESS_F_BARE_LF_CMD;
+		if (s->bare_lf_cmds < 0xffff)
+			s->bare_lf_cmds++;
+		log_msg(LOG_L_INFO, s->id, "reject reason=bare-lf-command");
+		sess_replyf(s, "500 5.5.2 Error: bare <LF> received, use <CR><LF>");
+		sess_error(s);
+		return true;
+	case SESS_LINE_OK:
+		break;
+	}
+	if (len > SMTP_CMD_LINE_MAX - 2 && is_auth) {
+		/* a long AUTH: the verb and mechanism are parsed from the
+		 * head; the initial response must be base64 text */
+		pe = smtp_cmd_parse(line, SMTP_CMD_LINE_MAX - 2, &c);
+		if (pe == SMTP_P_OK && c.verb == SMTP_V_AUTH) {
+			size_t from = (size_t)(c.arg - line);
+			const char *sp = memchr(c.arg, ' ', len - from);
+
+			for (size_t i = SMTP_CMD_LINE_MAX - 2; i < len; i++)
+				if ((unsigned char)line[i] <= 0x20 || (unsigned char)line[i] >= 0x7f)
+					pe = SMTP_P_BADCHAR;
+			c.arglen = len - from;
+			if (sp != NULL && (size_t)(line + len - sp - 1) > SESS_AUTH_IR_MAX) {
+				sess_line_done(s, len);
+				log_msg(LOG_L_INFO, s->id, "reject reason=line-too-long verb=AUTH");
+				sess_replyf(s, "500 5.5.6 Authentication Exchange line is too long");
+				sess_error(s);
+				return true;
 			}
-		} else
-			pe = smtp_cmd_parse(line, raw, &c);
-		v = pe == SMTP_P_OK ? sess_verb_find(c.verb) : NULL;
-		if (v != NULL && (v->flags & VF_BARRIER) && s->npending > 0)
-			break;	/* e.g. DATA: every earlier reply must be known */
-		evbuffer_drain(in, raw + 2);
-		sess_command(s, line, raw, pe, &c);
-		if (s->phase != SP_TLS)		/* STARTTLS set the handshake's deadline */
-			s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
+		}
+	} else
+		pe = smtp_cmd_parse(line, len, &c);
+	v = pe == SMTP_P_OK ? sess_verb_find(c.verb) : NULL;
+	if (v != NULL && (v->flags & VF_BARRIER) && s->npending > 0)
+		return false;	/* e.g. DATA: every earlier reply must be known */
+	sess_line_done(s, len);
+	sess_command(s, line, len, pe, &c);
+	if (s->phase != SP_TLS)		/* STARTTLS set the handshake's deadline */
+		s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
+	return true;
+}
+
+/* sess_process_input - run every complete line we may run now: commands,
+ * or in SP_AUTH the client's turns of the exchange (auth.c) */
+static void
+sess_process_input(struct session *s)
+{
+	char line[SESS_AUTH_LINE_MAX + 1];
+
+	if (s->closing || s->in_input || !sess_phase_cmd(s->phase) || s->waiting != RS__COUNT)
+		return;
+	s->in_input = true;
+	while (!s->closing && sess_phase_cmd(s->phase) && s->waiting == RS__COUNT) {
+		enum sess_line r;
+		size_t len, cap;
+		bool go;
+
+		if (s->nslots >= s->conf->max_pending ||
+		    conn_output_len(s->conn) > SESS_OUTPUT_MAX)
+			break;	/* resumed by sess_flush or the write callback */
+		if (s->phase == SP_AUTH && !auth_wants_line(s))
+			break;	/* resumed when the upstream answers */
+		r = sess_line_read(s, line, &len, &cap);
+		if (r == SESS_LINE_NONE)
+			break;
+		if (s->phase == SP_AUTH) {
+			if (r == SESS_LINE_OK)
+				sess_line_done(s, len);
+			auth_line(s, r, line, len);
+			go = true;
+		} else {
+			go = sess_command_line(s, r, line, len, cap);
+		}
+		if (cap != SMTP_CMD_LINE_MAX && r != SESS_LINE_LONG)
+			explicit_bzero(line, len + 1);	/* AUTH: credentials do not linger */
+		if (!go)
+			break;
 	}
 	s->in_input = false;
 	if (!s->closing && s->phase == SP_DATA)
