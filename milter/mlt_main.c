@@ -20,12 +20,10 @@
  *	connections that begin after it (mlt_policy.c: moatd's reload).
  */
 #include <errno.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +33,10 @@
 #include <libmilter/mfapi.h>
 
 #include "conf.h"
+#include "conf_reload.h"
 #include "dnsbl.h"
 #include "log.h"
+#include "privs.h"
 #include "mlt.h"
 
 /* listener_nodelay - TCP_NODELAY on libmilter's listening socket, so the
@@ -75,17 +75,17 @@ usage(void)
 static void
 drop_privileges(const struct conf *c)
 {
-	struct passwd *pw;
+	char err[256];
 
-	if (geteuid() != 0 || c->user == NULL || strcmp(c->user, "root") == 0)
-		return;
-	pw = getpwnam(c->user);
-	if (pw == NULL)
-		fatal("user %s: no such user", c->user);
-	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
-		fatal("cannot become user %s: %s", c->user, strerror(errno));
-	if (setuid(0) == 0)
-		fatal("could regain root after dropping it");
+	switch (privs_drop(c->user, NULL, err, sizeof(err))) {
+	case PRIVS_ERROR:
+		fatal("%s", err);
+	case PRIVS_KEPT_ROOT:
+		log_msg(LOG_L_WARN, 0, "user root: moat-milter keeps running as root");
+		break;
+	default:
+		break;
+	}
 }
 
 int
@@ -93,7 +93,7 @@ main(int argc, char **argv)
 {
 	const char *path = "/etc/moat/moat.conf";
 	char sock[1024] = "inet:8891@127.0.0.1";
-	char *errs = NULL, err[512] = "";
+	char err[512] = "";
 	bool check_only = false;
 	struct conf *c;
 	int opt, rc;
@@ -125,15 +125,9 @@ main(int argc, char **argv)
 	if (optind != argc)
 		usage();
 	log_init("moat-milter", false, LOG_L_INFO);
-	c = conf_load(path, &errs);
-	if (c == NULL) {
-		fputs(errs ? errs : "unknown error\n", stderr);
-		free(errs);
+	c = conf_load_report(path);
+	if (c == NULL)
 		return 1;
-	}
-	if (errs != NULL)
-		fputs(errs, stderr);
-	free(errs);
 	if (check_only) {
 		printf("%s: configuration OK\n", path);
 		conf_unref(c);

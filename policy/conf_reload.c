@@ -22,6 +22,21 @@ conf_log_lines(enum log_level lvl, const char *text)
 	}
 }
 
+/* conf_load_report - the policy at start; errors and warnings to stderr */
+struct conf *
+conf_load_report(const char *path)
+{
+	char *errs = NULL;
+	struct conf *c = conf_load(path, &errs);
+
+	if (c == NULL)
+		fputs(errs ? errs : "unknown error\n", stderr);
+	else if (errs != NULL)
+		fputs(errs, stderr);	/* warnings */
+	free(errs);
+	return c;
+}
+
 /* conf_greylist_wanted - does a rule of this file greylist? */
 bool
 conf_greylist_wanted(const struct conf *c)

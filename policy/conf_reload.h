@@ -2,6 +2,7 @@
  * conf_reload - what moatd and moat-milter do alike with a policy file at
  * start and when it is read again (SIGHUP)
  * SYNOPSIS
+ *	struct conf *conf_load_report(const char *path);
  *	void conf_log_lines(enum log_level lvl, const char *text);
  *	bool conf_greylist_wanted(const struct conf *c);
  *	bool conf_greylist_uses_org(const struct conf *c);
@@ -11,6 +12,9 @@
  *	                int (*setup)(struct conf *n, char *err, size_t errlen),
  *	                void (*warn)(const struct conf *n, const struct conf *old));
  * DESCRIPTION
+ *	conf_load_report() reads the policy file at start: its errors (a
+ *	NULL return) or warnings go to standard error, FILE:LINE:COL each.
+ *
  *	conf_log_lines() logs each line of text (conf_load()'s errors or
  *	warnings, FILE:LINE:COL each) as its own log line; NULL logs nothing.
  *	conf_greylist_wanted() is true when a rule of c greylists (the
@@ -47,6 +51,7 @@
 #include "log.h"
 
 void conf_log_lines(enum log_level lvl, const char *text);
+struct conf *conf_load_report(const char *path);
 bool conf_greylist_wanted(const struct conf *c);
 bool conf_greylist_uses_org(const struct conf *c);
 void conf_restart_warnings(const struct conf *n, const struct conf *old);
