@@ -233,7 +233,7 @@ auth_send(struct session *s, enum ups_kind kind, const char *a, size_t alen,
 	if (blen)
 		memcpy(line + alen, b, blen);
 	memcpy(line + alen + blen, "\r\n", 2);
-	ups_submit(s, kind, line, alen + blen + 2, sl, NULL);
+	ups_submit(sess_upstream(s), kind, line, alen + blen + 2, sl, NULL);
 	memset(line, 0, alen + blen + 2);	/* credentials do not linger */
 	free(line);
 }
@@ -410,8 +410,7 @@ auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r)
 			return;
 		}
 		free(a->login);
-		a->login = xstrdup(a->pending);
-		ups_mark_authed(s);
+		a->login = xstrdup(a->pending);	/* upstream.c never parks this connection now */
 		{
 			char esc[LOG_ESC_SIZE];
 			log_escape(esc, sizeof(esc), a->login, strlen(a->login));
@@ -474,7 +473,7 @@ auth_reset(struct session *s)
 	if (s->auth == NULL)
 		return;
 	if (s->auth->login != NULL)
-		ups_free(s);	/* an authenticated upstream is never reused */
+		ups_disconnect(s->ups);	/* an authenticated upstream is never reused */
 	free(s->auth->login);
 	s->auth->login = NULL;
 	auth_end(s);

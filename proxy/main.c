@@ -40,6 +40,7 @@
 #include "rules.h"
 #include "session.h"
 #include "tls.h"
+#include "upstream.h"
 #include "xalloc.h"
 
 struct moatd_state moatd = { .conf_lock = PTHREAD_MUTEX_INITIALIZER };
@@ -103,10 +104,8 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 			sess_close(s, "shutdown");
 		}
 	}
-	if (w->stopping) {
-		while (w->closers != NULL)
-			ups_closer_free(w->closers);
-	}
+	if (w->stopping)
+		ups_closers_free(w);
 	if ((w->draining && w->nsessions == 0 && w->nclosers == 0) ||
 	    (w->stopping && w->sessions == NULL))
 		event_base_loopexit(w->base, NULL);
@@ -121,8 +120,7 @@ worker_main(void *arg)
 	event_base_dispatch(w->base);
 	ups_pool_drain(w);
 	/* stopped while goodbyes were still pending: close them now */
-	while (w->closers != NULL)
-		ups_closer_free(w->closers);
+	ups_closers_free(w);
 	__atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
 	return NULL;
 }

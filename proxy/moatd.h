@@ -24,18 +24,9 @@
 #include "conf.h"
 
 struct session;
-struct conn;
-struct ups;
+struct ups_conn;
+struct ups_closer;
 struct engine_loop;
-
-/* an upstream connection saying QUIT after its session ended */
-struct ups_closer {
-	struct ups_closer *prev, *next;
-	struct conn *conn;
-	struct worker *w;
-};
-void ups_closer_free(struct ups_closer *cl);
-void ups_pool_drain(struct worker *w);
 
 struct worker {
 	int idx;
@@ -48,8 +39,8 @@ struct worker {
 	int wake_fd;			/* eventfd the main thread writes to */
 	struct session *sessions;	/* list of live sessions */
 	unsigned nsessions;
-	struct ups_closer *closers;	/* upstream goodbyes in progress */
-	struct ups *ups_pool;		/* idle upstream connections to reuse */
+	struct ups_closer *closers;	/* upstream goodbyes in progress (upstream.c) */
+	struct ups_conn *ups_pool;	/* idle upstream connections to reuse (upstream.c) */
 	unsigned nups_pool;
 	unsigned nclosers;
 	bool draining;

@@ -32,12 +32,12 @@
 #include "rules.h"
 #include "smtp_data.h"
 #include "smtp_parse.h"
+#include "upstream.h"
 
 struct worker;
 struct conn;
 struct rules_facts;
 struct spool;
-struct ups;
 struct eng_sess;
 struct eng_msg;
 
@@ -145,7 +145,7 @@ struct session {
 	unsigned short bare_lf_cmds;	/* command lines ended by a bare LF */
 	unsigned short unknown_cmds;	/* commands not recognised */
 	uint64_t greet_at_ms;		/* greet-delay: not before this */
-	unsigned errors, junk, ncmds, nmsgs, ups_connects;
+	unsigned errors, junk, ncmds, nmsgs;
 
 	uint64_t start_ms;
 	uint64_t cmd_deadline_ms;	/* 0 = not waiting for a command */
@@ -155,7 +155,7 @@ struct session {
 	unsigned npending;		/* slots still waiting for the upstream */
 
 	struct txn *txn;
-	struct ups *ups;
+	struct ups *ups;		/* the upstream side (upstream.h), from sess_upstream() */
 
 	unsigned lflags;		/* CONF_LISTEN_* of the listener it came in on */
 	struct sess_tls *tls;		/* the handshake's facts (tls.c), NULL in plaintext */
@@ -184,36 +184,10 @@ void sess_flush(struct session *s);
 void sess_txn_free(struct session *s);
 void sess_drain(struct session *s);
 
+/* smtp_server.c: the session's upstream side (upstream.h), made on first use */
+struct ups *sess_upstream(struct session *s);
+
 /* smtp_server.c: the engine's resume callback */
 void sess_resume(void *arg);
-
-/* upstream.c */
-enum ups_kind {
-	UK_GREETING = 0, UK_EHLO, UK_XCLIENT, UK_EHLO2,
-	UK_MAIL, UK_RCPT, UK_DATA, UK_DOT, UK_RSET, UK_QUIT,
-	UK_STARTTLS, UK_AUTH, UK_AUTHDATA
-};
-void ups_submit(struct session *s, enum ups_kind kind, const char *line, size_t len,
-	struct slot *sl, struct spool *sp);
-bool ups_has_txn(const struct session *s);
-void ups_free(struct session *s);
-unsigned ups_known_caps(uint64_t *size);
-bool ups_auth_offered(const char *mech, size_t len);
-void ups_mark_authed(struct session *s);
-
-#define UPS_CAP_PIPELINING 0x01u
-#define UPS_CAP_SIZE       0x02u
-#define UPS_CAP_8BITMIME   0x04u
-#define UPS_CAP_SMTPUTF8   0x08u
-#define UPS_CAP_DSN        0x10u
-#define UPS_CAP_XCLIENT    0x20u
-#define UPS_CAP_ENHANCED   0x40u
-#define UPS_CAP_KNOWN      0x80u	/* learned from a real EHLO */
-#define UPS_CAP_STARTTLS   0x100u
-
-/* upstream.c calls back into the session */
-void sess_ups_mail_result(struct session *s, bool ok);
-void sess_ups_rcpt_result(struct session *s, bool ok);
-void sess_ups_lost(struct session *s);
 
 #endif

@@ -355,35 +355,103 @@ static void
 sess_txn_abort(struct session *s)
 {
 	sess_txn_free(s);
-	if (ups_has_txn(s))
-		ups_submit(s, UK_RSET, "RSET\r\n", 6, NULL, NULL);
+	if (ups_has_txn(s->ups))
+		ups_submit(s->ups, UK_RSET, "RSET\r\n", 6, NULL, NULL);
 }
 
-/* sess_ups_mail_result - the upstream answered MAIL */
-void
-sess_ups_mail_result(struct session *s, bool ok)
+/* ---------------------------------------------------------------------
+ * The upstream side's owner callbacks (upstream.h)
+ */
+
+/* sess_ups_reply - the upstream's reply to a command of ours: what it
+ * means for the transaction (or the AUTH exchange), then the client gets
+ * it in its slot */
+static void
+sess_ups_reply(void *arg, enum ups_kind k, struct slot *sl, const struct reply *r)
 {
-	if (!ok && s->txn != NULL)
-		s->txn->mail_failed = true;
+	struct session *s = arg;
+	char buf[REPLY_TEXT_MAX + REPLY_LINES_MAX * 16];
+	bool ok = r->code / 100 == 2;
+	int n;
+
+	switch (k) {
+	case UK_AUTH:
+	case UK_AUTHDATA:
+		auth_ups_reply(s, sl, r);
+		return;
+	case UK_MAIL:
+		if (!ok && s->txn != NULL)
+			s->txn->mail_failed = true;
+		break;
+	case UK_RCPT:
+		if (ok && s->txn != NULL)
+			s->txn->nrcpt_ok++;
+		break;
+	default:
+		break;
+	}
+	if (sl == NULL)
+		return;
+	n = reply_render(r, 0, true, buf, sizeof(buf));
+	if (n < 0)
+		sess_slot_fillf(s, sl, "451 4.4.0 Error: unreadable reply from upstream");
+	else
+		sess_slot_fill(s, sl, buf, (size_t)n);
 }
 
-/* sess_ups_rcpt_result - the upstream answered RCPT */
-void
-sess_ups_rcpt_result(struct session *s, bool ok)
+/* sess_ups_error - upstream.c's own reply for a slot (a 4xx) */
+static void
+sess_ups_error(void *arg, struct slot *sl, const char *text, size_t len, bool close)
 {
-	if (ok && s->txn != NULL)
-		s->txn->nrcpt_ok++;
+	struct session *s = arg;
+
+	if (close)
+		sl->close_after = true;
+	sess_slot_fill(s, sl, text, len);
 }
 
 /* sess_ups_lost - the upstream failed: the open transaction is gone, and
- * what the client sends for it now gets a 4xx, never a 5xx */
-void
-sess_ups_lost(struct session *s)
+ * what the client sends for it now gets a 4xx, never a 5xx; so is an
+ * AUTH exchange */
+static void
+sess_ups_lost(void *arg)
 {
+	struct session *s = arg;
+
 	if (s->txn != NULL) {
 		s->txn->mail_failed = true;
 		s->txn->lost = true;
 	}
+	auth_ups_lost(s);
+}
+
+/* sess_ups_ident - the client as it is now, for XCLIENT, PROXY and the
+ * EHLO after XCLIENT (borrowed: valid until the session changes) */
+static void
+sess_ups_ident(void *arg, struct ident_client *ic)
+{
+	struct session *s = arg;
+
+	ic->src = (const struct sockaddr *)&s->peer;
+	ic->dst = (const struct sockaddr *)&s->local;
+	ic->helo = s->helo;
+	ic->helolen = s->helo ? strlen(s->helo) : 0;
+	ic->esmtp = s->esmtp;
+	ic->login = auth_login(s);
+}
+
+/* sess_upstream - the session's upstream side, made on first use */
+struct ups *
+sess_upstream(struct session *s)
+{
+	if (s->ups == NULL) {
+		const struct ups_owner o = {
+			.arg = s, .reply = sess_ups_reply, .error = sess_ups_error,
+			.lost = sess_ups_lost, .ident = sess_ups_ident,
+		};
+		s->ups = ups_new(s->w, s->conf, s->id, &o);
+	}
+	return s->ups;
 }
 
 /* sess_reply_lost - the reply for a command of a transaction that the
@@ -680,7 +748,7 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 		sess_replyf(s, "555 5.5.4 Unsupported option: SMTPUTF8");
 		return;
 	}
-	if (s->ups_connects >= 3 && s->ups == NULL) {
+	if (ups_gave_up(s->ups)) {
 		sess_reply_close(s, "421 4.4.2 %s Error: upstream unavailable", s->conf->hostname);
 		return;
 	}
@@ -719,7 +787,7 @@ mail_finish(struct session *s, bool go)
 	}
 	log_escape(esc, sizeof(esc), s->txn->sender, strlen(s->txn->sender));
 	log_msg(LOG_L_DEBUG, s->id, "mail from=\"%s\"", esc);
-	ups_submit(s, UK_MAIL, line, n, sess_slot_new(s), NULL);
+	ups_submit(sess_upstream(s), UK_MAIL, line, n, sess_slot_new(s), NULL);
 }
 
 /* check_rcpt - order and the recipient limit */
@@ -804,7 +872,7 @@ rcpt_finish(struct session *s, bool go)
 	line[len++] = '\n';
 	s->txn->nrcpt++;
 	sess_enter_phase(s, SP_RCPT);
-	ups_submit(s, UK_RCPT, line, len, sess_slot_new(s), NULL);
+	ups_submit(sess_upstream(s), UK_RCPT, line, len, sess_slot_new(s), NULL);
 }
 
 /* check_data - a transaction with at least one accepted recipient */
@@ -1310,7 +1378,7 @@ data_finish(struct session *s, bool go)
 	sp = t->spool;
 	t->spool = NULL;
 	sess_txn_free(s);
-	ups_submit(s, UK_DATA, "DATA\r\n", 6, sess_slot_new(s), sp);
+	ups_submit(sess_upstream(s), UK_DATA, "DATA\r\n", 6, sess_slot_new(s), sp);
 }
 
 /* sess_data_input - feed the client's bytes to the decoder */
@@ -1447,7 +1515,8 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	auth_free(s);
-	ups_free(s);
+	ups_free(s->ups);
+	s->ups = NULL;
 	sess_txn_free(s);
 	engine_sess_free(s->eng);	/* its answers in flight will find nobody */
 	s->eng = NULL;
@@ -1482,6 +1551,7 @@ sess_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
+	ups_owner_closing(s->ups);
 	log_msg(LOG_L_INFO, s->id, "disconnect reason=%s commands=%u messages=%u errors=%u",
 	    reason, s->ncmds, s->nmsgs, s->errors);
 	conn_setcb(s->conn, NULL, NULL, NULL, NULL);

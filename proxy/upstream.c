@@ -3,29 +3,34 @@
  * client session, driven in lockstep with it
  *
  * SYNOPSIS
- *	void ups_submit(struct session *s, enum ups_kind kind, const char *line,
- *	                size_t len, struct slot *sl, struct spool *sp);
- *	void ups_free(struct session *s);
+ *	see upstream.h: the owner (a client session) and its callbacks
  *
  * DESCRIPTION
- *	The first ups_submit() of a session connects: greeting (220), EHLO
- *	with our hostname, then the client's identity (XCLIENT, answered by a
- *	new 220 and followed by a second EHLO, or a PROXY v1/v2 header sent
- *	before anything else), and only then the queued commands. Commands
+ *	Each session has one struct ups (made on its first use) that holds
+ *	the owner's callbacks and at most one connection (struct ups_conn)
+ *	at a time; a connection can go (it failed, or STARTTLS dropped an
+ *	authenticated one) and a later command opens the next, while the
+ *	owner keeps the same struct ups. The first ups_submit() connects:
+ *	greeting (220), EHLO with our hostname, then the client's identity
+ *	(XCLIENT, answered by a new 220 and followed by a second EHLO, or a
+ *	PROXY v1/v2 header sent before anything else; asked from the owner
+ *	when it is written), and only then the queued commands. Commands
  *	wait in an out-queue until the connection is ready; they are
  *	pipelined when the upstream offers PIPELINING, and sent one at a
  *	time otherwise. DATA is a barrier: nothing follows it until its 354
  *	arrived and the message and its dot are written.
  *
  *	Every command sent has one entry in the in-flight queue; each reply
- *	is matched to the oldest entry and fills that entry's client slot
- *	(if it has one: RSET, QUIT and the setup commands are internal).
+ *	is matched to the oldest entry and goes to the owner's reply
+ *	callback with that entry's client slot (internal commands, RSET,
+ *	QUIT and the setup, have none and are not passed on).
  *	Replies are parsed strictly (reply.c). A reply that makes no sense
  *	for its command (a 354 to RCPT, a 250 to DATA), a reply nobody asked
  *	for, an over-long or malformed line, a timeout or a lost connection
- *	end this upstream connection: every waiting slot gets a 4xx, never a
- *	2xx, and the session's transaction is dropped. A later MAIL may
- *	connect again (at most three times per session).
+ *	end this upstream connection: the owner hears lost (its
+ *	transaction is dropped), then every waiting slot gets a 4xx through
+ *	error, never a 2xx. A later MAIL may connect again (the owner
+ *	stops after three: ups_gave_up()).
  *
  * REUSE
  *	When a session ends with its upstream connection idle, and the
@@ -51,17 +56,22 @@
  *
  * AUTH
  *	AUTH and the exchange's lines (auth.c) go in lockstep like MAIL;
- *	their replies go to auth_ups_reply(). They are never logged. A
- *	connection that carried AUTH is never parked for reuse.
+ *	their replies go to the owner like the others. They are never
+ *	logged. A connection on which the upstream said 235 is never parked
+ *	for reuse.
  *
  * LIFETIME
  *	A failed connection is retired, not freed: its connection is
  *	disabled and the memory goes back from an event of its own, so no
  *	callback below ever runs on freed memory. At the end of a session
- *	an idle connection is sent QUIT and closed once the QUIT is written.
+ *	an idle connection is parked, or sent QUIT and closed once the QUIT
+ *	is written. The connection's callbacks carry the struct ups, which
+ *	lives as long as its owner; after ups_owner_closing() they neither
+ *	read nor send, and call the owner back no more.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,14 +84,14 @@
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
-#include "auth.h"
 #include "conn.h"
 #include "identity.h"
 #include "log.h"
 #include "moatd.h"
-#include "session.h"
+#include "smtp_parse.h"
 #include "spool.h"
 #include "tls.h"
+#include "upstream.h"
 #include "xalloc.h"
 
 #define UPS_LINE_MAX (REPLY_LINE_MAX + 2)
@@ -100,7 +110,8 @@ struct ups_cmd {
 	char line[];
 };
 
-struct ups {
+/* one connection to the upstream */
+struct ups_conn {
 	struct conn *conn;
 	enum ups_state st;
 	struct ups_cmd *out_h, *out_t;	/* not yet sent */
@@ -113,10 +124,28 @@ struct ups {
 	char xclient[128];	/* the attributes offered after XCLIENT */
 	bool reused;		/* taken from the worker's pool */
 	bool tls_settled;	/* STARTTLS done, or (opportunistic) not possible */
-	bool authed;		/* carried an AUTH exchange: never reused */
+	bool authed;		/* the upstream said 235 to AUTH: never reused */
 	struct worker *w;	/* while pooled */
-	struct ups *pprev, *pnext;
+	struct ups_conn *pprev, *pnext;
 	struct reply r;
+};
+
+/* a session's upstream side (upstream.h) */
+struct ups {
+	struct ups_owner o;
+	struct worker *w;
+	const struct conf *conf;	/* the owner's reference */
+	uint64_t sid;			/* for log lines */
+	struct ups_conn *c;		/* the connection, or NULL */
+	unsigned connects;		/* connections opened or taken from the pool */
+	bool closing;			/* ups_owner_closing(): nothing more either way */
+};
+
+/* an upstream connection saying QUIT after its session ended */
+struct ups_closer {
+	struct ups_closer *prev, *next;
+	struct conn *conn;
+	struct worker *w;
 };
 
 static unsigned ups_caps_seen;	/* atomic: UPS_CAP_* of the last EHLO */
@@ -153,9 +182,10 @@ ups_xclient_recall(char *buf, size_t size)
 	return buf[0] != 0;
 }
 
-static void ups_fail(struct session *s, const char *why, const struct reply *r);
-static void ups_connect(struct session *s, bool fresh);
-static bool ups_pool_take(struct session *s);
+static void ups_fail(struct ups *h, const char *why, const struct reply *r);
+static void ups_connect(struct ups *h, bool fresh);
+static bool ups_pool_take(struct ups *h);
+static void ups_closer_free(struct ups_closer *cl);
 static void ups_quit_cb(struct conn *cn, void *arg);
 static void ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg);
 
@@ -193,19 +223,11 @@ ups_auth_offered(const char *mech, size_t len)
 	return ok;
 }
 
-/* ups_mark_authed - this session's upstream connection carried AUTH */
-void
-ups_mark_authed(struct session *s)
-{
-	if (s->ups != NULL)
-		s->ups->authed = true;
-}
-
 /* ups_tls_wanted - must this connection still say STARTTLS? */
 static bool
-ups_tls_wanted(const struct session *s)
+ups_tls_wanted(const struct ups *h)
 {
-	return s->conf->upstream_tls != CONF_UTLS_NONE && s->ups != NULL && !s->ups->tls_settled;
+	return h->conf->upstream_tls != CONF_UTLS_NONE && h->c != NULL && !h->c->tls_settled;
 }
 
 /* ups_known_caps - what the upstream offered last time we asked */
@@ -217,11 +239,79 @@ ups_known_caps(uint64_t *size)
 	return __atomic_load_n(&ups_caps_seen, __ATOMIC_RELAXED);
 }
 
+/* ups_new - a session's upstream side; no connection yet */
+struct ups *
+ups_new(struct worker *w, const struct conf *c, uint64_t sid, const struct ups_owner *o)
+{
+	struct ups *h = xcalloc(1, sizeof(*h));
+
+	h->o = *o;
+	h->w = w;
+	h->conf = c;
+	h->sid = sid;
+	return h;
+}
+
+/* ups_owner_closing - the owner closes: no callback any more, nothing
+ * read or sent until ups_free() */
+void
+ups_owner_closing(struct ups *h)
+{
+	if (h != NULL)
+		h->closing = true;
+}
+
+/* ups_gave_up - have three connections been used, and none is left? */
+bool
+ups_gave_up(const struct ups *h)
+{
+	return h != NULL && h->connects >= 3 && h->c == NULL;
+}
+
+/* ups_reply - the upstream's reply r to an owner's command */
+static void
+ups_reply(struct ups *h, enum ups_kind k, struct slot *sl, const struct reply *r)
+{
+	if (!h->closing)
+		h->o.reply(h->o.arg, k, sl, r);
+}
+
+/* ups_error - a reply of our own for the owner's slot sl (if any) */
+static void __attribute__((format(printf, 4, 5)))
+ups_error(struct ups *h, struct slot *sl, bool close, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	int n;
+
+	if (sl == NULL || h->closing)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n > sizeof(buf) - 3)
+		n = (int)(sizeof(buf) - 3);
+	buf[n++] = '\r';
+	buf[n++] = '\n';
+	buf[n] = 0;
+	h->o.error(h->o.arg, sl, buf, (size_t)n, close);
+}
+
+/* ups_ident - the client's identity, from the owner */
+static void
+ups_ident(struct ups *h, struct ident_client *ic)
+{
+	memset(ic, 0, sizeof(*ic));
+	h->o.ident(h->o.arg, ic);
+}
+
 /* ups_has_txn - is a transaction open (or being opened) upstream? */
 bool
-ups_has_txn(const struct session *s)
+ups_has_txn(const struct ups *h)
 {
-	const struct ups *u = s->ups;
+	const struct ups_conn *u = h != NULL ? h->c : NULL;
 	const struct ups_cmd *c;
 
 	if (u == NULL || u->st == UPS_DEAD)
@@ -263,11 +353,11 @@ ups_cmd_free(struct ups_cmd *c)
 
 /* ups_timeouts - reply deadline while waiting, none while idle */
 static void
-ups_timeouts(struct session *s)
+ups_timeouts(struct ups *h)
 {
-	struct ups *u = s->ups;
-	uint64_t ms = u->st == UPS_CONNECTING ? s->conf->upstream_connect_ms :
-	    s->conf->upstream_timeout_ms;
+	struct ups_conn *u = h->c;
+	uint64_t ms = u->st == UPS_CONNECTING ? h->conf->upstream_connect_ms :
+	    h->conf->upstream_timeout_ms;
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 
 	/* idle: no reply is owed, but keep a (long) timeout rather than
@@ -282,9 +372,9 @@ ups_timeouts(struct session *s)
 
 /* ups_send - write one command and wait for its reply */
 static void
-ups_send(struct session *s, struct ups_cmd *c)
+ups_send(struct ups *h, struct ups_cmd *c)
 {
-	struct ups *u = s->ups;
+	struct ups_conn *u = h->c;
 	char esc[LOG_ESC_SIZE];
 
 	c->next = NULL;
@@ -306,22 +396,22 @@ ups_send(struct session *s, struct ups_cmd *c)
 				shown = (size_t)(sp - c->line);
 		}
 		log_escape(esc, sizeof(esc), c->line, shown);
-		log_msg(LOG_L_DEBUG, s->id, "upstream send=\"%s\"", esc);
+		log_msg(LOG_L_DEBUG, h->sid, "upstream send=\"%s\"", esc);
 	}
 }
 
 /* ups_send_line - an internal command */
 static void
-ups_send_line(struct session *s, enum ups_kind kind, const char *line, size_t len)
+ups_send_line(struct ups *h, enum ups_kind kind, const char *line, size_t len)
 {
-	ups_send(s, ups_cmd_new(kind, line, len, NULL, NULL));
+	ups_send(h, ups_cmd_new(kind, line, len, NULL, NULL));
 }
 
 /* ups_pump - send what may be sent now */
 static void
-ups_pump(struct session *s)
+ups_pump(struct ups *h)
 {
-	struct ups *u = s->ups;
+	struct ups_conn *u = h->c;
 
 	while (u->st == UPS_READY && u->out_h != NULL && !u->blocked) {
 		struct ups_cmd *c = u->out_h;
@@ -334,27 +424,14 @@ ups_pump(struct session *s)
 			u->out_t = NULL;
 		if (c->kind == UK_DATA)
 			u->blocked = true;
-		ups_send(s, c);
+		ups_send(h, c);
 	}
-	ups_timeouts(s);
-}
-
-/* ups_slot_reply - give the client the upstream's reply */
-static void
-ups_slot_reply(struct session *s, struct slot *sl, const struct reply *r)
-{
-	char buf[REPLY_TEXT_MAX + REPLY_LINES_MAX * 16];
-	int n = reply_render(r, 0, true, buf, sizeof(buf));
-
-	if (n < 0)
-		sess_slot_fillf(s, sl, "451 4.4.0 Error: unreadable reply from upstream");
-	else
-		sess_slot_fill(s, sl, buf, (size_t)n);
+	ups_timeouts(h);
 }
 
 /* ups_parse_caps - EHLO keywords that matter to us */
 static void
-ups_parse_caps(struct ups *u)
+ups_parse_caps(struct ups_conn *u)
 {
 	size_t plen;
 	const char *p;
@@ -394,54 +471,50 @@ ups_parse_caps(struct ups *u)
 	__atomic_store_n(&ups_size_seen, u->size, __ATOMIC_RELAXED);
 }
 
-/* ups_ehlo_name - the name we give the upstream after XCLIENT */
+/* ups_send_ehlo2 - EHLO after XCLIENT: the client's HELO name if it is
+ * a valid one, else ours */
 static void
-ups_send_ehlo2(struct session *s)
+ups_send_ehlo2(struct ups *h)
 {
 	char line[SMTP_DOMAIN_MAX + 16];
-	const char *name = s->conf->hostname;
+	const char *name = h->conf->hostname;
 	size_t nlen = strlen(name);
+	struct ident_client ic;
 	int n;
 
-	if (s->helo != NULL && smtp_helo_valid(s->helo, strlen(s->helo))) {
-		name = s->helo;
-		nlen = strlen(name);
+	ups_ident(h, &ic);
+	if (ic.helo != NULL && smtp_helo_valid(ic.helo, ic.helolen)) {
+		name = ic.helo;
+		nlen = ic.helolen;
 	}
-	n = snprintf(line, sizeof(line), "%s %.*s\r\n", s->esmtp ? "EHLO" : "EHLO",
-	    (int)nlen, name);
-	ups_send_line(s, UK_EHLO2, line, (size_t)n);
+	n = snprintf(line, sizeof(line), "EHLO %.*s\r\n", (int)nlen, name);
+	ups_send_line(h, UK_EHLO2, line, (size_t)n);
 }
 
 /* ups_send_xclient - pass the client's identity */
 static bool
-ups_send_xclient(struct session *s)
+ups_send_xclient(struct ups *h)
 {
-	struct ups *u = s->ups;
+	struct ups_conn *u = h->c;
 	struct ident_client ic;
 	char line[1024];
 	int n;
 
-	memset(&ic, 0, sizeof(ic));
-	ic.src = (const struct sockaddr *)&s->peer;
-	ic.dst = (const struct sockaddr *)&s->local;
-	ic.helo = s->helo;
-	ic.helolen = s->helo ? strlen(s->helo) : 0;
-	ic.esmtp = s->esmtp;
-	ic.login = auth_login(s);
+	ups_ident(h, &ic);
 	n = ident_xclient(u->xclient, strlen(u->xclient), &ic, line, sizeof(line));
 	if (n < 0)
 		return false;
-	ups_send_line(s, UK_XCLIENT, line, (size_t)n);
+	ups_send_line(h, UK_XCLIENT, line, (size_t)n);
 	return true;
 }
 
-/* ups_ready - setup done: send what the client queued */
+/* ups_ready - setup done: send what the owner queued */
 static void
-ups_ready(struct session *s)
+ups_ready(struct ups *h)
 {
-	s->ups->st = UPS_READY;
-	log_msg(LOG_L_DEBUG, s->id, "upstream ready caps=0x%x", s->ups->caps);
-	ups_pump(s);
+	h->c->st = UPS_READY;
+	log_msg(LOG_L_DEBUG, h->sid, "upstream ready caps=0x%x", h->c->caps);
+	ups_pump(h);
 }
 
 /* ups_class_ok - may this reply code answer this command? */
@@ -468,9 +541,9 @@ ups_class_ok(enum ups_kind k, int code)
 
 /* ups_dispatch - one complete reply for the oldest command in flight */
 static void
-ups_dispatch(struct session *s)
+ups_dispatch(struct ups *h)
 {
-	struct ups *u = s->ups;
+	struct ups_conn *u = h->c;
 	struct ups_cmd *c = u->inf_h;
 	const struct reply *r = &u->r;
 	int code = r->code, cls = code / 100;
@@ -479,7 +552,7 @@ ups_dispatch(struct session *s)
 	const char *t0;
 
 	if (!ups_class_ok(c->kind, code)) {
-		ups_fail(s, "unexpected-reply", r);
+		ups_fail(h, "unexpected-reply", r);
 		return;
 	}
 	u->inf_h = c->next;
@@ -490,77 +563,75 @@ ups_dispatch(struct session *s)
 	case UK_GREETING:
 		if (code != 220) {
 			free(c);
-			ups_fail(s, "greeting", r);
+			ups_fail(h, "greeting", r);
 			return;
 		}
 		u->st = UPS_SETUP;
-		if (s->conf->identity == CONF_ID_XCLIENT && !ups_tls_wanted(s) &&
+		if (h->conf->identity == CONF_ID_XCLIENT && !ups_tls_wanted(h) &&
 		    ups_xclient_recall(u->xclient, sizeof(u->xclient))) {
-			if (!ups_send_xclient(s)) {
+			if (!ups_send_xclient(h)) {
 				free(c);
-				ups_fail(s, "xclient-too-long", NULL);
+				ups_fail(h, "xclient-too-long", NULL);
 				return;
 			}
 		} else {
 			char line[300];
-			int n = snprintf(line, sizeof(line), "EHLO %s\r\n", s->conf->hostname);
-			ups_send_line(s, UK_EHLO, line, (size_t)n);
+			int n = snprintf(line, sizeof(line), "EHLO %s\r\n", h->conf->hostname);
+			ups_send_line(h, UK_EHLO, line, (size_t)n);
 		}
 		break;
 	case UK_EHLO:
 	case UK_EHLO2:
 		if (cls != 2) {
 			free(c);
-			ups_fail(s, "ehlo", r);
+			ups_fail(h, "ehlo", r);
 			return;
 		}
 		ups_parse_caps(u);
-		if (c->kind == UK_EHLO && ups_tls_wanted(s)) {
+		if (c->kind == UK_EHLO && ups_tls_wanted(h)) {
 			if (u->caps & UPS_CAP_STARTTLS) {
-				ups_send_line(s, UK_STARTTLS, "STARTTLS\r\n", 10);
+				ups_send_line(h, UK_STARTTLS, "STARTTLS\r\n", 10);
 				break;
 			}
-			if (s->conf->upstream_tls == CONF_UTLS_REQUIRED) {
+			if (h->conf->upstream_tls == CONF_UTLS_REQUIRED) {
 				free(c);
-				ups_fail(s, "starttls-not-offered", NULL);
+				ups_fail(h, "starttls-not-offered", NULL);
 				return;
 			}
-			log_msg(LOG_L_INFO, s->id, "upstream tls=none reason=starttls-not-offered");
+			log_msg(LOG_L_INFO, h->sid, "upstream tls=none reason=starttls-not-offered");
 			u->tls_settled = true;	/* plaintext it is, on this connection */
 		}
-		if (c->kind == UK_EHLO && s->conf->identity == CONF_ID_XCLIENT) {
+		if (c->kind == UK_EHLO && h->conf->identity == CONF_ID_XCLIENT) {
 			if (!(u->caps & UPS_CAP_XCLIENT)) {
 				free(c);
-				ups_fail(s, "xclient-not-offered", NULL);
+				ups_fail(h, "xclient-not-offered", NULL);
 				return;
 			}
-			if (!ups_send_xclient(s)) {
+			if (!ups_send_xclient(h)) {
 				free(c);
-				ups_fail(s, "xclient-too-long", NULL);
+				ups_fail(h, "xclient-too-long", NULL);
 				return;
 			}
 			break;
 		}
-		ups_ready(s);
+		ups_ready(h);
 		break;
 	case UK_XCLIENT:
 		/* Postfix answers with a new 220 greeting, smtp-sink with 250 */
 		if (cls != 2) {
 			ups_xclient_remember(NULL);
 			free(c);
-			ups_fail(s, "xclient-refused", r);
+			ups_fail(h, "xclient-refused", r);
 			return;
 		}
-		ups_send_ehlo2(s);
+		ups_send_ehlo2(h);
 		break;
 	case UK_MAIL:
 		u->in_txn = u->in_txn || cls == 2;
-		sess_ups_mail_result(s, cls == 2);
-		ups_slot_reply(s, c->slot, r);
+		ups_reply(h, c->kind, c->slot, r);
 		break;
 	case UK_RCPT:
-		sess_ups_rcpt_result(s, cls == 2);
-		ups_slot_reply(s, c->slot, r);
+		ups_reply(h, c->kind, c->slot, r);
 		break;
 	case UK_DATA:
 		if (code == 354) {
@@ -570,29 +641,29 @@ ups_dispatch(struct session *s)
 				if (out)
 					evbuffer_free(out);
 				/* the message is lost locally: do not end it upstream */
-				sess_slot_fillf(s, c->slot,
+				ups_error(h, c->slot, false,
 				    "451 4.3.0 Error: local error reading the message, try again later");
 				dot->slot = NULL;
 				spool_free(c->spool);
 				free(c);
 				free(dot);
-				ups_fail(s, "spool-read", NULL);
+				ups_fail(h, "spool-read", NULL);
 				return;
 			}
 			conn_write_buffer(u->conn, out);
 			evbuffer_free(out);
 			spool_free(c->spool);
 			u->blocked = false;
-			ups_send(s, dot);
+			ups_send(h, dot);
 		} else {
 			/* refused before the content: the transaction is still
 			 * open upstream, end it */
 			spool_free(c->spool);
 			u->blocked = false;
-			ups_slot_reply(s, c->slot, r);
-			if (s->ups == u && u->st == UPS_READY) {
+			ups_reply(h, c->kind, c->slot, r);
+			if (h->c == u && u->st == UPS_READY) {
 				u->in_txn = false;
-				ups_send_line(s, UK_RSET, "RSET\r\n", 6);
+				ups_send_line(h, UK_RSET, "RSET\r\n", 6);
 			}
 		}
 		break;
@@ -600,15 +671,15 @@ ups_dispatch(struct session *s)
 		u->in_txn = false;
 		t0 = reply_line(r, 0, &l0);
 		log_escape(esc, sizeof(esc), t0, l0);
-		log_msg(LOG_L_INFO, s->id, "relayed upstream_code=%d upstream_reply=\"%s%s%s\"",
+		log_msg(LOG_L_INFO, h->sid, "relayed upstream_code=%d upstream_reply=\"%s%s%s\"",
 		    code, r->enh, r->enh[0] ? " " : "", esc);
-		ups_slot_reply(s, c->slot, r);
+		ups_reply(h, c->kind, c->slot, r);
 		break;
 	case UK_RSET:
 		u->in_txn = false;
 		if (cls != 2) {
 			free(c);
-			ups_fail(s, "rset", r);
+			ups_fail(h, "rset", r);
 			return;
 		}
 		break;
@@ -616,90 +687,92 @@ ups_dispatch(struct session *s)
 		break;
 	case UK_STARTTLS:
 		if (code == 220) {
-			SSL * ssl = tls_client_ssl(s->conf);
+			SSL * ssl = tls_client_ssl(h->conf);
 			size_t dropped;
 			if (ssl == NULL) {
 				free(c);
-				ups_fail(s, "tls-unavailable", NULL);
+				ups_fail(h, "tls-unavailable", NULL);
 				return;
 			}
 			dropped = conn_starttls(u->conn, ssl, false);
 			if (dropped > 0)
-				log_msg(LOG_L_WARN, s->id, "upstream protocol=starttls-response-injection "
+				log_msg(LOG_L_WARN, h->sid, "upstream protocol=starttls-response-injection "
 				    "discarded=%zu", dropped);
 			u->st = UPS_TLS;
 			break;
 		}
-		if (s->conf->upstream_tls == CONF_UTLS_REQUIRED) {
+		if (h->conf->upstream_tls == CONF_UTLS_REQUIRED) {
 			free(c);
-			ups_fail(s, "starttls-refused", r);
+			ups_fail(h, "starttls-refused", r);
 			return;
 		}
-		log_msg(LOG_L_INFO, s->id, "upstream tls=none reason=starttls-refused code=%d", code);
+		log_msg(LOG_L_INFO, h->sid, "upstream tls=none reason=starttls-refused code=%d", code);
 		u->tls_settled = true;
-		if (s->conf->identity == CONF_ID_XCLIENT) {
+		if (h->conf->identity == CONF_ID_XCLIENT) {
 			if (!(u->caps & UPS_CAP_XCLIENT)) {
 				free(c);
-				ups_fail(s, "xclient-not-offered", NULL);
+				ups_fail(h, "xclient-not-offered", NULL);
 				return;
 			}
-			if (!ups_send_xclient(s)) {
+			if (!ups_send_xclient(h)) {
 				free(c);
-				ups_fail(s, "xclient-too-long", NULL);
+				ups_fail(h, "xclient-too-long", NULL);
 				return;
 			}
 			break;
 		}
-		ups_ready(s);
+		ups_ready(h);
 		break;
 	case UK_AUTH:
 	case UK_AUTHDATA:
-		auth_ups_reply(s, c->slot, r);
+		if (code == 235)
+			u->authed = true;	/* this connection carries a login now */
+		ups_reply(h, c->kind, c->slot, r);
 		break;
 	}
 	free(c);
-	if (s->ups == u && !s->closing && u->st != UPS_DEAD)
-		ups_pump(s);
+	if (h->c == u && !h->closing && u->st != UPS_DEAD)
+		ups_pump(h);
 }
 
 /* ups_read_cb - reply lines from the upstream */
 static void
 ups_read_cb(struct conn *cn, void *arg)
 {
-	struct session *s = arg;
-	struct ups *u = s->ups;
+	struct ups *h = arg;
+	struct ups_conn *u = h->c;
 	struct evbuffer *in = conn_input(cn);
 	char line[UPS_LINE_MAX + 1];
 
-	while (!s->closing && s->ups == u && u != NULL && u->conn == cn && u->st != UPS_DEAD) {
+	while (!h->closing && h->c == u && u != NULL && u->conn == cn && u->st != UPS_DEAD) {
 		size_t eol_len = 0, len;
 		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 
 		if (p.pos < 0) {
 			if (evbuffer_get_length(in) > UPS_LINE_MAX)
-				ups_fail(s, "line-too-long", NULL);
+				ups_fail(h, "line-too-long", NULL);
 			return;
 		}
 		len = (size_t)p.pos;
 		if (len > UPS_LINE_MAX) {
-			ups_fail(s, "line-too-long", NULL);
+			ups_fail(h, "line-too-long", NULL);
 			return;
 		}
 		evbuffer_remove(in, line, len);
 		evbuffer_drain(in, eol_len);
 		if (u->inf_h == NULL) {
-			ups_fail(s, "unsolicited-reply", NULL);
+			ups_fail(h, "unsolicited-reply", NULL);
 			return;
 		}
 		switch (reply_feed_line(&u->r, line, len)) {
 		case REPLY_MORE:
 			break;
 		case REPLY_ERROR:
-			ups_fail(s, "malformed-reply", NULL);
+			ups_fail(h, "malformed-reply", NULL);
 			return;
 		case REPLY_DONE:
-			ups_dispatch(s);
-			if (s->ups == u && u->st != UPS_DEAD)
+			ups_dispatch(h);
+			if (h->c == u && u->st != UPS_DEAD)
 				reply_init(&u->r);
 			break;
 		}
@@ -710,37 +783,37 @@ ups_read_cb(struct conn *cn, void *arg)
 static void
 ups_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 {
-	struct session *s = arg;
-	struct ups *u = s->ups;
+	struct ups *h = arg;
+	struct ups_conn *u = h->c;
 
-	if (s->closing || u == NULL || u->conn != cn || u->st == UPS_DEAD)
+	if (h->closing || u == NULL || u->conn != cn || u->st == UPS_DEAD)
 		return;
 	if (what == CONN_EV_CONNECTED)
 		return;
 	if (what == CONN_EV_TLS_READY) {
 		char line[300];
-		int n = snprintf(line, sizeof(line), "EHLO %s\r\n", s->conf->hostname);
+		int n = snprintf(line, sizeof(line), "EHLO %s\r\n", h->conf->hostname);
 		SSL * ssl = conn_ssl(cn);
 		u->tls_settled = true;
 		u->st = UPS_SETUP;
-		log_msg(LOG_L_INFO, s->id, "upstream tls version=%s cipher=%s", SSL_get_version(ssl),
+		log_msg(LOG_L_INFO, h->sid, "upstream tls version=%s cipher=%s", SSL_get_version(ssl),
 		    SSL_get_cipher_name(ssl));
-		ups_send_line(s, UK_EHLO, line, (size_t)n);
-		ups_timeouts(s);
+		ups_send_line(h, UK_EHLO, line, (size_t)n);
+		ups_timeouts(h);
 		return;
 	}
 	if (what == CONN_EV_TLS_FAILED) {
 		const char *why = conn_tls_error(cn);
-		log_msg(LOG_L_WARN, s->id, "upstream tls=failed reason=\"%s\"", why ? why : "?");
-		ups_fail(s, "tls-handshake-failed", NULL);
+		log_msg(LOG_L_WARN, h->sid, "upstream tls=failed reason=\"%s\"", why ? why : "?");
+		ups_fail(h, "tls-handshake-failed", NULL);
 		return;
 	}
 	if (what == CONN_EV_TIMEOUT)
-		ups_fail(s, u->st == UPS_CONNECTING ? "connect-timeout" : "timeout", NULL);
+		ups_fail(h, u->st == UPS_CONNECTING ? "connect-timeout" : "timeout", NULL);
 	else if (what == CONN_EV_EOF)
-		ups_fail(s, "connection-closed", NULL);
+		ups_fail(h, "connection-closed", NULL);
 	else
-		ups_fail(s, u->st == UPS_CONNECTING && u->ninflight == 1 &&
+		ups_fail(h, u->st == UPS_CONNECTING && u->ninflight == 1 &&
 		    u->inf_h->kind == UK_GREETING ? "connect-failed" : "connection-error", NULL);
 }
 
@@ -748,7 +821,7 @@ ups_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 static void
 ups_retire_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct ups *u = arg;
+	struct ups_conn *u = arg;
 
 	(void)fd;
 	(void)what;
@@ -756,17 +829,17 @@ ups_retire_cb(evutil_socket_t fd, short what, void *arg)
 	free(u);
 }
 
-/* ups_retire - take the connection away from the session, free it later */
+/* ups_retire - take the connection away from its owner, free it later */
 static void
-ups_retire(struct session *s)
+ups_retire(struct ups *h)
 {
-	struct ups *u = s->ups;
+	struct ups_conn *u = h->c;
 	struct timeval zero = { 0, 0 };
 	struct ups_cmd *c, *next;
 
 	if (u == NULL)
 		return;
-	s->ups = NULL;
+	h->c = NULL;
 	for (c = u->inf_h; c; c = next) {
 		next = c->next;
 		ups_cmd_free(c);
@@ -778,15 +851,15 @@ ups_retire(struct session *s)
 	u->inf_h = u->out_h = NULL;
 	conn_setcb(u->conn, NULL, NULL, NULL, NULL);
 	conn_read_enable(u->conn, false);
-	if (event_base_once(s->w->base, -1, EV_TIMEOUT, ups_retire_cb, u, &zero) != 0)
+	if (event_base_once(h->w->base, -1, EV_TIMEOUT, ups_retire_cb, u, &zero) != 0)
 		panic("event_base_once failed");
 }
 
 /* ups_fail - this upstream connection is over: 4xx for everything waiting */
 static void
-ups_fail(struct session *s, const char *why, const struct reply *r)
+ups_fail(struct ups *h, const char *why, const struct reply *r)
 {
-	struct ups *u = s->ups;
+	struct ups_conn *u = h->c;
 	struct ups_cmd *list[2], *c;
 	bool setup = u->st != UPS_READY;
 	char esc[LOG_ESC_SIZE] = "";
@@ -798,69 +871,61 @@ ups_fail(struct session *s, const char *why, const struct reply *r)
 		log_escape(esc, sizeof(esc), t0, l0);
 	}
 	if (r != NULL)
-		log_msg(LOG_L_WARN, s->id, "upstream error=%s state=%s code=%d text=\"%s\"",
+		log_msg(LOG_L_WARN, h->sid, "upstream error=%s state=%s code=%d text=\"%s\"",
 		    why, setup ? "setup" : "ready", r->code, esc);
 	else
-		log_msg(LOG_L_WARN, s->id, "upstream error=%s state=%s", why,
+		log_msg(LOG_L_WARN, h->sid, "upstream error=%s state=%s", why,
 		    setup ? "setup" : "ready");
 	u->st = UPS_DEAD;
 	conn_setcb(u->conn, NULL, NULL, NULL, NULL);
 	conn_read_enable(u->conn, false);
-	if (setup && u->reused && !s->closing) {
+	if (setup && u->reused && !h->closing) {
 		/* a parked connection went stale: the commands waiting for it
 		 * (only setup commands were sent) move to a fresh connection */
 		struct ups_cmd *out = u->out_h, *c2, *next;
 		u->out_h = u->out_t = NULL;
-		ups_retire(s);
-		ups_connect(s, true);
+		ups_retire(h);
+		ups_connect(h, true);
 		for (c2 = out; c2; c2 = next) {
 			next = c2->next;
 			c2->next = NULL;
-			if (s->ups == NULL || s->ups->st == UPS_DEAD) {
-				if (c2->slot) {
-					c2->slot->close_after = true;
-					sess_slot_fillf(s, c2->slot,
-					    "421 4.4.1 %s Error: upstream unavailable, closing connection",
-					    s->conf->hostname);
-				}
+			if (h->c == NULL || h->c->st == UPS_DEAD) {
+				ups_error(h, c2->slot, true,
+				    "421 4.4.1 %s Error: upstream unavailable, closing connection",
+				    h->conf->hostname);
 				ups_cmd_free(c2);
 				continue;
 			}
-			if (s->ups->out_t)
-				s->ups->out_t->next = c2;
+			if (h->c->out_t)
+				h->c->out_t->next = c2;
 			else
-				s->ups->out_h = c2;
-			s->ups->out_t = c2;
+				h->c->out_h = c2;
+			h->c->out_t = c2;
 		}
 		return;
 	}
-	/* detach both queues first: filling a slot may run more commands */
+	/* detach both queues first: a reply to the owner may run more
+	 * commands */
 	list[0] = u->inf_h;
 	list[1] = u->out_h;
 	u->inf_h = u->inf_t = u->out_h = u->out_t = NULL;
 	u->ninflight = 0;
-	sess_ups_lost(s);
-	auth_ups_lost(s);
+	if (!h->closing)
+		h->o.lost(h->o.arg);
 	for (int i = 0; i < 2; i++) {
 		while ((c = list[i]) != NULL) {
 			list[i] = c->next;
-			if (c->slot != NULL && !s->closing) {
-				if (setup) {
-					/* UPS-01..03: the client should come back later */
-					c->slot->close_after = true;
-					sess_slot_fillf(s, c->slot,
-					    "421 4.4.1 %s Error: upstream unavailable, closing connection",
-					    s->conf->hostname);
-				}
-				else if (c->kind == UK_DATA || c->kind == UK_DOT)
-					sess_slot_fillf(s, c->slot,
-					    "451 4.4.2 Error: upstream failed, message not accepted, try again later");
-				else
-					sess_slot_fillf(s, c->slot,
-					    "451 4.4.2 Error: upstream connection lost, try again later");
-			} else if (c->slot != NULL) {
-				c->slot->filled = true;	/* freed with the session */
-			}
+			if (setup)
+				/* UPS-01..03: the client should come back later */
+				ups_error(h, c->slot, true,
+				    "421 4.4.1 %s Error: upstream unavailable, closing connection",
+				    h->conf->hostname);
+			else if (c->kind == UK_DATA || c->kind == UK_DOT)
+				ups_error(h, c->slot, false,
+				    "451 4.4.2 Error: upstream failed, message not accepted, try again later");
+			else
+				ups_error(h, c->slot, false,
+				    "451 4.4.2 Error: upstream connection lost, try again later");
 			ups_cmd_free(c);
 		}
 	}
@@ -890,7 +955,7 @@ ups_goodbye(struct worker *w, struct conn *cn)
 
 /* ups_pool_unlink - take u out of its worker's pool */
 static void
-ups_pool_unlink(struct ups *u)
+ups_pool_unlink(struct ups_conn *u)
 {
 	struct worker *w = u->w;
 
@@ -908,7 +973,7 @@ ups_pool_unlink(struct ups *u)
 static void
 ups_pool_read_cb(struct conn *cn, void *arg)
 {
-	struct ups *u = arg;
+	struct ups_conn *u = arg;
 
 	ups_pool_unlink(u);
 	conn_free(cn);
@@ -919,7 +984,7 @@ ups_pool_read_cb(struct conn *cn, void *arg)
 static void
 ups_pool_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 {
-	struct ups *u = arg;
+	struct ups_conn *u = arg;
 	struct worker *w = u->w;
 
 	ups_pool_unlink(u);
@@ -932,20 +997,20 @@ ups_pool_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 
 /* ups_pool_put - park an idle connection; false if it cannot be */
 static bool
-ups_pool_put(struct session *s)
+ups_pool_put(struct ups *h)
 {
-	struct ups *u = s->ups;
-	struct worker *w = s->w;
+	struct ups_conn *u = h->c;
+	struct worker *w = h->w;
 	struct timeval idle = { UPS_POOL_IDLE_MS / 1000, 0 };
 	struct timeval wr = { UPS_QUIT_MS / 1000, 0 };
 
 	if (w->draining || w->nups_pool >= UPS_POOL_MAX || u->authed ||
 	    evbuffer_get_length(conn_input(u->conn)) > 0 || conn_error(u->conn) != 0)
 		return false;
-	if (s->conf->identity == CONF_ID_XCLIENT ? !(u->caps & UPS_CAP_XCLIENT) :
-	    s->conf->identity != CONF_ID_NONE)
+	if (h->conf->identity == CONF_ID_XCLIENT ? !(u->caps & UPS_CAP_XCLIENT) :
+	    h->conf->identity != CONF_ID_NONE)
 		return false;
-	s->ups = NULL;
+	h->c = NULL;
 	u->w = w;
 	u->pnext = w->ups_pool;
 	if (u->pnext)
@@ -957,34 +1022,34 @@ ups_pool_put(struct session *s)
 	return true;
 }
 
-/* ups_pool_take - give the session a parked connection; false if none */
+/* ups_pool_take - give the owner a parked connection; false if none */
 static bool
-ups_pool_take(struct session *s)
+ups_pool_take(struct ups *h)
 {
-	struct worker *w = s->w;
-	struct ups *u = w->ups_pool;
+	struct worker *w = h->w;
+	struct ups_conn *u = w->ups_pool;
 
-	if (u == NULL || s->conf->identity == CONF_ID_PROXY_V1 ||
-	    s->conf->identity == CONF_ID_PROXY_V2)
+	if (u == NULL || h->conf->identity == CONF_ID_PROXY_V1 ||
+	    h->conf->identity == CONF_ID_PROXY_V2)
 		return false;
 	ups_pool_unlink(u);
-	log_msg(LOG_L_DEBUG, s->id, "upstream reused pooled=%u", w->nups_pool);
+	log_msg(LOG_L_DEBUG, h->sid, "upstream reused pooled=%u", w->nups_pool);
 	u->w = NULL;
 	u->reused = true;
-	s->ups = u;
-	s->ups_connects++;
+	h->c = u;
+	h->connects++;
 	reply_init(&u->r);
-	conn_setcb(u->conn, ups_read_cb, NULL, ups_event_cb, s);
-	if (s->conf->identity == CONF_ID_XCLIENT) {
+	conn_setcb(u->conn, ups_read_cb, NULL, ups_event_cb, h);
+	if (h->conf->identity == CONF_ID_XCLIENT) {
 		u->st = UPS_SETUP;
-		if (!ups_send_xclient(s)) {
-			ups_fail(s, "xclient-too-long", NULL);
+		if (!ups_send_xclient(h)) {
+			ups_fail(h, "xclient-too-long", NULL);
 			return true;
 		}
 	} else {
 		u->st = UPS_READY;
 	}
-	ups_timeouts(s);
+	ups_timeouts(h);
 	return true;
 }
 
@@ -993,99 +1058,97 @@ void
 ups_pool_drain(struct worker *w)
 {
 	while (w->ups_pool != NULL) {
-		struct ups *u = w->ups_pool;
+		struct ups_conn *u = w->ups_pool;
 		ups_pool_unlink(u);
 		ups_goodbye(w, u->conn);
 		free(u);
 	}
 }
 
-/* ups_connect - open the connection for this session (fresh: not from
- * the pool) */
+/* ups_connect - open the owner's connection (fresh: not from the pool) */
 static void
-ups_connect(struct session *s, bool fresh)
+ups_connect(struct ups *h, bool fresh)
 {
-	struct ups *u;
-	const struct conf_addr *a = &s->conf->upstream;
+	struct ups_conn *u;
+	const struct conf_addr *a = &h->conf->upstream;
 
-	if (!fresh && ups_pool_take(s))
+	if (!fresh && ups_pool_take(h))
 		return;
 	u = xcalloc(1, sizeof(*u));
-	s->ups = u;
-	s->ups_connects++;
+	h->c = u;
+	h->connects++;
 	reply_init(&u->r);
-	u->conn = conn_new(s->w->base, -1, 64 * 1024);
-	conn_setcb(u->conn, ups_read_cb, NULL, ups_event_cb, s);
+	u->conn = conn_new(h->w->base, -1, 64 * 1024);
+	conn_setcb(u->conn, ups_read_cb, NULL, ups_event_cb, h);
 	u->st = UPS_CONNECTING;
-	ups_send_line(s, UK_GREETING, "", 0);
-	if (s->conf->identity == CONF_ID_PROXY_V1) {
-		char hdr[IDENT_PROXY_V1_MAX + 1];
-		int n = ident_proxy_v1((struct sockaddr *)&s->peer, (struct sockaddr *)&s->local,
-		    hdr, sizeof(hdr));
-		if (n > 0)
-			conn_write(u->conn, hdr, (size_t)n);
-	} else if (s->conf->identity == CONF_ID_PROXY_V2) {
-		unsigned char hdr[64];
-		int n = ident_proxy_v2((struct sockaddr *)&s->peer, (struct sockaddr *)&s->local,
-		    hdr, sizeof(hdr));
-		if (n > 0)
-			conn_write(u->conn, hdr, (size_t)n);
+	ups_send_line(h, UK_GREETING, "", 0);
+	if (h->conf->identity == CONF_ID_PROXY_V1 || h->conf->identity == CONF_ID_PROXY_V2) {
+		struct ident_client ic;
+
+		ups_ident(h, &ic);
+		if (h->conf->identity == CONF_ID_PROXY_V1) {
+			char hdr[IDENT_PROXY_V1_MAX + 1];
+			int n = ident_proxy_v1(ic.src, ic.dst, hdr, sizeof(hdr));
+			if (n > 0)
+				conn_write(u->conn, hdr, (size_t)n);
+		} else {
+			unsigned char hdr[64];
+			int n = ident_proxy_v2(ic.src, ic.dst, hdr, sizeof(hdr));
+			if (n > 0)
+				conn_write(u->conn, hdr, (size_t)n);
+		}
 	}
-	ups_timeouts(s);
+	ups_timeouts(h);
 	conn_read_enable(u->conn, true);
 	if (conn_connect(u->conn, (const struct sockaddr *)&a->sa, a->salen) != 0) {
-		log_errno(LOG_L_WARN, s->id, "upstream error=connect addr=%s", a->text);
+		log_errno(LOG_L_WARN, h->sid, "upstream error=connect addr=%s", a->text);
 		/* the error event has been or will be reported; make sure */
-		if (s->ups == u && u->st != UPS_DEAD)
-			ups_fail(s, "connect-failed", NULL);
+		if (h->c == u && u->st != UPS_DEAD)
+			ups_fail(h, "connect-failed", NULL);
 	}
 }
 
 /* ups_submit - queue a command for the upstream, connecting if needed */
 void
-ups_submit(struct session *s, enum ups_kind kind, const char *line, size_t len,
+ups_submit(struct ups *h, enum ups_kind kind, const char *line, size_t len,
 	struct slot *sl, struct spool *sp)
 {
 	struct ups_cmd *c;
 
-	if (s->ups != NULL && s->ups->st == UPS_DEAD)
-		ups_retire(s);
-	if (s->ups == NULL) {
+	if (h->c != NULL && h->c->st == UPS_DEAD)
+		ups_retire(h);
+	if (h->c == NULL) {
 		if (kind == UK_RSET || kind == UK_QUIT) {
 			spool_free(sp);
 			return;
 		}
 		if (kind == UK_DATA || kind == UK_RCPT) {
 			/* no transaction upstream any more (it failed) */
-			if (sl)
-				sess_slot_fillf(s, sl,
-				    "451 4.4.2 Error: upstream connection lost, try again later");
+			ups_error(h, sl, false,
+			    "451 4.4.2 Error: upstream connection lost, try again later");
 			spool_free(sp);
 			return;
 		}
-		ups_connect(s, false);
-		if (s->ups == NULL || s->ups->st == UPS_DEAD) {
-			if (sl) {
-				sl->close_after = true;
-				sess_slot_fillf(s, sl,
-				    "421 4.4.1 %s Error: upstream unavailable, closing connection",
-				    s->conf->hostname);
-			}
+		ups_connect(h, false);
+		if (h->c == NULL || h->c->st == UPS_DEAD) {
+			ups_error(h, sl, true,
+			    "421 4.4.1 %s Error: upstream unavailable, closing connection",
+			    h->conf->hostname);
 			spool_free(sp);
 			return;
 		}
 	}
 	c = ups_cmd_new(kind, line, len, sl, sp);
-	if (s->ups->out_t)
-		s->ups->out_t->next = c;
+	if (h->c->out_t)
+		h->c->out_t->next = c;
 	else
-		s->ups->out_h = c;
-	s->ups->out_t = c;
-	ups_pump(s);
+		h->c->out_h = c;
+	h->c->out_t = c;
+	ups_pump(h);
 }
 
 /* ups_closer_free - the goodbye is over: close and forget */
-void
+static void
 ups_closer_free(struct ups_closer *cl)
 {
 	struct worker *w = cl->w;
@@ -1101,6 +1164,14 @@ ups_closer_free(struct ups_closer *cl)
 	free(cl);
 	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
 		event_active(w->ev_wake, EV_READ, 0);
+}
+
+/* ups_closers_free - stopping: end every goodbye still going */
+void
+ups_closers_free(struct worker *w)
+{
+	while (w->closers != NULL)
+		ups_closer_free(w->closers);
 }
 
 /* ups_quit_cb - the QUIT is written: close */
@@ -1120,22 +1191,34 @@ ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 	ups_closer_free(arg);
 }
 
-/* ups_free - the session ends: park an idle connection, or say goodbye */
+/* ups_disconnect - the connection goes now: parked when idle and
+ * reusable, else QUIT when idle, else retired; a later command connects
+ * again */
 void
-ups_free(struct session *s)
+ups_disconnect(struct ups *h)
 {
-	struct ups *u = s->ups;
+	struct ups_conn *u = h != NULL ? h->c : NULL;
 
 	if (u == NULL)
 		return;
 	if (u->st == UPS_READY && !u->in_txn && u->ninflight == 0 && u->out_h == NULL) {
-		if (ups_pool_put(s))
+		if (ups_pool_put(h))
 			return;
-		ups_goodbye(s->w, u->conn);
+		ups_goodbye(h->w, u->conn);
 		u->conn = NULL;
-		s->ups = NULL;
+		h->c = NULL;
 		free(u);
 		return;
 	}
-	ups_retire(s);
+	ups_retire(h);
+}
+
+/* ups_free - the owner ends: its connection goes, then its struct ups */
+void
+ups_free(struct ups *h)
+{
+	if (h == NULL)
+		return;
+	ups_disconnect(h);
+	free(h);
 }
