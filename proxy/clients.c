@@ -1,8 +1,23 @@
 /*
- * clients - live sessions per client address
+ * clients - admission: live sessions in all, and per client address
+ *
+ * SYNOPSIS
+ *	void clients_init(unsigned fd_cap);
+ *	enum clients_admit clients_enter(const struct sockaddr *sa,
+ *	                                 const struct conf *c, unsigned *live);
+ *	void clients_leave(const struct sockaddr *sa, unsigned v6prefix);
+ *	unsigned clients_sessions(void);
  *
  * DESCRIPTION
- *	A hash table keyed by the client's address (IPv4, or the IPv6
+ *	clients_enter() admits a new connection (CLIENTS_OK: one more
+ *	session counted in all and for its address) or says why not:
+ *	CLIENTS_FULL at max-sessions or the cap the descriptor limit allows
+ *	(fd_cap, from main.c), CLIENTS_PER_CLIENT at max-sessions-per-client
+ *	(nothing counted then). clients_leave() is the session's end, once
+ *	for every CLIENTS_OK. The total is an atomic counter; the workers
+ *	share it.
+ *
+ *	Per address: a hash table keyed by the client's address (IPv4, or the IPv6
  *	prefix of client-ipv6-prefix bits, /64 by default, so that a client
  *	cannot escape the limit by rotating addresses within its network;
  *	IPv4-mapped IPv6 addresses count as IPv4). An entry exists only
@@ -29,11 +44,21 @@ struct client_ent {
 
 static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct client_ent *clients_tab[CLIENTS_BUCKETS];
+static unsigned clients_live;		/* atomic: live sessions, all workers */
+static unsigned clients_fd_cap;		/* sessions the descriptor limit allows */
 
-/* clients_init - nothing to do beyond static initialisation */
+/* clients_init - the cap the descriptor limit allows (before any worker) */
 void
-clients_init(void)
+clients_init(unsigned fd_cap)
 {
+	clients_fd_cap = fd_cap;
+}
+
+/* clients_sessions - live sessions, all workers */
+unsigned
+clients_sessions(void)
+{
+	return __atomic_load_n(&clients_live, __ATOMIC_RELAXED);
 }
 
 /* clients_key - the 16-byte key and its bucket */
@@ -59,9 +84,10 @@ clients_key(const struct sockaddr *sa, unsigned v6prefix, unsigned char key[16])
 	return h % CLIENTS_BUCKETS;
 }
 
-/* clients_enter - count one more session; false when over max */
-bool
-clients_enter(const struct sockaddr *sa, unsigned max, unsigned v6prefix)
+/* clients_addr_enter - count one more session of this address; false
+ * when it holds max already */
+static bool
+clients_addr_enter(const struct sockaddr *sa, unsigned max, unsigned v6prefix)
 {
 	unsigned char key[16];
 	unsigned b = clients_key(sa, v6prefix, key);
@@ -90,7 +116,26 @@ clients_enter(const struct sockaddr *sa, unsigned max, unsigned v6prefix)
 	return ok;
 }
 
-/* clients_leave - count one session less */
+/* clients_enter - admit a new session, or say why not (*live: the
+ * sessions there were, for the log) */
+enum clients_admit
+clients_enter(const struct sockaddr *sa, const struct conf *c, unsigned *live)
+{
+	unsigned n = __atomic_add_fetch(&clients_live, 1, __ATOMIC_RELAXED);
+
+	*live = n - 1;
+	if (n > c->max_sessions || n > clients_fd_cap) {
+		__atomic_sub_fetch(&clients_live, 1, __ATOMIC_RELAXED);
+		return CLIENTS_FULL;
+	}
+	if (!clients_addr_enter(sa, (unsigned)c->max_per_client, (unsigned)c->client_v6_prefix)) {
+		__atomic_sub_fetch(&clients_live, 1, __ATOMIC_RELAXED);
+		return CLIENTS_PER_CLIENT;
+	}
+	return CLIENTS_OK;
+}
+
+/* clients_leave - a session admitted by clients_enter() ends */
 void
 clients_leave(const struct sockaddr *sa, unsigned v6prefix)
 {
@@ -109,4 +154,5 @@ clients_leave(const struct sockaddr *sa, unsigned v6prefix)
 		break;
 	}
 	pthread_mutex_unlock(&clients_lock);
+	__atomic_sub_fetch(&clients_live, 1, __ATOMIC_RELAXED);
 }

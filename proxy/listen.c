@@ -4,10 +4,12 @@
  * DESCRIPTION
  *	Every worker has its own socket per listen address, bound with
  *	SO_REUSEPORT, so the kernel spreads connections over the workers
- *	and no lock is taken on accept. A new connection is refused with
- *	421 4.7.0 (written straight to the socket, no session created) when
- *	moatd holds max-sessions sessions, or the client's address (IPv6:
- *	its /64) holds max-sessions-per-client. When accept() fails for lack
+ *	and no lock is taken on accept. Admission is clients.c's
+ *	(clients_enter()): a new connection is refused with 421 4.7.0
+ *	(written straight to the socket, no session created) when moatd
+ *	holds max-sessions sessions (or as many as the descriptor limit
+ *	allows), or the client's address (IPv6: its /64) holds
+ *	max-sessions-per-client. When accept() fails for lack
  *	of file descriptors, the worker stops accepting for a second instead
  *	of spinning, and logs it once per pause.
  */
@@ -115,23 +117,22 @@ listen_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr
 {
 	struct worker *w = arg;
 	struct conf *c;
-	unsigned n;
+	unsigned live;
 
 	if (w->draining) {
 		listen_refuse(fd, "421 4.3.2 Service shutting down\r\n");
 		return;
 	}
 	c = moatd_conf_get();
-	n = __atomic_add_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
-	if (n > c->max_sessions || n > moatd.fd_session_cap) {
-		__atomic_sub_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
-		log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions sessions=%u", n - 1);
+	switch (clients_enter(sa, c, &live)) {
+	case CLIENTS_OK:
+		break;
+	case CLIENTS_FULL:
+		log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions sessions=%u", live);
 		listen_refuse(fd, "421 4.7.0 Error: too many connections, try again later\r\n");
 		conf_unref(c);
 		return;
-	}
-	if (!clients_enter(sa, (unsigned)c->max_per_client, (unsigned)c->client_v6_prefix)) {
-		__atomic_sub_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
+	case CLIENTS_PER_CLIENT:
 		log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions-per-client");
 		listen_refuse(fd, "421 4.7.0 Error: too many connections from your address\r\n");
 		conf_unref(c);

@@ -65,6 +65,15 @@ moatd_new_sid(void)
 	return __atomic_add_fetch(&moatd.next_sid, 1, __ATOMIC_RELAXED);
 }
 
+/* moatd_worker_idle - a session or an upstream goodbye of w ended: when
+ * w drains and nothing is left, its loop is woken to end (in w's thread) */
+void
+moatd_worker_idle(struct worker *w)
+{
+	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
+		event_active(w->ev_wake, EV_READ, 0);
+}
+
 /* usage - how to call */
 static void __attribute__((noreturn))
 usage(void)
@@ -184,7 +193,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	log_msg(LOG_L_INFO, 0, "shutdown signal=%d sessions=%u drain-timeout=%llums", (int)sig,
-	    __atomic_load_n(&moatd.sessions, __ATOMIC_RELAXED),
+	    clients_sessions(),
 	    (unsigned long long)moatd.conf->drain_ms);
 	__atomic_store_n(&moatd.draining, true, __ATOMIC_RELAXED);
 	wake_all();
@@ -200,7 +209,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* fd_limits - raise RLIMIT_NOFILE and derive the session cap
+/* fd_limits - raise RLIMIT_NOFILE and derive the session cap (returned)
  *
  * An idle session holds one descriptor; from its first MAIL on it holds a
  * second one (the upstream), and a third while a big message is spooled to
@@ -208,7 +217,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
  * that idle and slow clients can be held in numbers; a session that then
  * cannot open its upstream or spool file gets a 4xx, never a crash. The
  * warning says when max-sessions busy sessions would not fit. */
-static void
+static unsigned
 fd_limits(const struct conf *c)
 {
 	struct rlimit rl;
@@ -228,7 +237,7 @@ fd_limits(const struct conf *c)
 		    "beyond the limit get 4xx",
 		    (unsigned long long)rl.rlim_cur, (unsigned long long)c->max_sessions,
 		    (unsigned long long)need, (unsigned long long)cap);
-	moatd.fd_session_cap = cap > 0xffffffffu ? 0xffffffffu : (unsigned)cap;
+	return cap > 0xffffffffu ? 0xffffffffu : (unsigned)cap;
 }
 
 /* drop_privileges - become the configured user once the sockets are bound */
@@ -301,8 +310,7 @@ main(int argc, char **argv)
 		seed = (uint64_t)getpid() << 32;
 	moatd.next_sid = seed & 0xffffffffff000000ull;
 	moatd.conf = c;
-	fd_limits(c);
-	clients_init();
+	clients_init(fd_limits(c));
 
 	nworkers = (int)c->workers;
 	if (nworkers == 0) {

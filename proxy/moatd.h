@@ -6,8 +6,8 @@
  *	sockets (SO_REUSEPORT) and owns the sessions it accepted. The
  *	current configuration is swapped under moatd_conf_lock on SIGHUP;
  *	a session takes a reference when it starts and keeps it.
- *	Counters shared by the workers are atomics; the per-client session
- *	counts live in clients.c under their own lock.
+ *	Counters shared by the workers are atomics; the session counts (in
+ *	all and per client) live in clients.c, which admits new connections.
  */
 #ifndef MOAT_MOATD_H
 #define MOAT_MOATD_H
@@ -53,21 +53,23 @@ struct moatd_state {
 	struct conf *conf;		/* current; under conf_lock */
 	struct worker *workers;
 	int nworkers;
-	unsigned sessions;		/* atomic: live sessions, all workers */
 	uint64_t next_sid;		/* atomic */
 	bool draining;			/* atomic */
-	unsigned fd_session_cap;	/* sessions the fd limit allows */
 };
 
 extern struct moatd_state moatd;
 
 struct conf *moatd_conf_get(void);	/* a new reference to the current conf */
 uint64_t moatd_new_sid(void);
+void moatd_worker_idle(struct worker *w);	/* a session or a goodbye of w ended */
 
-/* clients.c: sessions per client address (IPv4 /32, IPv6 /prefix) */
-void clients_init(void);
-bool clients_enter(const struct sockaddr *sa, unsigned max, unsigned v6prefix);
+/* clients.c: admission, sessions in all and per client address (IPv4
+ * /32, IPv6 /prefix) */
+enum clients_admit { CLIENTS_OK = 0, CLIENTS_FULL, CLIENTS_PER_CLIENT };
+void clients_init(unsigned fd_cap);
+enum clients_admit clients_enter(const struct sockaddr *sa, const struct conf *c, unsigned *live);
 void clients_leave(const struct sockaddr *sa, unsigned v6prefix);
+unsigned clients_sessions(void);
 
 /* control.c: the control socket, on the main loop */
 int control_open(struct event_base *base, const char *path, char *err, size_t errlen);

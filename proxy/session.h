@@ -138,7 +138,6 @@ struct session {
 	bool discard;			/* discarding the rest of an over-long line */
 	bool esmtp;			/* the greeting was EHLO (not HELO) */
 	bool quit;			/* the client said QUIT: the close's reason */
-	bool counted;			/* holds a per-client slot */
 	char *helo;			/* owned, as sent (may be odd); set from SP_HELO on */
 	unsigned facts;			/* SESS_F_* */
 	struct eng_sess *eng;		/* the engine's side (engine.h), from sess_begin() */

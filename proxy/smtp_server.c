@@ -1525,8 +1525,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->ev_timer)
 		event_free(s->ev_timer);
 	conn_free(s->conn);
-	if (s->counted)
-		clients_leave((struct sockaddr *)&s->peer, (unsigned)s->conf->client_v6_prefix);
+	clients_leave((struct sockaddr *)&s->peer, (unsigned)s->conf->client_v6_prefix);
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -1534,12 +1533,10 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->next)
 		s->next->prev = s->prev;
 	w->nsessions--;
-	__atomic_sub_fetch(&moatd.sessions, 1, __ATOMIC_RELAXED);
 	conf_unref(s->conf);
 	free(s->helo);
 	free(s);
-	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
-		event_active(w->ev_wake, EV_READ, 0);
+	moatd_worker_idle(w);
 }
 
 /* sess_close - stop all I/O now and free the session from its own event */
@@ -1653,7 +1650,8 @@ sess_drain(struct session *s)
 	sess_begin_close(s);
 }
 
-/* sess_start - a new client connection, already counted and accepted */
+/* sess_start - a new client connection, admitted (clients_enter()): its
+ * end calls clients_leave() */
 void
 sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, socklen_t salen,
 	unsigned lflags)
@@ -1668,7 +1666,6 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	s->conf = c;
 	s->phase = SP_CONNECTED;
 	s->waiting = RS__COUNT;
-	s->counted = true;
 	s->lflags = lflags;
 	memcpy(&s->peer, sa, salen);
 	getsockname(fd, (struct sockaddr *)&s->local, &llen);

@@ -1162,8 +1162,7 @@ ups_closer_free(struct ups_closer *cl)
 	w->nclosers--;
 	conn_free(cl->conn);
 	free(cl);
-	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
-		event_active(w->ev_wake, EV_READ, 0);
+	moatd_worker_idle(w);
 }
 
 /* ups_closers_free - stopping: end every goodbye still going */
