@@ -43,7 +43,15 @@
 #include "upstream.h"
 #include "xalloc.h"
 
-struct moatd_state moatd = { .conf_lock = PTHREAD_MUTEX_INITIALIZER };
+/* the process's state: main.c's alone (moatd.h) */
+static struct moatd_state {
+	pthread_mutex_t conf_lock;
+	struct conf *conf;		/* current; under conf_lock */
+	struct worker *workers;
+	int nworkers;
+	uint64_t next_sid;		/* atomic */
+	bool draining;			/* atomic */
+} moatd = { .conf_lock = PTHREAD_MUTEX_INITIALIZER };
 
 static struct event_base *main_base;
 static struct event *ev_drain_timer;

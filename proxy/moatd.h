@@ -4,10 +4,12 @@
  * DESCRIPTION
  *	One event loop per worker thread; each worker has its own listening
  *	sockets (SO_REUSEPORT) and owns the sessions it accepted. The
- *	current configuration is swapped under moatd_conf_lock on SIGHUP;
- *	a session takes a reference when it starts and keeps it.
- *	Counters shared by the workers are atomics; the session counts (in
- *	all and per client) live in clients.c, which admits new connections.
+ *	current configuration is swapped under a lock on SIGHUP
+ *	(moatd_conf_get() takes a reference; a session keeps it for its
+ *	whole life). main.c's own state (the configuration, the workers,
+ *	the drain) is private to main.c: other files see their worker and
+ *	the functions below. The session counts (in all and per client)
+ *	live in clients.c, which admits new connections.
  */
 #ifndef MOAT_MOATD_H
 #define MOAT_MOATD_H
@@ -47,17 +49,6 @@ struct worker {
 	bool stopping;			/* set by the main thread before a wake */
 	bool done;			/* atomic: the loop has ended */
 };
-
-struct moatd_state {
-	pthread_mutex_t conf_lock;
-	struct conf *conf;		/* current; under conf_lock */
-	struct worker *workers;
-	int nworkers;
-	uint64_t next_sid;		/* atomic */
-	bool draining;			/* atomic */
-};
-
-extern struct moatd_state moatd;
 
 struct conf *moatd_conf_get(void);	/* a new reference to the current conf */
 uint64_t moatd_new_sid(void);

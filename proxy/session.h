@@ -14,10 +14,17 @@
  *	the head in one go, so pipelined commands are answered in order and
  *	in as few writes as possible.
  *
+ *	Where the session is in the dialogue is s->phase (enum sess_phase
+ *	below), changed only by sess_enter_phase(). The session owns its
+ *	upstream side (upstream.h) and is its owner: upstream.c calls back
+ *	only through struct ups_owner (sess_ups_* in smtp_server.c). auth.c
+ *	and tls.c are parts of the session: their verbs are rows of its verb
+ *	table, and they share this struct.
+ *
  *	Memory: an idle session holds the struct, its connection and one
  *	timer; the message transaction (struct txn) exists only between MAIL
  *	and the end of the transaction, the upstream (struct ups) only from
- *	the first MAIL on.
+ *	the first MAIL (or AUTH) on.
  */
 #ifndef MOAT_SESSION_H
 #define MOAT_SESSION_H
@@ -181,6 +188,7 @@ void sess_replyf(struct session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void sess_flush(struct session *s);
 void sess_txn_free(struct session *s);
+void sess_txn_abort(struct session *s);
 void sess_drain(struct session *s);
 
 /* smtp_server.c: the session's upstream side (upstream.h), made on first use */

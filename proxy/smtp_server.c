@@ -351,7 +351,7 @@ sess_txn_free(struct session *s)
 }
 
 /* sess_txn_abort - forget the transaction and abort it upstream */
-static void
+void
 sess_txn_abort(struct session *s)
 {
 	sess_txn_free(s);

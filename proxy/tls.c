@@ -286,9 +286,7 @@ proceed_starttls(struct session *s, const struct smtp_cmd *c)
 	}
 	sess_replyf(s, "220 2.0.0 Ready to start TLS");
 	/* RFC 3207 4.2: the client must forget what it learned, and so do we */
-	sess_txn_free(s);
-	if (ups_has_txn(s->ups))
-		ups_submit(s->ups, UK_RSET, "RSET\r\n", 6, NULL, NULL);
+	sess_txn_abort(s);
 	free(s->helo);
 	s->helo = NULL;
 	s->esmtp = false;
