@@ -16,8 +16,6 @@
  *	foreground: a service manager runs it.
  */
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +34,7 @@
 #include "dnsbl.h"
 #include "engine.h"
 #include "log.h"
+#include "privs.h"
 #include "moatd.h"
 #include "rules.h"
 #include "session.h"
@@ -252,29 +251,23 @@ fd_limits(const struct conf *c)
 static void
 drop_privileges(const struct conf *c)
 {
-	struct passwd *pw;
+	char err[256];
 
-	if (geteuid() != 0)
-		return;
-	if (strcmp(c->user, "root") == 0) {
+	switch (privs_drop(c->user, control_chown, err, sizeof(err))) {
+	case PRIVS_ERROR:
+		fatal("%s", err);
+	case PRIVS_KEPT_ROOT:
 		log_msg(LOG_L_WARN, 0, "user root: moatd keeps running as root");
-		return;
+		break;
+	default:
+		break;
 	}
-	pw = getpwnam(c->user);
-	if (pw == NULL)
-		fatal("user %s: no such user", c->user);
-	control_chown(pw->pw_uid, pw->pw_gid);
-	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
-		fatal("cannot become user %s: %s", c->user, strerror(errno));
-	if (setuid(0) == 0)
-		fatal("could regain root after dropping it");
 }
 
 int
 main(int argc, char **argv)
 {
 	struct conf *c;
-	char *errs = NULL;
 	bool check_only = false;
 	int opt, nworkers;
 	uint64_t seed = 0;
@@ -289,15 +282,9 @@ main(int argc, char **argv)
 	if (optind != argc)
 		usage();
 	log_init("moatd", false, LOG_L_INFO);
-	c = conf_load(conf_path, &errs);
-	if (c == NULL) {
-		fputs(errs ? errs : "unknown error\n", stderr);
-		free(errs);
+	c = conf_load_report(conf_path);
+	if (c == NULL)
 		return 1;
-	}
-	if (errs != NULL)
-		fputs(errs, stderr);	/* warnings */
-	free(errs);
 	{
 		/* certificates and keys load now, or moatd does not start */
 		char terr[512];

@@ -562,11 +562,21 @@ sess_resume(void *arg)
 		sess_arm_timer(s);
 }
 
+/* sess_eng - the engine's side of the session, made on first use */
+static struct eng_sess *
+sess_eng(struct session *s)
+{
+	if (s->eng == NULL)
+		s->eng = engine_sess_new(s->w->eng, s->conf, s->id, (const struct sockaddr *)&s->peer,
+		    (s->lflags & CONF_LISTEN_SUBMISSION) != 0, sess_resume, s);
+	return s->eng;
+}
+
 /* sess_engine_sync - what the session saw, for the engine's facts */
 static void
 sess_engine_sync(struct session *s)
 {
-	struct eng_proto *p = engine_proto(s->eng);
+	struct eng_proto *p = engine_proto(sess_eng(s));
 
 	p->pipelining_violation = (s->facts & (SESS_F_NOT_LAST | SESS_F_DATA_PIPELINED)) != 0;
 	p->pipelined_after_dot = (s->facts & SESS_F_AFTER_DOT) != 0;
@@ -574,7 +584,7 @@ sess_engine_sync(struct session *s)
 	p->bare_lf_commands = s->bare_lf_cmds;
 	p->unknown_commands = s->unknown_cmds;
 	tls_engine_sync(s);
-	engine_set_login(s->eng, auth_login(s));
+	engine_set_login(sess_eng(s), auth_login(s));
 }
 
 /* sess_stage - the engine's verdict for a stage: ENG_CONTINUE, or
@@ -587,7 +597,7 @@ sess_stage(struct session *s, enum rules_stage st)
 	enum eng_rc rc;
 
 	sess_engine_sync(s);
-	rc = engine_stage(s->eng, st, &v);
+	rc = engine_stage(sess_eng(s), st, &v);
 	if (rc == ENG_WAIT)
 		s->waiting = st;	/* no command is read meanwhile */
 	if (rc != ENG_REFUSE)
@@ -630,7 +640,7 @@ proceed_helo(struct session *s, const struct smtp_cmd *c)
 	s->esmtp = c->verb == SMTP_V_EHLO;
 	log_escape(esc, sizeof(esc), c->arg, c->arglen);
 	log_msg(LOG_L_DEBUG, s->id, "helo name=\"%s\" esmtp=%d", esc, s->esmtp);
-	engine_helo(s->eng, s->helo, len);
+	engine_helo(sess_eng(s), s->helo, len);
 	sess_judge(s, sess_verb_find(c->verb));
 }
 
@@ -756,7 +766,7 @@ proceed_mail(struct session *s, const struct smtp_cmd *c)
 	s->txn->mp = mp;
 	s->txn->from = addr;
 	sess_enter_phase(s, SP_MAIL);
-	engine_mail(s->eng, &s->txn->from, &s->txn->mp);
+	engine_mail(sess_eng(s), &s->txn->from, &s->txn->mp);
 	sess_judge(s, sess_verb_find(c->verb));
 }
 
@@ -823,7 +833,7 @@ proceed_rcpt(struct session *s, const struct smtp_cmd *c)
 		sess_reject_syntax(s, "rcpt", c, rj);
 		return;
 	}
-	engine_rcpt(s->eng, &t->rcpt, t->nrcpt);
+	engine_rcpt(sess_eng(s), &t->rcpt, t->nrcpt);
 	sess_judge(s, sess_verb_find(c->verb));
 }
 
@@ -1342,7 +1352,7 @@ sess_data_end(struct session *s)
 		sess_txn_free(s);
 		return;
 	}
-	engine_data(s->eng, t->msg, t->dd.size, t->nrcpt_ok, (t->dd.flags & DATA_F_BARE_LF) != 0);
+	engine_data(sess_eng(s), t->msg, t->dd.size, t->nrcpt_ok, (t->dd.flags & DATA_F_BARE_LF) != 0);
 	t->msg = NULL;		/* the engine's now */
 	sess_judge(s, sess_verb_find(SMTP_V_DATA));
 }
@@ -1369,7 +1379,7 @@ data_finish(struct session *s, bool go)
 	}
 	/* moat's header fields go first, ahead of the client's, with
 	 * Authentication-Results on top */
-	h = engine_headers(s->eng, &hlen, &removed);
+	h = engine_headers(sess_eng(s), &hlen, &removed);
 	if (h != NULL)
 		spool_set_prefix(t->spool, h, hlen);
 	free(h);
@@ -1710,9 +1720,11 @@ sess_begin(struct session *s)
 {
 	const struct conf *c = s->conf;
 
-	/* the connect checks start now, while the greeting goes out */
-	s->eng = engine_sess_new(s->w->eng, s->conf, s->id, (const struct sockaddr *)&s->peer,
-	    (s->lflags & CONF_LISTEN_SUBMISSION) != 0, sess_resume, s);
+	/* the connect checks start now, while the greeting goes out; a
+	 * policy with nothing to do before HELO gets the engine's side of
+	 * the session on first use (an idle session then costs it nothing) */
+	if (engine_wanted_at_connect(c))
+		(void)sess_eng(s);
 	if (c->greet_delay_ms > 0) {
 		/* read during the delay: a client that talks first is seen */
 		s->greet_at_ms = sess_now_ms() + c->greet_delay_ms;
@@ -1732,7 +1744,7 @@ sess_greet(struct session *s)
 		s->waiting = RS_CONNECT;	/* greet-delay: not yet */
 		return;
 	}
-	if (sess_stage(s, RS_CONNECT) != ENG_CONTINUE)
+	if (s->eng != NULL && sess_stage(s, RS_CONNECT) != ENG_CONTINUE)
 		return;		/* refused (and closing), or waiting */
 	sess_enter_phase(s, SP_GREETED);
 	sess_replyf(s, "220 %s ESMTP moat", s->conf->hostname);
