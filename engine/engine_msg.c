@@ -45,14 +45,18 @@ msg_discard(void *arg, const unsigned char *buf, size_t len)
 struct eng_msg *
 engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg)
 {
-	struct eng_msg *m = xcalloc(1, sizeof(*m));
+	/* not calloc: the scanner's From buffers (8 KiB) need no zeroing */
+	struct eng_msg *m = xmalloc(sizeof(*m));
 
+	hdrscan_init(&m->hs, c->authserv_id, out != NULL ? out : msg_discard, arg);
 	m->out = out;
 	m->arg = arg;
-	hdrscan_init(&m->hs, c->authserv_id, out != NULL ? out : msg_discard, arg);
-	if (c->dkim && engine_g.dkim != NULL)
-		m->dkim = dkimv_msg_new(engine_g.dkim);
+	m->finished = false;
+	m->dkim = c->dkim && engine_g.dkim != NULL ? dkimv_msg_new(engine_g.dkim) : NULL;
 	m->capture = rules_reads_from(c->rules);
+	m->hdr_done = false;
+	m->hdr = NULL;
+	m->hdr_len = 0;
 	return m;
 }
 
