@@ -21,8 +21,9 @@
  *	The timers run on one loop the front-end names (moatd's main loop,
  *	moat-milter's engine loop): the DNSBL probes (RFC 5782 section 5) at
  *	once and then every dnsbl-probe-interval, over the zones of the
- *	policy then in force; each round ends with a "stats dnsbl" line per
- *	zone and, when greylisting runs, a "stats greylist" line. The
+ *	policy then in force; each round ends with a "stats dnsbl" line for
+ *	each zone whose counters moved and, when greylisting runs and its
+ *	counters moved, a "stats greylist" line. The
  *	embedded greylist store is saved every greylist-store-save-interval
  *	and at engine_shutdown(), so a crash loses at most one interval.
  */
