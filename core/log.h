@@ -2,11 +2,7 @@
  * log - one line per event, to stderr, syslog or a sink
  *
  * SYNOPSIS
- *	typedef void (*log_sink_fn)(void *arg, enum log_level lvl, uint64_t sid, const char *msg);
-
-void log_init(const char *prog, bool use_syslog, enum log_level min);
-void log_set_sink(log_sink_fn fn, void *arg);
-const char *log_level_name(enum log_level lvl);
+ *	void log_init(const char *prog, bool use_syslog, enum log_level min);
  *	void log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...);
  *	void log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...);
  *	size_t log_escape(char *out, size_t size, const void *in, size_t len);

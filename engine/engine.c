@@ -1254,13 +1254,14 @@ engine_wanted_at_connect(const struct conf *c)
 
 	for (int st = 0; st < RS__COUNT && !fc && c->rules; st++)
 		fc = rules_stage_needs(c->rules, (enum rules_stage)st, CHECK_FCRDNS);
-	return fc || (c->rules != NULL && rules_count(c->rules, RS_CONNECT) > 0);
+	return fc || engine_stage_may_refuse(c, RS_CONNECT);
 }
 
+/* engine_stage_may_refuse - has policy c a rule at this stage? */
 bool
-engine_stage_may_refuse(const struct eng_sess *e, enum rules_stage st)
+engine_stage_may_refuse(const struct conf *c, enum rules_stage st)
 {
-	return e->conf->rules != NULL && rules_count(e->conf->rules, st) > 0;
+	return c->rules != NULL && rules_count(c->rules, st) > 0;
 }
 
 /* from_facts - the header From's mailboxes into the data facts */
@@ -1303,7 +1304,7 @@ policy(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
 	char **hb;
 	size_t *hl;
 
-	if (e->conf->rules == NULL || rules_count(e->conf->rules, st) == 0)
+	if (!engine_stage_may_refuse(e->conf, st))
 		return;
 	eng_facts(e, st, &f, &sum);
 	if (st == RS_DATA)

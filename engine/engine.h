@@ -123,7 +123,6 @@ void engine_shutdown(void);
 /* engine_store_save - save the embedded greylist store now (0, or -1 logged) */
 int engine_store_save(void);
 struct glstore *engine_glstore(void);
-struct dkimv *engine_dkim(void);
 
 /* ---------------------------------------------------------------------
  * Loops
@@ -145,7 +144,6 @@ typedef int (*engine_query_fn)(struct dns_loop *l, const char *name, int rrtype,
 void engine_loop_set_query(struct engine_loop *el, engine_query_fn fn);
 /* the parts, for the loop's other users */
 struct dns_loop *engine_loop_dns(struct engine_loop *el);
-struct workq_loop *engine_loop_workq(struct engine_loop *el);
 struct greylist *engine_loop_greylist(struct engine_loop *el);
 
 /* ---------------------------------------------------------------------
@@ -217,9 +215,10 @@ enum eng_rc engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_ver
  * a rule before its HELO? When not, a front-end may make the session on
  * first use (an idle connection then costs the engine nothing) */
 bool engine_wanted_at_connect(const struct conf *c);
-/* engine_stage_may_refuse - has the policy a rule at this stage? When it
- * has none, engine_stage() can only continue (a milter skips the wait) */
-bool engine_stage_may_refuse(const struct eng_sess *e, enum rules_stage st);
+/* engine_stage_may_refuse - has policy c a rule at this stage? When it
+ * has none, engine_stage() can only continue: a front-end on another
+ * thread (moat-milter's callbacks) need not wait for the answer */
+bool engine_stage_may_refuse(const struct conf *c, enum rules_stage st);
 /* engine_headers - the end of the data, after a verdict that let the
  * message go: the fields for the top of the message (CRLF lines,
  * allocated, the caller frees), NULL when none; *removed: forged

@@ -114,12 +114,6 @@ engine_glstore(void)
 	return engine_g.store;
 }
 
-struct dkimv *
-engine_dkim(void)
-{
-	return engine_g.dkim;
-}
-
 /* ---------------------------------------------------------------------
  * Loops
  */
@@ -156,12 +150,6 @@ struct dns_loop *
 engine_loop_dns(struct engine_loop *el)
 {
 	return el->dns;
-}
-
-struct workq_loop *
-engine_loop_workq(struct engine_loop *el)
-{
-	return el->wq;
 }
 
 struct greylist *

@@ -161,16 +161,6 @@ answer(SMFICTX *ctx, struct mlt_priv *p, struct mlt_req *rq, int rc, const char 
 	return st;
 }
 
-/* stage_can_refuse - has the policy a rule at this stage? Without one the
- * engine's answer is always "continue": the callback posts the request
- * (the engine still takes its inputs, in order, before the next one) and
- * spares the MTA a round trip through the engine thread */
-static bool
-stage_can_refuse(const struct mlt_priv *p, enum rules_stage st)
-{
-	return p->conf->rules != NULL && rules_count(p->conf->rules, st) > 0;
-}
-
 /* held - the connect stage's refusal, given again (and a connection whose
  * start the callbacks never saw is refused the same way); true when the
  * callback answers *st */
@@ -313,7 +303,7 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 		log_msg(LOG_L_INFO, p->id, "connect client=%s name=\"%s\"%s", ip, esc,
 		    rq->submission ? " submission=yes" : "");
 	}
-	if (!stage_can_refuse(p, RS_CONNECT)) {
+	if (!engine_stage_may_refuse(p->conf, RS_CONNECT)) {
 		mlt_req_post(rq);	/* nothing at connect can refuse: no wait */
 		return SMFIS_CONTINUE;
 	}
@@ -346,7 +336,7 @@ cb_helo(SMFICTX *ctx, char *name)
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
 	copy_macro(ctx, "{cipher}", rq->tls_cipher, sizeof(rq->tls_cipher));
 	copy_macro(ctx, "{cert_subject}", rq->tls_cert, sizeof(rq->tls_cert));
-	if (!stage_can_refuse(p, RS_HELO)) {
+	if (!engine_stage_may_refuse(p->conf, RS_HELO)) {
 		mlt_req_post(rq);	/* the engine takes it in order; nothing to wait for */
 		return SMFIS_CONTINUE;
 	}
@@ -394,7 +384,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 		if (qid[0])
 			log_msg(LOG_L_DEBUG, p->id, "mail queue-id=%s", qid);
 	}
-	if (!stage_can_refuse(p, RS_MAIL)) {
+	if (!engine_stage_may_refuse(p->conf, RS_MAIL)) {
 		mlt_req_post(rq);
 		return SMFIS_CONTINUE;
 	}

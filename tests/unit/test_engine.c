@@ -90,44 +90,6 @@ now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* sa_of - a client address */
-static const struct sockaddr *
-sa_of(const char *ip, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (strchr(ip, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		inet_pton(AF_INET6, ip, &s6->sin6_addr);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-		s4->sin_family = AF_INET;
-		inet_pton(AF_INET, ip, &s4->sin_addr);
-	}
-	return (const struct sockaddr *)ss;
-}
-
-/* wire_name - a domain name in DNS wire form (PTR rdata) */
-static int
-wire_name(const char *n, char *out)
-{
-	int o = 0;
-
-	while (*n != '\0') {
-		const char *dot = strchr(n, '.');
-		int l = dot ? (int)(dot - n) : (int)strlen(n);
-
-		out[o++] = (char)l;
-		memcpy(out + o, n, (size_t)l);
-		o += l;
-		n += l + (dot ? 1 : 0);
-	}
-	out[o++] = 0;
-	return o;
-}
-
 /* ---------------------------------------------------------------------
  * The engine's services, one policy at a time
  */
@@ -317,7 +279,7 @@ deliver_cb(evutil_socket_t fd, short what, void *arg)
 			inet_pton(AF_INET, q->value, rd);
 			len[0] = 4;
 		} else {
-			len[0] = wire_name(q->value, rd);
+			len[0] = t_wire_name(q->value, rd);
 		}
 		data[0] = rd;
 		a.data = data;
@@ -521,7 +483,7 @@ sess_open(struct sess *s, const char *ip, uint64_t id)
 {
 	memset(s, 0, sizeof(*s));
 	in_engine = true;
-	s->e = engine_sess_new(env.el, env.c, id, ip ? sa_of(ip, &s->ss) : NULL, false, on_resume,
+	s->e = engine_sess_new(env.el, env.c, id, ip ? t_sockaddr(ip, &s->ss) : NULL, false, on_resume,
 	    s);
 	in_engine = false;
 }
@@ -1174,7 +1136,7 @@ test_wait_resume(void)
 	sess_open(&s, "192.0.2.7", 42);
 	T_CHECKF(fake.n == 1 && strcmp(fake.q[0].name, "7.2.0.192.bl.test") == 0 &&
 	    fake.q[0].rrtype == DNS_T_A && fake.q[0].tag == 42, "%d %s", fake.n, fake.q[0].name);
-	T_CHECK(engine_stage_may_refuse(s.e, RS_CONNECT) && !engine_stage_may_refuse(s.e, RS_MAIL));
+	T_CHECK(engine_stage_may_refuse(env.c, RS_CONNECT) && !engine_stage_may_refuse(env.c, RS_MAIL));
 	T_CHECK(stage_once(&s, RS_CONNECT, &v) == ENG_WAIT);
 	/* nothing answered: running the loop resumes nothing */
 	run_until(NULL, 0, 20);
