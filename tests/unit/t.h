@@ -8,8 +8,11 @@
 #ifndef MOAT_T_H
 #define MOAT_T_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static int t_pass, t_fail, t_cur_failed;
 static const char *t_cur;
@@ -39,5 +42,43 @@ static const char *t_cur;
 #define T_DONE(name) ( \
 	printf("%s: %d passed, %d failed\n", (name), t_pass, t_fail), \
 	t_fail ? 1 : 0)
+
+/* t_sockaddr - a client address from its text (IPv4 or IPv6) */
+static inline const struct sockaddr *
+t_sockaddr(const char *ip, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (strchr(ip, ':')) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+
+		s6->sin6_family = AF_INET6;
+		inet_pton(AF_INET6, ip, &s6->sin6_addr);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+		s4->sin_family = AF_INET;
+		inet_pton(AF_INET, ip, &s4->sin_addr);
+	}
+	return (const struct sockaddr *)ss;
+}
+
+/* t_wire_name - a domain name in DNS wire form; its length */
+static inline int
+t_wire_name(const char *n, char *out)
+{
+	int o = 0;
+
+	while (*n != '\0') {
+		const char *dot = strchr(n, '.');
+		int l = dot ? (int)(dot - n) : (int)strlen(n);
+
+		out[o++] = (char)l;
+		memcpy(out + o, n, (size_t)l);
+		o += l;
+		n += l + (dot ? 1 : 0);
+	}
+	out[o++] = 0;
+	return o;
+}
 
 #endif

@@ -24,25 +24,6 @@
 
 static char tmpdir[64];
 
-/* sa4 / sa6 - a client address */
-static const struct sockaddr *
-sa_of(const char *ip, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof(*ss));
-	if (strchr(ip, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-
-		s6->sin6_family = AF_INET6;
-		inet_pton(AF_INET6, ip, &s6->sin6_addr);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-
-		s4->sin_family = AF_INET;
-		inet_pton(AF_INET, ip, &s4->sin_addr);
-	}
-	return (const struct sockaddr *)ss;
-}
-
 static void
 test_durations(void)
 {
@@ -213,16 +194,16 @@ test_keys(void)
 	char why[128];
 
 	greylist_conf_init(&c);
-	t.client = sa_of("192.0.2.77", &ss);
+	t.client = t_sockaddr("192.0.2.77", &ss);
 	T_CHECK(greylist_key(&c, &t, ck, sizeof(ck), tk, sizeof(tk)) == 0);
 	T_CHECKF(strcmp(ck, "c:{192.0.2.0/24}") == 0, "%s", ck);
 	T_CHECKF(strcmp(tk, "t:{192.0.2.0/24}|alice@example.com|bob@example.net") == 0, "%s", tk);
 
-	t.client = sa_of("2001:db8:1:2:3:4:5:6", &ss);
+	t.client = t_sockaddr("2001:db8:1:2:3:4:5:6", &ss);
 	T_CHECK(greylist_key(&c, &t, ck, sizeof(ck), tk, sizeof(tk)) == 0);
 	T_CHECKF(strcmp(ck, "c:{2001:db8:1:2::/64}") == 0, "%s", ck);
 
-	t.client = sa_of("::ffff:198.51.100.9", &ss);
+	t.client = t_sockaddr("::ffff:198.51.100.9", &ss);
 	T_CHECK(greylist_key(&c, &t, ck, sizeof(ck), tk, sizeof(tk)) == 0);
 	T_CHECKF(strcmp(ck, "c:{198.51.100.0/24}") == 0, "%s", ck);
 
@@ -269,14 +250,14 @@ test_keys(void)
 	greylist_conf_init(&c);
 	c.v4_prefix = 32;
 	c.v6_prefix = 48;
-	t.client = sa_of("192.0.2.77", &ss);
+	t.client = t_sockaddr("192.0.2.77", &ss);
 	T_CHECK(greylist_key(&c, &t, ck, sizeof(ck), tk, sizeof(tk)) == 0);
 	T_CHECKF(strcmp(ck, "c:{192.0.2.77/32}") == 0, "%s", ck);
-	t.client = sa_of("2001:db8:1:2::1", &ss);
+	t.client = t_sockaddr("2001:db8:1:2::1", &ss);
 	T_CHECK(greylist_key(&c, &t, ck, sizeof(ck), tk, sizeof(tk)) == 0);
 	T_CHECKF(strcmp(ck, "c:{2001:db8:1::/48}") == 0, "%s", ck);
 	c.v4_prefix = 20;
-	t.client = sa_of("192.0.31.77", &ss);
+	t.client = t_sockaddr("192.0.31.77", &ss);
 	T_CHECK(greylist_key(&c, &t, ck, sizeof(ck), tk, sizeof(tk)) == 0);
 	T_CHECKF(strcmp(ck, "c:{192.0.16.0/20}") == 0, "%s", ck);
 }
@@ -357,7 +338,7 @@ test_store_lifecycle(void)
 	for (size_t i = 0; i < sizeof(lifecycle) / sizeof(lifecycle[0]); i++) {
 		const struct lc_step *st = &lifecycle[i];
 		struct sockaddr_storage ss;
-		struct greylist_triplet t = { sa_of(st->ip, &ss), "s@y.org", st->rcpt, NULL, NULL };
+		struct greylist_triplet t = { t_sockaddr(st->ip, &ss), "s@y.org", st->rcpt, NULL, NULL };
 		char ck[GLSTORE_KEY_MAX], tk[GLSTORE_KEY_MAX];
 		struct gl_decision d;
 
@@ -413,7 +394,7 @@ test_check_embedded(void)
 	struct glstore *s = glstore_open(NULL, 1000, T0, NULL, 0);
 	struct greylist *g;
 	struct sockaddr_storage ss;
-	struct greylist_triplet t = { sa_of("192.0.2.10", &ss), "s@y.org", "r@x.org", NULL, NULL };
+	struct greylist_triplet t = { t_sockaddr("192.0.2.10", &ss), "s@y.org", "r@x.org", NULL, NULL };
 	struct got got = { 0 }, got2 = { 0 };
 	char text[128];
 

@@ -275,24 +275,6 @@ struct fake_answer {
 };
 
 static int
-wire_name(const char *n, char *out)
-{
-	int o = 0;
-
-	while (*n != '\0') {
-		const char *dot = strchr(n, '.');
-		int l = dot ? (int)(dot - n) : (int)strlen(n);
-
-		out[o++] = (char)l;
-		memcpy(out + o, n, (size_t)l);
-		o += l;
-		n += l + (dot ? 1 : 0);
-	}
-	out[o++] = 0;
-	return o;
-}
-
-static int
 fake_query(void *ctx, const char *name, int type, unsigned ms, struct dns_answer **out)
 {
 	struct fake_answer *f = calloc(1, sizeof(*f));
@@ -347,9 +329,9 @@ fake_query(void *ctx, const char *name, int type, unsigned ms, struct dns_answer
 		} else if (type == DNS_T_MX) {
 			b[0] = 0;
 			b[1] = 10;
-			o = 2 + wire_name(r->value, b + 2);
+			o = 2 + t_wire_name(r->value, b + 2);
 		} else if (type == DNS_T_PTR)
-			o = wire_name(r->value, b);
+			o = t_wire_name(r->value, b);
 		f->data[f->a.n] = b;
 		f->len[f->a.n] = o;
 		f->a.n++;
