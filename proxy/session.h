@@ -147,7 +147,7 @@ struct session {
 	bool quit;			/* the client said QUIT: the close's reason */
 	char *helo;			/* owned, as sent (may be odd); set from SP_HELO on */
 	unsigned facts;			/* SESS_F_* */
-	struct eng_sess *eng;		/* the engine's side (engine.h), from sess_begin() */
+	struct eng_sess *eng;		/* the engine's side (engine.h), made on first use (sess_eng) */
 	unsigned short bare_lf_cmds;	/* command lines ended by a bare LF */
 	unsigned short unknown_cmds;	/* commands not recognised */
 	uint64_t greet_at_ms;		/* greet-delay: not before this */
