@@ -178,17 +178,23 @@ def notify(monkeypatch):
     n.close()
 
 
+def reload_and_stop(notify, pid):
+    """SIGHUP: RELOADING=1 with MONOTONIC_USEC, then READY=1; SIGTERM:
+    STOPPING=1"""
+    os.kill(pid, signal.SIGHUP)
+    msg = notify.expect(r"^RELOADING=1$")
+    assert re.search(r"^MONOTONIC_USEC=\d+$", msg, re.M), msg
+    notify.expect(r"^READY=1$")
+    os.kill(pid, signal.SIGTERM)
+    notify.expect(r"^STOPPING=1$")
+
+
 def test_moatd_sd_notify(notify, moatd_sink):
     m, _ = moatd_sink
     notify.expect(r"^READY=1$")
     with Client(m.port) as c:         # READY came once it serves
         assert c.greeting.code == 220
-    os.kill(m.proc.pid, signal.SIGHUP)
-    msg = notify.expect(r"^RELOADING=1$")
-    assert re.search(r"^MONOTONIC_USEC=\d+$", msg, re.M), msg
-    notify.expect(r"^READY=1$")
-    os.kill(m.proc.pid, signal.SIGTERM)
-    notify.expect(r"^STOPPING=1$")
+    reload_and_stop(notify, m.proc.pid)
     m.stop()
     assert m.rc == 0
 
@@ -198,12 +204,7 @@ def test_moat_milter_sd_notify(notify, workdir):
     try:
         m.start()
         notify.expect(r"^READY=1$")
-        os.kill(m.proc.pid, signal.SIGHUP)
-        msg = notify.expect(r"^RELOADING=1$")
-        assert re.search(r"^MONOTONIC_USEC=\d+$", msg, re.M), msg
-        notify.expect(r"^READY=1$")
-        os.kill(m.proc.pid, signal.SIGTERM)
-        notify.expect(r"^STOPPING=1$")
+        reload_and_stop(notify, m.proc.pid)
     finally:
         m.stop()
     assert m.rc == 0
