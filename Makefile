@@ -10,7 +10,9 @@
 #   make bench      the benchmark (bench/run, features, milter), results in
 #                   bench/RESULTS.md, FEATURES.md, MILTER.md; BASELINE_REF=REF
 #                   also builds git ref REF and measures its moatd beside this one
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= : the programs, man pages,
+#                   systemd units (UNITDIR) and, unless one is there, the
+#                   production /etc/moat/moat.conf (debian/ packages it)
 
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -43,6 +45,9 @@ INC_tools   = -Itools $(INC_engine)
 INC_tests   = -Iproxy -Imilter -Itools $(INC_engine)
 LIBS    = -levent_openssl -levent -lunbound -lhiredis -lspf2 -lopendkim -lopendmarc \
           -lssl -lcrypto -lpthread
+# sd_notify() for systemd's Type=notify: moatd and moat-milter only
+SYSTEMD_LIBS = -lsystemd
+UNITDIR ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 
 LIB_SRCS  = $(wildcard core/*.c policy/*.c filters/*.c redis/*.c engine/*.c) \
             $(filter-out proxy/main.c,$(wildcard proxy/*.c))
@@ -63,12 +68,12 @@ $(BUILD)/libmoat.a: $(LIB_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/moatd: $(BUILD)/proxy/main.o $(BUILD)/libmoat.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(SYSTEMD_LIBS)
 
 # moat-milter: milter/*.c on libmilter (which needs -pthread)
 MLT_OBJS  = $(patsubst %.c,$(BUILD)/%.o,$(wildcard milter/*.c))
 $(BUILD)/moat-milter: $(MLT_OBJS) $(BUILD)/libmoat.a
-	$(CC) $(LDFLAGS) -pthread -o $@ $^ -lmilter $(LIBS)
+	$(CC) $(LDFLAGS) -pthread -o $@ $^ -lmilter $(LIBS) $(SYSTEMD_LIBS)
 
 # moatctl: tools/moatctl.c dispatches; tools/moatctl_*.c add subcommands
 CTL_OBJS  = $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/moatctl*.c))
@@ -113,6 +118,7 @@ integration: asan
 	  tests/run-integration
 
 test:
+	@tools/install-deps all
 	@tests/run-all
 
 bench: all
@@ -120,20 +126,25 @@ bench: all
 	@bench/features $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/milter
 
-run: 
-	@tools/run-demo
+# make run PORT=2525 UPSTREAM_PORT=10025
+run:
+	@PORT='$(PORT)' UPSTREAM_PORT='$(UPSTREAM_PORT)' tools/run-demo
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 	  $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
-	  $(DESTDIR)/etc/moat
+	  $(DESTDIR)/etc/moat $(DESTDIR)$(UNITDIR)
 	install -m 755 $(BUILD)/moatd $(DESTDIR)$(PREFIX)/sbin/moatd
 	install -m 755 $(BUILD)/moatctl $(DESTDIR)$(PREFIX)/bin/moatctl
 	install -m 755 $(BUILD)/moat-milter $(DESTDIR)$(PREFIX)/sbin/moat-milter
 	install -m 644 docs/moatd.8 docs/moatctl.8 docs/moat-milter.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -m 644 docs/moat.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/moat.conf.5
+	for u in moatd moat-milter; do \
+	  sed 's,/usr/sbin/,$(PREFIX)/sbin/,g' systemd/$$u.service >$(DESTDIR)$(UNITDIR)/$$u.service; \
+	  chmod 644 $(DESTDIR)$(UNITDIR)/$$u.service; \
+	done
 	test -e $(DESTDIR)/etc/moat/moat.conf || \
-	  install -m 644 sample.conf $(DESTDIR)/etc/moat/moat.conf
+	  install -m 644 moat.conf $(DESTDIR)/etc/moat/moat.conf
 
 clean:
 	rm -rf build build-asan build-fuzz

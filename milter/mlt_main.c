@@ -18,6 +18,8 @@
  *	file). SIGTERM and SIGINT stop libmilter (its own signal thread);
  *	then the engine stops. SIGHUP reads the policy file again for the
  *	connections that begin after it (mlt_policy.c: moatd's reload).
+ *	Under systemd (Type=notify) it says READY=1 with the socket open,
+ *	RELOADING=1 then READY=1 around a reload, STOPPING=1 on SIGTERM.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -31,6 +33,7 @@
 #include <unistd.h>
 
 #include <libmilter/mfapi.h>
+#include <systemd/sd-daemon.h>
 
 #include "conf.h"
 #include "conf_reload.h"
@@ -163,6 +166,7 @@ main(int argc, char **argv)
 	log_msg(LOG_L_INFO, 0, "ready socket=%s max-connections=%u deadline-ms=%u resolver=%s "
 	    "dnsbl-zones=%d", sock, mlt_opts.max_conns, mlt_opts.deadline_ms,
 	    dns_mode_name(c->resolver.mode), c->dnsbl ? c->dnsbl->n : 0);
+	sd_notify(0, "READY=1");	/* systemd: socket open, policy loaded */
 	rc = smfi_main();
 	log_msg(LOG_L_INFO, 0, "stopping");
 	mlt_engine_stop();

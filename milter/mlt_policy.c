@@ -62,6 +62,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "conf.h"
 #include "conf_reload.h"
@@ -126,8 +129,17 @@ reload(void)
 		pthread_mutex_unlock(&pol.reload_lock);
 		return;		/* stopping */
 	}
+	/* systemd (Type=notify): reloading, then ready again */
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		    (unsigned long long)now.tv_sec * 1000000ull + (unsigned long long)now.tv_nsec / 1000);
+	}
 	/* the listener is -l, not in the file: nothing more to warn about */
 	(void)conf_reload(pol.path, &pol.lock, &pol.cur, NULL, NULL);
+	sd_notify(0, "READY=1");
 	pthread_mutex_unlock(&pol.reload_lock);
 }
 
@@ -152,8 +164,11 @@ sigwait(const sigset_t *set, int *sig)
 		return real_sigwait(set, sig);
 	for (;;) {
 		rc = real_sigwait(set, sig);
-		if (rc != 0 || *sig != SIGHUP || !__atomic_load_n(&pol.armed, __ATOMIC_ACQUIRE))
+		if (rc != 0 || *sig != SIGHUP || !__atomic_load_n(&pol.armed, __ATOMIC_ACQUIRE)) {
+			if (rc == 0 && (*sig == SIGTERM || *sig == SIGINT))
+				sd_notify(0, "STOPPING=1");	/* libmilter stops now */
 			return rc;
+		}
 		reload();
 	}
 }

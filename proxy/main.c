@@ -13,7 +13,10 @@
  *	errors logged, and the old configuration stays), SIGTERM and SIGINT
  *	stop accepting, let sessions finish within drain-timeout, then close
  *	what is left and exit 0. SIGPIPE is ignored. moatd stays in the
- *	foreground: a service manager runs it.
+ *	foreground: a service manager runs it. Under systemd (Type=notify,
+ *	$NOTIFY_SOCKET) it says READY=1 once listening with the policy
+ *	loaded, RELOADING=1 then READY=1 around a SIGHUP reload, and
+ *	STOPPING=1 when the drain begins; without systemd these do nothing.
  */
 #include <errno.h>
 #include <signal.h>
@@ -27,6 +30,7 @@
 
 #include <event2/event.h>
 #include <sys/eventfd.h>
+#include <systemd/sd-daemon.h>
 
 #include "conf.h"
 #include "conf_reload.h"
@@ -191,8 +195,15 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	(void)arg;
 	if (sig == SIGHUP) {
+		/* systemd (Type=notify): reloading, then ready again */
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		    (unsigned long long)now.tv_sec * 1000000ull + (unsigned long long)now.tv_nsec / 1000);
 		(void)conf_reload(conf_path, &moatd.conf_lock, &moatd.conf, tls_conf_setup,
 		    listen_warning);
+		sd_notify(0, "READY=1");
 		return;
 	}
 	if (__atomic_load_n(&moatd.draining, __ATOMIC_RELAXED)) {
@@ -203,6 +214,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	    clients_sessions(),
 	    (unsigned long long)moatd.conf->drain_ms);
 	__atomic_store_n(&moatd.draining, true, __ATOMIC_RELAXED);
+	sd_notify(0, "STOPPING=1");
 	wake_all();
 	{
 		/* the main loop looks at the workers' progress every 50 ms */
@@ -378,6 +390,8 @@ main(int argc, char **argv)
 		log_msg(LOG_L_INFO, 0, "ready listen=%s workers=%d upstream=%s identity=%s resolver=%s "
 		    "dnsbl-zones=%d", list, nworkers, c->upstream.text, conf_identity_name(c->identity),
 		    dns_mode_name(c->resolver.mode), c->dnsbl ? c->dnsbl->n : 0);
+		/* systemd (Type=notify): listening, policy loaded, user dropped */
+		sd_notify(0, "READY=1");
 	}
 
 	/* the main loop ends when every worker has ended */
