@@ -97,13 +97,14 @@ pdel_req_feed(struct pdel_req *r, const char *buf, size_t len, enum pdel_rc *rc)
 		size_t take = lf != NULL ? (size_t)(lf - (buf + used)) + 1 : len - used;
 		size_t cur = r->len - r->line_start;	/* the line's bytes so far */
 
-		/* the line's cap (LF included) and the request's */
-		if (cur + take > PDEL_LINE_MAX) {
-			r->err = "line too long";
-			break;
-		}
-		if (r->len + take > PDEL_REQ_MAX) {
-			r->err = "request too long";
+		size_t room_line = PDEL_LINE_MAX - cur, room_req = PDEL_REQ_MAX - r->len;
+
+		/* the line's cap (LF included) and the request's: the error
+		 * and the bytes taken are the same however the input is cut
+		 * (the bytes up to the cap, then the first cap reached) */
+		if (take > room_line || take > room_req) {
+			r->err = room_line <= room_req ? "line too long" : "request too long";
+			used += room_line <= room_req ? room_line : room_req;
 			break;
 		}
 		memcpy(r->buf + r->len, buf + used, take);
