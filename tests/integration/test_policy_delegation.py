@@ -13,6 +13,7 @@ enhanced code and text.
 
 import os
 import re
+import signal
 import socket
 import time
 
@@ -347,3 +348,31 @@ def test_conf_checks(workdir):
     rc, out, path = harness.moatd_check(
         "listen 127.0.0.1:10040 policy implicit-tls\n", workdir, "bad-opt.conf")
     assert rc != 0 and "implicit-tls and no-starttls are for SMTP listeners" in out, out
+
+
+def test_redis_down_on_error(moatd_factory, fake, policy_port, redis_factory):
+    """PDL-07: Redis gone: the policy answer is the greylist-on-error
+    action (tempfail: moat's 451 4.7.1), within the Redis deadline, and
+    the same as moatd gives an SMTP client; a stalled Redis (SIGSTOP)
+    gives it within redis-timeout too, never a hung smtpd."""
+    rd = redis_factory()
+    m = pmoatd(moatd_factory, fake, policy_port, redis=rd.address, redis_timeout="300ms",
+               greylist_on_error="tempfail", on=["rcpt true greylist"])
+    want = "451 4.7.1 greylisting is unavailable, please try again later"
+    with connect(policy_port) as s:
+        assert request(s, instance="r0").startswith("451 4.7.1 greylisted"), m.log()[-2000:]
+        os.kill(rd.proc.pid, signal.SIGSTOP)             # stalled: no answer at all
+        try:
+            t0 = time.monotonic()
+            assert request(s, instance="r1", recipient="b@example.org") == want
+            assert time.monotonic() - t0 < 5
+        finally:
+            os.kill(rd.proc.pid, signal.SIGCONT)
+        rd.stop()
+        t0 = time.monotonic()
+        assert request(s, instance="r2", recipient="c@example.org") == want
+        assert time.monotonic() - t0 < 5
+    steps = run_session(m.port, "mail.sender.test", "a@sender.test", ["d@example.org"],
+                        message("redis-down"))
+    assert rcpt_step(steps)[1:] == (451, "4.7.1 greylisting is unavailable, please try again "
+                                         "later"), steps
