@@ -256,8 +256,12 @@ pdel_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (p->closing || p->busy)
-		return;		/* a wait ends by the engine's deadline, not ours */
+	if (p->closing)
+		return;
+	if (p->busy) {
+		pdel_arm(p);	/* a wait ends by the engine's deadline, not ours */
+		return;
+	}
 	if (p->idle_once) {
 		pdel_close(p, "idle");
 		return;
@@ -570,15 +574,13 @@ pdel_judge(struct pdel_conn *p)
 		rc = pdel_stage(p, RS_DATA, &refusal);
 		if (rc == ENG_WAIT)
 			return;
-		if (rc == ENG_REFUSE) {
-			pdel_answer(p, refusal);
-			free(refusal);
-		} else
-			pdel_answer(p, "DUNNO");	/* PREPEND cannot act here */
-		/* the transaction is over; a repeat of this request finds
-		 * its verdict in the cache until the instance changes */
+		/* the transaction is over (before the answer, which may go on
+		 * with the next request); a repeat of this request finds its
+		 * verdict in the cache until the instance changes */
 		engine_txn_end(p->e);
 		p->mail_given = p->mail_done = false;
+		pdel_answer(p, rc == ENG_REFUSE ? refusal : "DUNNO");	/* no PREPEND here */
+		free(refusal);
 		return;
 	}
 	{
