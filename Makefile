@@ -119,6 +119,7 @@ bench: all
 	@bench/run $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/features $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/milter
+	@bench/policy
 
 run: 
 	@tools/run-demo
