@@ -47,8 +47,12 @@
  *	but not a policy request, or whose state moat does not judge (VRFY,
  *	ETRN), gets DUNNO.
  *
- *	Lifetime: the engine session goes after END-OF-MESSAGE's
- *	transaction ends only with the next client; it is freed after
+ *	Policy: each new engine session (a new client) takes the policy in
+ *	force, so a SIGHUP reload reaches Postfix's long-lived connections
+ *	at their next client; a session keeps the policy it began with.
+ *
+ *	Lifetime: the engine session outlives END-OF-MESSAGE (which ends
+ *	its transaction) until a request about another client; it is freed after
  *	command-deadline without a request, and the connection after two.
  *	On drain, idle connections close at once, a connection waiting for a
  *	verdict after its reply. Connections are counted against
@@ -91,7 +95,7 @@ struct pdel_cached {
 struct pdel_conn {
 	uint64_t id;
 	struct worker *w;
-	struct conf *conf;		/* the policy at accept, for the connection's life */
+	struct conf *conf;		/* the policy of the current engine session (or at accept) */
 	struct conn *conn;
 	struct event *ev_timer;
 	struct pdel_conn *prev, *next;
@@ -640,6 +644,10 @@ pdel_request(struct pdel_conn *p)
 		bool known = pdel_client(r, &ss);
 
 		pdel_sess_reset(p);
+		/* a new client session takes the policy in force: Postfix keeps
+		 * its connections for many sessions, a reload reaches them here */
+		conf_unref(p->conf);
+		p->conf = moatd_conf_get();
 		p->eid = moatd_new_sid();
 		snprintf(p->key, sizeof(p->key), "%s", key);
 		snprintf(p->inst, sizeof(p->inst), "%s", inst);

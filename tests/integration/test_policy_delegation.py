@@ -376,3 +376,20 @@ def test_redis_down_on_error(moatd_factory, fake, policy_port, redis_factory):
                         message("redis-down"))
     assert rcpt_step(steps)[1:] == (451, "4.7.1 greylisting is unavailable, please try again "
                                          "later"), steps
+
+
+def test_reload_reaches_open_connection(moatd_factory, fake, policy_port):
+    """Postfix keeps its policy connections for many client sessions: a
+    SIGHUP reload applies to the next client asked about on a connection
+    opened before it, while the client session in flight keeps its policy."""
+    m = pmoatd(moatd_factory, fake, policy_port,
+               on=['rcpt rcpt-domain is example.org reject 550 5.7.1 "old rules"'])
+    with connect(policy_port) as s:
+        assert request(s, instance="x1") == "550 5.7.1 old rules"
+        m.conf_path.write_text(m.conf_path.read_text().replace('"old rules"', '"new rules"'))
+        m.signal(signal.SIGHUP)
+        assert m.wait_log(r"reload ok", 10), m.log()[-2000:]
+        # the same client, a new transaction: its session keeps its policy
+        assert request(s, instance="x2", recipient="b@example.org") == "550 5.7.1 old rules"
+        # another client on the same connection: the new policy
+        assert request(s, instance="x3", client_address="192.0.2.77") == "550 5.7.1 new rules"
