@@ -393,3 +393,21 @@ def test_reload_reaches_open_connection(moatd_factory, fake, policy_port):
         assert request(s, instance="x2", recipient="b@example.org") == "550 5.7.1 old rules"
         # another client on the same connection: the new policy
         assert request(s, instance="x3", client_address="192.0.2.77") == "550 5.7.1 new rules"
+
+
+def test_end_of_message_without_message(moatd_factory, fake, policy_port, dns):
+    """END-OF-MESSAGE: Postfix sends no message, so data rules that read
+    DKIM or DMARC find nothing (a load-time warning names the policy
+    listener); the size rule still acts; never a crash."""
+    dns.add("sender.test", "TXT", "v=spf1 ip4:192.0.2.0/24 -all")
+    dns.add("_dmarc.sender.test", "TXT", "v=DMARC1; p=reject")
+    m = pmoatd(moatd_factory, fake, policy_port, resolver=dns.resolver, dns_timeout="2s",
+               spf="yes", dkim="yes", dmarc="rfc7489",
+               on=['data dmarc is fail and dmarc-policy is reject reject 550 5.7.1 "DMARC"',
+                   'data size > 1000 reject 552 5.3.4 "too big"'])
+    assert re.search(r"warning: policy listener: rules at data read dkim, dmarc or from",
+                     m.log()), m.log()[-2000:]
+    with connect(policy_port) as s:
+        eom = dict(protocol_state="END-OF-MESSAGE", recipient="", recipient_count="1")
+        assert request(s, instance="e1", size="500", **eom) == "DUNNO"
+        assert request(s, instance="e2", size="5000", **eom) == "552 5.3.4 too big"
