@@ -411,3 +411,34 @@ def test_end_of_message_without_message(moatd_factory, fake, policy_port, dns):
         eom = dict(protocol_state="END-OF-MESSAGE", recipient="", recipient_count="1")
         assert request(s, instance="e1", size="500", **eom) == "DUNNO"
         assert request(s, instance="e2", size="5000", **eom) == "552 5.3.4 too big"
+
+
+def test_drain_answers_pending(moatd_factory, fake, policy_port, dns):
+    """SIGTERM while a verdict waits on DNS: the request is still answered
+    (within the check deadline), then the connection closes; an idle
+    policy connection closes at once; moatd exits 0 within drain-timeout."""
+    dns.set_drop("9.0.0.127.bl.test")                  # never answers
+    m = pmoatd(moatd_factory, fake, policy_port, resolver=dns.resolver, dns_timeout="1s",
+               drain_timeout="10s", dnsbl="bl.test probe no",
+               on=['rcpt dnsbl-score >= 1 reject 554 5.7.1 "listed"'])
+    idle = connect(policy_port)
+    busy = connect(policy_port)
+    try:
+        assert request(idle) == "DUNNO"
+        busy.sendall(b"request=smtpd_access_policy\nprotocol_state=RCPT\n"
+                     b"client_address=127.0.0.9\nsender=a@sender.test\nrecipient=u@example.org\n"
+                     b"instance=d1\n\n")
+        assert m.wait_log(r"policy client=127\.0\.0\.9", 10)
+        t0 = time.monotonic()
+        m.signal(signal.SIGTERM)
+        assert read_reply(busy) == "DUNNO"                # temperror: not listed
+        assert busy.recv(10) == b""                        # then closed
+        idle.settimeout(10)
+        assert idle.recv(10) == b""
+        m.proc.wait(timeout=15)
+        assert m.proc.returncode == 0
+        assert time.monotonic() - t0 < 10
+        assert "policy disconnect reason=shutdown" in m.log()
+    finally:
+        idle.close()
+        busy.close()
