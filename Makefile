@@ -125,6 +125,7 @@ bench: all
 	@bench/run $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/features $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/milter
+	@bench/policy
 
 # make run PORT=2525 UPSTREAM_PORT=10025
 run:

@@ -27,11 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "conf.h"
 #include "conf_dnsbl.h"
 #include "dnsbl.h"
+#include "filter.h"
 #include "lex.h"
 #include "log.h"
 #include "rules.h"
@@ -70,7 +72,10 @@ static const struct conf_enum conf_upstls_words[] = {
 };
 static const struct conf_enum conf_listen_words[] = {
 	{ "submission", CONF_LISTEN_SUBMISSION }, { "implicit-tls", CONF_LISTEN_IMPLICIT_TLS },
-	{ "no-starttls", CONF_LISTEN_NO_STARTTLS }, { NULL, 0 }
+	{ "no-starttls", CONF_LISTEN_NO_STARTTLS }, { "policy", CONF_LISTEN_POLICY }, { NULL, 0 }
+};
+static const struct conf_enum conf_preply_words[] = {
+	{ "smtp", CONF_PREPLY_SMTP }, { "actions", CONF_PREPLY_ACTIONS }, { NULL, 0 }
 };
 static const struct conf_enum conf_level_words[] = {
 	{ "debug", LOG_L_DEBUG }, { "info", LOG_L_INFO }, { "warn", LOG_L_WARN },
@@ -112,6 +117,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "drain-timeout", CT_DUR, O(drain_ms), 0, 3600 * SEC, "30s", NULL },
 	{ "max-pending-commands", CT_COUNT, O(max_pending), 1, 100000, "1100", NULL },
 	{ "bare-lf", CT_ENUM, O(bare_lf), 0, 0, "normalise", conf_barelf_words },
+	{ "policy-reply", CT_ENUM, O(policy_reply), 0, 0, "smtp", conf_preply_words },
 	{ "spool-dir", CT_STR, O(spool_dir), 0, 0, "/var/tmp", NULL },
 	{ "spool-memory", CT_SIZE, O(spool_memory), 0, 1ull << 32, "1m", NULL },
 	{ "user", CT_STR, O(user), 0, 0, "nobody", NULL },
@@ -388,7 +394,20 @@ conf_set_value(struct conf *c, const struct conf_setting *st, const char *s, siz
 	case CT_LISTEN:
 		if (c->nlisten >= CONF_LISTEN_MAX)
 			return "too many listen statements";
-		if (conf_parse_hostport(s, len, &c->listen[c->nlisten], &why) != 0)
+		if (len > 5 && memcmp(s, "unix:", 5) == 0) {
+			/* unix:/PATH, for a policy listener */
+			struct conf_addr *a = &c->listen[c->nlisten];
+			struct sockaddr_un *sun = (struct sockaddr_un *)&a->sa;
+
+			memset(a, 0, sizeof(*a));
+			if (s[5] != '/' || len - 5 >= sizeof(sun->sun_path) || len >= sizeof(a->text) ||
+			    memchr(s, 0, len) != NULL)
+				return "expected unix:/ABSOLUTE/PATH (at most 75 bytes)";
+			sun->sun_family = AF_UNIX;
+			memcpy(sun->sun_path, s + 5, len - 5);
+			a->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len - 5 + 1);
+			memcpy(a->text, s, len);
+		} else if (conf_parse_hostport(s, len, &c->listen[c->nlisten], &why) != 0)
 			return why;
 		c->nlisten++;
 		return NULL;
@@ -531,7 +550,7 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 					break;
 			if (e->name == NULL) {
 				conf_error(p, end.line, end.col, "unknown listen option \"%s\" (expected "
-				    "submission, implicit-tls or no-starttls)",
+				    "submission, implicit-tls, no-starttls or policy)",
 				    conf_shown(&end, shown, sizeof(shown)));
 			} else {
 				c->listen_flags[c->nlisten - 1] |= (unsigned)e->value;
@@ -843,12 +862,35 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 	conf_defaults(p, c);
 	if (c->nlisten == 0)
 		conf_error(p, 1, 1, "no \"listen\" statement: moatd needs at least one");
-	if (c->upstream.salen == 0)
-		conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
-	for (int i = 0; i < c->nlisten; i++)
-		if ((c->listen_flags[i] & CONF_LISTEN_IMPLICIT_TLS) && c->tls_cert == NULL)
+	{
+		/* policy listeners (Postfix policy delegation) need no upstream */
+		bool smtp = c->nlisten == 0;
+
+		for (int i = 0; i < c->nlisten; i++)
+			if (!(c->listen_flags[i] & CONF_LISTEN_POLICY))
+				smtp = true;
+		if (c->upstream.salen == 0 && smtp)
+			conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
+	}
+	for (int i = 0; i < c->nlisten; i++) {
+		unsigned f = c->listen_flags[i];
+
+		if ((f & CONF_LISTEN_IMPLICIT_TLS) && c->tls_cert == NULL)
 			conf_error(p, p->listen_line[i], p->listen_col[i], "listen %s implicit-tls: "
 			    "no tls-certificate is configured", c->listen[i].text);
+		if ((f & CONF_LISTEN_POLICY) && (f & (CONF_LISTEN_IMPLICIT_TLS | CONF_LISTEN_NO_STARTTLS)))
+			conf_error(p, p->listen_line[i], p->listen_col[i], "listen %s policy: "
+			    "implicit-tls and no-starttls are for SMTP listeners", c->listen[i].text);
+		if (!(f & CONF_LISTEN_POLICY) && c->listen[i].sa.ss_family == AF_UNIX)
+			conf_error(p, p->listen_line[i], p->listen_col[i], "listen %s: a unix socket "
+			    "is for a policy listener only (add \"policy\")", c->listen[i].text);
+		if ((f & CONF_LISTEN_POLICY) && c->rules != NULL &&
+		    (rules_stage_needs(c->rules, RS_DATA, CHECK_SAUTH) || rules_reads_from(c->rules)))
+			conf_note(p, "warning", p->listen_line[i], p->listen_col[i],
+			    "policy listener: rules at data read dkim, dmarc or from, which a "
+			    "policy delegation request cannot give (Postfix sends no message): "
+			    "there they see no signature, no DMARC record and no From");
+	}
 	if (c->tls_cert == NULL && (c->tls_key != NULL || c->tls_chain != NULL ||
 	    c->tls_client_ca != NULL))
 		conf_error(p, 1, 1, "tls-key, tls-chain and tls-client-ca need a tls-certificate");

@@ -35,12 +35,14 @@ enum conf_identity { CONF_ID_XCLIENT = 0, CONF_ID_PROXY_V1, CONF_ID_PROXY_V2, CO
 enum conf_barelf { CONF_BARELF_NORMALISE = 0, CONF_BARELF_REJECT };
 enum conf_logdest { CONF_LOG_STDERR = 0, CONF_LOG_SYSLOG };
 enum conf_dmarc { CONF_DMARC_OFF = 0, CONF_DMARC_7489, CONF_DMARC_BIS };
+enum conf_preply { CONF_PREPLY_SMTP = 0, CONF_PREPLY_ACTIONS };
 enum conf_ups_tls { CONF_UTLS_NONE = 0, CONF_UTLS_OPPORTUNISTIC, CONF_UTLS_REQUIRED };
 
 /* listener options: listen ADDR:PORT [submission] [implicit-tls] [no-starttls] */
 #define CONF_LISTEN_SUBMISSION   0x01u	/* AUTH offered (a submission port) */
 #define CONF_LISTEN_IMPLICIT_TLS 0x02u	/* TLS from the first byte (RFC 8314) */
 #define CONF_LISTEN_NO_STARTTLS  0x04u	/* STARTTLS not offered here */
+#define CONF_LISTEN_POLICY       0x08u	/* Postfix policy delegation, not SMTP (proxy/pdel.c) */
 
 struct tls_conf;
 
@@ -109,6 +111,7 @@ struct conf {
 	int dmarc;			/* enum conf_dmarc */
 	char *psl_path;			/* public-suffix-list */
 	char *control_socket;		/* moatctl's way in, or NULL */
+	int policy_reply;		/* enum conf_preply: refusals on policy listeners */
 
 	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
 	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */
@@ -135,7 +138,8 @@ struct conf *conf_ref(struct conf *c);
 void conf_unref(struct conf *c);
 const char *conf_identity_name(int id);
 
-/* Parse "ADDR:PORT", "[V6]:PORT", "*:PORT" (all v4). 0 or -1. */
+/* Parse "ADDR:PORT", "[V6]:PORT", "*:PORT" (all v4). 0 or -1. A listen
+ * address may also be "unix:/PATH" (conf_parse_listen). */
 int conf_parse_hostport(const char *s, size_t len, struct conf_addr *out, const char **why);
 
 #endif

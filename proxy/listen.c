@@ -12,6 +12,13 @@
  *	max-sessions-per-client. When accept() fails for lack
  *	of file descriptors, the worker stops accepting for a second instead
  *	of spinning, and logs it once per pause.
+ *
+ *	A policy listener ("listen ... policy": Postfix policy delegation,
+ *	pdel.c) takes its connections past admission (Postfix's processes
+ *	all come from one address); it may be a unix socket, which cannot
+ *	be bound once per worker: it is bound once (a stale socket file
+ *	that nothing answers on is replaced), made mode 0666 (the directory
+ *	guards it), and every worker accepts on a dup() of it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +27,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/listener.h>
@@ -44,7 +53,9 @@ listen_taken(const struct conf_addr *a)
 	struct sockaddr_storage ss = a->sa;
 	int fd, r;
 
-	if (ss.ss_family == AF_INET) {
+	if (ss.ss_family == AF_UNIX) {
+		/* nothing to rewrite */
+	} else if (ss.ss_family == AF_INET) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 		if (sin->sin_addr.s_addr == htonl(INADDR_ANY))
 			sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -61,6 +72,47 @@ listen_taken(const struct conf_addr *a)
 	return r == 0;
 }
 
+/* listen_open_unix - the unix socket at a's path, bound once; later
+ * calls (the other workers) get a dup() of it */
+static int
+listen_open_unix(const struct conf_addr *a, char *err, size_t errlen)
+{
+	static struct { char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; int fd; } opened[CONF_LISTEN_MAX];
+	static int nopened;
+	const struct sockaddr_un *sun = (const struct sockaddr_un *)&a->sa;
+	int fd;
+
+	for (int i = 0; i < nopened; i++)
+		if (strcmp(opened[i].path, sun->sun_path) == 0) {
+			fd = fcntl(opened[i].fd, F_DUPFD_CLOEXEC, 0);
+			if (fd < 0)
+				snprintf(err, errlen, "dup %s: %s", a->text, strerror(errno));
+			return fd;
+		}
+	if (listen_taken(a)) {
+		snprintf(err, errlen, "listen %s: something already accepts connections there "
+		    "(another moatd?)", a->text);
+		return -1;
+	}
+	unlink(sun->sun_path);		/* a stale socket file: nothing answered on it */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (const struct sockaddr *)&a->sa, a->salen) != 0 ||
+	    chmod(sun->sun_path, 0666) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+		snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (nopened < CONF_LISTEN_MAX) {
+		snprintf(opened[nopened].path, sizeof(opened[nopened].path), "%s", sun->sun_path);
+		opened[nopened++].fd = fd;
+	}
+	return fd;
+}
+
 /* listen_open - a bound, listening, non-blocking socket, or -1;
  * check: refuse an address that something else already listens on */
 int
@@ -68,6 +120,8 @@ listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen)
 {
 	int fd, one = 1;
 
+	if (a->sa.ss_family == AF_UNIX)
+		return listen_open_unix(a, err, errlen);
 	if (check && listen_taken(a)) {
 		snprintf(err, errlen, "listen %s: something already accepts connections there "
 		    "(another moatd?)", a->text);
@@ -117,13 +171,22 @@ listen_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr
 {
 	struct worker *w = arg;
 	struct conf *c;
-	unsigned live;
+	unsigned live, lflags = 0;
 
+	c = moatd_conf_get();
+	/* which listener: its options (submission, implicit-tls, policy) */
+	for (int i = 0; i < w->nlev && i < c->nlisten; i++)
+		if (w->lev[i] == lev)
+			lflags = c->listen_flags[i];
+	if (lflags & CONF_LISTEN_POLICY) {
+		pdel_start(w, c, fd, sa, lflags);	/* takes c */
+		return;
+	}
 	if (w->draining) {
+		conf_unref(c);
 		listen_refuse(fd, "421 4.3.2 Service shutting down\r\n");
 		return;
 	}
-	c = moatd_conf_get();
 	switch (clients_enter(sa, c, &live)) {
 	case CLIENTS_OK:
 		break;
@@ -138,14 +201,7 @@ listen_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr
 		conf_unref(c);
 		return;
 	}
-	{
-		/* which listener: its options (submission, implicit-tls) */
-		unsigned lflags = 0;
-		for (int i = 0; i < w->nlev && i < c->nlisten; i++)
-			if (w->lev[i] == lev)
-				lflags = c->listen_flags[i];
-		sess_start(w, c, fd, sa, (socklen_t)salen, lflags);
-	}
+	sess_start(w, c, fd, sa, (socklen_t)salen, lflags);
 }
 
 /* listen_resume_cb - accept again after a pause */

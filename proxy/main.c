@@ -81,7 +81,7 @@ moatd_new_sid(void)
 void
 moatd_worker_idle(struct worker *w)
 {
-	if (w->draining && w->nsessions == 0 && w->nclosers == 0)
+	if (w->draining && w->nsessions == 0 && w->nclosers == 0 && w->npdels == 0)
 		event_active(w->ev_wake, EV_READ, 0);
 }
 
@@ -113,12 +113,14 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 		w->draining = true;
 		listen_pause(w, true);
 		ups_pool_drain(w);
+		pdel_drain(w);
 		for (s = w->sessions; s; s = next) {
 			next = s->next;
 			sess_drain(s);
 		}
 	}
 	if (w->stopping) {
+		pdel_close_all(w);
 		for (s = w->sessions; s; s = next) {
 			next = s->next;
 			sess_close(s, "shutdown");
@@ -126,8 +128,8 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (w->stopping)
 		ups_closers_free(w);
-	if ((w->draining && w->nsessions == 0 && w->nclosers == 0) ||
-	    (w->stopping && w->sessions == NULL))
+	if ((w->draining && w->nsessions == 0 && w->nclosers == 0 && w->npdels == 0) ||
+	    (w->stopping && w->sessions == NULL && w->pdels == NULL))
 		event_base_loopexit(w->base, NULL);
 }
 

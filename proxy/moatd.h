@@ -29,6 +29,7 @@ struct session;
 struct ups_conn;
 struct ups_closer;
 struct engine_loop;
+struct pdel_conn;
 
 struct worker {
 	int idx;
@@ -45,6 +46,8 @@ struct worker {
 	struct ups_conn *ups_pool;	/* idle upstream connections to reuse (upstream.c) */
 	unsigned nups_pool;
 	unsigned nclosers;
+	struct pdel_conn *pdels;	/* policy delegation connections (pdel.c) */
+	unsigned npdels;
 	bool draining;
 	bool stopping;			/* set by the main thread before a wake */
 	bool done;			/* atomic: the loop has ended */
@@ -66,6 +69,12 @@ unsigned clients_sessions(void);
 int control_open(struct event_base *base, const char *path, char *err, size_t errlen);
 void control_chown(uid_t uid, gid_t gid);
 void control_close(void);
+
+/* pdel.c: the policy delegation front-end (listen ... policy) */
+void pdel_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa,
+	unsigned lflags);
+void pdel_drain(struct worker *w);
+void pdel_close_all(struct worker *w);
 
 /* listen.c */
 int listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen);
