@@ -26,6 +26,7 @@
 #include <spf2/spf.h>
 
 #include "dns.h"
+#include "idn.h"
 #include "log.h"
 #include "spf.h"
 #include "spf_guard.h"
@@ -790,6 +791,7 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	const char *sender = rq->sender != NULL ? rq->sender : "";
 	const char *dom, *at;
 	char from[600], dombuf[SPF_DOMAIN_MAX], rec[SPF_GUARD_RECORD_MAX + 1];
+	char helo_a[SPF_DOMAIN_MAX], dom_a[SPF_DOMAIN_MAX];
 	size_t len = 0, dl;
 	enum spf_fetch f;
 
@@ -816,6 +818,11 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	c.dns.name = "moat";
 	c.dns.hook = &c;
 
+	/* RFC 8616: a HELO name in U-labels is checked in A-labels (an
+	 * invalid one stays as it is: it is never asked for, see the guard) */
+	if (idn_needs(helo, strlen(helo)) &&
+	    idn_alabel(helo, strlen(helo), helo_a, sizeof(helo_a)) > 0)
+		helo = helo_a;
 	/* the identity: RFC 7208 2.3, 2.4, 4.3 */
 	if (id == SPF_ID_HELO || sender[0] == '\0') {
 		dom = helo;
@@ -824,8 +831,20 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	} else {
 		at = strrchr(sender, '@');
 		dom = at != NULL ? at + 1 : "";
-		if ((size_t)snprintf(from, sizeof(from), "%s%s", at == sender ? "postmaster" : "",
-		    sender) >= sizeof(from))
+		if (idn_needs(dom, strlen(dom))) {
+			/* RFC 8616: the MAIL FROM domain in A-labels; an invalid
+			 * IDN is a permerror, never a lookup of its raw bytes */
+			if (idn_alabel(dom, strlen(dom), dom_a, sizeof(dom_a)) <= 0) {
+				out->res = SPF_RES_PERMERROR;
+				esc(out->domain, sizeof(out->domain), dom, SPF_DOMAIN_MAX);
+				snprintf(out->reason, sizeof(out->reason),
+				    "the domain is not a valid IDN");
+				return;
+			}
+			dom = dom_a;
+		}
+		if ((size_t)snprintf(from, sizeof(from), "%.*s%s@%s", (int)(at != NULL ? at - sender :
+		    0), sender, at == sender ? "postmaster" : "", dom) >= sizeof(from) || at == NULL)
 			dom = "";
 	}
 	dl = strlen(dom);
