@@ -43,6 +43,11 @@ struct spf_ctx {
 	enum spf_stop stop;
 	char why[SPF_REASON_MAX];
 	SPF_dns_server_t dns;
+	bool want_exp;			/* keep exp= on the top record */
+	bool top_done;			/* the top record is compiled */
+	SPF_request_t *req;		/* for the explanation's macros */
+	SPF_response_t *resp;
+	char exp[SPF_EXP_MAX + 1];	/* the expanded explanation, or "" */
 };
 
 static struct spf_resolver resolver;		/* tests only; zero: dns.h */
@@ -578,6 +583,7 @@ compile(struct spf_ctx *c, SPF_server_t *s, const char *name, const char *rec, s
 	char why[96], out[SPF_GUARD_REWRITE_MAX], e[80];
 	SPF_response_t *tmp;
 	SPF_errcode_t err;
+	int olen;
 
 	*recp = NULL;
 	esc(e, sizeof(e), name, 60);
@@ -585,10 +591,16 @@ compile(struct spf_ctx *c, SPF_server_t *s, const char *name, const char *rec, s
 		halt(c, SPF_STOP_PERM, "record of %s refused: %s", e, why);
 		return -1;
 	}
-	if (spf_guard_rewrite(&pr, c->token, out, sizeof(out)) < 0) {
+	if ((olen = spf_guard_rewrite(&pr, c->token, out, sizeof(out))) < 0) {
 		halt(c, SPF_STOP_PERM, "record of %s refused: too long", e);
 		return -1;
 	}
+	/* the top record's exp= (the guard checked its domain-spec), only
+	 * when a rule wants the explanation */
+	if (!c->top_done && c->want_exp && pr.exp != NULL &&
+	    (size_t)olen + pr.explen + 6 <= sizeof(out))
+		snprintf(out + olen, sizeof(out) - (size_t)olen, " exp=%.*s", (int)pr.explen, pr.exp);
+	c->top_done = true;
 	tmp = SPF_response_new(NULL);
 	if (tmp == NULL)
 		panic("spf: out of memory");
@@ -638,21 +650,64 @@ layer_get_spf(SPF_server_t *s, SPF_request_t *req, SPF_response_t *resp, SPF_rec
 	return SPF_E_SUCCESS;
 }
 
-/* layer_get_exp - never used (exp= is dropped); a constant all the same */
+/* exp_none - no explanation: libspf2 keeps none (its buffer stays) */
+static SPF_errcode_t
+exp_none(struct spf_ctx *c)
+{
+	c->exp[0] = '\0';
+	return SPF_E_NOT_SPF;
+}
+
+/* layer_get_exp - the explanation of a fail (RFC 7208 6.2), see spf.h */
 static SPF_errcode_t
 layer_get_exp(SPF_server_t *s, const char *domain, char **buf, size_t *buflen)
 {
-	(void)s;
-	(void)domain;
-	if (*buf == NULL || *buflen < 5) {
-		char *n = realloc(*buf, 5);
+	struct spf_ctx *c = s->resolver->hook;
+	struct dns_answer *a = NULL;
+	char txt[SPF_GUARD_EXP_MAX + 2], sp[2 * SPF_GUARD_EXP_MAX + 1], why[80];
+	SPF_macro_t *mac = NULL;
+	SPF_errcode_t err;
+	size_t total = 0, o = 0;
 
-		if (n == NULL)
-			return SPF_E_NO_MEMORY;
-		*buf = n;
-		*buflen = 5;
+	if (!c->want_exp || c->stop != SPF_RUN || c->req == NULL || c->resp == NULL ||
+	    SPF_response_result(c->resp) != SPF_RESULT_FAIL || domain == NULL ||
+	    !spf_guard_name_ok(domain, strlen(domain)))
+		return exp_none(c);
+	if (query(c, domain, DNS_T_TXT, &a) != DNS_OK || a->n != 1) {
+		answer_free(a);
+		return exp_none(c);
 	}
-	memcpy(*buf, "moat", 5);
+	total = txt_join((const unsigned char *)a->data[0], (size_t)a->len[0], txt, sizeof(txt));
+	answer_free(a);
+	if (total >= sizeof(txt) - 1 || spf_guard_exp_text(txt, total, why, sizeof(why)) != 0)
+		return exp_none(c);
+	/* libspf2's macro compiler stops at a blank: write spaces as "%_",
+	 * which RFC 7208 7.3 defines as the same space */
+	for (size_t i = 0; i < total; i++) {
+		if (txt[i] == ' ') {
+			sp[o++] = '%';
+			sp[o++] = '_';
+		} else {
+			sp[o++] = txt[i];
+		}
+	}
+	sp[o] = '\0';
+	o = 0;
+	err = SPF_record_compile_macro(s, c->resp, &mac, sp);
+	if (err != SPF_E_SUCCESS || mac == NULL) {
+		if (mac != NULL)
+			SPF_macro_free(mac);
+		return exp_none(c);
+	}
+	err = SPF_record_expand_data(s, c->req, c->resp,
+	    (SPF_data_t *)(void *)((char *)mac + sizeof(*mac)), mac->macro_len, buf, buflen);
+	SPF_macro_free(mac);
+	if (err != SPF_E_SUCCESS || *buf == NULL)
+		return exp_none(c);
+	/* printable ASCII only, bounded: %{l} may hold anything */
+	for (const char *p = *buf; *p != '\0' && o < SPF_EXP_MAX; p++)
+		c->exp[o++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+	c->exp[o] = '\0';
 	return SPF_E_SUCCESS;
 }
 
@@ -773,8 +828,14 @@ evaluate(struct spf_ctx *c, const char *dom, const char *helo, const char *from,
 	if (resp == NULL)
 		panic("spf: out of memory");
 	resp->spf_record_exp = r;
+	c->req = req;
+	c->resp = resp;
 	SPF_record_interpret(r, req, resp, 0);
 	res = result(c, resp, reason, size);
+	c->req = NULL;
+	c->resp = NULL;
+	if (res != SPF_RES_FAIL)
+		c->exp[0] = '\0';
 	SPF_response_free(resp);
 	SPF_record_free(r);
 	SPF_request_free(req);
@@ -817,6 +878,7 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	c.dns.get_exp = layer_get_exp;
 	c.dns.name = "moat";
 	c.dns.hook = &c;
+	c.want_exp = rq->want_exp;
 
 	/* RFC 8616: a HELO name in U-labels is checked in A-labels (an
 	 * invalid one stays as it is: it is never asked for, see the guard) */
@@ -875,8 +937,11 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	} else if (f == SPF_F_STOP) {
 		out->res = c.stop == SPF_STOP_PERM ? SPF_RES_PERMERROR : SPF_RES_TEMPERROR;
 		snprintf(out->reason, sizeof(out->reason), "%s", c.why);
-	} else
+	} else {
 		out->res = evaluate(&c, dombuf, helo, from, rec, len, out->reason, sizeof(out->reason));
+		if (out->res == SPF_RES_FAIL)
+			snprintf(out->explanation, sizeof(out->explanation), "%s", c.exp);
+	}
 	out->dns_terms = c.terms > SPF_TERMS_MAX ? SPF_TERMS_MAX + 1 : c.terms;
 	out->void_lookups = c.voids;
 	out->queries = c.queries;

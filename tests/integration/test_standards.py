@@ -165,3 +165,69 @@ def test_invalid_idn_from_domain_is_permerror(fake, moatd_factory, dns):
     # neither name was asked for, in any spelling
     asked = [q[0] for q in dns.queries()]
     assert not any("xn--zz" in str(n) or "cher" in str(n) for n in asked), asked
+
+
+# ---------------------------------------------------------------------------
+# $spf-explanation (RFC 7208 6.2, 8.4)
+
+EXP_RULES = ['rcpt spf is fail reject 550 5.7.23 "SPF [$spf-explanation]"']
+
+
+def exp_zones(dns):
+    dns.add("exp.test", "TXT", "v=spf1 -all exp=why.%{d}")
+    dns.add("why.exp.test", "TXT", "%{i} is not allowed to send mail for %{d}")
+    dns.add("soft.test", "TXT", "v=spf1 ~all exp=why.exp.test")
+    # hostile explanations: a CR LF and a fake reply, 8-bit, over-long
+    for name, text in (("crlf", "x\r\n250 2.0.0 Ok"), ("utf8", "caf\u00e9 says no"),
+                       ("long", "x" * 401)):
+        dns.add(name + ".test", "TXT", "v=spf1 -all exp=why.%s.test" % name)
+        dns.add("why.%s.test" % name, "TXT", text)
+
+
+def test_spf_explanation_in_the_reply(fake, moatd_factory, dns):
+    exp_zones(dns)
+    m = moatd(moatd_factory, fake, dns, on=EXP_RULES)
+    with m.client() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@exp.test>").code == 250
+        r = c.cmd("RCPT TO:<user@example.org>")
+        assert (r.code, r.text) == (
+            550, "5.7.23 SPF [127.0.0.1 is not allowed to send mail for exp.test]"), r
+        for name in ("crlf", "utf8", "long"):
+            assert c.cmd("RSET").code == 250
+            assert c.cmd("MAIL FROM:<a@%s.test>" % name).code == 250
+            r = c.cmd("RCPT TO:<user@example.org>")
+            # no explanation, and one reply line: the session stays in step
+            assert (r.code, r.text) == (550, "5.7.23 SPF []"), (name, r)
+            assert len(r.lines) == 1 and r.raw.count(b"\r\n") == 1, (name, r)
+        assert c.cmd("RSET").code == 250
+        assert c.cmd("NOOP").code == 250
+        c.cmd("QUIT")
+    assert dns.queries("why.exp.test"), "the explanation was never asked for"
+
+
+def test_spf_explanation_fetched_only_when_used(fake, moatd_factory, dns):
+    exp_zones(dns)
+    # a policy that does not show it: never fetched, even on fail
+    m = moatd(moatd_factory, fake, dns,
+              on=['rcpt spf is fail reject 550 5.7.23 "SPF $spf"'])
+    with m.client() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@exp.test>").code == 250
+        r = c.cmd("RCPT TO:<user@example.org>")
+        assert (r.code, r.text) == (550, "5.7.23 SPF fail"), r
+        c.cmd("QUIT")
+    assert dns.queries("exp.test") and not dns.queries("why.exp.test")
+
+
+def test_spf_explanation_not_for_softfail(fake, moatd_factory, dns):
+    exp_zones(dns)
+    m = moatd(moatd_factory, fake, dns, on=EXP_RULES +
+              ['rcpt spf is softfail reject 550 5.7.24 "soft [$spf-explanation]"'])
+    with m.client() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@soft.test>").code == 250
+        r = c.cmd("RCPT TO:<user@example.org>")
+        assert (r.code, r.text) == (550, "5.7.24 soft []"), r
+        c.cmd("QUIT")
+    assert dns.queries("soft.test") and not dns.queries("why.exp.test")
