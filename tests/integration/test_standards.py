@@ -231,3 +231,29 @@ def test_spf_explanation_not_for_softfail(fake, moatd_factory, dns):
         assert (r.code, r.text) == (550, "5.7.24 soft []"), r
         c.cmd("QUIT")
     assert dns.queries("soft.test") and not dns.queries("why.exp.test")
+
+
+# ---------------------------------------------------------------------------
+# lists: an IDN written in either form matches both (entries in A-labels)
+
+def test_idn_list_entries_match_both_forms(fake, moatd_factory):
+    m = moatd_factory(fake.address, list=[
+        "u-form domain { b\u00fccher.test }",
+        "a-form address { @XN--CAF-DMA.test }",
+    ], on=[
+        'mail sender-domain in u-form reject 553 5.7.1 "u-form listed"',
+        'mail sender in a-form reject 553 5.7.1 "a-form listed"',
+    ])
+    with m.client() as c:
+        c.ehlo()
+        for sender, want in (("a@xn--bcher-kva.test", "u-form"),
+                             ("a@mail.b\u00fccher.test", "u-form"),
+                             ("a@caf\u00e9.test", "a-form"),
+                             ("a@xn--caf-dma.test", "a-form")):
+            r = c.cmd(("MAIL FROM:<%s> SMTPUTF8" % sender).encode("utf-8"))
+            assert (r.code, r.text) == (553, "5.7.1 %s listed" % want), (sender, r)
+        # a name that is not a valid IDN matches nothing (and breaks nothing)
+        r = c.cmd(b"MAIL FROM:<a@b\xc3\xbc\xe2\x80\x8dcher.test> SMTPUTF8")
+        assert r.code == 250, r
+        assert c.cmd("RSET").code == 250
+        c.cmd("QUIT")
