@@ -670,8 +670,13 @@ layer_get_exp(SPF_server_t *s, const char *domain, char **buf, size_t *buflen)
 	size_t total = 0, o = 0;
 
 	if (!c->want_exp || c->stop != SPF_RUN || c->req == NULL || c->resp == NULL ||
-	    SPF_response_result(c->resp) != SPF_RESULT_FAIL || domain == NULL ||
-	    !spf_guard_name_ok(domain, strlen(domain)))
+	    SPF_response_result(c->resp) != SPF_RESULT_FAIL || domain == NULL)
+		return exp_none(c);
+	/* RFC 7208 7.3: an expanded name over 253 bytes loses labels on the
+	 * left until it fits */
+	while (strlen(domain) > 253 && strchr(domain, '.') != NULL)
+		domain = strchr(domain, '.') + 1;
+	if (!spf_guard_name_ok(domain, strlen(domain)))
 		return exp_none(c);
 	if (query(c, domain, DNS_T_TXT, &a) != DNS_OK || a->n != 1) {
 		answer_free(a);

@@ -61,7 +61,8 @@
  *	Only when rq->want_exp is set (a policy rule's text uses
  *	$spf-explanation) and the result is fail: the top record's exp= is
  *	kept in the rewrite; libspf2 expands its domain-spec and asks this
- *	module's get_exp hook, which fetches the TXT through the same
+ *	module's get_exp hook (a name over 253 bytes loses labels on the
+ *	left, RFC 7208 7.3), which fetches the TXT through the same
  *	resolver, deadline and query budget as the check (no term or void
  *	lookup is counted, RFC 7208 4.6.4). Exactly one TXT record is
  *	needed; spf_guard_exp_text() must accept it (printable US-ASCII, at
