@@ -43,8 +43,7 @@ struct spf_ctx {
 	enum spf_stop stop;
 	char why[SPF_REASON_MAX];
 	SPF_dns_server_t dns;
-	bool want_exp;			/* keep exp= on the top record */
-	bool top_done;			/* the top record is compiled */
+	bool want_exp;			/* keep exp= in the rewrites */
 	SPF_request_t *req;		/* for the explanation's macros */
 	SPF_response_t *resp;
 	char exp[SPF_EXP_MAX + 1];	/* the expanded explanation, or "" */
@@ -595,12 +594,10 @@ compile(struct spf_ctx *c, SPF_server_t *s, const char *name, const char *rec, s
 		halt(c, SPF_STOP_PERM, "record of %s refused: too long", e);
 		return -1;
 	}
-	/* the top record's exp= (the guard checked its domain-spec), only
-	 * when a rule wants the explanation */
-	if (!c->top_done && c->want_exp && pr.exp != NULL &&
-	    (size_t)olen + pr.explen + 6 <= sizeof(out))
+	/* exp= (the guard checked its domain-spec), only when a rule wants
+	 * the explanation; which record's counts is layer_get_exp's affair */
+	if (c->want_exp && pr.exp != NULL && (size_t)olen + pr.explen + 6 <= sizeof(out))
 		snprintf(out + olen, sizeof(out) - (size_t)olen, " exp=%.*s", (int)pr.explen, pr.exp);
-	c->top_done = true;
 	tmp = SPF_response_new(NULL);
 	if (tmp == NULL)
 		panic("spf: out of memory");
@@ -669,6 +666,10 @@ layer_get_exp(SPF_server_t *s, const char *domain, char **buf, size_t *buflen)
 	SPF_errcode_t err;
 	size_t total = 0, o = 0;
 
+	/* the check's own response, failed: the top record or a redirect=
+	 * target (libspf2 evaluates it in the same response). An include:
+	 * target fails in a response of its own while this one has no
+	 * result yet, so its exp= is never fetched (RFC 7208 5.2). */
 	if (!c->want_exp || c->stop != SPF_RUN || c->req == NULL || c->resp == NULL ||
 	    SPF_response_result(c->resp) != SPF_RESULT_FAIL || domain == NULL)
 		return exp_none(c);

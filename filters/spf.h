@@ -59,8 +59,10 @@
  *
  * EXPLANATIONS (RFC 7208 6.2, 8.4)
  *	Only when rq->want_exp is set (a policy rule's text uses
- *	$spf-explanation) and the result is fail: the top record's exp= is
- *	kept in the rewrite; libspf2 expands its domain-spec and asks this
+ *	$spf-explanation) and the result is fail: exp= is kept in the
+ *	rewrites; libspf2 expands the domain-spec of the record that gave
+ *	the fail (the top record's, or a redirect= target's, which replaces
+ *	it; never an include: target's, RFC 7208 5.2 and 6.2) and asks this
  *	module's get_exp hook (a name over 253 bytes loses labels on the
  *	left, RFC 7208 7.3), which fetches the TXT through the same
  *	resolver, deadline and query budget as the check (no term or void
@@ -70,9 +72,9 @@
  *	expands its macros. The result goes into out->explanation, cut at
  *	SPF_EXP_MAX bytes, every byte outside printable ASCII (an expanded
  *	%{l} may carry one) made '?'. Anything else (DNS error, no record,
- *	two records, a refused text, softfail or neutral, an exp= met
- *	through include: or redirect=) gives "" and never changes the
- *	result. Without want_exp no explanation is ever fetched, and
+ *	two records, a refused text, softfail or neutral) gives "" and
+ *	never changes the result. Without want_exp no explanation is ever
+ *	fetched, and
  *	libspf2's default explanation is the constant "moat", never shown.
  *
  * OUTCOME

@@ -49,8 +49,8 @@
  *	marker and answers the exists query with the result of the real
  *	mechanism. An ip4/ip6 with a /0 prefix (which libspf2 reads as "no
  *	prefix") becomes the two halves of the address space (/1 each).
- *	exp= is dropped (spf.c puts it back on the top record when a rule
- *	wants $spf-explanation; out->exp points at its domain-spec), unknown modifiers
+ *	exp= is dropped (spf.c puts it back when a rule wants
+ *	$spf-explanation; out->exp points at its domain-spec), unknown modifiers
  *	are dropped, and redirect= is dropped when the record has "all"
  *	(RFC 7208 6.1) or else moved to the end, where RFC 7208 evaluates it.
  *	It returns the length written.

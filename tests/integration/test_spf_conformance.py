@@ -240,8 +240,6 @@ def test_rfc7208_suite(dns, capsys):
 
 # the suite's explanations that moat does not give, and why
 EXP_KNOWN = {
-    "redirect-cancels-prior-exp": "moat keeps exp= of the top record only; a redirect= "
-                                  "target's exp= is dropped (spf.h EXPLANATIONS)",
     "upper-macro": "libspf2 URL-escapes with lower-case hex (%3d); the suite wants %3D",
     "v-macro-ip6": "libspf2 writes the nibbles of %{i} in lower case; the suite's text has "
                    "upper case",

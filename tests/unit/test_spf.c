@@ -496,6 +496,11 @@ static const struct rr z_exp[] = {
 	{ "e9.test", DNS_T_TXT, "v=spf1 -all exp=why.e9.test" },
 	{ "why.e9.test", DNS_T_TXT, "%{z} unknown macro" },
 	{ "e10.test", DNS_T_TXT, "v=spf1 include:e1.test -all" },
+	{ "e11.test", DNS_T_TXT, "v=spf1 redirect=e1.test" },
+	{ "e12.test", DNS_T_TXT, "v=spf1 ?all exp=why.e1.test" },
+	{ "e13.test", DNS_T_TXT, "v=spf1 -all exp=why.e13.test" },
+	{ "why.e13.test", DNS_T_TXT, "%{i} is not one of %{d}'s designated mail servers." },
+	{ "e14.test", DNS_T_TXT, "v=spf1 include:e13.test -all" },
 	{ NULL, 0, NULL }
 };
 
@@ -550,8 +555,17 @@ test_check_explanation(void)
 	    o.explanation);
 	for (const char *p = o.explanation; *p; p++)
 		T_CHECK(*p >= 0x20 && *p < 0x7f);
-	/* the fail comes from the top record: an included record's exp= is not used */
+	/* an included record's exp= is never fetched (its fail is only "no
+	 * match"); a redirect= target's is, with %{d} its domain */
+	q = atomic_load(&nqueries);
+	T_CHECK(check_exp("a@e14.test", true, &o) == SPF_RES_FAIL && o.explanation[0] == '\0');
+	T_CHECKF(atomic_load(&nqueries) == q + 2, "%d queries", atomic_load(&nqueries) - q);
 	T_CHECK(check_exp("a@e10.test", true, &o) == SPF_RES_FAIL && o.explanation[0] == '\0');
+	T_CHECK(check_exp("a@e11.test", true, &o) == SPF_RES_FAIL);
+	T_CHECKF(strcmp(o.explanation, C4 " is not one of e1.test's designated mail servers.") == 0,
+	    "[%s]", o.explanation);
+	/* neutral: none, and not fetched */
+	T_CHECK(check_exp("a@e12.test", true, &o) == SPF_RES_NEUTRAL && o.explanation[0] == '\0');
 }
 
 static void
