@@ -43,7 +43,7 @@ INC_proxy   = -Iproxy $(INC_engine)
 INC_milter  = -Imilter $(INC_engine)
 INC_tools   = -Itools $(INC_engine)
 INC_tests   = -Iproxy -Imilter -Itools $(INC_engine)
-LIBS    = -levent_openssl -levent -lunbound -lhiredis -lspf2 -lopendkim -lopendmarc \
+LIBS    = -levent_openssl -levent -lunbound -lhiredis -lspf2 -lopendkim -lidn2 -lpsl \
           -lssl -lcrypto -lpthread
 # sd_notify() for systemd's Type=notify: moatd and moat-milter only
 SYSTEMD_LIBS = -lsystemd
@@ -94,7 +94,8 @@ unit: unit-bins
 	@tests/run-unit $(UNIT_BINS)
 
 # libFuzzer targets: clang, ASan+UBSan, each harness linked with the
-# pure parser sources it names in its first line ("// sources: a.c b.c").
+# pure parser sources it names in its first line ("// sources: a.c b.c"),
+# and the libraries a second line may name ("// libs: -lidn2").
 FUZZ_BUILD = build-fuzz
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
               $(INC_tests)
@@ -103,7 +104,8 @@ fuzz-build:
 	@for f in $(FUZZ_SRCS); do \
 	  n=$$(basename $$f .c); \
 	  srcs=$$(sed -n '1s,^// sources: ,,p' $$f); \
-	  clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/$$n $$f $$srcs || exit 1; \
+	  libs=$$(sed -n '2s,^// libs: ,,p' $$f); \
+	  clang $(FUZZ_CFLAGS) -o $(FUZZ_BUILD)/$$n $$f $$srcs $$libs || exit 1; \
 	done
 
 FUZZ_SECONDS ?= 300

@@ -104,6 +104,7 @@ struct eng_txn {
 	unsigned char spf_state;
 	enum spf_res spf;
 	char spf_domain[256];
+	char spf_exp[SPF_EXP_MAX + 1];	/* the fail's explanation, or "" */
 	/* the end of the data */
 	bool have_data;
 	struct eng_msg *msg;
@@ -411,6 +412,7 @@ spf_done(void *arg)
 		e->txn->spf_state = CHECK_DONE;
 		e->txn->spf = o->res;
 		snprintf(e->txn->spf_domain, sizeof(e->txn->spf_domain), "%s", o->domain);
+		snprintf(e->txn->spf_exp, sizeof(e->txn->spf_exp), "%s", o->explanation);
 	}
 	sauth_spf_log(&j->sp, e->id);
 	eng_answered(e);
@@ -429,6 +431,8 @@ spf_start(struct eng_sess *e, enum spf_identity id, const char *sender, unsigned
 	    e->helo, sender, (unsigned)e->conf->spf_timeout_ms) : -1;
 
 	j->sp.id = id;		/* also when sauth_spf_init() was not called */
+	/* the explanation of a fail, only for a policy that shows it */
+	j->sp.rq.want_exp = id == SPF_ID_MAILFROM && rules_uses_spf_explanation(e->conf->rules);
 	j->q = q_new(e, id == SPF_ID_HELO ? EQ_SPF_HELO : EQ_SPF, 0, gen);
 	if (ok == 0 && sauth_spf_cached(&j->sp)) {
 		spf_done(j);
@@ -817,6 +821,7 @@ eng_facts(const struct eng_sess *e, enum rules_stage st, struct rules_facts *f,
 	if (st >= RS_MAIL) {
 		f->spf_known = t == NULL || t->spf_state != CHECK_PENDING;
 		f->spf = t != NULL && t->spf_state == CHECK_DONE ? spf_res_name(t->spf) : "none";
+		f->spf_explanation = t != NULL && t->spf_state == CHECK_DONE ? t->spf_exp : NULL;
 		if (e->spf_helo_state == CHECK_DONE)
 			f->spf_helo = spf_res_name((enum spf_res)e->spf_helo);
 	}

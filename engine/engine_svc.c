@@ -87,8 +87,8 @@ engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errle
 		/* DMARC without the list would guess organisational domains */
 		engine_g.psl = dmarc_psl_load(c->psl_path, e, sizeof(e));
 		if (engine_g.psl == NULL) {
-			snprintf(err, errlen, "public-suffix-list %s: %s (install Debian's publicsuffix, "
-			    "or set dmarc off)", c->psl_path, e);
+			snprintf(err, errlen, "psl-file %s (install Debian's publicsuffix, "
+			    "or set dmarc off)", e);
 			return -1;
 		}
 	}

@@ -149,7 +149,8 @@ lookup(struct walk *w, const char *name, int rrtype)
 	for (int i = 0; i < w->txt->n && i < DMARC_TXT_MAX; i++) {
 		struct dmarc_record r;
 		size_t len = w->txt->len[i] > DMARC_RECORD_MAX ? DMARC_RECORD_MAX : w->txt->len[i];
-		enum dmarc_rec_status rs = dmarc_record_parse(w->txt->rec[i], len, &r);
+		enum dmarc_rec_status rs = dmarc_record_parse(w->txt->rec[i], len,
+		    w->c->mode == DMARC_MODE_BIS, &r);
 
 		if (rs == DMARC_REC_NOT_DMARC)
 			continue;
@@ -479,7 +480,8 @@ dmarc_check(const struct dmarc_conf *c, const struct dmarc_input *in, struct dma
 		copy_domain(out->from_domain, a.domain[0]);
 	if (a.nfields == 0 || a.ndomain == 0 || (a.bad && a.nmailbox <= 1)) {
 		out->result = DMARC_RES_PERMERROR;
-		set_reason(out, a.nfields == 0 ? "no From field" : "no usable From domain");
+		set_reason(out, a.nfields == 0 ? "no From field" : a.bad_idn ?
+		    "From domain is not a valid IDN" : "no usable From domain");
 		return;
 	}
 	if (c->mode == DMARC_MODE_RFC7489 && c->psl == NULL) {

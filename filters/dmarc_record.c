@@ -12,6 +12,8 @@
 
 #include <string.h>
 
+#include "idn.h"
+
 static unsigned char
 lc(unsigned char c)
 {
@@ -170,8 +172,17 @@ invalid(struct dmarc_record *r, const char *why)
 	return DMARC_REC_INVALID;
 }
 
+/* ignored - a tag value that does not parse: the tag keeps its default
+ * (RFC 7489 6.3, RFC 9989 4.7); the first such tag is named in r->ignored */
+static void
+ignored(struct dmarc_record *r, const char *what)
+{
+	if (r->nignored++ == 0)
+		r->ignored = what;
+}
+
 enum dmarc_rec_status
-dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
+dmarc_record_parse(const char *txt, size_t len, bool bis, struct dmarc_record *r)
 {
 	static const char *const fo_words[] = { "0", "1", "d", "s", NULL };
 	static const char *const rf_words[] = { "afrf", "iodef", NULL };
@@ -201,12 +212,15 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
 		if (i >= len || txt[i] != '=') {
 			if (ntag == 0)
 				return DMARC_REC_NOT_DMARC;
-			/* "; ;" and a trailing ";" are allowed, a bare word is not */
-			if (ns == ne && i < len && txt[i] == ';') {
+			/* "; ;", a trailing ";" and a bare word: a syntax error
+			 * in the remainder, ignored (RFC 7489 6.3) */
+			if (ns != ne)
+				ignored(r, "tag without a value");
+			while (i < len && txt[i] != ';')
 				i++;
-				continue;
-			}
-			return invalid(r, "tag without a value");
+			if (i < len)
+				i++;
+			continue;
 		}
 		i++;
 		while (i < len && is_wsp(txt[i]))
@@ -219,8 +233,12 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
 			ve--;
 		if (i < len)
 			i++;	/* the ';' */
-		if (ns == ne)
-			return ntag == 0 ? DMARC_REC_NOT_DMARC : invalid(r, "empty tag name");
+		if (ns == ne) {
+			if (ntag == 0)
+				return DMARC_REC_NOT_DMARC;
+			ignored(r, "empty tag name");
+			continue;
+		}
 		id = tag_lookup(txt + ns, ne - ns);
 		if (ntag++ == 0) {
 			if (id != T_V || !eq_ci(txt + vs, ve - vs, "dmarc1"))
@@ -231,7 +249,9 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
 			continue;
 		}
 		if (id < 0)
-			continue;	/* unknown tags are ignored (RFC 7489 6.3) */
+			continue;	/* unknown tags are ignored (RFC 7489 6.3, RFC 9989 4.7) */
+		/* RFC 7489 6.4 takes DKIM's tag-list (RFC 6376 3.2): a tag
+		 * given twice makes the whole list invalid */
 		if (seen[id])
 			return invalid(r, "tag given twice");
 		seen[id] = true;
@@ -252,7 +272,7 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
 		case T_NP:
 			r->np = parse_policy(v, vn);
 			if (r->np == DMARC_POLICY_UNSET)
-				return invalid(r, "bad np= value");
+				ignored(r, "bad np= value");
 			break;
 		case T_ADKIM:
 		case T_ASPF: {
@@ -261,8 +281,10 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
 				a = DMARC_ALIGN_RELAXED;
 			else if (eq_ci(v, vn, "s"))
 				a = DMARC_ALIGN_STRICT;
-			else
-				return invalid(r, id == T_ADKIM ? "bad adkim= value" : "bad aspf= value");
+			else {
+				ignored(r, id == T_ADKIM ? "bad adkim= value" : "bad aspf= value");
+				break;
+			}
 			if (id == T_ADKIM)
 				r->adkim = a;
 			else
@@ -271,20 +293,21 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
 		}
 		case T_PCT:
 			if (!parse_uint(v, vn, 3, &x) || x > 100)
-				return invalid(r, "bad pct= value");
-			r->pct = (int)x;
+				ignored(r, "bad pct= value");
+			else
+				r->pct = (int)x;
 			break;
 		case T_FO:
 			if (!parse_list(v, vn, fo_words))
-				return invalid(r, "bad fo= value");
+				ignored(r, "bad fo= value");
 			break;
 		case T_RF:
 			if (!parse_list(v, vn, rf_words))
-				return invalid(r, "bad rf= value");
+				ignored(r, "bad rf= value");
 			break;
 		case T_RI:
 			if (!parse_uint(v, vn, 9, &x))
-				return invalid(r, "bad ri= value");
+				ignored(r, "bad ri= value");
 			break;
 		case T_RUA:
 			if (count_uris(v, vn, &r->nrua) > 0)
@@ -301,23 +324,41 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
 			else if (eq_ci(v, vn, "u"))
 				r->psd = DMARC_PSD_UNKNOWN;
 			else
-				return invalid(r, "bad psd= value");
+				ignored(r, "bad psd= value");
 			break;
 		case T_T:
 			if (eq_ci(v, vn, "y"))
 				r->testing = true;
 			else if (!eq_ci(v, vn, "n"))
-				return invalid(r, "bad t= value");
+				ignored(r, "bad t= value");
 			break;
 		}
 	}
 	if (ntag == 0)
 		return DMARC_REC_NOT_DMARC;
+	if (bis) {
+		/* RFC 9989: a record without a usable p= is p=none; a bad sp=
+		 * is ignored like any bad value (sp falls back to p) */
+		if (sp_bad) {
+			r->sp = DMARC_POLICY_UNSET;
+			ignored(r, "bad sp= value");
+		}
+		if (!seen[T_P] || p_bad) {
+			if (p_bad)
+				ignored(r, "bad p= value");
+			r->p = DMARC_POLICY_NONE;
+			r->p_defaulted = true;
+		}
+		return DMARC_REC_OK;
+	}
 	if (!seen[T_P] || p_bad || sp_bad) {
-		/* RFC 7489 6.6.3: act as p=none when a rua URI is valid */
+		/* RFC 7489 6.6.3: no valid p, or an sp that is not valid: act
+		 * as p=none when a rua URI is valid, else no DMARC at all */
 		if (!rua_valid)
 			return invalid(r, !seen[T_P] ? "no p= tag" : p_bad ? "bad p= value" :
 			    "bad sp= value");
+		if (p_bad || sp_bad)
+			ignored(r, p_bad ? "bad p= value" : "bad sp= value");
 		r->p = DMARC_POLICY_NONE;
 		if (sp_bad)
 			r->sp = DMARC_POLICY_UNSET;
@@ -332,12 +373,22 @@ dmarc_record_parse(const char *txt, size_t len, struct dmarc_record *r)
 int
 dmarc_domain_norm(const char *in, size_t len, char *out, size_t size)
 {
+	char alabel[DMARC_DOMAIN_SIZE];
 	size_t lab = 0, labels = 0, o = 0;
 
 	if (in == NULL || len == 0)
 		return -1;
 	if (in[len - 1] == '.')
 		len--;
+	if (len > 0 && idn_needs(in, len)) {
+		/* RFC 8616: U-labels become A-labels before any use; an
+		 * invalid IDN (or xn-- label) is not a domain */
+		int n = idn_alabel(in, len, alabel, sizeof alabel);
+		if (n <= 0)
+			return n == IDN_INVALID ? DMARC_DOMAIN_BAD_IDN : -1;
+		in = alabel;
+		len = (size_t)n;
+	}
 	if (len == 0 || len > 253 || len + 1 > size)
 		return -1;
 	for (size_t i = 0; i < len; i++) {
@@ -448,13 +499,19 @@ mailbox_end(struct dmarc_author *a, struct from_state *st)
 		over = st->bover;
 	}
 	if (addr != NULL || st->any_word) {
+		int n = -1;
+
 		a->nmailbox++;
 		at = addr != NULL && !over ? memrchr(addr, '@', alen) : NULL;
-		if (at == NULL || at + 1 >= addr + alen ||
-		    dmarc_domain_norm(at + 1, (size_t)(addr + alen - at - 1), dom, sizeof dom) < 0)
+		if (at != NULL && at + 1 < addr + alen)
+			n = dmarc_domain_norm(at + 1, (size_t)(addr + alen - at - 1), dom, sizeof dom);
+		if (n < 0) {
 			a->bad = true;
-		else
+			if (n == DMARC_DOMAIN_BAD_IDN)
+				a->bad_idn = true;
+		} else {
 			add_domain(a, dom);
+		}
 	}
 	st->blen = st->alen = 0;
 	st->have_bare = st->have_angle = st->bover = st->aover = false;

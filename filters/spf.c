@@ -26,6 +26,7 @@
 #include <spf2/spf.h>
 
 #include "dns.h"
+#include "idn.h"
 #include "log.h"
 #include "spf.h"
 #include "spf_guard.h"
@@ -42,6 +43,10 @@ struct spf_ctx {
 	enum spf_stop stop;
 	char why[SPF_REASON_MAX];
 	SPF_dns_server_t dns;
+	bool want_exp;			/* keep exp= in the rewrites */
+	SPF_request_t *req;		/* for the explanation's macros */
+	SPF_response_t *resp;
+	char exp[SPF_EXP_MAX + 1];	/* the expanded explanation, or "" */
 };
 
 static struct spf_resolver resolver;		/* tests only; zero: dns.h */
@@ -577,6 +582,7 @@ compile(struct spf_ctx *c, SPF_server_t *s, const char *name, const char *rec, s
 	char why[96], out[SPF_GUARD_REWRITE_MAX], e[80];
 	SPF_response_t *tmp;
 	SPF_errcode_t err;
+	int olen;
 
 	*recp = NULL;
 	esc(e, sizeof(e), name, 60);
@@ -584,10 +590,14 @@ compile(struct spf_ctx *c, SPF_server_t *s, const char *name, const char *rec, s
 		halt(c, SPF_STOP_PERM, "record of %s refused: %s", e, why);
 		return -1;
 	}
-	if (spf_guard_rewrite(&pr, c->token, out, sizeof(out)) < 0) {
+	if ((olen = spf_guard_rewrite(&pr, c->token, out, sizeof(out))) < 0) {
 		halt(c, SPF_STOP_PERM, "record of %s refused: too long", e);
 		return -1;
 	}
+	/* exp= (the guard checked its domain-spec), only when a rule wants
+	 * the explanation; which record's counts is layer_get_exp's affair */
+	if (c->want_exp && pr.exp != NULL && (size_t)olen + pr.explen + 6 <= sizeof(out))
+		snprintf(out + olen, sizeof(out) - (size_t)olen, " exp=%.*s", (int)pr.explen, pr.exp);
 	tmp = SPF_response_new(NULL);
 	if (tmp == NULL)
 		panic("spf: out of memory");
@@ -637,21 +647,73 @@ layer_get_spf(SPF_server_t *s, SPF_request_t *req, SPF_response_t *resp, SPF_rec
 	return SPF_E_SUCCESS;
 }
 
-/* layer_get_exp - never used (exp= is dropped); a constant all the same */
+/* exp_none - no explanation: libspf2 keeps none (its buffer stays) */
+static SPF_errcode_t
+exp_none(struct spf_ctx *c)
+{
+	c->exp[0] = '\0';
+	return SPF_E_NOT_SPF;
+}
+
+/* layer_get_exp - the explanation of a fail (RFC 7208 6.2), see spf.h */
 static SPF_errcode_t
 layer_get_exp(SPF_server_t *s, const char *domain, char **buf, size_t *buflen)
 {
-	(void)s;
-	(void)domain;
-	if (*buf == NULL || *buflen < 5) {
-		char *n = realloc(*buf, 5);
+	struct spf_ctx *c = s->resolver->hook;
+	struct dns_answer *a = NULL;
+	char txt[SPF_GUARD_EXP_MAX + 2], sp[2 * SPF_GUARD_EXP_MAX + 1], why[80];
+	SPF_macro_t *mac = NULL;
+	SPF_errcode_t err;
+	size_t total = 0, o = 0;
 
-		if (n == NULL)
-			return SPF_E_NO_MEMORY;
-		*buf = n;
-		*buflen = 5;
+	/* the check's own response, failed: the top record or a redirect=
+	 * target (libspf2 evaluates it in the same response). An include:
+	 * target fails in a response of its own while this one has no
+	 * result yet, so its exp= is never fetched (RFC 7208 5.2). */
+	if (!c->want_exp || c->stop != SPF_RUN || c->req == NULL || c->resp == NULL ||
+	    SPF_response_result(c->resp) != SPF_RESULT_FAIL || domain == NULL)
+		return exp_none(c);
+	/* RFC 7208 7.3: an expanded name over 253 bytes loses labels on the
+	 * left until it fits */
+	while (strlen(domain) > 253 && strchr(domain, '.') != NULL)
+		domain = strchr(domain, '.') + 1;
+	if (!spf_guard_name_ok(domain, strlen(domain)))
+		return exp_none(c);
+	if (query(c, domain, DNS_T_TXT, &a) != DNS_OK || a->n != 1) {
+		answer_free(a);
+		return exp_none(c);
 	}
-	memcpy(*buf, "moat", 5);
+	total = txt_join((const unsigned char *)a->data[0], (size_t)a->len[0], txt, sizeof(txt));
+	answer_free(a);
+	if (total >= sizeof(txt) - 1 || spf_guard_exp_text(txt, total, why, sizeof(why)) != 0)
+		return exp_none(c);
+	/* libspf2's macro compiler stops at a blank: write spaces as "%_",
+	 * which RFC 7208 7.3 defines as the same space */
+	for (size_t i = 0; i < total; i++) {
+		if (txt[i] == ' ') {
+			sp[o++] = '%';
+			sp[o++] = '_';
+		} else {
+			sp[o++] = txt[i];
+		}
+	}
+	sp[o] = '\0';
+	o = 0;
+	err = SPF_record_compile_macro(s, c->resp, &mac, sp);
+	if (err != SPF_E_SUCCESS || mac == NULL) {
+		if (mac != NULL)
+			SPF_macro_free(mac);
+		return exp_none(c);
+	}
+	err = SPF_record_expand_data(s, c->req, c->resp,
+	    (SPF_data_t *)(void *)((char *)mac + sizeof(*mac)), mac->macro_len, buf, buflen);
+	SPF_macro_free(mac);
+	if (err != SPF_E_SUCCESS || *buf == NULL)
+		return exp_none(c);
+	/* printable ASCII only, bounded: %{l} may hold anything */
+	for (const char *p = *buf; *p != '\0' && o < SPF_EXP_MAX; p++)
+		c->exp[o++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+	c->exp[o] = '\0';
 	return SPF_E_SUCCESS;
 }
 
@@ -772,8 +834,14 @@ evaluate(struct spf_ctx *c, const char *dom, const char *helo, const char *from,
 	if (resp == NULL)
 		panic("spf: out of memory");
 	resp->spf_record_exp = r;
+	c->req = req;
+	c->resp = resp;
 	SPF_record_interpret(r, req, resp, 0);
 	res = result(c, resp, reason, size);
+	c->req = NULL;
+	c->resp = NULL;
+	if (res != SPF_RES_FAIL)
+		c->exp[0] = '\0';
 	SPF_response_free(resp);
 	SPF_record_free(r);
 	SPF_request_free(req);
@@ -790,6 +858,7 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	const char *sender = rq->sender != NULL ? rq->sender : "";
 	const char *dom, *at;
 	char from[600], dombuf[SPF_DOMAIN_MAX], rec[SPF_GUARD_RECORD_MAX + 1];
+	char helo_a[SPF_DOMAIN_MAX], dom_a[SPF_DOMAIN_MAX];
 	size_t len = 0, dl;
 	enum spf_fetch f;
 
@@ -815,7 +884,13 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	c.dns.get_exp = layer_get_exp;
 	c.dns.name = "moat";
 	c.dns.hook = &c;
+	c.want_exp = rq->want_exp;
 
+	/* RFC 8616: a HELO name in U-labels is checked in A-labels (an
+	 * invalid one stays as it is: it is never asked for, see the guard) */
+	if (idn_needs(helo, strlen(helo)) &&
+	    idn_alabel(helo, strlen(helo), helo_a, sizeof(helo_a)) > 0)
+		helo = helo_a;
 	/* the identity: RFC 7208 2.3, 2.4, 4.3 */
 	if (id == SPF_ID_HELO || sender[0] == '\0') {
 		dom = helo;
@@ -824,8 +899,20 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	} else {
 		at = strrchr(sender, '@');
 		dom = at != NULL ? at + 1 : "";
-		if ((size_t)snprintf(from, sizeof(from), "%s%s", at == sender ? "postmaster" : "",
-		    sender) >= sizeof(from))
+		if (idn_needs(dom, strlen(dom))) {
+			/* RFC 8616: the MAIL FROM domain in A-labels; an invalid
+			 * IDN is a permerror, never a lookup of its raw bytes */
+			if (idn_alabel(dom, strlen(dom), dom_a, sizeof(dom_a)) <= 0) {
+				out->res = SPF_RES_PERMERROR;
+				esc(out->domain, sizeof(out->domain), dom, SPF_DOMAIN_MAX);
+				snprintf(out->reason, sizeof(out->reason),
+				    "the domain is not a valid IDN");
+				return;
+			}
+			dom = dom_a;
+		}
+		if ((size_t)snprintf(from, sizeof(from), "%.*s%s@%s", (int)(at != NULL ? at - sender :
+		    0), sender, at == sender ? "postmaster" : "", dom) >= sizeof(from) || at == NULL)
 			dom = "";
 	}
 	dl = strlen(dom);
@@ -856,8 +943,11 @@ spf_check(const struct spf_request *rq, enum spf_identity id, struct spf_outcome
 	} else if (f == SPF_F_STOP) {
 		out->res = c.stop == SPF_STOP_PERM ? SPF_RES_PERMERROR : SPF_RES_TEMPERROR;
 		snprintf(out->reason, sizeof(out->reason), "%s", c.why);
-	} else
+	} else {
 		out->res = evaluate(&c, dombuf, helo, from, rec, len, out->reason, sizeof(out->reason));
+		if (out->res == SPF_RES_FAIL)
+			snprintf(out->explanation, sizeof(out->explanation), "%s", c.exp);
+	}
 	out->dns_terms = c.terms > SPF_TERMS_MAX ? SPF_TERMS_MAX + 1 : c.terms;
 	out->void_lookups = c.voids;
 	out->queries = c.queries;

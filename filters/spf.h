@@ -55,9 +55,27 @@
  *	  match (and is not asked).
  *	A permerror or temperror found in the hook stops the evaluation (the
  *	hook answers every later query with "try again") and decides the
- *	result. Explanations are never fetched: exp= is dropped by the
- *	rewrite, and libspf2's explanation is the constant "moat", never
- *	shown to anyone.
+ *	result.
+ *
+ * EXPLANATIONS (RFC 7208 6.2, 8.4)
+ *	Only when rq->want_exp is set (a policy rule's text uses
+ *	$spf-explanation) and the result is fail: exp= is kept in the
+ *	rewrites; libspf2 expands the domain-spec of the record that gave
+ *	the fail (the top record's, or a redirect= target's, which replaces
+ *	it; never an include: target's, RFC 7208 5.2 and 6.2) and asks this
+ *	module's get_exp hook (a name over 253 bytes loses labels on the
+ *	left, RFC 7208 7.3), which fetches the TXT through the same
+ *	resolver, deadline and query budget as the check (no term or void
+ *	lookup is counted, RFC 7208 4.6.4). Exactly one TXT record is
+ *	needed; spf_guard_exp_text() must accept it (printable US-ASCII, at
+ *	most SPF_GUARD_EXP_MAX bytes, a valid macro-string); libspf2 then
+ *	expands its macros. The result goes into out->explanation, cut at
+ *	SPF_EXP_MAX bytes, every byte outside printable ASCII (an expanded
+ *	%{l} may carry one) made '?'. Anything else (DNS error, no record,
+ *	two records, a refused text, softfail or neutral) gives "" and
+ *	never changes the result. Without want_exp no explanation is ever
+ *	fetched, and
+ *	libspf2's default explanation is the constant "moat", never shown.
  *
  * OUTCOME
  *	res: the result. domain: the domain checked, lower case, escaped
@@ -75,6 +93,7 @@
 #ifndef MOAT_SPF_H
 #define MOAT_SPF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "dns.h"
@@ -85,6 +104,7 @@
 #define SPF_TERMS_MAX		10	/* RFC 7208 4.6.4 */
 #define SPF_VOIDS_MAX		2	/* RFC 7208 4.6.4 */
 #define SPF_QUERIES_MAX		160	/* belt and braces, per check */
+#define SPF_EXP_MAX		200	/* bytes of an expanded explanation kept */
 
 enum spf_res {
 	SPF_RES_NONE = 0, SPF_RES_NEUTRAL, SPF_RES_PASS, SPF_RES_FAIL,
@@ -99,6 +119,7 @@ struct spf_request {
 	const char *helo;		/* HELO/EHLO argument; NULL: none */
 	const char *sender;		/* MAIL FROM address, no <>; "": null sender */
 	unsigned timeout_ms;		/* the whole check; 0: the default */
+	bool want_exp;			/* fetch the explanation on fail */
 };
 
 struct spf_outcome {
@@ -108,6 +129,7 @@ struct spf_outcome {
 	unsigned dns_terms;
 	unsigned void_lookups;
 	unsigned queries;
+	char explanation[SPF_EXP_MAX + 1];	/* "" when none */
 };
 
 struct spf_resolver {

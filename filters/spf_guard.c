@@ -423,6 +423,8 @@ modifier(const struct lim *lm, struct spf_rec *out, const char *s, size_t nl, co
 		if (domain_spec(lm, v, vn, why, whysize) != 0)
 			return -1;
 		out->has_exp = true;
+		out->exp = v;
+		out->explen = vn;
 		return 0;
 	}
 	return macro_string(lm, v, vn, true, &end_macro, &lit, why, whysize);
@@ -485,6 +487,26 @@ int
 spf_guard_parse(const char *rec, size_t len, struct spf_rec *out, char *why, size_t whysize)
 {
 	return parse(&lim_published, rec, len, out, why, whysize);
+}
+
+/* spf_guard_exp_text - see spf_guard.h */
+int
+spf_guard_exp_text(const char *s, size_t n, char *why, size_t whysize)
+{
+	static const struct lim lim_exp = {
+		SPF_GUARD_EXP_MAX, SPF_GUARD_EXP_MAX, SPF_GUARD_LITERAL_MAX, 1
+	};
+	bool end_macro;
+	size_t lit;
+
+	if (n == 0)
+		return refuse(why, whysize, "empty explanation");
+	if (n > SPF_GUARD_EXP_MAX)
+		return refuse(why, whysize, "explanation too long");
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return refuse(why, whysize, "explanation not printable US-ASCII");
+	return macro_string(&lim_exp, s, n, true, &end_macro, &lit, why, whysize);
 }
 
 /* spf_guard_parse_rewrite - see spf_guard.h */

@@ -12,6 +12,7 @@
  *	int spf_guard_marker(const char *name, const char *token,
  *	                     struct spf_marker *m);
  *	bool spf_guard_name_ok(const char *name, size_t len);
+ *	int spf_guard_exp_text(const char *s, size_t n, char *why, size_t whysize);
  *
  * DESCRIPTION
  *	Pure functions: bytes in, results out; no DNS, no libspf2, no clock.
@@ -48,7 +49,8 @@
  *	marker and answers the exists query with the result of the real
  *	mechanism. An ip4/ip6 with a /0 prefix (which libspf2 reads as "no
  *	prefix") becomes the two halves of the address space (/1 each).
- *	exp= is dropped (moat never fetches an explanation), unknown modifiers
+ *	exp= is dropped (spf.c puts it back when a rule wants
+ *	$spf-explanation; out->exp points at its domain-spec), unknown modifiers
  *	are dropped, and redirect= is dropped when the record has "all"
  *	(RFC 7208 6.1) or else moved to the end, where RFC 7208 evaluates it.
  *	It returns the length written.
@@ -60,6 +62,13 @@
  *	spf_guard_name_ok() tells whether an expanded target is a usable DNS
  *	name: 1 to 253 bytes (one trailing dot allowed), labels of 1 to 63
  *	bytes, printable ASCII without '\\'.
+ *
+ *	spf_guard_exp_text() checks an explanation TXT string (RFC 7208 6.2,
+ *	a macro-string where c, r and t are allowed) before libspf2 compiles
+ *	it: 1 to SPF_GUARD_EXP_MAX bytes, printable US-ASCII only (no CR,
+ *	LF, NUL or 8-bit byte), literals and macros within the bounds below.
+ *	0, or -1 with the reason in why (the caller then gives no
+ *	explanation, as RFC 7208 6.2 says for a syntax error).
  *
  * BOUNDS (beyond RFC 7208; libspf2 CVE-2023-42118 and its relatives)
  *	libspf2 compiles each term into a 511-byte buffer (SPF_MAX_MECH_LEN,
@@ -100,6 +109,7 @@
 #define SPF_GUARD_TOKEN_LEN	10	/* marker token: lower-case letters */
 #define SPF_GUARD_REWRITE_MAX	4096	/* room for a rewritten record */
 #define SPF_GUARD_MARK_ROOM	24	/* ".%{d}" plus a marker label */
+#define SPF_GUARD_EXP_MAX	400	/* bytes of an explanation TXT string */
 
 enum spf_mech {
 	SPF_M_ALL = 0, SPF_M_INCLUDE, SPF_M_A, SPF_M_MX, SPF_M_PTR,
@@ -121,6 +131,8 @@ struct spf_rec {
 	size_t redirlen;
 	bool has_all;
 	bool has_exp;
+	const char *exp;	/* exp= domain-spec, into the record; NULL: none */
+	size_t explen;
 };
 
 struct spf_marker {
@@ -136,5 +148,6 @@ int spf_guard_parse_rewrite(const char *rec, size_t len, struct spf_rec *out, ch
 int spf_guard_rewrite(const struct spf_rec *r, const char *token, char *out, size_t size);
 int spf_guard_marker(const char *name, const char *token, struct spf_marker *m);
 bool spf_guard_name_ok(const char *name, size_t len);
+int spf_guard_exp_text(const char *s, size_t n, char *why, size_t whysize);
 
 #endif

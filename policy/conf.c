@@ -138,8 +138,10 @@ static const struct conf_setting conf_settings[] = {
 	{ "dkim-max-signatures", CT_COUNT, O(dkim_max_signatures), 1, 8, "8", NULL },
 	{ "dkim-allow-sha1", CT_ENUM, O(dkim_allow_sha1), 0, 0, "no", conf_yesno_words },
 	{ "dmarc", CT_ENUM, O(dmarc), 0, 0, "rfc7489", conf_dmarc_words },
-	{ "public-suffix-list", CT_STR, O(psl_path), 0, 0,
-	  "/usr/share/publicsuffix/public_suffix_list.dat", NULL },
+	{ "psl-file", CT_STR, O(psl_path), 0, 0,
+	  "/usr/share/publicsuffix/public_suffix_list.dafsa", NULL },
+	/* the former name of psl-file, still read; no default of its own */
+	{ "public-suffix-list", CT_STR, O(psl_path), 0, 0, NULL, NULL },
 	{ "tls-certificate", CT_STR, O(tls_cert), 0, 0, NULL, NULL },
 	{ "tls-key", CT_STR, O(tls_key), 0, 0, NULL, NULL },
 	{ "tls-chain", CT_STR, O(tls_chain), 0, 0, NULL, NULL },
@@ -712,6 +714,9 @@ conf_defaults(struct conf_parse *p, struct conf *c)
 	for (size_t i = 0; i < CONF_NSETTINGS; i++) {
 		const struct conf_setting *st = &conf_settings[i];
 		if (p->seen[i] || st->def == NULL)
+			continue;
+		/* a string another name for the same field already set */
+		if (st->type == CT_STR && *(char **)((char *)c + st->off) != NULL)
 			continue;
 		if (conf_set_value(c, st, st->def, strlen(st->def)) != NULL)
 			panic("bad built-in default for %s", st->name);

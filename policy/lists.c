@@ -22,7 +22,10 @@
  * addresses the key itself says the form ("user@dom", "@dom", "user@");
  * for words EXACT and GLOB (a prefix), with a bitmap of the glob prefix
  * lengths in use so a lookup probes only those. Lookups fold case on the
- * fly and never copy the query, so they allocate nothing.
+ * fly and never copy the query, so they allocate nothing, except that a
+ * domain with 8-bit bytes is first put in A-labels (libidn2, core/idn.h):
+ * entries are stored in A-labels, so an entry and a query written either
+ * way match.
  *
  * Ownership: the list owns its arrays; items are copied. All allocation
  * goes through the list's allocator and failure is returned as an error.
@@ -39,6 +42,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "idn.h"
 #include "lists.h"
 
 enum list_status { LIST_OK, LIST_EBAD, LIST_ENOMEM };
@@ -542,14 +546,43 @@ list_domain_check(const char *d, size_t len)
 		}
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
 		    || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-			return c >= 0x80 ? "8-bit byte (write IDNs as xn-- A-labels)"
-			    : "invalid character (names are letters, digits, '-' and '_')";
+			return "invalid character (names are letters, digits, '-' and '_')";
 		if (++label > 63)
 			return "label longer than 63 bytes";
 	}
 	if (label == 0)
 		return "empty label";
 	return NULL;
+}
+
+/* list_domain_alabel - d in A-labels (RFC 8616) into buf when it has
+ * U-labels or xn-- labels (*d and *n then point there); NULL when done,
+ * else what is wrong. An entry written either way matches both. */
+static const char *
+list_domain_alabel(const char **d, size_t *n, char *buf, size_t size)
+{
+	int r;
+
+	if (!idn_needs(*d, *n))
+		return NULL;
+	r = idn_alabel(*d, *n, buf, size);
+	if (r == IDN_TOOLONG)
+		return "longer than 255 bytes";
+	if (r <= 0)
+		return "not a valid internationalised domain name (IDNA2008, UTS #46)";
+	*d = buf;
+	*n = (size_t)r;
+	return NULL;
+}
+
+/* list_has_8bit - a byte over 0x7f: the query needs its A-label form */
+static bool
+list_has_8bit(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] >= 0x80)
+			return true;
+	return false;
 }
 
 /* list_add_domain - "name", ".name" or "=name" */
@@ -560,6 +593,7 @@ list_add_domain(struct list *l, const char *s, size_t len, char *err, size_t err
 	    "expected a domain like example.org (and subdomains), .example.org "
 	    "(subdomains only) or =example.org (exactly)";
 	const char *d = s, *why;
+	char abuf[LIST_DOMAIN_MAX + 1];
 	size_t n = len;
 	uint32_t flags = LF_SELF | LF_SUBS;
 
@@ -575,7 +609,8 @@ list_add_domain(struct list *l, const char *s, size_t len, char *err, size_t err
 	}
 	if (n > 1 && d[n - 1] == '.')
 		n--;
-	if ((why = list_domain_check(d, n)) != NULL)
+	if ((why = list_domain_alabel(&d, &n, abuf, sizeof(abuf))) != NULL ||
+	    (why = list_domain_check(d, n)) != NULL)
 		return list_bad(l, err, errlen, s, len, "%s; %s", why, expect);
 	return list_set_add(l, d, n, false, NULL, 0, flags);
 }
@@ -584,6 +619,7 @@ list_add_domain(struct list *l, const char *s, size_t len, char *err, size_t err
 bool
 list_match_domain(const struct list *l, const char *d, size_t len)
 {
+	char abuf[LIST_DOMAIN_MAX + 1];
 	size_t i;
 
 	if (l == NULL || d == NULL || l->kind != LIST_DOMAIN || l->sused == 0)
@@ -591,6 +627,10 @@ list_match_domain(const struct list *l, const char *d, size_t len)
 	if (len > 0 && d[len - 1] == '.')
 		len--;
 	if (len == 0)
+		return false;
+	/* a name in U-labels is looked up in A-labels; an invalid one
+	 * matches nothing */
+	if (list_has_8bit(d, len) && list_domain_alabel(&d, &len, abuf, sizeof(abuf)) != NULL)
 		return false;
 	if (len <= LIST_DOMAIN_MAX && (list_set_get(l, d, len, false, NULL, 0) & LF_SELF))
 		return true;
@@ -629,6 +669,7 @@ list_add_address(struct list *l, const char *s, size_t len, char *err, size_t er
 	static const char expect[] =
 	    "expected user@example.org, @example.org (any user) or user@ (any domain)";
 	const char *at = memchr(s, '@', len), *dom, *why;
+	char abuf[LIST_DOMAIN_MAX + 1];
 	size_t llen, dlen;
 
 	if (at == NULL)
@@ -644,7 +685,8 @@ list_add_address(struct list *l, const char *s, size_t len, char *err, size_t er
 		return list_bad(l, err, errlen, s, len, "%s; %s", why, expect);
 	if (dlen > 1 && dom[dlen - 1] == '.')
 		dlen--;
-	if (dlen > 0 && (why = list_domain_check(dom, dlen)) != NULL)
+	if (dlen > 0 && ((why = list_domain_alabel(&dom, &dlen, abuf, sizeof(abuf))) != NULL ||
+	    (why = list_domain_check(dom, dlen)) != NULL))
 		return list_bad(l, err, errlen, s, len, "domain: %s; %s", why, expect);
 	return list_set_add(l, s, llen, true, dom, dlen, LF_ADDR);
 }
@@ -654,11 +696,16 @@ bool
 list_match_address(const struct list *l, const char *local, size_t llen,
     const char *domain, size_t dlen)
 {
+	char abuf[LIST_DOMAIN_MAX + 1];
+
 	if (l == NULL || l->kind != LIST_ADDRESS || l->sused == 0
 	    || (local == NULL && llen > 0) || (domain == NULL && dlen > 0))
 		return false;
 	if (dlen > 0 && domain[dlen - 1] == '.')
 		dlen--;
+	if (dlen > 0 && list_has_8bit(domain, dlen) &&
+	    list_domain_alabel(&domain, &dlen, abuf, sizeof(abuf)) != NULL)
+		dlen = 0;	/* not a valid IDN: only user@ entries can match */
 	if (llen > LIST_LOCAL_MAX || dlen > LIST_DOMAIN_MAX)
 		/* longer than any entry: only the part within limits can match */
 		return (llen <= LIST_LOCAL_MAX && llen > 0

@@ -33,8 +33,12 @@
  *			rules add up. Names are ASCII letters, digits, '-' and
  *			'_' in dot-separated labels of 1..63 bytes, at most 255
  *			bytes in all; one trailing dot is allowed and dropped.
- *			IDNs must be written as A-labels (xn--...). "*.x.org"
- *			is refused with a hint to write ".x.org".
+ *			An IDN may be written in U-labels (UTF-8) or A-labels
+ *			(xn--...): both are kept in A-labels (libidn2, UTS #46
+ *			non-transitional; an invalid IDN is refused), and a
+ *			query with 8-bit bytes is looked up in A-labels, so
+ *			either form matches both. "*.x.org" is refused with a
+ *			hint to write ".x.org".
  *	LIST_ADDRESS	"user@example.org" that address; "@example.org" any
  *			address at exactly that domain (not its subdomains);
  *			"user@" that local part at any domain. Local parts are

@@ -140,6 +140,7 @@ struct rules {
 	size_t n[RS__COUNT];
 	unsigned need[RS__COUNT];	/* 1 << check: a rule of the stage reads its facts */
 	bool reads_from;		/* a rule reads the header From (fact from) */
+	bool uses_spf_exp;		/* a text uses $spf-explanation */
 };
 
 /* The parser's state: one token of look-ahead. */
@@ -176,6 +177,13 @@ bool
 rules_stage_needs(const struct rules *r, enum rules_stage st, int check)
 {
 	return r != NULL && check >= 0 && check < 32 && (r->need[st] & (1u << check)) != 0;
+}
+
+/* rules_uses_spf_explanation - does a text use $spf-explanation? */
+bool
+rules_uses_spf_explanation(const struct rules *r)
+{
+	return r != NULL && r->uses_spf_exp;
 }
 
 /* rules_reads_from - does a rule read the header From? */
@@ -672,7 +680,7 @@ static const struct { const char *name; enum rules_stage from; } vars[] = {
 	{ "score", RS_CONNECT }, { "size", RS_DATA }, { "dnsbl", RS_CONNECT },
 	{ "dnsbl-reply", RS_CONNECT }, { "client-name", RS_CONNECT }, { "greylist", RS_RCPT },
 	{ "spf", RS_MAIL }, { "dkim", RS_DATA }, { "dmarc", RS_DATA }, { "dmarc-policy", RS_DATA },
-	{ "from-domain", RS_DATA },
+	{ "from-domain", RS_DATA }, { "spf-explanation", RS_MAIL },
 };
 
 /* var_at - the variable named at s (after '$'), its index, or -1 */
@@ -717,9 +725,11 @@ rp_text_ok(struct rp *p, const char *s, size_t len, const char **why)
 		if (v < 0) {
 			*why = "unknown $variable (known: $ip $helo $sender $sender-domain $rcpt "
 			    "$rcpt-domain $score $size $dnsbl $dnsbl-reply $client-name $greylist $spf $dkim "
-			    "$dmarc $dmarc-policy $from-domain; $$ for a dollar)";
+			    "$dmarc $dmarc-policy $from-domain $spf-explanation; $$ for a dollar)";
 			return false;
 		}
+		if (v == 17)
+			p->r->uses_spf_exp = true;
 		if (vars[v].from > p->st) {
 			*why = "a $variable not known yet at this stage";
 			return false;
@@ -786,6 +796,7 @@ rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
 		case 14: v = f->dmarc; vlen = v ? strlen(v) : 0; break;
 		case 15: v = f->dmarc_policy; vlen = v ? strlen(v) : 0; break;
 		case 16: v = f->dmarc_from_domain; vlen = v ? strlen(v) : 0; break;
+		case 17: v = f->spf_explanation; vlen = v ? strlen(v) : 0; break;
 		}
 		if (k == 3 || k == 5) {
 			const char *lp = k == 3 ? f->sender_local : f->rcpt_local;
@@ -800,10 +811,12 @@ rules_expand(const char *t, const struct rules_facts *f, char *out, size_t size)
 				out[n++] = dp[j] > 0x20 && dp[j] < 0x7f ? dp[j] : '?';
 			continue;
 		}
-		/* a zone's reply text is the operator's and may have spaces */
+		/* a zone's reply text is the operator's and may have spaces; an
+		 * SPF explanation is the sender domain's (RFC 7208 8.4), spaces
+		 * kept, anything else not printable ASCII made '?' */
 		for (size_t j = 0; v != NULL && j < vlen && j < (k >= 9 ? 300u : 100u) && n + 1 < size; j++)
-			out[n++] = (v[j] > 0x20 || ((k == 9 || k == 11) && v[j] == ' ')) && v[j] < 0x7f ?
-			    v[j] : '?';
+			out[n++] = (v[j] > 0x20 || ((k == 9 || k == 11 || k == 17) && v[j] == ' ')) &&
+			    v[j] < 0x7f ? v[j] : '?';
 	}
 	out[n] = 0;
 	return n;

@@ -113,6 +113,7 @@ struct rules_facts {
 	const char *dmarc;		/* pass, fail, none, temperror, permerror */
 	const char *dmarc_policy;	/* the policy to apply: none, quarantine, reject */
 	const char *dmarc_from_domain;	/* the RFC5322.From domain DMARC found, or NULL */
+	const char *spf_explanation;	/* mail: MAIL FROM's SPF fail explanation, or NULL */
 };
 
 #define RULES_HDR_MAX 8		/* header fields one stage may add */
@@ -155,6 +156,9 @@ int rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw
 	rules_err_fn err, void *arg);
 size_t rules_count(const struct rules *r, enum rules_stage st);
 bool rules_reads_from(const struct rules *r);
+/* Does a reply or header text use $spf-explanation? (SPF then fetches
+ * the explanation of a fail; spf.h) */
+bool rules_uses_spf_explanation(const struct rules *r);
 void rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	struct rules_result *res, uint64_t sid);
 void rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_facts *f,

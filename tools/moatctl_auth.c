@@ -56,7 +56,7 @@
 #define KEYS_MAX	256
 #define DKIM_IN_MAX	16
 
-#define PSL_DEFAULT	"/usr/share/publicsuffix/public_suffix_list.dat"
+#define PSL_DEFAULT	"/usr/share/publicsuffix/public_suffix_list.dafsa"
 
 struct keyfile {
 	int n;

@@ -3,8 +3,8 @@
  *
  * SYNOPSIS
  *	moatctl spf --resolver ADDR[@PORT] --ip IP [--helo NAME] [--from ADDR]
- *	            [--identity helo|mailfrom] [--timeout MS]
- *	moatctl spf --resolver ADDR[@PORT] --batch [--timeout MS]
+ *	            [--identity helo|mailfrom] [--timeout MS] [--explain]
+ *	moatctl spf --resolver ADDR[@PORT] --batch [--timeout MS] [--explain]
  *
  * DESCRIPTION
  *	The first form checks one identity (default mailfrom; --from "" or no
@@ -27,10 +27,16 @@
  *	most 2047 bytes; at most 100000 lines are read. The conformance test
  *	(tests/integration/test_spf_conformance.py) drives this form.
  *
+ *	--explain fetches the explanation of a fail (exp=, as
+ *	$spf-explanation does; spf.h) and adds it: explanation="TEXT" at the
+ *	end of the line, or a fifth field in --batch output (empty when
+ *	there is none).
+ *
  *	--resolver forwards every query to that server (tests: a loopback
  *	DNS server); --timeout bounds each check (default 20000 ms).
  */
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +54,7 @@ struct spf_args {
 	enum spf_identity id;
 	unsigned timeout_ms;
 	int batch;
+	bool explain;
 };
 
 static int
@@ -55,8 +62,8 @@ spf_usage(void)
 {
 	fprintf(stderr,
 	    "usage: moatctl spf --resolver ADDR[@PORT] --ip IP [--helo NAME] [--from ADDR]\n"
-	    "                   [--identity helo|mailfrom] [--timeout MS]\n"
-	    "       moatctl spf --resolver ADDR[@PORT] --batch [--timeout MS]\n");
+	    "                   [--identity helo|mailfrom] [--timeout MS] [--explain]\n"
+	    "       moatctl spf --resolver ADDR[@PORT] --batch [--timeout MS] [--explain]\n");
 	return 2;
 }
 
@@ -71,6 +78,10 @@ spf_parse_args(int argc, char **argv, struct spf_args *a)
 
 		if (strcmp(o, "--batch") == 0) {
 			a->batch = 1;
+			continue;
+		}
+		if (strcmp(o, "--explain") == 0) {
+			a->explain = true;
 			continue;
 		}
 		if (i + 1 >= argc)
@@ -123,7 +134,7 @@ spf_ip(const char *s, struct spf_request *rq)
 
 /* spf_batch_line - one tab-separated check; fields point into line */
 static void
-spf_batch_line(char *line, unsigned timeout_ms)
+spf_batch_line(char *line, unsigned timeout_ms, bool explain)
 {
 	char *f[6];
 	int n = 0;
@@ -160,13 +171,18 @@ spf_batch_line(char *line, unsigned timeout_ms)
 	rq.helo = f[2];
 	rq.sender = f[3];
 	rq.timeout_ms = timeout_ms;
+	rq.want_exp = explain;
 	spf_check(&rq, id, &out);
-	printf("%s\t%s\t%s\t%s\n", f[0], spf_res_name(out.res), out.domain, out.reason);
+	if (explain)
+		printf("%s\t%s\t%s\t%s\t%s\n", f[0], spf_res_name(out.res), out.domain, out.reason,
+		    out.explanation);
+	else
+		printf("%s\t%s\t%s\t%s\n", f[0], spf_res_name(out.res), out.domain, out.reason);
 }
 
 /* spf_batch - every line of stdin */
 static int
-spf_batch(unsigned timeout_ms)
+spf_batch(unsigned timeout_ms, bool explain)
 {
 	char line[SPF_BATCH_LINE];
 
@@ -185,7 +201,7 @@ spf_batch(unsigned timeout_ms)
 			line[--l] = '\0';
 		if (l == 0)
 			continue;
-		spf_batch_line(line, timeout_ms);
+		spf_batch_line(line, timeout_ms, explain);
 		fflush(stdout);
 	}
 	return 0;
@@ -216,7 +232,7 @@ moatctl_spf(int argc, char **argv)
 	}
 	free(err);
 	if (a.batch) {
-		rc = spf_batch(a.timeout_ms);
+		rc = spf_batch(a.timeout_ms, a.explain);
 		dns_shutdown();
 		return rc;
 	}
@@ -229,10 +245,14 @@ moatctl_spf(int argc, char **argv)
 	rq.helo = a.helo;
 	rq.sender = a.from != NULL ? a.from : "";
 	rq.timeout_ms = a.timeout_ms;
+	rq.want_exp = a.explain;
 	spf_check(&rq, a.id, &out);
-	printf("spf %s=%s domain=%s terms=%u voids=%u queries=%u reason=\"%s\"\n",
+	printf("spf %s=%s domain=%s terms=%u voids=%u queries=%u reason=\"%s\"",
 	    spf_identity_name(a.id), spf_res_name(out.res), out.domain, out.dns_terms,
 	    out.void_lookups, out.queries, out.reason);
+	if (a.explain)
+		printf(" explanation=\"%s\"", out.explanation);
+	printf("\n");
 	dns_shutdown();
 	return 0;
 }

@@ -1,4 +1,5 @@
-// sources: filters/dmarc_record.c filters/dmarc_psl.c
+// sources: filters/dmarc_record.c filters/dmarc_psl.c core/idn.c
+// libs: -lidn2 -lpsl
 /*
  * fuzz_dmarc_record - DMARC's pure parsers (filters/dmarc_record.c,
  * filters/dmarc_psl.c): the _dmarc TXT record, the From field, host-name
@@ -10,14 +11,19 @@
  *   - record: OK means p is none/quarantine/reject, pct within 0..100
  *     and sp/np either unset or a policy; INVALID always has a reason;
  *     parsing is deterministic (a second parse gives the same answer);
+ *     RFC 9989 mode keeps every record RFC 7489 mode keeps, with the
+ *     same p (unless RFC 7489 6.6.3 made it none), and both agree on
+ *     what is a DMARC record at all;
  *   - From: at most DMARC_AUTHOR_MAX domains, no more domains than
  *     mailboxes, each domain a fixed point of dmarc_domain_norm, all
  *     distinct; feeding the same field twice counts twice the mailboxes
  *     and adds no domain;
  *   - dmarc_domain_norm: its output is lower case and normalises to
  *     itself;
- *   - PSL: an organizational domain is a label-aligned suffix of the
- *     (lower-cased) name with at least two labels.
+ *   - PSL (libpsl): an organizational domain is a label-aligned suffix
+ *     of the name's A-label form with at least two labels;
+ *   - IDN: a name with U-labels normalises to A-labels that normalise
+ *     to themselves (check_norm's fixed point covers it).
  */
 #include "dmarc_record.h"
 
@@ -35,10 +41,22 @@ static bool psl_tried;
 static void
 check_record(const char *s, size_t n)
 {
-	struct dmarc_record r, r2;
-	enum dmarc_rec_status st = dmarc_record_parse(s, n, &r);
+	struct dmarc_record r, r2, b;
+	enum dmarc_rec_status st = dmarc_record_parse(s, n, false, &r);
+	enum dmarc_rec_status bst = dmarc_record_parse(s, n, true, &b);
 
-	if (dmarc_record_parse(s, n, &r2) != st)
+	if (dmarc_record_parse(s, n, false, &r2) != st)
+		abort();
+	/* RFC 9989 is only more lenient: what RFC 7489 keeps it keeps, with
+	 * the same p unless 7489's 6.6.3 forced p=none (a bad p or sp with a
+	 * valid rua), and a DMARC record is one in both */
+	if ((st == DMARC_REC_NOT_DMARC) != (bst == DMARC_REC_NOT_DMARC))
+		abort();
+	if (st == DMARC_REC_OK && (bst != DMARC_REC_OK || (b.p != r.p && !r.p_defaulted)))
+		abort();
+	if (bst == DMARC_REC_OK && (b.p < DMARC_POLICY_NONE || b.p > DMARC_POLICY_REJECT))
+		abort();
+	if ((st == DMARC_REC_OK || bst == DMARC_REC_OK) && r.nignored > 0 && r.ignored == NULL)
 		abort();
 	if (st == DMARC_REC_OK) {
 		if (r.p < DMARC_POLICY_NONE || r.p > DMARC_POLICY_REJECT)
@@ -97,7 +115,7 @@ check_norm(const char *s, size_t n)
 static void
 check_psl(const char *s, size_t n)
 {
-	char name[DMARC_DOMAIN_SIZE], org[DMARC_DOMAIN_SIZE];
+	char name[DMARC_DOMAIN_SIZE], org[DMARC_DOMAIN_SIZE], norm[DMARC_DOMAIN_SIZE];
 	size_t nl, ol;
 	int r;
 
@@ -113,14 +131,14 @@ check_psl(const char *s, size_t n)
 	r = dmarc_psl_orgdomain(psl, name, org, sizeof org);
 	if (r < 0)
 		return;
-	for (size_t i = 0; i < n; i++)
-		if (name[i] >= 'A' && name[i] <= 'Z')
-			name[i] = (char)(name[i] + 32);
-	nl = n;
-	ol = strlen(org);
-	if ((size_t)r != ol || ol > nl || strcmp(name + nl - ol, org) != 0)
+	/* the answer is a suffix of the name's A-label form */
+	if (dmarc_domain_norm(name, n, norm, sizeof norm) < 0)
 		abort();
-	if (ol < nl && name[nl - ol - 1] != '.')
+	nl = strlen(norm);
+	ol = strlen(org);
+	if ((size_t)r != ol || ol > nl || strcmp(norm + nl - ol, org) != 0)
+		abort();
+	if (ol < nl && norm[nl - ol - 1] != '.')
 		abort();
 	if (strchr(org, '.') == NULL)
 		abort();

@@ -1,4 +1,5 @@
-// sources: policy/lists.c
+// sources: policy/lists.c core/idn.c
+// libs: -lidn2
 /*
  * fuzz_lists - the named-list entry parser and matchers (policy/lists.c)
  *

@@ -17,6 +17,10 @@
  *     "match" or "no match" and everything else "no such name", ending
  *     in a result (no crash, no sanitizer report, no abort from its
  *     assertions). Without libspf2 on the machine only the guard runs.
+ *   - spf_guard_exp_text() on the same bytes: an accepted explanation is
+ *     printable US-ASCII within SPF_GUARD_EXP_MAX bytes, and libspf2
+ *     compiles it (spaces written "%_", as spf.c does) and expands it
+ *     without error, to printable text (the $spf-explanation path).
  * libspf2 is not built with ASan here, so its own stray writes are seen
  * only where they reach libc (memcpy, sprintf) or crash; moat's part is
  * fully instrumented.
@@ -55,6 +59,11 @@ static struct {
 	SPF_dns_rr_t *(*rr_new)(SPF_dns_server_t *, const char *, ns_type, int, SPF_dns_stat_t);
 	SPF_errcode_t (*rr_realloc)(SPF_dns_rr_t *, int, size_t);
 	SPF_result_t (*result)(SPF_response_t *);
+	SPF_errcode_t (*compile_macro)(SPF_server_t *, SPF_response_t *, SPF_macro_t **,
+	    const char *);
+	SPF_errcode_t (*expand)(SPF_server_t *, SPF_request_t *, SPF_response_t *, SPF_data_t *,
+	    size_t, char **, size_t *);
+	void (*macro_free)(SPF_macro_t *);
 } lib;
 
 static unsigned match_bits;
@@ -132,6 +141,9 @@ lib_load(void)
 	SYM(rr_new, "SPF_dns_rr_new_init");
 	SYM(rr_realloc, "SPF_dns_rr_buf_realloc");
 	SYM(result, "SPF_response_result");
+	SYM(compile_macro, "SPF_record_compile_macro");
+	SYM(expand, "SPF_record_expand_data");
+	SYM(macro_free, "SPF_macro_free");
 	/* warnings and debug output to nowhere; errors keep aborting */
 	warn = dlsym(lib.h, "SPF_warning_handler");
 	if (warn != NULL)
@@ -195,6 +207,67 @@ run_libspf2(const char *rec, int v6)
 	lib.server_free(s);
 }
 
+/* check_exp - the explanation path: guard, then libspf2's macros */
+static void
+check_exp(const char *s, size_t n)
+{
+	char why[128], sp[2 * SPF_GUARD_EXP_MAX + 1];
+	size_t o = 0;
+	SPF_dns_server_t dns;
+	SPF_server_t *srv;
+	SPF_request_t *rq;
+	SPF_response_t *rp;
+	SPF_macro_t *mac = NULL;
+	struct in_addr a4;
+	char *buf = NULL;
+	size_t buflen = 0;
+
+	if (spf_guard_exp_text(s, n, why, sizeof(why)) != 0)
+		return;
+	if (n == 0 || n > SPF_GUARD_EXP_MAX)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			abort();
+		if (s[i] == ' ') {
+			sp[o++] = '%';
+			sp[o++] = '_';
+		} else {
+			sp[o++] = s[i];
+		}
+	}
+	sp[o] = '\0';
+	if (lib.h == NULL)
+		return;
+	memset(&dns, 0, sizeof(dns));
+	dns.lookup = fake_lookup;
+	dns.get_spf = fake_get_spf;
+	dns.name = "fuzz";
+	if ((srv = lib.server_new_dns(&dns, 0)) == NULL)
+		abort();
+	rq = lib.request_new(srv);
+	inet_pton(AF_INET, "192.0.2.5", &a4);
+	lib.set_ipv4(rq, a4);
+	lib.set_helo(rq, "mail.example.org");
+	lib.set_from(rq, "Some.User-x+y=z@Example.COM");
+	rq->cur_dom = "example.com";
+	rp = lib.response_new(rq);
+	if (lib.compile_macro(srv, rp, &mac, sp) != SPF_E_SUCCESS || mac == NULL) {
+		fprintf(stderr, "libspf2 refused a guarded explanation: %s\n", sp);
+		abort();
+	}
+	if (lib.expand(srv, rq, rp, (SPF_data_t *)(void *)((char *)mac + sizeof(*mac)),
+	    mac->macro_len, &buf, &buflen) == SPF_E_SUCCESS && buf != NULL)
+		for (const char *p = buf; *p; p++)
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+				abort();
+	free(buf);
+	lib.macro_free(mac);
+	lib.response_free(rp);
+	lib.request_free(rq);
+	lib.server_free(srv);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -209,6 +282,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (size < 1)
 		return 0;
+	check_exp((const char *)data + 1, size - 1);
 	why[0] = '\0';
 	n = spf_guard_parse((const char *)data + 1, size - 1, &r, why, sizeof(why));
 	if (n != 0) {

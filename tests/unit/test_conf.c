@@ -269,11 +269,36 @@ test_include(void)
 		T_CHECK(0);
 }
 
+/* psl-file: Debian's DAFSA by default; the former name still read */
+static void
+test_psl_file(void)
+{
+	static const struct { const char *line, *want; } cases[] = {
+		{ "", "/usr/share/publicsuffix/public_suffix_list.dafsa" },
+		{ "psl-file /x/list.dat\n", "/x/list.dat" },
+		{ "public-suffix-list /y/list.dat\n", "/y/list.dat" },
+	};
+	char text[4096];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *errs = NULL;
+		struct conf *c;
+
+		snprintf(text, sizeof(text), "%s%s", base, cases[i].line);
+		c = load(text, &errs);
+		T_CHECKF(c != NULL && c->psl_path != NULL && strcmp(c->psl_path, cases[i].want) == 0,
+		    "[%s] %s", cases[i].line, c && c->psl_path ? c->psl_path : errs ? errs : "?");
+		free(errs);
+		conf_unref(c);
+	}
+}
+
 int
 main(void)
 {
 	log_init("test_conf", false, LOG_L_ERROR);
 	T_RUN(test_minimal_defaults);
+	T_RUN(test_psl_file);
 	T_RUN(test_units);
 	T_RUN(test_bad_files);
 	T_RUN(test_all_errors_reported);

@@ -202,7 +202,13 @@ static const struct add_case add_cases[] = {
 	{ "domain only dot", LIST_DOMAIN, ".", 0, false, "empty name" },
 	{ "domain only =", LIST_DOMAIN, "=", 0, false, "empty name" },
 	{ "domain star", LIST_DOMAIN, "*.example.org", 0, false, "write .example.org" },
-	{ "domain 8bit", LIST_DOMAIN, "b\xc3\xbc" "cher.example", 0, false, "A-labels" },
+	{ "domain ok u-label", LIST_DOMAIN, "b\xc3\xbc" "cher.example", 0, true, NULL },
+	{ "domain bad utf8", LIST_DOMAIN, "b\xff" "cher.example", 0, false,
+	  "not a valid internationalised domain name" },
+	{ "domain bad punycode", LIST_DOMAIN, "xn--zz.example", 0, false,
+	  "not a valid internationalised domain name" },
+	{ "addr bad idn", LIST_ADDRESS, "user@xn--zz.example", 0, false,
+	  "domain: not a valid internationalised" },
 	{ "domain space", LIST_DOMAIN, "exa mple.org", 0, false, "invalid character" },
 	{ "domain long label", LIST_DOMAIN, long_label, 0, false, "longer than 63" },
 	{ "domain too long", LIST_DOMAIN, long_domain, 0, false, "longer than 255" },
@@ -225,6 +231,39 @@ static const struct add_case add_cases[] = {
 	{ "word empty", LIST_WORD, "", 0, false, "empty" },
 	{ "word too long", LIST_WORD, long_word, 0, false, "longer than 255" },
 };
+
+/* RFC 8616: an entry written in U-labels or A-labels matches a query
+ * written either way (both are kept in A-labels) */
+static void
+test_idn(void)
+{
+	static const char *const forms[2] = { "b\xc3\xbc" "cher.example", "XN--BCHER-KVA.example" };
+	char err[256];
+
+	for (int e = 0; e < 2; e++) {
+		struct list *d = list_new(LIST_DOMAIN), *a = list_new(LIST_ADDRESS);
+		char addr[64];
+
+		snprintf(addr, sizeof(addr), "joe@%s", forms[e]);
+		T_CHECKF(list_add(d, forms[e], strlen(forms[e]), err, sizeof(err)) == 0, "%s", err);
+		T_CHECKF(list_add(a, addr, strlen(addr), err, sizeof(err)) == 0, "%s", err);
+		for (int q = 0; q < 2; q++) {
+			char sub[64];
+
+			snprintf(sub, sizeof(sub), "mail.%s", forms[q]);
+			T_CHECKF(list_match_domain(d, forms[q], strlen(forms[q])), "%d %d", e, q);
+			T_CHECKF(list_match_domain(d, sub, strlen(sub)), "%d %d sub", e, q);
+			T_CHECKF(list_match_address(a, "joe", 3, forms[q], strlen(forms[q])),
+			    "%d %d addr", e, q);
+		}
+		/* other names and invalid IDNs match nothing, and do not crash */
+		T_CHECK(!list_match_domain(d, "b\xc3\xa4" "cher.example", 13));
+		T_CHECK(!list_match_domain(d, "b\xff" "cher.example", 13));
+		T_CHECK(!list_match_address(a, "joe", 3, "b\xff" "cher.example", 13));
+		list_free(d);
+		list_free(a);
+	}
+}
 
 static void
 test_add_table(void)
@@ -507,6 +546,7 @@ main(void)
 {
 	T_RUN(test_match_table);
 	T_RUN(test_add_table);
+	T_RUN(test_idn);
 	T_RUN(test_sockaddr);
 	T_RUN(test_count_and_free);
 	T_RUN(test_file_good);

@@ -209,7 +209,7 @@ static const struct bcase bcases[] = {
 	{ "score without sign", "on connect true score 3\n",
 	  "F:3:23: error: expected a signed score like +3 or -2, found \"3\"" },
 	{ "unknown variable", "on mail true reject 550 5.7.1 \"no $user here\"\n",
-	  "F:3:31: error: expected the reply text in double quotes (unknown $variable (known: $ip $helo $sender $sender-domain $rcpt $rcpt-domain $score $size $dnsbl $dnsbl-reply $client-name $greylist $spf $dkim $dmarc $dmarc-policy $from-domain; $$ for a dollar)), found \"no $user here\"" },
+	  "F:3:31: error: expected the reply text in double quotes (unknown $variable (known: $ip $helo $sender $sender-domain $rcpt $rcpt-domain $score $size $dnsbl $dnsbl-reply $client-name $greylist $spf $dkim $dmarc $dmarc-policy $from-domain $spf-explanation; $$ for a dollar)), found \"no $user here\"" },
 	{ "variable too early", "on helo true reject 550 5.7.1 \"bad $rcpt\"\n",
 	  "F:3:31: error: expected the reply text in double quotes (a $variable not known yet at this stage), found \"bad $rcpt\"" },
 	{ "our own A-R", "on data true add-header Authentication-Results \"x; spf=pass\"\n",
@@ -302,6 +302,43 @@ test_score_headers_variables(void)
 	/* expansion never overflows */
 	rules_expand("$ip $ip $ip", &f, out, 5);
 	T_CHECK(strlen(out) == 4);
+	T_CHECK(!rules_uses_spf_explanation(c->rules));
+	conf_unref(c);
+}
+
+/* $spf-explanation: known from the mail stage on, marks the set (so SPF
+ * fetches the explanation), expands with spaces kept, anything else not
+ * printable made '?', at most 300 bytes */
+static void
+test_spf_explanation_variable(void)
+{
+	char *errs = NULL, out[1024], big[700];
+	struct conf *c = load("on rcpt spf is fail reject 550 5.7.23 \"SPF: $spf-explanation\"\n",
+	    &errs);
+	struct rules_facts f;
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	T_CHECK(rules_uses_spf_explanation(c->rules));
+	memset(&f, 0, sizeof(f));
+	f.spf_explanation = "192.0.2.1 is not\r\n250 allowed \xc3\xa9";
+	rules_expand("SPF: $spf-explanation", &f, out, sizeof(out));
+	T_CHECKF(strcmp(out, "SPF: 192.0.2.1 is not??250 allowed ??") == 0, "%s", out);
+	f.spf_explanation = NULL;
+	rules_expand("SPF: $spf-explanation.", &f, out, sizeof(out));
+	T_CHECKF(strcmp(out, "SPF: .") == 0, "%s", out);
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	f.spf_explanation = big;
+	T_CHECK(rules_expand("$spf-explanation", &f, out, sizeof(out)) == 300);
+	conf_unref(c);
+	errs = NULL;
+	c = load("on connect true reject 550 5.7.1 \"$spf-explanation\"\n", &errs);
+	T_CHECKF(c == NULL && errs != NULL && strstr(errs, "not known yet") != NULL, "%s",
+	    errs ? errs : "");
+	free(errs);
 	conf_unref(c);
 }
 
@@ -439,6 +476,7 @@ main(void)
 	T_RUN(test_bad_rules);
 	T_RUN(test_errors_all_reported);
 	T_RUN(test_score_headers_variables);
+	T_RUN(test_spf_explanation_variable);
 	T_RUN(test_unreachable_warning);
 	T_RUN(test_checks_wait);
 	T_RUN(test_login_map);

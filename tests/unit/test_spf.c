@@ -397,6 +397,8 @@ static const struct rr z_basic[] = {
 	{ "ip0.test", DNS_T_TXT, "v=spf1 -ip4:9.9.9.9/0 +all" },
 	{ "mac.test", DNS_T_TXT, "v=spf1 exists:%{l}.%{i}.%{d} -all" },
 	{ "alice.192.0.2.10.mac.test", DNS_T_A, "127.0.0.2" },
+	{ "xn--bcher-kva.test", DNS_T_TXT, "v=spf1 a:%{d} -all" },
+	{ "xn--bcher-kva.test", DNS_T_A, C4 },
 	{ NULL, 0, NULL }
 };
 
@@ -457,6 +459,113 @@ test_check_identities(void)
 	    SPF_RES_PASS);
 	T_CHECK(check(z_basic, "127.0.0.1", "h", "a@lo.test", SPF_ID_MAILFROM, NULL) == SPF_RES_FAIL);
 	T_CHECK(check(z_basic, "::1", "h", "a@lo.test", SPF_ID_MAILFROM, NULL) == SPF_RES_FAIL);
+	/* RFC 8616: U-labels are checked in A-labels, %{d} included; an
+	 * invalid IDN is a permerror and nobody is asked */
+	T_CHECK(check(z_basic, C4, "h", "j\xc3\xb6" "e@B\xc3\xbc" "cher.test", SPF_ID_MAILFROM, &o) ==
+	    SPF_RES_PASS);
+	T_CHECKF(strcmp(o.domain, "xn--bcher-kva.test") == 0, "%s", o.domain);
+	T_CHECK(check(z_basic, C4, "b\xc3\xbc" "cher.test", "", SPF_ID_HELO, &o) == SPF_RES_PASS);
+	T_CHECK(strcmp(o.domain, "xn--bcher-kva.test") == 0);
+	q = atomic_load(&nqueries);
+	T_CHECK(check(z_basic, C4, "h", "a@xn--zz.test", SPF_ID_MAILFROM, &o) == SPF_RES_PERMERROR);
+	T_CHECKF(strstr(o.reason, "not a valid IDN") != NULL, "%s", o.reason);
+	T_CHECK(check(z_basic, C4, "h", "a@b\xff.test", SPF_ID_MAILFROM, &o) == SPF_RES_PERMERROR);
+	T_CHECK(strstr(o.domain, "\\xff") != NULL);
+	T_CHECK(atomic_load(&nqueries) == q);
+}
+
+static char exp_long[SPF_GUARD_EXP_MAX + 8];
+
+static const struct rr z_exp[] = {
+	{ "e1.test", DNS_T_TXT, "v=spf1 -all exp=why.%{d}" },
+	{ "why.e1.test", DNS_T_TXT, "%{i} is not one of %{d}'s designated mail servers." },
+	{ "e2.test", DNS_T_TXT, "v=spf1 -all exp=why.e2.test" },
+	{ "why.e2.test", DNS_T_TXT, "bad\r\n250 2.0.0 Ok" },
+	{ "e3.test", DNS_T_TXT, "v=spf1 -all exp=why.e3.test" },
+	{ "why.e3.test", DNS_T_TXT, exp_long },
+	{ "e4.test", DNS_T_TXT, "v=spf1 -all exp=why.e4.test" },
+	{ "why.e4.test", DNS_T_TXT, "caf\xc3\xa9 says no" },
+	{ "e5.test", DNS_T_TXT, "v=spf1 -all exp=why.e5.test" },
+	{ "why.e5.test", DNS_T_TXT, "one" },
+	{ "why.e5.test", DNS_T_TXT, "two" },
+	{ "e6.test", DNS_T_TXT, "v=spf1 ~all exp=why.e1.test" },
+	{ "e7.test", DNS_T_TXT, "v=spf1 -all exp=why.e7.test" },
+	{ "why.e7.test", DNS_T_TXT, "%{l} may not send from %{d}" },
+	{ "e8.test", DNS_T_TXT, "v=spf1 -all exp=why.e8.test" },
+	{ "why.e8.test", DNS_T_TXT, "SERVFAIL" },
+	{ "e9.test", DNS_T_TXT, "v=spf1 -all exp=why.e9.test" },
+	{ "why.e9.test", DNS_T_TXT, "%{z} unknown macro" },
+	{ "e10.test", DNS_T_TXT, "v=spf1 include:e1.test -all" },
+	{ "e11.test", DNS_T_TXT, "v=spf1 redirect=e1.test" },
+	{ "e12.test", DNS_T_TXT, "v=spf1 ?all exp=why.e1.test" },
+	{ "e13.test", DNS_T_TXT, "v=spf1 -all exp=why.e13.test" },
+	{ "why.e13.test", DNS_T_TXT, "%{i} is not one of %{d}'s designated mail servers." },
+	{ "e14.test", DNS_T_TXT, "v=spf1 include:e13.test -all" },
+	{ NULL, 0, NULL }
+};
+
+/* check_exp - a MAIL FROM check with want_exp as given */
+static enum spf_res
+check_exp(const char *sender, bool want, struct spf_outcome *o)
+{
+	struct spf_request rq;
+
+	zone = z_exp;
+	memset(&rq, 0, sizeof(rq));
+	inet_pton(AF_INET, C4, rq.addr);
+	rq.family = AF_INET;
+	rq.helo = "h.test";
+	rq.sender = sender;
+	rq.timeout_ms = 2000;
+	rq.want_exp = want;
+	spf_check(&rq, SPF_ID_MAILFROM, o);
+	return o->res;
+}
+
+/* RFC 7208 6.2 and 8.4: exp= fetched on fail only, when wanted; a
+ * hostile or broken explanation gives none and never changes the result */
+static void
+test_check_explanation(void)
+{
+	struct spf_outcome o;
+	int q;
+
+	memset(exp_long, 'x', SPF_GUARD_EXP_MAX + 1);
+	T_CHECK(check_exp("a@e1.test", true, &o) == SPF_RES_FAIL);
+	T_CHECKF(strcmp(o.explanation, C4 " is not one of e1.test's designated mail servers.") == 0,
+	    "[%s]", o.explanation);
+	/* not wanted: not fetched (one query: the record) */
+	q = atomic_load(&nqueries);
+	T_CHECK(check_exp("a@e1.test", false, &o) == SPF_RES_FAIL && o.explanation[0] == '\0');
+	T_CHECK(atomic_load(&nqueries) == q + 1);
+	/* CR LF, over-long, 8-bit, two records, DNS error, a bad macro */
+	static const char *const none[] = { "a@e2.test", "a@e3.test", "a@e4.test", "a@e5.test",
+	    "a@e8.test", "a@e9.test" };
+	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+		T_CHECKF(check_exp(none[i], true, &o) == SPF_RES_FAIL, "%s", none[i]);
+		T_CHECKF(o.explanation[0] == '\0', "%s: [%s]", none[i], o.explanation);
+	}
+	/* softfail: nothing fetched */
+	q = atomic_load(&nqueries);
+	T_CHECK(check_exp("a@e6.test", true, &o) == SPF_RES_SOFTFAIL && o.explanation[0] == '\0');
+	T_CHECK(atomic_load(&nqueries) == q + 1);
+	/* an 8-bit local part expands to '?', never to raw bytes */
+	T_CHECK(check_exp("j\xc3\xb6" "e@e7.test", true, &o) == SPF_RES_FAIL);
+	T_CHECKF(strcmp(o.explanation, "j??e may not send from e7.test") == 0, "[%s]",
+	    o.explanation);
+	for (const char *p = o.explanation; *p; p++)
+		T_CHECK(*p >= 0x20 && *p < 0x7f);
+	/* an included record's exp= is never fetched (its fail is only "no
+	 * match"); a redirect= target's is, with %{d} its domain */
+	q = atomic_load(&nqueries);
+	T_CHECK(check_exp("a@e14.test", true, &o) == SPF_RES_FAIL && o.explanation[0] == '\0');
+	T_CHECKF(atomic_load(&nqueries) == q + 2, "%d queries", atomic_load(&nqueries) - q);
+	T_CHECK(check_exp("a@e10.test", true, &o) == SPF_RES_FAIL && o.explanation[0] == '\0');
+	T_CHECK(check_exp("a@e11.test", true, &o) == SPF_RES_FAIL);
+	T_CHECKF(strcmp(o.explanation, C4 " is not one of e1.test's designated mail servers.") == 0,
+	    "[%s]", o.explanation);
+	/* neutral: none, and not fetched */
+	T_CHECK(check_exp("a@e12.test", true, &o) == SPF_RES_NEUTRAL && o.explanation[0] == '\0');
 }
 
 static void
@@ -600,6 +709,7 @@ main(void)
 	T_RUN(test_check_results);
 	T_RUN(test_check_identities);
 	T_RUN(test_check_zero_prefix);
+	T_RUN(test_check_explanation);
 	T_RUN(test_check_limits);
 	T_RUN(test_threads);
 	spf_set_resolver(NULL);
