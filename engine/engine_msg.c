@@ -1,6 +1,7 @@
 /*
  * engine_msg - what the checks need from a message as it streams by:
- * DKIM's hashing, the header scanner, the header block for "from" rules
+ * DKIM's hashing (verifying, and signing when a rule may sign), the
+ * header scanner, the header block for "from" rules
  *
  * SYNOPSIS
  *	struct eng_msg *engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg);
@@ -27,6 +28,7 @@
 #include <string.h>
 
 #include "dkim.h"
+#include "dkim_sign.h"
 #include "engine.h"
 #include "engine_int.h"
 #include "hdrscan.h"
@@ -53,7 +55,10 @@ engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg)
 	m->arg = arg;
 	m->finished = false;
 	m->dkim = c->dkim && engine_g.dkim != NULL ? dkimv_msg_new(engine_g.dkim) : NULL;
-	m->capture = rules_reads_from(c->rules);
+	/* signing hashes as the data streams in, before the rules decide */
+	m->sign = c->dkim_keys != NULL && engine_g.dkims != NULL && rules_signs(c->rules) ?
+	    dkims_msg_new(engine_g.dkims, c->dkim_keys, c->dkim_sign_expiry_ms / 1000) : NULL;
+	m->capture = rules_reads_from(c->rules) || m->sign != NULL;
 	m->hdr_done = false;
 	m->hdr = NULL;
 	m->hdr_len = 0;
@@ -90,6 +95,8 @@ engine_msg_feed(struct eng_msg *m, const void *buf, size_t len)
 {
 	if (m->dkim != NULL)
 		(void)dkimv_msg_feed(m->dkim, buf, len);	/* -1: permerror later */
+	if (m->sign != NULL)
+		dkims_msg_feed(m->sign, buf, len);
 	hdrscan_feed(&m->hs, buf, len);
 	if (m->capture)
 		capture(m, buf, len);
@@ -112,6 +119,7 @@ engine_msg_free(struct eng_msg *m)
 		return;
 	if (m->dkim != NULL)
 		dkimv_msg_free(m->dkim);
+	dkims_msg_free(m->sign);
 	hdrscan_free(&m->hs);
 	free(m->hdr);
 	free(m);
