@@ -234,6 +234,9 @@ typedef void (*eng_msg_out_fn)(void *arg, const unsigned char *buf, size_t len);
 /* engine_msg_new - out receives the message as the header scanner passes
  * it (forged Authentication-Results fields dropped); NULL: nothing out */
 struct eng_msg *engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg);
+/* engine_msg_set_stuffed - what will be fed is stuffed again for the wire
+ * (every line that starts with "." has one more): DKIM gets it unstuffed */
+void engine_msg_set_stuffed(struct eng_msg *m);
 /* engine_msg_feed - decoded message bytes (CRLF line ends, no dot-stuffing) */
 void engine_msg_feed(struct eng_msg *m, const void *buf, size_t len);
 /* engine_msg_finish - the message is complete: a header field still held

@@ -55,6 +55,8 @@ struct eng_msg {
 	struct dkims_msg *sign;		/* the signer, when a rule may sign; or NULL */
 	struct hdrscan hs;
 	bool finished;			/* hdrscan_finish() ran */
+	bool stuffed;			/* fed dot-stuffed (moatd's decoder output) */
+	bool bol;			/* the next byte starts a line */
 	eng_msg_out_fn out;
 	void *arg;
 	bool capture;			/* a rule reads "from": keep the header block */

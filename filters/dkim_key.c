@@ -153,10 +153,10 @@ dkim_key_load(struct dkim_key *k, const char *path, char *err, size_t errlen,
 		goto fail;
 	}
 	k->bits = (unsigned)EVP_PKEY_get_bits(pk);
-	EVP_PKEY_free(pk);
 	if (k->alg == DKIM_KEY_RSA_SHA256 && k->bits < 1024) {
 		snprintf(err, errlen, "key file %s: RSA key of %u bits; at least 1024 (RFC 8301), "
 		    "2048 advised", path, k->bits);
+		EVP_PKEY_free(pk);
 		goto fail;
 	}
 	if (k->alg == DKIM_KEY_RSA_SHA256 && k->bits < 2048)
@@ -164,6 +164,7 @@ dkim_key_load(struct dkim_key *k, const char *path, char *err, size_t errlen,
 		    "(some receivers ignore shorter keys)", path, k->bits);
 	k->pem = pem;
 	k->pemlen = len;
+	k->pkey = pk;
 	return 0;
 fail:
 	OPENSSL_cleanse(pem, len);
@@ -217,6 +218,19 @@ dkim_keys_for(const struct dkim_keys *ks, const char *from_domain,
 	return 0;
 }
 
+/* dkim_key_clear - the key's text and parsed key, freed */
+void
+dkim_key_clear(struct dkim_key *k)
+{
+	if (k->pem != NULL) {
+		OPENSSL_cleanse(k->pem, k->pemlen);
+		free(k->pem);
+	}
+	EVP_PKEY_free(k->pkey);
+	k->pem = NULL;
+	k->pkey = NULL;
+}
+
 void
 dkim_keys_free(struct dkim_keys *ks)
 {
@@ -226,10 +240,7 @@ dkim_keys_free(struct dkim_keys *ks)
 		return;
 	for (k = ks->head; k; k = next) {
 		next = k->next;
-		if (k->pem != NULL) {
-			OPENSSL_cleanse(k->pem, k->pemlen);
-			free(k->pem);
-		}
+		dkim_key_clear(k);
 		free(k);
 	}
 	free(ks);

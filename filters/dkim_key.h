@@ -9,6 +9,7 @@
  *	int dkim_key_load(struct dkim_key *k, const char *path, char *err, size_t errlen,
  *	                  char *warn, size_t warnlen);
  *	int dkim_keys_add(struct dkim_keys *ks, struct dkim_key *k);
+ *	void dkim_key_clear(struct dkim_key *k);
  *	int dkim_keys_for(const struct dkim_keys *ks, const char *from_domain,
  *	                  const struct dkim_key **out, int max);
  *	void dkim_keys_free(struct dkim_keys *ks);
@@ -27,7 +28,9 @@
  *	for ed25519-sha256), an RSA key of at least 1024 bits (RFC 8301).
  *	Errors: -1 with err. An RSA key under 2048 bits loads, with warn
  *	set (warn[0] is 0 otherwise). The file's text is kept in k->pem
- *	(owned, wiped when freed): libopendkim takes the key as text.
+ *	(owned, wiped when freed): libopendkim takes the key as text; the
+ *	parsed key in k->pkey (moat's own Ed25519 signer uses it).
+ *	dkim_key_clear() frees both (a key not added to a table).
  *
  *	dkim_keys_add() takes k over (the caller's struct is copied); -1
  *	when the table has this domain and selector already.
@@ -67,6 +70,7 @@ struct dkim_key {
 	unsigned bits;			/* RSA modulus size; 256 for Ed25519 */
 	char *pem;			/* the key file's text (owned) */
 	size_t pemlen;
+	struct evp_pkey_st *pkey;	/* the parsed key (OpenSSL's EVP_PKEY), owned */
 };
 
 struct dkim_keys {
@@ -77,6 +81,7 @@ struct dkim_keys {
 int dkim_key_load(struct dkim_key *k, const char *path, char *err, size_t errlen,
 	char *warn, size_t warnlen);
 int dkim_keys_add(struct dkim_keys *ks, struct dkim_key *k);
+void dkim_key_clear(struct dkim_key *k);
 int dkim_keys_for(const struct dkim_keys *ks, const char *from_domain,
 	const struct dkim_key **out, int max);
 void dkim_keys_free(struct dkim_keys *ks);

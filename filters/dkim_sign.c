@@ -1,21 +1,34 @@
 /*
- * dkim_sign - DKIM signing with libopendkim (see dkim_sign.h)
+ * dkim_sign - DKIM signing (see dkim_sign.h)
  *
- * libopendkim 2.11 (Debian 12) signs both rsa-sha256 and ed25519-sha256
- * (DKIM_SIGN_ED25519SHA256, keys as PEM), so one code path serves both.
- * Its header list and over-signing list are options of the library
- * handle, as is the signature lifetime (x=); a struct dkims therefore
- * keeps one handle per lifetime in use (a reload may change it), made on
- * first use under a lock and kept until dkims_free().
+ * rsa-sha256 is signed by libopendkim. Its header list and over-signing
+ * list are options of the library handle, as is the signature lifetime
+ * (x=); a struct dkims therefore keeps one handle per lifetime in use (a
+ * reload may change it), made on first use under a lock and kept until
+ * dkims_free().
+ *
+ * ed25519-sha256 is signed here, with OpenSSL and dkim_canon.c: Debian
+ * 12's libopendkim (2.11.0~beta2) can sign with Ed25519, but loses the
+ * key it loads for every such signature (about 500 bytes a message,
+ * found by LeakSanitizer), which a daemon cannot afford. The same
+ * canonicalisation (relaxed/relaxed), the same header list and the same
+ * over-signing give the same h= and bh= as libopendkim would; RFC 8463:
+ * the Ed25519 signature is over the SHA-256 hash of the header data.
+ * One body hash serves every Ed25519 key of the message.
  */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <time.h>
 
 #include <opendkim/dkim.h>
+#include <openssl/evp.h>
 
+#include "dkim_canon.h"
 #include "dkim_sign.h"
 #include "owner.h"
 #include "xalloc.h"
@@ -42,7 +55,13 @@ struct dkims_msg {
 	char from_domain[256];
 	int nkeys;
 	const struct dkim_key *key[DKIM_KEYS_PER_DOMAIN];
-	DKIM *dkim[DKIM_KEYS_PER_DOMAIN];
+	DKIM *dkim[DKIM_KEYS_PER_DOMAIN];	/* libopendkim's (RSA), or NULL: ours */
+	/* our own signer (Ed25519): body hash, the header data, h= */
+	EVP_MD_CTX *bh;
+	struct dkim_bcanon bc;
+	char *hdata;			/* the signed fields, relaxed, in h= order */
+	size_t hdata_len;
+	char *hlist;			/* h=, folded */
 };
 
 /* the fields signed, each also over-signed (libopendkim matches names
@@ -139,6 +158,18 @@ dkims_msg_new(struct dkims *s, const struct dkim_keys *keys, uint64_t expiry_s)
 	return m;
 }
 
+/* own_free - our signer's state */
+static void
+own_free(struct dkims_msg *m)
+{
+	EVP_MD_CTX_free(m->bh);
+	m->bh = NULL;
+	free(m->hdata);
+	m->hdata = NULL;
+	free(m->hlist);
+	m->hlist = NULL;
+}
+
 void
 dkims_msg_free(struct dkims_msg *m)
 {
@@ -147,6 +178,7 @@ dkims_msg_free(struct dkims_msg *m)
 	for (int i = 0; i < m->nkeys; i++)
 		if (m->dkim[i] != NULL)
 			dkim_free(m->dkim[i]);
+	own_free(m);
 	free(m->hdr);
 	free(m);
 }
@@ -158,12 +190,122 @@ fail(struct dkims_msg *m, const char *why)
 	for (int i = 0; i < m->nkeys; i++)
 		if (m->dkim[i] != NULL)
 			dkim_free(m->dkim[i]);
+	own_free(m);
 	m->nkeys = 0;
 	m->failed = true;
 	m->why = why;
 	m->hdr_done = true;
 	free(m->hdr);
 	m->hdr = NULL;
+}
+
+/* a header field's bounds in m->hdr (without its final CRLF) */
+struct field {
+	size_t at, len, nlen;	/* nlen: the name, without whitespace before ':' */
+};
+
+#define FIELDS_MAX 1000
+
+/* split_fields - the header block into fields; -1 when over FIELDS_MAX */
+static int
+split_fields(const char *h, size_t hlen, struct field *f, int max)
+{
+	int n = 0;
+
+	for (size_t a = 0; a < hlen; ) {
+		size_t b = a, flen;
+		const char *colon;
+
+		for (;;) {
+			const char *nl = memchr(h + b, '\n', hlen - b);
+
+			b = nl != NULL ? (size_t)(nl - h) + 1 : hlen;
+			if (b >= hlen || (h[b] != ' ' && h[b] != '\t'))
+				break;
+		}
+		flen = b - a;
+		if (flen >= 2 && h[b - 2] == '\r' && h[b - 1] == '\n')
+			flen -= 2;
+		if (flen > 0) {
+			if (n == max)
+				return -1;
+			f[n].at = a;
+			f[n].len = flen;
+			colon = memchr(h + a, ':', flen);
+			f[n].nlen = colon != NULL ? (size_t)(colon - (h + a)) : 0;
+			while (f[n].nlen > 0 && (h[a + f[n].nlen - 1] == ' ' ||
+			    h[a + f[n].nlen - 1] == '\t'))
+				f[n].nlen--;
+			n++;
+		}
+		a = b;
+	}
+	return n;
+}
+
+/* append - bytes to a growing buffer */
+static void
+append(char **buf, size_t *len, const void *p, size_t n)
+{
+	*buf = xrealloc(*buf, *len + n + 1);
+	memcpy(*buf + *len, p, n);
+	*len += n;
+	(*buf)[*len] = 0;
+}
+
+/* own_start - our signer: the fields to sign (each present one from the
+ * bottom up, and each name once more), h=, the body hash */
+static int
+own_start(struct dkims_msg *m, const struct field *f, int nf)
+{
+	size_t hl = 0, line = 2;	/* "h=" */
+	char canon[DKIMS_HEADER_MAX > 102400 ? 102400 : DKIMS_HEADER_MAX];
+
+	m->hlist = xstrdup("h=");
+	for (int s = 0; sign_fields[s] != NULL; s++) {
+		const char *name = sign_fields[s];
+		size_t nl = strlen(name);
+		int count = 0;
+
+		for (int i = nf - 1; i >= 0; i--) {
+			size_t cl;
+
+			if (f[i].nlen != nl || strncasecmp(m->hdr + f[i].at, name, nl) != 0)
+				continue;
+			cl = dkim_hcanon(m->hdr + f[i].at, f[i].len, canon, sizeof(canon));
+			if (cl == 0)
+				return -1;
+			append(&m->hdata, &m->hdata_len, canon, cl);
+			count++;
+		}
+		hl = strlen(m->hlist);
+		for (int k = 0; k <= count; k++) {
+			if (m->hlist[hl - 1] != '=') {
+				append(&m->hlist, &hl, ":", 1);
+				line++;
+			}
+			if (line + nl > 72) {
+				append(&m->hlist, &hl, "\r\n\t", 3);
+				line = 1;
+			}
+			append(&m->hlist, &hl, name, nl);
+			line += nl;
+		}
+	}
+	if (m->hdata == NULL)
+		m->hdata = xstrdup("");
+	m->bh = EVP_MD_CTX_new();
+	if (m->bh == NULL || EVP_DigestInit_ex(m->bh, EVP_sha256(), NULL) != 1)
+		return -1;
+	dkim_bcanon_init(&m->bc);
+	return 0;
+}
+
+/* bh_out - canonical body bytes into the body hash */
+static void
+bh_out(void *arg, const void *buf, size_t len)
+{
+	(void)EVP_DigestUpdate(arg, buf, len);
 }
 
 /* end_of_header - find the keys, start a handle for each, give it the fields */
@@ -191,44 +333,50 @@ end_of_header(struct dkims_msg *m, size_t hlen)
 		fail(m, "libopendkim refused its options");
 		return;
 	}
+	bool own = false;
 	for (int i = 0; i < n; i++) {
 		DKIM_STAT st;
 
 		m->key[i] = k[i];
+		m->nkeys = i + 1;
+		if (k[i]->alg == DKIM_KEY_ED25519_SHA256) {
+			own = true;
+			continue;
+		}
 		m->dkim[i] = dkim_sign(lib, unconst("moat"), NULL, unconst(k[i]->pem),
 		    unconst(k[i]->selector), unconst(k[i]->domain), DKIM_CANON_RELAXED,
 		    DKIM_CANON_RELAXED, k[i]->alg == DKIM_KEY_ED25519_SHA256 ?
 		    DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256, -1, &st);
-		m->nkeys = i + 1;
 		if (m->dkim[i] == NULL) {
 			fail(m, "libopendkim refused the key");
 			return;
 		}
 	}
 	/* each field without its final CRLF; folds stay */
-	for (size_t a = 0; a < hlen; ) {
-		size_t b = a;
+	struct field *f = xmalloc(sizeof(*f) * FIELDS_MAX);
+	int nf = split_fields(m->hdr, hlen, f, FIELDS_MAX);
 
-		for (;;) {
-			const char *nl = memchr(m->hdr + b, '\n', hlen - b);
-
-			b = nl != NULL ? (size_t)(nl - m->hdr) + 1 : hlen;
-			if (b >= hlen || (m->hdr[b] != ' ' && m->hdr[b] != '\t'))
-				break;
-		}
-		size_t flen = b - a;
-		if (flen >= 2 && m->hdr[b - 2] == '\r' && m->hdr[b - 1] == '\n')
-			flen -= 2;
+	if (nf < 0) {
+		free(f);
+		fail(m, "more than 1000 header fields");
+		return;
+	}
+	for (int j = 0; j < nf; j++)
 		for (int i = 0; i < m->nkeys; i++)
-			if (flen > 0 && dkim_header(m->dkim[i], unconst(m->hdr + a), flen) !=
-			    DKIM_STAT_OK) {
+			if (m->dkim[i] != NULL && dkim_header(m->dkim[i], unconst(m->hdr + f[j].at),
+			    f[j].len) != DKIM_STAT_OK) {
+				free(f);
 				fail(m, "libopendkim refused a header field");
 				return;
 			}
-		a = b;
+	if (own && own_start(m, f, nf) != 0) {
+		free(f);
+		fail(m, "a header field to sign is too long");
+		return;
 	}
+	free(f);
 	for (int i = 0; i < m->nkeys; i++)
-		if (dkim_eoh(m->dkim[i]) != DKIM_STAT_OK) {
+		if (m->dkim[i] != NULL && dkim_eoh(m->dkim[i]) != DKIM_STAT_OK) {
 			fail(m, "libopendkim refused the header");
 			return;
 		}
@@ -240,8 +388,10 @@ end_of_header(struct dkims_msg *m, size_t hlen)
 static void
 body(struct dkims_msg *m, const char *buf, size_t len)
 {
+	if (m->bh != NULL)
+		dkim_bcanon_feed(&m->bc, buf, len, bh_out, m->bh);
 	for (int i = 0; i < m->nkeys && len > 0; i++)
-		if (dkim_body(m->dkim[i], unconst(buf), len) != DKIM_STAT_OK) {
+		if (m->dkim[i] != NULL && dkim_body(m->dkim[i], unconst(buf), len) != DKIM_STAT_OK) {
 			fail(m, "libopendkim refused the body");
 			return;
 		}
@@ -292,12 +442,95 @@ dkims_msg_from_domain(const struct dkims_msg *m)
 	return m != NULL && m->hdr_done && !m->failed ? m->from_domain : NULL;
 }
 
+/* own_sign - our DKIM-Signature field for key k (CRLF-terminated,
+ * allocated), or NULL. bh: the body hash in base64. */
+static char *
+own_sign(struct dkims_msg *m, const struct dkim_key *k, const char *bh, size_t *len)
+{
+	char head[1024], canon[8192], b64[128];
+	unsigned char digest[32], sig[64];
+	size_t hlen, cl, siglen = sizeof(sig);
+	unsigned dlen = 0;
+	char *field = NULL, *out = NULL;
+	size_t flen = 0;
+	uint64_t t = m->s->fixed_time > 0 ? m->s->fixed_time : (uint64_t)time(NULL);
+	EVP_MD_CTX *ctx;
+	int ok;
+
+	if (m->expiry_s > 0)
+		hlen = (size_t)snprintf(head, sizeof(head), "DKIM-Signature: v=1; a=ed25519-sha256; "
+		    "c=relaxed/relaxed; d=%s;\r\n\ts=%s; t=%llu; x=%llu;\r\n\t", k->domain,
+		    k->selector, (unsigned long long)t, (unsigned long long)(t + m->expiry_s));
+	else
+		hlen = (size_t)snprintf(head, sizeof(head), "DKIM-Signature: v=1; a=ed25519-sha256; "
+		    "c=relaxed/relaxed; d=%s;\r\n\ts=%s; t=%llu;\r\n\t", k->domain, k->selector,
+		    (unsigned long long)t);
+	if (hlen >= sizeof(head))
+		return NULL;
+	append(&field, &flen, head, hlen);
+	append(&field, &flen, m->hlist, strlen(m->hlist));
+	append(&field, &flen, ";\r\n\tbh=", 7);
+	append(&field, &flen, bh, strlen(bh));
+	append(&field, &flen, ";\r\n\tb=", 6);
+	/* the header hash: the signed fields, then this one with b= empty,
+	 * relaxed, without its CRLF (RFC 6376 3.7) */
+	cl = dkim_hcanon(field, flen, canon, sizeof(canon));
+	ctx = EVP_MD_CTX_new();
+	ok = cl >= 2 && ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, m->hdata, m->hdata_len) == 1 &&
+	    EVP_DigestUpdate(ctx, canon, cl - 2) == 1 &&
+	    EVP_DigestFinal_ex(ctx, digest, &dlen) == 1 && dlen == sizeof(digest);
+	EVP_MD_CTX_free(ctx);
+	/* RFC 8463: PureEdDSA over the SHA-256 hash */
+	ctx = ok ? EVP_MD_CTX_new() : NULL;
+	ok = ctx != NULL && EVP_DigestSignInit(ctx, NULL, NULL, NULL, k->pkey) == 1 &&
+	    EVP_DigestSign(ctx, sig, &siglen, digest, sizeof(digest)) == 1 && siglen == 64;
+	EVP_MD_CTX_free(ctx);
+	if (ok) {
+		EVP_EncodeBlock((unsigned char *)b64, sig, (int)siglen);
+		append(&field, &flen, b64, strlen(b64));
+		append(&field, &flen, "\r\n", 2);
+		out = field;
+		*len = flen;
+	} else
+		free(field);
+	return out;
+}
+
+/* lib_sign - libopendkim's DKIM-Signature field (its LF folds made
+ * CRLF; allocated), or NULL */
+static char *
+lib_sign(DKIM *dkim, size_t *len)
+{
+	static const char name[] = "DKIM-Signature: ";
+	u_char *sig = NULL;
+	size_t slen = 0, o;
+	char *out;
+
+	if (dkim_eom(dkim, NULL) != DKIM_STAT_OK ||
+	    dkim_getsighdr_d(dkim, sizeof(name) - 1, &sig, &slen) != DKIM_STAT_OK || sig == NULL)
+		return NULL;
+	out = xmalloc(sizeof(name) + 2 * slen + 3);
+	memcpy(out, name, sizeof(name) - 1);
+	o = sizeof(name) - 1;
+	for (size_t j = 0; j < slen; j++) {
+		if (sig[j] == '\r')
+			continue;
+		if (sig[j] == '\n')
+			out[o++] = '\r';
+		out[o++] = (char)sig[j];
+	}
+	out[o++] = '\r';
+	out[o++] = '\n';
+	*len = o;
+	return out;
+}
+
 /* dkims_msg_finish - the DKIM-Signature fields, or NULL */
 char *
 dkims_msg_finish(struct dkims_msg *m, size_t *len, char *info, size_t infolen)
 {
-	static const char name[] = "DKIM-Signature: ";
-	char *out = NULL;
+	char *out = NULL, bh64[48] = "";
 	size_t olen = 0, ilen = 0;
 
 	*len = 0;
@@ -309,31 +542,32 @@ dkims_msg_finish(struct dkims_msg *m, size_t *len, char *info, size_t infolen)
 		snprintf(info, infolen, "%s", m->why ? m->why : "no end of header");
 		return NULL;
 	}
-	for (int i = 0; i < m->nkeys; i++) {
-		u_char *sig = NULL;
-		size_t slen = 0;
+	if (m->bh != NULL) {
+		unsigned char d[32];
+		unsigned dl = 0;
 
-		if (dkim_eom(m->dkim[i], NULL) != DKIM_STAT_OK ||
-		    dkim_getsighdr_d(m->dkim[i], sizeof(name) - 1, &sig, &slen) != DKIM_STAT_OK ||
-		    sig == NULL) {
-			snprintf(info, infolen, "libopendkim could not sign with %s",
-			    m->key[i]->selector);
+		dkim_bcanon_end(&m->bc, bh_out, m->bh);
+		if (EVP_DigestFinal_ex(m->bh, d, &dl) != 1 || dl != sizeof(d)) {
+			snprintf(info, infolen, "OpenSSL could not hash the body");
+			return NULL;
+		}
+		EVP_EncodeBlock((unsigned char *)bh64, d, (int)dl);
+	}
+	for (int i = 0; i < m->nkeys; i++) {
+		size_t flen = 0;
+		char *f = m->dkim[i] == NULL ? own_sign(m, m->key[i], bh64, &flen) :
+		    lib_sign(m->dkim[i], &flen);
+
+		if (f == NULL) {
+			snprintf(info, infolen, "could not sign with %s", m->key[i]->selector);
 			free(out);
 			*len = 0;
 			return NULL;
 		}
-		out = xrealloc(out, olen + sizeof(name) + 2 * slen + 3);
-		memcpy(out + olen, name, sizeof(name) - 1);
-		olen += sizeof(name) - 1;
-		for (size_t j = 0; j < slen; j++) {
-			if (sig[j] == '\r')
-				continue;
-			if (sig[j] == '\n')
-				out[olen++] = '\r';
-			out[olen++] = (char)sig[j];
-		}
-		out[olen++] = '\r';
-		out[olen++] = '\n';
+		out = xrealloc(out, olen + flen);
+		memcpy(out + olen, f, flen);
+		olen += flen;
+		free(f);
 		if (ilen < infolen) {
 			int w = snprintf(info + ilen, infolen - ilen, "%sd=%s s=%s a=%s",
 			    i ? " " : "", m->key[i]->domain, m->key[i]->selector,

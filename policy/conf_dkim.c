@@ -112,7 +112,7 @@ conf_dkim_parse(struct dkim_keys **keys, struct lexer *lx, const struct lex_toke
 		*keys = xcalloc(1, sizeof(**keys));
 	if (dkim_keys_add(*keys, &k) != 0) {
 		cd_error(err, arg, kw, "dkim-key %s %s given twice", k.domain, k.selector);
-		free(k.pem);
+		dkim_key_clear(&k);
 		return -1;
 	}
 	return 0;
