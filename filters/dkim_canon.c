@@ -119,10 +119,13 @@ dkim_hcanon(const char *f, size_t len, char *out, size_t size)
 	nl = (size_t)(colon - f);
 	while (nl > 0 && (f[nl - 1] == ' ' || f[nl - 1] == '\t'))
 		nl--;
-	if (nl + 3 > size)
+	if (nl == 0 || nl + 3 > size)
 		return 0;
-	for (i = 0; i < nl; i++)
+	for (i = 0; i < nl; i++) {
+		if ((unsigned char)f[i] < 33 || (unsigned char)f[i] > 126)
+			return 0;	/* not a field name (RFC 5322 ftext) */
 		out[o++] = (f[i] >= 'A' && f[i] <= 'Z') ? (char)(f[i] - 'A' + 'a') : f[i];
+	}
 	out[o++] = ':';
 	for (i = (size_t)(colon - f) + 1; i < len; i++) {
 		char c = f[i];

@@ -23,7 +23,8 @@
  *	without whitespace before the colon, line folds removed, whitespace
  *	runs made one SP, whitespace at the value's start and end removed,
  *	then CRLF. Returns the length written (out is not terminated), or 0
- *	when out is too small or the field has no colon.
+ *	when out is too small, the field has no colon, or its name is empty
+ *	or holds a byte outside printable ASCII.
  */
 #ifndef MOAT_DKIM_CANON_H
 #define MOAT_DKIM_CANON_H
