@@ -324,3 +324,53 @@ def test_check_key(workdir, dns):
     r = moatctl(*args)
     assert r.returncode == 1 and "check-key mismatch" in r.stdout, r.stdout
     assert base64.b64decode(txt.split("p=")[1])  # the record moatctl printed is base64
+
+
+# moat-milter signs as moatd does (the engine signs; each front-end puts the
+# fields on top). No SASL in the milter's Postfix: the rule signs every
+# message whose From domain has keys, which the policy may say.
+from test_milter import milter_factory, milter_port, mpostfix, run_session  # noqa: E402,F401
+
+
+def unfolded(s):
+    return re.sub(rb"\r\n[ \t]+", b" ", s)
+
+
+def masked(s):
+    """A signature without what depends on the second it was made."""
+    u = unfolded(s)
+    return re.sub(rb"; b=[A-Za-z0-9+/= ]+$", b"; b=B", re.sub(rb" t=\d+;", b" t=T;", u))
+
+
+@pytest.mark.postfix
+@pytest.mark.timeout(180)
+def test_milter_signs_the_same(mpostfix, milter_factory, moatd_factory, fake, dns,  # noqa: F811
+                               keys):
+    keylines, records = keys
+    opts = dict(on=["data true sign"], dkim_key=keylines, resolver=dns.resolver, spf="no",
+                dkim="no", dmarc="off")
+    milter_factory(**opts)
+    m = moatd_factory(fake.address, **opts)
+    subject = "parity %d" % os.getpid()
+    msg = the_message("alice@both.test", subject)
+    via_moatd = run_session(m.port, "mail.example.org", "alice@both.test",
+                            ["user@example.org"], msg)
+    via_milter = run_session(mpostfix.port, "mail.example.org", "alice@both.test",
+                             ["user@example.org"], msg)
+    assert via_moatd[-1][:2] == ("dot", 250) and via_milter[-1][:2] == ("dot", 250), \
+        (via_moatd, via_milter)
+    a = fake.wait_completed(1)[-1].content
+    b = delivered(mpostfix, subject)
+    sa, sb = sigs(a), sigs(b)
+    assert len(sa) == 2 and len(sb) == 2, (sa, sb)
+    # the same h=, bh=, d=, s=, a=; the same bytes when made in the same second
+    assert [masked(s) for s in sa] == [masked(s) for s in sb], (sa, sb)
+    for x, y in zip(sa, sb):
+        if re.search(rb" t=(\d+);", unfolded(x)).group(1) == \
+                re.search(rb" t=(\d+);", unfolded(y)).group(1):
+            assert x == y
+    assert dkimpy_verify(a, records) == [True, True]
+    assert dkimpy_verify(b, records) == [True, True]
+    # on top of the message in both
+    assert a.startswith(b"DKIM-Signature:")
+    assert field_names(b.split(b"\r\n\r\n", 1)[0]).count("DKIM-Signature") == 2
