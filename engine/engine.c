@@ -1436,7 +1436,8 @@ sign(struct eng_sess *e, size_t *len)
 		return NULL;
 	t->sign = false;	/* once: finishing ends the hashes */
 	if (t->msg == NULL || t->msg->sign == NULL) {
-		log_msg(LOG_L_INFO, e->id, "dkim-sign skipped reason=\"no key for the From domain\"");
+		/* the policy has no dkim-key at all */
+		log_msg(LOG_L_DEBUG, e->id, "dkim-sign skipped reason=\"no dkim-key\"");
 		return NULL;
 	}
 	dom = dkims_msg_from_domain(t->msg->sign);
