@@ -374,3 +374,46 @@ def test_milter_signs_the_same(mpostfix, milter_factory, moatd_factory, fake, dn
     # on top of the message in both
     assert a.startswith(b"DKIM-Signature:")
     assert field_names(b.split(b"\r\n\r\n", 1)[0]).count("DKIM-Signature") == 2
+
+
+def send_plain(m, frm, subject):
+    with m.client() as c:
+        c.ehlo("mail.example.org")
+        rs = harness.smtp_transaction(c, the_message(frm, subject), mfrom=frm)
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+
+
+@pytest.mark.timeout(120)
+def test_keys_reloaded_on_sighup(moatd_factory, fake, dns, keys):
+    import signal
+    keylines, records = keys
+    rsa_only = [l for l in keylines if l.startswith("rsa.test ")]
+    ed = [l for l in keylines if l.startswith("ed.test ")]
+    m = moatd_factory(fake.address, on=["data true sign"], dkim_key=rsa_only,
+                      resolver=dns.resolver, spf="no", dkim="no", dmarc="off")
+    send_plain(m, "alice@ed.test", "before")
+    assert sigs(fake.wait_completed(1)[-1].content) == []
+    # a key added: used after SIGHUP (moatd reads it as its own user)
+    items = [(k, v) for k, v in m.conf_items if k != "dkim-key"] + \
+        [("dkim-key", rsa_only + ed)]
+    m.conf_path.write_text(harness.render_conf(items))
+    m.signal(signal.SIGHUP)
+    m.wait_log(r"reload ok", count=1)
+    send_plain(m, "alice@ed.test", "after")
+    got = fake.wait_completed(2)[-1].content
+    assert len(sigs(got)) == 1 and dkimpy_verify(got, records) == [True]
+    # a key file that went world-readable: the reload is refused, at the
+    # file name's line and column, and the running keys stay
+    path = re.search(r'"([^"]+)"', ed[0]).group(1)
+    os.chmod(path, 0o644)
+    m.signal(signal.SIGHUP)
+    m.wait_log(r"reload refused")
+    text = m.conf_path.read_text()
+    line = text[:text.index(path)].count("\n") + 1
+    col = text.splitlines()[line - 1].index('"') + 1
+    assert re.search(r"%s:%d:%d: error: key file %s: mode 0644 lets group or others in"
+                     % (re.escape(str(m.conf_path)), line, col, re.escape(path)), m.log())
+    send_plain(m, "alice@ed.test", "still")
+    got = fake.wait_completed(3)[-1].content
+    assert len(sigs(got)) == 1 and dkimpy_verify(got, records) == [True]
