@@ -26,6 +26,20 @@ content_start(struct dkim_bcanon *b, dkim_canon_out_fn out, void *arg)
 		out(arg, crlf, 2);
 }
 
+/* held_cr - a CR that no LF followed is content */
+static void
+held_cr(struct dkim_bcanon *b, dkim_canon_out_fn out, void *arg)
+{
+	if (!b->content)
+		content_start(b, out, arg);
+	if (b->wsp)
+		out(arg, sp, 1);
+	out(arg, "\r", 1);
+	b->content = true;
+	b->wsp = false;
+	b->cr = false;
+}
+
 /* dkim_bcanon_feed - body bytes */
 void
 dkim_bcanon_feed(struct dkim_bcanon *b, const void *in, size_t len,
@@ -38,15 +52,7 @@ dkim_bcanon_feed(struct dkim_bcanon *b, const void *in, size_t len,
 		unsigned char c = p[i];
 
 		if (b->cr && c != '\n') {
-			/* the CR held back was content (run == i: nothing pending) */
-			if (!b->content)
-				content_start(b, out, arg);
-			if (b->wsp)
-				out(arg, sp, 1);
-			out(arg, "\r", 1);
-			b->content = true;
-			b->wsp = false;
-			b->cr = false;
+			held_cr(b, out, arg);	/* run == i: nothing pending */
 			run = i;
 		}
 		if (c == '\r') {
@@ -92,15 +98,8 @@ dkim_bcanon_feed(struct dkim_bcanon *b, const void *in, size_t len,
 void
 dkim_bcanon_end(struct dkim_bcanon *b, dkim_canon_out_fn out, void *arg)
 {
-	if (b->cr) {
-		/* a CR at the very end is content too */
-		if (!b->content)
-			content_start(b, out, arg);
-		if (b->wsp)
-			out(arg, sp, 1);
-		out(arg, "\r", 1);
-		b->content = true;
-	}
+	if (b->cr)
+		held_cr(b, out, arg);	/* a CR at the very end is content too */
 	if (b->content)
 		out(arg, crlf, 2);
 	dkim_bcanon_init(b);

@@ -6,7 +6,6 @@
  * it from memory. Nothing here logs: errors and warnings go back to the
  * policy parser, which puts them at the statement's file:line:col.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -23,6 +22,7 @@
 #include <openssl/x509.h>
 
 #include "dkim_key.h"
+#include "dnsbl.h"
 #include "xalloc.h"
 
 const char *
@@ -31,28 +31,11 @@ dkim_key_alg_name(enum dkim_key_alg a)
 	return a == DKIM_KEY_ED25519_SHA256 ? "ed25519-sha256" : "rsa-sha256";
 }
 
-/* dkim_selector_ok - dot-separated labels of letters, digits and '-' */
+/* dkim_selector_ok - dot-separated labels of letters, digits, '-', '_' */
 bool
 dkim_selector_ok(const char *s, size_t len)
 {
-	size_t lab = 0;
-
-	if (len == 0 || len > 63)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c == '.') {
-			if (lab == 0 || s[i - 1] == '-')
-				return false;
-			lab = 0;
-			continue;
-		}
-		if (!isalnum(c) && !(c == '-' && lab > 0))
-			return false;
-		lab++;
-	}
-	return lab > 0 && s[len - 1] != '-';
+	return dnsbl_domain_ok(s, len, 63);
 }
 
 /* read_key_file - the file's text, after the checks on its descriptor */

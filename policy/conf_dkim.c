@@ -67,7 +67,7 @@ conf_dkim_parse(struct dkim_keys **keys, struct lexer *lx, const struct lex_toke
 	k.domain[t.len] = 0;
 	lex_next(lx, &t);
 	if (t.type != LEX_WORD || !dkim_selector_ok(t.text, t.len)) {
-		cd_error(err, arg, &t, "expected a selector (s=: letters, digits, '-', dots), found %s",
+		cd_error(err, arg, &t, "expected a selector (s=: letters, digits, '-', '_', dots), found %s",
 		    cd_shown(&t, shown, sizeof(shown)));
 		goto skip;
 	}

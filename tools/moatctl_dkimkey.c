@@ -33,23 +33,17 @@
 #include "dkim.h"
 #include "dkim_key.h"
 #include "dns.h"
+#include "dnsbl.h"
 #include "moatctl.h"
 #include "xalloc.h"
 
 #define DKIM_DIR_DEFAULT "/etc/moat/dkim"
 
-/* domain_ok - a plausible domain: labels of letters, digits, '-', '_' */
+/* domain_ok - a domain with at least two labels */
 static bool
 domain_ok(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 253 || strchr(s, '.') == NULL || s[0] == '.' || s[n - 1] == '.')
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '.' && s[i] != '_')
-			return false;
-	return strstr(s, "..") == NULL;
+	return strchr(s, '.') != NULL && dnsbl_domain_ok(s, strlen(s), 253);
 }
 
 /* key_path - DIR/DOMAIN.SELECTOR.key */

@@ -288,7 +288,7 @@ def test_key_checks_at_load(workdir, key_material, name, mat, mode, alg, err, wa
 
 SYNTAX = [
     ('dkim-key example sel rsa-sha256 "/x"', 10, "expected the signing domain"),
-    ('dkim-key example.test bad_sel rsa-sha256 "/x"', 23, "expected a selector"),
+    ('dkim-key example.test bad..sel rsa-sha256 "/x"', 23, "expected a selector"),
     ('dkim-key example.test sel rsa-sha1 "/x"', 27, "expected rsa-sha256 or ed25519-sha256"),
     ('dkim-key example.test sel rsa-sha256 /x', 38, "expected the private key file"),
     ('dkim-key example.test sel rsa-sha256 "/x" everything', 43, "unexpected"),
