@@ -1,22 +1,26 @@
 /*
  * dkim_sign - DKIM signing (see dkim_sign.h)
  *
- * rsa-sha256 is signed by libopendkim. Its header list and over-signing
- * list are options of the library handle, as is the signature lifetime
- * (x=); a struct dkims therefore keeps one handle per lifetime in use (a
- * reload may change it), made on first use under a lock and kept until
- * dkims_free().
+ * Both algorithms are signed here, with OpenSSL and dkim_canon.c, not
+ * with libopendkim's signing API, which moat tried first:
+ *  - Debian 12's libopendkim (2.11.0~beta2) signs with Ed25519 but loses
+ *    the key it loads for every such signature (about 500 bytes a
+ *    message, found by LeakSanitizer), which a daemon cannot afford;
+ *  - it parses the PEM key again for every message: an rsa-sha256
+ *    signature cost about 950 us of CPU through it against about 280 us
+ *    here, where the key is parsed once, when the policy is loaded
+ *    (bench/FEATURES.md, "DKIM signing").
+ * libopendkim still verifies (filters/dkim.c): the tests check moat's
+ * signatures with it and with dkimpy.
  *
- * ed25519-sha256 is signed here, with OpenSSL and dkim_canon.c: Debian
- * 12's libopendkim (2.11.0~beta2) can sign with Ed25519, but loses the
- * key it loads for every such signature (about 500 bytes a message,
- * found by LeakSanitizer), which a daemon cannot afford. The same
- * canonicalisation (relaxed/relaxed), the same header list and the same
- * over-signing give the same h= and bh= as libopendkim would; RFC 8463:
- * the Ed25519 signature is over the SHA-256 hash of the header data.
- * One body hash serves every Ed25519 key of the message.
+ * The canonicalisation is relaxed/relaxed; one body hash (SHA-256)
+ * serves every key of the message. The header data is the signed fields
+ * (each present one from the bottom up, then the name once more: over-
+ * signing, RFC 6376 8.15), then this DKIM-Signature field with b= empty,
+ * relaxed, without its CRLF (RFC 6376 3.7). rsa-sha256 signs that data
+ * (RSASSA-PKCS1-v1_5 with SHA-256); ed25519-sha256 signs its SHA-256
+ * hash (PureEdDSA, RFC 8463 3).
  */
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +29,6 @@
 
 #include <time.h>
 
-#include <opendkim/dkim.h>
 #include <openssl/evp.h>
 
 #include "dkim_canon.h"
@@ -33,14 +36,8 @@
 #include "owner.h"
 #include "xalloc.h"
 
-#define DKIMS_LIBS 8
-
 struct dkims {
-	pthread_mutex_t lock;
 	uint64_t fixed_time;
-	int nlibs;
-	uint64_t ttl[DKIMS_LIBS];
-	DKIM_LIB *lib[DKIMS_LIBS];
 };
 
 struct dkims_msg {
@@ -48,24 +45,22 @@ struct dkims_msg {
 	const struct dkim_keys *keys;
 	uint64_t expiry_s;
 	bool hdr_done;
-	bool failed;			/* header too big, no From, libopendkim error */
+	bool failed;			/* header too big, no From, no key, ... */
 	const char *why;		/* static: why nothing is signed */
 	char *hdr;
 	size_t hdr_len;
 	char from_domain[256];
 	int nkeys;
 	const struct dkim_key *key[DKIM_KEYS_PER_DOMAIN];
-	DKIM *dkim[DKIM_KEYS_PER_DOMAIN];	/* libopendkim's (RSA), or NULL: ours */
-	/* our own signer (Ed25519): body hash, the header data, h= */
-	EVP_MD_CTX *bh;
+	EVP_MD_CTX *bh;			/* the body hash */
 	struct dkim_bcanon bc;
 	char *hdata;			/* the signed fields, relaxed, in h= order */
 	size_t hdata_len;
 	char *hlist;			/* h=, folded */
 };
 
-/* the fields signed, each also over-signed (libopendkim matches names
- * without regard to case) */
+/* the fields signed, each also over-signed (names match without regard
+ * to case) */
 static const char *sign_fields[] = {
 	"From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID",
 	"In-Reply-To", "References", "MIME-Version", "Content-Type",
@@ -75,16 +70,7 @@ static const char *sign_fields[] = {
 	"List-Owner", "List-Archive", NULL
 };
 
-static u_char *
-unconst(const void *p)
-{
-	u_char *u;
-
-	memcpy(&u, &p, sizeof(u));
-	return u;
-}
-
-/* dkims_new - the signer; its library handles come on first use */
+/* dkims_new - the signer; fixed_time pins t= (tests), 0: the clock */
 struct dkims *
 dkims_new(uint64_t fixed_time, char *err, size_t errlen)
 {
@@ -92,7 +78,6 @@ dkims_new(uint64_t fixed_time, char *err, size_t errlen)
 
 	(void)err;
 	(void)errlen;
-	pthread_mutex_init(&s->lock, NULL);
 	s->fixed_time = fixed_time;
 	return s;
 }
@@ -100,50 +85,7 @@ dkims_new(uint64_t fixed_time, char *err, size_t errlen)
 void
 dkims_free(struct dkims *s)
 {
-	if (s == NULL)
-		return;
-	for (int i = 0; i < s->nlibs; i++)
-		dkim_close(s->lib[i]);
-	pthread_mutex_destroy(&s->lock);
 	free(s);
-}
-
-/* lib_for - the library handle for a signature lifetime, or NULL */
-static DKIM_LIB *
-lib_for(struct dkims *s, uint64_t ttl)
-{
-	DKIM_LIB *lib = NULL;
-
-	pthread_mutex_lock(&s->lock);
-	for (int i = 0; i < s->nlibs && lib == NULL; i++)
-		if (s->ttl[i] == ttl)
-			lib = s->lib[i];
-	if (lib == NULL && s->nlibs < DKIMS_LIBS) {
-		const char **list = sign_fields;
-		unsigned flags = DKIM_LIBFLAGS_FIXCRLF;
-
-		lib = dkim_init(NULL, NULL);
-		if (lib != NULL &&
-		    (dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof(flags)) !=
-		    DKIM_STAT_OK ||
-		    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, list, sizeof(list)) !=
-		    DKIM_STAT_OK ||
-		    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, list, sizeof(list)) !=
-		    DKIM_STAT_OK ||
-		    (ttl > 0 && dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNATURETTL, &ttl,
-		    sizeof(ttl)) != DKIM_STAT_OK) ||
-		    (s->fixed_time > 0 && dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_FIXEDTIME,
-		    &s->fixed_time, sizeof(s->fixed_time)) != DKIM_STAT_OK))) {
-			dkim_close(lib);
-			lib = NULL;
-		}
-		if (lib != NULL) {
-			s->ttl[s->nlibs] = ttl;
-			s->lib[s->nlibs++] = lib;
-		}
-	}
-	pthread_mutex_unlock(&s->lock);
-	return lib;
 }
 
 /* dkims_msg_new - a message to sign, if its From domain has keys */
@@ -175,9 +117,6 @@ dkims_msg_free(struct dkims_msg *m)
 {
 	if (m == NULL)
 		return;
-	for (int i = 0; i < m->nkeys; i++)
-		if (m->dkim[i] != NULL)
-			dkim_free(m->dkim[i]);
 	own_free(m);
 	free(m->hdr);
 	free(m);
@@ -187,9 +126,6 @@ dkims_msg_free(struct dkims_msg *m)
 static void
 fail(struct dkims_msg *m, const char *why)
 {
-	for (int i = 0; i < m->nkeys; i++)
-		if (m->dkim[i] != NULL)
-			dkim_free(m->dkim[i]);
 	own_free(m);
 	m->nkeys = 0;
 	m->failed = true;
@@ -308,14 +244,13 @@ bh_out(void *arg, const void *buf, size_t len)
 	(void)EVP_DigestUpdate(arg, buf, len);
 }
 
-/* end_of_header - find the keys, start a handle for each, give it the fields */
+/* end_of_header - find the keys, select the fields to sign */
 static void
 end_of_header(struct dkims_msg *m, size_t hlen)
 {
 	struct owner_from of;
-	const struct dkim_key *k[DKIM_KEYS_PER_DOMAIN];
-	DKIM_LIB *lib;
-	int n;
+	struct field *f;
+	int n, nf;
 
 	m->hdr_done = true;
 	if (owner_from_parse(m->hdr, hlen, &of) != 1) {
@@ -323,63 +258,21 @@ end_of_header(struct dkims_msg *m, size_t hlen)
 		return;
 	}
 	snprintf(m->from_domain, sizeof(m->from_domain), "%s", of.all[1]);
-	n = dkim_keys_for(m->keys, m->from_domain, k, DKIM_KEYS_PER_DOMAIN);
+	n = dkim_keys_for(m->keys, m->from_domain, m->key, DKIM_KEYS_PER_DOMAIN);
 	if (n == 0) {
 		fail(m, "no key for the From domain");
 		return;
 	}
-	lib = lib_for(m->s, m->expiry_s);
-	if (lib == NULL) {
-		fail(m, "libopendkim refused its options");
-		return;
-	}
-	bool own = false;
-	for (int i = 0; i < n; i++) {
-		DKIM_STAT st;
-
-		m->key[i] = k[i];
-		m->nkeys = i + 1;
-		if (k[i]->alg == DKIM_KEY_ED25519_SHA256) {
-			own = true;
-			continue;
-		}
-		m->dkim[i] = dkim_sign(lib, unconst("moat"), NULL, unconst(k[i]->pem),
-		    unconst(k[i]->selector), unconst(k[i]->domain), DKIM_CANON_RELAXED,
-		    DKIM_CANON_RELAXED, k[i]->alg == DKIM_KEY_ED25519_SHA256 ?
-		    DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256, -1, &st);
-		if (m->dkim[i] == NULL) {
-			fail(m, "libopendkim refused the key");
-			return;
-		}
-	}
-	/* each field without its final CRLF; folds stay */
-	struct field *f = xmalloc(sizeof(*f) * FIELDS_MAX);
-	int nf = split_fields(m->hdr, hlen, f, FIELDS_MAX);
-
-	if (nf < 0) {
-		free(f);
+	m->nkeys = n;
+	f = xmalloc(sizeof(*f) * FIELDS_MAX);
+	nf = split_fields(m->hdr, hlen, f, FIELDS_MAX);
+	if (nf < 0)
 		fail(m, "more than 1000 header fields");
-		return;
-	}
-	for (int j = 0; j < nf; j++)
-		for (int i = 0; i < m->nkeys; i++)
-			if (m->dkim[i] != NULL && dkim_header(m->dkim[i], unconst(m->hdr + f[j].at),
-			    f[j].len) != DKIM_STAT_OK) {
-				free(f);
-				fail(m, "libopendkim refused a header field");
-				return;
-			}
-	if (own && own_start(m, f, nf) != 0) {
-		free(f);
+	else if (own_start(m, f, nf) != 0)
 		fail(m, "a header field to sign is too long");
-		return;
-	}
 	free(f);
-	for (int i = 0; i < m->nkeys; i++)
-		if (m->dkim[i] != NULL && dkim_eoh(m->dkim[i]) != DKIM_STAT_OK) {
-			fail(m, "libopendkim refused the header");
-			return;
-		}
+	if (m->failed)
+		return;
 	free(m->hdr);
 	m->hdr = NULL;
 }
@@ -388,13 +281,7 @@ end_of_header(struct dkims_msg *m, size_t hlen)
 static void
 body(struct dkims_msg *m, const char *buf, size_t len)
 {
-	if (m->bh != NULL)
-		dkim_bcanon_feed(&m->bc, buf, len, bh_out, m->bh);
-	for (int i = 0; i < m->nkeys && len > 0; i++)
-		if (m->dkim[i] != NULL && dkim_body(m->dkim[i], unconst(buf), len) != DKIM_STAT_OK) {
-			fail(m, "libopendkim refused the body");
-			return;
-		}
+	dkim_bcanon_feed(&m->bc, buf, len, bh_out, m->bh);
 }
 
 /* dkims_msg_feed - decoded message bytes */
@@ -442,29 +329,57 @@ dkims_msg_from_domain(const struct dkims_msg *m)
 	return m != NULL && m->hdr_done && !m->failed ? m->from_domain : NULL;
 }
 
-/* own_sign - our DKIM-Signature field for key k (CRLF-terminated,
+/* header_hash_sign - the signature of the header data (the signed fields,
+ * then canon: this field, b= empty, relaxed, CRLF dropped) into sig */
+static bool
+header_hash_sign(const struct dkims_msg *m, const struct dkim_key *k, const char *canon,
+	size_t cl, unsigned char *sig, size_t *siglen)
+{
+	unsigned char digest[32];
+	unsigned dlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	bool ok;
+
+	if (k->alg == DKIM_KEY_RSA_SHA256) {
+		/* RSASSA-PKCS1-v1_5 with SHA-256 over the data */
+		ok = ctx != NULL && EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k->pkey) == 1 &&
+		    EVP_DigestSignUpdate(ctx, m->hdata, m->hdata_len) == 1 &&
+		    EVP_DigestSignUpdate(ctx, canon, cl) == 1 &&
+		    EVP_DigestSignFinal(ctx, sig, siglen) == 1;
+		EVP_MD_CTX_free(ctx);
+		return ok;
+	}
+	/* RFC 8463: PureEdDSA over the SHA-256 hash of the data */
+	ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(ctx, m->hdata, m->hdata_len) == 1 &&
+	    EVP_DigestUpdate(ctx, canon, cl) == 1 &&
+	    EVP_DigestFinal_ex(ctx, digest, &dlen) == 1 && dlen == sizeof(digest);
+	EVP_MD_CTX_free(ctx);
+	ctx = ok ? EVP_MD_CTX_new() : NULL;
+	ok = ctx != NULL && EVP_DigestSignInit(ctx, NULL, NULL, NULL, k->pkey) == 1 &&
+	    EVP_DigestSign(ctx, sig, siglen, digest, sizeof(digest)) == 1;
+	EVP_MD_CTX_free(ctx);
+	return ok;
+}
+
+/* own_sign - the DKIM-Signature field for key k (CRLF-terminated,
  * allocated), or NULL. bh: the body hash in base64. */
 static char *
 own_sign(struct dkims_msg *m, const struct dkim_key *k, const char *bh, size_t *len)
 {
-	char head[1024], canon[8192], b64[128];
-	unsigned char digest[32], sig[64];
-	size_t hlen, cl, siglen = sizeof(sig);
-	unsigned dlen = 0;
-	char *field = NULL, *out = NULL;
+	char head[1024], canon[8192], b64[1400];
+	unsigned char sig[1024];	/* RSA 8192 */
+	size_t hlen, cl, siglen = sizeof(sig), blen;
+	char *field = NULL;
 	size_t flen = 0;
 	uint64_t t = m->s->fixed_time > 0 ? m->s->fixed_time : (uint64_t)time(NULL);
-	EVP_MD_CTX *ctx;
-	int ok;
+	char x[40] = "";
 
 	if (m->expiry_s > 0)
-		hlen = (size_t)snprintf(head, sizeof(head), "DKIM-Signature: v=1; a=ed25519-sha256; "
-		    "c=relaxed/relaxed; d=%s;\r\n\ts=%s; t=%llu; x=%llu;\r\n\t", k->domain,
-		    k->selector, (unsigned long long)t, (unsigned long long)(t + m->expiry_s));
-	else
-		hlen = (size_t)snprintf(head, sizeof(head), "DKIM-Signature: v=1; a=ed25519-sha256; "
-		    "c=relaxed/relaxed; d=%s;\r\n\ts=%s; t=%llu;\r\n\t", k->domain, k->selector,
-		    (unsigned long long)t);
+		snprintf(x, sizeof(x), " x=%llu;", (unsigned long long)(t + m->expiry_s));
+	hlen = (size_t)snprintf(head, sizeof(head), "DKIM-Signature: v=1; a=%s; "
+	    "c=relaxed/relaxed; d=%s;\r\n\ts=%s; t=%llu;%s\r\n\t", dkim_key_alg_name(k->alg),
+	    k->domain, k->selector, (unsigned long long)t, x);
 	if (hlen >= sizeof(head))
 		return NULL;
 	append(&field, &flen, head, hlen);
@@ -472,58 +387,22 @@ own_sign(struct dkims_msg *m, const struct dkim_key *k, const char *bh, size_t *
 	append(&field, &flen, ";\r\n\tbh=", 7);
 	append(&field, &flen, bh, strlen(bh));
 	append(&field, &flen, ";\r\n\tb=", 6);
-	/* the header hash: the signed fields, then this one with b= empty,
-	 * relaxed, without its CRLF (RFC 6376 3.7) */
 	cl = dkim_hcanon(field, flen, canon, sizeof(canon));
-	ctx = EVP_MD_CTX_new();
-	ok = cl >= 2 && ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-	    EVP_DigestUpdate(ctx, m->hdata, m->hdata_len) == 1 &&
-	    EVP_DigestUpdate(ctx, canon, cl - 2) == 1 &&
-	    EVP_DigestFinal_ex(ctx, digest, &dlen) == 1 && dlen == sizeof(digest);
-	EVP_MD_CTX_free(ctx);
-	/* RFC 8463: PureEdDSA over the SHA-256 hash */
-	ctx = ok ? EVP_MD_CTX_new() : NULL;
-	ok = ctx != NULL && EVP_DigestSignInit(ctx, NULL, NULL, NULL, k->pkey) == 1 &&
-	    EVP_DigestSign(ctx, sig, &siglen, digest, sizeof(digest)) == 1 && siglen == 64;
-	EVP_MD_CTX_free(ctx);
-	if (ok) {
-		EVP_EncodeBlock((unsigned char *)b64, sig, (int)siglen);
-		append(&field, &flen, b64, strlen(b64));
-		append(&field, &flen, "\r\n", 2);
-		out = field;
-		*len = flen;
-	} else
+	if (cl < 2 || !header_hash_sign(m, k, canon, cl - 2, sig, &siglen) ||
+	    4 * ((siglen + 2) / 3) >= sizeof(b64)) {
 		free(field);
-	return out;
-}
-
-/* lib_sign - libopendkim's DKIM-Signature field (its LF folds made
- * CRLF; allocated), or NULL */
-static char *
-lib_sign(DKIM *dkim, size_t *len)
-{
-	static const char name[] = "DKIM-Signature: ";
-	u_char *sig = NULL;
-	size_t slen = 0, o;
-	char *out;
-
-	if (dkim_eom(dkim, NULL) != DKIM_STAT_OK ||
-	    dkim_getsighdr_d(dkim, sizeof(name) - 1, &sig, &slen) != DKIM_STAT_OK || sig == NULL)
 		return NULL;
-	out = xmalloc(sizeof(name) + 2 * slen + 3);
-	memcpy(out, name, sizeof(name) - 1);
-	o = sizeof(name) - 1;
-	for (size_t j = 0; j < slen; j++) {
-		if (sig[j] == '\r')
-			continue;
-		if (sig[j] == '\n')
-			out[o++] = '\r';
-		out[o++] = (char)sig[j];
 	}
-	out[o++] = '\r';
-	out[o++] = '\n';
-	*len = o;
-	return out;
+	blen = (size_t)EVP_EncodeBlock((unsigned char *)b64, sig, (int)siglen);
+	/* b= folded: 72 characters a line after the first */
+	for (size_t o = 0; o < blen; o += 72) {
+		if (o > 0)
+			append(&field, &flen, "\r\n\t ", 4);
+		append(&field, &flen, b64 + o, blen - o < 72 ? blen - o : 72);
+	}
+	append(&field, &flen, "\r\n", 2);
+	*len = flen;
+	return field;
 }
 
 /* dkims_msg_finish - the DKIM-Signature fields, or NULL */
@@ -542,7 +421,7 @@ dkims_msg_finish(struct dkims_msg *m, size_t *len, char *info, size_t infolen)
 		snprintf(info, infolen, "%s", m->why ? m->why : "no end of header");
 		return NULL;
 	}
-	if (m->bh != NULL) {
+	{
 		unsigned char d[32];
 		unsigned dl = 0;
 
@@ -555,8 +434,7 @@ dkims_msg_finish(struct dkims_msg *m, size_t *len, char *info, size_t infolen)
 	}
 	for (int i = 0; i < m->nkeys; i++) {
 		size_t flen = 0;
-		char *f = m->dkim[i] == NULL ? own_sign(m, m->key[i], bh64, &flen) :
-		    lib_sign(m->dkim[i], &flen);
+		char *f = own_sign(m, m->key[i], bh64, &flen);
 
 		if (f == NULL) {
 			snprintf(info, infolen, "could not sign with %s", m->key[i]->selector);

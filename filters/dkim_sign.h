@@ -1,7 +1,7 @@
 /*
- * dkim_sign - DKIM signing (RFC 6376, RFC 8463) with libopendkim: the
- * message hashed while DATA streams in, one signature per key of its
- * header From domain
+ * dkim_sign - DKIM signing (RFC 6376, RFC 8463) with OpenSSL: the message
+ * hashed while DATA streams in, one signature per key of its header From
+ * domain
  *
  * SYNOPSIS
  *	#include "dkim_sign.h"
@@ -17,9 +17,9 @@
  *	void dkims_msg_free(struct dkims_msg *m);
  *
  * DESCRIPTION
- *	A struct dkims is one libopendkim library handle set up for signing:
- *	relaxed/relaxed, SHA-256, t= (fixed_time pins it for tests; 0: the
- *	clock), and the header fields to sign: From, Sender, Reply-To, To,
+ *	A struct dkims holds what every signature shares: relaxed/relaxed,
+ *	SHA-256, t= (fixed_time pins it for tests; 0: the clock), and the
+ *	header fields to sign: From, Sender, Reply-To, To,
  *	Cc, Subject, Date, Message-ID, In-Reply-To, References, the MIME
  *	fields (MIME-Version, Content-*) and the List-* fields, each
  *	over-signed (named once more than it occurs, RFC 6376 8.15), so that
@@ -32,9 +32,8 @@
  *	DKIMS_HEADER_MAX bytes, else nothing is signed); at its end the
  *	From field is read (filters/owner.h: exactly one mailbox, else
  *	nothing is signed), the keys of its domain are found
- *	(dkim_keys_for) and one libopendkim signing handle per key gets the
- *	header fields; body bytes then go to their hashes at once, nothing
- *	kept. dkims_msg_from_domain() gives the From domain found (NULL
+ *	(dkim_keys_for) and the fields to sign are put in canonical form;
+ *	body bytes then go to the one body hash at once, nothing kept. dkims_msg_from_domain() gives the From domain found (NULL
  *	before the end of the header or when none can be signed for).
  *
  *	dkims_msg_finish() ends the body and gives the DKIM-Signature fields

@@ -1,7 +1,7 @@
 /*
  * test_dkim_sign - DKIM signing (filters/dkim_sign.c, dkim_key.c,
  * dkim_canon.c): relaxed canonicalisation vectors, key lookup by From
- * domain, and signatures (RSA by libopendkim, Ed25519 by moat) that
+ * domain, and signatures (RSA and Ed25519, made by moat) that
  * moat's own verifier (filters/dkim.c) passes, the same whatever the
  * chunking, and that fail once a signed field or the body changes.
  */
