@@ -48,8 +48,10 @@
  *	Scores and header fields added by the rules of connect and helo
  *	belong to the session, the others to the transaction (engine_mail()
  *	opens one, engine_txn_end() ends it). engine_headers() gives, at the
- *	end of the data, the fields that go on top of the message:
- *	Authentication-Results first, then those the rules added.
+ *	end of the data, the fields that go on top of the message: the
+ *	DKIM-Signature fields when a data rule said sign (filters/dkim_sign.h:
+ *	the keys of the header From domain), then Authentication-Results,
+ *	then those the rules added.
  *
  *	A session holds a reference to its policy (c) for its whole life.
  *	Answers in flight find their session through small contexts the
