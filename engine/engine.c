@@ -45,6 +45,7 @@
 #include <netinet/in.h>
 
 #include "dkim.h"
+#include "dkim_sign.h"
 #include "dmarc.h"
 #include "dmarc_record.h"
 #include "dns.h"
@@ -117,6 +118,9 @@ struct eng_txn {
 	struct dkimv_outcome *dkim;	/* results, or NULL */
 	struct dmarc_outcome *dmarc;
 	char dkim_word[16];
+	/* a data rule said sign: the From domain its facts had */
+	bool sign;
+	char sign_from[256];
 };
 
 struct eng_sess {
@@ -1344,6 +1348,12 @@ policy(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
 		hl = &e->hdrs_len;
 	}
 	f.score += res.score;
+	if (st == RS_DATA && res.sign && e->txn != NULL && f.from_count == 1 &&
+	    f.from_dlen < sizeof(e->txn->sign_from)) {
+		e->txn->sign = true;
+		memcpy(e->txn->sign_from, f.from_domain, f.from_dlen);
+		e->txn->sign_from[f.from_dlen] = 0;
+	}
 	for (int i = 0; i < res.nhdr; i++) {
 		rules_expand(res.hdr_value[i], &f, text, sizeof(text));
 		rules_header_add(hb, hl, res.hdr_name[i], text);
@@ -1414,13 +1424,47 @@ engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
 	return ENG_REFUSE;
 }
 
+/* sign - the DKIM-Signature fields when a data rule said sign, or NULL.
+ * Only the From domain the rules judged is signed for: the signer reads
+ * the same From from the same bytes; should they differ (a header block
+ * past what the rules keep), nothing is signed. */
+static char *
+sign(struct eng_sess *e, size_t *len)
+{
+	struct eng_txn *t = e->txn;
+	const char *dom;
+	char info[300];
+	char *sig;
+
+	*len = 0;
+	if (t == NULL || !t->sign)
+		return NULL;
+	t->sign = false;	/* once: finishing ends the hashes */
+	if (t->msg == NULL || t->msg->sign == NULL) {
+		/* the policy has no dkim-key at all */
+		log_msg(LOG_L_DEBUG, e->id, "dkim-sign skipped reason=\"no dkim-key\"");
+		return NULL;
+	}
+	dom = dkims_msg_from_domain(t->msg->sign);
+	if (dom != NULL && strcmp(dom, t->sign_from) != 0) {
+		log_msg(LOG_L_WARN, e->id, "dkim-sign skipped reason=\"From read twice differently\"");
+		return NULL;
+	}
+	sig = dkims_msg_finish(t->msg->sign, len, info, sizeof(info));
+	if (sig == NULL)
+		log_msg(LOG_L_INFO, e->id, "dkim-sign skipped reason=\"%s\"", info);
+	else
+		log_msg(LOG_L_INFO, e->id, "dkim-sign %s", info);
+	return sig;
+}
+
 /* engine_headers - the fields for the top of the message */
 char *
 engine_headers(struct eng_sess *e, size_t *len, unsigned *removed)
 {
 	struct eng_txn *t = e->txn;
-	size_t arlen = 0, tl = t != NULL ? t->hdrs_len : 0, n;
-	char *ar = NULL, *h;
+	size_t arlen = 0, tl = t != NULL ? t->hdrs_len : 0, n, siglen = 0;
+	char *ar = NULL, *h, *sig;
 
 	*len = 0;
 	*removed = t != NULL && t->msg != NULL ? t->msg->hs.removed : 0;
@@ -1443,19 +1487,24 @@ engine_headers(struct eng_sess *e, size_t *len, unsigned *removed)
 		sh.dmarc = t->dmarc;
 		ar = sauth_header(&sh, &arlen);
 	}
-	n = arlen + e->hdrs_len + tl;
+	sig = sign(e, &siglen);
+	n = siglen + arlen + e->hdrs_len + tl;
 	if (n == 0) {
 		free(ar);
 		return NULL;
 	}
+	/* the signatures on top, over what moat added too (not in h=) */
 	h = xmalloc(n);
+	if (siglen)
+		memcpy(h, sig, siglen);
 	if (arlen)
-		memcpy(h, ar, arlen);
+		memcpy(h + siglen, ar, arlen);
 	if (e->hdrs_len)
-		memcpy(h + arlen, e->hdrs, e->hdrs_len);
+		memcpy(h + siglen + arlen, e->hdrs, e->hdrs_len);
 	if (tl)
-		memcpy(h + arlen + e->hdrs_len, t->hdrs, tl);
+		memcpy(h + siglen + arlen + e->hdrs_len, t->hdrs, tl);
 	free(ar);
+	free(sig);
 	*len = n;
 	return h;
 }

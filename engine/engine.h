@@ -48,8 +48,10 @@
  *	Scores and header fields added by the rules of connect and helo
  *	belong to the session, the others to the transaction (engine_mail()
  *	opens one, engine_txn_end() ends it). engine_headers() gives, at the
- *	end of the data, the fields that go on top of the message:
- *	Authentication-Results first, then those the rules added.
+ *	end of the data, the fields that go on top of the message: the
+ *	DKIM-Signature fields when a data rule said sign (filters/dkim_sign.h:
+ *	the keys of the header From domain), then Authentication-Results,
+ *	then those the rules added.
  *
  *	A session holds a reference to its policy (c) for its whole life.
  *	Answers in flight find their session through small contexts the
@@ -234,6 +236,9 @@ typedef void (*eng_msg_out_fn)(void *arg, const unsigned char *buf, size_t len);
 /* engine_msg_new - out receives the message as the header scanner passes
  * it (forged Authentication-Results fields dropped); NULL: nothing out */
 struct eng_msg *engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg);
+/* engine_msg_set_stuffed - what will be fed is stuffed again for the wire
+ * (every line that starts with "." has one more): DKIM gets it unstuffed */
+void engine_msg_set_stuffed(struct eng_msg *m);
 /* engine_msg_feed - decoded message bytes (CRLF line ends, no dot-stuffing) */
 void engine_msg_feed(struct eng_msg *m, const void *buf, size_t len);
 /* engine_msg_finish - the message is complete: a header field still held

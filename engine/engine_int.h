@@ -19,6 +19,8 @@ struct greylist;
 struct glstore;
 struct dkimv;
 struct dkimv_msg;
+struct dkims;
+struct dkims_msg;
 struct dmarc_psl;
 
 /* one per loop that runs sessions (engine_svc.c) */
@@ -37,6 +39,7 @@ struct engine_g {
 	struct workq *workq;		/* the pool for checks that block */
 	bool dns_up;			/* the resolver started */
 	struct dkimv *dkim;		/* DKIM verification, or NULL */
+	struct dkims *dkims;		/* DKIM signing */
 	struct dmarc_psl *psl;		/* the Public Suffix List, or NULL */
 	struct glstore *store;		/* the embedded greylist store, or NULL */
 	bool greylist;			/* the loops get a greylist handle */
@@ -49,8 +52,11 @@ extern struct engine_g engine_g;
 /* a message as it streams by (engine_msg.c) */
 struct eng_msg {
 	struct dkimv_msg *dkim;		/* fed with every byte, or NULL */
+	struct dkims_msg *sign;		/* the signer, when a rule may sign; or NULL */
 	struct hdrscan hs;
 	bool finished;			/* hdrscan_finish() ran */
+	bool stuffed;			/* fed dot-stuffed (moatd's decoder output) */
+	bool bol;			/* the next byte starts a line */
 	eng_msg_out_fn out;
 	void *arg;
 	bool capture;			/* a rule reads "from": keep the header block */

@@ -1,18 +1,22 @@
 /*
  * engine_msg - what the checks need from a message as it streams by:
- * DKIM's hashing, the header scanner, the header block for "from" rules
+ * DKIM's hashing (verifying, and signing when a rule may sign), the
+ * header scanner, the header block for "from" rules
  *
  * SYNOPSIS
  *	struct eng_msg *engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg);
+ *	void engine_msg_set_stuffed(struct eng_msg *m);
  *	void engine_msg_feed(struct eng_msg *m, const void *buf, size_t len);
  *	void engine_msg_finish(struct eng_msg *m);
  *	void engine_msg_free(struct eng_msg *m);
  *
  * DESCRIPTION
  *	The input is the message as moat decoded it: CRLF line ends, dot-
- *	stuffing removed, cut anywhere. Every byte goes to DKIM (hashing
- *	only: no lookups here) and to the header scanner (filters/hdrscan.c),
- *	which passes the message on to out() without the Authentication-
+ *	stuffing removed, cut anywhere (or, after engine_msg_set_stuffed(),
+ *	stuffed again for the wire, as moatd's decoder gives it: the verifier
+ *	and the signer then get it without the stuffing dots). Every byte
+ *	goes to DKIM (hashing only: no lookups here) and to the header
+ *	scanner (filters/hdrscan.c), which passes the message on to out() without the Authentication-
  *	Results fields that claim our authserv-id and keeps the From values
  *	for DMARC. When a rule reads "from", the header block (up to the
  *	first empty line, at most ENG_HDR_MAX bytes) is kept too; at the end
@@ -27,6 +31,7 @@
 #include <string.h>
 
 #include "dkim.h"
+#include "dkim_sign.h"
 #include "engine.h"
 #include "engine_int.h"
 #include "hdrscan.h"
@@ -52,8 +57,13 @@ engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg)
 	m->out = out;
 	m->arg = arg;
 	m->finished = false;
+	m->stuffed = false;
+	m->bol = true;
 	m->dkim = c->dkim && engine_g.dkim != NULL ? dkimv_msg_new(engine_g.dkim) : NULL;
-	m->capture = rules_reads_from(c->rules);
+	/* signing hashes as the data streams in, before the rules decide */
+	m->sign = c->dkim_keys != NULL && engine_g.dkims != NULL && rules_signs(c->rules) ?
+	    dkims_msg_new(engine_g.dkims, c->dkim_keys, c->dkim_sign_expiry_ms / 1000) : NULL;
+	m->capture = rules_reads_from(c->rules) || m->sign != NULL;
 	m->hdr_done = false;
 	m->hdr = NULL;
 	m->hdr_len = 0;
@@ -84,12 +94,46 @@ capture(struct eng_msg *m, const unsigned char *buf, size_t len)
 			m->hdr_done = true;
 }
 
+/* content - message content (no stuffing) to the DKIM verifier and signer */
+static void
+content(struct eng_msg *m, const void *buf, size_t len)
+{
+	if (m->dkim != NULL)
+		(void)dkimv_msg_feed(m->dkim, buf, len);	/* -1: permerror later */
+	if (m->sign != NULL)
+		dkims_msg_feed(m->sign, buf, len);
+}
+
+/* engine_msg_set_stuffed - the bytes fed are stuffed for the wire */
+void
+engine_msg_set_stuffed(struct eng_msg *m)
+{
+	m->stuffed = true;
+}
+
 /* engine_msg_feed - decoded message bytes */
 void
 engine_msg_feed(struct eng_msg *m, const void *buf, size_t len)
 {
-	if (m->dkim != NULL)
-		(void)dkimv_msg_feed(m->dkim, buf, len);	/* -1: permerror later */
+	const unsigned char *p = buf;
+
+	if (!m->stuffed)
+		content(m, buf, len);
+	else {
+		/* a line's leading '.' is the stuffing one: DKIM hashes content */
+		size_t start = 0;
+
+		for (size_t i = 0; i < len; i++) {
+			if (m->bol && p[i] == '.') {
+				if (i > start)
+					content(m, p + start, i - start);
+				start = i + 1;
+			}
+			m->bol = p[i] == '\n';
+		}
+		if (len > start)
+			content(m, p + start, len - start);
+	}
 	hdrscan_feed(&m->hs, buf, len);
 	if (m->capture)
 		capture(m, buf, len);
@@ -112,6 +156,7 @@ engine_msg_free(struct eng_msg *m)
 		return;
 	if (m->dkim != NULL)
 		dkimv_msg_free(m->dkim);
+	dkims_msg_free(m->sign);
 	hdrscan_free(&m->hs);
 	free(m->hdr);
 	free(m);

@@ -36,6 +36,7 @@
 
 #include "conf_reload.h"
 #include "dkim.h"
+#include "dkim_sign.h"
 #include "dmarc.h"
 #include "dmarc_record.h"
 #include "dns.h"
@@ -81,6 +82,8 @@ engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errle
 		if (engine_g.dkim == NULL)
 			return -1;
 	}
+	/* signing: no library handle until a message is signed, so always */
+	engine_g.dkims = dkims_new(0, err, errlen);
 	if (c->dmarc != CONF_DMARC_OFF || (conf_greylist_wanted(c) && conf_greylist_uses_org(c))) {
 		char e[400] = "";
 
@@ -397,6 +400,8 @@ engine_shutdown(void)
 	if (engine_g.dkim != NULL)
 		dkimv_free(engine_g.dkim);
 	engine_g.dkim = NULL;
+	dkims_free(engine_g.dkims);
+	engine_g.dkims = NULL;
 	dmarc_psl_free(engine_g.psl);
 	engine_g.psl = NULL;
 }

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "conf_dkim.h"
 #include "conf_dnsbl.h"
 #include "dnsbl.h"
 #include "filter.h"
@@ -137,6 +138,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "dkim-min-key-bits", CT_COUNT, O(dkim_min_key_bits), 1024, 16384, "1024", NULL },
 	{ "dkim-max-signatures", CT_COUNT, O(dkim_max_signatures), 1, 8, "8", NULL },
 	{ "dkim-allow-sha1", CT_ENUM, O(dkim_allow_sha1), 0, 0, "no", conf_yesno_words },
+	{ "dkim-sign-expiry", CT_DUR, O(dkim_sign_expiry_ms), 0, 366 * 86400 * SEC, "0", NULL },
 	{ "dmarc", CT_ENUM, O(dmarc), 0, 0, "rfc7489", conf_dmarc_words },
 	{ "psl-file", CT_STR, O(psl_path), 0, 0,
 	  "/usr/share/publicsuffix/public_suffix_list.dafsa", NULL },
@@ -847,6 +849,8 @@ conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
 			conf_include(p, c, &lx, &t, depth);
 		else if (t.len == 8 && memcmp(t.text, "resolver", 8) == 0)
 			conf_resolver(p, c, &lx, &t);
+		else if (t.len == 8 && memcmp(t.text, "dkim-key", 8) == 0)
+			conf_dkim_parse(&c->dkim_keys, &lx, &t, conf_rules_err, p);
 		else if (t.len == 5 && (memcmp(t.text, "dnsbl", 5) == 0 ||
 		    memcmp(t.text, "dnswl", 5) == 0)) {
 			if (c->dnsbl == NULL)
@@ -995,6 +999,7 @@ conf_unref(struct conf *c)
 	free(c->upstream_tls_ca);
 	rules_free(c->rules);
 	dnsbl_set_free(c->dnsbl);
+	dkim_keys_free(c->dkim_keys);
 	for (size_t i = 0; i < c->nfiles; i++)
 		free(c->files[i]);
 	free(c->files);

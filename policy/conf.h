@@ -108,6 +108,8 @@ struct conf {
 	uint64_t dkim_min_key_bits;
 	uint64_t dkim_max_signatures;
 	int dkim_allow_sha1;
+	struct dkim_keys *dkim_keys;	/* dkim-key statements (dkim_key.h), or NULL */
+	uint64_t dkim_sign_expiry_ms;	/* x= this long after t=; 0: no x= */
 	int dmarc;			/* enum conf_dmarc */
 	char *psl_path;			/* public-suffix-list */
 	char *control_socket;		/* moatctl's way in, or NULL */

@@ -120,6 +120,7 @@ struct rule {
 	char *src;		/* the statement as written, for traces */
 	int64_t score;		/* score +N / -N */
 	bool greylist;		/* the greylist action (rcpt only) */
+	bool sign;		/* the sign action (data only) */
 	int nhdr;
 	char *hdr_name[RULES_HDR_MAX];
 	char *hdr_value[RULES_HDR_MAX];
@@ -191,6 +192,16 @@ bool
 rules_reads_from(const struct rules *r)
 {
 	return r != NULL && r->reads_from;
+}
+
+/* rules_signs - has a data rule (not off) the sign action? */
+bool
+rules_signs(const struct rules *r)
+{
+	for (const struct rule *ru = r != NULL ? r->head[RS_DATA] : NULL; ru; ru = ru->next)
+		if (ru->sign && ru->mode != 2)
+			return true;
+	return false;
 }
 
 /* rules_count - rules of a stage (off ones included) */
@@ -963,6 +974,14 @@ rp_action(struct rp *p, struct rule *ru)
 			ru->hdr_name[ru->nhdr] = xstrdup("X-Moat-Tag");
 			ru->hdr_value[ru->nhdr++] = xmemdup(p->t.text, p->t.len);
 			rp_next(p);
+		} else if (rp_is(p, "sign")) {
+			/* DKIM-sign the message with the keys of its From domain */
+			if (p->st != RS_DATA) {
+				rp_error(p, "sign works on the message: use it in \"on data\" rules");
+				return false;
+			}
+			ru->sign = true;
+			rp_next(p);
 		} else if (rp_is(p, "accept")) {
 			ru->verdict = RV_ACCEPT;
 			rp_next(p);
@@ -989,7 +1008,7 @@ rp_action(struct rp *p, struct rule *ru)
 			return true;
 		} else {
 			rp_error(p, "expected an action (accept, reject, tempfail, greylist, score, "
-			    "add-header or tag), found %s", rp_shown(p, shown, sizeof(shown)));
+			    "add-header, tag or sign), found %s", rp_shown(p, shown, sizeof(shown)));
 			return false;
 		}
 		nact++;
@@ -1428,6 +1447,7 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 		}
 		res->score += ru->score;
 		lf.score += ru->score;
+		res->sign = res->sign || ru->sign;
 		for (int i = 0; i < ru->nhdr && res->nhdr < RULES_HDR_MAX; i++) {
 			res->hdr_name[res->nhdr] = ru->hdr_name[i];
 			res->hdr_value[res->nhdr++] = ru->hdr_value[i];

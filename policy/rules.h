@@ -25,7 +25,10 @@
  *		FACTOR    := not FACTOR | ( CONDITION ) | true | FACT
  *		           | FACT in LIST | FACT is WORD
  *		           | FACT (== != < <= > >=) NUMBER
- *		ACTIONS   := { score (+N|-N) | add-header NAME "VALUE" | tag WORD } [FINAL]
+ *		ACTIONS   := { score (+N|-N) | add-header NAME "VALUE" | tag WORD | sign }
+ *		             [FINAL]
+ *		           (sign: data only; DKIM-sign the message with the keys
+ *		             of its header From domain, engine.h)
  *		FINAL     := accept | reject CODE ENH "TEXT" | tempfail CODE ENH "TEXT"
  *		           | greylist (rcpt: 451 4.7.1 while the triplet is
  *		             greylisted, else the next rules run)
@@ -128,6 +131,7 @@ struct rules_result {
 	int monitored;			/* monitor rules that matched on the way */
 	int64_t score;			/* what matching rules added */
 	int need;			/* RV_WAIT: the check (filter.h enum check_id) */
+	bool sign;			/* a matching rule said sign (data) */
 	int nhdr;			/* header fields to add: names and value templates */
 	const char *hdr_name[RULES_HDR_MAX];
 	const char *hdr_value[RULES_HDR_MAX];
@@ -159,6 +163,8 @@ bool rules_reads_from(const struct rules *r);
 /* Does a reply or header text use $spf-explanation? (SPF then fetches
  * the explanation of a fail; spf.h) */
 bool rules_uses_spf_explanation(const struct rules *r);
+/* rules_signs - has a data rule (not off) the sign action? */
+bool rules_signs(const struct rules *r);
 void rules_eval(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	struct rules_result *res, uint64_t sid);
 void rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_facts *f,

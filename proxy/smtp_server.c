@@ -935,6 +935,7 @@ proceed_data(struct session *s, const struct smtp_cmd *c)
 	    sess_size_limit(s), (size_t)s->conf->max_line_length);
 	t->spool = spool_new(s->conf->spool_dir, (size_t)s->conf->spool_memory);
 	t->msg = engine_msg_new(s->conf, sess_spool_put, t);
+	engine_msg_set_stuffed(t->msg);		/* the decoder's output is */
 	t->data_start_ms = sess_now_ms();
 	sess_enter_phase(s, SP_DATA);
 	s->cmd_deadline_ms = 0;

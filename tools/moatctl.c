@@ -76,7 +76,10 @@ usage(void)
 {
 	fprintf(stderr, "usage: moatctl check FILE\n"
 	    "       moatctl explain FILE --ip A [--helo H] [--from S] [--rcpt R ...]\n"
-	    "                       [--auth LOGIN] [--message FILE.eml] [--no-network]\n");
+	    "                       [--auth LOGIN] [--message FILE.eml] [--no-network]\n"
+	    "       moatctl dkim-keygen DOMAIN SELECTOR [--algorithm A] [--bits N] [--dir D]\n"
+	    "       moatctl dkim --check-key DOMAIN SELECTOR [--dir D | --key FILE] "
+	    "[--resolver ADDR@PORT]\n");
 	return 2;
 }
 
@@ -693,6 +696,10 @@ main(int argc, char **argv)
 		return moatctl_query(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "spf") == 0)
 		return moatctl_spf(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "dkim-keygen") == 0)
+		return moatctl_dkim_keygen(argc, argv);
+	if (argc >= 3 && strcmp(argv[1], "dkim") == 0 && strcmp(argv[2], "--check-key") == 0)
+		return moatctl_dkim_check_key(argc, argv);
 	if (argc >= 2 && (strcmp(argv[1], "dkim") == 0 || strcmp(argv[1], "dmarc") == 0))
 		return moatctl_auth(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "greylist") == 0)

@@ -177,7 +177,7 @@ static const struct bcase bcases[] = {
 	{ "wrong list kind", "list d domain { a.test }\non connect client-ip in d accept\n",
 	  "F:4:25: error: client-ip cannot be looked up in the domain list d" },
 	{ "no action", "on connect auth\n",
-	  "F:3:16: error: expected an action (accept, reject, tempfail, greylist, score, add-header or tag), found end of line" },
+	  "F:3:16: error: expected an action (accept, reject, tempfail, greylist, score, add-header, tag or sign), found end of line" },
 	{ "reject with 4xx", "on connect auth reject 450 4.7.1 \"x\"\n",
 	  "F:3:24: error: expected a 5xx reply code, found \"450\"" },
 	{ "tempfail with 5xx", "on connect auth tempfail 550 5.7.1 \"x\"\n",
