@@ -1,0 +1,74 @@
+"""Waits and DNS deadlines under faults (issue 22, findings 3 and 4).
+
+- A stage waits only for the checks the rules it evaluates read, in
+  order: with DNS down, a trusted client decided by the first rcpt rule
+  is answered at once; a client that reaches a rule reading spf waits.
+- dns-timeout means what it says: an answer that comes within it is used,
+  however slow the server (libunbound's own timers must not drop it).
+"""
+
+import socket
+import time
+
+import pytest
+
+from harness import Client
+
+
+class DeadDns:
+    """A DNS "server" on loopback that never answers: a UDP socket nobody
+    reads and a TCP listener nobody accepts on."""
+
+    def __init__(self):
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.listen(1)
+        self.resolver = "forward 127.0.0.1@%d" % self.port
+
+    def close(self):
+        self.udp.close()
+        self.tcp.close()
+
+
+@pytest.fixture
+def dead_dns():
+    d = DeadDns()
+    yield d
+    d.close()
+
+
+def rcpt_timed(m, source, rcpt="u@example.org", mfrom="a@sender.test"):
+    """(seconds the RCPT took, its reply)"""
+    with Client(m.port, m.host, source=source, timeout=20) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<%s>" % mfrom).code == 250
+        t0 = time.monotonic()
+        r = c.cmd("RCPT TO:<%s>" % rcpt)
+        dt = time.monotonic() - t0
+        c.cmd("QUIT")
+    return dt, r
+
+
+@pytest.mark.timeout(60)
+def test_lazy_wait_trusted_rcpt_does_not_wait_for_spf(fake, moatd_factory, dead_dns):
+    """Finding 4: DNS down, `rcpt client-ip in trusted accept` first. The
+    trusted client's RCPT is answered at once (no rule it reaches reads
+    spf); another client reaches the spf rule and waits for SPF's
+    deadline (spf-timeout), then the rule sees temperror."""
+    m = moatd_factory(fake.address, resolver=dead_dns.resolver, spf="yes",
+                      spf_timeout="3s", dns_timeout="1s",
+                      list=["trusted net { 127.0.0.1 }"], on=[
+                          'rcpt client-ip in trusted accept',
+                          'rcpt spf is fail reject 550 5.7.23 "SPF fail"',
+                          'rcpt spf is temperror tempfail 451 4.7.24 "SPF temperror"'])
+    for i in range(3):
+        dt, r = rcpt_timed(m, "127.0.0.1", rcpt="t%d@example.org" % i)
+        assert r.code == 250, r
+        assert dt < 1.0, "trusted RCPT %d waited %.2fs for SPF" % (i, dt)
+    dt, r = rcpt_timed(m, "127.0.0.66")
+    assert r.code == 451 and "SPF temperror" in r.text, r
+    assert dt >= 2.5, "untrusted RCPT did not wait for SPF (%.2fs)" % dt
