@@ -34,6 +34,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <hiredis/async.h>
@@ -78,6 +79,7 @@ struct rds {
 	int sidx, stried;		/* sentinel to ask; tried this round */
 	int hs_pending;
 	unsigned backoff_ms;
+	uint64_t started_ms;		/* the last connection attempt began */
 	struct event *retry_ev, *conn_timer;
 	struct rds_reqs waiting, failing;
 	unsigned npending;		/* requests not yet called back */
@@ -493,10 +495,21 @@ rds_discover(struct rds *r)
 	rds_down(r, "no sentinel knows the master");
 }
 
+/* rds_now_ms - a monotonic clock */
+static uint64_t
+rds_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* rds_start - begin a connection attempt */
 static void
 rds_start(struct rds *r)
 {
+	r->started_ms = rds_now_ms();
 	if (r->conf.nsentinel > 0) {
 		r->stried = 0;
 		rds_discover(r);
@@ -667,6 +680,16 @@ rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx,
 	r->npending++;
 	r->n.commands++;
 	rds_arm(q->timer, timeout_ms ? timeout_ms : r->conf.timeout_ms);
+	if (r->state == RDS_ST_DOWN &&
+	    rds_now_ms() - r->started_ms >= r->conf.backoff_min_ms) {
+		/* A request while the backoff runs tries at once (at most once
+		 * per backoff-min): after a long stall the backoff has grown to
+		 * its maximum, and a server that answers again must not see
+		 * every decision fail until the timer ends. The request rides
+		 * on the attempt, within its own deadline. */
+		evtimer_del(r->retry_ev);
+		rds_start(r);
+	}
 	switch (r->state) {
 	case RDS_ST_DOWN:
 		rds_fail_soon(r, q, "unavailable");

@@ -265,3 +265,50 @@ def test_key_by_spf_domain_spans_the_senders_pool(fake, moatd_factory, dns):
     # without SPF (another domain) the network is the client
     r = rcpt_reply(m, "u@example.org", source="127.0.1.5", mfrom="x@nospf.test")
     assert r.code == 451 and re.search(r'key="t:\{127.0.1.0/24\}', m.log()), r
+
+
+def decisions(m, n, tag, per_session=10):
+    """n greylist decisions over new triplets: the RCPT replies"""
+    out = []
+    for s in range(0, n, per_session):
+        with Client(m.port, m.host, timeout=8) as c:
+            c.ehlo()
+            assert c.cmd("MAIL FROM:<a@sender.test>").code == 250
+            for i in range(s, min(n, s + per_session)):
+                out.append(c.cmd("RCPT TO:<%s%d@example.org>" % (tag, i)))
+            c.cmd("QUIT")
+    return out
+
+
+@pytest.mark.timeout(90)
+def test_redis_stall_then_clean_recovery(fake, moatd_factory, redis_factory):
+    """Issue 22 finding 2: Redis paused (SIGSTOP) long enough for the
+    client to drop and back off, then resumed (SIGCONT): the next 100
+    decisions all succeed (with greylist-on-error tempfail a failed one
+    would be 451 "greylisting is unavailable"), and the log has one
+    outage and one recovery, not a stream of them."""
+    rd = redis_factory()
+    m = moatd_factory(fake.address, redis=rd.address, redis_timeout="300ms",
+                      greylist_on_error="tempfail", greylist_delay="60s", on=GL_RULES[1:])
+    r = rcpt_reply(m, "first@example.org")
+    assert r.code == 451 and r.text.startswith("4.7.1 greylisted"), r
+    rd.pause()
+    try:
+        t_end = time.monotonic() + 6
+        n = 0
+        while time.monotonic() < t_end and n < 30:      # decisions while stalled
+            r = rcpt_reply(m, "stalled%d@example.org" % n)
+            assert r.code == 451 and "unavailable" in r.text, r
+            n += 1
+            time.sleep(0.3)
+    finally:
+        rd.resume()
+    rs = decisions(m, 100, "after")
+    bad = [(i, r.code, r.text) for i, r in enumerate(rs)
+           if not (r.code == 451 and r.text.startswith("4.7.1 greylisted"))]
+    assert not bad, (bad, m.log()[-3000:])
+    keys = rd.client().keys("moat:t:*after*")
+    assert len(keys) == 100, len(keys)
+    log = m.log()
+    assert len(re.findall(r"greylist redis unavailable", log)) == 1, log[-3000:]
+    assert len(re.findall(r"greylist redis available again", log)) == 1, log[-3000:]
