@@ -72,3 +72,34 @@ def test_lazy_wait_trusted_rcpt_does_not_wait_for_spf(fake, moatd_factory, dead_
     dt, r = rcpt_timed(m, "127.0.0.66")
     assert r.code == 451 and "SPF temperror" in r.text, r
     assert dt >= 2.5, "untrusted RCPT did not wait for SPF (%.2fs)" % dt
+
+
+def rev(ip):
+    return ".".join(reversed(ip.split(".")))
+
+
+@pytest.mark.timeout(120)
+def test_dns_timeout_means_what_it_says(fake, moatd_factory, dns):
+    """Finding 3: with dns-timeout 5s, a DNSBL listing answered after 0.5,
+    1, 2, 3 and 4 s refuses the client at connect (libunbound must not
+    give up on the server and drop the late answer); one answered after
+    6 s is a temporary error, and the client is greeted."""
+    dns.add("2.0.0.127.bl.test", "A", "127.0.0.2", ttl=1)
+    cases = [(0.5, "127.0.3.1"), (1, "127.0.3.2"), (2, "127.0.3.3"), (3, "127.0.3.4"),
+             (4, "127.0.3.5"), (6, "127.0.3.6")]
+    for delay, ip in cases:
+        dns.add(rev(ip) + ".bl.test", "A", "127.0.0.2", ttl=1)
+        dns.set_delay(rev(ip) + ".bl.test", delay)
+    m = moatd_factory(fake.address, resolver=dns.resolver, dns_timeout="5s",
+                      dnsbl=["bl.test weight 5"], on=[
+                          'connect dnsbl-score >= 5 reject 554 5.7.1 "listed"'])
+    for delay, ip in cases:
+        t0 = time.monotonic()
+        with Client(m.port, m.host, source=ip, timeout=20) as c:
+            dt = time.monotonic() - t0
+            if delay < 5:
+                assert c.greeting.code == 554, (delay, dt, c.greeting, m.log()[-2000:])
+                assert dt >= delay - 0.1, (delay, dt)
+            else:
+                assert c.greeting.code == 220, (delay, dt, c.greeting)
+                assert 4.5 <= dt < 9, (delay, dt)
