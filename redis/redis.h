@@ -146,6 +146,7 @@ enum rds_state { RDS_ST_DOWN = 0, RDS_ST_DISCOVER, RDS_ST_CONNECTING, RDS_ST_REA
 struct rds_counters {
 	uint64_t commands, replies, errors, timeouts, refused;
 	uint64_t connects, ready, drops, discoveries, noscript;
+	uint64_t switches, moved;	/* +switch-master followed; sent again after -READONLY */
 };
 
 typedef void (*rds_cb)(void *ctx, const redisReply *reply, const char *err);

@@ -218,17 +218,27 @@ def test_redis_down_with_on_error_tempfail(fake, moatd_factory, redis_factory):
     assert (r.code, r.text) == (451, "4.7.1 greylisting is unavailable, please try again later"), r
 
 
+def sentinel_setup(redis_factory, workdir):
+    """(master, replica in sync, sentinel watching the master as mm)"""
+    master = redis_factory()
+    replica = redis_factory(replica_of=(master.host, master.port))
+    sen = harness.Sentinel(workdir, master).start()
+    try:
+        assert harness.wait_for(lambda: replica.client().info("replication").get(
+            "master_link_status") == "up", 15), "the replica never synced"
+    except BaseException:
+        sen.stop()
+        raise
+    return master, replica, sen
+
+
 @pytest.mark.timeout(120)
 def test_sentinel_failover_keeps_state(fake, moatd_factory, redis_factory, workdir):
     """moatd finds the master through a sentinel; the master is stopped, the
     replica promoted; moatd follows and the triplet first seen before the
     failover passes after it."""
-    master = redis_factory()
-    replica = redis_factory(replica_of=(master.host, master.port))
-    sen = harness.Sentinel(workdir, master).start()
+    master, replica, sen = sentinel_setup(redis_factory, workdir)
     try:
-        harness.wait_for(lambda: replica.client().info("replication").get("master_link_status")
-                         == "up", 15)
         m = moatd_factory(fake.address, redis="sentinel %s master mm" % sen.address,
                           redis_timeout="500ms", greylist_delay="2s", on=GL_RULES[1:])
         assert rcpt_reply(m, "fo@example.org").code == 451
@@ -312,3 +322,70 @@ def test_redis_stall_then_clean_recovery(fake, moatd_factory, redis_factory):
     log = m.log()
     assert len(re.findall(r"greylist redis unavailable", log)) == 1, log[-3000:]
     assert len(re.findall(r"greylist redis available again", log)) == 1, log[-3000:]
+
+
+@pytest.mark.timeout(150)
+def test_sentinel_failover_loses_no_recorded_triplet(fake, moatd_factory, redis_factory, workdir):
+    """Issue 22 finding 1: SENTINEL FAILOVER (the old master stays up and
+    is demoted later) during a stream of new triplets. moatd follows the
+    sentinel's +switch-master at once and never writes to the old master
+    after the failover began; afterwards every triplet moatd answered
+    "greylisted" for is on the new master."""
+    master, replica, sen = sentinel_setup(redis_factory, workdir)
+    try:
+        # the sentinel must know the replica before it can fail over
+        assert harness.wait_for(lambda: len(redis_cmd(sen, "SENTINEL", "replicas", "mm")) == 1,
+                                30, interval=0.2), "the sentinel never saw the replica"
+        m = moatd_factory(fake.address, redis="sentinel %s master mm" % sen.address,
+                          redis_timeout="3s", greylist_delay="60s",
+                          greylist_on_error="tempfail", on=GL_RULES[1:])
+        recorded, failed = [], []
+
+        def one(i):
+            rcpt = "fo%d@example.org" % i
+            r = rcpt_reply(m, rcpt)
+            if r.code == 451 and r.text.startswith("4.7.1 greylisted"):
+                recorded.append(rcpt)
+            else:
+                failed.append((rcpt, r.code, r.text))
+
+        i = 0
+        t_end = time.monotonic() + 60
+        while i < 20:                                      # before
+            one(i)
+            i += 1
+        assert redis_cmd(sen, "SENTINEL", "FAILOVER", "mm") in (b"OK", "OK")
+        t_fo = time.monotonic()
+        switched_at = None
+        while time.monotonic() < t_end and i < 1500:       # during and after
+            one(i)
+            i += 1
+            if switched_at is None and sen.master_port() == replica.port:
+                switched_at = time.monotonic()
+            if switched_at is not None and time.monotonic() - switched_at > 12:
+                break
+        assert switched_at is not None, "the sentinel never switched"
+        # the old master is demoted and in sync with the new one
+        assert harness.wait_for(lambda: master.client().info("replication").get("role")
+                                == "slave" and master.client().info("replication").get(
+                                    "master_link_status") == "up", 30, interval=0.2), \
+            "the old master was never demoted"
+        keys = {k.decode() for k in replica.client().keys("moat:t:*")}
+        lost = [r for r in recorded if not any(k.endswith("|" + r) for k in keys)]
+        assert not lost, ("%d of %d recorded triplets lost (failover at +%.1fs)"
+                          % (len(lost), len(recorded), switched_at - t_fo), lost[:10],
+                          m.log()[-3000:])
+        assert len(recorded) >= 40, (len(recorded), failed[:10])
+        log = m.log()
+        assert re.search(r"redis .*switch-master|redis failover", log), log[-3000:]
+    finally:
+        sen.stop()
+
+
+def redis_cmd(sen, *args):
+    import redis
+    r = redis.Redis(host=harness.LOOPBACK, port=sen.port, socket_timeout=5)
+    try:
+        return r.execute_command(*args)
+    finally:
+        r.close()
