@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from harness import Client
+import harness
+import milterproto as mp
+from harness import Client, free_port
 
 
 class DeadDns:
@@ -53,6 +55,11 @@ def rcpt_timed(m, source, rcpt="u@example.org", mfrom="a@sender.test"):
     return dt, r
 
 
+LAZY_RULES = ['rcpt client-ip in trusted accept',
+              'rcpt spf is fail reject 550 5.7.23 "SPF fail"',
+              'rcpt spf is temperror tempfail 451 4.7.24 "SPF temperror"']
+
+
 @pytest.mark.timeout(60)
 def test_lazy_wait_trusted_rcpt_does_not_wait_for_spf(fake, moatd_factory, dead_dns):
     """Finding 4: DNS down, `rcpt client-ip in trusted accept` first. The
@@ -61,10 +68,7 @@ def test_lazy_wait_trusted_rcpt_does_not_wait_for_spf(fake, moatd_factory, dead_
     deadline (spf-timeout), then the rule sees temperror."""
     m = moatd_factory(fake.address, resolver=dead_dns.resolver, spf="yes",
                       spf_timeout="3s", dns_timeout="1s",
-                      list=["trusted net { 127.0.0.1 }"], on=[
-                          'rcpt client-ip in trusted accept',
-                          'rcpt spf is fail reject 550 5.7.23 "SPF fail"',
-                          'rcpt spf is temperror tempfail 451 4.7.24 "SPF temperror"'])
+                      list=["trusted net { 127.0.0.1 }"], on=LAZY_RULES)
     for i in range(3):
         dt, r = rcpt_timed(m, "127.0.0.1", rcpt="t%d@example.org" % i)
         assert r.code == 250, r
@@ -72,6 +76,35 @@ def test_lazy_wait_trusted_rcpt_does_not_wait_for_spf(fake, moatd_factory, dead_
     dt, r = rcpt_timed(m, "127.0.0.66")
     assert r.code == 451 and "SPF temperror" in r.text, r
     assert dt >= 2.5, "untrusted RCPT did not wait for SPF (%.2fs)" % dt
+
+
+@pytest.mark.timeout(60)
+def test_lazy_wait_milter(workdir, dead_dns):
+    """Finding 4 through moat-milter (the same engine): the trusted
+    client's RCPT is answered at once with DNS down; another client's
+    RCPT waits for SPF's deadline and is tempfailed."""
+    m = harness.MoatMilter(workdir, free_port(), resolver=dead_dns.resolver, spf="yes",
+                           spf_timeout="3s", dns_timeout="1s",
+                           list=["trusted net { 127.0.0.1 }"], on=LAZY_RULES).start()
+    try:
+        for ip, fast in (("127.0.0.1", True), ("127.0.0.66", False)):
+            with mp.MilterClient(m.port, timeout=20) as c:
+                c.optneg()
+                c.macros("C", [("{client_addr}", ip), ("{daemon_port}", "25")])
+                assert c.connect("client.test", ip)[0].cmd == mp.SMFIR_CONTINUE
+                assert c.helo("client.test")[0].cmd == mp.SMFIR_CONTINUE
+                assert c.mail("<a@sender.test>", timeout=20)[0].cmd == mp.SMFIR_CONTINUE
+                t0 = time.monotonic()
+                r = c.rcpt("<u@example.org>", timeout=20)[0]
+                dt = time.monotonic() - t0
+                if fast:
+                    assert r.cmd == mp.SMFIR_CONTINUE, r
+                    assert dt < 1.0, "trusted RCPT waited %.2fs for SPF" % dt
+                else:
+                    assert r.cmd == mp.SMFIR_REPLYCODE and b"4.7.24" in r.data, r
+                    assert dt >= 2.5, "untrusted RCPT did not wait for SPF (%.2fs)" % dt
+    finally:
+        m.stop()
 
 
 def rev(ip):
