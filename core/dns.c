@@ -219,13 +219,7 @@ dns_init(const struct dns_conf *c, char **err)
 			ub_ctx_delete(ctx);
 			return -1;
 		}
-		if (t > 120000) {
-			snprintf(v, sizeof(v), "%u", t);
-			if (set(ctx, "infra-cache-max-rtt:", v, err)) {
-				ub_ctx_delete(ctx);
-				return -1;
-			}
-		}
+		/* (dns-timeout is at most 60 s: under infra-cache-max-rtt) */
 	}
 	{
 		/* how long "no such name" is believed: a delisted address
