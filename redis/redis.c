@@ -150,6 +150,7 @@ rds_bound_reader(redisContext *c)
 static void rds_start(struct rds *r);
 static void rds_send(struct rds *r, struct rds_req *q);
 static void rds_flush_waiting(struct rds *r);
+static uint64_t rds_now_ms(void);
 
 /* rds_state_name - for logs */
 const char *
@@ -602,6 +603,10 @@ rds_detach(struct rds *r)
 
 	evtimer_del(r->retry_ev);
 	evtimer_del(r->conn_timer);
+	rds_enter_state(r, RDS_ST_DOWN);
+	/* a callback that the frees below run and that submits again gets
+	 * "unavailable", never an attempt of its own under the caller */
+	r->started_ms = rds_now_ms();
 	if ((ac = r->sac) != NULL) {
 		r->sac = NULL;
 		redisAsyncFree(ac);	/* its callback sees a stale context */
@@ -611,7 +616,6 @@ rds_detach(struct rds *r)
 		r->n.drops++;
 		redisAsyncFree(ac);	/* deferred by hiredis inside its callback */
 	}
-	rds_enter_state(r, RDS_ST_DOWN);
 }
 
 /* rds_hold_end - the failover ended; ask: the sentinels are asked again */
