@@ -389,3 +389,117 @@ def redis_cmd(sen, *args):
         return r.execute_command(*args)
     finally:
         r.close()
+
+
+class FakeSentinel:
+    """A sentinel that names whatever master the test sets: RESP on a
+    loopback port, answering SENTINEL get-master-addr-by-name and taking
+    (P)SUBSCRIBE without ever publishing (a failover moatd does not hear
+    of). One thread per connection, all closed by stop()."""
+
+    def __init__(self, master):
+        import socket
+        import threading
+        self.master = master
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((harness.LOOPBACK, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.address = "%s:%d" % (harness.LOOPBACK, self.port)
+        self.conns = []
+        self.running = True
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    @staticmethod
+    def _bulk(s):
+        b = s.encode()
+        return b"$%d\r\n%s\r\n" % (len(b), b)
+
+    def _accept(self):
+        import socket
+        import threading
+        while self.running:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _serve(self, c):
+        f = c.makefile("rb")
+        try:
+            for _ in range(1000):
+                line = f.readline()
+                if not line.startswith(b"*"):
+                    return
+                args = []
+                for _ in range(int(line[1:])):
+                    n = int(f.readline()[1:])
+                    args.append(f.read(n + 2)[:-2].decode())
+                cmd = args[0].upper()
+                if cmd == "SENTINEL":
+                    c.sendall(b"*2\r\n" + self._bulk(self.master.host)
+                              + self._bulk(str(self.master.port)))
+                elif cmd in ("SUBSCRIBE", "PSUBSCRIBE"):
+                    for i, ch in enumerate(args[1:], 1):
+                        c.sendall(b"*3\r\n" + self._bulk(cmd.lower()) + self._bulk(ch)
+                                  + b":%d\r\n" % i)
+                else:
+                    c.sendall(b"-ERR unknown\r\n")
+        except (OSError, ValueError):
+            return
+
+    def stop(self):
+        self.running = False
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        for t in self.threads:
+            t.join(timeout=2)
+
+
+@pytest.mark.timeout(90)
+def test_readonly_reply_resends_to_the_new_master(fake, moatd_factory, redis_factory):
+    """Issue 22 finding 1, a failover moatd did not hear of: its master was
+    turned into a replica. The -READONLY reply (the script wrote nothing)
+    makes moatd ask the sentinel again, check the named server's ROLE and
+    send the same decision there, within its deadline: no decision fails,
+    and the triplets are on the new master."""
+    a = redis_factory()
+    b = redis_factory(replica_of=(a.host, a.port))
+    assert harness.wait_for(lambda: b.client().info("replication").get("master_link_status")
+                            == "up", 15), "the replica never synced"
+    sen = FakeSentinel(a)
+    try:
+        m = moatd_factory(fake.address, redis="sentinel %s master mm" % sen.address,
+                          redis_timeout="2s", greylist_delay="60s",
+                          greylist_on_error="tempfail", on=GL_RULES[1:])
+        before = decisions(m, 10, "ro-before")
+        assert all(r.code == 451 and r.text.startswith("4.7.1 greylisted") for r in before), \
+            before
+        # the failover, behind moatd's back
+        b.client().execute_command("REPLICAOF", "NO", "ONE")
+        sen.master = b
+        a.client().execute_command("REPLICAOF", b.host, str(b.port))
+        assert harness.wait_for(lambda: a.client().info("replication").get("role") == "slave",
+                                10)
+        after = decisions(m, 20, "ro-after")
+        bad = [(i, r.code, r.text) for i, r in enumerate(after)
+               if not (r.code == 451 and r.text.startswith("4.7.1 greylisted"))]
+        assert not bad, (bad, m.log()[-3000:])
+        keys = {k.decode() for k in b.client().keys("moat:t:*ro-after*")}
+        assert len(keys) == 20, sorted(keys)
+        assert re.search(r"redis drop reason=server is read-only", m.log()), m.log()[-3000:]
+    finally:
+        sen.stop()
