@@ -202,6 +202,26 @@ dns_init(const struct dns_conf *c, char **err)
 		return -1;
 	}
 	{
+		/* libunbound's own timers agree with dns-timeout. Left alone,
+		 * it waits 376 ms for a server it does not know, then sends
+		 * the query again from a new port, doubling, and drops the
+		 * answer to every earlier try: a server that answers each
+		 * query in 3 s was never heard. With both the first wait and
+		 * the smallest retransmit timeout at dns-timeout, an answer
+		 * that comes within it is taken; the caller's own deadline
+		 * (the same dns-timeout) cancels the query past it. */
+		char v[16];
+		unsigned t = c->timeout_ms ? c->timeout_ms : 5000;
+
+		snprintf(v, sizeof(v), "%u", t);
+		if (set(ctx, "unknown-server-time-limit:", v, err) ||
+		    set(ctx, "infra-cache-min-rtt:", v, err)) {
+			ub_ctx_delete(ctx);
+			return -1;
+		}
+		/* (dns-timeout is at most 60 s: under infra-cache-max-rtt) */
+	}
+	{
 		/* how long "no such name" is believed: a delisted address
 		 * and a zone's test points are seen again within that */
 		char v[16];

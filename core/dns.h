@@ -65,6 +65,8 @@ struct dns_conf {
 	int nforward;
 	unsigned max_inflight;		/* 0: 4096 */
 	int max_negative_ttl;		/* seconds "no such name" stays cached */
+	unsigned timeout_ms;		/* dns-timeout: libunbound's own timers
+					 * wait this long for a server (0: 5s) */
 };
 
 /* record types moat asks for */

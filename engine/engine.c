@@ -18,12 +18,14 @@
  *	           wait), else on the work pool; the keys are asked ahead from
  *	           the loop
  *
- *	Whether a stage waits: at connect and helo the rules are asked, with
- *	the facts they will see, whether they reach a check's fact at all
- *	(rules_stage_wants), so "client-ip in trusted accept" first means
- *	trusted clients never wait for DNS; at mail and rcpt any rule of the
- *	stage that reads a check's fact makes it wait; the end of the data
- *	waits for DKIM and DMARC (Authentication-Results needs them).
+ *	Whether a stage waits, at every stage: the rules are run in order
+ *	over the facts known now (rules_stage_first_need); the first rule
+ *	that reaches a check's fact not in yet names the one check waited
+ *	for, and when it answers the rules are asked again. A rule that
+ *	decides before any such fact means no wait, so "client-ip in
+ *	trusted accept" first means trusted clients never wait for DNS or
+ *	SPF, whatever later rules read. The end of the data also waits for
+ *	DKIM and DMARC (Authentication-Results needs them).
  *
  *	The check deadline (twice dns-timeout plus half a second) turns the
  *	DNS checks and the greylist still pending into temporary errors;
@@ -889,49 +891,54 @@ rcpt_greylist_wait(struct eng_sess *e)
 	return t->gl_state == CHECK_PENDING;
 }
 
-/* must_wait - must the stage wait before its rules run? Starts what the
- * stage needs. */
+/* must_wait - must the stage wait before its rules run? The rules are
+ * run, in order, over the facts known now: the first rule that reaches a
+ * check's fact not in yet names the one check waited for (and started);
+ * a rule that decides before any such fact means no wait at all, so a
+ * trusted client decided by the first rule never waits for DNS or SPF.
+ * When the awaited answer comes, this runs again and may name the next
+ * check a later rule reads. */
 static bool
 must_wait(struct eng_sess *e, enum rules_stage st)
 {
 	const struct rules *r = e->conf->rules;
-	bool wait = false;
+	/* the end of the data waits for DKIM and DMARC in any case
+	 * (Authentication-Results), started beside what the rules read */
+	bool wait = st == RS_DATA && sauth_wait(e);
 
-	if (r != NULL) {
+	/* a check that a start completes at once (cache) lets the rules go
+	 * further: ask again, a bounded number of times */
+	for (int i = 0; r != NULL && i <= CHECK__COUNT; i++) {
 		struct rules_facts f;
 		struct dnsbl_summary sum;
-		bool want_fc, want_bl;
+		int need;
 
-		if (st == RS_CONNECT || st == RS_HELO) {
-			/* every fact these rules may read is known: they can
-			 * tell whether they reach a check's fact at all */
-			eng_facts(e, st, &f, &sum);
-			want_fc = !f.fcrdns_known && rules_stage_wants(r, st, &f, CHECK_FCRDNS);
-			want_bl = !f.dnsbl_known && rules_stage_wants(r, st, &f, CHECK_DNSBL);
-		} else {
-			want_fc = rules_stage_needs(r, st, CHECK_FCRDNS);
-			want_bl = rules_stage_needs(r, st, CHECK_DNSBL);
-		}
-		if (want_fc && !fc_known(e)) {
+		eng_facts(e, st, &f, &sum);
+		need = rules_stage_first_need(r, st, &f);
+		if (need == CHECK_FCRDNS) {
 			fc_start(e);
-			wait |= !fc_known(e);
-		}
-		if (want_bl && !dnsbl_known(e)) {
-			if (e->conf->dnsbl->types & (1u << DNSBL_T_NAME))
+			if (!fc_known(e))
+				return true;
+		} else if (need == CHECK_DNSBL) {
+			if (e->conf->dnsbl != NULL && (e->conf->dnsbl->types & (1u << DNSBL_T_NAME)))
 				fc_start(e);
-			wait |= !dnsbl_known(e);
+			if (!dnsbl_known(e))
+				return true;
+		} else if (need == CHECK_SPF && st != RS_DATA) {
+			if (spf_pending(e, st))
+				return true;
+			break;
+		} else {
+			break;	/* none, the greylist (below) or DKIM/DMARC */
 		}
-		if ((st == RS_HELO || st == RS_MAIL || st == RS_RCPT) &&
-		    rules_stage_needs(r, st, CHECK_SPF) && spf_pending(e, st))
-			wait = true;
 	}
-	if (st == RS_DATA && sauth_wait(e))
-		wait = true;
-	/* the greylist is asked once the DNS facts are in, and only when a
-	 * greylist rule will be reached for this recipient */
-	if (!wait && st == RS_RCPT && r != NULL)
-		wait = rcpt_greylist_wait(e);
-	return wait;
+	if (wait)
+		return true;
+	/* the greylist is asked once the facts before it are in, and only
+	 * when a greylist rule will be reached for this recipient */
+	if (st == RS_RCPT && r != NULL)
+		return rcpt_greylist_wait(e);
+	return false;
 }
 
 /* expire - the check deadline passed: the DNS checks and the greylist

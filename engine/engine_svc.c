@@ -61,8 +61,10 @@ engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errle
 	engine_g.workq = workq_new(8, 4096);	/* SPF, DKIM, DMARC: they wait on DNS */
 	if (!engine_g.opts.no_network) {
 		char *derr = NULL;
+		struct dns_conf dc = c->resolver;
 
-		if (dns_init(&c->resolver, &derr) != 0) {
+		dc.timeout_ms = c->dns_timeout_ms;
+		if (dns_init(&dc, &derr) != 0) {
 			if (!engine_g.opts.quiet_start)
 				log_msg(LOG_L_ERROR, 0, "resolver error=\"%s\": DNS checks give temperror",
 				    derr);

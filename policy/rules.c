@@ -1368,8 +1368,8 @@ rules_stage_first_need(const struct rules *r, enum rules_stage st, const struct 
 			continue;
 		if (ru->greylist && !lf.greylist_known)
 			return 2;	/* CHECK_GREYLIST */
-		if (ru->verdict != RV_CONTINUE)
-			return -1;
+		if (ru->verdict != RV_CONTINUE || (ru->greylist && lf.greylist_tempfail))
+			return -1;	/* this rule decides (greylisted: 4xx) */
 		lf.score += ru->score;
 	}
 	return -1;

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <hiredis/async.h>
@@ -57,6 +58,7 @@ struct rds_req {
 	enum rds_where where;
 	int script;			/* -1: a plain command */
 	bool timed_out, cancelled, retried;
+	bool moved;			/* sent again after -READONLY/-MASTERDOWN */
 	const char *fail_why;
 	int argc;
 	const char **argv;		/* into the same allocation */
@@ -73,11 +75,16 @@ struct rds {
 	enum rds_state state;
 	redisAsyncContext *ac;		/* the data connection */
 	redisAsyncContext *sac;		/* the sentinel being asked */
+	redisAsyncContext *pac[RDS_SENTINEL_MAX];	/* subscribed to each sentinel */
+	struct event *sub_ev;		/* subscribe again to those not connected */
+	bool hold;			/* a failover runs: send nothing, wait */
+	struct event *hold_ev;		/* the longest hold */
 	struct rds_addr addr;		/* the server in use or last tried */
 	bool addr_from_sentinel;
 	int sidx, stried;		/* sentinel to ask; tried this round */
 	int hs_pending;
 	unsigned backoff_ms;
+	uint64_t started_ms;		/* the last connection attempt began */
 	struct event *retry_ev, *conn_timer;
 	struct rds_reqs waiting, failing;
 	unsigned npending;		/* requests not yet called back */
@@ -142,6 +149,8 @@ rds_bound_reader(redisContext *c)
 
 static void rds_start(struct rds *r);
 static void rds_send(struct rds *r, struct rds_req *q);
+static void rds_flush_waiting(struct rds *r);
+static uint64_t rds_now_ms(void);
 
 /* rds_state_name - for logs */
 const char *
@@ -234,7 +243,8 @@ rds_down(struct rds *r, const char *why)
 
 	evtimer_del(r->conn_timer);
 	rds_enter_state(r, RDS_ST_DOWN);
-	rds_fail_waiting(r, why);
+	if (!r->hold)
+		rds_fail_waiting(r, why);	/* in a failover they wait for the new master */
 	if (r->freeing)
 		return;
 	tv.tv_sec = r->backoff_ms / 1000;
@@ -365,7 +375,6 @@ static void
 rds_connect(struct rds *r)
 {
 	redisAsyncContext *ac;
-	struct rds_req *q;
 	int rc = REDIS_OK;
 
 	r->n.connects++;
@@ -409,35 +418,41 @@ rds_connect(struct rds *r)
 		rds_enter_state(r, RDS_ST_READY);
 		evtimer_del(r->conn_timer);
 	}
-	while ((q = TAILQ_FIRST(&r->waiting)) != NULL) {
-		TAILQ_REMOVE(&r->waiting, q, link);
-		rds_send(r, q);
-	}
+	rds_flush_waiting(r);
 }
 
 static void rds_discover(struct rds *r);
+
+/* rds_addr_of - a host and a port as a sentinel names them; -1 when unusable */
+static int
+rds_addr_of(const char *h, size_t hlen, const char *p, size_t plen, struct rds_addr *a)
+{
+	char word[128];
+	int n;
+
+	if (hlen == 0 || hlen > 45 || plen == 0 || plen > 5 ||
+	    memchr(h, '\0', hlen) != NULL || memchr(p, '\0', plen) != NULL)
+		return -1;
+	n = snprintf(word, sizeof(word), memchr(h, ':', hlen) ? "[%.*s]:%.*s" : "%.*s:%.*s",
+	    (int)hlen, h, (int)plen, p);
+	if (n < 0 || (size_t)n >= sizeof(word))
+		return -1;
+	return rds_addr_parse(word, RDS_DEFAULT_PORT, a, NULL, 0);
+}
 
 /* rds_master_reply - the sentinel's answer as an address; -1 when unusable */
 static int
 rds_master_reply(const redisReply *reply, struct rds_addr *a)
 {
-	char word[128];
 	const redisReply *h, *p;
-	int n;
 
 	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2)
 		return -1;
 	h = reply->element[0];
 	p = reply->element[1];
-	if (h->type != REDIS_REPLY_STRING || p->type != REDIS_REPLY_STRING ||
-	    h->len == 0 || h->len > 45 || p->len == 0 || p->len > 5 ||
-	    memchr(h->str, '\0', h->len) != NULL || memchr(p->str, '\0', p->len) != NULL)
+	if (h->type != REDIS_REPLY_STRING || p->type != REDIS_REPLY_STRING)
 		return -1;
-	n = snprintf(word, sizeof(word), strchr(h->str, ':') ? "[%s]:%s" : "%s:%s", h->str,
-	    p->str);
-	if (n < 0 || (size_t)n >= sizeof(word))
-		return -1;
-	return rds_addr_parse(word, RDS_DEFAULT_PORT, a, NULL, 0);
+	return rds_addr_of(h->str, h->len, p->str, p->len, a);
 }
 
 /* rds_on_sentinel - a sentinel answered (or failed) */
@@ -493,10 +508,21 @@ rds_discover(struct rds *r)
 	rds_down(r, "no sentinel knows the master");
 }
 
+/* rds_now_ms - a monotonic clock */
+static uint64_t
+rds_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* rds_start - begin a connection attempt */
 static void
 rds_start(struct rds *r)
 {
+	r->started_ms = rds_now_ms();
 	if (r->conf.nsentinel > 0) {
 		r->stried = 0;
 		rds_discover(r);
@@ -538,6 +564,280 @@ rds_on_conn_timer(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* ---- following the sentinels ----
+ *
+ * Every sentinel is subscribed to, on a connection of its own. The
+ * sentinel leading a failover publishes +selected-slave just before it
+ * promotes a replica; every sentinel publishes +switch-master once the
+ * new master is in place. From the first, the client holds: nothing is
+ * sent, commands wait within their own deadline, because what the old
+ * master takes from then on is lost when Sentinel demotes it. On the
+ * second it connects to the new master (ROLE checked in the handshake)
+ * and sends them there. An aborted failover ends the hold on the same
+ * connection; none within RDS_HOLD_MAX_MS makes it ask the sentinels.
+ */
+
+#define RDS_HOLD_MAX_MS		5000
+
+/* rds_flush_waiting - send the waiting requests, unless in a hold or
+ * without a connection */
+static void
+rds_flush_waiting(struct rds *r)
+{
+	struct rds_req *q;
+
+	if (r->hold || (r->state != RDS_ST_CONNECTING && r->state != RDS_ST_READY))
+		return;
+	while ((q = TAILQ_FIRST(&r->waiting)) != NULL) {
+		TAILQ_REMOVE(&r->waiting, q, link);
+		rds_send(r, q);
+	}
+}
+
+/* rds_detach - leave the data connection and any discovery; waiting
+ * requests stay, sent ones are called back "disconnected" */
+static void
+rds_detach(struct rds *r)
+{
+	redisAsyncContext *ac;
+
+	evtimer_del(r->retry_ev);
+	evtimer_del(r->conn_timer);
+	rds_enter_state(r, RDS_ST_DOWN);
+	/* a callback that the frees below run and that submits again gets
+	 * "unavailable", never an attempt of its own under the caller */
+	r->started_ms = rds_now_ms();
+	if ((ac = r->sac) != NULL) {
+		r->sac = NULL;
+		redisAsyncFree(ac);	/* its callback sees a stale context */
+	}
+	if ((ac = r->ac) != NULL) {
+		r->ac = NULL;
+		r->n.drops++;
+		redisAsyncFree(ac);	/* deferred by hiredis inside its callback */
+	}
+}
+
+/* rds_hold_end - the failover ended; ask: the sentinels are asked again */
+static void
+rds_hold_end(struct rds *r, bool ask)
+{
+	if (!r->hold)
+		return;
+	r->hold = false;
+	evtimer_del(r->hold_ev);
+	if (ask) {
+		rds_detach(r);
+		rds_start(r);
+	} else {
+		rds_flush_waiting(r);
+	}
+}
+
+/* rds_on_hold_timer - no +switch-master came */
+static void
+rds_on_hold_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct rds *r = arg;
+
+	(void)fd;
+	(void)what;
+	log_msg(LOG_L_WARN, 0, "redis failover master=%s: no new master within %d ms, "
+	    "asking the sentinels", r->conf.master, RDS_HOLD_MAX_MS);
+	rds_hold_end(r, true);
+}
+
+/* rds_switch - the sentinels name a new master: go there now */
+static void
+rds_switch(struct rds *r, const struct rds_addr *a)
+{
+	char from[160], to[160];
+
+	if (r->hold) {
+		r->hold = false;
+		evtimer_del(r->hold_ev);
+	}
+	if (memcmp(&r->addr, a, sizeof(*a)) == 0 && r->addr_from_sentinel &&
+	    (r->state == RDS_ST_READY || r->state == RDS_ST_CONNECTING)) {
+		rds_flush_waiting(r);	/* already there (another sentinel told) */
+		return;
+	}
+	rds_addr_format(&r->addr, from, sizeof(from));
+	rds_addr_format(a, to, sizeof(to));
+	log_msg(LOG_L_INFO, 0, "redis failover master=%s from=%s to=%s", r->conf.master, from, to);
+	r->n.switches++;
+	rds_detach(r);
+	r->addr = *a;
+	r->addr_from_sentinel = true;
+	r->backoff_ms = r->conf.backoff_min_ms;
+	rds_connect(r);
+}
+
+/* rds_word - the next space-separated word of an event; false at the end */
+static bool
+rds_word(const char **p, const char *end, const char **w, size_t *wlen)
+{
+	while (*p < end && **p == ' ')
+		(*p)++;
+	if (*p >= end)
+		return false;
+	*w = *p;
+	while (*p < end && **p != ' ')
+		(*p)++;
+	*wlen = (size_t)(*p - *w);
+	return true;
+}
+
+/* rds_event - one sentinel event: "+switch-master NAME OLDIP OLDPORT
+ * NEWIP NEWPORT"; "+selected-slave" and "-failover-abort-*" name the
+ * master after an "@" (instance details) or as "master NAME ..." */
+static void
+rds_event(struct rds *r, const char *ch, size_t chlen, const char *msg, size_t mlen)
+{
+	const char *p = msg, *end = msg + mlen, *w[8];
+	size_t wl[8], mn = strlen(r->conf.master);
+	int n = 0;
+	const char *name = NULL;
+	size_t namelen = 0;
+
+	while (n < 8 && rds_word(&p, end, &w[n], &wl[n]))
+		n++;
+	if (chlen == 14 && memcmp(ch, "+switch-master", 14) == 0) {
+		struct rds_addr a;
+
+		if (n == 5 && wl[0] == mn && memcmp(w[0], r->conf.master, mn) == 0 &&
+		    rds_addr_of(w[3], wl[3], w[4], wl[4], &a) == 0)
+			rds_switch(r, &a);
+		return;
+	}
+	for (int i = 0; i + 1 < n; i++)
+		if ((wl[i] == 1 && w[i][0] == '@') ||
+		    (i == 0 && wl[0] == 6 && memcmp(w[0], "master", 6) == 0)) {
+			name = w[i + 1];
+			namelen = wl[i + 1];
+			break;
+		}
+	if (name == NULL || namelen != mn || memcmp(name, r->conf.master, mn) != 0)
+		return;
+	if (ch[0] == '-') {
+		if (r->hold)
+			log_msg(LOG_L_INFO, 0, "redis failover master=%s aborted (%.*s)",
+			    r->conf.master, (int)chlen, ch);
+		rds_hold_end(r, false);
+	} else if (!r->hold) {
+		log_msg(LOG_L_INFO, 0, "redis failover master=%s begins: commands wait for "
+		    "the new master", r->conf.master);
+		r->hold = true;
+		rds_arm(r->hold_ev, RDS_HOLD_MAX_MS);
+	}
+}
+
+/* rds_sub_index - which sentinel a subscription is on; -1: stale */
+static int
+rds_sub_index(const struct rds *r, const redisAsyncContext *ac)
+{
+	for (int i = 0; i < r->conf.nsentinel; i++)
+		if (r->pac[i] == ac)
+			return i;
+	return -1;
+}
+
+/* rds_on_event - hiredis: a message on a subscription (or its end) */
+static void
+rds_on_event(redisAsyncContext *ac, void *reply_, void *priv)
+{
+	struct rds *r = ac->data;
+	const redisReply *rep = reply_, *ch, *msg;
+
+	(void)priv;
+	if (rep == NULL || r->freeing || rds_sub_index(r, ac) < 0 ||
+	    rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	if (rep->elements == 3 && strcmp(rep->element[0]->str, "message") == 0) {
+		ch = rep->element[1];
+		msg = rep->element[2];
+	} else if (rep->elements == 4 && strcmp(rep->element[0]->str, "pmessage") == 0) {
+		ch = rep->element[2];
+		msg = rep->element[3];
+	} else {
+		return;			/* (p)subscribe confirmations */
+	}
+	if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING || ch->len == 0)
+		return;
+	rds_event(r, ch->str, ch->len, msg->str, msg->len);
+}
+
+/* rds_sub_lost - a subscription failed or ended: subscribe again later */
+static void
+rds_sub_lost(const redisAsyncContext *ac)
+{
+	struct rds *r = ac->data;
+	int i = rds_sub_index(r, ac);
+
+	if (i < 0)
+		return;
+	r->pac[i] = NULL;		/* hiredis frees ac when we return */
+	if (!r->freeing && !evtimer_pending(r->sub_ev, NULL))
+		rds_arm(r->sub_ev, r->conf.backoff_max_ms);
+}
+
+static void
+rds_on_sub_connect(const redisAsyncContext *ac, int status)
+{
+	if (status != REDIS_OK)
+		rds_sub_lost(ac);
+}
+
+static void
+rds_on_sub_disconnect(const redisAsyncContext *ac, int status)
+{
+	(void)status;
+	rds_sub_lost(ac);
+}
+
+/* rds_sub_start - subscribe to every sentinel not subscribed to */
+static void
+rds_sub_start(struct rds *r)
+{
+	bool missing = false;
+
+	for (int i = 0; i < r->conf.nsentinel; i++) {
+		redisAsyncContext *ac;
+
+		if (r->pac[i] != NULL)
+			continue;
+		ac = rds_async_connect(r, &r->conf.sentinel[i]);
+		if (ac == NULL) {
+			missing = true;
+			continue;
+		}
+		redisAsyncSetConnectCallback(ac, rds_on_sub_connect);
+		redisAsyncSetDisconnectCallback(ac, rds_on_sub_disconnect);
+		r->pac[i] = ac;
+		if (redisAsyncCommand(ac, rds_on_event, NULL,
+		    "SUBSCRIBE +switch-master +selected-slave +failover-state-send-slaveof-noone")
+		    != REDIS_OK ||
+		    redisAsyncCommand(ac, rds_on_event, NULL, "PSUBSCRIBE -failover-abort-*")
+		    != REDIS_OK) {
+			r->pac[i] = NULL;
+			redisAsyncFree(ac);
+			missing = true;
+		}
+	}
+	if (missing)
+		rds_arm(r->sub_ev, r->conf.backoff_max_ms);
+}
+
+/* rds_on_sub_timer - subscribe again */
+static void
+rds_on_sub_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	rds_sub_start(arg);
+}
+
 /* rds_on_reply - hiredis: a command's reply, or NULL when its connection ended */
 static void
 rds_on_reply(redisAsyncContext *ac, void *reply_, void *priv)
@@ -572,6 +872,21 @@ rds_on_reply(redisAsyncContext *ac, void *reply_, void *priv)
 		}
 		readonly = strncmp(reply->str, "READONLY", 8) == 0 ||
 		    strncmp(reply->str, "MASTERDOWN", 10) == 0;
+	}
+	if (readonly && r->ac == ac && !q->moved && r->conf.nsentinel > 0) {
+		/* not the master (any more): it wrote nothing. The request
+		 * waits (its deadline runs on) while the sentinels are asked
+		 * again and the master's ROLE is checked, then goes there */
+		q->moved = true;
+		r->n.moved++;
+		rds_drop(r, "server is read-only");
+		q->where = RQ_WAITING;
+		TAILQ_INSERT_TAIL(&r->waiting, q, link);
+		if (!r->hold) {
+			evtimer_del(r->retry_ev);
+			rds_start(r);
+		}
+		return;
 	}
 	evtimer_del(q->timer);
 	rds_finish(q, reply, NULL);
@@ -667,6 +982,21 @@ rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx,
 	r->npending++;
 	r->n.commands++;
 	rds_arm(q->timer, timeout_ms ? timeout_ms : r->conf.timeout_ms);
+	if (r->state == RDS_ST_DOWN && !r->hold &&
+	    rds_now_ms() - r->started_ms >= r->conf.backoff_min_ms) {
+		/* A request while the backoff runs tries at once (at most once
+		 * per backoff-min): after a long stall the backoff has grown to
+		 * its maximum, and a server that answers again must not see
+		 * every decision fail until the timer ends. The request rides
+		 * on the attempt, within its own deadline. */
+		evtimer_del(r->retry_ev);
+		rds_start(r);
+	}
+	if (r->hold) {
+		q->where = RQ_WAITING;	/* a failover runs: wait for the new master */
+		TAILQ_INSERT_TAIL(&r->waiting, q, link);
+		return 0;
+	}
 	switch (r->state) {
 	case RDS_ST_DOWN:
 		rds_fail_soon(r, q, "unavailable");
@@ -761,9 +1091,12 @@ rds_new(struct event_base *base, const struct rds_conf *c, const char *const *sc
 	}
 	r->retry_ev = evtimer_new(base, rds_on_retry, r);
 	r->conn_timer = evtimer_new(base, rds_on_conn_timer, r);
-	if (r->retry_ev == NULL || r->conn_timer == NULL)
+	r->sub_ev = evtimer_new(base, rds_on_sub_timer, r);
+	r->hold_ev = evtimer_new(base, rds_on_hold_timer, r);
+	if (r->retry_ev == NULL || r->conn_timer == NULL || r->sub_ev == NULL || r->hold_ev == NULL)
 		panic("redis: cannot create timers");
 	r->state = RDS_ST_DOWN;
+	rds_sub_start(r);
 	rds_start(r);
 	return r;
 }
@@ -780,6 +1113,13 @@ rds_free(struct rds *r)
 	r->freeing = true;
 	evtimer_del(r->retry_ev);
 	evtimer_del(r->conn_timer);
+	evtimer_del(r->sub_ev);
+	evtimer_del(r->hold_ev);
+	for (int i = 0; i < r->conf.nsentinel; i++)
+		if ((ac = r->pac[i]) != NULL) {
+			r->pac[i] = NULL;
+			redisAsyncFree(ac);
+		}
 	if ((ac = r->sac) != NULL) {
 		r->sac = NULL;
 		redisAsyncFree(ac);
@@ -798,6 +1138,8 @@ rds_free(struct rds *r)
 	}
 	event_free(r->retry_ev);
 	event_free(r->conn_timer);
+	event_free(r->sub_ev);
+	event_free(r->hold_ev);
 	free(r);
 }
 

@@ -55,7 +55,22 @@
  *	A failed handshake (a replica where a master was expected, AUTH
  *	refused, ...), a dropped connection, a timed-out command or a
  *	-READONLY reply drops the connection, and the next attempt (after
- *	the backoff) asks the sentinels again.
+ *	the backoff) asks the sentinels again. A command submitted while
+ *	DOWN starts that attempt at once (at most once per backoff_min_ms)
+ *	and rides on it: after a long stall the backoff has grown to its
+ *	maximum, and a server that answers again is used by the next
+ *	command, not after the timer.
+ *
+ *	Following Sentinel: the client subscribes to every sentinel
+ *	(+selected-slave, +failover-state-send-slaveof-noone,
+ *	+switch-master, -failover-abort-*). When a failover of its master
+ *	begins it holds: commands wait, within their deadline, and nothing
+ *	is written to the old master (what it takes then is lost when it is
+ *	demoted). +switch-master connects to the new master (ROLE checked)
+ *	and sends them there; an abort resumes; no switch within 5 s asks
+ *	the sentinels. A -READONLY or -MASTERDOWN reply means the server
+ *	wrote nothing: with sentinels, that command (once) waits while the
+ *	sentinels are asked again, then goes to the master they name.
  *
  *	rds_eval() runs script number `script` (an index into the scripts
  *	given to rds_new; the texts must outlive the client, the array need
@@ -76,10 +91,12 @@
  *	that moment, and its connection is dropped, so that no late reply is
  *	ever taken for the answer to a later command; the other commands on
  *	that connection get "disconnected" at once. Commands are never
- *	replayed on another connection (no at-least-once surprises). While
- *	the client is DOWN, commands get "unavailable" on the next loop
- *	turn; while it is DISCOVER they wait (within their deadline) for
- *	the connection.
+ *	replayed on another connection (no at-least-once surprises), except
+ *	after -READONLY/-MASTERDOWN, which a server gives without running
+ *	the command. While the client is DOWN (and no attempt can start),
+ *	commands get "unavailable" on the next loop turn; while it is
+ *	DISCOVER, or holding in a failover, they wait (within their
+ *	deadline) for the connection.
  *
  *	cb may call rds_eval()/rds_command() again; it must NOT call
  *	rds_free() (it may run inside hiredis): defer that to another event.
@@ -146,6 +163,7 @@ enum rds_state { RDS_ST_DOWN = 0, RDS_ST_DISCOVER, RDS_ST_CONNECTING, RDS_ST_REA
 struct rds_counters {
 	uint64_t commands, replies, errors, timeouts, refused;
 	uint64_t connects, ready, drops, discoveries, noscript;
+	uint64_t switches, moved;	/* +switch-master followed; sent again after -READONLY */
 };
 
 typedef void (*rds_cb)(void *ctx, const redisReply *reply, const char *err);

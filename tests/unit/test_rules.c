@@ -356,6 +356,48 @@ test_unreachable_warning(void)
 	free(errs);
 }
 
+/* test_first_need - the one check a stage waits for: the first rule, in
+ * order, that reaches a fact not in yet names it; a rule that decides
+ * before (trusted accept, a greylisted recipient) means none (issue 22) */
+static void
+test_first_need(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("list trusted net { 192.0.2.0/24 }\n"
+	    "on rcpt client-ip in trusted accept\n"
+	    "on rcpt monitor dnsbl-score >= 1 reject 554 5.7.1 \"listed\"\n"
+	    "on rcpt true greylist\n"
+	    "on rcpt spf is fail reject 550 5.7.23 \"spf\"\n", &errs);
+	struct rules_facts f;
+	struct sockaddr_in sin;
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
+	memset(&f, 0, sizeof(f));
+	f.client = (const struct sockaddr *)&sin;
+	/* trusted: decided by the first rule, nothing awaited */
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == -1);
+	T_CHECK(!rules_stage_wants(c->rules, RS_RCPT, &f, 3));
+	/* not trusted: the monitor rule reads the DNSBL first, then the
+	 * greylist, then SPF, one after the other as each comes in */
+	inet_pton(AF_INET, "198.51.100.7", &sin.sin_addr);
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == 1);
+	f.dnsbl_known = true;
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == 2);
+	f.greylist_known = true;
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == 3);
+	/* greylisted: that rule decides (4xx), SPF is not awaited */
+	f.greylist_tempfail = true;
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == -1);
+	T_CHECK(!rules_stage_wants(c->rules, RS_RCPT, &f, 3));
+	conf_unref(c);
+}
+
 static void
 test_checks_wait(void)
 {
@@ -479,6 +521,7 @@ main(void)
 	T_RUN(test_spf_explanation_variable);
 	T_RUN(test_unreachable_warning);
 	T_RUN(test_checks_wait);
+	T_RUN(test_first_need);
 	T_RUN(test_login_map);
 	return T_DONE("rules");
 }
