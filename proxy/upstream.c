@@ -1128,6 +1128,7 @@ ups_pool_take(struct ups *h)
 	log_msg(LOG_L_DEBUG, h->sid, "upstream reused pooled=%u", w->nups_pool);
 	u->w = NULL;
 	u->reused = true;
+	u->answered = false;	/* nothing yet for this session */
 	h->c = u;
 	h->connects++;
 	reply_init(&u->r);
