@@ -41,7 +41,18 @@
  *	client's identity (Postfix resets the session for it), then EHLO: a
  *	TCP connect and a greeting saved. A parked connection that hears
  *	anything (a 421 timeout, EOF) is closed. If a reused connection fails
- *	before it is ready, the session's commands move to a fresh one.
+ *	before it answered anything of this session (closed, reset, 421: the
+ *	upstream's idle timeout ended it as it was taken), the session's
+ *	commands, sent or queued, move in order to a fresh connection
+ *	(ups_retry_fresh()); only the fresh one's failure reaches the client.
+ *
+ * KEEPALIVE
+ *	The session spools the whole message before it says DATA upstream,
+ *	so the upstream's side is idle while a slow client sends its
+ *	message (and while the checks at the end of data run). An idle
+ *	connection's read timeout is upstream-keepalive: when it fires, NOOP
+ *	goes upstream (not passed to the owner) so that the upstream's own
+ *	idle timeout (Postfix's smtpd_timeout) does not end the transaction.
  *
  * TLS
  *	With upstream-tls opportunistic or required, a fresh connection says
