@@ -18,7 +18,7 @@ Parts, all on loopback, all started here and stopped by PID (or by
   receiver   Postfix, example.org delivered into a maildir
   redis      a master, a replica and one redis-sentinel
 
-Faults, one every 2-5 s (random, --seed) while messages are injected and
+Faults, one every 2-5 s (each kind once per round, in random order, --seed) while messages are injected and
 30 s after, and SIGHUP to moatd every 3 s throughout:
 
   moatd-term     SIGTERM (drain), then start again
@@ -258,11 +258,16 @@ class Chaos:
     def faults_loop(self, until):
         kinds = ["moatd-term", "moatd-kill", "upstream", "redis-kill", "redis-stop",
                  "failover", "dns-late", "dns-none"]
+        round_ = []
         for _ in range(100000):
             if self.stop_ev.is_set() or time.monotonic() >= until():
                 return
             time.sleep(self.rnd.uniform(2, 5))
-            kind = self.rnd.choice(kinds)
+            if not round_:
+                # every kind once per round, in a random order
+                round_ = list(kinds)
+                self.rnd.shuffle(round_)
+            kind = round_.pop()
             try:
                 if self.fault(kind):
                     self.count(kind)
