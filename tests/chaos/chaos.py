@@ -13,7 +13,8 @@ Parts, all on loopback, all started here and stopped by PID (or by
              maximal_backoff_time 8s); the messages are injected over SMTP
              into its own smtpd
   moatd      build/moatd (MOATD overrides): greylisting on Redis through
-             Sentinel (greylist-on-error tempfail), a DNSBL zone served by
+             Sentinel (greylist-on-error tempfail, no local cache, no
+             allow-listing: every RCPT asks Redis), a DNSBL zone served by
              tests/integration/dnsserver.py, XCLIENT to the receiver
   receiver   Postfix, example.org delivered into a maildir
   redis      a master, a replica and one redis-sentinel
@@ -127,6 +128,8 @@ class Chaos:
                   dns_timeout="2s", dnsbl=["bl.test weight 5"],
                   redis="sentinel %s master mm" % self.sentinel.address,
                   redis_timeout="500ms", greylist_delay="2s", greylist_on_error="tempfail",
+                  # every decision asks Redis: its faults must show
+                  greylist_cache="0", greylist_allow_after="0",
                   on=['connect dnsbl-score >= 3 reject 554 5.7.1 "listed"',
                       "rcpt true greylist"])
         m.binary = os.environ.get("MOATD") or str(harness.REPO / "build" / "moatd")
@@ -168,10 +171,13 @@ class Chaos:
                     if i >= self.n:
                         break
                     mid = "chaos-%d-%d@sender.test" % (self.args.seed, i)
-                    body = ("From: a%d@sender.test\r\nTo: user@example.org\r\n"
-                            "Subject: chaos %d\r\nMessage-ID: <%s>\r\n\r\n"
-                            "message %d of the chaos run\r\n" % (i % 10, i, mid, i))
-                    s.sendmail("a%d@sender.test" % (i % 10), ["user@example.org"], body)
+                    # 100 triplets (20 senders, 50 recipients): new
+                    # ones greylisted, all of them looked up in Redis
+                    frm, to = "a%d@sender.test" % (i % 20), "user%d@example.org" % (i % 50)
+                    body = ("From: %s\r\nTo: %s\r\nSubject: chaos %d\r\n"
+                            "Message-ID: <%s>\r\n\r\nmessage %d of the chaos run\r\n"
+                            % (frm, to, i, mid, i))
+                    s.sendmail(frm, [to], body)
                     self.injected.append(mid)
                     i += 1
                 s.quit()
