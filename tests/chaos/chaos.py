@@ -325,11 +325,16 @@ class Chaos:
         for m in re.finditer(r"\b([0-9A-F]{6,})\b: message-id=<([^>]+)>", slog):
             qid_of.setdefault(m.group(2), set()).add(m.group(1))
         deferred = re.findall(r"\b([0-9A-F]{6,})\b: to=<[^>]*>, relay=.*status=deferred", slog)
+        # the connection ended after the dot, no reply: Postfix's own words
+        # (not "delivery temporarily suspended: ...", which only repeats
+        # another delivery's reason for messages never tried)
+        cut = [l for l in slog.splitlines() if "may be sent more than once" in l
+               and "temporarily suspended" not in l]
         explained, unexplained = 0, []
         for k, extra in dups.items():
             why = False
             for q in qid_of.get(k, ()):
-                if re.search(r"\b%s\b: .*(may be sent more than once)" % q, slog):
+                if any(re.search(r"\b%s\b: " % q, l) for l in cut):
                     why = True
             if why:
                 explained += extra
@@ -347,6 +352,7 @@ class Chaos:
             "not_delivered": len(lost),
             "still_queued": queued,
             "bounced": bounced,
+            "cut_after_dot": len(cut),
             "retried_messages": len(set(deferred)),
             "deferrals": len(deferred),
             "faults": dict(sorted(self.faults.items())),
