@@ -280,3 +280,35 @@ def test_slow_data_upstream_kept_alive(postfix_short_timeout, moatd_factory):
     got = pf.messages_with(marker)
     assert len(got) == 1, "delivered %d times" % len(got)
     assert m.log().count("upstream keepalive=noop") >= 5
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("keepalive,want_noops", [("1s", True), ("0", False)])
+def test_keepalive_noop_while_client_is_slow(fake, moatd_factory, keepalive, want_noops):
+    """Without Postfix: while the client's DATA comes in, the upstream hears
+    NOOP every upstream-keepalive (never inside the message: DATA goes
+    upstream only after the client's dot), and none with 0."""
+    m = moatd_factory(fake.address, upstream_keepalive=keepalive, command_deadline="30s",
+                      data_min_rate="0")
+    with m.client(timeout=10) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@b.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(b"Subject: keepalive\r\n\r\n")
+        for i in range(4):
+            time.sleep(1)
+            c.send(b"line %d\r\n" % i)
+        c.send(b".\r\n")
+        assert c.reply().code == 250
+    lines = fake.all_lines()
+    noops = [l for l in lines if l.upper().startswith(b"NOOP")]
+    verbs = [l.split()[0].upper() for l in lines if l.strip()]
+    if want_noops:
+        assert len(noops) >= 2, lines
+        # every NOOP between RCPT and DATA: the message itself is one piece
+        assert verbs.index(b"DATA") > max(i for i, v in enumerate(verbs) if v == b"NOOP")
+    else:
+        assert noops == [], lines
+    tx = fake.completed()
+    assert len(tx) == 1 and b"line 3" in tx[0].content
