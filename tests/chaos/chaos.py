@@ -79,6 +79,8 @@ class Chaos:
         self.stop_ev = threading.Event()
         self.moatd = None
         self.moatd_gen = 0
+        self.moatd_starts = 0
+        self.sender = None
         self.moatd_port = free_port()
         self.injected = []
         self.t0 = time.monotonic()
@@ -117,6 +119,17 @@ class Chaos:
         self.sender.start()
 
     def start_moatd(self):
+        for attempt in range(3):
+            try:
+                return self._start_moatd()
+            except harness.HarnessError:
+                if self.sender is not None or attempt == 2:
+                    raise
+                # the first start only: the port picked a moment ago may
+                # have been taken since (the sender is told it later)
+                self.moatd_port = free_port()
+
+    def _start_moatd(self):
         self.moatd_gen += 1
         m = Moatd(self.work, "127.0.0.1:%d" % self.receiver.port, name="moatd%d" % self.moatd_gen,
                   listen="127.0.0.1:%d" % self.moatd_port, workers="2",
@@ -133,7 +146,7 @@ class Chaos:
                   on=['connect dnsbl-score >= 3 reject 554 5.7.1 "listed"',
                       "rcpt true greylist"])
         m.binary = os.environ.get("MOATD") or str(harness.REPO / "build" / "moatd")
-        for _ in range(3):
+        for _ in range(1 if self.sender is None else 3):
             try:
                 m.start(timeout=20)
                 break
@@ -141,8 +154,9 @@ class Chaos:
                 # the old moatd's socket may still be closing
                 time.sleep(1)
         else:
-            raise harness.HarnessError("moatd did not start again")
+            raise harness.HarnessError("moatd did not start (port %d)" % self.moatd_port)
         self.moatd = m
+        self.moatd_starts += 1
 
     def stop_parts(self):
         for what, fn in (("sender", lambda: self.sender.stop()),
@@ -357,7 +371,7 @@ class Chaos:
             "deferrals": len(deferred),
             "faults": dict(sorted(self.faults.items())),
             "faults_total": sum(v for k, v in self.faults.items() if k != "sighup"),
-            "moatd_starts": self.moatd_gen,
+            "moatd_starts": self.moatd_starts,
             "seconds": round(time.monotonic() - self.t0),
         }
         return r, unexplained, lost
