@@ -13,8 +13,9 @@
  *	errors logged, and the old configuration stays), SIGTERM and SIGINT
  *	stop accepting, let sessions finish within drain-timeout, then close
  *	what is left (except a session whose message went upstream: it
- *	waits for the answer, bounded by upstream-timeout) and exit 0. SIGPIPE is ignored. moatd stays in the
- *	foreground: a service manager runs it.
+ *	waits for the answer, bounded by upstream-timeout) and exit 0.
+ *	SIGPIPE is ignored. moatd stays in the foreground: a service
+ *	manager runs it.
  */
 #include <errno.h>
 #include <signal.h>
@@ -194,7 +195,8 @@ listen_warning(const struct conf *n, const struct conf *old)
 	if (n->nlisten != old->nlisten || memcmp(n->listen, old->listen,
 	    sizeof(n->listen[0]) * (size_t)n->nlisten) != 0 || n->workers != old->workers ||
 	    n->listen_backlog != old->listen_backlog)
-		log_msg(LOG_L_WARN, 0, "reload: listen, listen-backlog and workers changes take effect at restart");
+		log_msg(LOG_L_WARN, 0, "reload: listen, listen-backlog and workers changes "
+		    "take effect at restart");
 }
 
 /* signal_cb - SIGTERM/SIGINT drain, SIGHUP reload */

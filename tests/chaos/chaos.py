@@ -19,8 +19,9 @@ Parts, all on loopback, all started here and stopped by PID (or by
   receiver   Postfix, example.org delivered into a maildir
   redis      a master, a replica and one redis-sentinel
 
-Faults, one every 2-5 s (each kind once per round, in random order, --seed) while messages are injected and
-30 s after, and SIGHUP to moatd every 3 s throughout:
+Faults, one every 2-5 s (each kind once per round, in random order,
+--seed) while messages are injected and 30 s after, and SIGHUP to moatd
+every 3 s throughout:
 
   moatd-term     SIGTERM (drain), then start again
   moatd-kill     SIGKILL, then start again
