@@ -10,6 +10,9 @@
 #   make bench      the benchmark (bench/run, features, milter), results in
 #                   bench/RESULTS.md, FEATURES.md, MILTER.md; BASELINE_REF=REF
 #                   also builds git ref REF and measures its moatd beside this one
+#   make chaos      a sending Postfix delivers CHAOS_N (default 5000) messages
+#                   through moatd to a receiving Postfix while faults are
+#                   injected (tests/chaos/chaos.py; root; not part of test)
 #   make install    PREFIX=/usr/local DESTDIR= : the programs, man pages,
 #                   systemd units (UNITDIR) and, unless one is there, the
 #                   production /etc/moat/moat.conf (debian/ packages it)
@@ -56,7 +59,7 @@ UNIT_SRCS = $(wildcard tests/unit/test_*.c)
 UNIT_BINS = $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRCS = $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all asan test unit fuzz fuzz-build fuzz-short integration bench run install clean
+.PHONY: all asan test unit fuzz fuzz-build fuzz-short integration bench chaos run install clean
 all: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/moat-milter
 
 $(BUILD)/%.o: %.c
@@ -122,6 +125,9 @@ integration: asan
 test:
 	@tools/install-deps all
 	@tests/run-all
+
+chaos: all
+	@tests/chaos/chaos.py -n $${CHAOS_N:-5000}
 
 bench: all
 	@bench/run $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')

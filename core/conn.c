@@ -183,6 +183,13 @@ conn_set_timeouts(struct conn *c, const struct timeval *rd, const struct timeval
 		c->wr_tv = *wr;
 	if (!rd_same && c->read_added) {
 		if (rd != NULL) {
+			/* Its timeout may have fired in this loop pass, the
+			 * callback still to run: libevent then holds it out of
+			 * the I/O set, and event_add() would only take it off
+			 * the active list, so no input would ever be read.
+			 * Start clean then (the old deadline is moot). */
+			if (!event_pending(&c->ev_read, EV_READ, NULL))
+				event_del(&c->ev_read);
 			event_add(&c->ev_read, &c->rd_tv);	/* new deadline, same fd */
 		} else {
 			c->read_added = false;

@@ -117,6 +117,8 @@ static const struct conf_setting conf_settings[] = {
 	{ "data-min-rate", CT_COUNT, O(data_min_rate), 0, 1ull << 30, "500", NULL },
 	{ "drain-timeout", CT_DUR, O(drain_ms), 0, 3600 * SEC, "30s", NULL },
 	{ "max-pending-commands", CT_COUNT, O(max_pending), 1, 100000, "1100", NULL },
+	{ "listen-backlog", CT_COUNT, O(listen_backlog), 0, 65535, "0", NULL },
+	{ "upstream-keepalive", CT_DUR, O(upstream_keepalive_ms), 0, 3600 * SEC, "60s", NULL },
 	{ "bare-lf", CT_ENUM, O(bare_lf), 0, 0, "normalise", conf_barelf_words },
 	{ "policy-reply", CT_ENUM, O(policy_reply), 0, 0, "smtp", conf_preply_words },
 	{ "spool-dir", CT_STR, O(spool_dir), 0, 0, "/var/tmp", NULL },

@@ -82,6 +82,8 @@ struct conf {
 	uint64_t data_min_rate;
 	uint64_t drain_ms;
 	uint64_t max_pending;
+	uint64_t listen_backlog;	/* 0: min(1024, net.core.somaxconn) */
+	uint64_t upstream_keepalive_ms;	/* NOOP an idle upstream after this; 0: never */
 
 	int bare_lf;		/* enum conf_barelf */
 	char *spool_dir;

@@ -11,7 +11,8 @@
  *	allows), or the client's address (IPv6: its /64) holds
  *	max-sessions-per-client. When accept() fails for lack
  *	of file descriptors, the worker stops accepting for a second instead
- *	of spinning, and logs it once per pause.
+ *	of spinning, and logs it once per pause. The accept queue is
+ *	listen-backlog long (listen_backlog()), per worker socket.
  *
  *	A policy listener ("listen ... policy": Postfix policy delegation,
  *	pdel.c) takes its connections past admission (Postfix's processes
@@ -37,7 +38,7 @@
 #include "moatd.h"
 #include "session.h"
 
-#define LISTEN_BACKLOG 1024
+#define LISTEN_BACKLOG 1024	/* listen-backlog 0: this, or somaxconn if smaller */
 #define LISTEN_PAUSE_MS 1000
 
 /*
@@ -75,7 +76,7 @@ listen_taken(const struct conf_addr *a)
 /* listen_open_unix - the unix socket at a's path, bound once; later
  * calls (the other workers) get a dup() of it */
 static int
-listen_open_unix(const struct conf_addr *a, char *err, size_t errlen)
+listen_open_unix(const struct conf_addr *a, int backlog, char *err, size_t errlen)
 {
 	static struct { char path[sizeof(((struct sockaddr_un *)0)->sun_path)]; int fd; } opened[CONF_LISTEN_MAX];
 	static int nopened;
@@ -101,7 +102,7 @@ listen_open_unix(const struct conf_addr *a, char *err, size_t errlen)
 		return -1;
 	}
 	if (bind(fd, (const struct sockaddr *)&a->sa, a->salen) != 0 ||
-	    chmod(sun->sun_path, 0666) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+	    chmod(sun->sun_path, 0666) != 0 || listen(fd, backlog) != 0) {
 		snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
 		close(fd);
 		return -1;
@@ -113,15 +114,35 @@ listen_open_unix(const struct conf_addr *a, char *err, size_t errlen)
 	return fd;
 }
 
+/* listen_backlog - the queue length for listen(): listen-backlog, or
+ * (0) LISTEN_BACKLOG capped by net.core.somaxconn, which the kernel
+ * would apply anyway (and so would hide) */
+int
+listen_backlog(const struct conf *c)
+{
+	FILE *f;
+	long max = 0;
+
+	if (c->listen_backlog > 0)
+		return (int)c->listen_backlog;
+	f = fopen("/proc/sys/net/core/somaxconn", "r");
+	if (f != NULL) {
+		if (fscanf(f, "%ld", &max) != 1)
+			max = 0;
+		fclose(f);
+	}
+	return max > 0 && max < LISTEN_BACKLOG ? (int)max : LISTEN_BACKLOG;
+}
+
 /* listen_open - a bound, listening, non-blocking socket, or -1;
  * check: refuse an address that something else already listens on */
 int
-listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen)
+listen_open(const struct conf_addr *a, int backlog, bool check, char *err, size_t errlen)
 {
 	int fd, one = 1;
 
 	if (a->sa.ss_family == AF_UNIX)
-		return listen_open_unix(a, err, errlen);
+		return listen_open_unix(a, backlog, err, errlen);
 	if (check && listen_taken(a)) {
 		snprintf(err, errlen, "listen %s: something already accepts connections there "
 		    "(another moatd?)", a->text);
@@ -146,7 +167,7 @@ listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen)
 		close(fd);
 		return -1;
 	}
-	if (listen(fd, LISTEN_BACKLOG) != 0) {
+	if (listen(fd, backlog) != 0) {
 		snprintf(err, errlen, "listen %s: %s", a->text, strerror(errno));
 		close(fd);
 		return -1;
@@ -230,12 +251,14 @@ listen_error_cb(struct evconnlistener *lev, void *arg)
 	event_base_once(w->base, -1, EV_TIMEOUT, listen_resume_cb, w, &tv);
 }
 
-/* listen_attach - accept on fd in this worker's loop */
+/* listen_attach - accept on fd (listening already) in this worker's loop */
 void
 listen_attach(struct worker *w, int fd)
 {
+	/* backlog 0: libevent leaves the socket as listen_open() made it
+	 * (-1 would call listen() again with 128) */
 	struct evconnlistener *lev = evconnlistener_new(w->base, listen_accept_cb, w,
-	    LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	    LEV_OPT_CLOSE_ON_FREE, 0, fd);
 
 	if (lev == NULL)
 		fatal("evconnlistener_new failed");

@@ -12,8 +12,10 @@
  *	main thread: SIGHUP reloads the file (a bad file is refused, its
  *	errors logged, and the old configuration stays), SIGTERM and SIGINT
  *	stop accepting, let sessions finish within drain-timeout, then close
- *	what is left and exit 0. SIGPIPE is ignored. moatd stays in the
- *	foreground: a service manager runs it. Under systemd (Type=notify,
+ *	what is left (except a session whose message went upstream: it
+ *	waits for the answer, bounded by upstream-timeout) and exit 0.
+ *	SIGPIPE is ignored. moatd stays in the foreground: a service
+ *	manager runs it. Under systemd (Type=notify,
  *	$NOTIFY_SOCKET) it says READY=1 once listening with the policy
  *	loaded, RELOADING=1 then READY=1 around a SIGHUP reload, and
  *	STOPPING=1 when the drain begins; without systemd these do nothing.
@@ -123,6 +125,17 @@ worker_wake_cb(evutil_socket_t fd, short what, void *arg)
 		pdel_close_all(w);
 		for (s = w->sessions; s; s = next) {
 			next = s->next;
+			if (!s->closing && ups_dot_pending(s->ups)) {
+				/* the message went upstream: closing now could
+				 * deliver it unanswered, and the client would
+				 * send it again. It waits for the upstream's
+				 * answer (bounded by upstream-timeout), relays
+				 * it, then gets 421 (sess_flush()). */
+				if (!s->drain_waits)
+					log_msg(LOG_L_INFO, s->id, "shutdown session=waiting-upstream");
+				s->drain_waits = true;
+				continue;
+			}
 			sess_close(s, "shutdown");
 		}
 	}
@@ -186,8 +199,10 @@ static void
 listen_warning(const struct conf *n, const struct conf *old)
 {
 	if (n->nlisten != old->nlisten || memcmp(n->listen, old->listen,
-	    sizeof(n->listen[0]) * (size_t)n->nlisten) != 0 || n->workers != old->workers)
-		log_msg(LOG_L_WARN, 0, "reload: listen and workers changes take effect at restart");
+	    sizeof(n->listen[0]) * (size_t)n->nlisten) != 0 || n->workers != old->workers ||
+	    n->listen_backlog != old->listen_backlog)
+		log_msg(LOG_L_WARN, 0, "reload: listen, listen-backlog and workers changes "
+		    "take effect at restart");
 }
 
 /* signal_cb - SIGTERM/SIGINT drain, SIGHUP reload */
@@ -352,7 +367,8 @@ main(int argc, char **argv)
 		event_add(w->ev_wake, NULL);
 		for (int j = 0; j < c->nlisten; j++) {
 			char err[256];
-			int fd = listen_open(&c->listen[j], i == 0, err, sizeof(err));
+			int fd = listen_open(&c->listen[j], listen_backlog(c), i == 0, err,
+			    sizeof(err));
 			if (fd < 0)
 				fatal("%s", err);
 			listen_attach(w, fd);

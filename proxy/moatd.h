@@ -77,7 +77,8 @@ void pdel_drain(struct worker *w);
 void pdel_close_all(struct worker *w);
 
 /* listen.c */
-int listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen);
+int listen_backlog(const struct conf *c);
+int listen_open(const struct conf_addr *a, int backlog, bool check, char *err, size_t errlen);
 void listen_attach(struct worker *w, int fd);
 void listen_pause(struct worker *w, bool pause);
 

@@ -145,6 +145,7 @@ struct session {
 	bool discard;			/* discarding the rest of an over-long line */
 	bool esmtp;			/* the greeting was EHLO (not HELO) */
 	bool quit;			/* the client said QUIT: the close's reason */
+	bool drain_waits;		/* drain-timeout passed: waits for the upstream's answer */
 	char *helo;			/* owned, as sent (may be odd); set from SP_HELO on */
 	unsigned facts;			/* SESS_F_* */
 	struct eng_sess *eng;		/* the engine's side (engine.h), made on first use (sess_eng) */

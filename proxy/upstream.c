@@ -41,7 +41,18 @@
  *	client's identity (Postfix resets the session for it), then EHLO: a
  *	TCP connect and a greeting saved. A parked connection that hears
  *	anything (a 421 timeout, EOF) is closed. If a reused connection fails
- *	before it is ready, the session's commands move to a fresh one.
+ *	before it answered anything of this session (closed, reset, 421: the
+ *	upstream's idle timeout ended it as it was taken), the session's
+ *	commands, sent or queued, move in order to a fresh connection
+ *	(ups_retry_fresh()); only the fresh one's failure reaches the client.
+ *
+ * KEEPALIVE
+ *	The session spools the whole message before it says DATA upstream,
+ *	so the upstream's side is idle while a slow client sends its
+ *	message (and while the checks at the end of data run). An idle
+ *	connection's read timeout is upstream-keepalive: when it fires, NOOP
+ *	goes upstream (not passed to the owner) so that the upstream's own
+ *	idle timeout (Postfix's smtpd_timeout) does not end the transaction.
  *
  * TLS
  *	With upstream-tls opportunistic or required, a fresh connection says
@@ -123,6 +134,7 @@ struct ups_conn {
 	bool blocked;		/* DATA sent: nothing more until its dot is written */
 	char xclient[128];	/* the attributes offered after XCLIENT */
 	bool reused;		/* taken from the worker's pool */
+	bool answered;		/* a reply to one of the owner's commands came */
 	bool tls_settled;	/* STARTTLS done, or (opportunistic) not possible */
 	bool authed;		/* the upstream said 235 to AUTH: never reused */
 	struct worker *w;	/* while pooled */
@@ -327,6 +339,25 @@ ups_has_txn(const struct ups *h)
 	return false;
 }
 
+/* ups_dot_pending - has the owner's message gone to the upstream (DATA
+ * queued or sent, or its dot) with the answer still to come? */
+bool
+ups_dot_pending(const struct ups *h)
+{
+	const struct ups_conn *u = h != NULL ? h->c : NULL;
+	const struct ups_cmd *c;
+
+	if (u == NULL || u->st == UPS_DEAD)
+		return false;
+	for (c = u->inf_h; c; c = c->next)
+		if (c->kind == UK_DATA || c->kind == UK_DOT)
+			return true;
+	for (c = u->out_h; c; c = c->next)
+		if (c->kind == UK_DATA)
+			return true;
+	return false;
+}
+
 /* ups_cmd_new - a command with its line copied */
 static struct ups_cmd *
 ups_cmd_new(enum ups_kind kind, const char *line, size_t len, struct slot *sl, struct spool *sp)
@@ -360,10 +391,16 @@ ups_timeouts(struct ups *h)
 	    h->conf->upstream_timeout_ms;
 	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 
-	/* idle: no reply is owed, but keep a (long) timeout rather than
-	 * none, so switching costs no system call */
-	static const struct timeval idle = { 86400, 0 };
+	/* idle: no reply is owed; the read timeout is the keepalive (a
+	 * NOOP, ups_event_cb()), or a long one rather than none, so
+	 * switching costs no system call */
+	uint64_t ka = h->conf->upstream_keepalive_ms;
+	struct timeval idle = { 86400, 0 };
 
+	if (ka > 0) {
+		idle.tv_sec = (time_t)(ka / 1000);
+		idle.tv_usec = (suseconds_t)(ka % 1000) * 1000;
+	}
 	if (u->ninflight > 0 || u->st != UPS_READY)
 		conn_set_timeouts(u->conn, &tv, &tv);
 	else
@@ -555,6 +592,14 @@ ups_dispatch(struct ups *h)
 		ups_fail(h, "unexpected-reply", r);
 		return;
 	}
+	if (code == 421 && u->reused && !u->answered) {
+		/* a parked connection the upstream is closing (its idle
+		 * timeout, a restart): not this session's answer */
+		ups_fail(h, "closed-on-reuse", r);
+		return;
+	}
+	if (c->slot != NULL || code == 354)
+		u->answered = true;
 	u->inf_h = c->next;
 	if (u->inf_h == NULL)
 		u->inf_t = NULL;
@@ -685,6 +730,13 @@ ups_dispatch(struct ups *h)
 		break;
 	case UK_QUIT:
 		break;
+	case UK_NOOP:
+		if (cls != 2) {
+			free(c);
+			ups_fail(h, "noop", r);
+			return;
+		}
+		break;
 	case UK_STARTTLS:
 		if (code == 220) {
 			SSL * ssl = tls_client_ssl(h->conf);
@@ -808,6 +860,16 @@ ups_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 		ups_fail(h, "tls-handshake-failed", NULL);
 		return;
 	}
+	if (what == CONN_EV_TIMEOUT && u->st == UPS_READY && u->ninflight == 0 &&
+	    h->conf->upstream_keepalive_ms > 0) {
+		/* idle for upstream-keepalive (a client's slow DATA, checks
+		 * at the end of data): NOOP, so that the upstream's own idle
+		 * timeout does not end the transaction under us */
+		log_msg(LOG_L_DEBUG, h->sid, "upstream keepalive=noop");
+		ups_send_line(h, UK_NOOP, "NOOP\r\n", 6);
+		ups_timeouts(h);
+		return;
+	}
 	if (what == CONN_EV_TIMEOUT)
 		ups_fail(h, u->st == UPS_CONNECTING ? "connect-timeout" : "timeout", NULL);
 	else if (what == CONN_EV_EOF)
@@ -855,6 +917,31 @@ ups_retire(struct ups *h)
 		panic("event_base_once failed");
 }
 
+/* ups_kind_setup - a command of upstream.c's own that belongs to one
+ * connection (its setup, a keepalive): nothing to carry to another */
+static bool
+ups_kind_setup(enum ups_kind k)
+{
+	return k == UK_GREETING || k == UK_EHLO || k == UK_XCLIENT || k == UK_EHLO2 ||
+	    k == UK_STARTTLS || k == UK_NOOP;
+}
+
+/* ups_retry_fresh - may u's commands go again on a fresh connection? It
+ * came from the pool, gave no answer to this session, and what was sent
+ * on it is setup or a command that opens a transaction or an AUTH (no
+ * message content, no answer anybody heard) */
+static bool
+ups_retry_fresh(const struct ups_conn *u)
+{
+	if (!u->reused || u->answered)
+		return false;
+	for (const struct ups_cmd *c = u->inf_h; c; c = c->next)
+		if (!ups_kind_setup(c->kind) && c->kind != UK_MAIL && c->kind != UK_RCPT &&
+		    c->kind != UK_AUTH && c->kind != UK_RSET && c->kind != UK_QUIT)
+			return false;
+	return true;
+}
+
 /* ups_fail - this upstream connection is over: 4xx for everything waiting */
 static void
 ups_fail(struct ups *h, const char *why, const struct reply *r)
@@ -879,11 +966,27 @@ ups_fail(struct ups *h, const char *why, const struct reply *r)
 	u->st = UPS_DEAD;
 	conn_setcb(u->conn, NULL, NULL, NULL, NULL);
 	conn_read_enable(u->conn, false);
-	if (setup && u->reused && !h->closing) {
-		/* a parked connection went stale: the commands waiting for it
-		 * (only setup commands were sent) move to a fresh connection */
-		struct ups_cmd *out = u->out_h, *c2, *next;
-		u->out_h = u->out_t = NULL;
+	if (ups_retry_fresh(u) && !h->closing) {
+		/* a parked connection went stale before it answered anything
+		 * of this session (closed, reset, 421): the owner's commands,
+		 * those sent and those queued, move in order to a fresh
+		 * connection; its own setup commands are dropped */
+		struct ups_cmd *out = NULL, **tail = &out, *c2, *next;
+		for (int i = 0; i < 2; i++) {
+			for (c2 = i == 0 ? u->inf_h : u->out_h; c2; c2 = next) {
+				next = c2->next;
+				if (i == 0 && ups_kind_setup(c2->kind)) {
+					ups_cmd_free(c2);
+					continue;
+				}
+				c2->next = NULL;
+				*tail = c2;
+				tail = &c2->next;
+			}
+		}
+		u->inf_h = u->inf_t = u->out_h = u->out_t = NULL;
+		u->ninflight = 0;
+		log_msg(LOG_L_INFO, h->sid, "upstream retry reason=pooled-connection-failed");
 		ups_retire(h);
 		ups_connect(h, true);
 		for (c2 = out; c2; c2 = next) {
@@ -1036,6 +1139,7 @@ ups_pool_take(struct ups *h)
 	log_msg(LOG_L_DEBUG, h->sid, "upstream reused pooled=%u", w->nups_pool);
 	u->w = NULL;
 	u->reused = true;
+	u->answered = false;	/* nothing yet for this session */
 	h->c = u;
 	h->connects++;
 	reply_init(&u->r);

@@ -58,7 +58,7 @@ struct ups;
 enum ups_kind {
 	UK_GREETING = 0, UK_EHLO, UK_XCLIENT, UK_EHLO2,
 	UK_MAIL, UK_RCPT, UK_DATA, UK_DOT, UK_RSET, UK_QUIT,
-	UK_STARTTLS, UK_AUTH, UK_AUTHDATA
+	UK_STARTTLS, UK_AUTH, UK_AUTHDATA, UK_NOOP
 };
 
 struct ups_owner {
@@ -74,6 +74,7 @@ struct ups *ups_new(struct worker *w, const struct conf *c, uint64_t sid,
 void ups_submit(struct ups *u, enum ups_kind kind, const char *line, size_t len,
 	struct slot *sl, struct spool *sp);
 bool ups_has_txn(const struct ups *u);		/* a transaction open or opening; NULL: false */
+bool ups_dot_pending(const struct ups *u);	/* the message went upstream, no answer yet */
 bool ups_gave_up(const struct ups *u);		/* three connections used, none left */
 void ups_disconnect(struct ups *u);		/* drop the connection now; NULL: nothing */
 void ups_owner_closing(struct ups *u);		/* no callback any more; NULL: nothing */
