@@ -1422,7 +1422,7 @@ engine_headers(struct eng_sess *e, size_t *len, unsigned *removed)
 	if (*removed > 0)
 		log_msg(LOG_L_INFO, e->id, "message removed=%u field=Authentication-Results "
 		    "reason=forged-authserv-id", *removed);
-	if (t != NULL && sauth_enabled(e)) {
+	if (t != NULL && (sauth_enabled(e) || e->login != NULL)) {
 		char sender[SMTP_PATH_MAX + 1];
 		struct sauth_hdr sh;
 
@@ -1436,6 +1436,7 @@ engine_headers(struct eng_sess *e, size_t *len, unsigned *removed)
 		sh.dkim = t->dkim;
 		sh.dkim_on = e->conf->dkim && engine_g.dkim != NULL;
 		sh.dmarc = t->dmarc;
+		sh.auth = e->login;
 		ar = sauth_header(&sh, &arlen);
 	}
 	n = arlen + e->hdrs_len + tl;

@@ -1049,6 +1049,16 @@ sess_verb_of_stage(enum rules_stage st)
 	panic("no verb for stage %d", (int)st);
 }
 
+/* sess_quiet_end - the lines after an AUTH are logged again */
+static void
+sess_quiet_end(struct session *s)
+{
+	if (s->lines_suppressed > 0)
+		log_msg(LOG_L_INFO, s->id, "auth lines_suppressed=%u", s->lines_suppressed);
+	s->auth_quiet = false;
+	s->lines_suppressed = 0;
+}
+
 /* sess_command - one complete command line (no line end), parsed */
 static void
 sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
@@ -1059,6 +1069,16 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 	char esc[LOG_ESC_SIZE];
 
 	s->ncmds++;
+	if (s->auth_quiet) {
+		/* after an AUTH, a line that is no command we know may be the
+		 * client's secret sent anyway (after a 530, 503 or cancel):
+		 * counted, never logged, until a recognised command comes */
+		if (pe != SMTP_P_OK || sess_verb_find(c.verb) == NULL) {
+			s->lines_suppressed++;
+			goto logged;
+		}
+		sess_quiet_end(s);
+	}
 	if (log_enabled(LOG_L_DEBUG)) {
 		/* an AUTH line carries credentials: its verb and mechanism only */
 		if (pe == SMTP_P_OK && c.verb == SMTP_V_AUTH) {
@@ -1068,6 +1088,9 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 		log_escape(esc, sizeof(esc), line, len);
 		log_msg(LOG_L_DEBUG, s->id, "command line=\"%s\"", esc);
 	}
+logged:
+	if (pe == SMTP_P_OK && c.verb == SMTP_V_AUTH)
+		s->auth_quiet = true;
 	switch (pe) {
 	case SMTP_P_OK:
 		break;
@@ -1559,6 +1582,7 @@ sess_close(struct session *s, const char *reason)
 		return;
 	s->closing = true;
 	ups_owner_closing(s->ups);
+	sess_quiet_end(s);
 	log_msg(LOG_L_INFO, s->id, "disconnect reason=%s commands=%u messages=%u errors=%u",
 	    reason, s->ncmds, s->nmsgs, s->errors);
 	conn_setcb(s->conn, NULL, NULL, NULL, NULL);
