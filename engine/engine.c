@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include <event2/event.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include "dkim.h"
@@ -100,6 +101,7 @@ struct eng_txn {
 	bool gl_tempfail;
 	char gl_rcpt[SMTP_PATH_MAX + 1];
 	char gl_text[160];
+	char gl_word[16];		/* the last decision, for the verdict line */
 	/* SPF of MAIL FROM */
 	unsigned char spf_state;
 	enum spf_res spf;
@@ -156,6 +158,7 @@ struct eng_sess {
 	unsigned short spf_helo_gen;
 	unsigned short txn_gen;
 	struct eng_txn *txn;
+	struct vl_sess *vl;		/* the verdict lines' records (engine_vlog.c) */
 };
 
 static void eng_answered(struct eng_sess *e);
@@ -667,6 +670,9 @@ gl_result(struct eng_sess *e, const struct greylist_verdict *v)
 	}
 	greylist_outcome(v, e->conf->greylist.on_error, &t->gl_tempfail, t->gl_text,
 	    sizeof(t->gl_text), e->id);
+	snprintf(t->gl_word, sizeof(t->gl_word), "%s", v->status == GL_GREYLISTED ?
+	    greylist_reason_name(v->reason) : v->status == GL_PASS ? "passed" :
+	    greylist_status_name(v->status));
 }
 
 /* gl_done - the greylist's decision, on the session's loop */
@@ -1027,6 +1033,8 @@ engine_sess_new(struct engine_loop *el, struct conf *c, uint64_t id,
 	const struct sockaddr *client, bool submission, eng_resume_fn resume, void *arg)
 {
 	struct eng_sess *e = xcalloc(1, sizeof(*e));
+
+	e->vl = vl_new();
 	const struct dnsbl_set *set = c->dnsbl;
 	bool fc;
 
@@ -1089,6 +1097,7 @@ engine_sess_free(struct eng_sess *e)
 	free(e->hdrs);
 	free(e->client_name);
 	conf_unref(e->conf);
+	vl_free(e->vl);
 	free(e);
 }
 
@@ -1141,6 +1150,7 @@ engine_txn_end(struct eng_sess *e)
 {
 	if (e->txn == NULL)
 		return;
+	vl_end(e->vl);
 	txn_free(e->txn);
 	e->txn = NULL;
 	e->txn_gen++;		/* late answers are dropped */
@@ -1193,6 +1203,12 @@ engine_mail(struct eng_sess *e, const struct smtp_addr *from, const struct smtp_
 	t->gen = ++e->txn_gen;
 	if (from != NULL)
 		t->from = *from;
+	{
+		char sender[SMTP_PATH_MAX + 1];
+
+		addr_text(&t->from, sender, sizeof(sender));
+		vl_begin(e->vl, sender, now_ms());
+	}
 	t->declared_size = mp != NULL && mp->has_size ? mp->size : 0;
 	if (set != NULL && (set->types & (1u << DNSBL_T_SENDER))) {
 		struct eng_dns *dn = dns_of(e);
@@ -1370,6 +1386,141 @@ builtin_data(struct eng_sess *e, struct eng_verdict *v)
 	return true;
 }
 
+/* ---------------------------------------------------------------------
+ * The verdict line (engine_vlog.c keeps the records)
+ */
+
+/* vlog_who - "client=NAME[ADDR]:PORT helo=<...>" */
+static void
+vlog_who(const struct eng_sess *e, char *out, size_t size)
+{
+	char addr[INET6_ADDRSTRLEN] = "unknown", esc[LOG_ESC_SIZE], name[LOG_ESC_SIZE];
+	unsigned port = 0;
+
+	if (e->have_peer && e->peer.sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &e->peer.sin.sin_addr, addr, sizeof(addr));
+		port = ntohs(e->peer.sin.sin_port);
+	} else if (e->have_peer && e->peer.sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &e->peer.sin6.sin6_addr, addr, sizeof(addr));
+		port = ntohs(e->peer.sin6.sin6_port);
+	}
+	log_escape(name, sizeof(name), e->client_name ? e->client_name : "unknown",
+	    strlen(e->client_name ? e->client_name : "unknown"));
+	log_escape(esc, sizeof(esc), e->helo ? e->helo : "", e->helo ? strlen(e->helo) : 0);
+	snprintf(out, size, "client=%s[%s]:%u helo=<%s>", name, addr, port, esc);
+}
+
+/* vlog_summary - the checks, one word each */
+static void
+vlog_summary(const struct eng_sess *e, char *out, size_t size)
+{
+	const struct eng_txn *t = e->txn;
+	int64_t dnsbl = 0;
+
+	if (e->dns != NULL && e->conf->dnsbl != NULL) {
+		struct dnsbl_summary sum;
+
+		dnsbl_summarise(e->conf->dnsbl, &e->dns->dz, &sum);
+		dnsbl = sum.score;
+	}
+	snprintf(out, size, "spf=%s dkim=%s dmarc=%s dnsbl=%lld greylist=%s",
+	    t != NULL && t->spf_state == CHECK_DONE ? spf_res_name(t->spf) : "none",
+	    t != NULL && t->dkim_word[0] ? t->dkim_word : "none",
+	    t != NULL && t->dmarc != NULL ? dmarc_result_name(t->dmarc->result) : "none",
+	    (long long)dnsbl, t != NULL && t->gl_word[0] ? t->gl_word : "none");
+}
+
+/* vlog_stage - the stage's verdict into the records; a refusal's line */
+static void
+vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v, bool refused)
+{
+	char rcpt[SMTP_PATH_MAX + 1], who[2 * LOG_ESC_SIZE + 96], sum[200];
+	struct vl_line_in in;
+
+	if (engine_g.opts.greylist_offline)
+		return;		/* explain: it prints its own trace */
+	if (st == RS_RCPT && e->txn != NULL) {
+		addr_text(&e->txn->rcpt, rcpt, sizeof(rcpt));
+		vl_rcpt(e->vl, rcpt, refused ? v->code : 0, v->enh);
+	}
+	vlog_summary(e, sum, sizeof(sum));
+	if (!refused) {
+		if (st == RS_MAIL)
+			vl_mail_passed(e->vl);
+		else if (st == RS_DATA && e->txn != NULL)
+			vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
+		return;
+	}
+	if (st == RS_DATA && e->txn != NULL)
+		vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
+	vlog_who(e, who, sizeof(who));
+	memset(&in, 0, sizeof(in));
+	in.sid = e->id;
+	in.stage = st;
+	in.who = who;
+	in.code = v->code;
+	in.enh = v->enh;
+	in.text = v->text;
+	in.len = strlen(v->text);
+	in.rule_file = v->rule_file;
+	in.rule_line = v->rule_line;
+	in.summary = sum;
+	vl_refusal(e->vl, &in, now_ms());
+}
+
+/* engine_upstream_replies - the front-end reports the upstream's replies */
+void
+engine_upstream_replies(struct eng_sess *e)
+{
+	vl_set_upstream(e->vl);
+}
+
+/* engine_upstream_reply - the upstream answered MAIL, RCPT, DATA or the
+ * end of the data (RS_DATA for both) */
+void
+engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const char *enh,
+	const char *text, size_t len)
+{
+	char who[2 * LOG_ESC_SIZE + 96];
+	struct vl_line_in in;
+
+	vlog_who(e, who, sizeof(who));
+	memset(&in, 0, sizeof(in));
+	in.sid = e->id;
+	in.stage = st;
+	in.who = who;
+	in.code = code;
+	in.enh = enh;
+	in.text = text;
+	in.len = len;
+	in.upstream = true;
+	vl_upstream(e->vl, &in, now_ms());
+}
+
+/* engine_upstream_lost - nothing more comes from the upstream */
+void
+engine_upstream_lost(struct eng_sess *e)
+{
+	vl_lost(e->vl);
+}
+
+/* engine_txn_accepted - a front-end without an upstream let the message
+ * go (before engine_txn_end) */
+void
+engine_txn_accepted(struct eng_sess *e, const char *queue_id)
+{
+	char who[2 * LOG_ESC_SIZE + 96];
+	struct vl_line_in in;
+
+	vlog_who(e, who, sizeof(who));
+	memset(&in, 0, sizeof(in));
+	in.sid = e->id;
+	in.stage = RS_DATA;
+	in.who = who;
+	in.queue_id = queue_id;
+	vl_accepted(e->vl, &in, now_ms());
+}
+
 /* engine_stage - a stage's verdict, or a wait */
 enum eng_rc
 engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
@@ -1392,13 +1543,13 @@ engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
 	e->deadline_ms = 0;
 	if (e->ev_deadline != NULL)
 		evtimer_del(e->ev_deadline);
-	if (st == RS_DATA && builtin_data(e, v))
-		return ENG_REFUSE;
-	policy(e, st, v);
-	if (v->verdict != RV_REJECT && v->verdict != RV_TEMPFAIL)
+	if (!(st == RS_DATA && builtin_data(e, v)))
+		policy(e, st, v);
+	if (v->verdict != RV_REJECT && v->verdict != RV_TEMPFAIL) {
+		vlog_stage(e, st, v, false);
 		return ENG_CONTINUE;
-	log_msg(LOG_L_INFO, e->id, "%s stage=%s code=%d", v->verdict == RV_REJECT ? "reject" :
-	    "tempfail", rules_stage_name(st), v->code);
+	}
+	vlog_stage(e, st, v, true);
 	if (st == RS_HELO) {
 		free(e->helo);	/* refused: as if no HELO was given */
 		e->helo = NULL;

@@ -226,6 +226,34 @@ bool engine_stage_may_refuse(const struct conf *c, enum rules_stage st);
 char *engine_headers(struct eng_sess *e, size_t *len, unsigned *removed);
 
 /* ---------------------------------------------------------------------
+ * The verdict line
+ *
+ * One info line per refusal (moat's or the upstream's) and one per
+ * transaction that reached the end of its data, the same from every
+ * front-end, e.g.
+ *
+ *   verdict=reject by=moat stage=rcpt client=NAME[ADDR]:PORT helo=<h>
+ *   from=<a@b> to=<c@d>:451:4.7.1 code=451 enh=4.7.1 reply="..." rule=FILE:LINE
+ *   spf=pass dkim=none dmarc=none dnsbl=0 greylist=new time=0.012
+ *
+ * verdict= follows the reply's code (2xx accept, 4xx tempfail, 5xx
+ * reject); reply= is the text as sent, escaped. engine_stage() writes
+ * moat's refusals itself. A front-end that relays to an upstream calls
+ * engine_upstream_replies() once, then engine_upstream_reply() with each
+ * upstream reply to MAIL, RCPT, DATA and the end of the data (RS_DATA),
+ * in the order they come (a refusal gets its line, by=upstream; the
+ * reply after the data gives the transaction's line, with the queue id
+ * of a 250), and engine_upstream_lost() when the upstream is gone. A
+ * front-end without one (moat-milter) calls engine_txn_accepted() when
+ * it lets a message go.
+ */
+void engine_upstream_replies(struct eng_sess *e);
+void engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const char *enh,
+	const char *text, size_t len);
+void engine_upstream_lost(struct eng_sess *e);
+void engine_txn_accepted(struct eng_sess *e, const char *queue_id);
+
+/* ---------------------------------------------------------------------
  * Messages (any thread)
  */
 

@@ -59,4 +59,34 @@ struct eng_msg {
 	size_t hdr_len;
 };
 
+/* the verdict line (engine_vlog.c): one per transaction and refusal */
+struct vl_sess;
+struct vl_line_in {
+	uint64_t sid;
+	enum rules_stage stage;
+	const char *who;		/* "client=NAME[ADDR]:PORT helo=<...>", escaped */
+	int code;			/* 0: none known (a milter's accepted message) */
+	const char *enh;
+	const char *text;		/* the reply text as sent, or NULL */
+	size_t len;
+	bool upstream;			/* by=upstream */
+	const char *rule_file;		/* or NULL */
+	int rule_line;
+	const char *summary;		/* "spf=... dkim=... dmarc=... dnsbl=N greylist=..." */
+	const char *queue_id;
+};
+struct vl_sess *vl_new(void);
+void vl_free(struct vl_sess *v);
+void vl_set_upstream(struct vl_sess *v);
+void vl_begin(struct vl_sess *v, const char *from, uint64_t now_ms);
+void vl_end(struct vl_sess *v);
+void vl_mail_passed(struct vl_sess *v);
+void vl_rcpt(struct vl_sess *v, const char *addr, int code, const char *enh);
+void vl_data(struct vl_sess *v, uint64_t size, const char *summary, const char *rule_file,
+	int rule_line);
+void vl_refusal(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms);
+void vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms);
+void vl_accepted(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms);
+void vl_lost(struct vl_sess *v);
+
 #endif

@@ -526,6 +526,7 @@ cb_eom(SMFICTX *ctx)
 	rq->msg = p->msg;	/* the engine's from now on */
 	p->msg = NULL;
 	rq->size = p->size;
+	copy_macro(ctx, "i", rq->text, sizeof(rq->text));	/* the MTA's queue id */
 	rc = mlt_req_call(rq, mlt_opts.deadline_ms);
 	if (rc == 0 && rq->verdict != RV_REJECT && rq->verdict != RV_TEMPFAIL) {
 		char an[] = "Authentication-Results";

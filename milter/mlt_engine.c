@@ -248,6 +248,7 @@ mc_step(struct mlt_conn *mc)
 			unsigned removed;
 
 			rq->hdrs = engine_headers(mc->e, &rq->hdrs_len, &removed);
+			engine_txn_accepted(mc->e, rq->text);
 			log_msg(LOG_L_INFO, mc->id, "message size=%llu rcpts=%u",
 			    (unsigned long long)rq->size, mc->nrcpt);
 		}

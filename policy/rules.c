@@ -1431,14 +1431,12 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 		res->text = ru->text;
 		res->file = ru->file;
 		res->line = ru->line;
-		{
-			char why[LOG_ESC_SIZE];
-			log_escape(why, sizeof(why), ru->text ? ru->text : "", ru->text ? strlen(ru->text) : 0);
-			log_msg(ru->verdict == RV_ACCEPT ? LOG_L_DEBUG : LOG_L_INFO, sid,
-			    "policy stage=%s rule=%s:%d verdict=%s code=%d score=%+lld reason=\"%s\"",
-			    stage_names[st], ru->file, ru->line, verdict_names[ru->verdict], ru->code,
-			    (long long)res->score, why);
-		}
+		/* the verdict a greylist rule gives is its tempfail; the reply
+		 * as sent (templates expanded) is on the engine's verdict line */
+		log_msg(ru->verdict == RV_ACCEPT ? LOG_L_DEBUG : LOG_L_INFO, sid,
+		    "policy stage=%s rule=%s:%d verdict=%s code=%d score=%+lld",
+		    stage_names[st], ru->file, ru->line, verdict_names[res->verdict], ru->code,
+		    (long long)res->score);
 		return;
 	}
 }

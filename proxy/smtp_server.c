@@ -390,6 +390,14 @@ sess_ups_reply(void *arg, enum ups_kind k, struct slot *sl, const struct reply *
 	default:
 		break;
 	}
+	if (s->eng != NULL && (k == UK_MAIL || k == UK_RCPT || k == UK_DATA || k == UK_DOT)) {
+		/* the verdict line: the upstream's part */
+		size_t l0;
+		const char *t0 = reply_line(r, 0, &l0);
+
+		engine_upstream_reply(s->eng, k == UK_MAIL ? RS_MAIL : k == UK_RCPT ? RS_RCPT : RS_DATA,
+		    r->code, r->enh, t0, l0);
+	}
 	if (sl == NULL)
 		return;
 	n = reply_render(r, 0, true, buf, sizeof(buf));
@@ -422,6 +430,8 @@ sess_ups_lost(void *arg)
 		s->txn->mail_failed = true;
 		s->txn->lost = true;
 	}
+	if (s->eng != NULL)
+		engine_upstream_lost(s->eng);
 	auth_ups_lost(s);
 }
 
@@ -566,9 +576,11 @@ sess_resume(void *arg)
 static struct eng_sess *
 sess_eng(struct session *s)
 {
-	if (s->eng == NULL)
+	if (s->eng == NULL) {
 		s->eng = engine_sess_new(s->w->eng, s->conf, s->id, (const struct sockaddr *)&s->peer,
 		    (s->lflags & CONF_LISTEN_SUBMISSION) != 0, sess_resume, s);
+		engine_upstream_replies(s->eng);
+	}
 	return s->eng;
 }
 
