@@ -56,6 +56,7 @@
 #include "filter.h"
 #include "greylist.h"
 #include "log.h"
+#include "metrics.h"
 #include "owner.h"
 #include "rules.h"
 #include "sauth.h"
@@ -72,6 +73,7 @@ struct eng_q {
 	unsigned char kind;		/* EQ_* */
 	unsigned char index;		/* fcrdns step, or zone */
 	unsigned short gen;		/* the question it answers */
+	uint32_t sent_ms;		/* a zone's query: when it went (latency) */
 };
 
 /* the DNS checks: FCrDNS and the zones (made on first use) */
@@ -255,7 +257,14 @@ dns_done(void *ctx, uint64_t tag, const struct dns_answer *a)
 				fc_result(e);
 		}
 	} else if (q->gen == e->dns->zgen[q->index] && e->dns->dz.r[q->index].state == DZ_PENDING) {
+		const char *zn = e->conf->dnsbl->z[q->index].name;
+
+		metrics_observe(MF_DNSBL_LATENCY, zn, (uint64_t)((uint32_t)now_ms() - q->sent_ms) * 1000);
 		zone_answer(e, q->index, a);
+		if (e->dns->dz.r[q->index].verdict == DNSBL_V_ERROR)
+			metrics_inc(MF_DNSBL_ERRORS, zn, NULL);
+		else if (e->dns->dz.r[q->index].verdict == DNSBL_V_LISTED)
+			metrics_inc(MF_DNSBL_LISTED, zn, NULL);
 	}
 	free(q);
 	eng_answered(e);
@@ -270,6 +279,7 @@ send_q(struct eng_sess *e, const char *name, int rrtype, int kind, int index, un
 	if (e->el->query == NULL)
 		return -1;
 	q = q_new(e, kind, index, gen);
+	q->sent_ms = (uint32_t)now_ms();
 	if (e->el->query(e->el->dns, name, rrtype, (unsigned)e->conf->dns_timeout_ms, dns_done, q,
 	    e->id) != 0) {
 		q_unlink(q);
@@ -296,7 +306,12 @@ zone_answer(struct eng_sess *e, int zone, const struct dns_answer *a)
 static int
 zone_send(void *arg, const char *name, int zone, unsigned short gen)
 {
-	return send_q(arg, name, DNS_T_A, EQ_ZONE, zone, gen);
+	struct eng_sess *e = arg;
+	int rc = send_q(e, name, DNS_T_A, EQ_ZONE, zone, gen);
+
+	if (rc == 0)
+		metrics_inc(MF_DNSBL_QUERIES, e->conf->dnsbl->z[zone].name, NULL);
+	return rc;
 }
 
 /* zones_start - query every enabled zone of a type about a subject */
@@ -413,6 +428,7 @@ spf_done(void *arg)
 	} else if (e->txn != NULL && j->q->gen == e->txn->gen) {
 		e->txn->spf_state = CHECK_DONE;
 		e->txn->spf = o->res;
+		metrics_inc(MF_SPF, spf_res_name(o->res), NULL);
 		snprintf(e->txn->spf_domain, sizeof(e->txn->spf_domain), "%s", o->domain);
 	}
 	sauth_spf_log(&j->sp, e->id);
@@ -514,9 +530,12 @@ sauth_done(void *arg)
 		*t->dkim = j->w.dkim;
 	}
 	snprintf(t->dkim_word, sizeof(t->dkim_word), "%s", sauth_dkim_word(t->dkim));
+	if (j->w.have_dkim)
+		metrics_inc(MF_DKIM, t->dkim_word, NULL);
 	if (j->w.do_dmarc) {
 		t->dmarc = xmalloc(sizeof(*t->dmarc));
 		*t->dmarc = j->w.dmarc;
+		metrics_inc(MF_DMARC, dmarc_result_name(t->dmarc->result), NULL);
 	}
 	sauth_log(&j->w, e->id);
 	eng_answered(e);
@@ -673,6 +692,7 @@ gl_result(struct eng_sess *e, const struct greylist_verdict *v)
 	snprintf(t->gl_word, sizeof(t->gl_word), "%s", v->status == GL_GREYLISTED ?
 	    greylist_reason_name(v->reason) : v->status == GL_PASS ? "passed" :
 	    greylist_status_name(v->status));
+	metrics_inc(MF_GREYLIST, t->gl_word, NULL);
 }
 
 /* gl_done - the greylist's decision, on the session's loop */
@@ -1445,8 +1465,10 @@ vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v,
 	}
 	vlog_summary(e, sum, sizeof(sum));
 	if (!refused) {
-		if (st == RS_MAIL)
+		if (st == RS_MAIL) {
 			vl_mail_passed(e->vl);
+			metrics_inc(MF_TRANSACTIONS, NULL, NULL);
+		}
 		else if (st == RS_DATA && e->txn != NULL)
 			vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
 		return;
@@ -1484,6 +1506,11 @@ engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const c
 	char who[2 * LOG_ESC_SIZE + 96];
 	struct vl_line_in in;
 
+	if (st != RS_DATA || code != 354) {
+		char cls[4] = { (char)('0' + (code / 100) % 10), 'x', 'x', 0 };
+
+		metrics_inc(MF_UPS_REPLIES, cls, NULL);
+	}
 	vlog_who(e, who, sizeof(who));
 	memset(&in, 0, sizeof(in));
 	in.sid = e->id;

@@ -120,6 +120,11 @@ void engine_timers_stop(void);
  * bases are freed: finish the pool's jobs, stop the resolver, free the
  * loops' parts, save and close the store, free the rest */
 void engine_shutdown(void);
+/* engine_metrics_open - serve GET /metrics on the policy's metrics-listen
+ * (nothing when unset), on that loop; -1 with err when it cannot bind.
+ * engine_metrics_close() before the loop is freed. */
+int engine_metrics_open(struct event_base *base, const struct conf *c, char *err, size_t errlen);
+void engine_metrics_close(void);
 /* engine_store_save - save the embedded greylist store now (0, or -1 logged) */
 int engine_store_save(void);
 struct glstore *engine_glstore(void);

@@ -28,6 +28,7 @@
 
 #include "engine_int.h"
 #include "log.h"
+#include "metrics.h"
 #include "xalloc.h"
 
 #define VL_LINE 1900		/* under the log's line limit */
@@ -298,6 +299,11 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 	if (r != NULL)
 		cat(buf, &n, " time=%.3f", (double)(now_ms - r->start_ms) / 1000.0);
 	log_msg(LOG_L_INFO, in->sid, "%s", buf);
+	if (in->stage == RS_DATA && r != NULL)
+		metrics_inc(MF_MESSAGES, in->code / 100 == 5 ? "rejected" : in->code / 100 == 4 ?
+		    "tempfailed" : "accepted", in->upstream ? "upstream" : "moat");
+	if (in->code / 100 == 4 || in->code / 100 == 5)
+		metrics_inc(MF_REFUSALS, rules_stage_name(in->stage), in->upstream ? "upstream" : "moat");
 }
 
 /* vl_refusal - moat refused a command: the line (the recipient's own

@@ -427,6 +427,8 @@ mlt_engine_start(struct conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "event_base_new failed");
 		return -1;
 	}
+	if (engine_metrics_open(eng.base, c, err, errlen) != 0)
+		return -1;
 	eng.loop = engine_loop_new(eng.base, c);
 	/* the DNSBL probes and the greylist store's save run on this loop */
 	engine_timers_start(eng.base, mlt_policy_get);

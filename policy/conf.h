@@ -109,6 +109,7 @@ struct conf {
 	int dmarc;			/* enum conf_dmarc */
 	char *psl_path;			/* public-suffix-list */
 	char *control_socket;		/* moatctl's way in, or NULL */
+	struct conf_addr metrics_listen;	/* GET /metrics; salen 0: none */
 
 	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
 	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */

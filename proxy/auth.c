@@ -13,6 +13,7 @@
 
 #include "auth.h"
 #include "log.h"
+#include "metrics.h"
 #include "moatd.h"
 #include "reply.h"
 #include "rules.h"
@@ -463,6 +464,7 @@ auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r)
 			char esc[LOG_ESC_SIZE];
 			log_escape(esc, sizeof(esc), a->login, strlen(a->login));
 			log_msg(LOG_L_INFO, s->id, "auth mech=%s login=\"%s\" result=ok", a->mech_name, esc);
+			metrics_inc(MF_AUTH, "success", NULL);
 		}
 		sess_slot_fill(s, sl, buf, (size_t)n);
 		return;
@@ -473,6 +475,7 @@ auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r)
 		return;
 	}
 	fails = auth_fail_count(s, true);
+	metrics_inc(MF_AUTH, "failure", NULL);
 	if (auth_login_plausible(a->pending)) {
 		char esc[LOG_ESC_SIZE];
 		log_escape(esc, sizeof(esc), a->pending, strlen(a->pending));

@@ -353,6 +353,12 @@ main(int argc, char **argv)
 		if (control_open(main_base, c->control_socket, err, sizeof(err)) != 0)
 			fatal("%s", err);
 	}
+	{
+		char err[512];
+
+		if (engine_metrics_open(main_base, c, err, sizeof(err)) != 0)
+			fatal("%s", err);
+	}
 	drop_privileges(c);
 
 	struct event *sigs[3] = {

@@ -79,6 +79,7 @@
 #include "conn.h"
 #include "engine.h"
 #include "log.h"
+#include "metrics.h"
 #include "moatd.h"
 #include "rules.h"
 #include "sasl.h"
@@ -1578,6 +1579,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->next)
 		s->next->prev = s->prev;
 	w->nsessions--;
+	metrics_add(MF_SESSIONS_ACTIVE, NULL, NULL, -1);
 	conf_unref(s->conf);
 	free(s->helo);
 	free(s);
@@ -1734,6 +1736,8 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 		s->next->prev = s;
 	w->sessions = s;
 	w->nsessions++;
+	metrics_inc(MF_SESSIONS_OPENED, NULL, NULL);
+	metrics_add(MF_SESSIONS_ACTIVE, NULL, NULL, 1);
 	s->start_ms = sess_now_ms();
 	s->cmd_deadline_ms = s->start_ms + c->command_deadline_ms;
 	conn_setcb(s->conn, sess_read_cb, sess_write_cb, sess_event_cb, s);
