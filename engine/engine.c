@@ -1600,7 +1600,7 @@ engine_headers(struct eng_sess *e, size_t *len, unsigned *removed)
 	if (*removed > 0)
 		log_msg(LOG_L_INFO, e->id, "message removed=%u field=Authentication-Results "
 		    "reason=forged-authserv-id", *removed);
-	if (t != NULL && (sauth_enabled(e) || e->login != NULL)) {
+	if (t != NULL && sauth_enabled(e)) {
 		char sender[SMTP_PATH_MAX + 1];
 		struct sauth_hdr sh;
 

@@ -120,6 +120,11 @@ void engine_timers_stop(void);
  * bases are freed: finish the pool's jobs, stop the resolver, free the
  * loops' parts, save and close the store, free the rest */
 void engine_shutdown(void);
+/* engine_startup_checks - the upstream (when upstream: moatd), Redis, the
+ * resolver, the greylist store's and spool directory's permissions for
+ * user: one warning line each that fails (engine_check.c); blocks,
+ * bounded: call before the loops start. Returns the number of warnings. */
+int engine_startup_checks(const struct conf *c, bool upstream, bool resolver);
 /* engine_metrics_open - serve GET /metrics on the policy's metrics-listen
  * (nothing when unset), on that loop; -1 with err when it cannot bind.
  * engine_metrics_close() before the loop is freed. */

@@ -60,6 +60,9 @@ struct eng_msg {
 };
 
 /* the verdict line (engine_vlog.c): one per transaction and refusal */
+struct dns_answer;
+void engine_resolver_probe_result(const struct conf *c, const struct dns_answer *a);
+
 struct vl_sess;
 struct vl_line_in {
 	uint64_t sid;

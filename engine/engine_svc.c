@@ -280,6 +280,20 @@ probe_send(struct probe_round *pr, int zone, bool listed)
 	pr->pending++;
 }
 
+/* probe_resolver_done - the start-up probe of the resolver */
+static void
+probe_resolver_done(void *ctx, uint64_t tag, const struct dns_answer *a)
+{
+	struct conf *c = tm.current != NULL ? tm.current() : NULL;
+
+	(void)ctx;
+	(void)tag;
+	if (c != NULL) {
+		engine_resolver_probe_result(c, a);
+		conf_unref(c);
+	}
+}
+
 /* probe_cb - one round over the zones of the policy in force */
 static void
 probe_cb(evutil_socket_t fd, short what, void *arg)
@@ -360,6 +374,10 @@ engine_timers_start(struct event_base *base, struct conf *(*current)(void))
 		fatal("evtimer_new failed");
 	if (engine_g.store != NULL)
 		save_arm();
+	if (c->startup_checks && tm.dns != NULL &&
+	    dns_query(tm.dns, ".", DNS_T_NS, (unsigned)c->dns_timeout_ms, probe_resolver_done,
+	    NULL, 0) != 0)
+		engine_resolver_probe_result(c, NULL);
 	if (c->dnsbl != NULL)
 		event_active(tm.ev_probe, EV_TIMEOUT, 0);
 	else {

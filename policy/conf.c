@@ -125,6 +125,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "greylist-store-save-interval", CT_DUR, O(glstore_save_ms), 1 * SEC, 86400 * SEC, "10m", NULL },
 	{ "control-socket", CT_STR, O(control_socket), 0, 0, NULL, NULL },
 	{ "metrics-listen", CT_ADDR, O(metrics_listen), 0, 0, NULL, NULL },
+	{ "startup-checks", CT_ENUM, O(startup_checks), 0, 0, "yes", conf_yesno_words },
 	{ "authserv-id", CT_HOST, O(authserv_id), 0, 0, NULL, NULL },
 	{ "spf", CT_ENUM, O(spf), 0, 0, "yes", conf_yesno_words },
 	{ "spf-timeout", CT_DUR, O(spf_timeout_ms), 1 * SEC, 60 * SEC, "10s", NULL },

@@ -110,6 +110,7 @@ struct conf {
 	char *psl_path;			/* public-suffix-list */
 	char *control_socket;		/* moatctl's way in, or NULL */
 	struct conf_addr metrics_listen;	/* GET /metrics; salen 0: none */
+	int startup_checks;		/* bool: engine_startup_checks() at start */
 
 	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
 	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */

@@ -295,6 +295,8 @@ main(int argc, char **argv)
 		}
 	}
 	if (check_only) {
+		/* what the policy needs from outside: warnings, not errors */
+		engine_startup_checks(c, true, true);
 		printf("%s: configuration OK\n", conf_path);
 		conf_unref(c);
 		return 0;
@@ -320,6 +322,8 @@ main(int argc, char **argv)
 
 		if (engine_init(c, &eo, err, sizeof(err)) != 0)
 			fatal("%s", err);
+		if (c->startup_checks)
+			engine_startup_checks(c, true, false);
 	}
 	moatd.workers = xcalloc((size_t)nworkers, sizeof(struct worker));
 	for (int i = 0; i < nworkers; i++) {
