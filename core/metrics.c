@@ -152,6 +152,15 @@ metrics_add(enum m_family f, const char *l1, const char *l2, int64_t d)
 		atomic_fetch_add_explicit(&s->v, d, memory_order_relaxed);
 }
 
+/* metrics_get - a counter's or gauge's value now (0 when never set) */
+int64_t
+metrics_get(enum m_family f, const char *l1, const char *l2)
+{
+	struct series *s = find(f, l1, l2);
+
+	return s != NULL ? atomic_load_explicit(&s->v, memory_order_relaxed) : 0;
+}
+
 void
 metrics_inc(enum m_family f, const char *l1, const char *l2)
 {

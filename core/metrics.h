@@ -8,6 +8,7 @@
  *	void metrics_set(enum m_family f, const char *l1, const char *l2, int64_t v);
  *	void metrics_observe(enum m_family f, const char *l1, uint64_t us);
  *	char *metrics_render(size_t *len);
+ *	int64_t metrics_get(enum m_family f, const char *l1, const char *l2);
  *
  * DESCRIPTION
  *	A family has a fixed name, help text, type and up to two label
@@ -71,5 +72,6 @@ void metrics_add(enum m_family f, const char *l1, const char *l2, int64_t d);
 void metrics_set(enum m_family f, const char *l1, const char *l2, int64_t v);
 void metrics_observe(enum m_family f, const char *l1, uint64_t us);
 char *metrics_render(size_t *len);
+int64_t metrics_get(enum m_family f, const char *l1, const char *l2);
 
 #endif

@@ -78,6 +78,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "conf.h"
 #include "rules.h"
@@ -120,6 +121,19 @@ void engine_timers_stop(void);
  * bases are freed: finish the pool's jobs, stop the resolver, free the
  * loops' parts, save and close the store, free the rest */
 void engine_shutdown(void);
+/* control_open - the control socket (engine_ctl.c) on that loop; info
+ * says who answers and how to get the policy in force. control_chown()
+ * gives it to the user moat becomes; control_close() after
+ * engine_shutdown(), before the loop is freed. */
+struct control_info {
+	const char *who;		/* "moatd", "moat-milter" */
+	bool upstream;			/* status checks the upstream (moatd) */
+	struct conf *(*current)(void);	/* a new reference to the policy in force */
+};
+int control_open(struct event_base *base, const char *path, const struct control_info *info,
+	char *err, size_t errlen);
+void control_chown(uid_t uid, gid_t gid);
+void control_close(void);
 /* engine_startup_checks - the upstream (when upstream: moatd), Redis, the
  * resolver, the greylist store's and spool directory's permissions for
  * user: one warning line each that fails (engine_check.c); blocks,

@@ -7,6 +7,7 @@
  * SYNOPSIS
  *	int engine_startup_checks(const struct conf *c, bool upstream, bool resolver);
  *	void engine_resolver_probe_result(const struct conf *c, const struct dns_answer *a);
+ *	char *engine_health(const struct conf *c, bool upstream, bool *bad);
  *
  * DESCRIPTION
  *	Each failure is one log line, "check NAME ... error=... errno=N
@@ -48,6 +49,7 @@
 #include "engine_int.h"
 #include "log.h"
 #include "redis.h"
+#include "xalloc.h"
 
 #define CHECK_TIMEOUT_MS 5000
 
@@ -108,9 +110,9 @@ read_reply(int fd, uint64_t deadline)
 	}
 }
 
-/* check_upstream - connect, greeting, EHLO */
+/* probe_upstream - connect, greeting, EHLO: 0, or -1 with why */
 static int
-check_upstream(const struct conf *c)
+probe_upstream(const struct conf *c, char *why, size_t size)
 {
 	const struct conf_addr *a = &c->upstream;
 	uint64_t ms = c->upstream_connect_ms < CHECK_TIMEOUT_MS ? c->upstream_connect_ms :
@@ -120,12 +122,10 @@ check_upstream(const struct conf *c)
 	socklen_t el = sizeof(err);
 	char ehlo[300];
 
-	if (a->salen == 0)
-		return 0;
 	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		log_errno(LOG_L_WARN, 0, "check upstream addr=%s error=socket errno=%d", a->text, errno);
-		return 1;
+		snprintf(why, size, "error=socket errno=%d: %s", errno, strerror(errno));
+		return -1;
 	}
 	if (connect(fd, (const struct sockaddr *)&a->sa, a->salen) != 0 && errno != EINPROGRESS)
 		err = errno;
@@ -134,10 +134,9 @@ check_upstream(const struct conf *c)
 	else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
 		err = errno;
 	if (err != 0) {
-		errno = err;
-		log_errno(LOG_L_WARN, 0, "check upstream addr=%s error=connect errno=%d", a->text, err);
+		snprintf(why, size, "error=connect errno=%d: %s", err, strerror(err));
 		close(fd);
-		return 1;
+		return -1;
 	}
 	if (c->identity == CONF_ID_PROXY_V1) {
 		(void)!write(fd, "PROXY UNKNOWN\r\n", 15);
@@ -149,60 +148,133 @@ check_upstream(const struct conf *c)
 	}
 	code = read_reply(fd, deadline);
 	if (code != 220) {
-		log_msg(LOG_L_WARN, 0, "check upstream addr=%s error=greeting code=%d%s", a->text,
-		    code, code == 0 ? " (no reply in time, or closed)" : "");
+		snprintf(why, size, "error=greeting code=%d%s", code,
+		    code == 0 ? " (no reply in time, or closed)" : "");
 		close(fd);
-		return 1;
+		return -1;
 	}
 	snprintf(ehlo, sizeof(ehlo), "EHLO %s\r\n", c->hostname ? c->hostname : "localhost");
 	if (write(fd, ehlo, strlen(ehlo)) < 0 || (code = read_reply(fd, deadline)) != 250) {
-		log_msg(LOG_L_WARN, 0, "check upstream addr=%s error=ehlo code=%d", a->text, code);
+		snprintf(why, size, "error=ehlo code=%d", code);
 		close(fd);
-		return 1;
+		return -1;
 	}
 	(void)!write(fd, "QUIT\r\n", 6);
 	close(fd);
-	log_msg(LOG_L_INFO, 0, "check upstream addr=%s ok", a->text);
 	return 0;
 }
 
-/* check_redis - PING through the synchronous client */
+/* check_upstream - the start-up line */
 static int
-check_redis(const struct conf *c)
+check_upstream(const struct conf *c)
+{
+	char why[200];
+
+	if (c->upstream.salen == 0)
+		return 0;
+	if (probe_upstream(c, why, sizeof(why)) != 0) {
+		log_msg(LOG_L_WARN, 0, "check upstream addr=%s %s", c->upstream.text, why);
+		return 1;
+	}
+	log_msg(LOG_L_INFO, 0, "check upstream addr=%s ok", c->upstream.text);
+	return 0;
+}
+
+/* redis_used - does the policy greylist with Redis? */
+static bool
+redis_used(const struct conf *c)
+{
+	return rds_conf_enabled(&c->greylist.redis) && conf_greylist_wanted(c);
+}
+
+/* redis_where - "addr=HOST:PORT" or "sentinel=HOST:PORT master=NAME" */
+static void
+redis_where(const struct conf *c, char *out, size_t size)
 {
 	const struct rds_conf *rc = &c->greylist.redis;
-	char err[256] = "", where[160];
-	redisContext *ctx;
-	redisReply *r;
-	int bad = 0;
 
-	if (!rds_conf_enabled(rc) || !conf_greylist_wanted(c))
-		return 0;
 	if (rc->nsentinel > 0)
-		snprintf(where, sizeof(where), "sentinel=%s:%d master=%s", rc->sentinel[0].host,
+		snprintf(out, size, "sentinel=%s:%d master=%s", rc->sentinel[0].host,
 		    rc->sentinel[0].port, rc->master);
 	else
-		snprintf(where, sizeof(where), "addr=%s:%d", rc->server.host, rc->server.port);
-	ctx = rds_sync_connect(rc, err, sizeof(err));
+		snprintf(out, size, "addr=%s:%d", rc->server.host, rc->server.port);
+}
+
+/* probe_redis - PING through the synchronous client: 0, or -1 with why */
+static int
+probe_redis(const struct conf *c, char *why, size_t size)
+{
+	char err[256] = "";
+	redisContext *ctx;
+	redisReply *r;
+	int rc = 0;
+
+	ctx = rds_sync_connect(&c->greylist.redis, err, sizeof(err));
 	if (ctx == NULL) {
-		log_msg(LOG_L_WARN, 0, "check redis %s error=\"%s\": greylist on-error applies "
-		    "until it answers", where, err);
-		return 1;
+		snprintf(why, size, "error=\"%s\"", err);
+		return -1;
 	}
 	r = redisCommand(ctx, "PING");
 	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-		log_msg(LOG_L_WARN, 0, "check redis %s error=\"%s\"", where,
-		    r != NULL && r->str ? r->str : ctx->errstr);
-		bad = 1;
-	} else
-		log_msg(LOG_L_INFO, 0, "check redis %s ok", where);
+		snprintf(why, size, "error=\"%s\"", r != NULL && r->str ? r->str : ctx->errstr);
+		rc = -1;
+	}
 	if (r != NULL)
 		freeReplyObject(r);
 	redisFree(ctx);
-	return bad;
+	return rc;
 }
 
-/* check_resolver - one query: the root's NS (any answer from a server counts) */
+/* check_redis - the start-up line */
+static int
+check_redis(const struct conf *c)
+{
+	char why[300], where[200];
+
+	if (!redis_used(c))
+		return 0;
+	redis_where(c, where, sizeof(where));
+	if (probe_redis(c, why, sizeof(why)) != 0) {
+		log_msg(LOG_L_WARN, 0, "check redis %s %s: greylist on-error applies until it "
+		    "answers", where, why);
+		return 1;
+	}
+	log_msg(LOG_L_INFO, 0, "check redis %s ok", where);
+	return 0;
+}
+
+/* engine_health - what moatctl status shows of the parts outside, found
+ * out now (blocks: run it on the work pool); the caller frees it */
+char *
+engine_health(const struct conf *c, bool upstream, bool *bad)
+{
+	char why[300], where[200], *out;
+	size_t n = 0, cap = 1024;
+
+	out = xmalloc(cap);
+	out[0] = 0;
+	if (upstream && c->upstream.salen != 0) {
+		if (probe_upstream(c, why, sizeof(why)) != 0) {
+			*bad = true;
+			n += (size_t)snprintf(out + n, cap - n, "upstream addr=%s reachable=no %s\n",
+			    c->upstream.text, why);
+		} else
+			n += (size_t)snprintf(out + n, cap - n, "upstream addr=%s reachable=yes\n",
+			    c->upstream.text);
+	}
+	if (redis_used(c)) {
+		redis_where(c, where, sizeof(where));
+		if (probe_redis(c, why, sizeof(why)) != 0) {
+			*bad = true;
+			snprintf(out + n, cap - n, "redis %s reachable=no %s\n", where, why);
+		} else
+			snprintf(out + n, cap - n, "redis %s reachable=yes\n", where);
+	} else
+		snprintf(out + n, cap - n, "redis none (%s)\n", conf_greylist_wanted(c) ?
+		    "greylist store in memory" : "no greylist rule");
+	return out;
+}
+
 /* engine_resolver_probe_result - an answer to the probe: logged */
 void
 engine_resolver_probe_result(const struct conf *c, const struct dns_answer *a)

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "engine.h"
 #include "hdrscan.h"
@@ -41,6 +42,7 @@ struct engine_g {
 	struct glstore *store;		/* the embedded greylist store, or NULL */
 	bool greylist;			/* the loops get a greylist handle */
 	struct engine_loop *loops;
+	time_t started;			/* engine_init() */
 };
 extern struct engine_g engine_g;
 
@@ -61,6 +63,7 @@ struct eng_msg {
 
 /* the verdict line (engine_vlog.c): one per transaction and refusal */
 struct dns_answer;
+char *engine_health(const struct conf *c, bool upstream, bool *bad);
 void engine_resolver_probe_result(const struct conf *c, const struct dns_answer *a);
 
 struct vl_sess;

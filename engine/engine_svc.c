@@ -71,6 +71,7 @@ engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errle
 	static const struct engine_opts none;
 
 	engine_g.opts = o != NULL ? *o : none;
+	engine_g.started = time(NULL);
 	engine_g.workq = workq_new(8, 4096);	/* SPF, DKIM, DMARC: they wait on DNS */
 	if (!engine_g.opts.no_network) {
 		char *derr = NULL;

@@ -78,7 +78,7 @@ drop_privileges(const struct conf *c)
 {
 	char err[256];
 
-	switch (privs_drop(c->user, NULL, err, sizeof(err))) {
+	switch (privs_drop(c->user, control_chown, err, sizeof(err))) {
 	case PRIVS_ERROR:
 		fatal("%s", err);
 	case PRIVS_KEPT_ROOT:

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -919,6 +920,7 @@ conf_load(const char *path, char **errors)
 		return NULL;
 	}
 	c = conf_new(path);
+	c->loaded_at = time(NULL);
 	conf_parse_buffer(&p, c, c->path, buf, len, 0);
 	free(buf);
 	return conf_finish(&p, c, errors);

@@ -352,9 +352,10 @@ main(int argc, char **argv)
 	if (main_base == NULL)
 		fatal("event_base_new failed");
 	if (c->control_socket != NULL) {
+		const struct control_info ci = { "moatd", true, moatd_conf_get };
 		char err[512];
 
-		if (control_open(main_base, c->control_socket, err, sizeof(err)) != 0)
+		if (control_open(main_base, c->control_socket, &ci, err, sizeof(err)) != 0)
 			fatal("%s", err);
 	}
 	{

@@ -62,11 +62,6 @@ enum clients_admit clients_enter(const struct sockaddr *sa, const struct conf *c
 void clients_leave(const struct sockaddr *sa, unsigned v6prefix);
 unsigned clients_sessions(void);
 
-/* control.c: the control socket, on the main loop */
-int control_open(struct event_base *base, const char *path, char *err, size_t errlen);
-void control_chown(uid_t uid, gid_t gid);
-void control_close(void);
-
 /* listen.c */
 int listen_open(const struct conf_addr *a, bool check, char *err, size_t errlen);
 void listen_attach(struct worker *w, int fd);

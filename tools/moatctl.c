@@ -681,6 +681,47 @@ cmd_explain(int argc, char **argv)
 	return rc;
 }
 
+/* cmd_status - the health of a running moatd or moat-milter, through its
+ * control socket: the socket given, or the control-socket of the policy
+ * file (default /etc/moat/moat.conf); exit 0 ok, 1 degraded or
+ * unreachable, 2 usage */
+static int
+cmd_status(int argc, char **argv)
+{
+	const char *file = "/etc/moat/moat.conf", *sock = NULL;
+	int rc;
+
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "-f") == 0 && i + 1 < argc)
+			file = argv[++i];
+		else if ((strcmp(argv[i], "--socket") == 0 || strcmp(argv[i], "-s") == 0) &&
+		    i + 1 < argc)
+			sock = argv[++i];
+		else
+			return usage();
+	}
+	if (sock == NULL) {
+		char *errs = NULL;
+		struct conf *c = conf_load(file, &errs);
+
+		if (c == NULL) {
+			fputs(errs ? errs : "unknown error\n", stderr);
+			free(errs);
+			return 2;
+		}
+		free(errs);
+		if (c->control_socket == NULL) {
+			fprintf(stderr, "moatctl: %s has no control-socket: give --socket PATH\n", file);
+			conf_unref(c);
+			return 2;
+		}
+		rc = moatctl_socket(c->control_socket, "status");
+		conf_unref(c);
+		return rc;
+	}
+	return moatctl_socket(sock, "status");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -697,5 +738,7 @@ main(int argc, char **argv)
 		return moatctl_auth(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "greylist") == 0)
 		return moatctl_greylist(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "status") == 0)
+		return cmd_status(argc, argv);
 	return usage();
 }

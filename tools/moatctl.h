@@ -10,5 +10,6 @@ int moatctl_spf(int argc, char **argv);	/* tools/moatctl_spf.c */
 int moatctl_auth(int argc, char **argv);	/* tools/moatctl_auth.c: dkim, dmarc */
 int moatctl_greylist(int argc, char **argv);	/* tools/moatctl_greylist.c */
 int moatctl_query(int argc, char **argv);	/* tools/moatctl_dns.c */
+int moatctl_socket(const char *path, const char *cmd);	/* tools/moatctl_greylist.c */
 
 #endif

@@ -124,9 +124,11 @@ gl_print_safe(const char *s, size_t len)
 	}
 }
 
-/* gl_socket - one command through moatd's control socket */
-static int
-gl_socket(const char *path, const char *cmd)
+/* moatctl_socket - one command through the control socket of moatd or
+ * moat-milter: the reply printed; 0, 1 when it failed or (status) a line
+ * says "status degraded", 2 usage */
+int
+moatctl_socket(const char *path, const char *cmd)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	char buf[4096], *acc = NULL;
@@ -198,6 +200,8 @@ gl_socket(const char *path, const char *cmd)
 				ll--;
 			}
 			if (first && ll >= 6 && strncmp(line, "error:", 6) == 0)
+				failed = 1;
+			if (ll >= 15 && strncmp(line, "status degraded", 15) == 0)
 				failed = 1;
 			first = 0;
 			gl_print_safe(line, ll);
@@ -529,7 +533,7 @@ moatctl_greylist(int argc, char **argv)
 			}
 			len += (size_t)n;
 		}
-		return gl_socket(sock, cmd);
+		return moatctl_socket(sock, cmd);
 	}
 	if (!rds_conf_enabled(&g.redis)) {
 		fprintf(stderr, "moatctl: no redis setting: give --redis ADDR, --sentinel ADDR "

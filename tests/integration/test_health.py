@@ -84,3 +84,63 @@ def test_syslog_without_socket_errors_to_stderr(workdir):
     assert r.returncode != 0
     err = r.stderr.decode(errors="replace")
     assert re.search(r"moatd\[\d+\]: fatal: .*127\.0\.0\.1:%d" % busy, err), err
+
+
+def moatctl(*args, timeout=30):
+    r = subprocess.run([harness.moatctl_path()] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=timeout)
+    return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+
+@pytest.mark.timeout(90)
+def test_status_reports_stopped_redis_and_upstream(fake_factory, moatd_factory, redis_factory,
+                                                   workdir):
+    rd = redis_factory()
+    f = fake_factory()
+    sock = os.path.join(str(workdir), "moatd.sock")
+    m = moatd_factory(f.address, redis=rd.address, control_socket=sock,
+                      on=["rcpt true greylist"], dnsbl=["bl.test weight 3"])
+    rc, out, err = moatctl("status", "--socket", sock)
+    assert rc == 0, (out, err)
+    assert re.search(r"^who moatd pid=\d+$", out, re.M), out
+    assert re.search(r"^up-since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ uptime=\d+s$", out, re.M), out
+    assert re.search(r"^policy %s loaded=\S+Z$" % re.escape(str(m.conf_path)), out, re.M), out
+    assert "upstream addr=%s reachable=yes" % f.address in out, out
+    assert "redis addr=%s reachable=yes" % rd.address in out, out
+    assert re.search(r"^dnsbl zones=1 enabled=\d", out, re.M), out
+    assert re.search(r"^sessions active=0$", out, re.M), out
+    assert out.rstrip().endswith("status ok"), out
+    # -f FILE finds the socket in the policy file
+    rc, out2, err = moatctl("status", "-f", str(m.conf_path))
+    assert rc == 0 and "status ok" in out2, (out2, err)
+    rd.stop()
+    f.stop()
+    rc, out, err = moatctl("status", "--socket", sock)
+    assert rc == 1, (out, err)
+    assert re.search(r"^upstream addr=%s reachable=no error=connect errno=111" %
+                     re.escape(f.address), out, re.M), out
+    assert re.search(r"^redis addr=%s reachable=no error=" % re.escape(rd.address), out, re.M), out
+    assert out.rstrip().endswith("status degraded reason=upstream,redis"), out
+
+
+def test_milter_control_socket_status_and_greylist(workdir):
+    from test_milter_raw import RawMilter
+    from dnsserver import DnsServer
+    dns = DnsServer(zones=["test"])
+    dns.start()
+    sock = os.path.join(str(workdir), "milter.sock")
+    m = RawMilter(workdir, "mctl", "forward " + dns.address, control_socket=sock,
+                  greylist_delay="2s", on=["rcpt true greylist"])
+    try:
+        m.start()
+        rc, out, err = moatctl("status", "--socket", sock)
+        assert rc == 0, (out, err)
+        assert "who moat-milter" in out and "upstream addr" not in out, out
+        assert "redis none (greylist store in memory)" in out, out
+        assert out.rstrip().endswith("status ok"), out
+        rc, out, err = moatctl("greylist", "--socket", sock, "stats")
+        assert rc == 0, (out, err)
+        assert out.strip(), out
+    finally:
+        m.stop()
+        dns.stop()
