@@ -74,9 +74,7 @@
 static int
 usage(void)
 {
-	fprintf(stderr, "usage: moatctl check FILE\n"
-	    "       moatctl explain FILE --ip A [--helo H] [--from S] [--rcpt R ...]\n"
-	    "                       [--auth LOGIN] [--message FILE.eml] [--no-network]\n");
+	moatctl_help_all(stderr);
 	return 2;
 }
 
@@ -668,7 +666,7 @@ cmd_explain(int argc, char **argv)
 	int rc;
 
 	if (explain_parse_args(argc, argv, &a) != 0)
-		return usage();
+		return moatctl_usage("explain");
 	c = conf_load(a.file, &errs);
 	if (c == NULL) {
 		fputs(errs ? errs : "unknown error\n", stderr);
@@ -698,7 +696,7 @@ cmd_status(int argc, char **argv)
 		    i + 1 < argc)
 			sock = argv[++i];
 		else
-			return usage();
+			return moatctl_usage("status");
 	}
 	if (sock == NULL) {
 		char *errs = NULL;
@@ -726,6 +724,20 @@ int
 main(int argc, char **argv)
 {
 	log_init("moatctl", false, LOG_L_WARN);
+	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0)) {
+		moatctl_help_all(stdout);
+		return 0;
+	}
+	if (argc == 3 && strcmp(argv[1], "help") == 0 && moatctl_help_text(argv[2]) != NULL) {
+		fputs(moatctl_help_text(argv[2]), stdout);
+		return 0;
+	}
+	for (int i = 2; i < argc && moatctl_help_text(argv[1]) != NULL; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			fputs(moatctl_help_text(argv[1]), stdout);
+			return 0;
+		}
 	if (argc == 3 && strcmp(argv[1], "check") == 0)
 		return cmd_check(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "explain") == 0)

@@ -144,3 +144,30 @@ def test_milter_control_socket_status_and_greylist(workdir):
     finally:
         m.stop()
         dns.stop()
+
+
+def test_moatctl_explains_itself(fake, moatd_factory, workdir):
+    rc, out, err = moatctl("--help")
+    assert rc == 0, err
+    subs = ["check", "explain", "status", "greylist", "query", "spf", "dkim", "dmarc"]
+    for sub in subs:
+        assert re.search(r"^  %s\s+\S" % sub, out, re.M), (sub, out)
+        rc, text, err = moatctl(sub, "--help")
+        assert rc == 0 and text.startswith("usage: moatctl %s" % sub), (sub, text, err)
+    rc, text, _ = moatctl("dmarc", "--help")
+    assert "--mode rfc7489|dmarcbis" in text and "--resolver system|recursive|ADDR" in text, text
+    rc, text, _ = moatctl("spf", "--help")
+    assert "--resolver system|recursive|ADDR" in text, text
+    # a usage error says the subcommand's own usage
+    rc, _, err = moatctl("status", "--bogus")
+    assert rc == 2 and err.startswith("usage: moatctl status"), err
+    # the config's spellings are taken
+    rc, out, err = moatctl("dmarc", "--resolver", "127.0.0.1@%d" % free_port(), "--timeout", "300",
+                           "--mode", "dmarcbis", "--from-header", "a@example.test")
+    assert rc != 2, (out, err)
+    # greylist -f FILE with no Redis there: the file's control socket
+    sock = os.path.join(str(workdir), "gl.sock")
+    m = moatd_factory(fake.address, control_socket=sock, greylist_delay="2s",
+                      on=["rcpt true greylist"])
+    rc, out, err = moatctl("greylist", "-f", str(m.conf_path), "stats")
+    assert rc == 0 and out.strip(), (out, err)
