@@ -323,10 +323,10 @@ vl_refusal(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms)
 	vl_line(in, r, only, now_ms);
 }
 
-/* queue_id - the queue id in an upstream's 250 after the data: Postfix
+/* vl_queue_id - the queue id in an upstream's 250 after the data: Postfix
  * "queued as ID", Exim "id=ID", Sendmail "ID Message accepted" */
-static void
-queue_id(const char *t, size_t len, char *out, size_t size)
+void
+vl_queue_id(const char *t, size_t len, char *out, size_t size)
 {
 	const char *p = NULL;
 	size_t k = 0;
@@ -338,12 +338,15 @@ queue_id(const char *t, size_t len, char *out, size_t size)
 	for (size_t i = 0; i + 3 <= len && p == NULL; i++)
 		if (strncasecmp(t + i, "id=", 3) == 0 && (i == 0 || t[i - 1] == ' '))
 			p = t + i + 3;
-	if (p == NULL && len > 20 && strncmp(t + len - 17, " Message accepted", 17) == 0) {
-		p = t;
-		for (const char *q = t; q < t + len - 17; q++)
-			if (*q == ' ')
-				p = q + 1;
-	}
+	for (size_t i = 0; i + 17 <= len && p == NULL; i++)
+		if (strncmp(t + i, " Message accepted", 17) == 0 && i > 0) {
+			/* the word before it */
+			size_t b = i;
+
+			while (b > 0 && t[b - 1] != ' ')
+				b--;
+			p = t + b;
+		}
 	if (p == NULL)
 		return;
 	while (p + k < t + len && k + 1 < size && (unsigned char)p[k] > ' ' &&
@@ -400,7 +403,7 @@ vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
 		r->logged = true;
 		in->summary = r->summary;
 		if (in->code / 100 == 2) {
-			queue_id(in->text, in->len, qid, sizeof(qid));
+			vl_queue_id(in->text, in->len, qid, sizeof(qid));
 			in->queue_id = qid;
 			in->upstream = false;
 			in->rule_file = r->rule_file;
