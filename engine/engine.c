@@ -1503,7 +1503,7 @@ void
 engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const char *enh,
 	const char *text, size_t len)
 {
-	char who[2 * LOG_ESC_SIZE + 96];
+	char who[2 * LOG_ESC_SIZE + 96], sum[200];
 	struct vl_line_in in;
 
 	if (st != RS_DATA || code != 354) {
@@ -1512,6 +1512,7 @@ engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const c
 		metrics_inc(MF_UPS_REPLIES, cls, NULL);
 	}
 	vlog_who(e, who, sizeof(who));
+	vlog_summary(e, sum, sizeof(sum));	/* the data's own replaces it */
 	memset(&in, 0, sizeof(in));
 	in.sid = e->id;
 	in.stage = st;
@@ -1521,6 +1522,7 @@ engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const c
 	in.text = text;
 	in.len = len;
 	in.upstream = true;
+	in.summary = sum;
 	vl_upstream(e->vl, &in, now_ms());
 }
 
