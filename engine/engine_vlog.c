@@ -258,6 +258,13 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 	size_t n = 0;
 	unsigned shown = 0, total = 0;
 
+	if (in->stage == RS_DATA && r != NULL)
+		metrics_inc(MF_MESSAGES, in->code / 100 == 5 ? "rejected" : in->code / 100 == 4 ?
+		    "tempfailed" : "accepted", in->upstream ? "upstream" : "moat");
+	if (in->code / 100 == 4 || in->code / 100 == 5)
+		metrics_inc(MF_REFUSALS, rules_stage_name(in->stage), in->upstream ? "upstream" : "moat");
+	if (!log_enabled(LOG_L_INFO))
+		return;		/* log-level warn: the line is not built */
 	buf[0] = 0;
 	cat(buf, &n, "verdict=%s by=%s stage=%s %s", in->code ? verdict_word(in->code) : "accept",
 	    in->upstream ? "upstream" : "moat", rules_stage_name(in->stage), in->who);
@@ -299,11 +306,6 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 	if (r != NULL)
 		cat(buf, &n, " time=%.3f", (double)(now_ms - r->start_ms) / 1000.0);
 	log_msg(LOG_L_INFO, in->sid, "%s", buf);
-	if (in->stage == RS_DATA && r != NULL)
-		metrics_inc(MF_MESSAGES, in->code / 100 == 5 ? "rejected" : in->code / 100 == 4 ?
-		    "tempfailed" : "accepted", in->upstream ? "upstream" : "moat");
-	if (in->code / 100 == 4 || in->code / 100 == 5)
-		metrics_inc(MF_REFUSALS, rules_stage_name(in->stage), in->upstream ? "upstream" : "moat");
 }
 
 /* vl_refusal - moat refused a command: the line (the recipient's own
