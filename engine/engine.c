@@ -165,6 +165,11 @@ struct eng_sess {
 
 static void eng_answered(struct eng_sess *e);
 static void arm_deadline(struct eng_sess *e);
+static void vlog_who(const struct eng_sess *e, char *out, size_t size);
+static void vlog_summary(const struct eng_sess *e, char *out, size_t size);
+struct vl_line_in;
+static void vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in,
+	char *who, size_t size);
 
 /* now_ms - monotonic milliseconds */
 static uint64_t
@@ -1170,6 +1175,18 @@ engine_txn_end(struct eng_sess *e)
 {
 	if (e->txn == NULL)
 		return;
+	if (vl_abandoned(e->vl) && log_enabled(LOG_L_INFO) && !engine_g.opts.greylist_offline) {
+		/* RSET, QUIT, a new MAIL or HELO, a lost connection: the
+		 * transaction's line all the same */
+		char who[2 * LOG_ESC_SIZE + 96], sum[200];
+		struct vl_line_in in;
+
+		vlog_in(e, RS_RCPT, &in, who, sizeof(who));
+		vlog_summary(e, sum, sizeof(sum));
+		in.summary = sum;
+		in.abandoned = true;
+		vl_abandon_line(e->vl, &in, now_ms());
+	}
 	vl_end(e->vl);
 	txn_free(e->txn);
 	e->txn = NULL;
@@ -1450,6 +1467,18 @@ vlog_summary(const struct eng_sess *e, char *out, size_t size)
 	    (long long)dnsbl, t != NULL && t->gl_word[0] ? t->gl_word : "none");
 }
 
+/* vlog_in - a verdict line's common fields: who, session, stage */
+static void
+vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in, char *who,
+	size_t size)
+{
+	vlog_who(e, who, size);
+	memset(in, 0, sizeof(*in));
+	in->sid = e->id;
+	in->stage = st;
+	in->who = who;
+}
+
 /* vlog_stage - the stage's verdict into the records; a refusal's line */
 static void
 vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v, bool refused)
@@ -1475,11 +1504,7 @@ vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v,
 	}
 	if (st == RS_DATA && e->txn != NULL)
 		vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
-	vlog_who(e, who, sizeof(who));
-	memset(&in, 0, sizeof(in));
-	in.sid = e->id;
-	in.stage = st;
-	in.who = who;
+	vlog_in(e, st, &in, who, sizeof(who));
 	in.code = v->code;
 	in.enh = v->enh;
 	in.text = v->text;
@@ -1511,12 +1536,8 @@ engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const c
 
 		metrics_inc(MF_UPS_REPLIES, cls, NULL);
 	}
-	vlog_who(e, who, sizeof(who));
+	vlog_in(e, st, &in, who, sizeof(who));
 	vlog_summary(e, sum, sizeof(sum));	/* the data's own replaces it */
-	memset(&in, 0, sizeof(in));
-	in.sid = e->id;
-	in.stage = st;
-	in.who = who;
 	in.code = code;
 	in.enh = enh;
 	in.text = text;
@@ -1541,11 +1562,7 @@ engine_txn_accepted(struct eng_sess *e, const char *queue_id)
 	char who[2 * LOG_ESC_SIZE + 96];
 	struct vl_line_in in;
 
-	vlog_who(e, who, sizeof(who));
-	memset(&in, 0, sizeof(in));
-	in.sid = e->id;
-	in.stage = RS_DATA;
-	in.who = who;
+	vlog_in(e, RS_DATA, &in, who, sizeof(who));
 	in.queue_id = queue_id;
 	vl_accepted(e->vl, &in, now_ms());
 }

@@ -269,7 +269,8 @@ char *engine_headers(struct eng_sess *e, size_t *len, unsigned *removed);
  * reply after the data gives the transaction's line, with the queue id
  * of a 250), and engine_upstream_lost() when the upstream is gone. A
  * front-end without one (moat-milter) calls engine_txn_accepted() when
- * it lets a message go.
+ * it lets a message go. A transaction with recipients that ends before
+ * its data gets a verdict=abandoned line from engine_txn_end().
  */
 void engine_upstream_replies(struct eng_sess *e);
 void engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const char *enh,

@@ -80,6 +80,7 @@ struct vl_line_in {
 	int rule_line;
 	const char *summary;		/* "spf=... dkim=... dmarc=... dnsbl=N greylist=..." */
 	const char *queue_id;
+	bool abandoned;			/* verdict=abandoned: ended before its data */
 };
 struct vl_sess *vl_new(void);
 void vl_free(struct vl_sess *v);
@@ -87,6 +88,8 @@ void vl_set_upstream(struct vl_sess *v);
 void vl_begin(struct vl_sess *v, const char *from, uint64_t now_ms);
 void vl_end(struct vl_sess *v);
 void vl_mail_passed(struct vl_sess *v);
+bool vl_abandoned(struct vl_sess *v);
+void vl_abandon_line(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms);
 void vl_rcpt(struct vl_sess *v, const char *addr, int code, const char *enh);
 void vl_data(struct vl_sess *v, uint64_t size, const char *summary, const char *rule_file,
 	int rule_line);

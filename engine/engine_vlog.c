@@ -63,6 +63,9 @@ struct vl_sess {
 	bool upstream;			/* the front-end reports upstream replies */
 };
 
+static void vl_line(const struct vl_line_in *in, const struct vl_rec *r,
+	const struct vl_rcpt *only, uint64_t now_ms);
+
 struct vl_sess *
 vl_new(void)
 {
@@ -157,6 +160,28 @@ vl_end(struct vl_sess *v)
 		r->mail_wait = r->data_wait = false;
 	}
 	vl_gc(v);
+}
+
+/* vl_abandoned - is the transaction in progress ending without a line of
+ * its own (recipients given, no end of data)? */
+bool
+vl_abandoned(struct vl_sess *v)
+{
+	struct vl_rec *r = vl_current(v);
+
+	return r != NULL && !r->logged && !r->data_wait && r->nr > 0;
+}
+
+/* vl_abandon_line - its line: verdict=abandoned, no reply of its own */
+void
+vl_abandon_line(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms)
+{
+	struct vl_rec *r = vl_current(v);
+
+	if (r == NULL)
+		return;
+	r->logged = true;
+	vl_line(in, r, NULL, now_ms);
 }
 
 void
@@ -258,7 +283,7 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 	size_t n = 0;
 	unsigned shown = 0, total = 0;
 
-	if (in->stage == RS_DATA && r != NULL)
+	if (in->stage == RS_DATA && r != NULL && !in->abandoned)
 		metrics_inc(MF_MESSAGES, in->code / 100 == 5 ? "rejected" : in->code / 100 == 4 ?
 		    "tempfailed" : "accepted", in->upstream ? "upstream" : "moat");
 	if (in->code / 100 == 4 || in->code / 100 == 5)
@@ -266,8 +291,9 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 	if (!log_enabled(LOG_L_INFO))
 		return;		/* log-level warn: the line is not built */
 	buf[0] = 0;
-	cat(buf, &n, "verdict=%s by=%s stage=%s %s", in->code ? verdict_word(in->code) : "accept",
-	    in->upstream ? "upstream" : "moat", rules_stage_name(in->stage), in->who);
+	cat(buf, &n, "verdict=%s by=%s stage=%s %s", in->abandoned ? "abandoned" : in->code ?
+	    verdict_word(in->code) : "accept", in->upstream ? "upstream" : "moat",
+	    rules_stage_name(in->stage), in->who);
 	if (r != NULL) {
 		cat_esc(buf, &n, "from", r->from, strlen(r->from), "<", ">");
 		for (unsigned i = 0; i < r->nr; i++) {

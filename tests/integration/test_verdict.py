@@ -128,3 +128,19 @@ def test_dmarc_rejection_at_end_of_data(fake, moatd_factory, dns, dkim_key):  # 
     assert v["dmarc"] == "fail" and v["spf"] == "fail", v
     assert int(v["size"]) > 0 and re.fullmatch(r"\S+:\d+", v["rule"]), v
     assert len(vlines(m)) == 1, vlines(m)
+
+
+def test_abandoned_transaction_gets_its_line(fake, moatd_factory):
+    m = moatd_factory(fake.address)
+    with Client(m.port, m.host, timeout=8) as c:
+        c.ehlo("client.example")
+        assert c.cmd("MAIL FROM:<a@sender.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+        assert c.cmd("RSET").code == 250
+        assert c.cmd("MAIL FROM:<b@sender.test>").code == 250    # no recipient: no line
+        c.cmd("QUIT")
+    v = fields(wait_vline(m, "verdict=abandoned")[0])
+    assert v["by"] == "moat" and v["code"] == "-" and "reply" not in v, v
+    assert v["from"] == "<a@sender.test>" and v["to"] == ["<user@example.org>:250:2.1.5"], v
+    m.wait_log("disconnect", timeout=5)
+    assert len(vlines(m)) == 1, vlines(m)
