@@ -19,6 +19,7 @@
 
 static const char *log_prog = "moat";
 static bool log_syslog;
+static bool log_no_socket;	/* syslog, but no /dev/log: errors also to stderr */
 static volatile int log_min = LOG_L_INFO;
 static log_sink_fn log_sink;
 static void *log_sink_arg;
@@ -39,6 +40,9 @@ log_init(const char *prog, bool use_syslog, enum log_level min)
 	log_min = min;
 	if (use_syslog)
 		openlog(prog, LOG_PID | LOG_NDELAY, LOG_MAIL);
+	/* syslog(3) drops lines silently when nothing listens: an error, or
+	 * the reason a start fails, must be seen somewhere */
+	log_no_socket = use_syslog && access("/dev/log", W_OK) != 0;
 }
 
 /* log_set_level - change the threshold (reload) */
@@ -114,6 +118,15 @@ log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap
 			syslog(log_prio[lvl], "%s", line);
 		else
 			syslog(log_prio[lvl], "%s: %s", log_names[lvl], line);
+		if (log_no_socket && lvl >= LOG_L_ERROR) {
+			char head[96];
+			int h = snprintf(head, sizeof(head), "%s[%ld]: %s: ", log_prog,
+			    (long)getpid(), log_names[lvl]);
+			ssize_t w = write(STDERR_FILENO, head, h > 0 ? (size_t)h : 0);
+			line[n++] = '\n';
+			w = write(STDERR_FILENO, line, n);
+			(void)w;
+		}
 		return;
 	}
 	line[n++] = '\n';

@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include <event2/event.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include "dkim.h"
@@ -58,6 +59,7 @@
 #include "filter.h"
 #include "greylist.h"
 #include "log.h"
+#include "metrics.h"
 #include "owner.h"
 #include "rules.h"
 #include "sauth.h"
@@ -74,6 +76,7 @@ struct eng_q {
 	unsigned char kind;		/* EQ_* */
 	unsigned char index;		/* fcrdns step, or zone */
 	unsigned short gen;		/* the question it answers */
+	uint32_t sent_ms;		/* a zone's query: when it went (latency) */
 };
 
 /* the DNS checks: FCrDNS and the zones (made on first use) */
@@ -103,6 +106,7 @@ struct eng_txn {
 	bool gl_tempfail;
 	char gl_rcpt[SMTP_PATH_MAX + 1];
 	char gl_text[160];
+	char gl_word[16];		/* the last decision, for the verdict line */
 	/* SPF of MAIL FROM */
 	unsigned char spf_state;
 	enum spf_res spf;
@@ -163,10 +167,16 @@ struct eng_sess {
 	unsigned short spf_helo_gen;
 	unsigned short txn_gen;
 	struct eng_txn *txn;
+	struct vl_sess *vl;		/* the verdict lines' records (engine_vlog.c) */
 };
 
 static void eng_answered(struct eng_sess *e);
 static void arm_deadline(struct eng_sess *e);
+static void vlog_who(const struct eng_sess *e, char *out, size_t size);
+static void vlog_summary(const struct eng_sess *e, char *out, size_t size);
+struct vl_line_in;
+static void vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in,
+	char *who, size_t size);
 
 /* now_ms - monotonic milliseconds */
 static uint64_t
@@ -259,7 +269,14 @@ dns_done(void *ctx, uint64_t tag, const struct dns_answer *a)
 				fc_result(e);
 		}
 	} else if (q->gen == e->dns->zgen[q->index] && e->dns->dz.r[q->index].state == DZ_PENDING) {
+		const char *zn = e->conf->dnsbl->z[q->index].name;
+
+		metrics_observe(MF_DNSBL_LATENCY, zn, (uint64_t)((uint32_t)now_ms() - q->sent_ms) * 1000);
 		zone_answer(e, q->index, a);
+		if (e->dns->dz.r[q->index].verdict == DNSBL_V_ERROR)
+			metrics_inc(MF_DNSBL_ERRORS, zn, NULL);
+		else if (e->dns->dz.r[q->index].verdict == DNSBL_V_LISTED)
+			metrics_inc(MF_DNSBL_LISTED, zn, NULL);
 	}
 	free(q);
 	eng_answered(e);
@@ -274,6 +291,7 @@ send_q(struct eng_sess *e, const char *name, int rrtype, int kind, int index, un
 	if (e->el->query == NULL)
 		return -1;
 	q = q_new(e, kind, index, gen);
+	q->sent_ms = (uint32_t)now_ms();
 	if (e->el->query(e->el->dns, name, rrtype, (unsigned)e->conf->dns_timeout_ms, dns_done, q,
 	    e->id) != 0) {
 		q_unlink(q);
@@ -300,7 +318,12 @@ zone_answer(struct eng_sess *e, int zone, const struct dns_answer *a)
 static int
 zone_send(void *arg, const char *name, int zone, unsigned short gen)
 {
-	return send_q(arg, name, DNS_T_A, EQ_ZONE, zone, gen);
+	struct eng_sess *e = arg;
+	int rc = send_q(e, name, DNS_T_A, EQ_ZONE, zone, gen);
+
+	if (rc == 0)
+		metrics_inc(MF_DNSBL_QUERIES, e->conf->dnsbl->z[zone].name, NULL);
+	return rc;
 }
 
 /* zones_start - query every enabled zone of a type about a subject */
@@ -417,6 +440,7 @@ spf_done(void *arg)
 	} else if (e->txn != NULL && j->q->gen == e->txn->gen) {
 		e->txn->spf_state = CHECK_DONE;
 		e->txn->spf = o->res;
+		metrics_inc(MF_SPF, spf_res_name(o->res), NULL);
 		snprintf(e->txn->spf_domain, sizeof(e->txn->spf_domain), "%s", o->domain);
 		snprintf(e->txn->spf_exp, sizeof(e->txn->spf_exp), "%s", o->explanation);
 	}
@@ -521,9 +545,12 @@ sauth_done(void *arg)
 		*t->dkim = j->w.dkim;
 	}
 	snprintf(t->dkim_word, sizeof(t->dkim_word), "%s", sauth_dkim_word(t->dkim));
+	if (j->w.have_dkim)
+		metrics_inc(MF_DKIM, t->dkim_word, NULL);
 	if (j->w.do_dmarc) {
 		t->dmarc = xmalloc(sizeof(*t->dmarc));
 		*t->dmarc = j->w.dmarc;
+		metrics_inc(MF_DMARC, dmarc_result_name(t->dmarc->result), NULL);
 	}
 	sauth_log(&j->w, e->id);
 	eng_answered(e);
@@ -677,6 +704,10 @@ gl_result(struct eng_sess *e, const struct greylist_verdict *v)
 	}
 	greylist_outcome(v, e->conf->greylist.on_error, &t->gl_tempfail, t->gl_text,
 	    sizeof(t->gl_text), e->id);
+	snprintf(t->gl_word, sizeof(t->gl_word), "%s", v->status == GL_GREYLISTED ?
+	    greylist_reason_name(v->reason) : v->status == GL_PASS ? "passed" :
+	    greylist_status_name(v->status));
+	metrics_inc(MF_GREYLIST, t->gl_word, NULL);
 }
 
 /* gl_done - the greylist's decision, on the session's loop */
@@ -1043,6 +1074,8 @@ engine_sess_new(struct engine_loop *el, struct conf *c, uint64_t id,
 	const struct sockaddr *client, bool submission, eng_resume_fn resume, void *arg)
 {
 	struct eng_sess *e = xcalloc(1, sizeof(*e));
+
+	e->vl = vl_new();
 	const struct dnsbl_set *set = c->dnsbl;
 	bool fc;
 
@@ -1105,6 +1138,7 @@ engine_sess_free(struct eng_sess *e)
 	free(e->hdrs);
 	free(e->client_name);
 	conf_unref(e->conf);
+	vl_free(e->vl);
 	free(e);
 }
 
@@ -1157,6 +1191,19 @@ engine_txn_end(struct eng_sess *e)
 {
 	if (e->txn == NULL)
 		return;
+	if (vl_abandoned(e->vl) && log_enabled(LOG_L_INFO) && !engine_g.opts.greylist_offline) {
+		/* RSET, QUIT, a new MAIL or HELO, a lost connection: the
+		 * transaction's line all the same */
+		char who[2 * LOG_ESC_SIZE + 96], sum[200];
+		struct vl_line_in in;
+
+		vlog_in(e, RS_RCPT, &in, who, sizeof(who));
+		vlog_summary(e, sum, sizeof(sum));
+		in.summary = sum;
+		in.abandoned = true;
+		vl_abandon_line(e->vl, &in, now_ms());
+	}
+	vl_end(e->vl);
 	txn_free(e->txn);
 	e->txn = NULL;
 	e->txn_gen++;		/* late answers are dropped */
@@ -1209,6 +1256,12 @@ engine_mail(struct eng_sess *e, const struct smtp_addr *from, const struct smtp_
 	t->gen = ++e->txn_gen;
 	if (from != NULL)
 		t->from = *from;
+	{
+		char sender[SMTP_PATH_MAX + 1];
+
+		addr_text(&t->from, sender, sizeof(sender));
+		vl_begin(e->vl, sender, now_ms());
+	}
 	t->declared_size = mp != NULL && mp->has_size ? mp->size : 0;
 	if (set != NULL && (set->types & (1u << DNSBL_T_SENDER))) {
 		struct eng_dns *dn = dns_of(e);
@@ -1392,6 +1445,150 @@ builtin_data(struct eng_sess *e, struct eng_verdict *v)
 	return true;
 }
 
+/* ---------------------------------------------------------------------
+ * The verdict line (engine_vlog.c keeps the records)
+ */
+
+/* vlog_who - "client=NAME[ADDR]:PORT helo=<...>" */
+static void
+vlog_who(const struct eng_sess *e, char *out, size_t size)
+{
+	char addr[INET6_ADDRSTRLEN] = "unknown", esc[LOG_ESC_SIZE], name[LOG_ESC_SIZE];
+	unsigned port = 0;
+
+	if (e->have_peer && e->peer.sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &e->peer.sin.sin_addr, addr, sizeof(addr));
+		port = ntohs(e->peer.sin.sin_port);
+	} else if (e->have_peer && e->peer.sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &e->peer.sin6.sin6_addr, addr, sizeof(addr));
+		port = ntohs(e->peer.sin6.sin6_port);
+	}
+	log_escape(name, sizeof(name), e->client_name ? e->client_name : "unknown",
+	    strlen(e->client_name ? e->client_name : "unknown"));
+	log_escape(esc, sizeof(esc), e->helo ? e->helo : "", e->helo ? strlen(e->helo) : 0);
+	snprintf(out, size, "client=%s[%s]:%u helo=<%s>", name, addr, port, esc);
+}
+
+/* vlog_summary - the checks, one word each */
+static void
+vlog_summary(const struct eng_sess *e, char *out, size_t size)
+{
+	const struct eng_txn *t = e->txn;
+	int64_t dnsbl = 0;
+
+	if (e->dns != NULL && e->conf->dnsbl != NULL) {
+		struct dnsbl_summary sum;
+
+		dnsbl_summarise(e->conf->dnsbl, &e->dns->dz, &sum);
+		dnsbl = sum.score;
+	}
+	snprintf(out, size, "spf=%s dkim=%s dmarc=%s dnsbl=%lld greylist=%s",
+	    t != NULL && t->spf_state == CHECK_DONE ? spf_res_name(t->spf) : "none",
+	    t != NULL && t->dkim_word[0] ? t->dkim_word : "none",
+	    t != NULL && t->dmarc != NULL ? dmarc_result_name(t->dmarc->result) : "none",
+	    (long long)dnsbl, t != NULL && t->gl_word[0] ? t->gl_word : "none");
+}
+
+/* vlog_in - a verdict line's common fields: who, session, stage */
+static void
+vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in, char *who,
+	size_t size)
+{
+	vlog_who(e, who, size);
+	memset(in, 0, sizeof(*in));
+	in->sid = e->id;
+	in->stage = st;
+	in->who = who;
+}
+
+/* vlog_stage - the stage's verdict into the records; a refusal's line */
+static void
+vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v, bool refused)
+{
+	char rcpt[SMTP_PATH_MAX + 1], who[2 * LOG_ESC_SIZE + 96], sum[200];
+	struct vl_line_in in;
+
+	if (engine_g.opts.greylist_offline)
+		return;		/* explain: it prints its own trace */
+	if (st == RS_RCPT && e->txn != NULL) {
+		addr_text(&e->txn->rcpt, rcpt, sizeof(rcpt));
+		vl_rcpt(e->vl, rcpt, refused ? v->code : 0, v->enh);
+	}
+	vlog_summary(e, sum, sizeof(sum));
+	if (!refused) {
+		if (st == RS_MAIL) {
+			vl_mail_passed(e->vl);
+			metrics_inc(MF_TRANSACTIONS, NULL, NULL);
+		}
+		else if (st == RS_DATA && e->txn != NULL)
+			vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
+		return;
+	}
+	if (st == RS_DATA && e->txn != NULL)
+		vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
+	vlog_in(e, st, &in, who, sizeof(who));
+	in.code = v->code;
+	in.enh = v->enh;
+	in.text = v->text;
+	in.len = strlen(v->text);
+	in.rule_file = v->rule_file;
+	in.rule_line = v->rule_line;
+	in.summary = sum;
+	vl_refusal(e->vl, &in, now_ms());
+}
+
+/* engine_upstream_replies - the front-end reports the upstream's replies */
+void
+engine_upstream_replies(struct eng_sess *e)
+{
+	vl_set_upstream(e->vl);
+}
+
+/* engine_upstream_reply - the upstream answered MAIL, RCPT, DATA or the
+ * end of the data (RS_DATA for both) */
+void
+engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const char *enh,
+	const char *text, size_t len)
+{
+	char who[2 * LOG_ESC_SIZE + 96], sum[200];
+	struct vl_line_in in;
+
+	if (st != RS_DATA || code != 354) {
+		char cls[4] = { (char)('0' + (code / 100) % 10), 'x', 'x', 0 };
+
+		metrics_inc(MF_UPS_REPLIES, cls, NULL);
+	}
+	vlog_in(e, st, &in, who, sizeof(who));
+	vlog_summary(e, sum, sizeof(sum));	/* the data's own replaces it */
+	in.code = code;
+	in.enh = enh;
+	in.text = text;
+	in.len = len;
+	in.upstream = true;
+	in.summary = sum;
+	vl_upstream(e->vl, &in, now_ms());
+}
+
+/* engine_upstream_lost - nothing more comes from the upstream */
+void
+engine_upstream_lost(struct eng_sess *e)
+{
+	vl_lost(e->vl);
+}
+
+/* engine_txn_accepted - a front-end without an upstream let the message
+ * go (before engine_txn_end) */
+void
+engine_txn_accepted(struct eng_sess *e, const char *queue_id)
+{
+	char who[2 * LOG_ESC_SIZE + 96];
+	struct vl_line_in in;
+
+	vlog_in(e, RS_DATA, &in, who, sizeof(who));
+	in.queue_id = queue_id;
+	vl_accepted(e->vl, &in, now_ms());
+}
+
 /* engine_stage - a stage's verdict, or a wait */
 enum eng_rc
 engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
@@ -1414,13 +1611,13 @@ engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
 	e->deadline_ms = 0;
 	if (e->ev_deadline != NULL)
 		evtimer_del(e->ev_deadline);
-	if (st == RS_DATA && builtin_data(e, v))
-		return ENG_REFUSE;
-	policy(e, st, v);
-	if (v->verdict != RV_REJECT && v->verdict != RV_TEMPFAIL)
+	if (!(st == RS_DATA && builtin_data(e, v)))
+		policy(e, st, v);
+	if (v->verdict != RV_REJECT && v->verdict != RV_TEMPFAIL) {
+		vlog_stage(e, st, v, false);
 		return ENG_CONTINUE;
-	log_msg(LOG_L_INFO, e->id, "%s stage=%s code=%d", v->verdict == RV_REJECT ? "reject" :
-	    "tempfail", rules_stage_name(st), v->code);
+	}
+	vlog_stage(e, st, v, true);
 	if (st == RS_HELO) {
 		free(e->helo);	/* refused: as if no HELO was given */
 		e->helo = NULL;
@@ -1492,6 +1689,7 @@ engine_headers(struct eng_sess *e, size_t *len, unsigned *removed)
 		sh.dkim = t->dkim;
 		sh.dkim_on = e->conf->dkim && engine_g.dkim != NULL;
 		sh.dmarc = t->dmarc;
+		sh.auth = e->login;
 		ar = sauth_header(&sh, &arlen);
 	}
 	sig = sign(e, &siglen);

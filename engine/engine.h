@@ -80,6 +80,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "conf.h"
 #include "rules.h"
@@ -122,6 +123,29 @@ void engine_timers_stop(void);
  * bases are freed: finish the pool's jobs, stop the resolver, free the
  * loops' parts, save and close the store, free the rest */
 void engine_shutdown(void);
+/* control_open - the control socket (engine_ctl.c) on that loop; info
+ * says who answers and how to get the policy in force. control_chown()
+ * gives it to the user moat becomes; control_close() after
+ * engine_shutdown(), before the loop is freed. */
+struct control_info {
+	const char *who;		/* "moatd", "moat-milter" */
+	bool upstream;			/* status checks the upstream (moatd) */
+	struct conf *(*current)(void);	/* a new reference to the policy in force */
+};
+int control_open(struct event_base *base, const char *path, const struct control_info *info,
+	char *err, size_t errlen);
+void control_chown(uid_t uid, gid_t gid);
+void control_close(void);
+/* engine_startup_checks - the upstream (when upstream: moatd), Redis, the
+ * resolver, the greylist store's and spool directory's permissions for
+ * user: one warning line each that fails (engine_check.c); blocks,
+ * bounded: call before the loops start. Returns the number of warnings. */
+int engine_startup_checks(const struct conf *c, bool upstream, bool resolver);
+/* engine_metrics_open - serve GET /metrics on the policy's metrics-listen
+ * (nothing when unset), on that loop; -1 with err when it cannot bind.
+ * engine_metrics_close() before the loop is freed. */
+int engine_metrics_open(struct event_base *base, const struct conf *c, char *err, size_t errlen);
+void engine_metrics_close(void);
 /* engine_store_save - save the embedded greylist store now (0, or -1 logged) */
 int engine_store_save(void);
 struct glstore *engine_glstore(void);
@@ -226,6 +250,35 @@ bool engine_stage_may_refuse(const struct conf *c, enum rules_stage st);
  * allocated, the caller frees), NULL when none; *removed: forged
  * Authentication-Results fields the scanner dropped */
 char *engine_headers(struct eng_sess *e, size_t *len, unsigned *removed);
+
+/* ---------------------------------------------------------------------
+ * The verdict line
+ *
+ * One info line per refusal (moat's or the upstream's) and one per
+ * transaction that reached the end of its data, the same from every
+ * front-end, e.g.
+ *
+ *   verdict=reject by=moat stage=rcpt client=NAME[ADDR]:PORT helo=<h>
+ *   from=<a@b> to=<c@d>:451:4.7.1 code=451 enh=4.7.1 reply="..." rule=FILE:LINE
+ *   spf=pass dkim=none dmarc=none dnsbl=0 greylist=new time=0.012
+ *
+ * verdict= follows the reply's code (2xx accept, 4xx tempfail, 5xx
+ * reject); reply= is the text as sent, escaped. engine_stage() writes
+ * moat's refusals itself. A front-end that relays to an upstream calls
+ * engine_upstream_replies() once, then engine_upstream_reply() with each
+ * upstream reply to MAIL, RCPT, DATA and the end of the data (RS_DATA),
+ * in the order they come (a refusal gets its line, by=upstream; the
+ * reply after the data gives the transaction's line, with the queue id
+ * of a 250), and engine_upstream_lost() when the upstream is gone. A
+ * front-end without one (moat-milter) calls engine_txn_accepted() when
+ * it lets a message go. A transaction with recipients that ends before
+ * its data gets a verdict=abandoned line from engine_txn_end().
+ */
+void engine_upstream_replies(struct eng_sess *e);
+void engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const char *enh,
+	const char *text, size_t len);
+void engine_upstream_lost(struct eng_sess *e);
+void engine_txn_accepted(struct eng_sess *e, const char *queue_id);
 
 /* ---------------------------------------------------------------------
  * Messages (any thread)

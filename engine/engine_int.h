@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "engine.h"
 #include "hdrscan.h"
@@ -44,6 +45,7 @@ struct engine_g {
 	struct glstore *store;		/* the embedded greylist store, or NULL */
 	bool greylist;			/* the loops get a greylist handle */
 	struct engine_loop *loops;
+	time_t started;			/* engine_init() */
 };
 extern struct engine_g engine_g;
 
@@ -64,5 +66,43 @@ struct eng_msg {
 	char *hdr;
 	size_t hdr_len;
 };
+
+/* the verdict line (engine_vlog.c): one per transaction and refusal */
+struct dns_answer;
+char *engine_health(const struct conf *c, bool upstream, bool *bad);
+void engine_resolver_probe_result(const struct conf *c, const struct dns_answer *a);
+
+struct vl_sess;
+struct vl_line_in {
+	uint64_t sid;
+	enum rules_stage stage;
+	const char *who;		/* "client=NAME[ADDR]:PORT helo=<...>", escaped */
+	int code;			/* 0: none known (a milter's accepted message) */
+	const char *enh;
+	const char *text;		/* the reply text as sent, or NULL */
+	size_t len;
+	bool upstream;			/* by=upstream */
+	const char *rule_file;		/* or NULL */
+	int rule_line;
+	const char *summary;		/* "spf=... dkim=... dmarc=... dnsbl=N greylist=..." */
+	const char *queue_id;
+	bool abandoned;			/* verdict=abandoned: ended before its data */
+};
+struct vl_sess *vl_new(void);
+void vl_free(struct vl_sess *v);
+void vl_set_upstream(struct vl_sess *v);
+void vl_begin(struct vl_sess *v, const char *from, uint64_t now_ms);
+void vl_end(struct vl_sess *v);
+void vl_mail_passed(struct vl_sess *v);
+bool vl_abandoned(struct vl_sess *v);
+void vl_abandon_line(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms);
+void vl_rcpt(struct vl_sess *v, const char *addr, int code, const char *enh);
+void vl_data(struct vl_sess *v, uint64_t size, const char *summary, const char *rule_file,
+	int rule_line);
+void vl_refusal(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms);
+void vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms);
+void vl_accepted(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms);
+void vl_lost(struct vl_sess *v);
+void vl_queue_id(const char *text, size_t len, char *out, size_t size);
 
 #endif

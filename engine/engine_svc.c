@@ -26,13 +26,26 @@
  *	counters moved, a "stats greylist" line. The
  *	embedded greylist store is saved every greylist-store-save-interval
  *	and at engine_shutdown(), so a crash loses at most one interval.
+ *
+ *	engine_metrics_open() serves GET /metrics (metrics.h, the Prometheus
+ *	text format) on metrics-listen, with libevent's evhttp on the loop
+ *	given (moatd's main loop, moat-milter's engine loop). It binds before
+ *	the privileges are dropped; the address of the policy at start holds
+ *	for the process (a reload that changes it is warned about).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
 #include <event2/event.h>
+#include <event2/http.h>
+#include <event2/util.h>
 
 #include "conf_reload.h"
 #include "dkim.h"
@@ -46,6 +59,7 @@
 #include "glstore.h"
 #include "greylist.h"
 #include "log.h"
+#include "metrics.h"
 #include "workq.h"
 #include "xalloc.h"
 
@@ -58,6 +72,7 @@ engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errle
 	static const struct engine_opts none;
 
 	engine_g.opts = o != NULL ? *o : none;
+	engine_g.started = time(NULL);
 	engine_g.workq = workq_new(8, 4096);	/* SPF, DKIM, DMARC: they wait on DNS */
 	if (!engine_g.opts.no_network) {
 		char *derr = NULL;
@@ -217,6 +232,8 @@ probe_finish(struct probe_round *pr)
 			dnsbl_probe_result(&pr->c->dnsbl->z[i], pr->z[i].listed_ok,
 			    pr->z[i].unlisted_ok, pr->z[i].temp);
 		dnsbl_log_stats(&pr->c->dnsbl->z[i]);
+		metrics_set(MF_DNSBL_DISABLED, pr->c->dnsbl->z[i].name, NULL,
+		    !dnsbl_zone_enabled(&pr->c->dnsbl->z[i]));
 	}
 	stats_greylist(pr->c);
 	conf_unref(pr->c);
@@ -267,6 +284,20 @@ probe_send(struct probe_round *pr, int zone, bool listed)
 		return;
 	}
 	pr->pending++;
+}
+
+/* probe_resolver_done - the start-up probe of the resolver */
+static void
+probe_resolver_done(void *ctx, uint64_t tag, const struct dns_answer *a)
+{
+	struct conf *c = tm.current != NULL ? tm.current() : NULL;
+
+	(void)ctx;
+	(void)tag;
+	if (c != NULL) {
+		engine_resolver_probe_result(c, a);
+		conf_unref(c);
+	}
 }
 
 /* probe_cb - one round over the zones of the policy in force */
@@ -349,6 +380,10 @@ engine_timers_start(struct event_base *base, struct conf *(*current)(void))
 		fatal("evtimer_new failed");
 	if (engine_g.store != NULL)
 		save_arm();
+	if (c->startup_checks && tm.dns != NULL &&
+	    dns_query(tm.dns, ".", DNS_T_NS, (unsigned)c->dns_timeout_ms, probe_resolver_done,
+	    NULL, 0) != 0)
+		engine_resolver_probe_result(c, NULL);
 	if (c->dnsbl != NULL)
 		event_active(tm.ev_probe, EV_TIMEOUT, 0);
 	else {
@@ -364,6 +399,7 @@ engine_timers_start(struct event_base *base, struct conf *(*current)(void))
 void
 engine_timers_stop(void)
 {
+	engine_metrics_close();
 	if (tm.base == NULL)
 		return;
 	event_free(tm.ev_probe);
@@ -406,4 +442,82 @@ engine_shutdown(void)
 	engine_g.dkims = NULL;
 	dmarc_psl_free(engine_g.psl);
 	engine_g.psl = NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * The metrics endpoint
+ */
+
+static struct evhttp *metrics_http;
+
+/* metrics_cb - GET /metrics; 404 elsewhere, 405 for other methods */
+static void
+metrics_cb(struct evhttp_request *req, void *arg)
+{
+	const char *uri = evhttp_request_get_uri(req);
+	struct evbuffer *b;
+	char *text;
+	size_t len;
+
+	(void)arg;
+	if (uri == NULL || (strcmp(uri, "/metrics") != 0 && strncmp(uri, "/metrics?", 9) != 0)) {
+		evhttp_send_error(req, HTTP_NOTFOUND, NULL);
+		return;
+	}
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
+	    evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+		evhttp_send_error(req, 405, "Method Not Allowed");
+		return;
+	}
+	text = metrics_render(&len);
+	b = evbuffer_new();
+	if (b == NULL)
+		panic("evbuffer_new failed");
+	evbuffer_add(b, text, len);
+	free(text);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, HTTP_OK, "OK", b);
+	evbuffer_free(b);
+}
+
+/* engine_metrics_open - serve /metrics on metrics-listen, if set */
+int
+engine_metrics_open(struct event_base *base, const struct conf *c, char *err, size_t errlen)
+{
+	const struct conf_addr *a = &c->metrics_listen;
+	int fd, one = 1;
+
+	if (a->salen == 0 || metrics_http != NULL)
+		return 0;
+	fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(fd, (const struct sockaddr *)&a->sa, a->salen) != 0 || listen(fd, 64) != 0) {
+		snprintf(err, errlen, "metrics-listen %s: %s", a->text, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	metrics_http = evhttp_new(base);
+	if (metrics_http == NULL || evhttp_accept_socket(metrics_http, fd) != 0) {
+		snprintf(err, errlen, "metrics-listen %s: evhttp failed", a->text);
+		close(fd);
+		return -1;
+	}
+	evhttp_set_timeout(metrics_http, 10);
+	evhttp_set_max_headers_size(metrics_http, 8192);
+	evhttp_set_max_body_size(metrics_http, 0);
+	evhttp_set_allowed_methods(metrics_http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_gencb(metrics_http, metrics_cb, NULL);
+	log_msg(LOG_L_INFO, 0, "metrics listen=%s path=/metrics", a->text);
+	return 0;
+}
+
+/* engine_metrics_close - before the loop is freed */
+void
+engine_metrics_close(void)
+{
+	if (metrics_http != NULL)
+		evhttp_free(metrics_http);
+	metrics_http = NULL;
 }

@@ -143,6 +143,12 @@ sauth_header(const struct sauth_hdr *h, size_t *len)
 		authres_add(&ar, "dkim", "none", NULL);
 	if (h->dmarc != NULL)
 		dmarc_authres(h->dmarc, &ar);
+	if (h->auth != NULL) {
+		/* RFC 8601 2.7.4: the identity the client authenticated as */
+		i = authres_add(&ar, "auth", "pass", NULL);
+		if (i >= 0)
+			authres_prop(&ar, i, "smtp.auth", h->auth, strlen(h->auth));
+	}
 	if (ar.n == 0)
 		authres_add(&ar, "none", NULL, NULL);
 	buf = xmalloc(cap);

@@ -56,6 +56,7 @@ struct sauth_hdr {
 	const struct dkimv_outcome *dkim;	/* or NULL */
 	bool dkim_on;			/* dkim=none when no outcome */
 	const struct dmarc_outcome *dmarc;	/* or NULL */
+	const char *auth;		/* the login SMTP AUTH accepted, or NULL */
 };
 
 /* One SPF check of a session or milter connection (the front-end embeds

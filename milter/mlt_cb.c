@@ -45,6 +45,7 @@
 #include "engine.h"
 #include "hdrscan.h"
 #include "log.h"
+#include "metrics.h"
 #include "mlt.h"
 #include "rules.h"
 #include "xalloc.h"
@@ -270,6 +271,8 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 		return SMFIS_CONTINUE;	/* the reply can only be set at a later callback */
 	}
 	p->counted = true;
+	metrics_inc(MF_SESSIONS_OPENED, NULL, NULL);
+	metrics_add(MF_SESSIONS_ACTIVE, NULL, NULL, 1);
 	p->conf = mlt_policy_get();	/* for the whole connection */
 	p->mc = mlt_conn_new();
 	rq = mlt_req_new(p->mc, MS_CONNECT, p->id);
@@ -526,6 +529,7 @@ cb_eom(SMFICTX *ctx)
 	rq->msg = p->msg;	/* the engine's from now on */
 	p->msg = NULL;
 	rq->size = p->size;
+	copy_macro(ctx, "i", rq->text, sizeof(rq->text));	/* the MTA's queue id */
 	rc = mlt_req_call(rq, mlt_opts.deadline_ms);
 	if (rc == 0 && rq->verdict != RV_REJECT && rq->verdict != RV_TEMPFAIL) {
 		char an[] = "Authentication-Results";
@@ -567,6 +571,7 @@ cb_close(SMFICTX *ctx)
 		mlt_req_post(mlt_req_new(p->mc, MS_CLOSE, p->id));
 	if (p->counted) {
 		__atomic_sub_fetch(&mlt_conns, 1, __ATOMIC_RELAXED);
+		metrics_add(MF_SESSIONS_ACTIVE, NULL, NULL, -1);
 		log_msg(LOG_L_INFO, p->id, "disconnect");
 	}
 	conf_unref(p->conf);

@@ -248,6 +248,7 @@ mc_step(struct mlt_conn *mc)
 			unsigned removed;
 
 			rq->hdrs = engine_headers(mc->e, &rq->hdrs_len, &removed);
+			engine_txn_accepted(mc->e, rq->text);
 			log_msg(LOG_L_INFO, mc->id, "message size=%llu rcpts=%u",
 			    (unsigned long long)rq->size, mc->nrcpt);
 		}
@@ -426,6 +427,15 @@ mlt_engine_start(struct conf *c, char *err, size_t errlen)
 		snprintf(err, errlen, "event_base_new failed");
 		return -1;
 	}
+	if (engine_metrics_open(eng.base, c, err, errlen) != 0)
+		return -1;
+	if (c->control_socket != NULL) {
+		/* moatctl status and greylist, on this loop (the store's own) */
+		const struct control_info ci = { "moat-milter", false, mlt_policy_get };
+
+		if (control_open(eng.base, c->control_socket, &ci, err, errlen) != 0)
+			return -1;
+	}
 	eng.loop = engine_loop_new(eng.base, c);
 	/* the DNSBL probes and the greylist store's save run on this loop */
 	engine_timers_start(eng.base, mlt_policy_get);
@@ -447,6 +457,7 @@ mlt_engine_stop(void)
 	pthread_join(eng.thread, NULL);
 	engine_timers_stop();
 	engine_shutdown();	/* the pool, the resolver, the loop's parts, the store saved */
+	control_close();
 	mailbox_free(eng.mbox);
 	event_base_free(eng.base);
 }

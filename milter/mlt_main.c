@@ -38,6 +38,7 @@
 #include "conf.h"
 #include "conf_reload.h"
 #include "dnsbl.h"
+#include "engine.h"
 #include "log.h"
 #include "privs.h"
 #include "mlt.h"
@@ -80,7 +81,7 @@ drop_privileges(const struct conf *c)
 {
 	char err[256];
 
-	switch (privs_drop(c->user, NULL, err, sizeof(err))) {
+	switch (privs_drop(c->user, control_chown, err, sizeof(err))) {
 	case PRIVS_ERROR:
 		fatal("%s", err);
 	case PRIVS_KEPT_ROOT:
@@ -132,6 +133,7 @@ main(int argc, char **argv)
 	if (c == NULL)
 		return 1;
 	if (check_only) {
+		engine_startup_checks(c, false, true);
 		printf("%s: configuration OK\n", path);
 		conf_unref(c);
 		return 0;
@@ -162,6 +164,8 @@ main(int argc, char **argv)
 	}
 	if (mlt_engine_start(c, err, sizeof(err)) != 0)
 		fatal("%s", err);
+	if (c->startup_checks)
+		engine_startup_checks(c, false, false);
 	drop_privileges(c);
 	log_msg(LOG_L_INFO, 0, "ready socket=%s max-connections=%u deadline-ms=%u resolver=%s "
 	    "dnsbl-zones=%d", sock, mlt_opts.max_conns, mlt_opts.deadline_ms,

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conf.h"
@@ -133,6 +134,8 @@ static const struct conf_setting conf_settings[] = {
 	{ "dnsbl-probe-interval", CT_DUR, O(dnsbl_probe_ms), 1 * SEC, 86400 * SEC, "5m", NULL },
 	{ "greylist-store-save-interval", CT_DUR, O(glstore_save_ms), 1 * SEC, 86400 * SEC, "10m", NULL },
 	{ "control-socket", CT_STR, O(control_socket), 0, 0, NULL, NULL },
+	{ "metrics-listen", CT_ADDR, O(metrics_listen), 0, 0, NULL, NULL },
+	{ "startup-checks", CT_ENUM, O(startup_checks), 0, 0, "yes", conf_yesno_words },
 	{ "authserv-id", CT_HOST, O(authserv_id), 0, 0, NULL, NULL },
 	{ "spf", CT_ENUM, O(spf), 0, 0, "yes", conf_yesno_words },
 	{ "spf-timeout", CT_DUR, O(spf_timeout_ms), 1 * SEC, 60 * SEC, "10s", NULL },
@@ -970,6 +973,7 @@ conf_load(const char *path, char **errors)
 		return NULL;
 	}
 	c = conf_new(path);
+	c->loaded_at = time(NULL);
 	conf_parse_buffer(&p, c, c->path, buf, len, 0);
 	free(buf);
 	return conf_finish(&p, c, errors);

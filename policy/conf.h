@@ -27,6 +27,7 @@ struct conf *conf_load_buffer(const char *name, const char *buf, size_t len, cha
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "dns.h"
 #include "greylist.h"
@@ -116,6 +117,9 @@ struct conf {
 	char *psl_path;			/* public-suffix-list */
 	char *control_socket;		/* moatctl's way in, or NULL */
 	int policy_reply;		/* enum conf_preply: refusals on policy listeners */
+	struct conf_addr metrics_listen;	/* GET /metrics; salen 0: none */
+	int startup_checks;		/* bool: engine_startup_checks() at start */
+	time_t loaded_at;		/* when conf_load() read the file */
 
 	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
 	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */

@@ -72,6 +72,11 @@ conf_restart_warnings(const struct conf *n, const struct conf *old)
 	    conf_greylist_wanted(n) != conf_greylist_wanted(old))
 		log_msg(LOG_L_WARN, 0, "reload: redis and greylist-* changes, and greylisting "
 		    "turned on or off, take effect at restart");
+	if (strcmp(n->metrics_listen.text, old->metrics_listen.text) != 0 ||
+	    (n->control_socket == NULL) != (old->control_socket == NULL) ||
+	    (n->control_socket != NULL && strcmp(n->control_socket, old->control_socket) != 0))
+		log_msg(LOG_L_WARN, 0, "reload: metrics-listen and control-socket changes take "
+		    "effect at restart");
 }
 
 /* conf_current - a reference to the current policy (owned) */

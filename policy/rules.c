@@ -21,6 +21,7 @@
 #include "dnsbl.h"
 #include "lists.h"
 #include "log.h"
+#include "metrics.h"
 #include "owner.h"
 #include "rules.h"
 #include "xalloc.h"
@@ -1346,6 +1347,16 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 
 static const char *const verdict_names[] = { "continue", "accept", "reject", "tempfail" };
 
+/* rule_hit - a matched rule, for the metrics (label: its file:line) */
+static void
+rule_hit(const struct rule *ru, const char *verdict)
+{
+	char id[200];
+
+	snprintf(id, sizeof(id), "%s:%d", ru->file, ru->line);
+	metrics_inc(MF_RULE_HITS, id, verdict);
+}
+
 /* rules_stage_first_need - see rules.h */
 int
 rules_stage_first_need(const struct rules *r, enum rules_stage st, const struct rules_facts *f)
@@ -1434,6 +1445,7 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 			continue;
 		if (ru->mode == 1) {
 			res->monitored++;
+			rule_hit(ru, "monitor");
 			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d mode=monitor would=%s "
 			    "code=%d score=%+lld headers=%d", stage_names[st], ru->file, ru->line,
 			    verdict_names[ru->verdict], ru->code, (long long)ru->score, ru->nhdr);
@@ -1453,6 +1465,7 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 			res->hdr_value[res->nhdr++] = ru->hdr_value[i];
 		}
 		if (ru->verdict == RV_CONTINUE && !(ru->greylist && lf.greylist_tempfail)) {
+			rule_hit(ru, "continue");
 			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d verdict=continue "
 			    "score=%+lld headers=%d%s", stage_names[st], ru->file, ru->line,
 			    (long long)ru->score, ru->nhdr, ru->greylist ? " greylist=pass" : "");
@@ -1464,14 +1477,13 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 		res->text = ru->text;
 		res->file = ru->file;
 		res->line = ru->line;
-		{
-			char why[LOG_ESC_SIZE];
-			log_escape(why, sizeof(why), ru->text ? ru->text : "", ru->text ? strlen(ru->text) : 0);
-			log_msg(ru->verdict == RV_ACCEPT ? LOG_L_DEBUG : LOG_L_INFO, sid,
-			    "policy stage=%s rule=%s:%d verdict=%s code=%d score=%+lld reason=\"%s\"",
-			    stage_names[st], ru->file, ru->line, verdict_names[ru->verdict], ru->code,
-			    (long long)res->score, why);
-		}
+		rule_hit(ru, verdict_names[res->verdict]);
+		/* the verdict a greylist rule gives is its tempfail; the reply
+		 * as sent (templates expanded) is on the engine's verdict line */
+		log_msg(ru->verdict == RV_ACCEPT ? LOG_L_DEBUG : LOG_L_INFO, sid,
+		    "policy stage=%s rule=%s:%d verdict=%s code=%d score=%+lld",
+		    stage_names[st], ru->file, ru->line, verdict_names[res->verdict], ru->code,
+		    (long long)res->score);
 		return;
 	}
 }

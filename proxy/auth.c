@@ -7,16 +7,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include <event2/event.h>
 
 #include "auth.h"
 #include "log.h"
+#include "metrics.h"
 #include "moatd.h"
 #include "reply.h"
 #include "rules.h"
 #include "sasl.h"
 #include "session.h"
+#include "siphash.h"
 #include "xalloc.h"
 
 #define AUTH_TABLE_MAX 1024
@@ -222,6 +225,52 @@ check_auth(struct session *s, const struct smtp_cmd *c)
 	return true;
 }
 
+/* auth_login_plausible - does a failed login read as a mail address
+ * (local@host.domain, in the characters logins use)? Anything else may
+ * be a password typed into the user name field and is not logged */
+bool
+auth_login_plausible(const char *login)
+{
+	const char *at = strchr(login, '@'), *p;
+	size_t n = strlen(login);
+	bool dot = false;
+
+	if (at == NULL || at == login || at - login > 64 || n - (size_t)(at - login) > 254)
+		return false;
+	for (p = login; p < at; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("._+-", *p) != NULL))
+			return false;
+	for (p = at + 1; *p; p++) {
+		if (*p == '.') {
+			if (p == at + 1 || p[1] == 0 || p[-1] == '.')
+				return false;
+			dot = true;
+		} else if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || *p == '-'))
+			return false;
+	}
+	return dot;
+}
+
+/* auth_login_hash - a login as a keyed hash (the key: random per process) */
+static pthread_once_t auth_hash_once = PTHREAD_ONCE_INIT;
+static uint64_t auth_hash_k[2];
+
+static void
+auth_hash_init(void)
+{
+	if (getrandom(auth_hash_k, sizeof(auth_hash_k), 0) != (ssize_t)sizeof(auth_hash_k))
+		panic("getrandom failed");
+}
+
+static uint64_t
+auth_login_hash(const char *login)
+{
+	pthread_once(&auth_hash_once, auth_hash_init);
+	return siphash24(auth_hash_k[0], auth_hash_k[1], login, strlen(login));
+}
+
 /* auth_send - one line of the exchange to the upstream */
 static void
 auth_send(struct session *s, enum ups_kind kind, const char *a, size_t alen,
@@ -415,6 +464,7 @@ auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r)
 			char esc[LOG_ESC_SIZE];
 			log_escape(esc, sizeof(esc), a->login, strlen(a->login));
 			log_msg(LOG_L_INFO, s->id, "auth mech=%s login=\"%s\" result=ok", a->mech_name, esc);
+			metrics_inc(MF_AUTH, "success", NULL);
 		}
 		sess_slot_fill(s, sl, buf, (size_t)n);
 		return;
@@ -425,11 +475,18 @@ auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r)
 		return;
 	}
 	fails = auth_fail_count(s, true);
-	{
+	metrics_inc(MF_AUTH, "failure", NULL);
+	if (auth_login_plausible(a->pending)) {
 		char esc[LOG_ESC_SIZE];
 		log_escape(esc, sizeof(esc), a->pending, strlen(a->pending));
 		log_msg(LOG_L_INFO, s->id, "auth mech=%s login=\"%s\" result=failed code=%d failures=%u",
 		    a->mech_name, esc, r->code, fails);
+	} else {
+		/* maybe a password typed as the user name: only a keyed hash,
+		 * so repeated failures of one name still line up */
+		log_msg(LOG_L_INFO, s->id, "auth mech=%s login_hash=%016llx result=failed code=%d "
+		    "failures=%u", a->mech_name, (unsigned long long)auth_login_hash(a->pending),
+		    r->code, fails);
 	}
 	a->pending[0] = 0;
 	if (fails >= s->conf->auth_max_failures) {

@@ -10,6 +10,7 @@
  *	               size_t len);
  *	void auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r);
  *	const char *auth_login(const struct session *s);
+ *	bool auth_login_plausible(const char *login);
  *
  * DESCRIPTION
  *	moat holds no passwords: the exchange goes to the upstream MTA
@@ -19,7 +20,13 @@
  *	read from the client's own messages (sasl.h); mechanisms that do not
  *	name it are not offered and are refused. Neither the AUTH command's
  *	argument nor any response line is ever logged; the log says the
- *	mechanism, the login and the outcome.
+ *	mechanism, the login and the outcome. A failed login is logged as
+ *	login="..." only when auth_login_plausible() finds it reads as a
+ *	mail address; anything else may be a password typed as the user
+ *	name and is logged as login_hash= (SipHash, key random per process).
+ *	After an AUTH command (refused, failed, cancelled or not), the
+ *	session's lines are not logged, even at debug level, until a
+ *	recognised command comes; they are counted (lines_suppressed=N).
  *
  *	While an exchange is on (SP_AUTH), the session's line reader
  *	(smtp_server.c, the same that reads commands) hands each response
@@ -60,6 +67,7 @@ void auth_ups_reply(struct session *s, struct slot *sl, const struct reply *r);
 void auth_ups_lost(struct session *s);
 size_t auth_ehlo(const struct session *s, char *buf, size_t size);
 const char *auth_login(const struct session *s);
+bool auth_login_plausible(const char *login);
 void auth_reset(struct session *s);
 void auth_free(struct session *s);
 

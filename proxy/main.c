@@ -324,6 +324,8 @@ main(int argc, char **argv)
 		}
 	}
 	if (check_only) {
+		/* what the policy needs from outside: warnings, not errors */
+		engine_startup_checks(c, true, true);
 		printf("%s: configuration OK\n", conf_path);
 		conf_unref(c);
 		return 0;
@@ -349,6 +351,8 @@ main(int argc, char **argv)
 
 		if (engine_init(c, &eo, err, sizeof(err)) != 0)
 			fatal("%s", err);
+		if (c->startup_checks)
+			engine_startup_checks(c, true, false);
 	}
 	moatd.workers = xcalloc((size_t)nworkers, sizeof(struct worker));
 	for (int i = 0; i < nworkers; i++) {
@@ -378,9 +382,16 @@ main(int argc, char **argv)
 	if (main_base == NULL)
 		fatal("event_base_new failed");
 	if (c->control_socket != NULL) {
+		const struct control_info ci = { "moatd", true, moatd_conf_get };
 		char err[512];
 
-		if (control_open(main_base, c->control_socket, err, sizeof(err)) != 0)
+		if (control_open(main_base, c->control_socket, &ci, err, sizeof(err)) != 0)
+			fatal("%s", err);
+	}
+	{
+		char err[512];
+
+		if (engine_metrics_open(main_base, c, err, sizeof(err)) != 0)
 			fatal("%s", err);
 	}
 	drop_privileges(c);

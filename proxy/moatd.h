@@ -65,11 +65,6 @@ enum clients_admit clients_enter(const struct sockaddr *sa, const struct conf *c
 void clients_leave(const struct sockaddr *sa, unsigned v6prefix);
 unsigned clients_sessions(void);
 
-/* control.c: the control socket, on the main loop */
-int control_open(struct event_base *base, const char *path, char *err, size_t errlen);
-void control_chown(uid_t uid, gid_t gid);
-void control_close(void);
-
 /* pdel.c: the policy delegation front-end (listen ... policy) */
 void pdel_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa,
 	unsigned lflags);

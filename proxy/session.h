@@ -151,6 +151,9 @@ struct session {
 	struct eng_sess *eng;		/* the engine's side (engine.h), made on first use (sess_eng) */
 	unsigned short bare_lf_cmds;	/* command lines ended by a bare LF */
 	unsigned short unknown_cmds;	/* commands not recognised */
+	bool auth_quiet;		/* after AUTH: lines are not logged until a
+					 * recognised command (they may be secrets) */
+	unsigned lines_suppressed;	/* lines left out of the log meanwhile */
 	uint64_t greet_at_ms;		/* greet-delay: not before this */
 	unsigned errors, junk, ncmds, nmsgs;
 

@@ -79,6 +79,7 @@
 #include "conn.h"
 #include "engine.h"
 #include "log.h"
+#include "metrics.h"
 #include "moatd.h"
 #include "rules.h"
 #include "sasl.h"
@@ -390,6 +391,14 @@ sess_ups_reply(void *arg, enum ups_kind k, struct slot *sl, const struct reply *
 	default:
 		break;
 	}
+	if (s->eng != NULL && (k == UK_MAIL || k == UK_RCPT || k == UK_DATA || k == UK_DOT)) {
+		/* the verdict line: the upstream's part */
+		size_t l0;
+		const char *t0 = reply_line(r, 0, &l0);
+
+		engine_upstream_reply(s->eng, k == UK_MAIL ? RS_MAIL : k == UK_RCPT ? RS_RCPT : RS_DATA,
+		    r->code, r->enh, t0, l0);
+	}
 	if (sl == NULL)
 		return;
 	n = reply_render(r, 0, true, buf, sizeof(buf));
@@ -422,6 +431,8 @@ sess_ups_lost(void *arg)
 		s->txn->mail_failed = true;
 		s->txn->lost = true;
 	}
+	if (s->eng != NULL)
+		engine_upstream_lost(s->eng);
 	auth_ups_lost(s);
 }
 
@@ -566,9 +577,11 @@ sess_resume(void *arg)
 static struct eng_sess *
 sess_eng(struct session *s)
 {
-	if (s->eng == NULL)
+	if (s->eng == NULL) {
 		s->eng = engine_sess_new(s->w->eng, s->conf, s->id, (const struct sockaddr *)&s->peer,
 		    (s->lflags & CONF_LISTEN_SUBMISSION) != 0, sess_resume, s);
+		engine_upstream_replies(s->eng);
+	}
 	return s->eng;
 }
 
@@ -1050,6 +1063,16 @@ sess_verb_of_stage(enum rules_stage st)
 	panic("no verb for stage %d", (int)st);
 }
 
+/* sess_quiet_end - the lines after an AUTH are logged again */
+static void
+sess_quiet_end(struct session *s)
+{
+	if (s->lines_suppressed > 0)
+		log_msg(LOG_L_INFO, s->id, "auth lines_suppressed=%u", s->lines_suppressed);
+	s->auth_quiet = false;
+	s->lines_suppressed = 0;
+}
+
 /* sess_command - one complete command line (no line end), parsed */
 static void
 sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
@@ -1060,6 +1083,16 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 	char esc[LOG_ESC_SIZE];
 
 	s->ncmds++;
+	if (s->auth_quiet) {
+		/* after an AUTH, a line that is no command we know may be the
+		 * client's secret sent anyway (after a 530, 503 or cancel):
+		 * counted, never logged, until a recognised command comes */
+		if (pe != SMTP_P_OK || sess_verb_find(c.verb) == NULL) {
+			s->lines_suppressed++;
+			goto logged;
+		}
+		sess_quiet_end(s);
+	}
 	if (log_enabled(LOG_L_DEBUG)) {
 		/* an AUTH line carries credentials: its verb and mechanism only */
 		if (pe == SMTP_P_OK && c.verb == SMTP_V_AUTH) {
@@ -1069,6 +1102,9 @@ sess_command(struct session *s, const char *line, size_t len, enum smtp_perr pe,
 		log_escape(esc, sizeof(esc), line, len);
 		log_msg(LOG_L_DEBUG, s->id, "command line=\"%s\"", esc);
 	}
+logged:
+	if (pe == SMTP_P_OK && c.verb == SMTP_V_AUTH)
+		s->auth_quiet = true;
 	switch (pe) {
 	case SMTP_P_OK:
 		break;
@@ -1544,6 +1580,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->next)
 		s->next->prev = s->prev;
 	w->nsessions--;
+	metrics_add(MF_SESSIONS_ACTIVE, NULL, NULL, -1);
 	conf_unref(s->conf);
 	free(s->helo);
 	free(s);
@@ -1560,6 +1597,7 @@ sess_close(struct session *s, const char *reason)
 		return;
 	s->closing = true;
 	ups_owner_closing(s->ups);
+	sess_quiet_end(s);
 	log_msg(LOG_L_INFO, s->id, "disconnect reason=%s commands=%u messages=%u errors=%u",
 	    reason, s->ncmds, s->nmsgs, s->errors);
 	conn_setcb(s->conn, NULL, NULL, NULL, NULL);
@@ -1699,6 +1737,8 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 		s->next->prev = s;
 	w->sessions = s;
 	w->nsessions++;
+	metrics_inc(MF_SESSIONS_OPENED, NULL, NULL);
+	metrics_add(MF_SESSIONS_ACTIVE, NULL, NULL, 1);
 	s->start_ms = sess_now_ms();
 	s->cmd_deadline_ms = s->start_ms + c->command_deadline_ms;
 	conn_setcb(s->conn, sess_read_cb, sess_write_cb, sess_event_cb, s);

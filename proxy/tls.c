@@ -31,6 +31,7 @@
 #include "conn.h"
 #include "engine.h"
 #include "log.h"
+#include "metrics.h"
 #include "rules.h"
 #include "session.h"
 #include "tls.h"
@@ -322,6 +323,7 @@ tls_sess_event(struct session *s, bool ok)
 	if (!ok) {
 		why = conn_tls_error(s->conn);
 		log_msg(LOG_L_INFO, s->id, "tls handshake=failed reason=\"%s\"", why ? why : "?");
+		metrics_inc(MF_TLS_FAILURES, NULL, NULL);
 		sess_close(s, "tls-failed");
 		return;
 	}
@@ -344,6 +346,7 @@ tls_sess_event(struct session *s, bool ok)
 		X509_free(peer);
 	}
 	s->tls = t;
+	metrics_inc(MF_TLS_HANDSHAKES, NULL, NULL);
 	log_msg(LOG_L_INFO, s->id, "tls version=%s cipher=%s resumed=%d client-cert=%s",
 	    t->version, t->cipher, SSL_session_reused(ssl), t->client_cert[0] ? t->client_cert : "none");
 	s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;

@@ -98,6 +98,7 @@
 #include "conn.h"
 #include "identity.h"
 #include "log.h"
+#include "metrics.h"
 #include "moatd.h"
 #include "smtp_parse.h"
 #include "spool.h"
@@ -963,6 +964,8 @@ ups_fail(struct ups *h, const char *why, const struct reply *r)
 	else
 		log_msg(LOG_L_WARN, h->sid, "upstream error=%s state=%s", why,
 		    setup ? "setup" : "ready");
+	if (setup && !u->reused)
+		metrics_inc(MF_UPS_CONNECT_FAILURES, NULL, NULL);
 	u->st = UPS_DEAD;
 	conn_setcb(u->conn, NULL, NULL, NULL, NULL);
 	conn_read_enable(u->conn, false);
@@ -1137,6 +1140,7 @@ ups_pool_take(struct ups *h)
 		return false;
 	ups_pool_unlink(u);
 	log_msg(LOG_L_DEBUG, h->sid, "upstream reused pooled=%u", w->nups_pool);
+	metrics_inc(MF_UPS_REUSES, NULL, NULL);
 	u->w = NULL;
 	u->reused = true;
 	u->answered = false;	/* nothing yet for this session */
@@ -1204,6 +1208,7 @@ ups_connect(struct ups *h, bool fresh)
 	}
 	ups_timeouts(h);
 	conn_read_enable(u->conn, true);
+	metrics_inc(MF_UPS_CONNECTS, NULL, NULL);
 	if (conn_connect(u->conn, (const struct sockaddr *)&a->sa, a->salen) != 0) {
 		log_errno(LOG_L_WARN, h->sid, "upstream error=connect addr=%s", a->text);
 		/* the error event has been or will be reported; make sure */

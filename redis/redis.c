@@ -42,6 +42,7 @@
 #include <openssl/evp.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "redis.h"
 #include "xalloc.h"
 
@@ -63,6 +64,7 @@ struct rds_req {
 	int argc;
 	const char **argv;		/* into the same allocation */
 	size_t *lens;
+	uint64_t t0_us;			/* made at (metrics: latency) */
 };
 
 TAILQ_HEAD(rds_reqs, rds_req);
@@ -199,12 +201,21 @@ rds_finish(struct rds_req *q, const redisReply *reply, const char *err)
 	struct rds *r = q->r;
 
 	if (!q->cancelled && !r->freeing) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		metrics_inc(MF_REDIS_CALLS, NULL, NULL);
+		metrics_observe(MF_REDIS_LATENCY, NULL, (uint64_t)ts.tv_sec * 1000000 +
+		    (uint64_t)ts.tv_nsec / 1000 - q->t0_us);
 		if (reply != NULL) {
 			r->n.replies++;
-			if (reply->type == REDIS_REPLY_ERROR)
+			if (reply->type == REDIS_REPLY_ERROR) {
 				r->n.errors++;
+				metrics_inc(MF_REDIS_ERRORS, NULL, NULL);
+			}
 		} else {
 			r->n.errors++;
+			metrics_inc(MF_REDIS_ERRORS, NULL, NULL);
 		}
 		q->cb(q->ctx, reply, err);
 	}
@@ -979,6 +990,12 @@ rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx,
 	q->timer = evtimer_new(r->base, rds_on_req_timer, q);
 	if (q->timer == NULL)
 		panic("redis: cannot create a timer");
+	{
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		q->t0_us = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+	}
 	r->npending++;
 	r->n.commands++;
 	rds_arm(q->timer, timeout_ms ? timeout_ms : r->conf.timeout_ms);

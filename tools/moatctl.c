@@ -74,12 +74,7 @@
 static int
 usage(void)
 {
-	fprintf(stderr, "usage: moatctl check FILE\n"
-	    "       moatctl explain FILE --ip A [--helo H] [--from S] [--rcpt R ...]\n"
-	    "                       [--auth LOGIN] [--message FILE.eml] [--no-network]\n"
-	    "       moatctl dkim-keygen DOMAIN SELECTOR [--algorithm A] [--bits N] [--dir D]\n"
-	    "       moatctl dkim --check-key DOMAIN SELECTOR [--dir D | --key FILE] "
-	    "[--resolver ADDR@PORT]\n");
+	moatctl_help_all(stderr);
 	return 2;
 }
 
@@ -671,7 +666,7 @@ cmd_explain(int argc, char **argv)
 	int rc;
 
 	if (explain_parse_args(argc, argv, &a) != 0)
-		return usage();
+		return moatctl_usage("explain");
 	c = conf_load(a.file, &errs);
 	if (c == NULL) {
 		fputs(errs ? errs : "unknown error\n", stderr);
@@ -684,10 +679,65 @@ cmd_explain(int argc, char **argv)
 	return rc;
 }
 
+/* cmd_status - the health of a running moatd or moat-milter, through its
+ * control socket: the socket given, or the control-socket of the policy
+ * file (default /etc/moat/moat.conf); exit 0 ok, 1 degraded or
+ * unreachable, 2 usage */
+static int
+cmd_status(int argc, char **argv)
+{
+	const char *file = "/etc/moat/moat.conf", *sock = NULL;
+	int rc;
+
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "-f") == 0 && i + 1 < argc)
+			file = argv[++i];
+		else if ((strcmp(argv[i], "--socket") == 0 || strcmp(argv[i], "-s") == 0) &&
+		    i + 1 < argc)
+			sock = argv[++i];
+		else
+			return moatctl_usage("status");
+	}
+	if (sock == NULL) {
+		char *errs = NULL;
+		struct conf *c = conf_load(file, &errs);
+
+		if (c == NULL) {
+			fputs(errs ? errs : "unknown error\n", stderr);
+			free(errs);
+			return 2;
+		}
+		free(errs);
+		if (c->control_socket == NULL) {
+			fprintf(stderr, "moatctl: %s has no control-socket: give --socket PATH\n", file);
+			conf_unref(c);
+			return 2;
+		}
+		rc = moatctl_socket(c->control_socket, "status");
+		conf_unref(c);
+		return rc;
+	}
+	return moatctl_socket(sock, "status");
+}
+
 int
 main(int argc, char **argv)
 {
 	log_init("moatctl", false, LOG_L_WARN);
+	if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	    strcmp(argv[1], "help") == 0)) {
+		moatctl_help_all(stdout);
+		return 0;
+	}
+	if (argc == 3 && strcmp(argv[1], "help") == 0 && moatctl_help_text(argv[2]) != NULL) {
+		fputs(moatctl_help_text(argv[2]), stdout);
+		return 0;
+	}
+	for (int i = 2; i < argc && moatctl_help_text(argv[1]) != NULL; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			fputs(moatctl_help_text(argv[1]), stdout);
+			return 0;
+		}
 	if (argc == 3 && strcmp(argv[1], "check") == 0)
 		return cmd_check(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "explain") == 0)
@@ -704,5 +754,7 @@ main(int argc, char **argv)
 		return moatctl_auth(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "greylist") == 0)
 		return moatctl_greylist(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "status") == 0)
+		return cmd_status(argc, argv);
 	return usage();
 }

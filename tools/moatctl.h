@@ -12,5 +12,13 @@ int moatctl_greylist(int argc, char **argv);	/* tools/moatctl_greylist.c */
 int moatctl_query(int argc, char **argv);	/* tools/moatctl_dns.c */
 int moatctl_dkim_keygen(int argc, char **argv);	/* tools/moatctl_dkimkey.c */
 int moatctl_dkim_check_key(int argc, char **argv);	/* tools/moatctl_dkimkey.c */
+#include <stdio.h>
+
+const char *moatctl_help_text(const char *name);	/* tools/moatctl_help.c */
+int moatctl_usage(const char *name);
+void moatctl_help_all(FILE *out);
+struct dns_conf;
+int moatctl_resolver_word(const char *v, struct dns_conf *dc);	/* tools/moatctl_dns.c */
+int moatctl_socket(const char *path, const char *cmd);	/* tools/moatctl_greylist.c */
 
 #endif

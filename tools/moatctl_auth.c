@@ -3,11 +3,11 @@
  * verifier and DMARC evaluation on one message or one set of facts
  *
  * SYNOPSIS
- *	moatctl dkim [--resolver ADDR@PORT | --keys FILE] [--now UNIXTIME]
+ *	moatctl dkim [--resolver system|recursive|ADDR[@PORT] | --keys FILE] [--now UNIXTIME]
  *	             [--min-key-bits N] [--max-sigs N] [--allow-sha1]
  *	             [--accept-partial] [--chunk N] [--timeout MS]
  *	             [--authres ID] FILE|-
- *	moatctl dmarc [--resolver ADDR@PORT] [--mode 7489|bis] [--psl FILE]
+ *	moatctl dmarc [--resolver system|recursive|ADDR[@PORT]] [--mode rfc7489|dmarcbis] [--psl FILE]
  *	             --from-header VALUE [--from-header VALUE ...]
  *	             [--spf RESULT:DOMAIN] [--dkim RESULT:DOMAIN ...]
  *	             [--pct-roll N] [--timeout MS] [--authres ID]
@@ -172,13 +172,10 @@ start_resolver(const char *addr)
 	char *err = NULL;
 
 	memset(&dc, 0, sizeof dc);
-	dc.mode = DNS_MODE_FORWARD;
-	if (strlen(addr) >= sizeof dc.forward[0]) {
-		fprintf(stderr, "moatctl: --resolver: too long\n");
+	if (moatctl_resolver_word(addr, &dc) != 0) {
+		fprintf(stderr, "moatctl: --resolver: system, recursive or ADDR[@PORT]\n");
 		return -1;
 	}
-	snprintf(dc.forward[0], sizeof dc.forward[0], "%s", addr);
-	dc.nforward = 1;
 	if (dns_init(&dc, &err) != 0) {
 		fprintf(stderr, "moatctl: resolver: %s\n", err ? err : "cannot start");
 		free(err);
@@ -225,10 +222,7 @@ print_authres(const struct authres *a, const char *id)
 static int
 usage_dkim(void)
 {
-	fprintf(stderr, "usage: moatctl dkim [--resolver ADDR@PORT | --keys FILE] [--now UNIXTIME]\n"
-	    "         [--min-key-bits N] [--max-sigs N] [--allow-sha1] [--accept-partial]\n"
-	    "         [--chunk N] [--timeout MS] [--authres ID] FILE|-\n");
-	return 2;
+	return moatctl_usage("dkim");
 }
 
 static int
@@ -366,10 +360,7 @@ done:
 static int
 usage_dmarc(void)
 {
-	fprintf(stderr, "usage: moatctl dmarc [--resolver ADDR@PORT] [--mode 7489|bis] [--psl FILE]\n"
-	    "         --from-header VALUE [--from-header VALUE ...] [--spf RESULT:DOMAIN]\n"
-	    "         [--dkim RESULT:DOMAIN ...] [--pct-roll N] [--timeout MS] [--authres ID]\n");
-	return 2;
+	return moatctl_usage("dmarc");
 }
 
 /* split_result - "pass:example.com" into (is pass, domain) */
@@ -410,9 +401,10 @@ cmd_dmarc(int argc, char **argv)
 		if (strcmp(a, "--resolver") == 0) {
 			resolver = nx;
 		} else if (strcmp(a, "--mode") == 0) {
-			if (strcmp(nx, "7489") == 0)
+			/* the policy file's words; 7489 and bis as before */
+			if (strcmp(nx, "rfc7489") == 0 || strcmp(nx, "7489") == 0)
 				c.mode = DMARC_MODE_RFC7489;
-			else if (strcmp(nx, "bis") == 0)
+			else if (strcmp(nx, "dmarcbis") == 0 || strcmp(nx, "bis") == 0)
 				c.mode = DMARC_MODE_BIS;
 			else
 				return usage_dmarc();

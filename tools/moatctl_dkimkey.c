@@ -7,7 +7,7 @@
  *	moatctl dkim-keygen DOMAIN SELECTOR [--algorithm rsa-sha256|ed25519-sha256]
  *	                    [--bits N] [--dir D]
  *	moatctl dkim --check-key DOMAIN SELECTOR [--dir D | --key FILE]
- *	             [--resolver ADDR@PORT] [--timeout MS]
+ *	             [--resolver system|recursive|ADDR[@PORT]] [--timeout MS]
  *
  * DESCRIPTION
  *	dkim-keygen writes a new private key to D/DOMAIN.SELECTOR.key
@@ -56,9 +56,7 @@ key_path(char *out, size_t size, const char *dir, const char *domain, const char
 static int
 usage_keygen(void)
 {
-	fprintf(stderr, "usage: moatctl dkim-keygen DOMAIN SELECTOR "
-	    "[--algorithm rsa-sha256|ed25519-sha256] [--bits N] [--dir D]\n");
-	return 2;
+	return moatctl_usage("dkim-keygen");
 }
 
 /* moatctl_dkim_keygen - a new key file and its record */
@@ -168,9 +166,7 @@ tag_value(const char *rec, const char *t, char *out, size_t size)
 static int
 usage_check(void)
 {
-	fprintf(stderr, "usage: moatctl dkim --check-key DOMAIN SELECTOR [--dir D | --key FILE]\n"
-	    "         [--resolver ADDR@PORT] [--timeout MS]\n");
-	return 2;
+	return moatctl_usage("dkim");
 }
 
 /* moatctl_dkim_check_key - the published record against the key file */
@@ -234,13 +230,8 @@ moatctl_dkim_check_key(int argc, char **argv)
 	dkim_key_clear(&k);
 	memset(&dc, 0, sizeof(dc));
 	dc.mode = DNS_MODE_SYSTEM;
-	if (resolver != NULL) {
-		dc.mode = DNS_MODE_FORWARD;
-		if (strlen(resolver) >= sizeof(dc.forward[0]))
-			return usage_check();
-		snprintf(dc.forward[0], sizeof(dc.forward[0]), "%s", resolver);
-		dc.nforward = 1;
-	}
+	if (resolver != NULL && moatctl_resolver_word(resolver, &dc) != 0)
+		return usage_check();
 	if (dns_init(&dc, &derr) != 0) {
 		fprintf(stderr, "moatctl: resolver: %s\n", derr ? derr : "cannot start");
 		free(derr);

@@ -145,6 +145,24 @@ query_done(void *ctx, uint64_t tag, const struct dns_answer *a)
 		event_base_loopbreak(s->base);
 }
 
+/* moatctl_resolver_word - one --resolver value into dc: system,
+ * recursive or ADDR[@PORT] (a forwarder; given again, one more); -1 when
+ * it does not fit */
+int
+moatctl_resolver_word(const char *v, struct dns_conf *dc)
+{
+	if (strcmp(v, "system") == 0)
+		dc->mode = DNS_MODE_SYSTEM;
+	else if (strcmp(v, "recursive") == 0)
+		dc->mode = DNS_MODE_RECURSIVE;
+	else if (dc->nforward < DNS_FORWARD_MAX && strlen(v) < sizeof(dc->forward[0])) {
+		dc->mode = DNS_MODE_FORWARD;
+		strcpy(dc->forward[dc->nforward++], v);
+	} else
+		return -1;
+	return 0;
+}
+
 /* moatctl_query - see the synopsis */
 int
 moatctl_query(int argc, char **argv)
@@ -161,16 +179,7 @@ moatctl_query(int argc, char **argv)
 	s.type = DNS_T_A;
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--resolver") == 0 && i + 1 < argc) {
-			const char *v = argv[++i];
-
-			if (strcmp(v, "system") == 0)
-				dc.mode = DNS_MODE_SYSTEM;
-			else if (strcmp(v, "recursive") == 0)
-				dc.mode = DNS_MODE_RECURSIVE;
-			else if (dc.nforward < DNS_FORWARD_MAX && strlen(v) < sizeof(dc.forward[0])) {
-				dc.mode = DNS_MODE_FORWARD;
-				strcpy(dc.forward[dc.nforward++], v);
-			} else
+			if (moatctl_resolver_word(argv[++i], &dc) != 0)
 				goto usage;
 		} else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
 			timeout = (unsigned)strtoul(argv[++i], NULL, 10);
@@ -233,7 +242,5 @@ moatctl_query(int argc, char **argv)
 	event_base_free(s.base);
 	return s.bad ? 1 : 0;
 usage:
-	fprintf(stderr, "usage: moatctl query [--resolver system|recursive|ADDR[@PORT]] "
-	    "[--timeout MS] [--sync] [--type A|AAAA|TXT|MX|PTR|NS|CNAME] NAME ...\n");
-	return 2;
+	return moatctl_usage("query");
 }

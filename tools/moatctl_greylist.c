@@ -20,10 +20,13 @@
  *	the reply, lines up to one holding a single "." (a reply line that
  *	starts with "." comes with one more "." in front, removed here).
  *
- *	-f FILE reads the greylist settings (redis, redis-*, greylist-*) from
+ *	-f FILE reads the greylist settings (redis, redis-*, greylist-*) and
+ *	control-socket from
  *	the policy file by a plain line scan (words split at blanks, "#"
  *	comments, double quotes removed; include is not followed) until the
- *	policy parser carries them; options given after it win.
+ *	policy parser carries them; options given after it win. A file that
+ *	names no Redis but a control-socket sends the command there (moatd's
+ *	or moat-milter's embedded store).
  *
  *	ID is an address (its network is used, as the key is built), ADDR/LEN
  *	with the configured length, spf:DOMAIN or org:DOMAIN. KEY is a key
@@ -59,14 +62,11 @@
 static int
 gl_usage(void)
 {
-	fprintf(stderr, "usage: moatctl greylist [-f FILE] [--redis ADDR | --sentinel ADDR[,ADDR...] "
-	    "--master NAME |\n"
-	    "                        --socket PATH] [--prefix P] [--password W] [--db N]\n"
-	    "                        [--v4-prefix N] [--v6-prefix N]\n"
-	    "                        list [N] | allow ADDR|NET|spf:DOMAIN|org:DOMAIN [DURATION] |\n"
-	    "                        delete KEY|ID | stats\n");
-	return 2;
+	return moatctl_usage("greylist");
 }
+
+/* the control-socket a policy file named (-f), for its embedded store */
+static char gl_file_socket[1024];
 
 /* gl_read_policy - the greylist settings of a policy file (interim scan) */
 static int
@@ -98,6 +98,10 @@ gl_read_policy(const char *path, struct greylist_conf *g)
 			}
 			w[n++] = tok;
 		}
+		if (n == 2 && strcmp(w[0], "control-socket") == 0) {
+			snprintf(gl_file_socket, sizeof(gl_file_socket), "%s", w[1]);
+			continue;
+		}
 		if (n == 0 || (strncmp(w[0], "redis", 5) != 0 && strncmp(w[0], "greylist-", 9) != 0))
 			continue;
 		rc = greylist_conf_set(g, w[0], w + 1, n - 1, why, sizeof(why));
@@ -124,9 +128,11 @@ gl_print_safe(const char *s, size_t len)
 	}
 }
 
-/* gl_socket - one command through moatd's control socket */
-static int
-gl_socket(const char *path, const char *cmd)
+/* moatctl_socket - one command through the control socket of moatd or
+ * moat-milter: the reply printed; 0, 1 when it failed or (status) a line
+ * says "status degraded", 2 usage */
+int
+moatctl_socket(const char *path, const char *cmd)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	char buf[4096], *acc = NULL;
@@ -198,6 +204,8 @@ gl_socket(const char *path, const char *cmd)
 				ll--;
 			}
 			if (first && ll >= 6 && strncmp(line, "error:", 6) == 0)
+				failed = 1;
+			if (ll >= 15 && strncmp(line, "status degraded", 15) == 0)
 				failed = 1;
 			first = 0;
 			gl_print_safe(line, ll);
@@ -518,6 +526,8 @@ moatctl_greylist(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (sock == NULL && !rds_conf_enabled(&g.redis) && gl_file_socket[0])
+		sock = gl_file_socket;	/* -f FILE: no Redis there, its control socket */
 	if (sock != NULL) {
 		for (int j = i; j < argc; j++) {
 			int n = snprintf(cmd + len, sizeof(cmd) - len, "%s%s", j > i ? " " : "",
@@ -529,7 +539,7 @@ moatctl_greylist(int argc, char **argv)
 			}
 			len += (size_t)n;
 		}
-		return gl_socket(sock, cmd);
+		return moatctl_socket(sock, cmd);
 	}
 	if (!rds_conf_enabled(&g.redis)) {
 		fprintf(stderr, "moatctl: no redis setting: give --redis ADDR, --sentinel ADDR "

@@ -60,11 +60,7 @@ struct spf_args {
 static int
 spf_usage(void)
 {
-	fprintf(stderr,
-	    "usage: moatctl spf --resolver ADDR[@PORT] --ip IP [--helo NAME] [--from ADDR]\n"
-	    "                   [--identity helo|mailfrom] [--timeout MS] [--explain]\n"
-	    "       moatctl spf --resolver ADDR[@PORT] --batch [--timeout MS] [--explain]\n");
-	return 2;
+	return moatctl_usage("spf");
 }
 
 /* spf_parse_args - the options; -1 on a usage error */
@@ -220,11 +216,8 @@ moatctl_spf(int argc, char **argv)
 	if (spf_parse_args(argc, argv, &a) != 0)
 		return spf_usage();
 	memset(&conf, 0, sizeof(conf));
-	conf.mode = DNS_MODE_FORWARD;
-	if ((size_t)snprintf(conf.forward[0], sizeof(conf.forward[0]), "%s", a.resolver) >=
-	    sizeof(conf.forward[0]))
+	if (moatctl_resolver_word(a.resolver, &conf) != 0)
 		return spf_usage();
-	conf.nforward = 1;
 	if (dns_init(&conf, &err) != 0) {
 		fprintf(stderr, "moatctl: spf: resolver %s: %s\n", a.resolver, err ? err : "failed");
 		free(err);

@@ -1046,6 +1046,9 @@ DEFAULT_CONF = [
     ("spf", "no"),
     ("dkim", "no"),
     ("dmarc", "off"),
+    # the start-up checks connect to the upstream (the fake would record
+    # that connection) and probe the resolver: test_health.py turns them on
+    ("startup-checks", "no"),
 ]
 
 

@@ -284,3 +284,130 @@ def test_auth_initial_response_length(fake_factory, moatd_factory, certs):  # no
     assert (r.code, r.enh) == (500, "5.5.6"), r
     assert c.cmd("NOOP").code == 250
     c.close()
+
+
+# twenty passwords, one per way of sending it (AUT-06, issue 15): none of
+# them may reach the log at any level, in clear or in base64
+TWENTY = ["Pw%02d-%s" % (i, w) for i, w in enumerate(
+    "Zebra7! Quartz9$ Mango3# Violet8& Falcon2* Ember5% Cobalt4@ Lotus6+ Raven1= Tundra0~ "
+    "Saffron3^ Glacier8? Nimbus2x Orchid5; Pepper7, Quill1. Rustic9_ Sonnet4[ Thistle6] "
+    "Umber2{".split())]
+
+
+def _secret_forms(pw):
+    return [pw, b64(pw), plain("alice", pw), plain("bob@example.org", pw),
+            b64("\0\0" + pw)[4:-4], b64(pw)[:-4] if len(b64(pw)) > 8 else b64(pw)]
+
+
+@pytest.mark.timeout(150)
+def test_twenty_passwords_every_auth_path(sasl_postfix, moatd_factory, certs):  # noqa: F811
+    """Issue 15: every AUTH path (PLAIN, LOGIN, initial responses, cancel,
+    refused 530/503, pipelined, TLS and plaintext) with a password each;
+    the debug log holds none of them, lines after a refused AUTH are
+    counted (lines_suppressed=N), a password typed as the user name is
+    only hashed, and the authenticated message gets auth=pass in the
+    Authentication-Results field (which moat adds when a check runs: DKIM
+    here)."""
+    m = sub_moatd(moatd_factory, "127.0.0.1:%d" % sasl_postfix.port, certs,
+                  **{"auth-max-failures": "50", "auth-failure-delay": "0", "dkim": "yes"})
+    pw = iter(TWENTY)
+    src = iter("127.0.0.%d" % i for i in range(40, 80))
+
+    # plaintext submission: 530 before STARTTLS, the client goes on anyway
+    c = sub_client(m, tls=False, source=next(src))
+    assert c.cmd("AUTH PLAIN " + plain("alice", next(pw))).code == 530
+    assert c.cmd("AUTH LOGIN").code == 530
+    assert c.cmd(b64("alice")).code == 500
+    assert c.cmd(b64(next(pw))).code == 500
+    assert c.cmd("AUTH LOGIN " + b64("alice")).code == 530
+    assert c.cmd(b64(next(pw))).code == 500
+    # pipelined after the 530
+    c.send(("AUTH LOGIN\r\n%s\r\n%s\r\nNOOP\r\n" % (b64("alice"), b64(next(pw)))).encode())
+    assert [c.reply().code for _ in range(4)] == [530, 500, 500, 250]
+    c.close()
+
+    # port 25: 503, the client sends its lines anyway (plaintext and TLS)
+    for tls in (False, True):
+        c = harness.Client(m.port, source=next(src), timeout=20)
+        c.ehlo()
+        if tls:
+            starttls(c)
+            c.ehlo()
+        assert c.cmd("AUTH LOGIN").code == 503
+        assert c.cmd(b64("alice")).code == 500
+        assert c.cmd(b64(next(pw))).code == 500
+        assert c.cmd("AUTH PLAIN " + plain("alice", next(pw))).code == 503
+        c.close()
+
+    # over TLS, failed logins, each from an address of its own (Dovecot's
+    # penalty per address)
+    c = sub_client(m, source=next(src))
+    assert c.cmd("AUTH PLAIN " + plain("alice", next(pw))).code == 535        # PLAIN + IR
+    c.close()
+    c = sub_client(m, source=next(src))
+    assert c.cmd("AUTH PLAIN").code == 334                                     # PLAIN, no IR
+    assert c.cmd(plain("bob@example.org", next(pw))).code == 535
+    c.close()
+    c = sub_client(m, source=next(src))
+    assert c.cmd("AUTH LOGIN").code == 334                                     # LOGIN
+    assert c.cmd(b64("alice")).code == 334
+    assert c.cmd(b64(next(pw))).code == 535
+    c.close()
+    c = sub_client(m, source=next(src))
+    assert c.cmd("AUTH LOGIN " + b64("bob@example.org")).code == 334           # LOGIN + IR
+    assert c.cmd(b64(next(pw))).code == 535
+    c.close()
+    typed_as_user = next(pw)
+    c = sub_client(m, source=next(src))
+    assert c.cmd("AUTH LOGIN").code == 334                                     # password as user name
+    assert c.cmd(b64(typed_as_user)).code == 334
+    assert c.cmd(b64(next(pw))).code == 535
+    c.close()
+    c = sub_client(m, source=next(src))                                        # cancelled, then sent anyway
+    assert c.cmd("AUTH LOGIN").code == 334
+    assert c.cmd(b64("alice")).code == 334
+    assert c.cmd("*").code == 501
+    assert c.cmd(b64(next(pw))).code == 500
+    assert c.cmd("AUTH PLAIN").code == 334
+    assert c.cmd("*").code == 501
+    assert c.cmd(plain("alice", next(pw))).code == 500
+    assert c.cmd("NOOP").code == 250
+    c.close()
+    c = sub_client(m, source=next(src))                                        # pipelined exchange
+    c.send(("AUTH LOGIN\r\n%s\r\n%s\r\n" % (b64("alice"), b64(next(pw)))).encode())
+    assert [c.reply().code for _ in range(3)] == [334, 334, 535]
+    c.send(("AUTH PLAIN %s\r\nNOOP\r\n" % plain("alice", next(pw))).encode())
+    assert [c.reply().code for _ in range(2)] == [535, 250]
+    c.close()
+    c = sub_client(m, source=next(src))                                        # bad base64 after a good user
+    assert c.cmd("AUTH LOGIN " + b64("alice")).code == 334
+    assert c.cmd(next(pw) + "*").code == 501
+    assert c.cmd(b64(next(pw))).code == 500
+    c.close()
+
+    # the right password, at last: the message says auth=pass
+    c = sub_client(m, source=next(src))
+    assert c.cmd("AUTH LOGIN").code == 334
+    assert c.cmd(b64("alice")).code == 334
+    assert c.cmd(b64(PASSWORDS["alice"])).code == 235
+    harness.smtp_transaction(c, harness.message(subject="auth twenty", mfrom="alice@example.org"),
+                             mfrom="alice@example.org")
+    c.cmd("QUIT")
+    c.close()
+    assert next(pw, None) is None, "every password used"
+
+    time.sleep(0.3)
+    log = m.log()
+    for p in TWENTY + [PASSWORDS["alice"]]:
+        for form in _secret_forms(p):
+            assert form not in log, (p, form)
+    assert re.search(r"auth mech=LOGIN login_hash=[0-9a-f]{16} result=failed", log), log
+    assert re.search(r'auth mech=LOGIN login="bob@example.org" result=failed', log)
+    assert "lines_suppressed=" in log
+    n = sum(int(x) for x in re.findall(r"lines_suppressed=(\d+)", log))
+    assert n == 12, n
+    got = sasl_postfix.wait_messages_with("auth twenty")
+    assert len(got) == 1
+    text = got[0].decode(errors="replace")
+    assert re.search(r"Authentication-Results: [^\n]*(\n\s[^\n]*)*auth=pass\s+smtp\.auth=alice",
+                     text), text

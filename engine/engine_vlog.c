@@ -1,0 +1,472 @@
+/*
+ * engine_vlog - the verdict line: one per transaction and one per
+ * refusal, the same from moatd and moat-milter (private to engine/; the
+ * contract is in engine.h, "THE VERDICT LINE")
+ *
+ * DESCRIPTION
+ *	A session keeps a short list of records, one per transaction, in
+ *	the order they began. A record holds the sender, each recipient
+ *	with its outcome, and, from the end of the data on, the size, the
+ *	deciding rule and the checks' summary. A front-end that relays to an
+ *	upstream (moatd) reports the upstream's replies in the order it
+ *	gets them: a MAIL reply goes to the oldest record still waiting for
+ *	one, an RCPT reply to the oldest recipient waiting, the reply after
+ *	the data to the oldest record whose data went. A record is freed
+ *	when its transaction ended and nothing of it waits for the upstream
+ *	any more. Without an upstream (moat-milter) a record ends with its
+ *	transaction.
+ *
+ *	The line's text is moat's own words and the peer's text escaped
+ *	(log_escape): addresses and reply text are cut at LOG_PEER_MAX
+ *	bytes of input each; the line is cut at the log's line limit, after
+ *	which the recipients not shown are counted (to_more=N).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+#include "log.h"
+#include "metrics.h"
+#include "xalloc.h"
+
+#define VL_LINE 1900		/* under the log's line limit */
+
+enum vl_rstate { VR_PASSED = 0, VR_WAIT_UPS, VR_DONE };
+
+struct vl_rcpt {
+	char *addr;			/* owned, as text (local@domain or "") */
+	unsigned char state;		/* enum vl_rstate */
+	short code;			/* VR_DONE: the reply's code */
+	char enh[12];
+};
+
+struct vl_rec {
+	struct vl_rec *next;
+	uint64_t start_ms;
+	char *from;			/* owned; "" for <> */
+	struct vl_rcpt *r;
+	unsigned nr, cap;
+	bool ended;			/* the engine's transaction is over */
+	bool mail_wait;			/* MAIL went upstream, no reply yet */
+	bool data_wait;			/* the data went upstream, no reply yet */
+	bool logged;			/* the transaction's line is out */
+	uint64_t size;
+	char summary[200];
+	const char *rule_file;		/* borrowed from the policy the session holds */
+	int rule_line;
+};
+
+struct vl_sess {
+	struct vl_rec *head, *tail;
+	bool upstream;			/* the front-end reports upstream replies */
+};
+
+static void vl_line(const struct vl_line_in *in, const struct vl_rec *r,
+	const struct vl_rcpt *only, uint64_t now_ms);
+
+struct vl_sess *
+vl_new(void)
+{
+	return xcalloc(1, sizeof(struct vl_sess));
+}
+
+static void
+rec_free(struct vl_rec *r)
+{
+	for (unsigned i = 0; i < r->nr; i++)
+		free(r->r[i].addr);
+	free(r->r);
+	free(r->from);
+	free(r);
+}
+
+void
+vl_free(struct vl_sess *v)
+{
+	if (v == NULL)
+		return;
+	for (struct vl_rec *r = v->head, *n; r; r = n) {
+		n = r->next;
+		rec_free(r);
+	}
+	free(v);
+}
+
+void
+vl_set_upstream(struct vl_sess *v)
+{
+	v->upstream = true;
+}
+
+/* vl_gc - free the records nothing waits for */
+static void
+vl_gc(struct vl_sess *v)
+{
+	struct vl_rec **pp = &v->head, *prev = NULL;
+
+	while (*pp) {
+		struct vl_rec *r = *pp;
+		bool waits = r->mail_wait || r->data_wait;
+
+		for (unsigned i = 0; i < r->nr && !waits; i++)
+			waits = r->r[i].state == VR_WAIT_UPS;
+		if (r->ended && !waits) {
+			*pp = r->next;
+			rec_free(r);
+			continue;
+		}
+		prev = r;
+		pp = &r->next;
+	}
+	v->tail = prev;
+}
+
+/* vl_current - the record of the transaction in progress, or NULL */
+static struct vl_rec *
+vl_current(struct vl_sess *v)
+{
+	return v->tail != NULL && !v->tail->ended ? v->tail : NULL;
+}
+
+void
+vl_begin(struct vl_sess *v, const char *from, uint64_t now_ms)
+{
+	struct vl_rec *r = xcalloc(1, sizeof(*r));
+
+	vl_end(v);
+	r->start_ms = now_ms;
+	r->from = xstrdup(from);
+	if (v->tail)
+		v->tail->next = r;
+	else
+		v->head = r;
+	v->tail = r;
+}
+
+void
+vl_end(struct vl_sess *v)
+{
+	struct vl_rec *r = vl_current(v);
+
+	if (r == NULL)
+		return;
+	r->ended = true;
+	if (!v->upstream) {
+		for (unsigned i = 0; i < r->nr; i++)
+			if (r->r[i].state == VR_WAIT_UPS)
+				r->r[i].state = VR_PASSED;
+		r->mail_wait = r->data_wait = false;
+	}
+	vl_gc(v);
+}
+
+/* vl_abandoned - is the transaction in progress ending without a line of
+ * its own (recipients given, no end of data)? */
+bool
+vl_abandoned(struct vl_sess *v)
+{
+	struct vl_rec *r = vl_current(v);
+
+	return r != NULL && !r->logged && !r->data_wait && r->nr > 0;
+}
+
+/* vl_abandon_line - its line: verdict=abandoned, no reply of its own */
+void
+vl_abandon_line(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms)
+{
+	struct vl_rec *r = vl_current(v);
+
+	if (r == NULL)
+		return;
+	r->logged = true;
+	vl_line(in, r, NULL, now_ms);
+}
+
+void
+vl_mail_passed(struct vl_sess *v)
+{
+	struct vl_rec *r = vl_current(v);
+
+	if (r != NULL && v->upstream)
+		r->mail_wait = true;
+}
+
+void
+vl_rcpt(struct vl_sess *v, const char *addr, int code, const char *enh)
+{
+	struct vl_rec *r = vl_current(v);
+	struct vl_rcpt *x;
+
+	if (r == NULL)
+		return;
+	if (r->nr == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 4;
+		r->r = xrealloc(r->r, r->cap * sizeof(*r->r));
+	}
+	x = &r->r[r->nr++];
+	memset(x, 0, sizeof(*x));
+	x->addr = xstrdup(addr);
+	if (code != 0) {
+		x->state = VR_DONE;
+		x->code = (short)code;
+		snprintf(x->enh, sizeof(x->enh), "%s", enh != NULL ? enh : "");
+	} else
+		x->state = v->upstream ? VR_WAIT_UPS : VR_PASSED;
+}
+
+void
+vl_data(struct vl_sess *v, uint64_t size, const char *summary, const char *rule_file,
+	int rule_line)
+{
+	struct vl_rec *r = vl_current(v);
+
+	if (r == NULL)
+		return;
+	r->size = size;
+	snprintf(r->summary, sizeof(r->summary), "%s", summary);
+	r->rule_file = rule_file;
+	r->rule_line = rule_line;
+	r->data_wait = v->upstream;
+}
+
+/* cat - append to the line, bounded; false once full */
+static bool
+cat(char *buf, size_t *n, const char *fmt, ...)
+{
+	va_list ap;
+	int k;
+
+	if (*n >= VL_LINE)
+		return false;
+	va_start(ap, fmt);
+	k = vsnprintf(buf + *n, VL_LINE - *n, fmt, ap);
+	va_end(ap);
+	if (k < 0 || (size_t)k >= VL_LINE - *n) {
+		buf[*n] = 0;
+		*n = VL_LINE;
+		return false;
+	}
+	*n += (size_t)k;
+	return true;
+}
+
+static void
+cat_esc(char *buf, size_t *n, const char *key, const char *s, size_t len, const char *open,
+	const char *close)
+{
+	char esc[LOG_ESC_SIZE];
+
+	log_escape(esc, sizeof(esc), s, len);
+	cat(buf, n, " %s=%s%s%s", key, open, esc, close);
+}
+
+static const char *
+verdict_word(int code)
+{
+	switch (code / 100) {
+	case 2: return "accept";
+	case 4: return "tempfail";
+	case 5: return "reject";
+	default: return "pass";
+	}
+}
+
+/* vl_line - one verdict line: the record's transaction (r may be NULL:
+ * a refusal before MAIL), only one recipient when one is given */
+static void
+vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcpt *only,
+	uint64_t now_ms)
+{
+	char buf[VL_LINE + 1];
+	size_t n = 0;
+	unsigned shown = 0, total = 0;
+
+	if (in->stage == RS_DATA && r != NULL && !in->abandoned)
+		metrics_inc(MF_MESSAGES, in->code / 100 == 5 ? "rejected" : in->code / 100 == 4 ?
+		    "tempfailed" : "accepted", in->upstream ? "upstream" : "moat");
+	if (in->code / 100 == 4 || in->code / 100 == 5)
+		metrics_inc(MF_REFUSALS, rules_stage_name(in->stage), in->upstream ? "upstream" : "moat");
+	if (!log_enabled(LOG_L_INFO))
+		return;		/* log-level warn: the line is not built */
+	buf[0] = 0;
+	cat(buf, &n, "verdict=%s by=%s stage=%s %s", in->abandoned ? "abandoned" : in->code ?
+	    verdict_word(in->code) : "accept", in->upstream ? "upstream" : "moat",
+	    rules_stage_name(in->stage), in->who);
+	if (r != NULL) {
+		cat_esc(buf, &n, "from", r->from, strlen(r->from), "<", ">");
+		for (unsigned i = 0; i < r->nr; i++) {
+			const struct vl_rcpt *x = &r->r[i];
+			char esc[LOG_ESC_SIZE];
+
+			if (only != NULL && x != only)
+				continue;
+			total++;
+			log_escape(esc, sizeof(esc), x->addr, strlen(x->addr));
+			if (x->state != VR_DONE ? !cat(buf, &n, " to=<%s>:%s", esc,
+			    x->state == VR_PASSED ? "passed" : "waiting") :
+			    !cat(buf, &n, " to=<%s>:%d%s%s", esc, x->code, x->enh[0] ? ":" : "", x->enh))
+				break;
+			shown++;
+		}
+		if (total > shown)
+			cat(buf, &n, " to_more=%u", total - shown);
+		if (only == NULL && r->size > 0)
+			cat(buf, &n, " size=%llu", (unsigned long long)r->size);
+	}
+	if (in->code != 0)
+		cat(buf, &n, " code=%d enh=%s", in->code, in->enh && in->enh[0] ? in->enh : "-");
+	else
+		cat(buf, &n, " code=-");
+	if (in->text != NULL)
+		cat_esc(buf, &n, "reply", in->text, in->len, "\"", "\"");
+	if (in->rule_file != NULL)
+		cat(buf, &n, " rule=%s:%d", in->rule_file, in->rule_line);
+	else
+		cat(buf, &n, " rule=-");
+	if (in->summary != NULL && in->summary[0])
+		cat(buf, &n, " %s", in->summary);
+	if (in->queue_id != NULL && in->queue_id[0])
+		cat_esc(buf, &n, "queue_id", in->queue_id, strlen(in->queue_id), "", "");
+	if (r != NULL)
+		cat(buf, &n, " time=%.3f", (double)(now_ms - r->start_ms) / 1000.0);
+	log_msg(LOG_L_INFO, in->sid, "%s", buf);
+}
+
+/* vl_refusal - moat refused a command: the line (the recipient's own
+ * outcome was recorded by vl_rcpt) */
+void
+vl_refusal(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms)
+{
+	struct vl_rec *r = in->stage >= RS_MAIL ? vl_current(v) : NULL;
+	const struct vl_rcpt *only = NULL;
+
+	if (r != NULL && in->stage == RS_RCPT && r->nr > 0)
+		only = &r->r[r->nr - 1];
+	if (r != NULL && in->stage == RS_DATA) {
+		r->logged = true;
+		r->data_wait = false;
+	}
+	vl_line(in, r, only, now_ms);
+}
+
+/* vl_queue_id - the queue id in an upstream's 250 after the data: Postfix
+ * "queued as ID", Exim "id=ID", Sendmail "ID Message accepted" */
+void
+vl_queue_id(const char *t, size_t len, char *out, size_t size)
+{
+	const char *p = NULL;
+	size_t k = 0;
+
+	out[0] = 0;
+	for (size_t i = 0; i + 10 <= len && p == NULL; i++)
+		if (strncasecmp(t + i, "queued as ", 10) == 0)
+			p = t + i + 10;
+	for (size_t i = 0; i + 3 <= len && p == NULL; i++)
+		if (strncasecmp(t + i, "id=", 3) == 0 && (i == 0 || t[i - 1] == ' '))
+			p = t + i + 3;
+	for (size_t i = 0; i + 17 <= len && p == NULL; i++)
+		if (strncmp(t + i, " Message accepted", 17) == 0 && i > 0) {
+			/* the word before it */
+			size_t b = i;
+
+			while (b > 0 && t[b - 1] != ' ')
+				b--;
+			p = t + b;
+		}
+	if (p == NULL)
+		return;
+	while (p + k < t + len && k + 1 < size && (unsigned char)p[k] > ' ' &&
+	    (unsigned char)p[k] < 0x7f && p[k] != '"' && p[k] != ',' && p[k] != ';')
+		k++;
+	memcpy(out, p, k);
+	out[k] = 0;
+}
+
+/* vl_upstream - the upstream's reply to a command of a transaction */
+void
+vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
+{
+	struct vl_rec *r;
+	char qid[64];
+
+	if (!v->upstream)
+		return;
+	switch (in->stage) {
+	case RS_MAIL:
+		for (r = v->head; r && !r->mail_wait; r = r->next)
+			;
+		if (r == NULL)
+			return;
+		r->mail_wait = false;
+		if (in->code / 100 != 2)
+			vl_line(in, r, NULL, now_ms);
+		break;
+	case RS_RCPT: {
+		struct vl_rcpt *x = NULL;
+
+		for (r = v->head; r && x == NULL; r = r->next)
+			for (unsigned i = 0; i < r->nr && x == NULL; i++)
+				if (r->r[i].state == VR_WAIT_UPS)
+					x = &r->r[i];
+		if (x == NULL)
+			return;
+		x->state = VR_DONE;
+		x->code = (short)in->code;
+		snprintf(x->enh, sizeof(x->enh), "%s", in->enh ? in->enh : "");
+		if (in->code / 100 != 2) {
+			for (r = v->head; r && !(x >= r->r && x < r->r + r->nr); r = r->next)
+				;
+			vl_line(in, r, x, now_ms);
+		}
+		break;
+	}
+	default:
+		for (r = v->head; r && !r->data_wait; r = r->next)
+			;
+		if (r == NULL)
+			return;
+		r->data_wait = false;
+		r->logged = true;
+		in->summary = r->summary;
+		if (in->code / 100 == 2) {
+			vl_queue_id(in->text, in->len, qid, sizeof(qid));
+			in->queue_id = qid;
+			in->upstream = false;
+			in->rule_file = r->rule_file;
+			in->rule_line = r->rule_line;
+		}
+		vl_line(in, r, NULL, now_ms);
+		break;
+	}
+	vl_gc(v);
+}
+
+/* vl_accepted - a front-end without an upstream let the message go */
+void
+vl_accepted(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
+{
+	struct vl_rec *r = vl_current(v);
+
+	if (r == NULL || r->logged)
+		return;
+	r->logged = true;
+	in->summary = r->summary;
+	in->rule_file = r->rule_file;
+	in->rule_line = r->rule_line;
+	vl_line(in, r, NULL, now_ms);
+}
+
+/* vl_lost - the upstream is gone: nothing more comes for what waited */
+void
+vl_lost(struct vl_sess *v)
+{
+	for (struct vl_rec *r = v->head; r; r = r->next) {
+		r->mail_wait = r->data_wait = false;
+		for (unsigned i = 0; i < r->nr; i++)
+			if (r->r[i].state == VR_WAIT_UPS)
+				r->r[i].state = VR_PASSED;
+	}
+	vl_gc(v);
+}

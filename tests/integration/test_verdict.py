@@ -1,0 +1,146 @@
+"""The verdict line (issue 15): one info line per refusal and one per
+transaction, from the engine, with client, helo, sender, every recipient
+with its outcome, size, code, reply as sent, rule, checks, queue id, time.
+"""
+
+import re
+
+from harness import Client, message, smtp_transaction
+from test_senderauth import AUTH_RULES, zones, signed, dkim_key  # noqa: F401 (fixture)
+
+
+def vlines(m, pattern=""):
+    return [l for l in m.log().splitlines() if "verdict=" in l and " by=" in l and pattern in l]
+
+
+def wait_vline(m, pattern, count=1, timeout=8):
+    m.wait_log(re.escape(pattern), timeout=timeout, count=count)
+    return vlines(m, pattern)
+
+
+def fields(line):
+    """key=value pairs of a verdict line (to= gathered in a list)."""
+    out = {"to": []}
+    for k, v in re.findall(r' ([a-z_]+)=("(?:[^"\\]|\\.)*"|\S+)', line):
+        if k == "to":
+            out["to"].append(v)
+        else:
+            out.setdefault(k, v)
+    return out
+
+
+def test_two_recipients_one_refused_by_upstream_and_queue_id(fake_factory, moatd_factory):
+    f = fake_factory(replies={
+        "RCPT": lambda arg: "550 5.1.1 <nobody@example.org>: Recipient address rejected"
+        if b"nobody" in arg else None,
+        ".": "250 2.0.0 Ok: queued as 4QxYz12AbC"})
+    m = moatd_factory(f.address, list=["bad-senders address { @blocked.test }"],
+                      on=['mail sender in bad-senders reject 550 5.7.1 "no"'])
+    with Client(m.port, m.host, source="127.0.0.61", timeout=8) as c:
+        c.ehlo("client.example")
+        assert c.cmd("MAIL FROM:<a@sender.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+        assert c.cmd("RCPT TO:<nobody@example.org>").code == 550
+        assert c.cmd("DATA").code == 354
+        c.send(message("two rcpts") + b".\r\n")
+        assert c.reply().code == 250
+        c.cmd("QUIT")
+    ref = fields(wait_vline(m, "by=upstream stage=rcpt")[0])
+    assert ref["verdict"] == "reject" and ref["code"] == "550" and ref["enh"] == "5.1.1"
+    assert ref["to"] == ["<nobody@example.org>:550:5.1.1"], ref
+    assert ref["reply"] == '"<nobody@example.org>: Recipient address rejected"', ref
+    ok = fields(wait_vline(m, "verdict=accept")[0])
+    assert ok["by"] == "moat" and ok["stage"] == "data" and ok["code"] == "250"
+    assert ok["client"] == "unknown[127.0.0.61]:%s" % ok["client"].rsplit(":", 1)[1]
+    assert ok["helo"] == "<client.example>" and ok["from"] == "<a@sender.test>"
+    assert ok["to"] == ["<user@example.org>:250:2.1.5", "<nobody@example.org>:550:5.1.1"], ok
+    assert int(ok["size"]) > 0 and ok["queue_id"] == "4QxYz12AbC", ok
+    assert ok["reply"].startswith('"Ok: queued as 4QxYz12AbC'), ok
+    for k in ("spf", "dkim", "dmarc", "dnsbl", "greylist", "time", "rule"):
+        assert k in ok, (k, ok)
+    # a refusal at MAIL by moat's rule: rule=FILE:LINE, the reply as sent
+    with Client(m.port, m.host, source="127.0.0.61", timeout=8) as c:
+        c.ehlo("client.example")
+        assert c.cmd("MAIL FROM:<x@blocked.test>").code == 550
+    r = fields(wait_vline(m, "stage=mail")[0])
+    assert r["verdict"] == "reject" and r["by"] == "moat" and r["reply"] == '"no"'
+    assert re.fullmatch(r"\S+:\d+", r["rule"]), r
+
+
+def test_upstream_refuses_after_the_dot(fake_factory, moatd_factory):
+    f = fake_factory(replies={".": "554 5.7.1 Message content rejected"})
+    m = moatd_factory(f.address)
+    with Client(m.port, m.host, timeout=8) as c:
+        c.ehlo("client.example")
+        rs = smtp_transaction(c, message("refused after dot"))
+        assert rs[-1].code == 554
+        c.cmd("QUIT")
+    r = fields(wait_vline(m, "by=upstream stage=data")[0])
+    assert r["verdict"] == "reject" and r["code"] == "554" and r["enh"] == "5.7.1"
+    assert r["reply"] == '"Message content rejected"' and "queue_id" not in r
+    assert len(r["to"]) == 1 and r["to"][0].endswith(":250:2.1.5"), r
+    assert not vlines(m, "verdict=accept")
+
+
+def test_greylisted_recipient_expanded_reply(fake, moatd_factory):
+    m = moatd_factory(fake.address, greylist_delay="60s", on=["rcpt true greylist"])
+    with Client(m.port, m.host, source="127.0.0.62", timeout=8) as c:
+        c.ehlo("client.example")
+        assert c.cmd("MAIL FROM:<a@sender.test>").code == 250
+        r = c.cmd("RCPT TO:<user@example.org>")
+        assert r.cls == 4
+        c.cmd("QUIT")
+    v = fields(wait_vline(m, "stage=rcpt")[0])
+    assert v["verdict"] == "tempfail" and v["code"] == str(r.code) and v["by"] == "moat"
+    assert v["greylist"] == "new" and v["to"][0].startswith("<user@example.org>:%d" % r.code)
+    assert v["reply"] == '"%s"' % r.text.split(" ", 1)[1], (v, r.text)
+    assert "$" not in v["reply"]
+    assert re.fullmatch(r"\S+:\d+", v["rule"]), v
+    assert "verdict=continue code=451" not in m.log()
+
+
+def test_dnsbl_rejection_expanded_reply(fake, moatd_factory, dns):
+    dns.add("2.0.0.127.bl.test", "A", "127.0.0.2", ttl=1)
+    dns.add("63.0.0.127.bl.test", "A", "127.0.0.2", ttl=1)
+    m = moatd_factory(fake.address, resolver=dns.resolver, dns_timeout="1s",
+                      dnsbl=["bl.test weight 3"],
+                      on=['connect dnsbl-score >= 3 reject 554 5.7.1 "client [$ip] listed on $dnsbl"'])
+    with Client(m.port, m.host, source="127.0.0.63", timeout=8) as c:
+        assert c.greeting.code == 554
+    v = fields(wait_vline(m, "stage=connect")[0])
+    assert v["verdict"] == "reject" and v["code"] == "554" and v["enh"] == "5.7.1"
+    assert v["reply"] == '"client [127.0.0.63] listed on bl.test"', v
+    assert v["dnsbl"] == "3" and v["client"].startswith("unknown[127.0.0.63]:"), v
+
+
+def test_dmarc_rejection_at_end_of_data(fake, moatd_factory, dns, dkim_key):  # noqa: F811
+    key, pub = dkim_key
+    zones(dns, pub, dmarc="v=DMARC1; p=reject", spf="v=spf1 -all")
+    m = moatd_factory(fake.address, resolver=dns.resolver, spf="yes", dkim="yes",
+                      dmarc="rfc7489", on=[r for r in AUTH_RULES if not r.startswith("rcpt")])
+    with m.client() as c:
+        c.ehlo("mail.sender.test")
+        rs = smtp_transaction(c, signed(key, d="other.test"), mfrom="a@sender.test", stuff=True)
+        assert rs[-1].code == 550, rs
+    v = fields(wait_vline(m, "stage=data")[0])
+    assert v["verdict"] == "reject" and v["by"] == "moat" and v["code"] == "550"
+    assert v["reply"] == '"DMARC policy of sender.test says reject"', v
+    assert v["dmarc"] == "fail" and v["spf"] == "fail", v
+    assert int(v["size"]) > 0 and re.fullmatch(r"\S+:\d+", v["rule"]), v
+    assert len(vlines(m)) == 1, vlines(m)
+
+
+def test_abandoned_transaction_gets_its_line(fake, moatd_factory):
+    m = moatd_factory(fake.address)
+    with Client(m.port, m.host, timeout=8) as c:
+        c.ehlo("client.example")
+        assert c.cmd("MAIL FROM:<a@sender.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+        assert c.cmd("RSET").code == 250
+        assert c.cmd("MAIL FROM:<b@sender.test>").code == 250    # no recipient: no line
+        c.cmd("QUIT")
+    v = fields(wait_vline(m, "verdict=abandoned")[0])
+    assert v["by"] == "moat" and v["code"] == "-" and "reply" not in v, v
+    assert v["from"] == "<a@sender.test>" and v["to"] == ["<user@example.org>:250:2.1.5"], v
+    m.wait_log("disconnect", timeout=5)
+    assert len(vlines(m)) == 1, vlines(m)
