@@ -178,8 +178,20 @@ struct conf_parse {
 
 /* conf_note - record one error or warning line at file:line:col */
 static void
-conf_note(struct conf_parse *p, const char *kind, int line, int col, const char *msg)
+conf_note(struct conf_parse *p, const char *kind, int line, int col, const char *raw)
 {
+	/* one line per message, whatever a message quotes (a key file's
+	 * name, say, may hold a newline): control bytes are written \xHH */
+	char msg[2048];
+	size_t m = 0;
+
+	for (const unsigned char *q = (const unsigned char *)raw; *q && m + 5 < sizeof(msg); q++) {
+		if (*q < 0x20 || *q == 0x7f)
+			m += (size_t)snprintf(msg + m, sizeof(msg) - m, "\\x%02x", *q);
+		else
+			msg[m++] = (char)*q;
+	}
+	msg[m] = '\0';
 	int n = snprintf(NULL, 0, "%s:%d:%d: %s: %s\n", p->file, line, col, kind, msg);
 
 	if (n < 0)

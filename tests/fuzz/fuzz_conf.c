@@ -30,16 +30,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	c = conf_load_buffer("F", (const char *)data, size, &errs);
 	if (c == NULL) {
-		/* every line: "F:LINE:COL: error: ..." */
+		/* every line: "F:LINE:COL: error: ..." or (beside errors)
+		 * "F:LINE:COL: warning: ..."; at least one error */
+		int nerr = 0;
+
 		if (errs == NULL)
 			abort();
 		for (char *l = errs; *l; ) {
-			char *nl = strchr(l, '\n');
-			if (nl == NULL || strncmp(l, "F:", 2) != 0 || strstr(l, ": error: ") == NULL ||
-			    strstr(l, ": error: ") > nl)
+			char *nl = strchr(l, '\n'), *e = strstr(l, ": error: "),
+			    *w = strstr(l, ": warning: ");
+			if (nl == NULL || strncmp(l, "F:", 2) != 0)
+				abort();
+			if (e != NULL && e < nl)
+				nerr++;
+			else if (w == NULL || w > nl)
 				abort();
 			l = nl + 1;
 		}
+		if (nerr == 0)
+			abort();
 		free(errs);
 		return 0;
 	}
