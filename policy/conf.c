@@ -739,6 +739,34 @@ conf_defaults(struct conf_parse *p, struct conf *c)
 static void conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
 	const char *buf, size_t len, int depth);
 
+/* conf_include_order - warn when an included file's rules come after a
+ * rule that decides first: a final rule on "true" (then none of them
+ * runs), or a greylist rule (then its accept rules spare no one from
+ * greylisting) */
+static void
+conf_include_order(struct conf_parse *p, struct conf *c, const struct lex_token *kw,
+	const char *name)
+{
+	for (int st = 0; st < RS__COUNT; st++) {
+		bool all = false;
+		const char *bfile = NULL;
+		int bline = rules_blocker(c->rules, (enum rules_stage)st, &all, &bfile), l;
+		char msg[1024];
+
+		if (bline == 0 || bfile == name)
+			continue;
+		l = rules_file_rules(c->rules, (enum rules_stage)st, name, !all);
+		if (l == 0)
+			continue;
+		snprintf(msg, sizeof(msg), "%s:%d: this %s rule comes after the %s rule at %s:%d, "
+		    "which decides first%s: put the include before that rule", name, l,
+		    rules_stage_name((enum rules_stage)st), all ? "catch-all" : "greylist",
+		    bfile, bline, all ? " for every session" : " (its accept cannot spare a "
+		    "client from greylisting)");
+		conf_note(p, "warning", kw->line, kw->col, msg);
+	}
+}
+
 /* conf_include - "include PATH-OR-GLOB": relative to the including file */
 static void
 conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
@@ -793,15 +821,17 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 		return;
 	}
 	for (size_t i = 0; i < g.gl_pathc; i++) {	/* glob sorts the names */
-		const char *why = "unknown error";
+		const char *why = "unknown error", *name;
 		size_t blen;
 		char *buf = conf_read_file(g.gl_pathv[i], &blen, &why);
 		if (buf == NULL) {
 			conf_error(p, v.line, v.col, "include %s: %s", g.gl_pathv[i], why);
 			continue;
 		}
-		conf_parse_buffer(p, c, conf_intern(c, g.gl_pathv[i]), buf, blen, depth + 1);
+		name = conf_intern(c, g.gl_pathv[i]);
+		conf_parse_buffer(p, c, name, buf, blen, depth + 1);
 		free(buf);
+		conf_include_order(p, c, kw, name);
 	}
 	globfree(&g);
 	return;

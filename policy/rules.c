@@ -467,6 +467,97 @@ rp_fact(struct rp *p)
 	return NULL;
 }
 
+/* The words a fact with a fixed vocabulary can have: what the checks
+ * (filters/spf.c, dkim.c, dmarc.c) and OpenSSL give. "is" and word lists
+ * compare case-insensitively. */
+static const char *const spf_words[] = { "none", "neutral", "pass", "fail", "softfail",
+	"temperror", "permerror", NULL };
+static const char *const dkim_words[] = { "none", "pass", "fail", "neutral", "policy",
+	"temperror", "permerror", NULL };
+static const char *const dmarc_words[] = { "none", "pass", "fail", "temperror", "permerror",
+	NULL };
+static const char *const dmarc_policy_words[] = { "none", "quarantine", "reject", NULL };
+static const char *const tls_version_words[] = { "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3",
+	NULL };
+
+/* fact_words - the vocabulary of a fact, or NULL when any word goes */
+static const char *const *
+fact_words(enum fact_id id)
+{
+	switch (id) {
+	case F_SPF: case F_SPF_HELO: return spf_words;
+	case F_DKIM: return dkim_words;
+	case F_DMARC: return dmarc_words;
+	case F_DMARC_POLICY: return dmarc_policy_words;
+	case F_TLS_VERSION: return tls_version_words;
+	default: return NULL;
+	}
+}
+
+/* rp_word_ok - is the current token a word of the fact's vocabulary?
+ * If not, an error naming the valid words */
+static bool
+rp_word_ok(struct rp *p, const struct fact_def *f)
+{
+	const char *const *w = fact_words(f->id);
+	char shown[LOG_ESC_SIZE + 8], valid[256] = "";
+	size_t n = 0;
+
+	if (w == NULL)
+		return true;
+	for (int i = 0; w[i] != NULL; i++)
+		if (strlen(w[i]) == p->t.len && strncasecmp(w[i], p->t.text, p->t.len) == 0)
+			return true;
+	for (int i = 0; w[i] != NULL && n < sizeof(valid); i++)
+		n += (size_t)snprintf(valid + n, sizeof(valid) - n, "%s%s", i ? ", " : "", w[i]);
+	rp_error(p, "%s is never %s (valid: %s)", f->name, rp_shown(p, shown, sizeof(shown)), valid);
+	return false;
+}
+
+/* vocab_ok - list_word_find's test: an exact entry is a word of the
+ * vocabulary, a glob is the prefix of one */
+static bool
+vocab_ok(const void *arg, const char *w, size_t len, bool glob)
+{
+	for (const char *const *v = arg; *v != NULL; v++)
+		if ((glob ? strlen(*v) >= len : strlen(*v) == len) && strncasecmp(*v, w, len) == 0)
+			return true;
+	return false;
+}
+
+/* rp_list_words_ok - every entry of a word list read by a fact with a
+ * vocabulary is one of its words; else an error at the list's name */
+static bool
+rp_list_words_ok(struct rp *p, const struct fact_def *f, const struct named_list *nl)
+{
+	const char *const *v = fact_words(f->id);
+	const char *w;
+	size_t len, n = 0;
+	bool glob;
+	char esc[LOG_ESC_SIZE], valid[256] = "";
+
+	if (v == NULL || !list_word_find(nl->l, vocab_ok, v, &w, &len, &glob))
+		return true;
+	for (int i = 0; v[i] != NULL && n < sizeof(valid); i++)
+		n += (size_t)snprintf(valid + n, sizeof(valid) - n, "%s%s", i ? ", " : "", v[i]);
+	log_escape(esc, sizeof(esc), w, len);
+	rp_error(p, "list %s has \"%s%s\", which %s never is (valid: %s)", nl->name, esc,
+	    glob ? "*" : "", f->name, valid);
+	return false;
+}
+
+/* fact_range - the numbers a number fact can have */
+static void
+fact_range(enum fact_id id, int64_t *lo, int64_t *hi)
+{
+	switch (id) {
+	case F_RCPT_COUNT: *lo = 0; *hi = 100000; break;	/* max-recipients' ceiling */
+	case F_DECLARED_SIZE: case F_SIZE: *lo = 0; *hi = (int64_t)1 << 40; break;
+	case F_SCORE: case F_DNSBL_SCORE: *lo = -1000000000; *hi = 1000000000; break;
+	default: *lo = 0; *hi = 1000000; break;		/* command counts */
+	}
+}
+
 /* rp_number - a count or a size with k/m/g */
 static bool
 rp_number(const char *s, size_t len, uint64_t *out)
@@ -532,8 +623,14 @@ rp_predicate(struct rp *p)
 		    (f->type == FT_DOMAIN && lk == LIST_DOMAIN) ||
 		    (f->type == FT_ADDRESS && (lk == LIST_ADDRESS || lk == LIST_DOMAIN)) ||
 		    (f->type == FT_WORD && lk == LIST_WORD))) {
-			rp_error(p, "%s cannot be looked up in the %s list %s", f->name,
-			    list_kind_name(lk), nl->name);
+			rp_error(p, "%s cannot be looked up in the %s list %s (it needs %s)", f->name,
+			    list_kind_name(lk), nl->name,
+			    f->type == FT_IP ? "a net list" : f->type == FT_DOMAIN ? "a domain list" :
+			    f->type == FT_ADDRESS ? "an address or domain list" : "a word list");
+			node_free(n);
+			return NULL;
+		}
+		if (!rp_list_words_ok(p, f, nl)) {
 			node_free(n);
 			return NULL;
 		}
@@ -567,6 +664,24 @@ rp_predicate(struct rp *p)
 			node_free(n);
 			return NULL;
 		}
+		if (!rp_word_ok(p, f)) {
+			node_free(n);
+			return NULL;
+		}
+		if (f->type == FT_DOMAIN) {
+			/* a name a domain list would take, or it can never match */
+			struct list *dl = list_new(LIST_DOMAIN);
+			char e[512];
+			int bad = dl == NULL || list_add(dl, p->t.text, p->t.len, e, sizeof(e)) != 0;
+
+			list_free(dl);
+			if (bad) {
+				rp_error(p, "%s is %s: %s", f->name, rp_shown(p, shown, sizeof(shown)),
+				    dl == NULL ? "out of memory" : e);
+				node_free(n);
+				return NULL;
+			}
+		}
 		n->op = N_IS;
 		n->word = xmemdup(p->t.text, p->t.len);
 		n->wlen = p->t.len;
@@ -593,6 +708,17 @@ rp_predicate(struct rp *p)
 				return NULL;
 			}
 			n->num = neg ? -(int64_t)u : (int64_t)u;
+			{
+				int64_t lo, hi;
+				fact_range(f->id, &lo, &hi);
+				if (n->num < lo || n->num > hi) {
+					rp_error(p, "%s is between %lld and %lld, found %s", f->name,
+					    (long long)lo, (long long)hi,
+					    rp_shown(p, shown, sizeof(shown)));
+					node_free(n);
+					return NULL;
+				}
+			}
 		}
 		n->op = N_CMP;
 		n->cmp = (enum cmp_op)i;
@@ -1028,6 +1154,71 @@ node_checks(const struct node *n)
 	return m | node_checks(n->a) | node_checks(n->b);
 }
 
+/* node_equal - the same condition, as parsed */
+static bool
+node_equal(const struct node *a, const struct node *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	if (a->op != b->op || a->fact != b->fact)
+		return false;
+	switch (a->op) {
+	case N_IN: if (a->list != b->list) return false; break;
+	case N_OWNED: if (a->map != b->map) return false; break;
+	case N_IS:
+		if (a->wlen != b->wlen || strncasecmp(a->word, b->word, a->wlen) != 0)
+			return false;
+		break;
+	case N_CMP: if (a->cmp != b->cmp || a->num != b->num) return false; break;
+	default: break;
+	}
+	return node_equal(a->a, b->a) && node_equal(a->b, b->b);
+}
+
+/* node_has_conjunct - is c one of the factors of the "and" chain n? */
+static bool
+node_has_conjunct(const struct node *n, const struct node *c)
+{
+	if (node_equal(n, c))
+		return true;
+	return n->op == N_AND && (node_has_conjunct(n->a, c) || node_has_conjunct(n->b, c));
+}
+
+/* node_implies - does "later" hold whenever it holds, imply "earlier"?
+ * Only what is sure: the same condition, or earlier's factors joined by
+ * "and" all among later's factors joined by "and". */
+static bool
+node_implies(const struct node *later, const struct node *earlier)
+{
+	if (earlier->op == N_AND)
+		return node_implies(later, earlier->a) && node_implies(later, earlier->b);
+	return node_has_conjunct(later, earlier);
+}
+
+/* rules_blocker - see rules.h */
+int
+rules_blocker(const struct rules *r, enum rules_stage st, bool *catch_all, const char **file)
+{
+	for (const struct rule *o = r != NULL ? r->head[st] : NULL; o; o = o->next)
+		if (o->mode == 0 && ((o->verdict != RV_CONTINUE && o->cond->op == N_TRUE) ||
+		    o->greylist)) {
+			*catch_all = o->cond->op == N_TRUE;
+			*file = o->file;
+			return o->line;
+		}
+	return 0;
+}
+
+/* rules_file_rules - see rules.h */
+int
+rules_file_rules(const struct rules *r, enum rules_stage st, const char *file, bool accept_only)
+{
+	for (const struct rule *o = r != NULL ? r->head[st] : NULL; o; o = o->next)
+		if (o->file == file && o->mode != 2 && (!accept_only || o->verdict == RV_ACCEPT))
+			return o->line;
+	return 0;
+}
+
 /* rp_source - the statement as written, for traces: continuation lines
  * joined, blanks squeezed, comments dropped, at most 300 bytes */
 static char *
@@ -1095,12 +1286,23 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 		rp_error(&p, "unexpected %s after the action", rp_shown(&p, shown, sizeof(shown)));
 		goto fail;
 	}
-	for (const struct rule *o = r->head[st]; o; o = o->next)
+	for (const struct rule *o = r->head[st]; o && ru->mode != 2; o = o->next)
 		if (o->mode == 0 && o->verdict != RV_CONTINUE && o->cond->op == N_TRUE) {
 			p.t.line = kw->line;
 			p.t.col = kw->col;
-			rp_error(&p, "warning: this rule can never run: the rule at line %d "
-			    "decides every %s first", o->line, stage_names[st]);
+			rp_error(&p, "warning: this rule can never run: the rule at %s%sline %d "
+			    "decides every %s first", o->file != ru->file ? o->file : "",
+			    o->file != ru->file ? " " : "", o->line, stage_names[st]);
+			p.errors--;
+			break;
+		} else if (o->mode == 0 && o->verdict != RV_CONTINUE && node_implies(ru->cond, o->cond)) {
+			p.t.line = kw->line;
+			p.t.col = kw->col;
+			rp_error(&p, "warning: this rule can never run: whenever its condition holds, "
+			    "the rule at %s%sline %d (%s) matches first and decides the %s",
+			    o->file != ru->file ? o->file : "", o->file != ru->file ? " " : "",
+			    o->line, node_equal(ru->cond, o->cond) ? "the same condition" :
+			    "a part of this condition", stage_names[st]);
 			p.errors--;
 			break;
 		}

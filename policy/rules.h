@@ -195,6 +195,14 @@ void rules_header_add(char **buf, size_t *len, const char *name, const char *val
 /* Facts of checks not awaited become failed lookups (greylist: 1 = tempfail). */
 void rules_facts_unawaited(struct rules_facts *f, bool dnsbl_on, bool dnsbl_error,
 	int greylist_on_error);
+/* rules_blocker - the first enforced rule of the stage that decides for
+ * every session (*catch_all: a final action on "true") or for many (a
+ * greylist rule), its line and *file; 0 if none. conf.c warns about an
+ * include after it. */
+int rules_blocker(const struct rules *r, enum rules_stage st, bool *catch_all, const char **file);
+/* rules_file_rules - the line of the first rule (not off; accept rules
+ * only if asked) of the stage read from file (the same interned name), or 0 */
+int rules_file_rules(const struct rules *r, enum rules_stage st, const char *file, bool accept_only);
 void rules_free(struct rules *r);
 
 #endif
