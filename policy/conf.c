@@ -78,6 +78,9 @@ static const struct conf_enum conf_listen_words[] = {
 static const struct conf_enum conf_preply_words[] = {
 	{ "smtp", CONF_PREPLY_SMTP }, { "actions", CONF_PREPLY_ACTIONS }, { NULL, 0 }
 };
+static const struct conf_enum conf_pmode_words[] = {
+	{ "enforce", 0 }, { "monitor", 1 }, { NULL, 0 }
+};
 static const struct conf_enum conf_level_words[] = {
 	{ "debug", LOG_L_DEBUG }, { "info", LOG_L_INFO }, { "warn", LOG_L_WARN },
 	{ "error", LOG_L_ERROR }, { NULL, 0 }
@@ -119,6 +122,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "max-pending-commands", CT_COUNT, O(max_pending), 1, 100000, "1100", NULL },
 	{ "bare-lf", CT_ENUM, O(bare_lf), 0, 0, "normalise", conf_barelf_words },
 	{ "policy-reply", CT_ENUM, O(policy_reply), 0, 0, "smtp", conf_preply_words },
+	{ "policy-mode", CT_ENUM, O(policy_monitor), 0, 0, "enforce", conf_pmode_words },
 	{ "spool-dir", CT_STR, O(spool_dir), 0, 0, "/var/tmp", NULL },
 	{ "spool-memory", CT_SIZE, O(spool_memory), 0, 1ull << 32, "1m", NULL },
 	{ "user", CT_STR, O(user), 0, 0, "nobody", NULL },
@@ -776,6 +780,7 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	char pat[4096], shown[LOG_ESC_SIZE];
 	glob_t g;
 	int r;
+	bool dry = false, was;
 
 	lex_next(lx, &v);
 	if (v.type != LEX_WORD && v.type != LEX_STRING) {
@@ -805,8 +810,14 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 		    (int)v.len, v.text);
 	}
 	lex_next(lx, &end);
+	if (end.type == LEX_WORD && ((end.len == 7 && memcmp(end.text, "monitor", 7) == 0) ||
+	    (end.len == 7 && memcmp(end.text, "enforce", 7) == 0))) {
+		dry = end.text[0] == 'm';	/* the included rules only log what they would do */
+		lex_next(lx, &end);
+	}
 	if (end.type != LEX_NL && end.type != LEX_EOF) {
-		conf_error(p, end.line, end.col, "include takes one name; unexpected %s",
+		conf_error(p, end.line, end.col, "include takes one name and then monitor or "
+		    "enforce; unexpected %s",
 		    conf_shown(&end, shown, sizeof(shown)));
 		goto skip;
 	}
@@ -829,7 +840,10 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 			continue;
 		}
 		name = conf_intern(c, g.gl_pathv[i]);
+		was = rules_set_dry(c->rules, dry);	/* an include in a dry file is dry */
+		rules_set_dry(c->rules, dry || was);
 		conf_parse_buffer(p, c, name, buf, blen, depth + 1);
+		rules_set_dry(c->rules, was);
 		free(buf);
 		conf_include_order(p, c, kw, name);
 	}
@@ -933,6 +947,8 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 	if (c->tls_cert == NULL && (c->tls_key != NULL || c->tls_chain != NULL ||
 	    c->tls_client_ca != NULL))
 		conf_error(p, 1, 1, "tls-key, tls-chain and tls-client-ca need a tls-certificate");
+	if (c->policy_monitor && c->rules != NULL)
+		rules_set_dry_all(c->rules);
 	c->resolver.max_inflight = (unsigned)c->dns_max_queries;
 	{
 		char why[256] = "";

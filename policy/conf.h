@@ -84,6 +84,7 @@ struct conf {
 	uint64_t max_pending;
 
 	int bare_lf;		/* enum conf_barelf */
+	int policy_monitor;	/* policy-mode monitor: every rule dry (rules.h) */
 	char *spool_dir;
 	uint64_t spool_memory;
 

@@ -121,6 +121,7 @@ struct rule {
 	int64_t score;		/* score +N / -N */
 	bool greylist;		/* the greylist action (rcpt only) */
 	bool sign;		/* the sign action (data only) */
+	bool dry;		/* policy-mode monitor, or read by "include ... monitor" */
 	int nhdr;
 	char *hdr_name[RULES_HDR_MAX];
 	char *hdr_value[RULES_HDR_MAX];
@@ -142,6 +143,7 @@ struct rules {
 	unsigned need[RS__COUNT];	/* 1 << check: a rule of the stage reads its facts */
 	bool reads_from;		/* a rule reads the header From (fact from) */
 	bool uses_spf_exp;		/* a text uses $spf-explanation */
+	bool dry_now;			/* rules parsed now are dry (rules_set_dry) */
 };
 
 /* The parser's state: one token of look-ahead. */
@@ -511,6 +513,28 @@ rp_word_ok(struct rp *p, const struct fact_def *f)
 	for (int i = 0; w[i] != NULL && n < sizeof(valid); i++)
 		n += (size_t)snprintf(valid + n, sizeof(valid) - n, "%s%s", i ? ", " : "", w[i]);
 	rp_error(p, "%s is never %s (valid: %s)", f->name, rp_shown(p, shown, sizeof(shown)), valid);
+	return false;
+}
+
+/* rules_fact_word_ok - see rules.h */
+bool
+rules_fact_word_ok(const char *fact, const char *word, char *valid, size_t size)
+{
+	const char *const *w = NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; i < NFACTS; i++)
+		if (strcmp(fact_defs[i].name, fact) == 0)
+			w = fact_words(fact_defs[i].id);
+	if (size > 0)
+		valid[0] = 0;
+	if (w == NULL)
+		return true;
+	for (int i = 0; w[i] != NULL; i++)
+		if (strcasecmp(w[i], word) == 0)
+			return true;
+	for (int i = 0; w[i] != NULL && n < size; i++)
+		n += (size_t)snprintf(valid + n, size - n, "%s%s", i ? ", " : "", w[i]);
 	return false;
 }
 
@@ -1209,6 +1233,25 @@ rules_blocker(const struct rules *r, enum rules_stage st, bool *catch_all, const
 	return 0;
 }
 
+/* rules_set_dry - see rules.h */
+bool
+rules_set_dry(struct rules *r, bool dry)
+{
+	bool was = r->dry_now;
+
+	r->dry_now = dry;
+	return was;
+}
+
+/* rules_set_dry_all - see rules.h */
+void
+rules_set_dry_all(struct rules *r)
+{
+	for (int st = 0; st < RS__COUNT; st++)
+		for (struct rule *ru = r->head[st]; ru; ru = ru->next)
+			ru->dry = true;
+}
+
 /* rules_file_rules - see rules.h */
 int
 rules_file_rules(const struct rules *r, enum rules_stage st, const char *file, bool accept_only)
@@ -1262,6 +1305,7 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 
 	ru->line = kw->line;
 	ru->file = lx->file;
+	ru->dry = r->dry_now;
 	rp_next(&p);
 	for (st = 0; st < RS__COUNT; st++)
 		if (rp_is(&p, stage_names[st]))
@@ -1286,6 +1330,8 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 		rp_error(&p, "unexpected %s after the action", rp_shown(&p, shown, sizeof(shown)));
 		goto fail;
 	}
+	/* dry rules count as enforced here: the warnings are about the
+	 * policy as it will be enforced */
 	for (const struct rule *o = r->head[st]; o && ru->mode != 2; o = o->next)
 		if (o->mode == 0 && o->verdict != RV_CONTINUE && o->cond->op == N_TRUE) {
 			p.t.line = kw->line;
@@ -1548,6 +1594,15 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 
 static const char *const verdict_names[] = { "continue", "accept", "reject", "tempfail" };
 
+/* rule_dry_refuses - a dry rule that matched and would refuse (reject,
+ * tempfail, a greylisted triplet): it is logged and the next rules run */
+static bool
+rule_dry_refuses(const struct rule *ru, const struct rules_facts *f)
+{
+	return ru->dry && ru->mode == 0 && (ru->verdict == RV_REJECT || ru->verdict == RV_TEMPFAIL ||
+	    (ru->greylist && f->greylist_known && f->greylist_tempfail));
+}
+
 /* rules_stage_first_need - see rules.h */
 int
 rules_stage_first_need(const struct rules *r, enum rules_stage st, const struct rules_facts *f)
@@ -1570,6 +1625,8 @@ rules_stage_first_need(const struct rules *r, enum rules_stage st, const struct 
 			continue;
 		if (ru->greylist && !lf.greylist_known)
 			return 2;	/* CHECK_GREYLIST */
+		if (rule_dry_refuses(ru, &lf))
+			continue;
 		if (ru->verdict != RV_CONTINUE || (ru->greylist && lf.greylist_tempfail))
 			return -1;	/* this rule decides (greylisted: 4xx) */
 		lf.score += ru->score;
@@ -1629,7 +1686,12 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 			return;
 		}
 		if (trace != NULL) {
+			/* a dry rule that would refuse shows as monitor */
 			struct rules_trace t = { ru->file, ru->line, ru->mode, m, ru->src };
+			if (ru->dry && ru->mode == 0 && (ru->verdict == RV_REJECT ||
+			    ru->verdict == RV_TEMPFAIL || (ru->greylist && lf.greylist_known &&
+			    lf.greylist_tempfail)))
+				t.mode = 1;
 			trace(arg, &t);
 		}
 		if (!m)
@@ -1646,6 +1708,19 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 			res->verdict = RV_WAIT;
 			res->need = 2;	/* CHECK_GREYLIST */
 			return;
+		}
+		if (rule_dry_refuses(ru, &lf)) {
+			/* policy-mode monitor: say what would happen, change nothing */
+			char reply[RULES_TEXT_MAX + 400], why[LOG_ESC_SIZE];
+
+			rules_expand(ru->text ? ru->text : "", &lf, reply, sizeof(reply));
+			log_escape(why, sizeof(why), reply, strlen(reply));
+			res->monitored++;
+			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d mode=dry-run would=%s "
+			    "reply=\"%d %s %s\"", stage_names[st], ru->file, ru->line,
+			    ru->greylist || ru->verdict == RV_TEMPFAIL ? "tempfail" : "reject",
+			    ru->code, ru->enh, why);
+			continue;
 		}
 		res->score += ru->score;
 		lf.score += ru->score;

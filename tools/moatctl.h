@@ -12,5 +12,9 @@ int moatctl_greylist(int argc, char **argv);	/* tools/moatctl_greylist.c */
 int moatctl_query(int argc, char **argv);	/* tools/moatctl_dns.c */
 int moatctl_dkim_keygen(int argc, char **argv);	/* tools/moatctl_dkimkey.c */
 int moatctl_dkim_check_key(int argc, char **argv);	/* tools/moatctl_dkimkey.c */
+struct conf;
+int moatctl_test(int argc, char **argv);	/* tools/moatctl_test.c */
+/* tools/moatctl.c: explain on a loaded policy (argv as "moatctl explain FILE ...") */
+int moatctl_explain_conf(struct conf *c, int argc, char **argv);
 
 #endif

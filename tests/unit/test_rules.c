@@ -403,6 +403,43 @@ test_unreachable_warning(void)
 	free(errs);
 }
 
+/* test_dry_run - policy-mode monitor: a refusing rule that matches is
+ * passed over (the greylist check is still asked for), accept still
+ * accepts; the shadow warnings still speak of the enforced policy */
+static void
+test_dry_run(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("policy-mode monitor\n"
+	    "on rcpt true greylist\n"
+	    "on rcpt true reject 550 5.7.1 \"no\"\n"
+	    "on rcpt auth accept\n"
+	    "on rcpt true tempfail 451 4.7.1 \"later\"\n", &errs);
+	struct rules_facts f = { 0 };
+	struct rules_result res;
+
+	/* the warnings are about the policy as it will be enforced */
+	T_CHECKF(c != NULL && errs != NULL && strcmp(errs, "F:6:1: warning: this rule can never "
+	    "run: the rule at line 5 decides every rcpt first\nF:7:1: warning: this rule can never "
+	    "run: the rule at line 5 decides every rcpt first\n") == 0, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	T_CHECKF(res.verdict == RV_WAIT && res.need == 2, "verdict %d need %d", res.verdict, res.need);
+	f.greylist_known = true;
+	f.greylist_tempfail = true;
+	f.greylist_text = "greylisted";
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	T_CHECKF(res.verdict == RV_CONTINUE && res.monitored == 3, "verdict %d monitored %d",
+	    res.verdict, res.monitored);
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == -1);
+	f.auth = true;
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	T_CHECKF(res.verdict == RV_ACCEPT && res.line == 6, "verdict %d line %d", res.verdict, res.line);
+	conf_unref(c);
+}
+
 /* test_first_need - the one check a stage waits for: the first rule, in
  * order, that reaches a fact not in yet names it; a rule that decides
  * before (trusted accept, a greylisted recipient) means none (issue 22) */
@@ -567,6 +604,7 @@ main(void)
 	T_RUN(test_score_headers_variables);
 	T_RUN(test_spf_explanation_variable);
 	T_RUN(test_unreachable_warning);
+	T_RUN(test_dry_run);
 	T_RUN(test_checks_wait);
 	T_RUN(test_first_need);
 	T_RUN(test_login_map);
