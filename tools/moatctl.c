@@ -78,6 +78,10 @@ usage(void)
 	fprintf(stderr, "usage: moatctl check FILE\n"
 	    "       moatctl explain FILE --ip A [--helo H] [--from S] [--rcpt R ...]\n"
 	    "                       [--auth LOGIN] [--message FILE.eml] [--no-network]\n"
+	    "                       [--spf R] [--spf-helo R] [--dkim R] [--dmarc R]\n"
+	    "                       [--dmarc-policy P] [--greylist new|early|passed|allowlisted]\n"
+	    "                       [--fcrdns pass|fail] [--client-name N] [--dnsbl NAME=A|NAME=error|none]\n"
+	    "       moatctl test FILE\n"
 	    "       moatctl dkim-keygen DOMAIN SELECTOR [--algorithm A] [--bits N] [--dir D]\n"
 	    "       moatctl dkim --check-key DOMAIN SELECTOR [--dir D | --key FILE] "
 	    "[--resolver ADDR@PORT]\n");
@@ -191,6 +195,21 @@ explain_trace(void *arg, const struct rules_trace *t)
 	}
 }
 
+/* explain_assumed_check - is this the engine's line of a check whose
+ * result is assumed (the engine ran it; the rules see the assumption)? */
+static bool
+explain_assumed_check(const struct explain_args *a, const char *msg)
+{
+	const struct eng_assume *s = &a->as;
+
+	return a->assumed && strncmp(msg, "check ", 6) == 0 &&
+	    ((s->fcrdns >= 0 && strncmp(msg + 6, "fcrdns", 6) == 0) ||
+	    (s->dnsbl && strncmp(msg + 6, "dnsbl", 5) == 0) ||
+	    ((s->spf || s->spf_helo) && strncmp(msg + 6, "spf", 3) == 0) ||
+	    ((s->dkim || s->dmarc || s->dmarc_policy) && (strncmp(msg + 6, "dkim", 4) == 0 ||
+	    strncmp(msg + 6, "dmarc", 5) == 0)));
+}
+
 /* explain_log - the engine's log lines: its "check" lines to the output
  * (a temporary error marked when --no-network caused it), warnings and
  * errors to stderr, the rest dropped */
@@ -200,6 +219,8 @@ explain_log(void *arg, enum log_level lvl, uint64_t sid, const char *msg)
 	const struct explain *x = arg;
 
 	(void)sid;
+	if (explain_assumed_check(x->a, msg))
+		return;		/* its "assume" line stands for it */
 	if (strncmp(msg, "check ", 6) == 0)
 		printf("%s%s\n", msg, x->a->no_network && strstr(msg, "temperror") != NULL ?
 		    " (--no-network)" : "");
