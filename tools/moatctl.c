@@ -80,6 +80,7 @@ usage(void)
 	    "                       [--auth LOGIN] [--message FILE.eml] [--no-network]\n"
 	    "                       [--spf R] [--spf-helo R] [--dkim R] [--dmarc R]\n"
 	    "                       [--dmarc-policy P] [--greylist new|early|passed|allowlisted]\n"
+	    "                       [--greylist-retry SECONDS]\n"
 	    "                       [--fcrdns pass|fail] [--client-name N] [--dnsbl NAME=A|NAME=error|none]\n"
 	    "       moatctl test FILE\n"
 	    "       moatctl dkim-keygen DOMAIN SELECTOR [--algorithm A] [--bits N] [--dir D]\n"
@@ -426,6 +427,16 @@ explain_assume_opt(struct explain_args *a, const char *name, const char *v)
 		fprintf(stderr, "moatctl: --greylist %s: expected new, early, passed or "
 		    "allowlisted\n", v);
 		return -1;
+	}
+	if (strcmp(name, "greylist-retry") == 0) {
+		char *end;
+		unsigned long n = strtoul(v, &end, 10);
+		if (*v == 0 || *end != 0 || n > 86400) {
+			fprintf(stderr, "moatctl: --greylist-retry %s: expected seconds, 0 to 86400\n", v);
+			return -1;
+		}
+		a->as.greylist_retry = (unsigned)n;
+		return 1;
 	}
 	if (strcmp(name, "fcrdns") == 0) {
 		if (strcmp(v, "pass") != 0 && strcmp(v, "fail") != 0) {
