@@ -328,7 +328,7 @@ moatctl_test(int argc, char **argv)
 	}
 	memset(&s, 0, sizeof(s));
 	for (;;) {
-		char *l = fgets(line, sizeof(line), fp), *key, *val;
+		char *l = fgets(line, sizeof(line), fp), *key = NULL, *val = NULL;
 		bool eof = l == NULL;
 
 		if (!eof) {
@@ -342,7 +342,7 @@ moatctl_test(int argc, char **argv)
 				*val++ = 0;
 			val = t_trim(val);
 		}
-		if (eof || strcmp(key, "test") == 0) {
+		if (eof || key == NULL || strcmp(key, "test") == 0) {
 			if (s.name != NULL) {
 				if (!s.has_ip) {
 					fprintf(stderr, "%s:%d: test %s has no ip\n", argv[2], s.line, s.name);
