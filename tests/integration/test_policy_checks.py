@@ -52,6 +52,10 @@ BAD = [
      '3:22: error: rcpt-count is between 0 and 100000, found "1000000"'),
     ("size-negative", 'on data size < -5 accept',
      '3:16: error: size is between 0 and 1099511627776, found "-5"'),
+    ("policy-mode-word", 'policy-mode dry',
+     '3:13: error: policy-mode: unknown word "dry" (expected enforce or monitor)'),
+    ("include-mode-word", 'include "/dev/null" dry',
+     '3:21: error: include takes one name and then monitor or enforce; unexpected dry'),
 ]
 
 
