@@ -137,6 +137,7 @@ struct eng_sess {
 	void *arg;
 	rules_trace_fn trace;
 	void *trace_arg;
+	const struct eng_assume *assume;	/* explain, moatctl test: assumed results */
 	struct eng_q *qs;		/* answers in flight */
 	/* a stage waiting */
 	bool waiting;
@@ -795,6 +796,8 @@ gl_key_pending(struct eng_sess *e)
  * Facts
  */
 
+static void eng_assumed(const struct eng_assume *a, enum rules_stage st, struct rules_facts *f);
+
 /* eng_facts - what the session knows, for the rules of a stage; sum
  * holds the DNSBL summary the facts point into */
 static void
@@ -890,6 +893,8 @@ eng_facts(const struct eng_sess *e, enum rules_stage st, struct rules_facts *f,
 		f->rcpt_count = t->nrcpt_ok;
 		f->bare_lf = t->bare_lf;
 	}
+	if (e->assume != NULL)
+		eng_assumed(e->assume, st, f);
 }
 
 /* ---------------------------------------------------------------------
@@ -1177,6 +1182,64 @@ engine_set_trace(struct eng_sess *e, rules_trace_fn fn, void *arg)
 {
 	e->trace = fn;
 	e->trace_arg = arg;
+}
+
+/* engine_set_assume - see engine.h */
+void
+engine_set_assume(struct eng_sess *e, struct eng_assume *a)
+{
+	if (a != NULL && (a->greylist == ENG_GL_NEW || a->greylist == ENG_GL_EARLY)) {
+		/* the text moatd's greylist gives (greylist_reply_text) */
+		struct greylist_verdict v = { .status = GL_GREYLISTED,
+		    .retry_in = a->greylist_retry ? a->greylist_retry : e->conf->greylist.delay };
+		greylist_reply_text(&v, a->gl_text, sizeof(a->gl_text));
+	}
+	e->assume = a;
+}
+
+/* eng_assumed - the assumed results over the checks' own (eng_facts) */
+static void
+eng_assumed(const struct eng_assume *a, enum rules_stage st, struct rules_facts *f)
+{
+	if (a->fcrdns >= 0) {
+		f->fcrdns_known = true;
+		f->fcrdns = a->fcrdns == 1;
+		f->client_name = a->fcrdns == 1 ? a->client_name : NULL;
+		f->client_nlen = f->client_name ? strlen(f->client_name) : 0;
+	}
+	if (a->dnsbl) {
+		f->dnsbl_known = true;
+		f->dnsbl_score = a->dnsbl_score;
+		f->dnsbl_hits = a->dnsbl_hits;
+		f->dnsbl_reply = a->dnsbl_reply;
+		f->dnsbl_error = a->dnsbl_error;
+	}
+	if (st >= RS_HELO && a->spf_helo != NULL) {
+		f->spf_helo = a->spf_helo;
+		if (st == RS_HELO)
+			f->spf_known = true;
+	}
+	if (st >= RS_MAIL && a->spf != NULL) {
+		f->spf_known = true;
+		f->spf = a->spf;
+		f->spf_explanation = NULL;
+	}
+	if (st == RS_RCPT && a->greylist != ENG_GL_ASK) {
+		f->greylist_known = true;
+		f->greylist_tempfail = a->greylist == ENG_GL_NEW || a->greylist == ENG_GL_EARLY;
+		f->greylist_text = f->greylist_tempfail ? a->gl_text : "";
+	}
+	if (st == RS_DATA && (a->dkim || a->dmarc || a->dmarc_policy)) {
+		f->sauth_known = true;
+		if (a->dkim)
+			f->dkim = a->dkim;
+		if (a->dmarc)
+			f->dmarc = a->dmarc;
+		if (a->dmarc_policy)
+			f->dmarc_policy = a->dmarc_policy;
+		if (a->from_domain)
+			f->dmarc_from_domain = a->from_domain;
+	}
 }
 
 bool

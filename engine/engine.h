@@ -213,6 +213,30 @@ struct eng_proto *engine_proto(struct eng_sess *e);
 /* engine_set_trace - explain: every rule looked at goes to fn */
 void engine_set_trace(struct eng_sess *e, rules_trace_fn fn, void *arg);
 
+/* Check results that moatctl explain and moatctl test assume (given on
+ * the command line or in a scenario) instead of the check's own answer:
+ * the facts the rules see are these, known at once; a NULL word or a -1
+ * leaves that check as it is. Words are checked by the caller
+ * (rules_fact_word_ok). */
+enum eng_gl_assume { ENG_GL_ASK = -1, ENG_GL_NEW, ENG_GL_EARLY, ENG_GL_PASSED,
+	ENG_GL_ALLOWLISTED };
+struct eng_assume {
+	const char *spf, *spf_helo;		/* mail, helo */
+	const char *dkim, *dmarc, *dmarc_policy, *from_domain;	/* data */
+	int greylist;				/* enum eng_gl_assume */
+	unsigned greylist_retry;		/* new/early: seconds in the 451 (0: the delay) */
+	int fcrdns;				/* -1, 0 fail, 1 pass */
+	const char *client_name;		/* with fcrdns 1 */
+	bool dnsbl;				/* the DNSBL facts below are assumed */
+	int64_t dnsbl_score;
+	const char *dnsbl_hits;			/* "zen,sbl" or NULL */
+	const char *dnsbl_reply;
+	bool dnsbl_error;
+	char gl_text[80];			/* engine_set_assume: the 451's text */
+};
+/* engine_set_assume - borrowed: a must outlive the session */
+void engine_set_assume(struct eng_sess *e, struct eng_assume *a);
+
 /* engine_helo - HELO/EHLO name (as sent; cut at SMTP_DOMAIN_MAX): ends
  * any transaction, starts the HELO zones and SPF of the name when a
  * helo rule reads spf-helo */

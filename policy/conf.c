@@ -79,6 +79,9 @@ static const struct conf_enum conf_listen_words[] = {
 static const struct conf_enum conf_preply_words[] = {
 	{ "smtp", CONF_PREPLY_SMTP }, { "actions", CONF_PREPLY_ACTIONS }, { NULL, 0 }
 };
+static const struct conf_enum conf_pmode_words[] = {
+	{ "enforce", 0 }, { "monitor", 1 }, { NULL, 0 }
+};
 static const struct conf_enum conf_level_words[] = {
 	{ "debug", LOG_L_DEBUG }, { "info", LOG_L_INFO }, { "warn", LOG_L_WARN },
 	{ "error", LOG_L_ERROR }, { NULL, 0 }
@@ -122,6 +125,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "upstream-keepalive", CT_DUR, O(upstream_keepalive_ms), 0, 3600 * SEC, "60s", NULL },
 	{ "bare-lf", CT_ENUM, O(bare_lf), 0, 0, "normalise", conf_barelf_words },
 	{ "policy-reply", CT_ENUM, O(policy_reply), 0, 0, "smtp", conf_preply_words },
+	{ "policy-mode", CT_ENUM, O(policy_monitor), 0, 0, "enforce", conf_pmode_words },
 	{ "spool-dir", CT_STR, O(spool_dir), 0, 0, "/var/tmp", NULL },
 	{ "spool-memory", CT_SIZE, O(spool_memory), 0, 1ull << 32, "1m", NULL },
 	{ "user", CT_STR, O(user), 0, 0, "nobody", NULL },
@@ -756,6 +760,34 @@ conf_defaults(struct conf_parse *p, struct conf *c)
 static void conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
 	const char *buf, size_t len, int depth);
 
+/* conf_include_order - warn when an included file's rules come after a
+ * rule that decides first: a final rule on "true" (then none of them
+ * runs), or a greylist rule (then its accept rules spare no one from
+ * greylisting) */
+static void
+conf_include_order(struct conf_parse *p, struct conf *c, const struct lex_token *kw,
+	const char *name)
+{
+	for (int st = 0; st < RS__COUNT; st++) {
+		bool all = false;
+		const char *bfile = NULL;
+		int bline = rules_blocker(c->rules, (enum rules_stage)st, &all, &bfile), l;
+		char msg[1024];
+
+		if (bline == 0 || bfile == name)
+			continue;
+		l = rules_file_rules(c->rules, (enum rules_stage)st, name, !all);
+		if (l == 0)
+			continue;
+		snprintf(msg, sizeof(msg), "%s:%d: this %s rule comes after the %s rule at %s:%d, "
+		    "which decides first%s: put the include before that rule", name, l,
+		    rules_stage_name((enum rules_stage)st), all ? "catch-all" : "greylist",
+		    bfile, bline, all ? " for every session" : " (its accept cannot spare a "
+		    "client from greylisting)");
+		conf_note(p, "warning", kw->line, kw->col, msg);
+	}
+}
+
 /* conf_include - "include PATH-OR-GLOB": relative to the including file */
 static void
 conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
@@ -765,6 +797,7 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	char pat[4096], shown[LOG_ESC_SIZE];
 	glob_t g;
 	int r;
+	bool dry = false, was;
 
 	lex_next(lx, &v);
 	if (v.type != LEX_WORD && v.type != LEX_STRING) {
@@ -794,8 +827,14 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 		    (int)v.len, v.text);
 	}
 	lex_next(lx, &end);
+	if (end.type == LEX_WORD && ((end.len == 7 && memcmp(end.text, "monitor", 7) == 0) ||
+	    (end.len == 7 && memcmp(end.text, "enforce", 7) == 0))) {
+		dry = end.text[0] == 'm';	/* the included rules only log what they would do */
+		lex_next(lx, &end);
+	}
 	if (end.type != LEX_NL && end.type != LEX_EOF) {
-		conf_error(p, end.line, end.col, "include takes one name; unexpected %s",
+		conf_error(p, end.line, end.col, "include takes one name and then monitor or "
+		    "enforce; unexpected %s",
 		    conf_shown(&end, shown, sizeof(shown)));
 		goto skip;
 	}
@@ -810,15 +849,20 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 		return;
 	}
 	for (size_t i = 0; i < g.gl_pathc; i++) {	/* glob sorts the names */
-		const char *why = "unknown error";
+		const char *why = "unknown error", *name;
 		size_t blen;
 		char *buf = conf_read_file(g.gl_pathv[i], &blen, &why);
 		if (buf == NULL) {
 			conf_error(p, v.line, v.col, "include %s: %s", g.gl_pathv[i], why);
 			continue;
 		}
-		conf_parse_buffer(p, c, conf_intern(c, g.gl_pathv[i]), buf, blen, depth + 1);
+		name = conf_intern(c, g.gl_pathv[i]);
+		was = rules_set_dry(c->rules, dry);	/* an include in a dry file is dry */
+		rules_set_dry(c->rules, dry || was);
+		conf_parse_buffer(p, c, name, buf, blen, depth + 1);
+		rules_set_dry(c->rules, was);
 		free(buf);
+		conf_include_order(p, c, kw, name);
 	}
 	globfree(&g);
 	return;
@@ -920,6 +964,8 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 	if (c->tls_cert == NULL && (c->tls_key != NULL || c->tls_chain != NULL ||
 	    c->tls_client_ca != NULL))
 		conf_error(p, 1, 1, "tls-key, tls-chain and tls-client-ca need a tls-certificate");
+	if (c->policy_monitor && c->rules != NULL)
+		rules_set_dry_all(c->rules);
 	c->resolver.max_inflight = (unsigned)c->dns_max_queries;
 	{
 		char why[256] = "";

@@ -87,6 +87,7 @@ struct conf {
 	uint64_t upstream_keepalive_ms;	/* NOOP an idle upstream after this; 0: never */
 
 	int bare_lf;		/* enum conf_barelf */
+	int policy_monitor;	/* policy-mode monitor: every rule dry (rules.h) */
 	char *spool_dir;
 	uint64_t spool_memory;
 

@@ -964,6 +964,28 @@ list_kind(const struct list *l)
 	return l->kind;
 }
 
+/* list_word_find - see lists.h */
+bool
+list_word_find(const struct list *l, bool (*ok)(const void *arg, const char *w, size_t len, bool glob),
+    const void *arg, const char **w, size_t *len, bool *glob)
+{
+	if (l == NULL || l->kind != LIST_WORD)
+		return false;
+	for (size_t i = 0; i < l->nslots; i++) {
+		const struct list_slot *sl = &l->slots[i];
+		/* a word and its glob share a slot: look at both */
+		for (uint32_t fl = LF_EXACT; fl <= LF_GLOB; fl <<= 1) {
+			if (!(sl->flags & fl) || ok(arg, l->arena + sl->off, sl->len, fl == LF_GLOB))
+				continue;
+			*w = l->arena + sl->off;
+			*len = sl->len;
+			*glob = fl == LF_GLOB;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* list_free - see lists.h */
 void
 list_free(struct list *l)

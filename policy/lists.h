@@ -142,6 +142,11 @@ size_t list_count(const struct list *l);
 enum list_kind list_kind(const struct list *l);
 /* list_kind_name - "net", "domain", "address" or "word" */
 const char *list_kind_name(enum list_kind kind);
+/* list_word_find - LIST_WORD: the first entry (in no set order) for
+ * which ok() says false, in w and len (not terminated) and glob (a
+ * prefix entry, without its trailing star); false when ok() takes them all */
+bool list_word_find(const struct list *l, bool (*ok)(const void *arg, const char *w, size_t len, bool glob),
+    const void *arg, const char **w, size_t *len, bool *glob);
 /* list_free - release the list; NULL is a no-op */
 void list_free(struct list *l);
 

@@ -122,6 +122,7 @@ struct rule {
 	int64_t score;		/* score +N / -N */
 	bool greylist;		/* the greylist action (rcpt only) */
 	bool sign;		/* the sign action (data only) */
+	bool dry;		/* policy-mode monitor, or read by "include ... monitor" */
 	int nhdr;
 	char *hdr_name[RULES_HDR_MAX];
 	char *hdr_value[RULES_HDR_MAX];
@@ -143,6 +144,7 @@ struct rules {
 	unsigned need[RS__COUNT];	/* 1 << check: a rule of the stage reads its facts */
 	bool reads_from;		/* a rule reads the header From (fact from) */
 	bool uses_spf_exp;		/* a text uses $spf-explanation */
+	bool dry_now;			/* rules parsed now are dry (rules_set_dry) */
 };
 
 /* The parser's state: one token of look-ahead. */
@@ -468,6 +470,119 @@ rp_fact(struct rp *p)
 	return NULL;
 }
 
+/* The words a fact with a fixed vocabulary can have: what the checks
+ * (filters/spf.c, dkim.c, dmarc.c) and OpenSSL give. "is" and word lists
+ * compare case-insensitively. */
+static const char *const spf_words[] = { "none", "neutral", "pass", "fail", "softfail",
+	"temperror", "permerror", NULL };
+static const char *const dkim_words[] = { "none", "pass", "fail", "neutral", "policy",
+	"temperror", "permerror", NULL };
+static const char *const dmarc_words[] = { "none", "pass", "fail", "temperror", "permerror",
+	NULL };
+static const char *const dmarc_policy_words[] = { "none", "quarantine", "reject", NULL };
+static const char *const tls_version_words[] = { "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3",
+	NULL };
+
+/* fact_words - the vocabulary of a fact, or NULL when any word goes */
+static const char *const *
+fact_words(enum fact_id id)
+{
+	switch (id) {
+	case F_SPF: case F_SPF_HELO: return spf_words;
+	case F_DKIM: return dkim_words;
+	case F_DMARC: return dmarc_words;
+	case F_DMARC_POLICY: return dmarc_policy_words;
+	case F_TLS_VERSION: return tls_version_words;
+	default: return NULL;
+	}
+}
+
+/* rp_word_ok - is the current token a word of the fact's vocabulary?
+ * If not, an error naming the valid words */
+static bool
+rp_word_ok(struct rp *p, const struct fact_def *f)
+{
+	const char *const *w = fact_words(f->id);
+	char shown[LOG_ESC_SIZE + 8], valid[256] = "";
+	size_t n = 0;
+
+	if (w == NULL)
+		return true;
+	for (int i = 0; w[i] != NULL; i++)
+		if (strlen(w[i]) == p->t.len && strncasecmp(w[i], p->t.text, p->t.len) == 0)
+			return true;
+	for (int i = 0; w[i] != NULL && n < sizeof(valid); i++)
+		n += (size_t)snprintf(valid + n, sizeof(valid) - n, "%s%s", i ? ", " : "", w[i]);
+	rp_error(p, "%s is never %s (valid: %s)", f->name, rp_shown(p, shown, sizeof(shown)), valid);
+	return false;
+}
+
+/* rules_fact_word_ok - see rules.h */
+bool
+rules_fact_word_ok(const char *fact, const char *word, char *valid, size_t size)
+{
+	const char *const *w = NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; i < NFACTS; i++)
+		if (strcmp(fact_defs[i].name, fact) == 0)
+			w = fact_words(fact_defs[i].id);
+	if (size > 0)
+		valid[0] = 0;
+	if (w == NULL)
+		return true;
+	for (int i = 0; w[i] != NULL; i++)
+		if (strcasecmp(w[i], word) == 0)
+			return true;
+	for (int i = 0; w[i] != NULL && n < size; i++)
+		n += (size_t)snprintf(valid + n, size - n, "%s%s", i ? ", " : "", w[i]);
+	return false;
+}
+
+/* vocab_ok - list_word_find's test: an exact entry is a word of the
+ * vocabulary, a glob is the prefix of one */
+static bool
+vocab_ok(const void *arg, const char *w, size_t len, bool glob)
+{
+	for (const char *const *v = arg; *v != NULL; v++)
+		if ((glob ? strlen(*v) >= len : strlen(*v) == len) && strncasecmp(*v, w, len) == 0)
+			return true;
+	return false;
+}
+
+/* rp_list_words_ok - every entry of a word list read by a fact with a
+ * vocabulary is one of its words; else an error at the list's name */
+static bool
+rp_list_words_ok(struct rp *p, const struct fact_def *f, const struct named_list *nl)
+{
+	const char *const *v = fact_words(f->id);
+	const char *w;
+	size_t len, n = 0;
+	bool glob;
+	char esc[LOG_ESC_SIZE], valid[256] = "";
+
+	if (v == NULL || !list_word_find(nl->l, vocab_ok, v, &w, &len, &glob))
+		return true;
+	for (int i = 0; v[i] != NULL && n < sizeof(valid); i++)
+		n += (size_t)snprintf(valid + n, sizeof(valid) - n, "%s%s", i ? ", " : "", v[i]);
+	log_escape(esc, sizeof(esc), w, len);
+	rp_error(p, "list %s has \"%s%s\", which %s never is (valid: %s)", nl->name, esc,
+	    glob ? "*" : "", f->name, valid);
+	return false;
+}
+
+/* fact_range - the numbers a number fact can have */
+static void
+fact_range(enum fact_id id, int64_t *lo, int64_t *hi)
+{
+	switch (id) {
+	case F_RCPT_COUNT: *lo = 0; *hi = 100000; break;	/* max-recipients' ceiling */
+	case F_DECLARED_SIZE: case F_SIZE: *lo = 0; *hi = (int64_t)1 << 40; break;
+	case F_SCORE: case F_DNSBL_SCORE: *lo = -1000000000; *hi = 1000000000; break;
+	default: *lo = 0; *hi = 1000000; break;		/* command counts */
+	}
+}
+
 /* rp_number - a count or a size with k/m/g */
 static bool
 rp_number(const char *s, size_t len, uint64_t *out)
@@ -533,8 +648,14 @@ rp_predicate(struct rp *p)
 		    (f->type == FT_DOMAIN && lk == LIST_DOMAIN) ||
 		    (f->type == FT_ADDRESS && (lk == LIST_ADDRESS || lk == LIST_DOMAIN)) ||
 		    (f->type == FT_WORD && lk == LIST_WORD))) {
-			rp_error(p, "%s cannot be looked up in the %s list %s", f->name,
-			    list_kind_name(lk), nl->name);
+			rp_error(p, "%s cannot be looked up in the %s list %s (it needs %s)", f->name,
+			    list_kind_name(lk), nl->name,
+			    f->type == FT_IP ? "a net list" : f->type == FT_DOMAIN ? "a domain list" :
+			    f->type == FT_ADDRESS ? "an address or domain list" : "a word list");
+			node_free(n);
+			return NULL;
+		}
+		if (!rp_list_words_ok(p, f, nl)) {
 			node_free(n);
 			return NULL;
 		}
@@ -568,6 +689,24 @@ rp_predicate(struct rp *p)
 			node_free(n);
 			return NULL;
 		}
+		if (!rp_word_ok(p, f)) {
+			node_free(n);
+			return NULL;
+		}
+		if (f->type == FT_DOMAIN) {
+			/* a name a domain list would take, or it can never match */
+			struct list *dl = list_new(LIST_DOMAIN);
+			char e[512];
+			int bad = dl == NULL || list_add(dl, p->t.text, p->t.len, e, sizeof(e)) != 0;
+
+			list_free(dl);
+			if (bad) {
+				rp_error(p, "%s is %s: %s", f->name, rp_shown(p, shown, sizeof(shown)),
+				    dl == NULL ? "out of memory" : e);
+				node_free(n);
+				return NULL;
+			}
+		}
 		n->op = N_IS;
 		n->word = xmemdup(p->t.text, p->t.len);
 		n->wlen = p->t.len;
@@ -594,6 +733,17 @@ rp_predicate(struct rp *p)
 				return NULL;
 			}
 			n->num = neg ? -(int64_t)u : (int64_t)u;
+			{
+				int64_t lo, hi;
+				fact_range(f->id, &lo, &hi);
+				if (n->num < lo || n->num > hi) {
+					rp_error(p, "%s is between %lld and %lld, found %s", f->name,
+					    (long long)lo, (long long)hi,
+					    rp_shown(p, shown, sizeof(shown)));
+					node_free(n);
+					return NULL;
+				}
+			}
 		}
 		n->op = N_CMP;
 		n->cmp = (enum cmp_op)i;
@@ -1029,6 +1179,90 @@ node_checks(const struct node *n)
 	return m | node_checks(n->a) | node_checks(n->b);
 }
 
+/* node_equal - the same condition, as parsed */
+static bool
+node_equal(const struct node *a, const struct node *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	if (a->op != b->op || a->fact != b->fact)
+		return false;
+	switch (a->op) {
+	case N_IN: if (a->list != b->list) return false; break;
+	case N_OWNED: if (a->map != b->map) return false; break;
+	case N_IS:
+		if (a->wlen != b->wlen || strncasecmp(a->word, b->word, a->wlen) != 0)
+			return false;
+		break;
+	case N_CMP: if (a->cmp != b->cmp || a->num != b->num) return false; break;
+	default: break;
+	}
+	return node_equal(a->a, b->a) && node_equal(a->b, b->b);
+}
+
+/* node_has_conjunct - is c one of the factors of the "and" chain n? */
+static bool
+node_has_conjunct(const struct node *n, const struct node *c)
+{
+	if (node_equal(n, c))
+		return true;
+	return n->op == N_AND && (node_has_conjunct(n->a, c) || node_has_conjunct(n->b, c));
+}
+
+/* node_implies - does "later" hold whenever it holds, imply "earlier"?
+ * Only what is sure: the same condition, or earlier's factors joined by
+ * "and" all among later's factors joined by "and". */
+static bool
+node_implies(const struct node *later, const struct node *earlier)
+{
+	if (earlier->op == N_AND)
+		return node_implies(later, earlier->a) && node_implies(later, earlier->b);
+	return node_has_conjunct(later, earlier);
+}
+
+/* rules_blocker - see rules.h */
+int
+rules_blocker(const struct rules *r, enum rules_stage st, bool *catch_all, const char **file)
+{
+	for (const struct rule *o = r != NULL ? r->head[st] : NULL; o; o = o->next)
+		if (o->mode == 0 && ((o->verdict != RV_CONTINUE && o->cond->op == N_TRUE) ||
+		    o->greylist)) {
+			*catch_all = o->cond->op == N_TRUE;
+			*file = o->file;
+			return o->line;
+		}
+	return 0;
+}
+
+/* rules_set_dry - see rules.h */
+bool
+rules_set_dry(struct rules *r, bool dry)
+{
+	bool was = r->dry_now;
+
+	r->dry_now = dry;
+	return was;
+}
+
+/* rules_set_dry_all - see rules.h */
+void
+rules_set_dry_all(struct rules *r)
+{
+	for (int st = 0; st < RS__COUNT; st++)
+		for (struct rule *ru = r->head[st]; ru; ru = ru->next)
+			ru->dry = true;
+}
+
+/* rules_file_rules - see rules.h */
+int
+rules_file_rules(const struct rules *r, enum rules_stage st, const char *file, bool accept_only)
+{
+	for (const struct rule *o = r != NULL ? r->head[st] : NULL; o; o = o->next)
+		if (o->file == file && o->mode != 2 && (!accept_only || o->verdict == RV_ACCEPT))
+			return o->line;
+	return 0;
+}
+
 /* rp_source - the statement as written, for traces: continuation lines
  * joined, blanks squeezed, comments dropped, at most 300 bytes */
 static char *
@@ -1072,6 +1306,7 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 
 	ru->line = kw->line;
 	ru->file = lx->file;
+	ru->dry = r->dry_now;
 	rp_next(&p);
 	for (st = 0; st < RS__COUNT; st++)
 		if (rp_is(&p, stage_names[st]))
@@ -1096,12 +1331,25 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 		rp_error(&p, "unexpected %s after the action", rp_shown(&p, shown, sizeof(shown)));
 		goto fail;
 	}
-	for (const struct rule *o = r->head[st]; o; o = o->next)
+	/* dry rules count as enforced here: the warnings are about the
+	 * policy as it will be enforced */
+	for (const struct rule *o = r->head[st]; o && ru->mode != 2; o = o->next)
 		if (o->mode == 0 && o->verdict != RV_CONTINUE && o->cond->op == N_TRUE) {
 			p.t.line = kw->line;
 			p.t.col = kw->col;
-			rp_error(&p, "warning: this rule can never run: the rule at line %d "
-			    "decides every %s first", o->line, stage_names[st]);
+			rp_error(&p, "warning: this rule can never run: the rule at %s%sline %d "
+			    "decides every %s first", o->file != ru->file ? o->file : "",
+			    o->file != ru->file ? " " : "", o->line, stage_names[st]);
+			p.errors--;
+			break;
+		} else if (o->mode == 0 && o->verdict != RV_CONTINUE && node_implies(ru->cond, o->cond)) {
+			p.t.line = kw->line;
+			p.t.col = kw->col;
+			rp_error(&p, "warning: this rule can never run: whenever its condition holds, "
+			    "the rule at %s%sline %d (%s) matches first and decides the %s",
+			    o->file != ru->file ? o->file : "", o->file != ru->file ? " " : "",
+			    o->line, node_equal(ru->cond, o->cond) ? "the same condition" :
+			    "a part of this condition", stage_names[st]);
 			p.errors--;
 			break;
 		}
@@ -1357,6 +1605,15 @@ rule_hit(const struct rule *ru, const char *verdict)
 	metrics_inc(MF_RULE_HITS, id, verdict);
 }
 
+/* rule_dry_refuses - a dry rule that matched and would refuse (reject,
+ * tempfail, a greylisted triplet): it is logged and the next rules run */
+static bool
+rule_dry_refuses(const struct rule *ru, const struct rules_facts *f)
+{
+	return ru->dry && ru->mode == 0 && (ru->verdict == RV_REJECT || ru->verdict == RV_TEMPFAIL ||
+	    (ru->greylist && f->greylist_known && f->greylist_tempfail));
+}
+
 /* rules_stage_first_need - see rules.h */
 int
 rules_stage_first_need(const struct rules *r, enum rules_stage st, const struct rules_facts *f)
@@ -1379,6 +1636,8 @@ rules_stage_first_need(const struct rules *r, enum rules_stage st, const struct 
 			continue;
 		if (ru->greylist && !lf.greylist_known)
 			return 2;	/* CHECK_GREYLIST */
+		if (rule_dry_refuses(ru, &lf))
+			continue;
 		if (ru->verdict != RV_CONTINUE || (ru->greylist && lf.greylist_tempfail))
 			return -1;	/* this rule decides (greylisted: 4xx) */
 		lf.score += ru->score;
@@ -1438,7 +1697,10 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 			return;
 		}
 		if (trace != NULL) {
+			/* a dry rule that would refuse shows as monitor */
 			struct rules_trace t = { ru->file, ru->line, ru->mode, m, ru->src };
+			if (rule_dry_refuses(ru, &lf))
+				t.mode = 1;
 			trace(arg, &t);
 		}
 		if (!m)
@@ -1456,6 +1718,20 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 			res->verdict = RV_WAIT;
 			res->need = 2;	/* CHECK_GREYLIST */
 			return;
+		}
+		if (rule_dry_refuses(ru, &lf)) {
+			/* policy-mode monitor: say what would happen, change nothing */
+			char reply[RULES_TEXT_MAX + 400], why[LOG_ESC_SIZE];
+
+			rules_expand(ru->text ? ru->text : "", &lf, reply, sizeof(reply));
+			log_escape(why, sizeof(why), reply, strlen(reply));
+			res->monitored++;
+			rule_hit(ru, "dry-run");
+			log_msg(LOG_L_INFO, sid, "policy stage=%s rule=%s:%d mode=dry-run would=%s "
+			    "reply=\"%d %s %s\"", stage_names[st], ru->file, ru->line,
+			    ru->greylist || ru->verdict == RV_TEMPFAIL ? "tempfail" : "reject",
+			    ru->code, ru->enh, why);
+			continue;
 		}
 		res->score += ru->score;
 		lf.score += ru->score;

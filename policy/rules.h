@@ -195,6 +195,28 @@ void rules_header_add(char **buf, size_t *len, const char *name, const char *val
 /* Facts of checks not awaited become failed lookups (greylist: 1 = tempfail). */
 void rules_facts_unawaited(struct rules_facts *f, bool dnsbl_on, bool dnsbl_error,
 	int greylist_on_error);
+/* rules_blocker - the first enforced rule of the stage that decides for
+ * every session (*catch_all: a final action on "true") or for many (a
+ * greylist rule), its line and *file; 0 if none. conf.c warns about an
+ * include after it. */
+int rules_blocker(const struct rules *r, enum rules_stage st, bool *catch_all, const char **file);
+/* rules_fact_word_ok - is word one of the fact's words (spf: pass,
+ * fail, ...; any word for a fact without a fixed vocabulary)? If not,
+ * false with the valid words, comma-separated, in valid */
+bool rules_fact_word_ok(const char *fact, const char *word, char *valid, size_t size);
+/* rules_set_dry - the rules parsed from now on are dry (an include with
+ * "monitor"); returns the setting it replaces. A dry rule that matches
+ * and would reject or tempfail (or greylist a triplet the greylist check
+ * says is greylisted: the check still runs and records it) is logged as
+ * "policy ... mode=dry-run would=reject reply=..." and the next rules
+ * run, as if it had not matched; accept, score, add-header and sign act
+ * as always. */
+bool rules_set_dry(struct rules *r, bool dry);
+/* rules_set_dry_all - every rule dry: policy-mode monitor */
+void rules_set_dry_all(struct rules *r);
+/* rules_file_rules - the line of the first rule (not off; accept rules
+ * only if asked) of the stage read from file (the same interned name), or 0 */
+int rules_file_rules(const struct rules *r, enum rules_stage st, const char *file, bool accept_only);
 void rules_free(struct rules *r);
 
 #endif

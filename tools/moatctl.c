@@ -61,6 +61,7 @@
 #include <event2/event.h>
 
 #include "conf.h"
+#include "dnsbl.h"
 #include "engine.h"
 #include "filter.h"
 #include "log.h"
@@ -114,6 +115,12 @@ struct explain_args {
 	const char *auth;
 	const char *message;
 	bool no_network;
+	/* results assumed instead of asked (--spf pass, --greylist new, ...) */
+	struct eng_assume as;
+	bool assumed;
+	const char *dnsbl[DNSBL_ZONES_MAX];	/* --dnsbl NAME=ANSWER|error|none */
+	int ndnsbl;
+	struct dnsbl_summary dsum;
 };
 
 /* A refusal: what moatd would answer. */
@@ -127,7 +134,7 @@ struct explain_reply {
 
 /* The walk: the engine's session and what its callbacks tell us. */
 struct explain {
-	const struct explain_args *a;
+	struct explain_args *a;
 	struct event_base *base;
 	struct eng_sess *e;
 	bool resumed;			/* the engine's resume callback fired */
@@ -179,6 +186,21 @@ explain_trace(void *arg, const struct rules_trace *t)
 	}
 }
 
+/* explain_assumed_check - is this the engine's line of a check whose
+ * result is assumed (the engine ran it; the rules see the assumption)? */
+static bool
+explain_assumed_check(const struct explain_args *a, const char *msg)
+{
+	const struct eng_assume *s = &a->as;
+
+	return a->assumed && strncmp(msg, "check ", 6) == 0 &&
+	    ((s->fcrdns >= 0 && strncmp(msg + 6, "fcrdns", 6) == 0) ||
+	    (s->dnsbl && strncmp(msg + 6, "dnsbl", 5) == 0) ||
+	    ((s->spf || s->spf_helo) && strncmp(msg + 6, "spf", 3) == 0) ||
+	    ((s->dkim || s->dmarc || s->dmarc_policy) && (strncmp(msg + 6, "dkim", 4) == 0 ||
+	    strncmp(msg + 6, "dmarc", 5) == 0)));
+}
+
 /* explain_log - the engine's log lines: its "check" lines to the output
  * (a temporary error marked when --no-network caused it), warnings and
  * errors to stderr, the rest dropped */
@@ -188,6 +210,8 @@ explain_log(void *arg, enum log_level lvl, uint64_t sid, const char *msg)
 	const struct explain *x = arg;
 
 	(void)sid;
+	if (explain_assumed_check(x->a, msg))
+		return;		/* its "assume" line stands for it */
 	if (strncmp(msg, "check ", 6) == 0)
 		printf("%s%s\n", msg, x->a->no_network && strstr(msg, "temperror") != NULL ?
 		    " (--no-network)" : "");
@@ -359,11 +383,179 @@ explain_read_message(const char *path, uint64_t max_line, struct explain_msg *m,
 	return 0;
 }
 
+/* explain_assume_opt - "--spf pass" and the like (name without the
+ * dashes); 1 when it is such an option, 0 when not, -1 when its value is
+ * bad (said on stderr) */
+static int
+explain_assume_opt(struct explain_args *a, const char *name, const char *v)
+{
+	static const char *const gl[] = { "new", "early", "passed", "allowlisted" };
+	static const char *const words[] = { "spf", "spf-helo", "dkim", "dmarc", "dmarc-policy" };
+	const char **dst[] = { &a->as.spf, &a->as.spf_helo, &a->as.dkim, &a->as.dmarc,
+	    &a->as.dmarc_policy };
+	char valid[256];
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		if (strcmp(name, words[i]) != 0)
+			continue;
+		if (!rules_fact_word_ok(name, v, valid, sizeof(valid))) {
+			fprintf(stderr, "moatctl: --%s %s: %s is never that (valid: %s)\n", name, v,
+			    name, valid);
+			return -1;
+		}
+		*dst[i] = v;
+		a->assumed = true;
+		return 1;
+	}
+	if (strcmp(name, "greylist") == 0) {
+		for (int i = 0; i < 4; i++)
+			if (strcmp(v, gl[i]) == 0) {
+				a->as.greylist = i;
+				a->assumed = true;
+				return 1;
+			}
+		fprintf(stderr, "moatctl: --greylist %s: expected new, early, passed or "
+		    "allowlisted\n", v);
+		return -1;
+	}
+	if (strcmp(name, "greylist-retry") == 0) {
+		char *end;
+		unsigned long n = strtoul(v, &end, 10);
+		if (*v == 0 || *end != 0 || n > 86400) {
+			fprintf(stderr, "moatctl: --greylist-retry %s: expected seconds, 0 to 86400\n", v);
+			return -1;
+		}
+		a->as.greylist_retry = (unsigned)n;
+		return 1;
+	}
+	if (strcmp(name, "fcrdns") == 0) {
+		if (strcmp(v, "pass") != 0 && strcmp(v, "fail") != 0) {
+			fprintf(stderr, "moatctl: --fcrdns %s: expected pass or fail\n", v);
+			return -1;
+		}
+		a->as.fcrdns = v[0] == 'p';
+		a->assumed = true;
+		return 1;
+	}
+	if (strcmp(name, "client-name") == 0) {
+		a->as.client_name = v;
+		a->as.fcrdns = 1;
+		a->assumed = true;
+		return 1;
+	}
+	if (strcmp(name, "from-domain") == 0) {
+		a->as.from_domain = v;
+		a->assumed = true;
+		return 1;
+	}
+	if (strcmp(name, "dnsbl") == 0) {
+		if (a->ndnsbl >= DNSBL_ZONES_MAX) {
+			fprintf(stderr, "moatctl: more than %d --dnsbl\n", DNSBL_ZONES_MAX);
+			return -1;
+		}
+		a->dnsbl[a->ndnsbl++] = v;
+		a->as.dnsbl = true;
+		a->assumed = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* explain_assume_dnsbl - the DNSBL facts of --dnsbl NAME=ANSWER (a zone
+ * listing with that A record, as its code lines weigh it), NAME=error (a
+ * failed lookup) or "none" (no zone lists): the engine's own summary;
+ * -1 on a name no zone has or a bad answer */
+static int
+explain_assume_dnsbl(const struct conf *c, struct explain_args *a)
+{
+	struct dnsbl_sess s;
+	struct dnsbl_set empty;
+
+	if (!a->as.dnsbl)
+		return 0;
+	memset(&s, 0, sizeof(s));
+	memset(&empty, 0, sizeof(empty));
+	for (int i = 0; i < a->ndnsbl; i++) {
+		const char *eq = strchr(a->dnsbl[i], '=');
+		size_t nl = eq ? (size_t)(eq - a->dnsbl[i]) : strlen(a->dnsbl[i]);
+		int z = -1;
+		struct in_addr ia;
+
+		if (strcmp(a->dnsbl[i], "none") == 0)
+			continue;
+		for (int k = 0; c->dnsbl != NULL && k < c->dnsbl->n; k++)
+			if (strlen(c->dnsbl->z[k].name) == nl &&
+			    strncmp(c->dnsbl->z[k].name, a->dnsbl[i], nl) == 0)
+				z = k;
+		if (z < 0 || eq == NULL) {
+			fprintf(stderr, "moatctl: --dnsbl %s: expected NAME=ANSWER, NAME=error or "
+			    "none, NAME a dnsbl or dnswl of the policy\n", a->dnsbl[i]);
+			return -1;
+		}
+		s.r[z].state = DZ_DONE;
+		if (strcmp(eq + 1, "error") == 0) {
+			s.r[z].verdict = DNSBL_V_ERROR;
+			s.r[z].temp = true;
+		} else if (inet_pton(AF_INET, eq + 1, &ia) == 1) {
+			struct dnsbl_eval ev;
+			uint32_t ans = ntohl(ia.s_addr);
+
+			dnsbl_eval_answer(&c->dnsbl->z[z], &ans, 1, &ev);
+			s.r[z].verdict = (unsigned char)ev.v;
+			s.r[z].weight = ev.weight;
+			s.r[z].reply = ev.reply;
+			s.r[z].code = ev.code;
+		} else {
+			fprintf(stderr, "moatctl: --dnsbl %s: the answer is an IPv4 address or "
+			    "error\n", a->dnsbl[i]);
+			return -1;
+		}
+	}
+	dnsbl_summarise(c->dnsbl != NULL ? c->dnsbl : &empty, &s, &a->dsum);
+	a->as.dnsbl_score = a->dsum.score;
+	a->as.dnsbl_error = a->dsum.error;
+	a->as.dnsbl_hits = a->dsum.hits[0] ? a->dsum.hits : NULL;
+	a->as.dnsbl_reply = a->dsum.reply;
+	return 0;
+}
+
+/* explain_print_assumed - one "assume" line per result taken as given */
+static void
+explain_print_assumed(const struct explain_args *a)
+{
+	static const char *const gl[] = { "new", "early", "passed", "allowlisted" };
+	const struct eng_assume *s = &a->as;
+
+	if (!a->assumed)
+		return;
+	if (s->fcrdns >= 0)
+		printf("assume fcrdns=%s client-name=%s\n", s->fcrdns ? "pass" : "fail",
+		    s->client_name ? s->client_name : "-");
+	if (s->dnsbl)
+		printf("assume dnsbl-score=%lld dnsbl-hit=%s dnsbl-error=%s\n",
+		    (long long)s->dnsbl_score, s->dnsbl_hits ? s->dnsbl_hits : "-",
+		    s->dnsbl_error ? "yes" : "no");
+	if (s->spf_helo)
+		printf("assume spf-helo=%s\n", s->spf_helo);
+	if (s->spf)
+		printf("assume spf=%s\n", s->spf);
+	if (s->greylist >= 0)
+		printf("assume greylist=%s\n", gl[s->greylist]);
+	if (s->dkim)
+		printf("assume dkim=%s\n", s->dkim);
+	if (s->dmarc)
+		printf("assume dmarc=%s\n", s->dmarc);
+	if (s->dmarc_policy)
+		printf("assume dmarc-policy=%s\n", s->dmarc_policy);
+}
+
 /* explain_parse_args - the options after FILE; -1 on a usage error */
 static int
 explain_parse_args(int argc, char **argv, struct explain_args *a)
 {
 	memset(a, 0, sizeof(*a));
+	a->as.greylist = ENG_GL_ASK;
+	a->as.fcrdns = -1;
 	if (argc < 3)
 		return -1;
 	a->file = argv[2];
@@ -378,6 +570,15 @@ explain_parse_args(int argc, char **argv, struct explain_args *a)
 		if (i + 1 >= argc) {
 			fprintf(stderr, "moatctl: %s needs a value\n", o);
 			return -1;
+		}
+		if (strncmp(o, "--", 2) == 0) {
+			int r = explain_assume_opt(a, o + 2, argv[i + 1]);
+			if (r < 0)
+				return -1;
+			if (r > 0) {
+				i++;
+				continue;
+			}
 		}
 		if (strcmp(o, "--ip") == 0)
 			dst = &a->ip;
@@ -477,12 +678,15 @@ explain_session(struct explain *x, struct conf *c, struct engine_loop *el,
 	memset(&r, 0, sizeof(r));
 	memset(&last_rcpt, 0, sizeof(last_rcpt));
 	printf("policy %s\n", a->file);
+	explain_print_assumed(a);
 
 	/* connect: the engine starts the address's checks with the session */
 	printf("stage connect client-ip=%s auth=%s tls=no\n", a->ip, a->auth ? "yes" : "no");
 	x->e = engine_sess_new(el, c, 0, client, false, explain_resume, x);
 	engine_set_trace(x->e, explain_trace, x);
 	engine_set_login(x->e, a->auth);
+	if (a->assumed)
+		engine_set_assume(x->e, &x->a->as);
 	if (explain_stage(x, RS_CONNECT, &r) == EX_REFUSED)
 		return explain_result(&r, "connect", NULL);
 	if (a->helo == NULL)
@@ -559,10 +763,11 @@ explain_session(struct explain *x, struct conf *c, struct engine_loop *el,
 			continue;
 		}
 		engine_rcpt(x->e, &to, nsubmitted);
-		/* the greylist lives in moatd's store or Redis: the engine,
-		 * offline, counts it as a pass */
-		if (rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST))
-			printf("check greylist=not-asked (offline: counted as a pass)\n");
+		/* the greylist lives in moatd's store or Redis: offline, the
+		 * engine takes the assumed state, or else a pass, and says so */
+		if (rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST) && a->as.greylist < 0)
+			printf("check greylist=not-asked (assumed passed: no --greylist "
+			    "new|early|passed|allowlisted given)\n");
 		if (explain_stage(x, RS_RCPT, &rr) == EX_REFUSED) {
 			last_rcpt = rr;
 			continue;
@@ -608,7 +813,7 @@ explain_session(struct explain *x, struct conf *c, struct engine_loop *el,
  * greylist store, and no network with --no-network); the walk; then
  * everything goes */
 static int
-explain_walk(struct conf *c, const struct explain_args *a)
+explain_walk(struct conf *c, struct explain_args *a)
 {
 	struct engine_opts opts = { .who = "moatctl", .no_network = a->no_network,
 	    .greylist_offline = true, .quiet_start = true };
@@ -656,25 +861,38 @@ out:
 	return rc;
 }
 
+/* moatctl_explain_conf - explain with the policy loaded (argv as for
+ * "moatctl explain FILE ..."; FILE is only named): moatctl test's way in */
+int
+moatctl_explain_conf(struct conf *c, int argc, char **argv)
+{
+	struct explain_args a;
+
+	if (explain_parse_args(argc, argv, &a) != 0)
+		return moatctl_usage("explain");
+	if (explain_assume_dnsbl(c, &a) != 0)
+		return 2;
+	return explain_walk(c, &a);
+}
+
 /* cmd_explain - load the policy, then walk a session through it */
 static int
 cmd_explain(int argc, char **argv)
 {
-	struct explain_args a;
 	char *errs = NULL;
 	struct conf *c;
 	int rc;
 
-	if (explain_parse_args(argc, argv, &a) != 0)
+	if (argc < 3)
 		return moatctl_usage("explain");
-	c = conf_load(a.file, &errs);
+	c = conf_load(argv[2], &errs);
 	if (c == NULL) {
 		fputs(errs ? errs : "unknown error\n", stderr);
 		free(errs);
 		return 2;
 	}
 	free(errs);
-	rc = explain_walk(c, &a);
+	rc = moatctl_explain_conf(c, argc, argv);
 	conf_unref(c);
 	return rc;
 }
@@ -742,6 +960,8 @@ main(int argc, char **argv)
 		return cmd_check(argv[2]);
 	if (argc >= 3 && strcmp(argv[1], "explain") == 0)
 		return cmd_explain(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "test") == 0)
+		return moatctl_test(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "query") == 0)
 		return moatctl_query(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "spf") == 0)

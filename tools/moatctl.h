@@ -20,5 +20,9 @@ void moatctl_help_all(FILE *out);
 struct dns_conf;
 int moatctl_resolver_word(const char *v, struct dns_conf *dc);	/* tools/moatctl_dns.c */
 int moatctl_socket(const char *path, const char *cmd);	/* tools/moatctl_greylist.c */
+struct conf;
+int moatctl_test(int argc, char **argv);	/* tools/moatctl_test.c */
+/* tools/moatctl.c: explain on a loaded policy (argv as "moatctl explain FILE ...") */
+int moatctl_explain_conf(struct conf *c, int argc, char **argv);
 
 #endif

@@ -28,7 +28,18 @@ static const struct help helps[] = {
 	  "  --rcpt R          a recipient; repeat for more\n"
 	  "  --auth LOGIN      the session authenticated as LOGIN\n"
 	  "  --message FILE    the message for the data stage (DKIM, DMARC, header rules)\n"
-	  "  --no-network      no DNS: every lookup is a temporary error\n" },
+	  "  --no-network      no DNS: every lookup is a temporary error\n"
+	  "  Results given instead of asked (each printed as \"assume ...\"):\n"
+	  "  --spf R --spf-helo R --dkim R --dmarc R --dmarc-policy P --from-domain D\n"
+	  "  --greylist new|early|passed|allowlisted [--greylist-retry SECONDS]\n"
+	  "  --fcrdns pass|fail --client-name N --dnsbl ZONE=ANSWER|ZONE=error|none\n" },
+	{ "test", "run policy test scenarios (PASS/FAIL per scenario)",
+	  "usage: moatctl test FILE\n"
+	  "  FILE names the policy (\"policy PATH\") and its scenarios (\"test NAME\"\n"
+	  "  stanzas: ip, helo, from, rcpt, auth, message, assume NAME=VALUE,\n"
+	  "  expect STAGE OUTCOME); see moatctl(8). Prints PASS or FAIL with a diff\n"
+	  "  per scenario, then \"N passed, N failed\". Exit 0 all passed, 1 a\n"
+	  "  failure, 2 the file or the policy cannot be read.\n" },
 	{ "status", "health of a running moatd or moat-milter (control socket)",
 	  "usage: moatctl status [-f FILE | --socket PATH]\n"
 	  "  -f FILE           the policy file whose control-socket to ask\n"
@@ -119,5 +130,5 @@ moatctl_help_all(FILE *out)
 	fputs("usage: moatctl SUBCOMMAND [OPTIONS] (moatctl SUBCOMMAND --help for its options)\n\n",
 	    out);
 	for (size_t i = 0; i < sizeof(helps) / sizeof(helps[0]); i++)
-		fprintf(out, "  %-10s %s\n", helps[i].name, helps[i].summary);
+		fprintf(out, "  %-12s %s\n", helps[i].name, helps[i].summary);
 }

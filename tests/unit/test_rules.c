@@ -175,7 +175,37 @@ static const struct bcase bcases[] = {
 	{ "unknown list", "on connect client-ip in nope accept\n",
 	  "F:3:25: error: unknown list \"nope\" (lists must be defined before the rules that use them)" },
 	{ "wrong list kind", "list d domain { a.test }\non connect client-ip in d accept\n",
-	  "F:4:25: error: client-ip cannot be looked up in the domain list d" },
+	  "F:4:25: error: client-ip cannot be looked up in the domain list d (it needs a net list)" },
+	{ "spf misspelt", "on rcpt spf is fial reject 550 5.7.1 \"x\"\n",
+	  "F:3:16: error: spf is never \"fial\" (valid: none, neutral, pass, fail, softfail, temperror, permerror)" },
+	{ "spf-helo misspelt", "on helo spf-helo is sofail accept\n",
+	  "F:3:21: error: spf-helo is never \"sofail\" (valid: none, neutral, pass, fail, softfail, temperror, permerror)" },
+	{ "dkim misspelt", "on data dkim is passed accept\n",
+	  "F:3:17: error: dkim is never \"passed\" (valid: none, pass, fail, neutral, policy, temperror, permerror)" },
+	{ "dmarc misspelt", "on data dmarc is failed accept\n",
+	  "F:3:18: error: dmarc is never \"failed\" (valid: none, pass, fail, temperror, permerror)" },
+	{ "dmarc-policy misspelt", "on data dmarc-policy is rejct accept\n",
+	  "F:3:25: error: dmarc-policy is never \"rejct\" (valid: none, quarantine, reject)" },
+	{ "tls-version misspelt", "on connect tls-version is 1.3 accept\n",
+	  "F:3:27: error: tls-version is never \"1.3\" (valid: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3)" },
+	{ "word list with a misspelt result", "list w word { pass fial }\non rcpt spf in w accept\n",
+	  "F:4:16: error: list w has \"fial\", which spf never is (valid: none, neutral, pass, fail, softfail, temperror, permerror)" },
+	{ "word list glob that matches no result", "list w word { x* }\non data dkim in w accept\n",
+	  "F:4:17: error: list w has \"x*\", which dkim never is (valid: none, pass, fail, neutral, policy, temperror, permerror)" },
+	{ "net list for a domain", "list n net { 192.0.2.0/24 }\non rcpt rcpt-domain in n accept\n",
+	  "F:4:24: error: rcpt-domain cannot be looked up in the network list n (it needs a domain list)" },
+	{ "domain list for a word", "list d domain { a.test }\non connect login in d accept\n",
+	  "F:4:21: error: login cannot be looked up in the domain list d (it needs a word list)" },
+	{ "word list for an address", "list w word { a }\non mail sender in w accept\n",
+	  "F:4:19: error: sender cannot be looked up in the word list w (it needs an address or domain list)" },
+	{ "rcpt-count out of range", "on rcpt rcpt-count > 1000000 accept\n",
+	  "F:3:22: error: rcpt-count is between 0 and 100000, found \"1000000\"" },
+	{ "negative size", "on data size < -1 accept\n",
+	  "F:3:16: error: size is between 0 and 1099511627776, found \"-1\"" },
+	{ "size over a terabyte", "on mail declared-size > 2048g accept\n",
+	  "F:3:25: error: declared-size is between 0 and 1099511627776, found \"2048g\"" },
+	{ "bad domain word", "on rcpt rcpt-domain is a..b accept\n",
+	  "F:3:24: error: rcpt-domain is \"a..b\": bad domain \"a..b\": empty label; expected a domain like example.org (and subdomains), .example.org (subdomains only) or =example.org (exactly)" },
 	{ "no action", "on connect auth\n",
 	  "F:3:16: error: expected an action (accept, reject, tempfail, greylist, score, add-header, tag or sign), found end of line" },
 	{ "reject with 4xx", "on connect auth reject 450 4.7.1 \"x\"\n",
@@ -354,6 +384,60 @@ test_unreachable_warning(void)
 	    "at line 3 decides every mail first\n") == 0, "%s", errs ? errs : "(none)");
 	conf_unref(c);
 	free(errs);
+	errs = NULL;
+	c = load("on rcpt auth and tls reject 550 5.7.1 \"a\"\n"
+	    "on rcpt tls and null-sender and auth reject 550 5.7.1 \"b\"\n"
+	    "on rcpt auth and tls reject 550 5.7.1 \"c\"\n"
+	    "on rcpt auth or tls reject 550 5.7.1 \"d\"\n"
+	    "on rcpt auth score +1\n"
+	    "on rcpt auth reject 550 5.7.1 \"e\"\n"
+	    "on rcpt off auth reject 550 5.7.1 \"f\"\n", &errs);
+	T_CHECK(c != NULL);
+	T_CHECKF(errs != NULL && strcmp(errs,
+	    "F:4:1: warning: this rule can never run: whenever its condition holds, the rule at "
+	    "line 3 (a part of this condition) matches first and decides the rcpt\n"
+	    "F:5:1: warning: this rule can never run: whenever its condition holds, the rule at "
+	    "line 3 (the same condition) matches first and decides the rcpt\n") == 0,
+	    "%s", errs ? errs : "(none)");
+	conf_unref(c);
+	free(errs);
+}
+
+/* test_dry_run - policy-mode monitor: a refusing rule that matches is
+ * passed over (the greylist check is still asked for), accept still
+ * accepts; the shadow warnings still speak of the enforced policy */
+static void
+test_dry_run(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("policy-mode monitor\n"
+	    "on rcpt true greylist\n"
+	    "on rcpt true reject 550 5.7.1 \"no\"\n"
+	    "on rcpt auth accept\n"
+	    "on rcpt true tempfail 451 4.7.1 \"later\"\n", &errs);
+	struct rules_facts f = { 0 };
+	struct rules_result res;
+
+	/* the warnings are about the policy as it will be enforced */
+	T_CHECKF(c != NULL && errs != NULL && strcmp(errs, "F:6:1: warning: this rule can never "
+	    "run: the rule at line 5 decides every rcpt first\nF:7:1: warning: this rule can never "
+	    "run: the rule at line 5 decides every rcpt first\n") == 0, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	T_CHECKF(res.verdict == RV_WAIT && res.need == 2, "verdict %d need %d", res.verdict, res.need);
+	f.greylist_known = true;
+	f.greylist_tempfail = true;
+	f.greylist_text = "greylisted";
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	T_CHECKF(res.verdict == RV_CONTINUE && res.monitored == 3, "verdict %d monitored %d",
+	    res.verdict, res.monitored);
+	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == -1);
+	f.auth = true;
+	rules_eval(c->rules, RS_RCPT, &f, &res, 0);
+	T_CHECKF(res.verdict == RV_ACCEPT && res.line == 6, "verdict %d line %d", res.verdict, res.line);
+	conf_unref(c);
 }
 
 /* test_first_need - the one check a stage waits for: the first rule, in
@@ -520,6 +604,7 @@ main(void)
 	T_RUN(test_score_headers_variables);
 	T_RUN(test_spf_explanation_variable);
 	T_RUN(test_unreachable_warning);
+	T_RUN(test_dry_run);
 	T_RUN(test_checks_wait);
 	T_RUN(test_first_need);
 	T_RUN(test_login_map);
