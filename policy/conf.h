@@ -43,8 +43,10 @@ enum conf_ups_tls { CONF_UTLS_NONE = 0, CONF_UTLS_OPPORTUNISTIC, CONF_UTLS_REQUI
 #define CONF_LISTEN_IMPLICIT_TLS 0x02u	/* TLS from the first byte (RFC 8314) */
 #define CONF_LISTEN_NO_STARTTLS  0x04u	/* STARTTLS not offered here */
 #define CONF_LISTEN_POLICY       0x08u	/* Postfix policy delegation, not SMTP (proxy/pdel.c) */
+#define CONF_LISTEN_PROXYPROTO   0x10u	/* a PROXY protocol header first (proxy/ppin.c) */
 
 struct tls_conf;
+struct list;
 
 #define CONF_LISTEN_MAX 16
 
@@ -114,6 +116,8 @@ struct conf {
 	char *psl_path;			/* public-suffix-list */
 	char *control_socket;		/* moatctl's way in, or NULL */
 	int policy_reply;		/* enum conf_preply: refusals on policy listeners */
+	struct list *pp_from;		/* proxy-protocol-from: who may send a header */
+	uint64_t pp_timeout_ms;		/* proxy-protocol-timeout */
 
 	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
 	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */

@@ -1,0 +1,284 @@
+"""Scale out (issue 18): moatd behind a load balancer that speaks the
+PROXY protocol (listen ... proxy-protocol, proxy-protocol-from,
+proxy-protocol-timeout; proxy/ppin.c, core/proxyproto.c)."""
+import re
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+import harness
+from harness import Client, message, smtp_transaction, wait_for
+
+V2SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+class Haproxy(harness.LoggedProcess):
+    """haproxy -db in mode tcp: one frontend on a free loopback port, one
+    backend server per (address, send-proxy option); stopped by its PID."""
+
+    def __init__(self, workdir, servers, name="haproxy"):
+        self.dir = harness.make_dir(workdir / name)
+        self.port = harness.free_port()
+        self.log_path = self.dir / "haproxy.log"
+        lines = ["global", "  maxconn 200", "defaults", "  mode tcp",
+                 "  timeout connect 5s", "  timeout client 30s", "  timeout server 30s",
+                 "frontend fe", "  bind 127.0.0.1:%d" % self.port, "  default_backend be",
+                 "backend be", "  balance roundrobin"]
+        for i, (addr, opt) in enumerate(servers):
+            lines.append("  server s%d %s %s" % (i, addr, opt))
+        self.conf_path = self.dir / "haproxy.cfg"
+        self.conf_path.write_text("\n".join(lines) + "\n")
+        self.proc = None
+
+    def start(self):
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.conf_path)],
+                                     stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        if not wait_for(lambda: harness.port_accepts("127.0.0.1", self.port), 10):
+            self.stop()
+            raise harness.HarnessError("haproxy did not start:\n" + self.log())
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if getattr(self, "logf", None):
+            self.logf.close()
+            self.logf = None
+
+
+@pytest.fixture
+def haproxy_factory(workdir):
+    started = []
+
+    def make(servers):
+        h = Haproxy(workdir, servers, name="haproxy%d" % len(started))
+        started.append(h)
+        return h.start()
+    yield make
+    for h in started:
+        h.stop()
+
+
+def pp_moatd(moatd_factory, upstream, frm="127.0.0.1", **kw):
+    port = harness.free_port()
+    return moatd_factory(upstream, listen="127.0.0.1:%d proxy-protocol" % port,
+                         proxy_protocol_from=frm, **kw)
+
+
+def v2_header(src, sport, dst="198.51.100.2", dport=25, cmd=0x21, tlvs=b""):
+    body = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!HH", sport, dport) + tlvs
+    return V2SIG + bytes([cmd, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+def raw(m, source=None):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if source:
+        s.bind((source, 0))
+    s.settimeout(10)
+    s.connect((m.host, m.port))
+    return s
+
+
+def read_until_close(s, limit=10.0):
+    """Everything the server sends until it closes; (bytes, seconds)."""
+    t0 = time.monotonic()
+    got = b""
+    s.settimeout(limit)
+    while True:
+        try:
+            chunk = s.recv(4096)
+        except ConnectionResetError:
+            chunk = b""
+        except socket.timeout:
+            raise AssertionError("not closed within %.1fs; got %r" % (limit, got))
+        if not chunk:
+            return got, time.monotonic() - t0
+        got += chunk
+
+
+def session_after_header(s):
+    c = Client.__new__(Client)
+    c.sock, c.buf, c.eof, c.timeout = s, b"", False, 10.0
+    c.greeting = c.reply()
+    return c
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("version", [1, 2])
+def test_pp_claimed_client_reaches_upstream_xclient(fake, moatd_factory, version):
+    """A v1 or v2 header from a trusted balancer: the session, its log line
+    and the XCLIENT toward the upstream carry the claimed address and port."""
+    m = pp_moatd(moatd_factory, fake.address)
+    s = raw(m)
+    hdr = (b"PROXY TCP4 192.0.2.77 198.51.100.2 40077 25\r\n" if version == 1
+           else v2_header("192.0.2.77", 40077, tlvs=b"\x04\x00\x02ab\x20\x00\x05\x01\x00\x00\x00\x00"))
+    s.sendall(hdr)
+    c = session_after_header(s)
+    assert c.greeting.code == 220, c.greeting
+    c.ehlo("claimed.test")
+    rs = smtp_transaction(c, message("pp-%d" % version))
+    assert rs[-1].code == 250, rs
+    c.cmd("QUIT")
+    s.close()
+    t = fake.completed()
+    assert len(t) == 1 and t[0].xclient, fake.all_lines()
+    attrs = dict(a.split(b"=", 1) for a in t[0].xclient.split()[1:])
+    assert attrs.get(b"ADDR") == b"192.0.2.77", t[0].xclient
+    assert attrs.get(b"PORT") == b"40077", t[0].xclient
+    log = m.log()
+    assert re.search(r"connect client=192\.0\.2\.77:40077 via=127\.0\.0\.1:\d+", log), log[-2000:]
+    if version == 2:
+        assert "proxy-tls=yes" in log, log[-2000:]
+
+
+@pytest.mark.timeout(60)
+def test_pp_local_and_unknown_keep_own_address(fake, moatd_factory):
+    """v2 LOCAL and v1 UNKNOWN: the connection's own addresses are used."""
+    m = pp_moatd(moatd_factory, fake.address)
+    for hdr in (V2SIG + b"\x20\x00\x00\x00", b"PROXY UNKNOWN whatever\r\n"):
+        s = raw(m)
+        s.sendall(hdr)
+        c = session_after_header(s)
+        assert c.greeting.code == 220
+        c.ehlo("local.test")
+        rs = smtp_transaction(c, message("pp-local"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+        s.close()
+    t = fake.completed()
+    assert len(t) == 2
+    for x in t:
+        assert b"ADDR=127.0.0.1" in x.xclient, x.xclient
+
+
+@pytest.mark.timeout(60)
+def test_pp_peer_not_in_from_closed_nothing_relayed(fake, moatd_factory):
+    """A header from a peer outside proxy-protocol-from: closed before the
+    greeting, logged, nothing reaches the upstream."""
+    m = pp_moatd(moatd_factory, fake.address, frm="127.0.0.9 10.0.0.0/8")
+    s = raw(m, source="127.0.0.5")
+    s.sendall(b"PROXY TCP4 192.0.2.77 198.51.100.2 40077 25\r\nEHLO x\r\nMAIL FROM:<a@b.test>\r\n")
+    got, took = read_until_close(s, 5)
+    s.close()
+    assert got == b"", got
+    m.wait_log(r"proxy-protocol refuse peer=127\.0\.0\.5:\d+ reason=not-in-proxy-protocol-from")
+    assert fake.completed() == [] and not fake.all_lines(), fake.all_lines()
+    assert "192.0.2.77" not in m.log()
+
+
+@pytest.mark.timeout(90)
+def test_pp_bad_headers_closed_within_deadline(fake, moatd_factory):
+    """Malformed, over-long, truncated and slow headers from a trusted peer:
+    closed without a greeting, at once or within proxy-protocol-timeout;
+    moatd goes on serving (a good header after them works)."""
+    m = pp_moatd(moatd_factory, fake.address, proxy_protocol_timeout="1s")
+    cases = [
+        ("plain-smtp", b"EHLO x\r\n", 0.9),
+        ("v1-bad-family", b"PROXY TCP4 2001:db8::1 198.51.100.2 1 25\r\n", 0.9),
+        ("v1-bare-lf", b"PROXY TCP4 192.0.2.1 198.51.100.2 1 25\n", 0.9),
+        ("v1-over-long", b"PROXY UNKNOWN " + b"a" * 200, 0.9),
+        ("v2-over-long", V2SIG + b"\x21\x11\xff\xff" + b"\x00" * 64, 0.9),
+        ("v2-bad-tlv", V2SIG + b"\x21\x11\x00\x10" + b"\x00" * 12 + b"\x04\x00\x09\x00", 0.9),
+        ("v2-command-2", V2SIG + b"\x22\x11\x00\x0c" + b"\x00" * 12, 0.9),
+        ("truncated-v1", b"PROXY TCP4 192.0.2.1 ", 3.0),
+        ("truncated-v2", V2SIG + b"\x21\x11\x00\x0c\x00", 3.0),
+        ("nothing", b"", 3.0),
+    ]
+    for name, data, limit in cases:
+        s = raw(m)
+        if data:
+            s.sendall(data)
+        got, took = read_until_close(s, limit + 2)
+        s.close()
+        assert got == b"", (name, got)
+        assert took < limit, (name, took)
+    # slow: a byte every 0.25 s; the deadline is for the whole header
+    s = raw(m)
+    t0 = time.monotonic()
+    closed = False
+    for b in b"PROXY TCP4 192.0.2.1 198.51.100.2 1 25\r\n":
+        try:
+            s.send(bytes([b]))
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        time.sleep(0.25)
+        if time.monotonic() - t0 > 4:
+            break
+    if not closed:
+        got, _ = read_until_close(s, 3)
+        assert got == b"", got
+    assert time.monotonic() - t0 < 4.5
+    s.close()
+    log = m.log()
+    assert log.count("proxy-protocol error") >= len(cases) + 1, log[-3000:]
+    assert "within proxy-protocol-timeout" in log
+    assert "longer than 107 bytes" in log and "longer than 1552 bytes" in log
+    # still serving
+    s = raw(m)
+    s.sendall(b"PROXY TCP4 192.0.2.78 198.51.100.2 40078 25\r\n")
+    c = session_after_header(s)
+    assert c.greeting.code == 220
+    c.cmd("QUIT")
+    s.close()
+    assert fake.completed() == []
+
+
+@pytest.mark.timeout(60)
+def test_pp_header_needed_on_proxy_listener_only(fake, moatd_factory):
+    """A proxy-protocol listener beside a plain one: the plain one greets
+    at once, as before."""
+    pport = harness.free_port()
+    m = moatd_factory(fake.address, listen=["127.0.0.1:%d" % harness.free_port(),
+                                            "127.0.0.1:%d proxy-protocol" % pport],
+                      proxy_protocol_from="127.0.0.1")
+    with m.client() as c:
+        assert c.greeting.code == 220
+
+
+@pytest.mark.timeout(60)
+def test_pp_conf_errors(workdir, moatd_factory, fake):
+    m = moatd_factory(fake.address, start=False,
+                      listen="127.0.0.1:%d proxy-protocol" % harness.free_port())
+    m.conf_path.write_text(harness.render_conf(m.conf_items))
+    r = subprocess.run([m.binary, "-n", "-f", str(m.conf_path)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "no proxy-protocol-from" in r.stderr + r.stdout, r.stderr
+    m2 = moatd_factory(fake.address, start=False, proxy_protocol_from="192.0.2.1/24")
+    m2.conf_path.write_text(harness.render_conf(m2.conf_items))
+    r = subprocess.run([m2.binary, "-n", "-f", str(m2.conf_path)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert re.search(r"moat\.conf:\d+:\d+: error: proxy-protocol-from: bad network", r.stderr + r.stdout), r.stderr
+
+
+@pytest.mark.postfix
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("option", ["send-proxy-v2", "send-proxy"])
+def test_pp_haproxy_real_client_reaches_postfix(postfix, moatd_factory, haproxy_factory, option):
+    """client 127.0.0.5 -> haproxy (send-proxy[-v2]) -> moatd -> Postfix:
+    Postfix logs and records the real client address (XCLIENT)."""
+    m = pp_moatd(moatd_factory, "127.0.0.1:%d" % postfix.port)
+    h = haproxy_factory([("127.0.0.1:%d" % m.port, option)])
+    tag = "pp-haproxy-%s-%d" % (option, m.port)
+    with Client(h.port, source="127.0.0.5", timeout=10) as c:
+        assert c.greeting.code == 220, c.greeting
+        c.ehlo("behind-lb.test")
+        rs = smtp_transaction(c, message(tag))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    msgs = postfix.wait_messages_with(tag, 1, 15)
+    assert len(msgs) == 1, postfix.log()[-3000:]
+    received = re.findall(rb"^Received: .*(?:\n[ \t].*)*", msgs[0], re.M)
+    assert received and b"[127.0.0.5]" in received[0], received[:1]
+    assert re.search(r"client=\S*\[127\.0\.0\.5\]", postfix.log()), postfix.log()[-3000:]
+    assert re.search(r"connect client=127\.0\.0\.5:\d+ via=127\.0\.0\.1:", m.log()), m.log()[-2000:]
