@@ -19,8 +19,10 @@
  *	bytes (a complete header) or all that was peeked (those all belong
  *	to it: proxyproto.h), so the client's own first bytes stay in the
  *	socket for the session. A malformed, over-long or truncated header,
- *	an EOF or the deadline closes the connection with a log line naming
- *	why; no reply is written (the peer is a balancer, not a client).
+ *	an EOF inside it or the deadline closes the connection with a log
+ *	line naming why; no reply is written (the peer is a balancer, not a
+ *	client). A close before any byte (a balancer's connect-only health
+ *	check) is logged at debug level only.
  *
  *	A complete header hands the connection on to listen_admit() (the
  *	drain check, admission, then the session or the policy connection)
@@ -157,8 +159,14 @@ ppin_read_cb(evutil_socket_t fd, short what, void *arg)
 		ppin_fail(p, strerror(errno));
 		return;
 	}
+	if (n == 0 && p->have == 0) {
+		/* a balancer's connect-only health check */
+		log_msg(LOG_L_DEBUG, 0, "proxy-protocol peer=%s closed before a header", p->peer_text);
+		ppin_free(p, true);
+		return;
+	}
 	if (n == 0) {
-		ppin_fail(p, p->have == 0 ? "closed before a header" : "closed inside the header");
+		ppin_fail(p, "closed inside the header");
 		return;
 	}
 	r = pp_parse(p->buf, p->have + (size_t)n, &h);

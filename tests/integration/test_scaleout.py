@@ -159,6 +159,11 @@ def test_pp_local_and_unknown_keep_own_address(fake, moatd_factory):
     assert len(t) == 2
     for x in t:
         assert b"ADDR=127.0.0.1" in x.xclient, x.xclient
+    # a connect-only health check (haproxy "check"): no warning
+    s = raw(m)
+    s.close()
+    time.sleep(0.3)
+    assert "proxy-protocol error" not in m.log(), m.log()[-2000:]
 
 
 @pytest.mark.timeout(60)
