@@ -45,6 +45,7 @@
 #include "engine_int.h"
 #include "glstore.h"
 #include "greylist.h"
+#include "ratelimit.h"
 #include "log.h"
 #include "workq.h"
 #include "xalloc.h"
@@ -141,6 +142,8 @@ engine_loop_new(struct event_base *base, const struct conf *c)
 		if (el->gl == NULL)
 			fatal("greylist: cannot start (no redis and no store)");
 	}
+	if (c->ratelimits != NULL && c->ratelimits->n > 0 && rds_conf_enabled(&c->greylist.redis))
+		el->rl = ratelimit_new(base, &c->greylist.redis);
 	return el;
 }
 
@@ -388,6 +391,7 @@ engine_shutdown(void)
 		next = el->next;
 		dns_loop_free(el->dns);
 		greylist_free(el->gl);
+		ratelimit_free(el->rl);
 		free(el);
 	}
 	engine_g.loops = NULL;

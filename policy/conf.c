@@ -33,6 +33,7 @@
 #include "conf.h"
 #include "conf_dkim.h"
 #include "conf_dnsbl.h"
+#include "conf_ratelimit.h"
 #include "dnsbl.h"
 #include "filter.h"
 #include "lex.h"
@@ -77,6 +78,10 @@ static const struct conf_enum conf_listen_words[] = {
 	{ "no-starttls", CONF_LISTEN_NO_STARTTLS }, { "policy", CONF_LISTEN_POLICY },
 	{ "proxy-protocol", CONF_LISTEN_PROXYPROTO }, { NULL, 0 }
 };
+static const struct conf_enum conf_rlerr_words[] = {
+	{ "not-exceeded", RL_ON_ERROR_NOT_EXCEEDED }, { "exceeded", RL_ON_ERROR_EXCEEDED },
+	{ NULL, 0 }
+};
 static const struct conf_enum conf_preply_words[] = {
 	{ "smtp", CONF_PREPLY_SMTP }, { "actions", CONF_PREPLY_ACTIONS }, { NULL, 0 }
 };
@@ -117,6 +122,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "command-deadline", CT_DUR, O(command_deadline_ms), 100, 3600 * SEC, "300s", NULL },
 	{ "session-deadline", CT_DUR, O(session_deadline_ms), 1 * SEC, 7 * 86400 * SEC, "1h", NULL },
 	{ "data-min-rate", CT_COUNT, O(data_min_rate), 0, 1ull << 30, "500", NULL },
+	{ "ratelimit-on-error", CT_ENUM, O(ratelimit_on_error), 0, 0, "not-exceeded", conf_rlerr_words },
 	{ "proxy-protocol-timeout", CT_DUR, O(pp_timeout_ms), 100, 600 * SEC, "10s", NULL },
 	{ "drain-timeout", CT_DUR, O(drain_ms), 0, 3600 * SEC, "30s", NULL },
 	{ "max-pending-commands", CT_COUNT, O(max_pending), 1, 100000, "1100", NULL },
@@ -883,6 +889,11 @@ conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
 			conf_include(p, c, &lx, &t, depth);
 		else if (t.len == 8 && memcmp(t.text, "resolver", 8) == 0)
 			conf_resolver(p, c, &lx, &t);
+		else if (t.len == 9 && memcmp(t.text, "ratelimit", 9) == 0) {
+			if (c->ratelimits == NULL)
+				c->ratelimits = xcalloc(1, sizeof(*c->ratelimits));
+			conf_ratelimit_parse(c->ratelimits, c->rules, &lx, &t, conf_rules_err, p);
+		}
 		else if (t.len == 19 && memcmp(t.text, "proxy-protocol-from", 19) == 0)
 			conf_pp_from(p, c, &lx, &t);
 		else if (t.len == 8 && memcmp(t.text, "dkim-key", 8) == 0)
@@ -1042,6 +1053,7 @@ conf_unref(struct conf *c)
 	free(c->upstream_tls_ca);
 	rules_free(c->rules);
 	list_free(c->pp_from);
+	free(c->ratelimits);
 	dnsbl_set_free(c->dnsbl);
 	dkim_keys_free(c->dkim_keys);
 	for (size_t i = 0; i < c->nfiles; i++)

@@ -47,6 +47,7 @@ enum conf_ups_tls { CONF_UTLS_NONE = 0, CONF_UTLS_OPPORTUNISTIC, CONF_UTLS_REQUI
 
 struct tls_conf;
 struct list;
+struct rl_set;
 
 #define CONF_LISTEN_MAX 16
 
@@ -118,6 +119,8 @@ struct conf {
 	int policy_reply;		/* enum conf_preply: refusals on policy listeners */
 	struct list *pp_from;		/* proxy-protocol-from: who may send a header */
 	uint64_t pp_timeout_ms;		/* proxy-protocol-timeout */
+	struct rl_set *ratelimits;	/* ratelimit declarations (ratelimit.h), or NULL */
+	int ratelimit_on_error;		/* enum rl_on_error */
 
 	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
 	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */

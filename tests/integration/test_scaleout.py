@@ -1,6 +1,7 @@
 """Scale out (issue 18): moatd behind a load balancer that speaks the
 PROXY protocol (listen ... proxy-protocol, proxy-protocol-from,
 proxy-protocol-timeout; proxy/ppin.c, core/proxyproto.c)."""
+import base64
 import re
 import socket
 import struct
@@ -287,3 +288,99 @@ def test_pp_haproxy_real_client_reaches_postfix(postfix, moatd_factory, haproxy_
     assert received and b"[127.0.0.5]" in received[0], received[:1]
     assert re.search(r"client=\S*\[127\.0\.0\.5\]", postfix.log()), postfix.log()[-3000:]
     assert re.search(r"connect client=127\.0\.0\.5:\d+ via=127\.0\.0\.1:", m.log()), m.log()[-2000:]
+
+
+# ===========================================================================
+# Rate limits shared in Redis (ratelimit NAME ...; "ratelimit NAME" in rules)
+
+RL_REPLY = '451 4.7.1 "rate limit exceeded, slow down"'
+
+
+def send_one(port, source, tag, login=None):
+    """One message on a fresh connection: the first refusal among MAIL,
+    RCPT and the end of DATA, or the reply to the dot."""
+    with Client(port, source=source, timeout=10) as c:
+        assert c.greeting.code == 220, c.greeting
+        c.ehlo("rl.test")
+        if login:
+            r = c.cmd("AUTH PLAIN " + base64.b64encode(("\0%s\0pw" % login).encode()).decode())
+            assert r.code == 235, r
+        for cmd in ("MAIL FROM:<a@sender.test>", "RCPT TO:<user@example.org>"):
+            r = c.cmd(cmd)
+            if r.code != 250:
+                c.cmd("QUIT")
+                return r
+        assert c.cmd("DATA").code == 354
+        c.send(harness.dot_stuff(message(tag)) + b".\r\n")
+        r = c.reply()
+        c.cmd("QUIT")
+        return r
+
+
+@pytest.mark.timeout(120)
+def test_rl_client_limit_shared_by_two_moatd_behind_haproxy(fake, moatd_factory, redis_factory,
+                                                            haproxy_factory):
+    """Two moatd behind haproxy (send-proxy-v2), one Redis: 3 messages a
+    minute per client address, counted across both nodes: the fourth gets
+    the policy's 451 wherever it lands; another client is not limited;
+    one Lua call per decision."""
+    rd = redis_factory()
+    conf = dict(redis=rd.address, ratelimit="net key client-ip rate 3/1m",
+                on="mail ratelimit net tempfail " + RL_REPLY)
+    a = pp_moatd(moatd_factory, fake.address, **conf)
+    b = pp_moatd(moatd_factory, fake.address, **conf)
+    h = haproxy_factory([("127.0.0.1:%d" % a.port, "send-proxy-v2"),
+                         ("127.0.0.1:%d" % b.port, "send-proxy-v2")])
+    codes = [send_one(h.port, "127.0.0.5", "rl-%d" % i).code for i in range(5)]
+    assert codes == [250, 250, 250, 451, 451], codes
+    assert send_one(h.port, "127.0.0.6", "rl-other").code == 250
+    # both nodes took part and the limit named the claimed client
+    assert "connect client=127.0.0.5" in a.log() and "connect client=127.0.0.5" in b.log()
+    assert "ratelimit exceeded name=net" in a.log() + b.log()
+    keys = sorted(k.decode() for k in rd.client().keys("moat:rl:*"))
+    assert keys == ["moat:rl:net|127.0.0.5/32", "moat:rl:net|127.0.0.6/32"], keys
+    stats = rd.client().info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] + stats.get("cmdstat_eval", {"calls": 0})["calls"] == 6, stats
+    assert len(fake.completed()) == 4
+
+
+@pytest.mark.timeout(120)
+def test_rl_login_limit_counted_across_two_moatd(fake_factory, moatd_factory, redis_factory):
+    """A login over its submission limit (2 a minute) is refused after 2
+    messages, counted across two nodes; another login is not."""
+    rd = redis_factory()
+    f = fake_factory(caps=list(harness.DEFAULT_CAPS) + ["AUTH PLAIN LOGIN"],
+                     replies={"AUTH": "235 2.7.0 Authentication successful"})
+    nodes = []
+    for _ in range(2):
+        p = harness.free_port()
+        m = moatd_factory(f.address, listen="127.0.0.1:%d submission" % p, auth_require_tls="no",
+                          redis=rd.address, ratelimit="sub key login rate 2/1m",
+                          on="mail ratelimit sub tempfail 451 4.7.1 \"too many messages from your login\"")
+        nodes.append(m)
+    order = [0, 1, 0, 1]
+    codes = [send_one(nodes[i].port, None, "sub-%d" % k, login="carol").code
+             for k, i in enumerate(order)]
+    assert codes == [250, 250, 451, 451], codes
+    assert send_one(nodes[1].port, None, "sub-dave", login="dave").code == 250
+    assert "ratelimit exceeded name=sub" in nodes[0].log() + nodes[1].log()
+    assert rd.client().exists("moat:rl:sub|carol")
+
+
+@pytest.mark.timeout(60)
+def test_rl_without_redis_in_process_and_on_error(fake, moatd_factory, redis_factory):
+    """Without Redis the limit lives in the process; with Redis down the
+    decision fails open by default (logged)."""
+    m = moatd_factory(fake.address, ratelimit="net key client-ip rate 2/1m",
+                      on="mail ratelimit net tempfail " + RL_REPLY)
+    codes = [send_one(m.port, "127.0.0.7", "local-%d" % i).code for i in range(3)]
+    assert codes == [250, 250, 451], codes
+    rd = redis_factory()
+    port = rd.port
+    rd.stop()
+    m2 = moatd_factory(fake.address, redis="127.0.0.1:%d" % port, redis_timeout="500ms",
+                       ratelimit="net key client-ip rate 1/1m",
+                       on="mail ratelimit net tempfail " + RL_REPLY)
+    codes = [send_one(m2.port, "127.0.0.8", "down-%d" % i).code for i in range(2)]
+    assert codes == [250, 250], codes
+    assert "check ratelimit error=" in m2.log() and "counted-as=not-exceeded" in m2.log()
