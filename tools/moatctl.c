@@ -79,7 +79,8 @@ usage(void)
 	    "                       [--auth LOGIN] [--message FILE.eml] [--no-network]\n"
 	    "       moatctl dkim-keygen DOMAIN SELECTOR [--algorithm A] [--bits N] [--dir D]\n"
 	    "       moatctl dkim --check-key DOMAIN SELECTOR [--dir D | --key FILE] "
-	    "[--resolver ADDR@PORT]\n");
+	    "[--resolver ADDR@PORT]\n"
+	    "       moatctl ratelimit -f FILE list [N] | show KEY | reset KEY\n");
 	return 2;
 }
 
@@ -704,5 +705,7 @@ main(int argc, char **argv)
 		return moatctl_auth(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "greylist") == 0)
 		return moatctl_greylist(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "ratelimit") == 0)
+		return moatctl_ratelimit(argc, argv);
 	return usage();
 }

@@ -342,6 +342,24 @@ def test_rl_client_limit_shared_by_two_moatd_behind_haproxy(fake, moatd_factory,
     stats = rd.client().info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] + stats.get("cmdstat_eval", {"calls": 0})["calls"] == 6, stats
     assert len(fake.completed()) == 4
+    # moatctl ratelimit list | show | reset
+    a.conf_path.write_text(harness.render_conf(a.conf_items))
+
+    def ctl(*args):
+        return subprocess.run([harness.moatctl_path(), "ratelimit", "-f", str(a.conf_path)] +
+                              list(args), capture_output=True, text=True, timeout=30)
+    r = ctl("list")
+    assert r.returncode == 0, r.stderr
+    lines = sorted(r.stdout.splitlines())
+    assert len(lines) == 2 and lines[0].startswith("net|127.0.0.5/32 used=3/3 rate=3/60s burst=3 "), lines
+    assert lines[1].startswith("net|127.0.0.6/32 used=1/3 "), lines
+    r = ctl("show", "net|127.0.0.5/32")
+    assert r.returncode == 0 and "used=3/3" in r.stdout, (r.stdout, r.stderr)
+    r = ctl("reset", "net|127.0.0.5/32")
+    assert r.returncode == 0 and r.stdout.strip() == "reset net|127.0.0.5/32", (r.stdout, r.stderr)
+    assert ctl("reset", "net|127.0.0.5/32").returncode == 1
+    assert ctl("show", "net|127.0.0.5/32").stdout.strip() == "net|127.0.0.5/32 unused"
+    assert send_one(h.port, "127.0.0.5", "rl-after-reset").code == 250
 
 
 @pytest.mark.timeout(120)
