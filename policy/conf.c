@@ -928,6 +928,10 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 		if (c->upstream.salen == 0 && smtp)
 			conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
 	}
+	for (int st = 0; st < RS__COUNT && c->rules != NULL; st++)
+		if (__builtin_popcount(rules_stage_ratelimits(c->rules, (enum rules_stage)st)) > 8)
+			conf_error(p, 1, 1, "the %s rules read more than 8 rate limits (one call "
+			    "counts at most 8)", rules_stage_name((enum rules_stage)st));
 	for (int i = 0; i < c->nlisten; i++) {
 		unsigned f = c->listen_flags[i];
 

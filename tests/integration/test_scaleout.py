@@ -402,3 +402,36 @@ def test_rl_without_redis_in_process_and_on_error(fake, moatd_factory, redis_fac
     codes = [send_one(m2.port, "127.0.0.8", "down-%d" % i).code for i in range(2)]
     assert codes == [250, 250], codes
     assert "check ratelimit error=" in m2.log() and "counted-as=not-exceeded" in m2.log()
+
+
+@pytest.mark.timeout(60)
+def test_rl_policy_listener_and_smtp_count_together(fake, moatd_factory, redis_factory):
+    """The limits live in the engine: a Postfix policy delegation request
+    and an SMTP session of another moatd count in the same Redis limit
+    (per recipient)."""
+    rd = redis_factory()
+    pport = harness.free_port()
+    conf = dict(redis=rd.address, ratelimit="r key client-ip rate 3/1m per recipient",
+                on="rcpt ratelimit r tempfail " + RL_REPLY)
+    moatd_factory(fake.address, listen=["127.0.0.1:%d" % harness.free_port(),
+                                        "127.0.0.1:%d policy" % pport], **conf)
+    smtp = moatd_factory(fake.address, **conf)
+
+    def pdel(rcpt, client="127.0.0.9"):
+        with socket.create_connection(("127.0.0.1", pport), timeout=20) as s:
+            req = dict(request="smtpd_access_policy", protocol_state="RCPT",
+                       protocol_name="ESMTP", client_address=client, helo_name="h.test",
+                       sender="a@sender.test", recipient=rcpt, instance="i." + rcpt)
+            s.sendall(("".join("%s=%s\n" % kv for kv in req.items()) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n\n"):
+                c = s.recv(4096)
+                if not c:
+                    break
+                buf += c
+            return buf.decode()
+    assert pdel("r1@example.org") == "action=DUNNO\n\n"
+    assert pdel("r2@example.org") == "action=DUNNO\n\n"
+    assert send_one(smtp.port, "127.0.0.9", "rl-pdel").code == 250       # the third
+    assert pdel("r3@example.org").startswith("action=451 4.7.1 rate limit exceeded")
+    assert pdel("r4@example.org", client="127.0.0.10") == "action=DUNNO\n\n"
