@@ -848,8 +848,8 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 	e->rl_exceeded = 0;
 	e->rl_msg = 0;
 	e->rl_n = 0;
-	if (set == NULL)
-		return;
+	if (set == NULL || engine_g.opts.greylist_offline)
+		return;		/* explain: nothing counted, none exceeded */
 	memset(&sj, 0, sizeof(sj));
 	sj.client = e->have_peer ? &e->peer.sa : NULL;
 	sj.login = e->login;

@@ -142,7 +142,8 @@ engine_loop_new(struct event_base *base, const struct conf *c)
 		if (el->gl == NULL)
 			fatal("greylist: cannot start (no redis and no store)");
 	}
-	if (c->ratelimits != NULL && c->ratelimits->n > 0 && rds_conf_enabled(&c->greylist.redis))
+	if (c->ratelimits != NULL && c->ratelimits->n > 0 && rds_conf_enabled(&c->greylist.redis) &&
+	    !engine_g.opts.greylist_offline)
 		el->rl = ratelimit_new(base, &c->greylist.redis);
 	return el;
 }

@@ -394,6 +394,12 @@ def test_rl_without_redis_in_process_and_on_error(fake, moatd_factory, redis_fac
                       on="mail ratelimit net tempfail " + RL_REPLY)
     codes = [send_one(m.port, "127.0.0.7", "local-%d" % i).code for i in range(3)]
     assert codes == [250, 250, 451], codes
+    # moatctl explain counts nothing and says so
+    r = subprocess.run([harness.moatctl_path(), "explain", str(m.conf_path), "--ip", "127.0.0.7",
+                        "--helo", "h.test", "--from", "a@sender.test", "--rcpt", "u@example.org",
+                        "--no-network"], capture_output=True, text=True, timeout=60)
+    assert "check ratelimit=not-asked (offline: counted as not exceeded)" in r.stdout, r.stdout
+    assert "result: accept" in r.stdout, r.stdout
     rd = redis_factory()
     port = rd.port
     rd.stop()
