@@ -48,13 +48,22 @@ rl_script(void)
 	return rl_lua;
 }
 
-/* rl_lower - append s lower-cased (ASCII) */
+/* rl_lower - append s lower-cased (ASCII), '|' and '%' as %7c and %25
+ * (a value cannot pose as two parts); off == size - 1 when cut */
 static size_t
 rl_lower(char *out, size_t off, size_t size, const char *s)
 {
-	for (; *s && off + 1 < size; s++)
-		out[off++] = (char)tolower((unsigned char)*s);
-	return off;
+	for (; *s && off + 1 < size; s++) {
+		if (*s == '|' || *s == '%') {
+			if (off + 4 > size)
+				return size - 1;
+			memcpy(out + off, *s == '|' ? "%7c" : "%25", 3);
+			off += 3;
+		} else {
+			out[off++] = (char)tolower((unsigned char)*s);
+		}
+	}
+	return *s ? size - 1 : off;
 }
 
 /* rl_key - see ratelimit.h */

@@ -26,7 +26,8 @@
  *	rl_key() writes the limit's key for the decision's subject: the
  *	limit's name and each part of its key, joined with '|' (client
  *	network as "192.0.2.0/24", sender and recipient lower-cased, sender
- *	domain, login). It returns the length, 0 when a part is missing
+ *	domain, login; '|' and '%' inside a value written %7c and %25, so
+ *	that no value can pose as two parts). It returns the length, 0 when a part is missing
  *	(no login when the key has login, the null sender when it has
  *	sender or sender domain, no client address): that decision is not
  *	counted and not limited. -1 when out is too small.

@@ -108,6 +108,9 @@ test_keys(void)
 	s.login = "Alice";
 	T_CHECK(rl_key(&d, &s, k, sizeof(k)) > 0 && strcmp(k, "n|alice") == 0);
 	T_CHECK(rl_key(&d, &s, k, 4) == -1);
+	s.login = "a|b%c";		/* no value poses as two parts */
+	T_CHECK(rl_key(&d, &s, k, sizeof(k)) > 0 && strcmp(k, "n|a%7cb%25c") == 0);
+	T_CHECK(rl_key(&d, &s, k, 8) == -1);
 }
 
 static void
