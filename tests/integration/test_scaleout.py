@@ -442,3 +442,40 @@ def test_rl_policy_listener_and_smtp_count_together(fake, moatd_factory, redis_f
     assert send_one(smtp.port, "127.0.0.9", "rl-pdel").code == 250       # the third
     assert pdel("r3@example.org").startswith("action=451 4.7.1 rate limit exceeded")
     assert pdel("r4@example.org", client="127.0.0.10") == "action=DUNNO\n\n"
+
+
+@pytest.mark.timeout(150)
+def test_rl_counts_survive_sentinel_failover(fake, moatd_factory, redis_factory, workdir):
+    """Two moatd find the Redis master through a sentinel; the master is
+    stopped after two messages and the replica promoted: the counts made
+    before the failover hold after it (4 per client: two more pass, then
+    451), whichever node the message reaches. A decision Redis could not
+    answer during the switch fails open and is not counted (logged)."""
+    master = redis_factory()
+    replica = redis_factory(replica_of=(master.host, master.port))
+    sen = harness.Sentinel(workdir, master).start()
+    try:
+        assert wait_for(lambda: replica.client().info("replication").get(
+            "master_link_status") == "up", 15), "the replica never synced"
+        conf = dict(redis="sentinel %s master mm" % sen.address, redis_timeout="500ms",
+                    ratelimit="net key client-ip rate 4/10m",
+                    on="mail ratelimit net tempfail " + RL_REPLY)
+        nodes = [moatd_factory(fake.address, **conf), moatd_factory(fake.address, **conf)]
+        assert [send_one(nodes[i].port, "127.0.0.5", "fo-%d" % i).code for i in (0, 1)] == [250, 250]
+        assert wait_for(lambda: replica.client().info("replication").get(
+            "master_repl_offset") == master.client().info("replication").get(
+            "master_repl_offset"), 10)
+        assert replica.client().exists("moat:rl:net|127.0.0.5/32")
+        master.stop()
+        assert wait_for(lambda: sen.master_port() == replica.port, 30, interval=0.2)
+        time.sleep(2.0)
+        codes = []
+        for k in range(12):
+            codes.append(send_one(nodes[k % 2].port, "127.0.0.5", "after-%d" % k).code)
+            if codes[-1] == 451:
+                break
+        errors = sum(n.log().count("check ratelimit error=") for n in nodes)
+        assert codes[-1] == 451, (codes, errors)
+        assert codes.count(250) == 2 + errors, (codes, errors)
+    finally:
+        sen.stop()
