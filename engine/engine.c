@@ -61,6 +61,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "owner.h"
+#include "ratelimit.h"
 #include "rules.h"
 #include "sauth.h"
 #include "spf.h"
@@ -68,7 +69,7 @@
 #include "xalloc.h"
 
 /* what an answer in flight is for */
-enum { EQ_FCRDNS = 0, EQ_ZONE, EQ_GREYLIST, EQ_SPF, EQ_SPF_HELO, EQ_SAUTH, EQ_KEY };
+enum { EQ_FCRDNS = 0, EQ_ZONE, EQ_GREYLIST, EQ_SPF, EQ_SPF_HELO, EQ_SAUTH, EQ_KEY, EQ_RATELIMIT };
 
 struct eng_q {
 	struct eng_q *prev, *next;	/* the session's list */
@@ -127,6 +128,8 @@ struct eng_txn {
 	/* a data rule said sign: the From domain its facts had */
 	bool sign;
 	char sign_from[256];
+	/* rate limits counted per message: done once per transaction */
+	uint32_t rl_msg_done, rl_msg_ex;
 };
 
 struct eng_sess {
@@ -169,6 +172,13 @@ struct eng_sess {
 	unsigned short txn_gen;
 	struct eng_txn *txn;
 	struct vl_sess *vl;		/* the verdict lines' records (engine_vlog.c) */
+	/* the rate limits of the decision under way (reset when it ends) */
+	unsigned char rl_state;		/* enum check_state */
+	unsigned short rl_gen;
+	uint32_t rl_exceeded;		/* bit i: limit i of conf->ratelimits */
+	uint32_t rl_msg;		/* the per-message limits asked */
+	unsigned char rl_n;		/* limits in the call in flight */
+	unsigned char rl_idx[8];	/* their indexes */
 };
 
 static void eng_answered(struct eng_sess *e);
@@ -793,6 +803,150 @@ gl_key_pending(struct eng_sess *e)
 }
 
 /* ---------------------------------------------------------------------
+ * Rate limits
+ */
+
+/* rl_result - the decision's limits are counted (ex: bit i of limit i,
+ * of those in asked); on an error, ratelimit-on-error says */
+static void
+rl_result(struct eng_sess *e, uint32_t asked, uint32_t ex, const char *err)
+{
+	const struct rl_set *set = e->conf->ratelimits;
+
+	if (err != NULL) {
+		bool exc = e->conf->ratelimit_on_error == RL_ON_ERROR_EXCEEDED;
+
+		log_msg(LOG_L_WARN, e->id, "check ratelimit error=\"%s\" counted-as=%s", err,
+		    exc ? "exceeded" : "not-exceeded");
+		ex = exc ? asked : 0;
+	}
+	ex &= asked;
+	e->rl_exceeded |= ex;
+	e->rl_state = CHECK_DONE;
+	if (e->txn != NULL) {
+		e->txn->rl_msg_done |= asked & e->rl_msg;
+		e->txn->rl_msg_ex |= ex & e->rl_msg;
+	}
+	for (int i = 0; set != NULL && i < set->n; i++)
+		if (ex & (1u << i))
+			log_msg(LOG_L_INFO, e->id, "ratelimit exceeded name=%s rate=%u/%llus burst=%u",
+			    set->d[i].name, set->d[i].rate,
+			    (unsigned long long)(set->d[i].dur_ms / 1000), set->d[i].burst);
+}
+
+/* rl_done - Redis counted them, on the session's loop */
+static void
+rl_done(void *ctx, uint32_t ex, const char *err)
+{
+	struct eng_q *q = ctx;
+	struct eng_sess *e = q->e;
+
+	if (e == NULL) {
+		free(q);
+		return;
+	}
+	q_unlink(q);
+	if (e->rl_state == CHECK_PENDING && q->gen == e->rl_gen) {
+		uint32_t asked = 0, mapped = 0;
+
+		for (int j = 0; j < e->rl_n; j++) {
+			asked |= 1u << e->rl_idx[j];
+			if (ex & (1u << j))
+				mapped |= 1u << e->rl_idx[j];
+		}
+		rl_result(e, asked, mapped, err);
+	}
+	free(q);
+	eng_answered(e);
+}
+
+/* rl_start - count every limit the stage's rules read, in one call (a
+ * per-message limit once per transaction: a later recipient reuses it) */
+static void
+rl_start(struct eng_sess *e, enum rules_stage st)
+{
+	const struct rl_set *set = e->conf->ratelimits;
+	uint32_t mask = rules_stage_ratelimits(e->conf->rules, st), asked = 0, ex = 0;
+	struct eng_txn *t = e->txn;
+	char keys[8][RL_KEY_MAX], sender[SMTP_PATH_MAX + 1], sdom[256], rcpt[SMTP_PATH_MAX + 1];
+	const char *kp[8];
+	unsigned emit[8], tau[8], cost[8];
+	struct rl_subject sj;
+	struct eng_q *q;
+	int n = 0;
+
+	e->rl_gen++;
+	e->rl_state = CHECK_DONE;
+	e->rl_exceeded = 0;
+	e->rl_msg = 0;
+	e->rl_n = 0;
+	if (set == NULL || engine_g.opts.greylist_offline)
+		return;		/* explain: nothing counted, none exceeded */
+	memset(&sj, 0, sizeof(sj));
+	sj.client = e->have_peer ? &e->peer.sa : NULL;
+	sj.login = e->login;
+	if (t != NULL && st >= RS_MAIL && !t->from.null) {
+		addr_text(&t->from, sender, sizeof(sender));
+		snprintf(sdom, sizeof(sdom), "%.*s", (int)t->from.domain_len, t->from.domain);
+		sj.sender = sender;
+		sj.sender_domain = sdom;
+	}
+	if (t != NULL && st == RS_RCPT) {
+		addr_text(&t->rcpt, rcpt, sizeof(rcpt));
+		sj.rcpt = rcpt;
+	}
+	for (int i = 0; i < set->n; i++) {
+		const struct rl_def *d = &set->d[i];
+		unsigned c = 1;
+
+		if (!(mask & (1u << i)))
+			continue;
+		if (!d->per_rcpt && t != NULL && st >= RS_MAIL) {
+			if (t->rl_msg_done & (1u << i)) {
+				e->rl_exceeded |= t->rl_msg_ex & (1u << i);
+				continue;
+			}
+			e->rl_msg |= 1u << i;
+		}
+		if (d->per_rcpt && st == RS_DATA)
+			c = t != NULL ? t->nrcpt_ok : 0;
+		if (c == 0 || n == 8 || rl_key(d, &sj, keys[n], sizeof(keys[n])) <= 0)
+			continue;	/* a part missing: not counted, not limited */
+		kp[n] = keys[n];
+		emit[n] = d->emit_ms;
+		tau[n] = d->tau_ms;
+		cost[n] = c;
+		e->rl_idx[n++] = (unsigned char)i;
+		asked |= 1u << i;
+	}
+	e->rl_n = (unsigned char)n;
+	if (n == 0)
+		return;
+	if (e->el->rl == NULL) {
+		/* no Redis: in this process (per host) */
+		uint64_t now = now_ms();
+		const char *err = NULL;
+
+		for (int j = 0; j < n; j++) {
+			int r = rl_local_take(kp[j], emit[j], tau[j], cost[j], now);
+			if (r < 0)
+				err = "in-process table full";
+			else if (r == 1)
+				ex |= 1u << e->rl_idx[j];
+		}
+		rl_result(e, asked, ex, err);
+		return;
+	}
+	e->rl_state = CHECK_PENDING;
+	q = q_new(e, EQ_RATELIMIT, 0, e->rl_gen);
+	if (ratelimit_check(e->el->rl, n, kp, emit, tau, cost, 0, rl_done, q) != 0) {
+		q_unlink(q);
+		free(q);
+		rl_result(e, asked, 0, "overloaded");
+	}
+}
+
+/* ---------------------------------------------------------------------
  * Facts
  */
 
@@ -829,6 +983,8 @@ eng_facts(const struct eng_sess *e, enum rules_stage st, struct rules_facts *f,
 		f->loginlen = strlen(e->login);
 	}
 	f->score = e->score + (t != NULL ? t->score : 0);
+	f->rl_known = e->rl_state == CHECK_DONE;
+	f->rl_exceeded = e->rl_exceeded;
 	if (t != NULL && st >= RS_MAIL) {
 		f->have_sender = true;
 		f->sender_local = t->from.local;
@@ -960,6 +1116,11 @@ must_wait(struct eng_sess *e, enum rules_stage st)
 				fc_start(e);
 			if (!dnsbl_known(e))
 				return true;
+		} else if (need == CHECK_RATELIMIT) {
+			if (e->rl_state == CHECK_NONE)
+				rl_start(e, st);
+			if (e->rl_state == CHECK_PENDING)
+				return true;
 		} else if (need == CHECK_SPF && st != RS_DATA) {
 			if (spf_pending(e, st))
 				return true;
@@ -990,6 +1151,14 @@ expire(struct eng_sess *e)
 		d->fc.status = CHECK_TEMPERROR;
 		d->fc.name[0] = 0;
 		fc_result(e);
+	}
+	if (e->rl_state == CHECK_PENDING) {
+		uint32_t asked = 0;
+
+		for (int j = 0; j < e->rl_n; j++)
+			asked |= 1u << e->rl_idx[j];
+		e->rl_gen++;
+		rl_result(e, asked, 0, "deadline");
 	}
 	if (e->txn != NULL && e->txn->gl_state == CHECK_PENDING) {
 		struct greylist_verdict v = { .status = GL_ERROR, .why = "deadline", .key = "" };
@@ -1676,6 +1845,7 @@ engine_stage(struct eng_sess *e, enum rules_stage st, struct eng_verdict *v)
 		evtimer_del(e->ev_deadline);
 	if (!(st == RS_DATA && builtin_data(e, v)))
 		policy(e, st, v);
+	e->rl_state = CHECK_NONE;	/* the next decision counts its own */
 	if (v->verdict != RV_REJECT && v->verdict != RV_TEMPFAIL) {
 		vlog_stage(e, st, v, false);
 		return ENG_CONTINUE;

@@ -32,6 +32,7 @@ struct engine_loop {
 	struct dns_loop *dns;		/* the resolver's answers, or NULL */
 	engine_query_fn query;		/* dns_query, a test's stand-in, or NULL: none */
 	struct greylist *gl;		/* greylist decisions, or NULL */
+	struct ratelimit *rl;		/* rate limits in Redis, or NULL: in the process */
 };
 
 /* the process-wide services (engine_svc.c) */

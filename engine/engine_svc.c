@@ -58,6 +58,7 @@
 #include "engine_int.h"
 #include "glstore.h"
 #include "greylist.h"
+#include "ratelimit.h"
 #include "log.h"
 #include "metrics.h"
 #include "workq.h"
@@ -156,6 +157,9 @@ engine_loop_new(struct event_base *base, const struct conf *c)
 		if (el->gl == NULL)
 			fatal("greylist: cannot start (no redis and no store)");
 	}
+	if (c->ratelimits != NULL && c->ratelimits->n > 0 && rds_conf_enabled(&c->greylist.redis) &&
+	    !engine_g.opts.greylist_offline)
+		el->rl = ratelimit_new(base, &c->greylist.redis);
 	return el;
 }
 
@@ -424,6 +428,7 @@ engine_shutdown(void)
 		next = el->next;
 		dns_loop_free(el->dns);
 		greylist_free(el->gl);
+		ratelimit_free(el->rl);
 		free(el);
 	}
 	engine_g.loops = NULL;

@@ -13,6 +13,7 @@ check_name(enum check_id id)
 	case CHECK_GREYLIST: return "greylist";
 	case CHECK_SPF: return "spf";
 	case CHECK_SAUTH: return "dkim-dmarc";
+	case CHECK_RATELIMIT: return "ratelimit";
 	default: return "?";
 	}
 }

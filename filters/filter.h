@@ -35,6 +35,8 @@
  *	CHECK_SAUTH	sender authentication of the message: DKIM (fed as the
  *			message arrives) and DMARC, at the end of the data
  *			(sauth.h).
+ *	CHECK_RATELIMIT	the rate limits a stage's rules read (ratelimit.h),
+ *			all counted in one call when a rule reaches one.
  *
  *	Names: "auth" is SMTP AUTH only (the login, the fact auth); sender
  *	authentication (SPF, DKIM, DMARC) is "sauth".
@@ -42,7 +44,8 @@
 #ifndef MOAT_FILTER_H
 #define MOAT_FILTER_H
 
-enum check_id { CHECK_FCRDNS = 0, CHECK_DNSBL, CHECK_GREYLIST, CHECK_SPF, CHECK_SAUTH, CHECK__COUNT };
+enum check_id { CHECK_FCRDNS = 0, CHECK_DNSBL, CHECK_GREYLIST, CHECK_SPF, CHECK_SAUTH,
+	CHECK_RATELIMIT, CHECK__COUNT };
 enum check_state { CHECK_NONE = 0, CHECK_PENDING, CHECK_DONE };
 enum check_status { CHECK_PASS = 0, CHECK_FAIL, CHECK_TEMPERROR };
 

@@ -34,9 +34,11 @@
 #include "conf.h"
 #include "conf_dkim.h"
 #include "conf_dnsbl.h"
+#include "conf_ratelimit.h"
 #include "dnsbl.h"
 #include "filter.h"
 #include "lex.h"
+#include "lists.h"
 #include "log.h"
 #include "rules.h"
 #include "xalloc.h"
@@ -74,7 +76,12 @@ static const struct conf_enum conf_upstls_words[] = {
 };
 static const struct conf_enum conf_listen_words[] = {
 	{ "submission", CONF_LISTEN_SUBMISSION }, { "implicit-tls", CONF_LISTEN_IMPLICIT_TLS },
-	{ "no-starttls", CONF_LISTEN_NO_STARTTLS }, { "policy", CONF_LISTEN_POLICY }, { NULL, 0 }
+	{ "no-starttls", CONF_LISTEN_NO_STARTTLS }, { "policy", CONF_LISTEN_POLICY },
+	{ "proxy-protocol", CONF_LISTEN_PROXYPROTO }, { NULL, 0 }
+};
+static const struct conf_enum conf_rlerr_words[] = {
+	{ "not-exceeded", RL_ON_ERROR_NOT_EXCEEDED }, { "exceeded", RL_ON_ERROR_EXCEEDED },
+	{ NULL, 0 }
 };
 static const struct conf_enum conf_preply_words[] = {
 	{ "smtp", CONF_PREPLY_SMTP }, { "actions", CONF_PREPLY_ACTIONS }, { NULL, 0 }
@@ -119,6 +126,8 @@ static const struct conf_setting conf_settings[] = {
 	{ "command-deadline", CT_DUR, O(command_deadline_ms), 100, 3600 * SEC, "300s", NULL },
 	{ "session-deadline", CT_DUR, O(session_deadline_ms), 1 * SEC, 7 * 86400 * SEC, "1h", NULL },
 	{ "data-min-rate", CT_COUNT, O(data_min_rate), 0, 1ull << 30, "500", NULL },
+	{ "ratelimit-on-error", CT_ENUM, O(ratelimit_on_error), 0, 0, "not-exceeded", conf_rlerr_words },
+	{ "proxy-protocol-timeout", CT_DUR, O(pp_timeout_ms), 100, 600 * SEC, "10s", NULL },
 	{ "drain-timeout", CT_DUR, O(drain_ms), 0, 3600 * SEC, "30s", NULL },
 	{ "max-pending-commands", CT_COUNT, O(max_pending), 1, 100000, "1100", NULL },
 	{ "listen-backlog", CT_COUNT, O(listen_backlog), 0, 65535, "0", NULL },
@@ -575,7 +584,7 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 					break;
 			if (e->name == NULL) {
 				conf_error(p, end.line, end.col, "unknown listen option \"%s\" (expected "
-				    "submission, implicit-tls, no-starttls or policy)",
+				    "submission, implicit-tls, no-starttls, policy or proxy-protocol)",
 				    conf_shown(&end, shown, sizeof(shown)));
 			} else {
 				c->listen_flags[c->nlisten - 1] |= (unsigned)e->value;
@@ -593,6 +602,37 @@ skip:
 		if (end.type == LEX_NL || end.type == LEX_EOF)
 			return;
 	}
+}
+
+/* conf_pp_from - "proxy-protocol-from NET ..." (may be repeated; the
+ * networks add up): the balancers whose PROXY protocol headers a
+ * "listen ... proxy-protocol" takes */
+static void
+conf_pp_from(struct conf_parse *p, struct conf *c, struct lexer *lx,
+	const struct lex_token *kw)
+{
+	struct lex_token t;
+	char err[256], shown[LOG_ESC_SIZE];
+	int n = 0;
+
+	if (c->pp_from == NULL)
+		c->pp_from = list_new(LIST_NET);
+	for (;;) {
+		lex_next(lx, &t);
+		if (t.type == LEX_NL || t.type == LEX_EOF)
+			break;
+		if (t.type != LEX_WORD && t.type != LEX_STRING) {
+			conf_error(p, t.line, t.col, "proxy-protocol-from: expected a network, found %s",
+			    conf_shown(&t, shown, sizeof(shown)));
+			continue;
+		}
+		if (list_add(c->pp_from, t.text, t.len, err, sizeof(err)) != 0)
+			conf_error(p, t.line, t.col, "proxy-protocol-from: %s", err);
+		n++;
+	}
+	if (n == 0)
+		conf_error(p, kw->line, kw->col, "proxy-protocol-from: expected one or more "
+		    "networks (192.0.2.10, 10.0.0.0/8, 2001:db8::/32)");
 }
 
 /* conf_resolver - "resolver system", "resolver recursive",
@@ -910,6 +950,13 @@ conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
 			conf_include(p, c, &lx, &t, depth);
 		else if (t.len == 8 && memcmp(t.text, "resolver", 8) == 0)
 			conf_resolver(p, c, &lx, &t);
+		else if (t.len == 9 && memcmp(t.text, "ratelimit", 9) == 0) {
+			if (c->ratelimits == NULL)
+				c->ratelimits = xcalloc(1, sizeof(*c->ratelimits));
+			conf_ratelimit_parse(c->ratelimits, c->rules, &lx, &t, conf_rules_err, p);
+		}
+		else if (t.len == 19 && memcmp(t.text, "proxy-protocol-from", 19) == 0)
+			conf_pp_from(p, c, &lx, &t);
 		else if (t.len == 8 && memcmp(t.text, "dkim-key", 8) == 0)
 			conf_dkim_parse(&c->dkim_keys, &lx, &t, conf_rules_err, p);
 		else if (t.len == 5 && (memcmp(t.text, "dnsbl", 5) == 0 ||
@@ -942,6 +989,10 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 		if (c->upstream.salen == 0 && smtp)
 			conf_error(p, 1, 1, "no \"upstream\" statement: where should mail go?");
 	}
+	for (int st = 0; st < RS__COUNT && c->rules != NULL; st++)
+		if (__builtin_popcount(rules_stage_ratelimits(c->rules, (enum rules_stage)st)) > 8)
+			conf_error(p, 1, 1, "the %s rules read more than 8 rate limits (one call "
+			    "counts at most 8)", rules_stage_name((enum rules_stage)st));
 	for (int i = 0; i < c->nlisten; i++) {
 		unsigned f = c->listen_flags[i];
 
@@ -951,6 +1002,13 @@ conf_finish(struct conf_parse *p, struct conf *c, char **errors)
 		if ((f & CONF_LISTEN_POLICY) && (f & (CONF_LISTEN_IMPLICIT_TLS | CONF_LISTEN_NO_STARTTLS)))
 			conf_error(p, p->listen_line[i], p->listen_col[i], "listen %s policy: "
 			    "implicit-tls and no-starttls are for SMTP listeners", c->listen[i].text);
+		if ((f & CONF_LISTEN_PROXYPROTO) && c->listen[i].sa.ss_family == AF_UNIX)
+			conf_error(p, p->listen_line[i], p->listen_col[i], "listen %s proxy-protocol: "
+			    "a PROXY protocol header is for TCP listeners", c->listen[i].text);
+		if ((f & CONF_LISTEN_PROXYPROTO) && c->pp_from == NULL)
+			conf_error(p, p->listen_line[i], p->listen_col[i], "listen %s proxy-protocol: "
+			    "no proxy-protocol-from says which balancers may send the header",
+			    c->listen[i].text);
 		if (!(f & CONF_LISTEN_POLICY) && c->listen[i].sa.ss_family == AF_UNIX)
 			conf_error(p, p->listen_line[i], p->listen_col[i], "listen %s: a unix socket "
 			    "is for a policy listener only (add \"policy\")", c->listen[i].text);
@@ -1062,6 +1120,8 @@ conf_unref(struct conf *c)
 	free(c->tls_client_ca);
 	free(c->upstream_tls_ca);
 	rules_free(c->rules);
+	list_free(c->pp_from);
+	free(c->ratelimits);
 	dnsbl_set_free(c->dnsbl);
 	dkim_keys_free(c->dkim_keys);
 	for (size_t i = 0; i < c->nfiles; i++)

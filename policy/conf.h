@@ -44,8 +44,11 @@ enum conf_ups_tls { CONF_UTLS_NONE = 0, CONF_UTLS_OPPORTUNISTIC, CONF_UTLS_REQUI
 #define CONF_LISTEN_IMPLICIT_TLS 0x02u	/* TLS from the first byte (RFC 8314) */
 #define CONF_LISTEN_NO_STARTTLS  0x04u	/* STARTTLS not offered here */
 #define CONF_LISTEN_POLICY       0x08u	/* Postfix policy delegation, not SMTP (proxy/pdel.c) */
+#define CONF_LISTEN_PROXYPROTO   0x10u	/* a PROXY protocol header first (proxy/ppin.c) */
 
 struct tls_conf;
+struct list;
+struct rl_set;
 
 #define CONF_LISTEN_MAX 16
 
@@ -121,6 +124,10 @@ struct conf {
 	struct conf_addr metrics_listen;	/* GET /metrics; salen 0: none */
 	int startup_checks;		/* bool: engine_startup_checks() at start */
 	time_t loaded_at;		/* when conf_load() read the file */
+	struct list *pp_from;		/* proxy-protocol-from: who may send a header */
+	uint64_t pp_timeout_ms;		/* proxy-protocol-timeout */
+	struct rl_set *ratelimits;	/* ratelimit declarations (ratelimit.h), or NULL */
+	int ratelimit_on_error;		/* enum rl_on_error */
 
 	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
 	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */

@@ -92,7 +92,7 @@ static const struct fact_def fact_defs[] = {
 
 static const char *const stage_names[RS__COUNT] = { "connect", "helo", "mail", "rcpt", "data" };
 
-enum node_op { N_TRUE, N_NOT, N_AND, N_OR, N_BOOL, N_IN, N_IS, N_CMP, N_OWNED };
+enum node_op { N_TRUE, N_NOT, N_AND, N_OR, N_BOOL, N_IN, N_IS, N_CMP, N_OWNED, N_RL };
 enum cmp_op { C_EQ, C_NE, C_LT, C_LE, C_GT, C_GE };
 
 struct node {
@@ -145,6 +145,12 @@ struct rules {
 	bool reads_from;		/* a rule reads the header From (fact from) */
 	bool uses_spf_exp;		/* a text uses $spf-explanation */
 	bool dry_now;			/* rules parsed now are dry (rules_set_dry) */
+	struct rules_rl {		/* declared rate limits (policy/conf_ratelimit.c) */
+		char name[48];
+		enum rules_stage from;	/* the first stage that knows its key */
+	} rl[32];
+	int nrl;
+	uint32_t rl_mask[RS__COUNT];	/* limits the stage's rules read */
 };
 
 /* The parser's state: one token of look-ahead. */
@@ -760,11 +766,66 @@ rp_predicate(struct rp *p)
 	return n;
 }
 
-/* rp_factor - not X | ( X ) | true | predicate */
+/* rules_add_ratelimit - see rules.h */
+int
+rules_add_ratelimit(struct rules *r, const char *name, int index, enum rules_stage from,
+	bool per_rcpt)
+{
+	(void)per_rcpt;
+	if (index < 0 || index >= 32 || index != r->nrl)
+		return -1;
+	for (int i = 0; i < r->nrl; i++)
+		if (strcmp(r->rl[i].name, name) == 0)
+			return -1;
+	snprintf(r->rl[r->nrl].name, sizeof(r->rl[r->nrl].name), "%s", name);
+	r->rl[r->nrl++].from = from;
+	return 0;
+}
+
+/* rules_stage_ratelimits - see rules.h */
+uint32_t
+rules_stage_ratelimits(const struct rules *r, enum rules_stage st)
+{
+	return r != NULL && (unsigned)st < RS__COUNT ? r->rl_mask[st] : 0;
+}
+
+/* rp_ratelimit - "ratelimit NAME": is that limit exceeded? */
+static struct node *
+rp_ratelimit(struct rp *p)
+{
+	char shown[LOG_ESC_SIZE + 8];
+	struct node *n;
+
+	rp_next(p);
+	for (int i = 0; p->t.type == LEX_WORD && i < p->r->nrl; i++) {
+		if (strlen(p->r->rl[i].name) != p->t.len ||
+		    memcmp(p->r->rl[i].name, p->t.text, p->t.len) != 0)
+			continue;
+		if (p->st < p->r->rl[i].from) {
+			rp_error(p, "ratelimit %s counts by what the %s stage first knows: use it "
+			    "in \"on %s\" rules or later", p->r->rl[i].name,
+			    stage_names[p->r->rl[i].from], stage_names[p->r->rl[i].from]);
+			return NULL;
+		}
+		n = xcalloc(1, sizeof(*n));
+		n->op = N_RL;
+		n->num = i;
+		rp_next(p);
+		return n;
+	}
+	rp_error(p, "unknown rate limit %s (declare it with \"ratelimit NAME key ... rate "
+	    "N/DURATION\" before the rules that read it)", rp_shown(p, shown, sizeof(shown)));
+	return NULL;
+}
+
+/* rp_factor - not X | ( X ) | true | ratelimit NAME | predicate */
 static struct node *
 rp_factor(struct rp *p)
 {
 	struct node *n, *a;
+
+	if (rp_is(p, "ratelimit"))
+		return rp_ratelimit(p);
 
 	if (rp_is(p, "not")) {
 		rp_next(p);
@@ -1176,6 +1237,8 @@ node_checks(const struct node *n)
 		return 0;
 	if (n->fact != NULL && n->fact->check != NO_CHECK)
 		m |= 1u << n->fact->check;
+	if (n->op == N_RL)
+		m |= 1u << 5;	/* CHECK_RATELIMIT */
 	return m | node_checks(n->a) | node_checks(n->b);
 }
 
@@ -1261,6 +1324,15 @@ rules_file_rules(const struct rules *r, enum rules_stage st, const char *file, b
 		if (o->file == file && o->mode != 2 && (!accept_only || o->verdict == RV_ACCEPT))
 			return o->line;
 	return 0;
+}
+
+/* node_rl - the rate limits a condition reads */
+static uint32_t
+node_rl(const struct node *n)
+{
+	if (n == NULL)
+		return 0;
+	return (n->op == N_RL ? 1u << n->num : 0) | node_rl(n->a) | node_rl(n->b);
 }
 
 /* rp_source - the statement as written, for traces: continuation lines
@@ -1354,8 +1426,10 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 			break;
 		}
 	ru->src = rp_source(kw->text, lx->buf + lx->pos);
-	if (ru->mode != 2)
+	if (ru->mode != 2) {
 		r->need[st] |= node_checks(ru->cond);
+		r->rl_mask[st] |= node_rl(ru->cond);
+	}
 	if (ru->mode == 0 && ru->greylist)
 		r->need[st] |= 1u << 2;	/* CHECK_GREYLIST */
 	if (r->tail[st])
@@ -1524,6 +1598,12 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 
 	switch (n->op) {
 	case N_TRUE: return true;
+	case N_RL:
+		if (!f->rl_known) {
+			*need = 5;	/* CHECK_RATELIMIT */
+			return false;
+		}
+		return (f->rl_exceeded >> n->num) & 1u;
 	case N_NOT: return !eval(n->a, f, need) && *need < 0;
 	case N_AND: return eval(n->a, f, need) && *need < 0 && eval(n->b, f, need);
 	case N_OR: return (eval(n->a, f, need) || (*need < 0 && eval(n->b, f, need))) && *need < 0;
@@ -1675,10 +1755,11 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 	{
 		/* run the checks before any rule of the stage, so that no rule
 		 * acts (or logs) twice */
-		static const int order[] = { 0, 1, 3, 4 };
-		const bool known[] = { f->fcrdns_known, f->dnsbl_known, f->spf_known, f->sauth_known };
+		static const int order[] = { 0, 1, 3, 4, 5 };
+		const bool known[] = { f->fcrdns_known, f->dnsbl_known, f->spf_known, f->sauth_known,
+		    f->rl_known };
 
-		for (int i = 0; i < 4; i++)
+		for (int i = 0; i < 5; i++)
 			if (!known[i] && rules_stage_wants(r, st, f, order[i])) {
 				res->verdict = RV_WAIT;
 				res->need = order[i];
@@ -1796,6 +1877,10 @@ rules_facts_unawaited(struct rules_facts *f, bool dnsbl_on, bool dnsbl_error, in
 {
 	f->fcrdns_known = true;
 	f->dnsbl_known = true;
+	if (!f->rl_known) {
+		f->rl_known = true;	/* fail open */
+		f->rl_exceeded = 0;
+	}
 	if (dnsbl_on && !dnsbl_error)
 		f->dnsbl_error = true;
 	if (!f->greylist_known) {

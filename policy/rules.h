@@ -22,7 +22,7 @@
  *		STAGE is connect, helo, mail, rcpt or data.
  *		CONDITION := TERM { or TERM }
  *		TERM      := FACTOR { and FACTOR }
- *		FACTOR    := not FACTOR | ( CONDITION ) | true | FACT
+ *		FACTOR    := not FACTOR | ( CONDITION ) | true | ratelimit NAME | FACT
  *		           | FACT in LIST | FACT is WORD
  *		           | FACT (== != < <= > >=) NUMBER
  *		ACTIONS   := { score (+N|-N) | add-header NAME "VALUE" | tag WORD | sign }
@@ -117,6 +117,8 @@ struct rules_facts {
 	const char *dmarc_policy;	/* the policy to apply: none, quarantine, reject */
 	const char *dmarc_from_domain;	/* the RFC5322.From domain DMARC found, or NULL */
 	const char *spf_explanation;	/* mail: MAIL FROM's SPF fail explanation, or NULL */
+	bool rl_known;			/* the stage's rate limits are counted */
+	uint32_t rl_exceeded;		/* bit i: limit i (rules_add_ratelimit) is exceeded */
 };
 
 #define RULES_HDR_MAX 8		/* header fields one stage may add */
@@ -170,6 +172,14 @@ void rules_eval(const struct rules *r, enum rules_stage st, const struct rules_f
 void rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_facts *f,
 	struct rules_result *res, uint64_t sid, rules_trace_fn trace, void *arg);
 const char *rules_stage_name(enum rules_stage st);
+
+/* rate limits (policy/conf_ratelimit.c declares them, "ratelimit NAME"
+ * in a rule reads one): add a name with its index (the next one), the
+ * first stage that may read it; 0, or -1 (a name given twice). The
+ * limits a stage's rules (not off) read, as a bit mask. */
+int rules_add_ratelimit(struct rules *r, const char *name, int index, enum rules_stage from,
+	bool per_rcpt);
+uint32_t rules_stage_ratelimits(const struct rules *r, enum rules_stage st);
 
 /* Does a rule of this stage (not off) read the facts of this check
  * (filter.h enum check_id)? The front-end runs the check first. */

@@ -192,13 +192,29 @@ listen_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr
 {
 	struct worker *w = arg;
 	struct conf *c;
-	unsigned live, lflags = 0;
+	unsigned lflags = 0;
 
 	c = moatd_conf_get();
 	/* which listener: its options (submission, implicit-tls, policy) */
 	for (int i = 0; i < w->nlev && i < c->nlisten; i++)
 		if (w->lev[i] == lev)
 			lflags = c->listen_flags[i];
+	if (lflags & CONF_LISTEN_PROXYPROTO) {
+		ppin_start(w, c, fd, sa, (socklen_t)salen, lflags);	/* takes c */
+		return;
+	}
+	listen_admit(w, c, fd, sa, (socklen_t)salen, lflags, NULL);
+}
+
+/* listen_admit - a connection from the client at sa (the one a PROXY
+ * protocol header named, o != NULL): drain, admission, then its session
+ * or policy connection; takes c */
+void
+listen_admit(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa,
+	socklen_t salen, unsigned lflags, const struct listen_origin *o)
+{
+	unsigned live;
+
 	if (lflags & CONF_LISTEN_POLICY) {
 		pdel_start(w, c, fd, sa, lflags);	/* takes c */
 		return;
@@ -222,7 +238,7 @@ listen_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr
 		conf_unref(c);
 		return;
 	}
-	sess_start(w, c, fd, sa, (socklen_t)salen, lflags);
+	sess_start(w, c, fd, sa, salen, lflags, o);
 }
 
 /* listen_resume_cb - accept again after a pause */

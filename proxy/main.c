@@ -153,6 +153,7 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	event_base_dispatch(w->base);
+	ppin_free_all(w);	/* PROXY protocol headers still awaited */
 	ups_pool_drain(w);
 	/* stopped while goodbyes were still pending: close them now */
 	ups_closers_free(w);

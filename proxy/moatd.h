@@ -72,9 +72,25 @@ void pdel_drain(struct worker *w);
 void pdel_close_all(struct worker *w);
 
 /* listen.c */
+/* where a connection came from when a PROXY protocol header named the
+ * client (ppin.c); NULL for a direct one */
+struct listen_origin {
+	struct sockaddr_storage local;	/* the claimed destination */
+	socklen_t locallen;		/* 0: keep getsockname()'s */
+	char via[56];			/* the balancer, "IP:PORT" */
+	int version;			/* of the header, 1 or 2 */
+	bool ssl;			/* the v2 SSL TLV said TLS */
+};
+void listen_admit(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa,
+	socklen_t salen, unsigned lflags, const struct listen_origin *o);
 int listen_backlog(const struct conf *c);
 int listen_open(const struct conf_addr *a, int backlog, bool check, char *err, size_t errlen);
 void listen_attach(struct worker *w, int fd);
 void listen_pause(struct worker *w, bool pause);
+
+/* ppin.c: the inbound PROXY protocol header (listen ... proxy-protocol) */
+void ppin_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *peer,
+	socklen_t peerlen, unsigned lflags);
+void ppin_free_all(struct worker *w);
 
 #endif

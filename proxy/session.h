@@ -176,8 +176,10 @@ struct session {
 uint64_t sess_now_ms(void);
 const char *sess_phase_name(enum sess_phase p);
 void sess_enter_phase(struct session *s, enum sess_phase p);
+struct listen_origin;
 void sess_start(struct worker *w, struct conf *c, int fd,
-	const struct sockaddr *sa, socklen_t salen, unsigned lflags);
+	const struct sockaddr *sa, socklen_t salen, unsigned lflags,
+	const struct listen_origin *o);
 void sess_begin(struct session *s);
 void sess_arm_timer(struct session *s);
 bool sess_error(struct session *s);

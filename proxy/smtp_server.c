@@ -3,7 +3,8 @@
  *
  * SYNOPSIS
  *	void sess_start(struct worker *w, struct conf *c, int fd,
- *	                const struct sockaddr *sa, socklen_t salen, unsigned lflags);
+ *	                const struct sockaddr *sa, socklen_t salen, unsigned lflags,
+ *	                const struct listen_origin *o);
  *
  * DESCRIPTION
  *	Reads command lines with a hard cap (SMTP_CMD_LINE_MAX), parses them
@@ -1700,10 +1701,11 @@ sess_drain(struct session *s)
 }
 
 /* sess_start - a new client connection, admitted (clients_enter()): its
- * end calls clients_leave() */
+ * end calls clients_leave(); o: what a PROXY protocol header said (the
+ * client at sa, the local address it named), or NULL */
 void
 sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, socklen_t salen,
-	unsigned lflags)
+	unsigned lflags, const struct listen_origin *o)
 {
 	struct session *s = xcalloc(1, sizeof(*s));
 	socklen_t llen = sizeof(s->local);
@@ -1718,6 +1720,8 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	s->lflags = lflags;
 	memcpy(&s->peer, sa, salen);
 	getsockname(fd, (struct sockaddr *)&s->local, &llen);
+	if (o != NULL && o->locallen > 0)
+		memcpy(&s->local, &o->local, o->locallen);
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
 		inet_ntop(AF_INET, &sin->sin_addr, s->ip, sizeof(s->ip));
@@ -1745,9 +1749,11 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	wt.tv_sec = (time_t)(c->command_deadline_ms / 1000);
 	wt.tv_usec = (suseconds_t)(c->command_deadline_ms % 1000) * 1000;
 	conn_set_timeouts(s->conn, NULL, &wt);
-	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u%s",
+	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u%s%s%s%s",
 	    sa->sa_family == AF_INET6 ? "[" : "", s->ip, sa->sa_family == AF_INET6 ? "]" : "",
-	    s->port, lflags & CONF_LISTEN_IMPLICIT_TLS ? " tls=implicit" : "");
+	    s->port, lflags & CONF_LISTEN_IMPLICIT_TLS ? " tls=implicit" : "",
+	    o != NULL ? " via=" : "", o != NULL ? o->via : "",
+	    o != NULL && o->ssl ? " proxy-tls=yes" : "");
 	if (lflags & CONF_LISTEN_IMPLICIT_TLS) {
 		tls_sess_implicit(s);	/* sess_begin() once the handshake is done */
 		return;

@@ -142,6 +142,7 @@ struct explain {
 	int monitored;
 	const char *last_file;		/* the last enforced rule that matched */
 	int last_line;
+	const struct conf *c;		/* the policy explained */
 };
 
 /* explain_put_escaped - print bytes with controls and 8-bit as \xNN */
@@ -264,6 +265,10 @@ explain_stage(struct explain *x, enum rules_stage st, struct explain_reply *r)
 	x->monitored = 0;
 	x->last_file = NULL;
 	x->last_line = 0;
+	/* rate limits live in Redis or in moatd: the engine, offline, counts
+	 * nothing and takes none as exceeded */
+	if (x->c != NULL && rules_stage_ratelimits(x->c->rules, st) != 0)
+		printf("check ratelimit=not-asked (offline: counted as not exceeded)\n");
 	while ((rc = engine_stage(x->e, st, &v)) == ENG_WAIT) {
 		x->resumed = false;
 		while (!x->resumed)
@@ -682,6 +687,7 @@ explain_session(struct explain *x, struct conf *c, struct engine_loop *el,
 
 	/* connect: the engine starts the address's checks with the session */
 	printf("stage connect client-ip=%s auth=%s tls=no\n", a->ip, a->auth ? "yes" : "no");
+	x->c = c;
 	x->e = engine_sess_new(el, c, 0, client, false, explain_resume, x);
 	engine_set_trace(x->e, explain_trace, x);
 	engine_set_login(x->e, a->auth);
@@ -976,5 +982,7 @@ main(int argc, char **argv)
 		return moatctl_greylist(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "status") == 0)
 		return cmd_status(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "ratelimit") == 0)
+		return moatctl_ratelimit(argc, argv);
 	return usage();
 }

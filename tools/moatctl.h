@@ -9,6 +9,7 @@
 int moatctl_spf(int argc, char **argv);	/* tools/moatctl_spf.c */
 int moatctl_auth(int argc, char **argv);	/* tools/moatctl_auth.c: dkim, dmarc */
 int moatctl_greylist(int argc, char **argv);	/* tools/moatctl_greylist.c */
+int moatctl_ratelimit(int argc, char **argv);	/* tools/moatctl_ratelimit.c */
 int moatctl_query(int argc, char **argv);	/* tools/moatctl_dns.c */
 int moatctl_dkim_keygen(int argc, char **argv);	/* tools/moatctl_dkimkey.c */
 int moatctl_dkim_check_key(int argc, char **argv);	/* tools/moatctl_dkimkey.c */

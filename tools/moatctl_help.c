@@ -62,6 +62,12 @@ static const struct help helps[] = {
 	  "  --prefix P --password W --db N --v4-prefix N --v6-prefix N\n"
 	  "                    as redis-prefix, redis-password, redis-db,\n"
 	  "                    greylist-v4-prefix, greylist-v6-prefix in the policy file\n" },
+	{ "ratelimit", "look at and reset the rate limits shared in Redis",
+	  "usage: moatctl ratelimit -f FILE list [N] | show KEY | reset KEY\n"
+	  "  -f FILE           the policy file: its redis setting and ratelimit declarations\n"
+	  "  list [N]          at most N keys (default 1000): key used=U/B rate= burst= empty-in=\n"
+	  "  show KEY          one key (NAME|PART|...: net|192.0.2.0/24, sub|alice)\n"
+	  "  reset KEY         delete it: the next decision starts with a full burst\n" },
 	{ "query", "ask moat's resolver, as moatd would",
 	  "usage: moatctl query [--resolver system|recursive|ADDR[@PORT]] [--timeout MS] [--sync]\n"
 	  "                     [--type A|AAAA|TXT|MX|PTR|NS|CNAME] NAME ...\n"

@@ -1082,7 +1082,7 @@ class Moatd(LoggedProcess):
         self.conf_items = list(conf.items())
         # the address tests talk to: the first listen entry
         first = conf["listen"][0] if isinstance(conf["listen"], (list, tuple)) else conf["listen"]
-        h, _, p = first.rpartition(":")
+        h, _, p = first.split()[0].rpartition(":")    # options may follow
         self.host, self.port = h.strip("[]"), int(p)
         _check_loopback(self.host)
         self.conf_path = self.dir / "moat.conf"

@@ -1,0 +1,319 @@
+/*
+ * ratelimit - named rate limits, shared in Redis or kept in the process
+ * (see ratelimit.h)
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ratelimit.h"
+#include "siphash.h"
+#include "xalloc.h"
+
+/*
+ * KEYS[i]: the TAT of limit i; ARGV[3i-2], ARGV[3i-1], ARGV[3i]: its
+ * emission interval T and tolerance tau (ms) and the decision's cost.
+ * Returns one 0/1 per limit (1: exceeded). Redis's clock (TIME), so
+ * every node agrees.
+ */
+static const char rl_lua[] =
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local out = {}\n"
+	"for i = 1, #KEYS do\n"
+	"  local T = tonumber(ARGV[3*i-2])\n"
+	"  local tau = tonumber(ARGV[3*i-1])\n"
+	"  local c = tonumber(ARGV[3*i])\n"
+	"  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0\n"
+	"  if tat < now then tat = now end\n"
+	"  local new = tat + T * c\n"
+	"  if new - now > tau then\n"
+	"    out[i] = 1\n"
+	"  else\n"
+	"    out[i] = 0\n"
+	"    if c > 0 then redis.call('SET', KEYS[i], new, 'PX', new - now + 1000) end\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/* rl_script - the Lua text */
+const char *
+rl_script(void)
+{
+	return rl_lua;
+}
+
+/* rl_lower - append s lower-cased (ASCII), '|' and '%' as %7c and %25
+ * (a value cannot pose as two parts); off == size - 1 when cut */
+static size_t
+rl_lower(char *out, size_t off, size_t size, const char *s)
+{
+	for (; *s && off + 1 < size; s++) {
+		if (*s == '|' || *s == '%') {
+			if (off + 4 > size)
+				return size - 1;
+			memcpy(out + off, *s == '|' ? "%7c" : "%25", 3);
+			off += 3;
+		} else {
+			out[off++] = (char)tolower((unsigned char)*s);
+		}
+	}
+	return *s ? size - 1 : off;
+}
+
+/* rl_key - see ratelimit.h */
+int
+rl_key(const struct rl_def *d, const struct rl_subject *s, char *out, size_t size)
+{
+	size_t off;
+	int n;
+
+	n = snprintf(out, size, "%s", d->name);
+	if (n < 0 || (size_t)n >= size)
+		return -1;
+	off = (size_t)n;
+	if (d->parts & RL_CLIENT) {
+		char ip[INET6_ADDRSTRLEN];
+		int plen;
+
+		if (s->client == NULL)
+			return 0;
+		if (s->client->sa_family == AF_INET) {
+			struct in_addr a = ((const struct sockaddr_in *)s->client)->sin_addr;
+			uint32_t m = d->v4_prefix == 0 ? 0 : htonl(0xffffffffu << (32 - d->v4_prefix));
+
+			a.s_addr &= m;
+			inet_ntop(AF_INET, &a, ip, sizeof(ip));
+			plen = d->v4_prefix;
+		} else if (s->client->sa_family == AF_INET6) {
+			struct in6_addr a = ((const struct sockaddr_in6 *)s->client)->sin6_addr;
+
+			for (int i = 0; i < 16; i++) {
+				int bits = d->v6_prefix - i * 8;
+				a.s6_addr[i] &= bits >= 8 ? 0xff : bits <= 0 ? 0 : (uint8_t)(0xff << (8 - bits));
+			}
+			inet_ntop(AF_INET6, &a, ip, sizeof(ip));
+			plen = d->v6_prefix;
+		} else {
+			return 0;
+		}
+		n = snprintf(out + off, size - off, "|%s/%d", ip, plen);
+		if (n < 0 || (size_t)n >= size - off)
+			return -1;
+		off += (size_t)n;
+	}
+	{
+		static const unsigned order[] = { RL_SENDER, RL_SENDER_DOMAIN, RL_LOGIN, RL_RCPT };
+		for (int i = 0; i < 4; i++) {
+			const char *v;
+
+			if (!(d->parts & order[i]))
+				continue;
+			v = order[i] == RL_SENDER ? s->sender : order[i] == RL_SENDER_DOMAIN ?
+			    s->sender_domain : order[i] == RL_LOGIN ? s->login : s->rcpt;
+			if (v == NULL || v[0] == 0)
+				return 0;
+			if (off + 2 >= size)
+				return -1;
+			out[off++] = '|';
+			off = rl_lower(out, off, size, v);
+			if (off + 1 >= size)
+				return -1;
+		}
+	}
+	out[off] = 0;
+	return (int)off;
+}
+
+/* ---------------------------------------------------------------------
+ * In the process
+ */
+
+struct rl_slot {
+	uint64_t h;		/* the key's hash; 0: free */
+	uint64_t tat;		/* ms */
+};
+
+static struct rl_slot *rl_table;
+static pthread_mutex_t rl_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t rl_k0, rl_k1;
+
+#define RL_PROBE 16
+
+/* rl_local_take - see ratelimit.h */
+int
+rl_local_take(const char *key, unsigned emit_ms, unsigned tau_ms, unsigned cost, uint64_t now_ms)
+{
+	uint64_t h, tat, nt;
+	struct rl_slot *free_slot = NULL, *sl = NULL;
+	int r;
+
+	pthread_mutex_lock(&rl_lock);
+	if (rl_table == NULL) {
+		rl_table = xcalloc(RL_LOCAL_SLOTS, sizeof(*rl_table));
+		rl_k0 = ((uint64_t)(uintptr_t)rl_table << 17) ^ now_ms;
+		rl_k1 = (uint64_t)rand() << 32 ^ (uint64_t)rand();
+	}
+	h = siphash24(rl_k0, rl_k1, key, strlen(key)) | 1;
+	for (unsigned i = 0; i < RL_PROBE; i++) {
+		struct rl_slot *s = &rl_table[(h + i) & (RL_LOCAL_SLOTS - 1)];
+
+		if (s->h == h) {
+			sl = s;
+			break;
+		}
+		if (free_slot == NULL && (s->h == 0 || s->tat <= now_ms))
+			free_slot = s;
+	}
+	if (sl == NULL) {
+		if (free_slot == NULL) {
+			pthread_mutex_unlock(&rl_lock);
+			return -1;
+		}
+		sl = free_slot;
+		sl->h = h;
+		sl->tat = 0;
+	}
+	tat = sl->tat < now_ms ? now_ms : sl->tat;
+	nt = tat + (uint64_t)emit_ms * cost;
+	if (nt - now_ms > tau_ms) {
+		r = 1;
+	} else {
+		r = 0;
+		sl->tat = nt;
+	}
+	pthread_mutex_unlock(&rl_lock);
+	return r;
+}
+
+/* rl_local_reset - forget every key (tests) */
+void
+rl_local_reset(void)
+{
+	pthread_mutex_lock(&rl_lock);
+	if (rl_table != NULL)
+		memset(rl_table, 0, RL_LOCAL_SLOTS * sizeof(*rl_table));
+	pthread_mutex_unlock(&rl_lock);
+}
+
+/* ---------------------------------------------------------------------
+ * In Redis
+ */
+
+struct rl_q {
+	struct rl_q *prev, *next;	/* the client's pending calls */
+	struct ratelimit *r;
+	ratelimit_cb cb;
+	void *ctx;
+	int n;
+};
+
+struct ratelimit {
+	struct rds *rds;
+	struct rl_q *pending;		/* freed by ratelimit_free (rds_free calls no callback) */
+};
+
+/* rl_q_unlink - off the pending list */
+static void
+rl_q_unlink(struct rl_q *q)
+{
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		q->r->pending = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+}
+
+/* ratelimit_new - a client for this loop */
+struct ratelimit *
+ratelimit_new(struct event_base *base, const struct rds_conf *c)
+{
+	struct ratelimit *r = xcalloc(1, sizeof(*r));
+	const char *scripts[1] = { rl_lua };
+
+	r->rds = rds_new(base, c, scripts, 1);
+	return r;
+}
+
+/* rl_on_reply - the script's answer: one integer per limit */
+static void
+rl_on_reply(void *ctx, const redisReply *reply, const char *err)
+{
+	struct rl_q *q = ctx;
+	uint32_t ex = 0;
+
+	rl_q_unlink(q);
+	if (err != NULL) {
+		q->cb(q->ctx, 0, err);
+	} else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)q->n) {
+		q->cb(q->ctx, 0, reply->type == REDIS_REPLY_ERROR ? "script error" : "bad reply");
+	} else {
+		for (int i = 0; i < q->n; i++)
+			if (reply->element[i]->type == REDIS_REPLY_INTEGER && reply->element[i]->integer == 1)
+				ex |= 1u << i;
+		q->cb(q->ctx, ex, NULL);
+	}
+	free(q);
+}
+
+/* ratelimit_check - see ratelimit.h */
+int
+ratelimit_check(struct ratelimit *r, int n, const char *const *keys, const unsigned *emit_ms,
+	const unsigned *tau_ms, const unsigned *cost, unsigned timeout_ms, ratelimit_cb cb, void *ctx)
+{
+	const char *args[RDS_ARGS_MAX];
+	size_t lens[RDS_ARGS_MAX];
+	char kbuf[8][RL_KEY_MAX + sizeof(RL_PREFIX)], num[24][16];
+	struct rl_q *q;
+
+	if (n <= 0 || n > 8)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		args[i] = kbuf[i];
+		lens[i] = (size_t)snprintf(kbuf[i], sizeof(kbuf[i]), "%s%s", RL_PREFIX, keys[i]);
+		if (lens[i] >= sizeof(kbuf[i]))
+			lens[i] = sizeof(kbuf[i]) - 1;
+		args[n + 3 * i] = num[3 * i];
+		lens[n + 3 * i] = (size_t)snprintf(num[3 * i], 16, "%u", emit_ms[i]);
+		args[n + 3 * i + 1] = num[3 * i + 1];
+		lens[n + 3 * i + 1] = (size_t)snprintf(num[3 * i + 1], 16, "%u", tau_ms[i]);
+		args[n + 3 * i + 2] = num[3 * i + 2];
+		lens[n + 3 * i + 2] = (size_t)snprintf(num[3 * i + 2], 16, "%u", cost[i]);
+	}
+	q = xcalloc(1, sizeof(*q));
+	q->r = r;
+	q->cb = cb;
+	q->ctx = ctx;
+	q->n = n;
+	if (rds_eval(r->rds, 0, timeout_ms, rl_on_reply, q, n, 4 * n, args, lens) != 0) {
+		free(q);
+		return -1;
+	}
+	q->next = r->pending;
+	if (q->next)
+		q->next->prev = q;
+	r->pending = q;
+	return 0;
+}
+
+/* ratelimit_free - NULL is fine */
+void
+ratelimit_free(struct ratelimit *r)
+{
+	if (r == NULL)
+		return;
+	rds_free(r->rds);
+	while (r->pending != NULL) {
+		struct rl_q *q = r->pending;
+
+		r->pending = q->next;
+		free(q);
+	}
+	free(r);
+}
