@@ -143,4 +143,4 @@ def test_sample_conf_no_warning(workdir):
     # the example exception is read: the include is live
     r = moatctl("explain", str(d / "moat.conf"), "--ip", "192.0.2.7", "--helo", "mx.partner.test",
                 "--from", "a@partner.test", "--rcpt", "u@example.org", "--no-network")
-    assert "moat.d/example.conf:9" in r.stdout.decode(), r.stdout
+    assert "moat.d/example.conf:11" in r.stdout.decode(), r.stdout
