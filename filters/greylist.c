@@ -37,19 +37,23 @@
  * ARGV now, delay, window, lifetime, allow_after, allow_lifetime
  * returns {status, reason, seconds to wait, passes} (glstore.h numbers)
  */
-static const char greylist_lua[] =
-	"local now = tonumber(ARGV[1])\n"
-	"local delay = tonumber(ARGV[2])\n"
-	"local window = tonumber(ARGV[3])\n"
-	"local life = tonumber(ARGV[4])\n"
-	"local after = tonumber(ARGV[5])\n"
-	"local alife = tonumber(ARGV[6])\n"
-	"local n, u = 0, 0\n"
-	"local c = redis.call('HMGET', KEYS[1], 'n', 'u', 'x')\n"
-	"if (tonumber(c[3]) or 0) > now then\n"
-	"  n = tonumber(c[1]) or 0\n"
-	"  u = tonumber(c[2]) or 0\n"
+/* the start of both scripts: the arguments and the client's record */
+#define GL_LUA_HEAD \
+	"local now = tonumber(ARGV[1])\n" \
+	"local delay = tonumber(ARGV[2])\n" \
+	"local window = tonumber(ARGV[3])\n" \
+	"local life = tonumber(ARGV[4])\n" \
+	"local after = tonumber(ARGV[5])\n" \
+	"local alife = tonumber(ARGV[6])\n" \
+	"local n, u = 0, 0\n" \
+	"local c = redis.call('HMGET', KEYS[1], 'n', 'u', 'x')\n" \
+	"if (tonumber(c[3]) or 0) > now then\n" \
+	"  n = tonumber(c[1]) or 0\n" \
+	"  u = tonumber(c[2]) or 0\n" \
 	"end\n"
+
+static const char greylist_lua[] =
+	GL_LUA_HEAD
 	"if u > now then\n"
 	"  redis.call('HSET', KEYS[1], 'u', now + alife, 'x', now + alife)\n"
 	"  redis.call('EXPIRE', KEYS[1], alife)\n"
@@ -88,15 +92,7 @@ static const char greylist_lua[] =
  * changes nothing (no record made, renewed or counted).
  */
 static const char greylist_peek_lua[] =
-	"local now = tonumber(ARGV[1])\n"
-	"local delay = tonumber(ARGV[2])\n"
-	"local after = tonumber(ARGV[5])\n"
-	"local n, u = 0, 0\n"
-	"local c = redis.call('HMGET', KEYS[1], 'n', 'u', 'x')\n"
-	"if (tonumber(c[3]) or 0) > now then\n"
-	"  n = tonumber(c[1]) or 0\n"
-	"  u = tonumber(c[2]) or 0\n"
-	"end\n"
+	GL_LUA_HEAD
 	"if u > now then return {1, 5, 0, n} end\n"
 	"local t = redis.call('HMGET', KEYS[2], 'f', 'p', 'x')\n"
 	"local f = tonumber(t[1])\n"

@@ -421,29 +421,33 @@ static const struct lc_step lifecycle[] = {
 	{ 5101, "192.0.2.10", "r1@x.org", GL_GREYLISTED, GL_R_NEW, 10, 0 },
 };
 
+/* lc_step_check - one step's verdict through g */
+static void
+lc_step_check(struct greylist *g, const struct lc_step *st, const char *what, size_t i)
+{
+	struct wait w;
+
+	T_CHECKF(decide(g, st->ip, st->rcpt, &w, NULL) == 0, "%s step %zu", what, i);
+	T_CHECKF(w.v.status == st->status && w.v.reason == st->reason &&
+	    w.v.retry_in == st->retry_in && w.v.passes == st->passes,
+	    "%s step %zu: %s/%s retry %u passes %u %s", what, i,
+	    greylist_status_name(w.v.status), greylist_reason_name(w.v.reason),
+	    w.v.retry_in, w.v.passes, w.why);
+}
+
 /* run_lifecycle - the table through one handle; before each step the
  * read-only handle pk (greylist_new_peek) must foresee the same verdict,
  * and the step's own verdict shows it changed nothing */
 static void
 run_lifecycle(struct greylist *g, struct greylist *pk, const char *what)
 {
-	for (size_t i = 0; i < sizeof(lifecycle) / sizeof(lifecycle[0]); i++) {
-		const struct lc_step *st = &lifecycle[i];
-		struct wait w;
+	char peek[64];
 
-		fake_now = T0 + st->at;
-		T_CHECKF(decide(pk, st->ip, st->rcpt, &w, NULL) == 0, "%s peek %zu", what, i);
-		T_CHECKF(w.v.status == st->status && w.v.reason == st->reason &&
-		    w.v.retry_in == st->retry_in && w.v.passes == st->passes,
-		    "%s peek %zu: %s/%s retry %u passes %u %s", what, i,
-		    greylist_status_name(w.v.status), greylist_reason_name(w.v.reason),
-		    w.v.retry_in, w.v.passes, w.why);
-		T_CHECKF(decide(g, st->ip, st->rcpt, &w, NULL) == 0, "%s step %zu", what, i);
-		T_CHECKF(w.v.status == st->status && w.v.reason == st->reason &&
-		    w.v.retry_in == st->retry_in && w.v.passes == st->passes,
-		    "%s step %zu: %s/%s retry %u passes %u %s", what, i,
-		    greylist_status_name(w.v.status), greylist_reason_name(w.v.reason),
-		    w.v.retry_in, w.v.passes, w.why);
+	snprintf(peek, sizeof(peek), "%s read-only", what);
+	for (size_t i = 0; i < sizeof(lifecycle) / sizeof(lifecycle[0]); i++) {
+		fake_now = T0 + lifecycle[i].at;
+		lc_step_check(pk, &lifecycle[i], peek, i);
+		lc_step_check(g, &lifecycle[i], what, i);
 	}
 }
 
