@@ -708,7 +708,7 @@ gl_result(struct eng_sess *e, const struct greylist_verdict *v)
 	struct eng_txn *t = e->txn;
 
 	t->gl_state = CHECK_DONE;
-	if (engine_g.opts.greylist_offline) {
+	if (engine_g.opts.greylist_offline && !engine_g.opts.greylist_peek) {
 		t->gl_tempfail = false;
 		snprintf(t->gl_text, sizeof(t->gl_text), "not asked (offline)");
 		return;

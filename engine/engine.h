@@ -104,6 +104,9 @@ struct engine_opts {
 	const char *who;		/* "moatd", "moat-milter", "moatctl" (logs) */
 	bool no_network;		/* explain --no-network: no resolver, DNS gives temperror */
 	bool greylist_offline;		/* explain: no store, no Redis: a greylist rule passes */
+	bool greylist_peek;		/* explain --live (with greylist_offline): the greylist
+					 * is asked read-only (greylist_new_peek): Redis as
+					 * the policy says, or the store file as last saved */
 	bool quiet_start;		/* no "resolver error" log line (explain prints its own) */
 };
 

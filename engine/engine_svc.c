@@ -114,18 +114,24 @@ engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errle
 		}
 	}
 	if (conf_greylist_wanted(c) && !rds_conf_enabled(&c->greylist.redis) &&
-	    !engine_g.opts.greylist_offline) {
+	    (!engine_g.opts.greylist_offline || engine_g.opts.greylist_peek)) {
 		char e[512] = "";
+		const char *path = c->greylist.store_path[0] ? c->greylist.store_path : NULL;
 
-		engine_g.store = glstore_open(c->greylist.store_path[0] ? c->greylist.store_path : NULL,
-		    c->greylist.store_max, (int64_t)time(NULL), e, sizeof(e));
+		if (engine_g.opts.greylist_peek)	/* read the file, never write it */
+			engine_g.store = glstore_open_ro(path, c->greylist.store_max,
+			    (int64_t)time(NULL), e, sizeof(e));
+		else
+			engine_g.store = glstore_open(path, c->greylist.store_max,
+			    (int64_t)time(NULL), e, sizeof(e));
 		if (e[0])
 			log_msg(LOG_L_ERROR, 0, "greylist store error=\"%s\": starting empty", e);
 		if (engine_g.store != NULL)
 			glstore_set_defaults(engine_g.store, c->greylist.v4_prefix, c->greylist.v6_prefix,
 			    (int64_t)c->greylist.allow_lifetime);
 	}
-	engine_g.greylist = conf_greylist_wanted(c) && !engine_g.opts.greylist_offline;
+	engine_g.greylist = conf_greylist_wanted(c) &&
+	    (!engine_g.opts.greylist_offline || engine_g.opts.greylist_peek);
 	return 0;
 }
 
@@ -153,7 +159,9 @@ engine_loop_new(struct event_base *base, const struct conf *c)
 	el->dns = engine_g.dns_up ? dns_loop_new(base) : NULL;
 	el->query = el->dns != NULL ? dns_query : NULL;
 	if (engine_g.greylist) {
-		el->gl = greylist_new(base, &c->greylist, engine_g.store);
+		el->gl = engine_g.opts.greylist_peek ?
+		    greylist_new_peek(base, &c->greylist, engine_g.store) :
+		    greylist_new(base, &c->greylist, engine_g.store);
 		if (el->gl == NULL)
 			fatal("greylist: cannot start (no redis and no store)");
 	}

@@ -463,9 +463,9 @@ glstore_read_file(const char *path, size_t cap, size_t *len, bool *missing, char
 	return buf;
 }
 
-/* glstore_open - a store, loaded from path when it exists (see glstore.h) */
-struct glstore *
-glstore_open(const char *path, size_t max, int64_t now, char *err, size_t errsize)
+/* gs_open - a store loaded from path; ro: only read the file */
+static struct glstore *
+gs_open(const char *path, size_t max, int64_t now, char *err, size_t errsize, bool ro)
 {
 	struct glstore *s;
 	char *buf, why[256];
@@ -481,7 +481,8 @@ glstore_open(const char *path, size_t max, int64_t now, char *err, size_t errsiz
 		return NULL;
 	if (path == NULL || path[0] == '\0')
 		return s;
-	s->path = xstrdup(path);
+	if (!ro)
+		s->path = xstrdup(path);
 	cap = max > SIZE_MAX / (GLSTORE_LINE_MAX * 2) ? SIZE_MAX / 2 :
 	    max * (GLSTORE_LINE_MAX + 1) + 64;
 	buf = glstore_read_file(path, cap, &len, &missing, err, errsize);
@@ -491,7 +492,9 @@ glstore_open(const char *path, size_t max, int64_t now, char *err, size_t errsiz
 		char bad[4096];
 		int n = snprintf(bad, sizeof(bad), "%s.bad", path);
 
-		if (n > 0 && (size_t)n < sizeof(bad) && rename(path, bad) == 0)
+		if (ro)
+			glstore_err(err, errsize, "%s: %s", path, why);
+		else if (n > 0 && (size_t)n < sizeof(bad) && rename(path, bad) == 0)
 			glstore_err(err, errsize, "%s: %s; refused, the store starts empty "
 			    "(the file is kept as %s)", path, why, bad);
 		else
@@ -500,6 +503,20 @@ glstore_open(const char *path, size_t max, int64_t now, char *err, size_t errsiz
 	}
 	free(buf);
 	return s;
+}
+
+/* glstore_open - a store, loaded from path when it exists (see glstore.h) */
+struct glstore *
+glstore_open(const char *path, size_t max, int64_t now, char *err, size_t errsize)
+{
+	return gs_open(path, max, now, err, errsize, false);
+}
+
+/* glstore_open_ro - the same, reading the file only (see glstore.h) */
+struct glstore *
+glstore_open_ro(const char *path, size_t max, int64_t now, char *err, size_t errsize)
+{
+	return gs_open(path, max, now, err, errsize, true);
 }
 
 /* glstore_close - free the store (does not save) */
@@ -668,6 +685,57 @@ glstore_decide(struct glstore *s, const char *ckey, const char *tkey, int64_t no
 		d->reason = GL_R_RETRIED;
 	}
 out:
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* glstore_live - the live record of a key, or NULL; changes nothing */
+static const struct glrec *
+glstore_live(const struct glstore *s, const char *key, int64_t now)
+{
+	size_t klen = strlen(key);
+	uint64_t h = siphash24(s->k0, s->k1, key, klen);
+	const struct glrec *r;
+
+	for (r = s->buckets[h & s->mask]; r != NULL; r = r->hnext)
+		if (r->hash == h && r->klen == klen && memcmp(r->key, key, klen) == 0)
+			return r->x > now ? r : NULL;
+	return NULL;
+}
+
+/* glstore_peek - glstore_decide's answer now, read-only (see glstore.h) */
+void
+glstore_peek(struct glstore *s, const char *ckey, const char *tkey, int64_t now,
+	const struct glstore_params *p, struct gl_decision *d)
+{
+	const struct glrec *c, *t;
+	int64_t n;
+
+	memset(d, 0, sizeof(*d));
+	pthread_mutex_lock(&s->lock);
+	c = glstore_live(s, ckey, now);
+	t = glstore_live(s, tkey, now);
+	n = c ? c->a : 0;
+	if (c != NULL && c->b > now) {
+		d->status = GL_ALLOWLISTED;
+		d->reason = GL_R_ALLOWLISTED;
+	} else if (t == NULL) {
+		d->status = GL_GREYLISTED;
+		d->reason = GL_R_NEW;
+		d->retry_in = (unsigned)p->delay;
+	} else if (t->b == 1) {
+		d->status = GL_PASS;
+		d->reason = GL_R_KNOWN;
+	} else if (now < t->a + p->delay) {
+		d->status = GL_GREYLISTED;
+		d->reason = GL_R_EARLY;
+		d->retry_in = (unsigned)(t->a + p->delay - now);
+	} else {
+		n++;
+		d->status = GL_PASS;
+		d->reason = p->allow_after > 0 && n >= p->allow_after ? GL_R_NOW_ALLOWLISTED :
+		    GL_R_RETRIED;
+	}
+	d->passes = (unsigned)(n > UINT32_MAX ? UINT32_MAX : n);
 	pthread_mutex_unlock(&s->lock);
 }
 

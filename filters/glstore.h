@@ -6,12 +6,19 @@
  * SYNOPSIS
  *	struct glstore *glstore_open(const char *path, size_t max, int64_t now,
  *	                             char *err, size_t errsize);
- *	int glstore_save(struct glstore *s, int64_t now, char *err, size_t errsize);
+ *	struct glstore *glstore_open_ro(const char *path, size_t max, int64_t now,
+ *	                                char *err, size_t errsize);
+ *	struct glstore *glstore_open_ro(const char *path, size_t max, int64_t now, char *err,
+	size_t errsize);
+int glstore_save(struct glstore *s, int64_t now, char *err, size_t errsize);
  *	void glstore_close(struct glstore *s);
  *
  *	void glstore_decide(struct glstore *s, const char *ckey, const char *tkey,
  *	                    int64_t now, const struct glstore_params *p,
  *	                    struct gl_decision *d);
+ *	void glstore_peek(struct glstore *s, const char *ckey, const char *tkey,
+ *	                  int64_t now, const struct glstore_params *p,
+ *	                  struct gl_decision *d);
  *	int glstore_control(struct glstore *s, const char *line, char **out);
  *	void glstore_set_defaults(struct glstore *s, int v4_prefix, int v6_prefix,
  *	                          int64_t allow_lifetime);
@@ -49,6 +56,10 @@
  *	client's count goes up (at allow_after the client is allowlisted for
  *	allow_lifetime); a triplet that passed before passes again and its
  *	lifetime is renewed. Decisions never fail.
+ *
+ *	glstore_peek() gives the decision glstore_decide() would give now,
+ *	and changes nothing: no record is made, renewed, counted, moved in
+ *	the use order or dropped (moatctl explain --live).
  *
  *	THREADS: one store serves the whole process. Every function except
  *	glstore_open/glstore_close takes the store's mutex, so workers call
@@ -155,10 +166,14 @@ struct glstore_stats {
 struct glstore;
 
 struct glstore *glstore_open(const char *path, size_t max, int64_t now, char *err, size_t errsize);
+struct glstore *glstore_open_ro(const char *path, size_t max, int64_t now, char *err,
+	size_t errsize);
 int glstore_save(struct glstore *s, int64_t now, char *err, size_t errsize);
 void glstore_close(struct glstore *s);
 
 void glstore_decide(struct glstore *s, const char *ckey, const char *tkey, int64_t now,
+	const struct glstore_params *p, struct gl_decision *d);
+void glstore_peek(struct glstore *s, const char *ckey, const char *tkey, int64_t now,
 	const struct glstore_params *p, struct gl_decision *d);
 int glstore_control(struct glstore *s, const char *line, char **out);
 void glstore_set_defaults(struct glstore *s, int v4_prefix, int v6_prefix, int64_t allow_lifetime);

@@ -37,19 +37,23 @@
  * ARGV now, delay, window, lifetime, allow_after, allow_lifetime
  * returns {status, reason, seconds to wait, passes} (glstore.h numbers)
  */
-static const char greylist_lua[] =
-	"local now = tonumber(ARGV[1])\n"
-	"local delay = tonumber(ARGV[2])\n"
-	"local window = tonumber(ARGV[3])\n"
-	"local life = tonumber(ARGV[4])\n"
-	"local after = tonumber(ARGV[5])\n"
-	"local alife = tonumber(ARGV[6])\n"
-	"local n, u = 0, 0\n"
-	"local c = redis.call('HMGET', KEYS[1], 'n', 'u', 'x')\n"
-	"if (tonumber(c[3]) or 0) > now then\n"
-	"  n = tonumber(c[1]) or 0\n"
-	"  u = tonumber(c[2]) or 0\n"
+/* the start of both scripts: the arguments and the client's record */
+#define GL_LUA_HEAD \
+	"local now = tonumber(ARGV[1])\n" \
+	"local delay = tonumber(ARGV[2])\n" \
+	"local window = tonumber(ARGV[3])\n" \
+	"local life = tonumber(ARGV[4])\n" \
+	"local after = tonumber(ARGV[5])\n" \
+	"local alife = tonumber(ARGV[6])\n" \
+	"local n, u = 0, 0\n" \
+	"local c = redis.call('HMGET', KEYS[1], 'n', 'u', 'x')\n" \
+	"if (tonumber(c[3]) or 0) > now then\n" \
+	"  n = tonumber(c[1]) or 0\n" \
+	"  u = tonumber(c[2]) or 0\n" \
 	"end\n"
+
+static const char greylist_lua[] =
+	GL_LUA_HEAD
 	"if u > now then\n"
 	"  redis.call('HSET', KEYS[1], 'u', now + alife, 'x', now + alife)\n"
 	"  redis.call('EXPIRE', KEYS[1], alife)\n"
@@ -82,6 +86,23 @@ static const char greylist_lua[] =
 	"redis.call('EXPIRE', KEYS[1], life)\n"
 	"return {0, 2, 0, n}\n";
 
+/*
+ * The same decision, read-only (explain --live): the same KEYS and ARGV,
+ * only HMGET; returns what the script above would return now, and
+ * changes nothing (no record made, renewed or counted).
+ */
+static const char greylist_peek_lua[] =
+	GL_LUA_HEAD
+	"if u > now then return {1, 5, 0, n} end\n"
+	"local t = redis.call('HMGET', KEYS[2], 'f', 'p', 'x')\n"
+	"local f = tonumber(t[1])\n"
+	"if f == nil or (tonumber(t[3]) or 0) <= now then return {2, 0, delay, n} end\n"
+	"if t[2] == '1' then return {0, 3, 0, n} end\n"
+	"if now < f + delay then return {2, 1, f + delay - now, n} end\n"
+	"n = n + 1\n"
+	"if after > 0 and n >= after then return {0, 4, 0, n} end\n"
+	"return {0, 2, 0, n}\n";
+
 struct gl_req {
 	TAILQ_ENTRY(gl_req) link;	/* g->pending, then g->done */
 	struct greylist *g;
@@ -111,6 +132,7 @@ struct greylist {
 	unsigned npending;
 	int in_drain;
 	bool dying;
+	bool peek;			/* greylist_new_peek: read-only */
 	int64_t (*now)(void *);
 	void *now_arg;
 };
@@ -127,6 +149,13 @@ const char *
 greylist_script(void)
 {
 	return greylist_lua;
+}
+
+/* greylist_peek_script - the read-only script's text */
+const char *
+greylist_peek_script(void)
+{
+	return greylist_peek_lua;
 }
 
 /* ---- keys ---- */
@@ -369,7 +398,10 @@ gl_decide_local(struct greylist *g, struct gl_req *q)
 	if (g->rds != NULL)
 		return g->cache != NULL && gl_recall(g, q);
 	greylist_store_params(&g->conf, &p);
-	glstore_decide(g->store, q->ckey, q->key, q->now, &p, &q->d);
+	if (g->peek)
+		glstore_peek(g->store, q->ckey, q->key, q->now, &p, &q->d);
+	else
+		glstore_decide(g->store, q->ckey, q->key, q->now, &p, &q->d);
 	return true;
 }
 
@@ -389,18 +421,19 @@ gl_on_reply(void *ctx, const redisReply *reply, const char *err)
 	gl_done(q->g, q);
 }
 
-/* greylist_new - a handle for this loop (see greylist.h) */
-struct greylist *
-greylist_new(struct event_base *base, const struct greylist_conf *c, struct glstore *store)
+/* gl_new - a handle, deciding or read-only */
+static struct greylist *
+gl_new(struct event_base *base, const struct greylist_conf *c, struct glstore *store, bool peek)
 {
 	struct greylist *g;
-	const char *scripts[1] = { greylist_lua };
+	const char *scripts[1] = { peek ? greylist_peek_lua : greylist_lua };
 
 	if (!rds_conf_enabled(&c->redis) && store == NULL)
 		return NULL;
 	g = xcalloc(1, sizeof(*g));
 	g->base = base;
 	g->conf = *c;
+	g->peek = peek;
 	TAILQ_INIT(&g->pending);
 	TAILQ_INIT(&g->done);
 	g->done_ev = event_new(base, -1, 0, gl_on_done, g);
@@ -408,11 +441,25 @@ greylist_new(struct event_base *base, const struct greylist_conf *c, struct glst
 		panic("greylist: cannot create an event");
 	if (rds_conf_enabled(&c->redis)) {
 		g->rds = rds_new(base, &c->redis, scripts, 1);
-		if (c->cache > 0)
+		if (c->cache > 0 && !peek)
 			g->cache = glcache_new(GREYLIST_CACHE_SLOTS);
 	} else
 		g->store = store;
 	return g;
+}
+
+/* greylist_new - a handle for this loop (see greylist.h) */
+struct greylist *
+greylist_new(struct event_base *base, const struct greylist_conf *c, struct glstore *store)
+{
+	return gl_new(base, c, store, false);
+}
+
+/* greylist_new_peek - a read-only handle (see greylist.h) */
+struct greylist *
+greylist_new_peek(struct event_base *base, const struct greylist_conf *c, struct glstore *store)
+{
+	return gl_new(base, c, store, true);
 }
 
 /* greylist_set_clock - tests drive time */

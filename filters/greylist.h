@@ -12,6 +12,8 @@
  *
  *	struct greylist *greylist_new(struct event_base *base,
  *	                              const struct greylist_conf *c, struct glstore *store);
+ *	struct greylist *greylist_new_peek(struct event_base *base,
+ *	                              const struct greylist_conf *c, struct glstore *store);
  *	int greylist_check(struct greylist *g, const struct greylist_triplet *t,
  *	                   greylist_cb cb, void *ctx, uint64_t tag);
  *	int greylist_decide_now(struct greylist *g, const struct greylist_triplet *t,
@@ -28,6 +30,7 @@
  *	const char *greylist_reason_name(enum gl_reason r);
  *	void greylist_counters(struct greylist_counters *out);
  *	const char *greylist_script(void);
+ *	const char *greylist_peek_script(void);
  *	int greylist_reply_parse(const redisReply *r, struct gl_decision *d,
  *	                         char *why, size_t whysize);
  *
@@ -133,6 +136,13 @@
  *	ask greylist_check() (nothing was counted). A caller that answers the
  *	command in the same loop turn spares it one turn of the loop, which
  *	other sessions' events would fill first.
+ *	greylist_new_peek() makes a read-only handle (moatctl explain
+ *	--live): its decisions are what a decision would answer now, and
+ *	change nothing. With Redis it runs a second script that only reads
+ *	the two records (HMGET) and mirrors the deciding script's logic
+ *	(greylist_peek_script(); tests/unit/test_redis.c runs the table of
+ *	cases through it); it never remembers passes (no greylist-cache).
+ *	With the embedded store it asks glstore_peek().
  *	cb may call greylist_check() and greylist_free() on its handle.
  *	greylist_free() cancels what is pending: those callbacks are never
  *	called. greylist_free(NULL) is a no-op. greylist_set_clock() sets
@@ -218,6 +228,8 @@ void greylist_store_params(const struct greylist_conf *g, struct glstore_params 
 
 struct greylist *greylist_new(struct event_base *base, const struct greylist_conf *c,
 	struct glstore *store);
+struct greylist *greylist_new_peek(struct event_base *base, const struct greylist_conf *c,
+	struct glstore *store);
 int greylist_decide_now(struct greylist *g, const struct greylist_triplet *t,
 	struct greylist_verdict *v);
 int greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb cb,
@@ -234,6 +246,7 @@ const char *greylist_status_name(enum gl_status s);
 const char *greylist_reason_name(enum gl_reason r);
 void greylist_counters(struct greylist_counters *out);
 const char *greylist_script(void);
+const char *greylist_peek_script(void);
 int greylist_reply_parse(const redisReply *r, struct gl_decision *d, char *why, size_t whysize);
 
 #endif

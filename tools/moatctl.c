@@ -4,7 +4,7 @@
  * SYNOPSIS
  *	moatctl check FILE
  *	moatctl explain FILE --ip A [--helo H [--from S [--rcpt R ... [--message F]]]]
- *	                     [--auth LOGIN] [--no-network]
+ *	                     [--auth LOGIN] [--no-network] [--live]
  *
  * DESCRIPTION
  *	check: reads the policy file as moatd would and prints every error
@@ -15,8 +15,14 @@
  *	(connect, helo, mail, rcpt per recipient, data), through the same
  *	engine (engine/engine.h): the same checks, waits, deadlines and
  *	verdicts, with explain's offline inputs. The engine runs with no
- *	greylist store and no Redis (a greylist rule passes) and, with
- *	--no-network, no resolver (every DNS check is a temporary error).
+ *	greylist store and no Redis (a greylist rule passes unless
+ *	--greylist gives its state) and, with --no-network, no resolver
+ *	(every DNS check is a temporary error). With --live the greylist is
+ *	asked read-only (engine_opts.greylist_peek): Redis or Sentinel as
+ *	the policy configures it, or the embedded store's file
+ *	(greylist-store) as the daemon last saved it; nothing is written,
+ *	and the engine's "check greylist=" line becomes "live greylist=WORD
+ *	..." (WORD new, early, passed, allowlisted or error).
  *	Every rule the engine looks at is printed (its trace), and so is
  *	each "check" line it logs (log_set_sink); then each stage's outcome.
  *	The walk stops where moatd would: a refused connect, HELO or MAIL
@@ -115,6 +121,7 @@ struct explain_args {
 	const char *auth;
 	const char *message;
 	bool no_network;
+	bool live;			/* --live: the greylist asked read-only */
 	/* results assumed instead of asked (--spf pass, --greylist new, ...) */
 	struct eng_assume as;
 	bool assumed;
@@ -202,6 +209,25 @@ explain_assumed_check(const struct explain_args *a, const char *msg)
 	    strncmp(msg + 6, "dmarc", 5) == 0)));
 }
 
+/* explain_live_greylist - the engine's "check greylist=STATUS
+ * reason=REASON retry-in=N ..." line (greylist_outcome) as explain
+ * --live's "live greylist=WORD retry-in=N ..." */
+static void
+explain_live_greylist(const char *m)
+{
+	const char *word = "error", *rest = strstr(m, " retry-in=");
+
+	if (strncmp(m, "greylisted reason=new ", 22) == 0)
+		word = "new";
+	else if (strncmp(m, "greylisted reason=early ", 24) == 0)
+		word = "early";
+	else if (strncmp(m, "pass ", 5) == 0)
+		word = "passed";
+	else if (strncmp(m, "allowlisted ", 12) == 0)
+		word = "allowlisted";
+	printf("live greylist=%s%s (read-only: nothing recorded)\n", word, rest ? rest : "");
+}
+
 /* explain_log - the engine's log lines: its "check" lines to the output
  * (a temporary error marked when --no-network caused it), warnings and
  * errors to stderr, the rest dropped */
@@ -213,6 +239,10 @@ explain_log(void *arg, enum log_level lvl, uint64_t sid, const char *msg)
 	(void)sid;
 	if (explain_assumed_check(x->a, msg))
 		return;		/* its "assume" line stands for it */
+	if (x->a->live && strncmp(msg, "check greylist=", 15) == 0) {
+		explain_live_greylist(msg + 15);
+		return;
+	}
 	if (strncmp(msg, "check ", 6) == 0)
 		printf("%s%s\n", msg, x->a->no_network && strstr(msg, "temperror") != NULL ?
 		    " (--no-network)" : "");
@@ -572,6 +602,10 @@ explain_parse_args(int argc, char **argv, struct explain_args *a)
 			a->no_network = true;
 			continue;
 		}
+		if (strcmp(o, "--live") == 0) {
+			a->live = true;
+			continue;
+		}
 		if (i + 1 >= argc) {
 			fprintf(stderr, "moatctl: %s needs a value\n", o);
 			return -1;
@@ -614,6 +648,11 @@ explain_parse_args(int argc, char **argv, struct explain_args *a)
 	}
 	if (a->ip == NULL) {
 		fprintf(stderr, "moatctl: explain needs --ip\n");
+		return -1;
+	}
+	if (a->live && a->as.greylist != ENG_GL_ASK) {
+		fprintf(stderr, "moatctl: --live asks the greylist, --greylist assumes it: "
+		    "give one of them\n");
 		return -1;
 	}
 	if (a->from != NULL && a->helo == NULL) {
@@ -771,7 +810,8 @@ explain_session(struct explain *x, struct conf *c, struct engine_loop *el,
 		engine_rcpt(x->e, &to, nsubmitted);
 		/* the greylist lives in moatd's store or Redis: offline, the
 		 * engine takes the assumed state, or else a pass, and says so */
-		if (rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST) && a->as.greylist < 0)
+		if (rules_stage_needs(c->rules, RS_RCPT, CHECK_GREYLIST) && a->as.greylist < 0 &&
+		    !a->live)
 			printf("check greylist=not-asked (assumed passed: no --greylist "
 			    "new|early|passed|allowlisted given)\n");
 		if (explain_stage(x, RS_RCPT, &rr) == EX_REFUSED) {
@@ -822,7 +862,7 @@ static int
 explain_walk(struct conf *c, struct explain_args *a)
 {
 	struct engine_opts opts = { .who = "moatctl", .no_network = a->no_network,
-	    .greylist_offline = true, .quiet_start = true };
+	    .greylist_offline = true, .greylist_peek = a->live, .quiet_start = true };
 	struct sockaddr_storage ss;
 	struct explain x;
 	struct explain_msg m;

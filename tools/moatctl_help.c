@@ -21,7 +21,7 @@ static const struct help helps[] = {
 	  "  error as FILE:LINE:COL, or \"FILE: configuration OK\". Exit 0 OK, 1 errors.\n" },
 	{ "explain", "walk a session through the policy, with the trace of every rule",
 	  "usage: moatctl explain FILE --ip A [--helo H] [--from S] [--rcpt R ...]\n"
-	  "                       [--auth LOGIN] [--message FILE.eml] [--no-network]\n"
+	  "                       [--auth LOGIN] [--message FILE.eml] [--no-network] [--live]\n"
 	  "  --ip A            the client's address (required)\n"
 	  "  --helo H          the HELO/EHLO name\n"
 	  "  --from S          MAIL FROM address (\"\" for <>)\n"
@@ -29,6 +29,7 @@ static const struct help helps[] = {
 	  "  --auth LOGIN      the session authenticated as LOGIN\n"
 	  "  --message FILE    the message for the data stage (DKIM, DMARC, header rules)\n"
 	  "  --no-network      no DNS: every lookup is a temporary error\n"
+	  "  --live            ask the greylist read-only (Redis, or the greylist-store file)\n"
 	  "  Results given instead of asked (each printed as \"assume ...\"):\n"
 	  "  --spf R --spf-helo R --dkim R --dmarc R --dmarc-policy P --from-domain D\n"
 	  "  --greylist new|early|passed|allowlisted [--greylist-retry SECONDS]\n"

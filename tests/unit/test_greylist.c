@@ -341,8 +341,18 @@ test_store_lifecycle(void)
 		struct greylist_triplet t = { t_sockaddr(st->ip, &ss), "s@y.org", st->rcpt, NULL, NULL };
 		char ck[GLSTORE_KEY_MAX], tk[GLSTORE_KEY_MAX];
 		struct gl_decision d;
+		struct glstore_stats before, after;
 
 		T_CHECK(greylist_key(&c, &t, ck, sizeof(ck), tk, sizeof(tk)) == 0);
+		/* read-only first: the same verdict, and nothing changed */
+		glstore_stats(s, &before);
+		glstore_peek(s, ck, tk, T0 + st->at, &p, &d);
+		glstore_stats(s, &after);
+		T_CHECKF(d.status == st->status && d.reason == st->reason &&
+		    d.retry_in == st->retry_in && d.passes == st->passes,
+		    "peek %zu: %s/%s retry %u passes %u", i, greylist_status_name(d.status),
+		    greylist_reason_name(d.reason), d.retry_in, d.passes);
+		T_CHECKF(memcmp(&before, &after, sizeof(before)) == 0, "peek %zu changed the store", i);
 		glstore_decide(s, ck, tk, T0 + st->at, &p, &d);
 		T_CHECKF(d.status == st->status && d.reason == st->reason &&
 		    d.retry_in == st->retry_in && d.passes == st->passes,

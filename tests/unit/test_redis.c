@@ -421,21 +421,33 @@ static const struct lc_step lifecycle[] = {
 	{ 5101, "192.0.2.10", "r1@x.org", GL_GREYLISTED, GL_R_NEW, 10, 0 },
 };
 
-/* run_lifecycle - the table through one handle */
+/* lc_step_check - one step's verdict through g */
 static void
-run_lifecycle(struct greylist *g, const char *what)
+lc_step_check(struct greylist *g, const struct lc_step *st, const char *what, size_t i)
 {
-	for (size_t i = 0; i < sizeof(lifecycle) / sizeof(lifecycle[0]); i++) {
-		const struct lc_step *st = &lifecycle[i];
-		struct wait w;
+	struct wait w;
 
-		fake_now = T0 + st->at;
-		T_CHECKF(decide(g, st->ip, st->rcpt, &w, NULL) == 0, "%s step %zu", what, i);
-		T_CHECKF(w.v.status == st->status && w.v.reason == st->reason &&
-		    w.v.retry_in == st->retry_in && w.v.passes == st->passes,
-		    "%s step %zu: %s/%s retry %u passes %u %s", what, i,
-		    greylist_status_name(w.v.status), greylist_reason_name(w.v.reason),
-		    w.v.retry_in, w.v.passes, w.why);
+	T_CHECKF(decide(g, st->ip, st->rcpt, &w, NULL) == 0, "%s step %zu", what, i);
+	T_CHECKF(w.v.status == st->status && w.v.reason == st->reason &&
+	    w.v.retry_in == st->retry_in && w.v.passes == st->passes,
+	    "%s step %zu: %s/%s retry %u passes %u %s", what, i,
+	    greylist_status_name(w.v.status), greylist_reason_name(w.v.reason),
+	    w.v.retry_in, w.v.passes, w.why);
+}
+
+/* run_lifecycle - the table through one handle; before each step the
+ * read-only handle pk (greylist_new_peek) must foresee the same verdict,
+ * and the step's own verdict shows it changed nothing */
+static void
+run_lifecycle(struct greylist *g, struct greylist *pk, const char *what)
+{
+	char peek[64];
+
+	snprintf(peek, sizeof(peek), "%s read-only", what);
+	for (size_t i = 0; i < sizeof(lifecycle) / sizeof(lifecycle[0]); i++) {
+		fake_now = T0 + lifecycle[i].at;
+		lc_step_check(pk, &lifecycle[i], peek, i);
+		lc_step_check(g, &lifecycle[i], what, i);
 	}
 }
 
@@ -446,16 +458,19 @@ static void
 test_lifecycle_both_backends(void)
 {
 	struct greylist_conf c;
-	struct greylist *g;
+	struct greylist *g, *pk;
 	struct glstore *s;
 	redisReply *r;
 
 	test_conf(&c, port1, "lc:");
 	g = greylist_new(base, &c, NULL);
 	greylist_set_clock(g, clock_cb, NULL);
+	pk = greylist_new_peek(base, &c, NULL);
+	greylist_set_clock(pk, clock_cb, NULL);
 	fake_now = T0 - 100;
 	T_CHECK(until_ok(g, 3000) >= 0);
-	run_lifecycle(g, "redis");
+	T_CHECK(until_ok(pk, 3000) >= 0);
+	run_lifecycle(g, pk, "redis");
 	r = scmd(port1, "HGET %s p", "lc:t:{192.0.2.0/24}|s@y.org|r2@x.org");
 	T_CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, "1") == 0);
 	if (r)
@@ -465,14 +480,18 @@ test_lifecycle_both_backends(void)
 	if (r)
 		freeReplyObject(r);
 	greylist_free(g);
+	greylist_free(pk);
 
 	/* parity: the same table through the embedded store */
 	c.redis.server.host[0] = '\0';
 	s = glstore_open(NULL, 1000, T0, NULL, 0);
 	g = greylist_new(base, &c, s);
 	greylist_set_clock(g, clock_cb, NULL);
-	run_lifecycle(g, "embedded");
+	pk = greylist_new_peek(base, &c, s);
+	greylist_set_clock(pk, clock_cb, NULL);
+	run_lifecycle(g, pk, "embedded");
 	greylist_free(g);
+	greylist_free(pk);
 	glstore_close(s);
 }
 
