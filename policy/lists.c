@@ -973,11 +973,13 @@ list_word_find(const struct list *l, bool (*ok)(const void *arg, const char *w, 
 		return false;
 	for (size_t i = 0; i < l->nslots; i++) {
 		const struct list_slot *sl = &l->slots[i];
+		/* the glob "*" alone has no bytes: a list of it has no arena */
+		const char *word = l->arena != NULL ? l->arena + sl->off : "";
 		/* a word and its glob share a slot: look at both */
 		for (uint32_t fl = LF_EXACT; fl <= LF_GLOB; fl <<= 1) {
-			if (!(sl->flags & fl) || ok(arg, l->arena + sl->off, sl->len, fl == LF_GLOB))
+			if (!(sl->flags & fl) || ok(arg, word, sl->len, fl == LF_GLOB))
 				continue;
-			*w = l->arena + sl->off;
+			*w = word;
 			*len = sl->len;
 			*glob = fl == LF_GLOB;
 			return true;
