@@ -168,6 +168,20 @@ def keys(outdir):
         return f.read(), base64.b64encode(der).decode(), seed, epub.decode()
 
 
+def write_cplan(sessions, path):
+    """the plan for bench/mixclient.c: PATH (one line per session: kind ip
+    helo mfrom offset length) and PATH.msgs (every message dot-stuffed,
+    ended with ".\r\n")"""
+    off = 0
+    with open(path, "w") as f, open(path + ".msgs", "wb") as m:
+        for s in sessions:
+            msg = stuffed(base64.b64decode(s["msg"])) + b".\r\n"
+            m.write(msg)
+            f.write("%s %s %s %s %d %d\n" % (s["kind"], s["ip"], s["helo"], s["mfrom"], off,
+                                             len(msg)))
+            off += len(msg)
+
+
 def summary(sessions):
     kinds, sizes = {}, [s["size"] for s in sessions]
     for s in sessions:
