@@ -40,6 +40,7 @@
 #include "lex.h"
 #include "lists.h"
 #include "log.h"
+#include "rfile.h"
 #include "rules.h"
 #include "xalloc.h"
 
@@ -729,33 +730,23 @@ conf_rules_err(void *arg, int line, int col, const char *msg)
 static char *
 conf_read_file(const char *path, size_t *len, const char **why)
 {
-	struct stat sb;
-	char *buf;
-	size_t n = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct rfile rf;
 
-	if (fd < 0) {
-		*why = strerror(errno);
+	switch (rfile_read(&rf, path, 0, 0, CONF_FILE_MAX)) {
+	case RFILE_OPEN:
+		*why = strerror(rf.err);
 		return NULL;
-	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > CONF_FILE_MAX) {
+	case RFILE_NOT_REGULAR:
+	case RFILE_MODE:
+	case RFILE_SIZE:
 		*why = "not a regular file of at most 16 MiB";
-		close(fd);
 		return NULL;
+	case RFILE_OK:
+	case RFILE_READ:	/* what could be read */
+		break;
 	}
-	buf = xmalloc((size_t)sb.st_size + 1);
-	while (n < (size_t)sb.st_size) {
-		ssize_t r = read(fd, buf + n, (size_t)sb.st_size - n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
-	close(fd);
-	buf[n] = 0;
-	*len = n;
-	return buf;
+	*len = rf.len;
+	return rf.buf;
 }
 
 /* conf_defaults - fill every setting that the file did not give */
