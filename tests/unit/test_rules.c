@@ -256,18 +256,12 @@ test_bad_rules(void)
 {
 	for (size_t i = 0; i < sizeof(bcases) / sizeof(bcases[0]); i++) {
 		const struct bcase *b = &bcases[i];
-		char *errs = NULL, first[600] = "";
+		char *errs = NULL, first[600];
 		struct conf *c = load(b->text, &errs);
 
 		T_CHECKF(c == NULL, "case %s: accepted", b->name);
 		conf_unref(c);
-		if (errs) {
-			size_t n = strcspn(errs, "\n");
-			if (n >= sizeof(first))
-				n = sizeof(first) - 1;
-			memcpy(first, errs, n);
-			first[n] = 0;
-		}
+		t_first_line(errs, first, sizeof(first));
 		T_CHECKF(strcmp(first, b->error) == 0, "case %s:\n   got  %s\n   want %s",
 		    b->name, first, b->error);
 		free(errs);
