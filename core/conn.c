@@ -380,6 +380,26 @@ conn_read_done(struct conn *c, bool got, bool eof, int err)
 	}
 }
 
+/* conn_reserve - room in c->in for one read: up to the read cap, at most
+ * CONN_READ_CHUNK bytes, in v (commit it with evbuffer_commit_space);
+ * its size, 0 (nothing reserved) when the input is at its cap */
+static size_t
+conn_reserve(struct conn *c, struct evbuffer_iovec *v)
+{
+	size_t have = evbuffer_get_length(c->in), want;
+
+	if (have >= c->rcap)
+		return 0;
+	want = c->rcap - have;
+	if (want > CONN_READ_CHUNK)
+		want = CONN_READ_CHUNK;
+	if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, v, 1) < 1)
+		panic("evbuffer_reserve_space failed");
+	if (v->iov_len > want)
+		v->iov_len = want;
+	return want;
+}
+
 /* conn_tls_read - TLS input (or handshake progress) on a read event */
 static void
 conn_tls_read(struct conn *c)
@@ -399,19 +419,11 @@ conn_tls_read(struct conn *c)
 			event_active(&c->ev_write, EV_WRITE, 0);
 	}
 	for (int i = 0; i < CONN_TLS_READS_MAX; i++) {
-		size_t have = evbuffer_get_length(c->in), want;
 		struct evbuffer_iovec v;
 		int r, e;
 
-		if (have >= c->rcap)
+		if (conn_reserve(c, &v) == 0)
 			break;
-		want = c->rcap - have;
-		if (want > CONN_READ_CHUNK)
-			want = CONN_READ_CHUNK;
-		if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, &v, 1) < 1)
-			panic("evbuffer_reserve_space failed");
-		if (v.iov_len > want)
-			v.iov_len = want;
 		ERR_clear_error();
 		errno = 0;
 		r = SSL_read(c->ssl, v.iov_base, (int)v.iov_len);
@@ -495,19 +507,12 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	for (int i = 0; i < CONN_READS_MAX; i++) {
-		size_t have = evbuffer_get_length(c->in), want;
 		struct evbuffer_iovec v;
+		size_t want;
 		ssize_t r;
 
-		if (have >= c->rcap)
+		if ((want = conn_reserve(c, &v)) == 0)
 			break;
-		want = c->rcap - have;
-		if (want > CONN_READ_CHUNK)
-			want = CONN_READ_CHUNK;
-		if (evbuffer_reserve_space(c->in, (ev_ssize_t)want, &v, 1) < 1)
-			panic("evbuffer_reserve_space failed");
-		if (v.iov_len > want)
-			v.iov_len = want;
 		r = recv(fd, v.iov_base, v.iov_len, 0);
 		if (r > 0) {
 			v.iov_len = (size_t)r;

@@ -23,6 +23,7 @@
 
 #include "dkim_key.h"
 #include "dnsbl.h"
+#include "rfile.h"
 #include "xalloc.h"
 
 const char *
@@ -42,53 +43,38 @@ dkim_selector_ok(const char *s, size_t len)
 static char *
 read_key_file(const char *path, size_t *len, char *err, size_t errlen)
 {
-	struct stat sb;
-	char *buf;
-	size_t got = 0;
-	int fd = open(path, O_RDONLY | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+	struct rfile rf;
 
-	if (fd < 0) {
-		snprintf(err, errlen, "key file %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+	switch (rfile_read(&rf, path, O_NOCTTY | O_NONBLOCK, 077, DKIM_KEY_FILE_MAX)) {
+	case RFILE_OK:
+		if (rf.len > 0) {
+			*len = rf.len;
+			return rf.buf;
+		}
+		snprintf(err, errlen, "key file %s: empty", path);
+		break;
+	case RFILE_OPEN:
+		snprintf(err, errlen, "key file %s: %s", path, strerror(rf.err));
+		break;
+	case RFILE_NOT_REGULAR:
 		snprintf(err, errlen, "key file %s: not a regular file", path);
-		close(fd);
-		return NULL;
-	}
-	if ((sb.st_mode & 077) != 0) {
+		break;
+	case RFILE_MODE:
 		snprintf(err, errlen, "key file %s: mode %04o lets group or others in "
 		    "(chmod 600: the key must be readable by moat only)", path,
-		    (unsigned)(sb.st_mode & 07777));
-		close(fd);
-		return NULL;
+		    (unsigned)(rf.sb.st_mode & 07777));
+		break;
+	case RFILE_SIZE:
+		snprintf(err, errlen, "key file %s: larger than 64 KiB", path);
+		break;
+	case RFILE_READ:
+		snprintf(err, errlen, "key file %s: %s", path, rf.err != 0 ? strerror(rf.err) :
+		    "shorter than its size");
+		OPENSSL_cleanse(rf.buf, rf.len);
+		break;
 	}
-	if (sb.st_size <= 0 || sb.st_size > DKIM_KEY_FILE_MAX) {
-		snprintf(err, errlen, "key file %s: %s", path, sb.st_size <= 0 ? "empty" :
-		    "larger than 64 KiB");
-		close(fd);
-		return NULL;
-	}
-	buf = xmalloc((size_t)sb.st_size + 1);
-	while (got < (size_t)sb.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			snprintf(err, errlen, "key file %s: %s", path, n < 0 ? strerror(errno) :
-			    "shorter than its size");
-			OPENSSL_cleanse(buf, got);
-			free(buf);
-			close(fd);
-			return NULL;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	buf[got] = 0;
-	*len = got;
-	return buf;
+	free(rf.buf);
+	return NULL;
 }
 
 /* parse_key - a private key from PEM text, or NULL */

@@ -40,6 +40,7 @@
 #include "lex.h"
 #include "lists.h"
 #include "log.h"
+#include "rfile.h"
 #include "rules.h"
 #include "xalloc.h"
 
@@ -230,18 +231,6 @@ conf_error(struct conf_parse *p, int line, int col, const char *fmt, ...)
 	va_end(ap);
 	conf_note(p, "error", line, col, msg);
 	p->nerr++;
-}
-
-/* conf_shown - a token's text, escaped, for an error message */
-static const char *
-conf_shown(const struct lex_token *t, char *buf, size_t size)
-{
-	if (t->type == LEX_WORD || t->type == LEX_STRING) {
-		log_escape(buf, size, t->text, t->len);
-		return buf;
-	}
-	snprintf(buf, size, "%s", lex_tok_name(t->type));
-	return buf;
 }
 
 /* conf_parse_u64 - digits with an optional unit suffix table */
@@ -508,7 +497,7 @@ conf_words_setting(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	r = name->len < 63 ? greylist_conf_set(&c->greylist, nm, cw, nw, why, sizeof(why)) : 0;
 	if (r == 0)
 		conf_error(p, name->line, name->col, "unknown setting \"%s\"",
-		    conf_shown(name, shown, sizeof(shown)));
+		    lex_shown(name, shown, sizeof(shown)));
 	else if (r < 0 || bad)
 		conf_error(p, vline, vcol, "%s%s%s", strncmp(why, nm, strlen(nm)) == 0 ? "" : nm,
 		    strncmp(why, nm, strlen(nm)) == 0 ? "" : ": ", why[0] ? why :
@@ -551,7 +540,7 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	}
 	if (val.type != LEX_WORD && val.type != LEX_STRING) {
 		conf_error(p, val.line, val.col, "expected a value for \"%s\", found %s",
-		    st->name, conf_shown(&val, shown, sizeof(shown)));
+		    st->name, lex_shown(&val, shown, sizeof(shown)));
 		if (val.type == LEX_NL || val.type == LEX_EOF)
 			return;
 		goto skip;
@@ -570,7 +559,7 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 			    st->type == CT_DUR ? " seconds" : "");
 		}
 		conf_error(p, val.line, val.col, "%s: %s \"%s\"%s", st->name, why,
-		    conf_shown(&val, shown, sizeof(shown)), extra);
+		    lex_shown(&val, shown, sizeof(shown)), extra);
 	}
 	lex_next(lx, &end);
 	if (st->type == CT_LISTEN && why == NULL) {
@@ -585,7 +574,7 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 			if (e->name == NULL) {
 				conf_error(p, end.line, end.col, "unknown listen option \"%s\" (expected "
 				    "submission, implicit-tls, no-starttls, policy or proxy-protocol)",
-				    conf_shown(&end, shown, sizeof(shown)));
+				    lex_shown(&end, shown, sizeof(shown)));
 			} else {
 				c->listen_flags[c->nlisten - 1] |= (unsigned)e->value;
 			}
@@ -595,7 +584,7 @@ conf_statement(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	if (end.type == LEX_NL || end.type == LEX_EOF)
 		return;
 	conf_error(p, end.line, end.col, "%s takes one value; unexpected %s",
-	    st->name, conf_shown(&end, shown, sizeof(shown)));
+	    st->name, lex_shown(&end, shown, sizeof(shown)));
 skip:
 	for (;;) {
 		lex_next(lx, &end);
@@ -623,7 +612,7 @@ conf_pp_from(struct conf_parse *p, struct conf *c, struct lexer *lx,
 			break;
 		if (t.type != LEX_WORD && t.type != LEX_STRING) {
 			conf_error(p, t.line, t.col, "proxy-protocol-from: expected a network, found %s",
-			    conf_shown(&t, shown, sizeof(shown)));
+			    lex_shown(&t, shown, sizeof(shown)));
 			continue;
 		}
 		if (list_add(c->pp_from, t.text, t.len, err, sizeof(err)) != 0)
@@ -666,7 +655,7 @@ conf_resolver(struct conf_parse *p, struct conf *c, struct lexer *lx,
 				break;
 			if (t.type != LEX_WORD || t.len >= sizeof(c->resolver.forward[0])) {
 				conf_error(p, t.line, t.col, "expected a name server ADDRESS[@PORT], found %s",
-				    conf_shown(&t, shown, sizeof(shown)));
+				    lex_shown(&t, shown, sizeof(shown)));
 				goto skip;
 			}
 			at = memchr(t.text, '@', t.len);
@@ -675,7 +664,7 @@ conf_resolver(struct conf_parse *p, struct conf *c, struct lexer *lx,
 			host[hl] = 0;
 			if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) {
 				conf_error(p, t.line, t.col, "resolver forward: \"%s\" is not an IP "
-				    "address (ADDRESS or ADDRESS@PORT)", conf_shown(&t, shown, sizeof(shown)));
+				    "address (ADDRESS or ADDRESS@PORT)", lex_shown(&t, shown, sizeof(shown)));
 				goto skip;
 			}
 			if (at) {
@@ -703,14 +692,14 @@ conf_resolver(struct conf_parse *p, struct conf *c, struct lexer *lx,
 		return;
 	} else {
 		conf_error(p, t.line, t.col, "expected system, recursive or forward after resolver, "
-		    "found %s", conf_shown(&t, shown, sizeof(shown)));
+		    "found %s", lex_shown(&t, shown, sizeof(shown)));
 		goto skip;
 	}
 	lex_next(lx, &t);
 	if (t.type == LEX_NL || t.type == LEX_EOF)
 		return;
 	conf_error(p, t.line, t.col, "unexpected %s after resolver %s",
-	    conf_shown(&t, shown, sizeof(shown)),
+	    lex_shown(&t, shown, sizeof(shown)),
 	    c->resolver.mode == DNS_MODE_RECURSIVE ? "recursive" : "system");
 skip:
 	while (t.type != LEX_NL && t.type != LEX_EOF)
@@ -741,33 +730,23 @@ conf_rules_err(void *arg, int line, int col, const char *msg)
 static char *
 conf_read_file(const char *path, size_t *len, const char **why)
 {
-	struct stat sb;
-	char *buf;
-	size_t n = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct rfile rf;
 
-	if (fd < 0) {
-		*why = strerror(errno);
+	switch (rfile_read(&rf, path, 0, 0, CONF_FILE_MAX)) {
+	case RFILE_OPEN:
+		*why = strerror(rf.err);
 		return NULL;
-	}
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > CONF_FILE_MAX) {
+	case RFILE_NOT_REGULAR:
+	case RFILE_MODE:
+	case RFILE_SIZE:
 		*why = "not a regular file of at most 16 MiB";
-		close(fd);
 		return NULL;
+	case RFILE_OK:
+	case RFILE_READ:	/* what could be read */
+		break;
 	}
-	buf = xmalloc((size_t)sb.st_size + 1);
-	while (n < (size_t)sb.st_size) {
-		ssize_t r = read(fd, buf + n, (size_t)sb.st_size - n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
-	close(fd);
-	buf[n] = 0;
-	*len = n;
-	return buf;
+	*len = rf.len;
+	return rf.buf;
 }
 
 /* conf_defaults - fill every setting that the file did not give */
@@ -842,7 +821,7 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	lex_next(lx, &v);
 	if (v.type != LEX_WORD && v.type != LEX_STRING) {
 		conf_error(p, v.line, v.col, "expected a file name or pattern after include, found %s",
-		    conf_shown(&v, shown, sizeof(shown)));
+		    lex_shown(&v, shown, sizeof(shown)));
 		goto skip;
 	}
 	if (!p->allow_include) {
@@ -875,7 +854,7 @@ conf_include(struct conf_parse *p, struct conf *c, struct lexer *lx,
 	if (end.type != LEX_NL && end.type != LEX_EOF) {
 		conf_error(p, end.line, end.col, "include takes one name and then monitor or "
 		    "enforce; unexpected %s",
-		    conf_shown(&end, shown, sizeof(shown)));
+		    lex_shown(&end, shown, sizeof(shown)));
 		goto skip;
 	}
 	r = glob(pat, 0, NULL, &g);
@@ -937,7 +916,7 @@ conf_parse_buffer(struct conf_parse *p, struct conf *c, const char *file,
 		if (t.type != LEX_WORD) {
 			char shown[LOG_ESC_SIZE];
 			conf_error(p, t.line, t.col, "expected a setting name, found %s",
-			    conf_shown(&t, shown, sizeof(shown)));
+			    lex_shown(&t, shown, sizeof(shown)));
 			while (t.type != LEX_NL && t.type != LEX_EOF)
 				lex_next(&lx, &t);
 			continue;

@@ -4,7 +4,7 @@
  *
  * SYNOPSIS
  *	int conf_dkim_parse(struct dkim_keys **keys, struct lexer *lx,
- *	                    const struct lex_token *kw, conf_dkim_err_fn err, void *arg);
+ *	                    const struct lex_token *kw, lex_err_fn err, void *arg);
  *
  *	(policy file; one statement per key)
  *	dkim-key DOMAIN SELECTOR rsa-sha256|ed25519-sha256 "KEYFILE" [subdomains]
@@ -26,9 +26,7 @@
 #include "dkim_key.h"
 #include "lex.h"
 
-typedef void (*conf_dkim_err_fn)(void *arg, int line, int col, const char *msg);
-
 int conf_dkim_parse(struct dkim_keys **keys, struct lexer *lx, const struct lex_token *kw,
-	conf_dkim_err_fn err, void *arg);
+	lex_err_fn err, void *arg);
 
 #endif

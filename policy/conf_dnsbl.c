@@ -4,7 +4,6 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,48 +19,10 @@
 #define DNSBL_TEXT_MAX 400
 #define DNSBL_WEIGHT_MAX 1000
 
-struct dp {
-	struct lexer *lx;
-	struct lex_token t;
-	conf_dnsbl_err_fn err;
-	void *arg;
-	int errors;
-};
-
-static void __attribute__((format(printf, 3, 4)))
-dp_error(struct dp *p, const struct lex_token *t, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	p->err(p->arg, t->line, t->col, msg);
-	p->errors++;
-}
-
 static void
-dp_next(struct dp *p)
+dp_next(struct lex_parser *p)
 {
 	lex_next(p->lx, &p->t);
-}
-
-static bool
-dp_is(const struct dp *p, const char *w)
-{
-	return p->t.type == LEX_WORD && p->t.len == strlen(w) && memcmp(p->t.text, w, p->t.len) == 0;
-}
-
-/* dp_shown - the current token for a message */
-static const char *
-dp_shown(const struct dp *p, char *buf, size_t size)
-{
-	if (p->t.type == LEX_WORD || p->t.type == LEX_STRING)
-		log_escape(buf, size, p->t.text, p->t.len);
-	else
-		snprintf(buf, size, "%s", lex_tok_name(p->t.type));
-	return buf;
 }
 
 /* parse_ip4 - a dotted quad into host order */
@@ -155,28 +116,28 @@ text_ok(const char *s, size_t len)
 
 /* dp_ranges - RANGE ... (words that start with a digit) */
 static int
-dp_ranges(struct dp *p, uint32_t *lo, uint32_t *hi, int max)
+dp_ranges(struct lex_parser *p, uint32_t *lo, uint32_t *hi, int max)
 {
 	int n = 0;
 	char shown[LOG_ESC_SIZE];
 
 	while (p->t.type == LEX_WORD && p->t.len > 0 && isdigit((unsigned char)p->t.text[0])) {
 		if (n == max) {
-			dp_error(p, &p->t, "at most %d ranges here", max);
+			lex_error(p, &p->t, "at most %d ranges here", max);
 			return -1;
 		}
 		if (!parse_range(p->t.text, p->t.len, &lo[n], &hi[n])) {
-			dp_error(p, &p->t, "\"%s\" is not an answer range in 127.0.0.0/8 "
+			lex_error(p, &p->t, "\"%s\" is not an answer range in 127.0.0.0/8 "
 			    "(127.0.0.2, 127.0.0.2-127.0.0.11 or 127.0.0.0/24)",
-			    dp_shown(p, shown, sizeof(shown)));
+			    lex_shown(&p->t, shown, sizeof(shown)));
 			return -1;
 		}
 		n++;
 		dp_next(p);
 	}
 	if (n == 0) {
-		dp_error(p, &p->t, "expected an answer range, found %s",
-		    dp_shown(p, shown, sizeof(shown)));
+		lex_error(p, &p->t, "expected an answer range, found %s",
+		    lex_shown(&p->t, shown, sizeof(shown)));
 		return -1;
 	}
 	return n;
@@ -184,23 +145,23 @@ dp_ranges(struct dp *p, uint32_t *lo, uint32_t *hi, int max)
 
 /* dp_string - a quoted text after a keyword */
 static char *
-dp_string(struct dp *p, const char *what)
+dp_string(struct lex_parser *p, const char *what)
 {
 	char shown[LOG_ESC_SIZE];
 	char *s;
 
 	dp_next(p);
 	if (p->t.type == LEX_ERROR) {
-		dp_error(p, &p->t, "%s", p->t.error);
+		lex_error(p, &p->t, "%s", p->t.error);
 		return NULL;
 	}
 	if (p->t.type != LEX_STRING) {
-		dp_error(p, &p->t, "expected a quoted %s, found %s", what,
-		    dp_shown(p, shown, sizeof(shown)));
+		lex_error(p, &p->t, "expected a quoted %s, found %s", what,
+		    lex_shown(&p->t, shown, sizeof(shown)));
 		return NULL;
 	}
 	if (!text_ok(p->t.text, p->t.len)) {
-		dp_error(p, &p->t, "the %s has control characters or is over %d bytes",
+		lex_error(p, &p->t, "the %s has control characters or is over %d bytes",
 		    what, DNSBL_TEXT_MAX);
 		return NULL;
 	}
@@ -211,18 +172,18 @@ dp_string(struct dp *p, const char *what)
 
 /* dp_weight - "weight N" with the sign rule of the list kind */
 static int
-dp_weight(struct dp *p, bool allow, int64_t *out)
+dp_weight(struct lex_parser *p, bool allow, int64_t *out)
 {
 	char shown[LOG_ESC_SIZE];
 
 	dp_next(p);
 	if (p->t.type != LEX_WORD || !parse_weight(p->t.text, p->t.len, out)) {
-		dp_error(p, &p->t, "expected a weight from -%d to %d, found %s",
-		    DNSBL_WEIGHT_MAX, DNSBL_WEIGHT_MAX, dp_shown(p, shown, sizeof(shown)));
+		lex_error(p, &p->t, "expected a weight from -%d to %d, found %s",
+		    DNSBL_WEIGHT_MAX, DNSBL_WEIGHT_MAX, lex_shown(&p->t, shown, sizeof(shown)));
 		return -1;
 	}
 	if (allow && *out > 0) {
-		dp_error(p, &p->t, "a dnswl weight is zero or negative (it lowers the score)");
+		lex_error(p, &p->t, "a dnswl weight is zero or negative (it lowers the score)");
 		return -1;
 	}
 	dp_next(p);
@@ -231,7 +192,7 @@ dp_weight(struct dp *p, bool allow, int64_t *out)
 
 /* dp_block - { code RANGE... weight N [reply "T"] ... } */
 static int
-dp_block(struct dp *p, struct dnsbl_zone *z)
+dp_block(struct lex_parser *p, struct dnsbl_zone *z)
 {
 	char shown[LOG_ESC_SIZE];
 
@@ -245,13 +206,13 @@ dp_block(struct dp *p, struct dnsbl_zone *z)
 			dp_next(p);
 			break;
 		}
-		if (!dp_is(p, "code")) {
-			dp_error(p, &p->t, "expected \"code RANGE ... weight N\" or '}', found %s",
-			    dp_shown(p, shown, sizeof(shown)));
+		if (!lex_is(&p->t, "code")) {
+			lex_error(p, &p->t, "expected \"code RANGE ... weight N\" or '}', found %s",
+			    lex_shown(&p->t, shown, sizeof(shown)));
 			return -1;
 		}
 		if (z->ncodes == DNSBL_CODES_MAX) {
-			dp_error(p, &p->t, "at most %d code lines per zone", DNSBL_CODES_MAX);
+			lex_error(p, &p->t, "at most %d code lines per zone", DNSBL_CODES_MAX);
 			return -1;
 		}
 		z->codes = xrealloc(z->codes, sizeof(*z->codes) * (size_t)(z->ncodes + 1));
@@ -262,22 +223,22 @@ dp_block(struct dp *p, struct dnsbl_zone *z)
 		if ((c->nr = dp_ranges(p, c->lo, c->hi, 8)) < 0)
 			return -1;
 		while (p->t.type == LEX_WORD) {
-			if (dp_is(p, "weight")) {
+			if (lex_is(&p->t, "weight")) {
 				if (dp_weight(p, z->allow, &c->weight) != 0)
 					return -1;
-			} else if (dp_is(p, "reply")) {
+			} else if (lex_is(&p->t, "reply")) {
 				free(c->reply);
 				if ((c->reply = dp_string(p, "reply text")) == NULL)
 					return -1;
 			} else {
-				dp_error(p, &p->t, "unknown code option \"%s\" (weight or reply)",
-				    dp_shown(p, shown, sizeof(shown)));
+				lex_error(p, &p->t, "unknown code option \"%s\" (weight or reply)",
+				    lex_shown(&p->t, shown, sizeof(shown)));
 				return -1;
 			}
 		}
 		if (p->t.type != LEX_NL && p->t.type != LEX_RBRACE) {
-			dp_error(p, &p->t, "unexpected %s in a code line",
-			    dp_shown(p, shown, sizeof(shown)));
+			lex_error(p, &p->t, "unexpected %s in a code line",
+			    lex_shown(&p->t, shown, sizeof(shown)));
 			return -1;
 		}
 	}
@@ -287,9 +248,9 @@ dp_block(struct dp *p, struct dnsbl_zone *z)
 /* conf_dnsbl_parse - see conf_dnsbl.h */
 int
 conf_dnsbl_parse(struct dnsbl_set *set, struct lexer *lx, const struct lex_token *kw,
-	conf_dnsbl_err_fn err, void *arg)
+	lex_err_fn err, void *arg)
 {
-	struct dp p = { .lx = lx, .err = err, .arg = arg };
+	struct lex_parser p = { .lx = lx, .err = err, .arg = arg };
 	struct dnsbl_zone z;
 	char shown[LOG_ESC_SIZE];
 	bool weight_given = false;
@@ -301,8 +262,8 @@ conf_dnsbl_parse(struct dnsbl_set *set, struct lexer *lx, const struct lex_token
 	z.line = kw->line;
 	dp_next(&p);
 	if (p.t.type != LEX_WORD || !dnsbl_domain_ok(p.t.text, p.t.len, 200)) {
-		dp_error(&p, &p.t, "expected a zone (a domain such as zen.spamhaus.org) after %s, "
-		    "found %s", z.allow ? "dnswl" : "dnsbl", dp_shown(&p, shown, sizeof(shown)));
+		lex_error(&p, &p.t, "expected a zone (a domain such as zen.spamhaus.org) after %s, "
+		    "found %s", z.allow ? "dnswl" : "dnsbl", lex_shown(&p.t, shown, sizeof(shown)));
 		goto fail;
 	}
 	z.zone = xmemdup(p.t.text, p.t.len);
@@ -310,28 +271,28 @@ conf_dnsbl_parse(struct dnsbl_set *set, struct lexer *lx, const struct lex_token
 		*c = (char)tolower((unsigned char)*c);
 	dp_next(&p);
 	while (p.t.type == LEX_WORD) {
-		if (dp_is(&p, "name")) {
+		if (lex_is(&p.t, "name")) {
 			dp_next(&p);
 			if (p.t.type != LEX_WORD || !dnsbl_domain_ok(p.t.text, p.t.len, DNSBL_NAME_MAX - 1)) {
-				dp_error(&p, &p.t, "expected a name (letters, digits, '-', '.', "
+				lex_error(&p, &p.t, "expected a name (letters, digits, '-', '.', "
 				    "at most %d), found %s", DNSBL_NAME_MAX - 1,
-				    dp_shown(&p, shown, sizeof(shown)));
+				    lex_shown(&p.t, shown, sizeof(shown)));
 				goto fail;
 			}
 			free(z.name);
 			z.name = xmemdup(p.t.text, p.t.len);
 			dp_next(&p);
-		} else if (dp_is(&p, "key")) {
+		} else if (lex_is(&p.t, "key")) {
 			dp_next(&p);
 			if ((p.t.type != LEX_WORD && p.t.type != LEX_STRING) ||
 			    !dnsbl_domain_ok(p.t.text, p.t.len, 100) || memchr(p.t.text, '.', p.t.len)) {
-				dp_error(&p, &p.t, "expected a key (one label of letters and digits)");
+				lex_error(&p, &p.t, "expected a key (one label of letters and digits)");
 				goto fail;
 			}
 			free(z.key);
 			z.key = xmemdup(p.t.text, p.t.len);
 			dp_next(&p);
-		} else if (dp_is(&p, "type")) {
+		} else if (lex_is(&p.t, "type")) {
 			int t;
 
 			dp_next(&p);
@@ -340,39 +301,39 @@ conf_dnsbl_parse(struct dnsbl_set *set, struct lexer *lx, const struct lex_token
 				    memcmp(p.t.text, dnsbl_type_name(t), p.t.len) == 0)
 					break;
 			if (t == DNSBL_T__COUNT) {
-				dp_error(&p, &p.t, "expected ip, helo, client-name or sender-domain, "
-				    "found %s", dp_shown(&p, shown, sizeof(shown)));
+				lex_error(&p, &p.t, "expected ip, helo, client-name or sender-domain, "
+				    "found %s", lex_shown(&p.t, shown, sizeof(shown)));
 				goto fail;
 			}
 			z.type = t;
 			dp_next(&p);
-		} else if (dp_is(&p, "weight")) {
+		} else if (lex_is(&p.t, "weight")) {
 			if (dp_weight(&p, z.allow, &z.weight) != 0)
 				goto fail;
 			weight_given = true;
-		} else if (dp_is(&p, "codes")) {
+		} else if (lex_is(&p.t, "codes")) {
 			dp_next(&p);
 			if ((z.nc = dp_ranges(&p, z.clo, z.chi, 8)) < 0)
 				goto fail;
-		} else if (dp_is(&p, "reply")) {
+		} else if (lex_is(&p.t, "reply")) {
 			free(z.reply);
 			if ((z.reply = dp_string(&p, "reply text")) == NULL)
 				goto fail;
-		} else if (dp_is(&p, "probe")) {
+		} else if (lex_is(&p.t, "probe")) {
 			dp_next(&p);
-			if (dp_is(&p, "yes"))
+			if (lex_is(&p.t, "yes"))
 				z.probe = true;
-			else if (dp_is(&p, "no"))
+			else if (lex_is(&p.t, "no"))
 				z.probe = false;
 			else {
-				dp_error(&p, &p.t, "expected yes or no after probe");
+				lex_error(&p, &p.t, "expected yes or no after probe");
 				goto fail;
 			}
 			dp_next(&p);
 		} else {
-			dp_error(&p, &p.t, "unknown %s option \"%s\" (name, key, type, weight, codes, "
+			lex_error(&p, &p.t, "unknown %s option \"%s\" (name, key, type, weight, codes, "
 			    "reply, probe, or a { code ... } block)", z.allow ? "dnswl" : "dnsbl",
-			    dp_shown(&p, shown, sizeof(shown)));
+			    lex_shown(&p.t, shown, sizeof(shown)));
 			goto fail;
 		}
 	}
@@ -380,19 +341,19 @@ conf_dnsbl_parse(struct dnsbl_set *set, struct lexer *lx, const struct lex_token
 	if (p.t.type == LEX_LBRACE && dp_block(&p, &z) != 0)
 		goto fail;
 	if (p.t.type != LEX_NL && p.t.type != LEX_EOF) {
-		dp_error(&p, &p.t, "unexpected %s", dp_shown(&p, shown, sizeof(shown)));
+		lex_error(&p, &p.t, "unexpected %s", lex_shown(&p.t, shown, sizeof(shown)));
 		goto fail;
 	}
 	if (z.name == NULL)
 		z.name = xstrdup(z.zone);
 	for (int i = 0; i < set->n; i++)
 		if (strcmp(set->z[i].name, z.name) == 0) {
-			dp_error(&p, kw, "a zone named \"%s\" is already defined (line %d); "
+			lex_error(&p, kw, "a zone named \"%s\" is already defined (line %d); "
 			    "give this one another name", z.name, set->z[i].line);
 			goto fail_nosync;
 		}
 	if (set->n == DNSBL_ZONES_MAX) {
-		dp_error(&p, kw, "at most %d dnsbl and dnswl zones", DNSBL_ZONES_MAX);
+		lex_error(&p, kw, "at most %d dnsbl and dnswl zones", DNSBL_ZONES_MAX);
 		goto fail_nosync;
 	}
 	if (z.key != NULL) {
@@ -400,7 +361,7 @@ conf_dnsbl_parse(struct dnsbl_set *set, struct lexer *lx, const struct lex_token
 
 		if (strlen(full) > 200) {
 			free(full);
-			dp_error(&p, kw, "the key and the zone are too long together");
+			lex_error(&p, kw, "the key and the zone are too long together");
 			goto fail_nosync;
 		}
 		free(z.zone);

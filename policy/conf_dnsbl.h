@@ -5,7 +5,7 @@
  * SYNOPSIS
  *	int conf_dnsbl_parse(struct dnsbl_set *set, struct lexer *lx,
  *	                     const struct lex_token *kw,
- *	                     conf_dnsbl_err_fn err, void *arg);
+ *	                     lex_err_fn err, void *arg);
  *
  *	(policy file; one statement, a block may span lines)
  *	dnsbl ZONE [name NAME] [key "KEY"] [type ip|helo|client-name|sender-domain]
@@ -53,10 +53,9 @@
 #include "dnsbl.h"
 #include "lex.h"
 
-typedef void (*conf_dnsbl_err_fn)(void *arg, int line, int col, const char *msg);
 
 /* conf_dnsbl_parse - one dnsbl/dnswl statement into set; 0 or -1 */
 int conf_dnsbl_parse(struct dnsbl_set *set, struct lexer *lx, const struct lex_token *kw,
-	conf_dnsbl_err_fn err, void *arg);
+	lex_err_fn err, void *arg);
 
 #endif

@@ -2,37 +2,15 @@
  * conf_ratelimit - the policy file's "ratelimit" declarations (see
  * conf_ratelimit.h); the limits belong to filters/ratelimit
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conf_ratelimit.h"
 
-struct rlp {
-	struct lexer *lx;
-	struct lex_token t;
-	conf_rl_err_fn err;
-	void *arg;
-	int errors;
-};
-
-static void __attribute__((format(printf, 3, 4)))
-rlp_error(struct rlp *p, const struct lex_token *t, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	p->err(p->arg, t->line, t->col, msg);
-	p->errors++;
-}
-
 /* rlp_word - the current token, if a word, NUL-terminated into buf */
 static const char *
-rlp_word(const struct rlp *p, char *buf, size_t size)
+rlp_word(const struct lex_parser *p, char *buf, size_t size)
 {
 	if (p->t.type != LEX_WORD || p->t.len >= size)
 		return NULL;
@@ -135,9 +113,9 @@ rlp_rate(struct rl_def *d, const char *s)
 /* conf_ratelimit_parse - see conf_ratelimit.h */
 int
 conf_ratelimit_parse(struct rl_set *set, struct rules *r, struct lexer *lx,
-	const struct lex_token *kw, conf_rl_err_fn err, void *arg)
+	const struct lex_token *kw, lex_err_fn err, void *arg)
 {
-	struct rlp p = { .lx = lx, .err = err, .arg = arg };
+	struct lex_parser p = { .lx = lx, .err = err, .arg = arg };
 	struct rl_def d;
 	struct lex_token name;
 	char buf[256];
@@ -150,7 +128,7 @@ conf_ratelimit_parse(struct rl_set *set, struct rules *r, struct lexer *lx,
 	name = p.t;
 	w = rlp_word(&p, buf, sizeof(buf));
 	if (w == NULL || strlen(w) >= RL_NAME_MAX || strchr(w, '|') != NULL) {
-		rlp_error(&p, &p.t, "ratelimit: expected a name (a word of at most %d bytes)",
+		lex_error(&p, &p.t, "ratelimit: expected a name (a word of at most %d bytes)",
 		    RL_NAME_MAX - 1);
 		goto skip;
 	}
@@ -169,7 +147,7 @@ conf_ratelimit_parse(struct rl_set *set, struct rules *r, struct lexer *lx,
 				size_t l = (size_t)((plus ? plus : end) - s);
 
 				if (!rlp_part(&d, s, l))
-					rlp_error(&p, &p.t, "ratelimit %s: unknown key part \"%.*s\" (expected "
+					lex_error(&p, &p.t, "ratelimit %s: unknown key part \"%.*s\" (expected "
 					    "client-net[/V4[/V6]], client-ip, sender, sender-domain, login, rcpt)",
 					    d.name, (int)(l < 60 ? l : 60), s);
 				s += l + (plus ? 1 : 0);
@@ -178,14 +156,14 @@ conf_ratelimit_parse(struct rl_set *set, struct rules *r, struct lexer *lx,
 		} else if (w != NULL && strcmp(w, "rate") == 0 && p.t.type == LEX_WORD) {
 			w = rlp_word(&p, buf, sizeof(buf));
 			if (w == NULL || !rlp_rate(&d, w))
-				rlp_error(&p, &p.t, "ratelimit %s: expected a rate N/DURATION "
+				lex_error(&p, &p.t, "ratelimit %s: expected a rate N/DURATION "
 				    "(10/1m, 1000/1d; N 1..1000000, 1s to 7d)", d.name);
 			have_rate = true;
 		} else if (w != NULL && strcmp(w, "burst") == 0 && p.t.type == LEX_WORD) {
 			long b = rlp_num(p.t.text, p.t.len, 1, 1000000);
 
 			if (b < 0)
-				rlp_error(&p, &p.t, "ratelimit %s: burst is 1..1000000", d.name);
+				lex_error(&p, &p.t, "ratelimit %s: burst is 1..1000000", d.name);
 			else
 				d.burst = (unsigned)b;
 		} else if (w != NULL && strcmp(w, "per") == 0 && p.t.type == LEX_WORD) {
@@ -193,22 +171,22 @@ conf_ratelimit_parse(struct rl_set *set, struct rules *r, struct lexer *lx,
 			if (w != NULL && strcmp(w, "recipient") == 0)
 				d.per_rcpt = true;
 			else if (w == NULL || strcmp(w, "message") != 0)
-				rlp_error(&p, &p.t, "ratelimit %s: per message or per recipient", d.name);
+				lex_error(&p, &p.t, "ratelimit %s: per message or per recipient", d.name);
 		} else {
-			rlp_error(&p, &at, "ratelimit %s: unexpected \"%s\" (expected key, rate, "
+			lex_error(&p, &at, "ratelimit %s: unexpected \"%s\" (expected key, rate, "
 			    "burst or per, each with its value)", d.name, w ? w : "?");
 			goto skip;
 		}
 		lex_next(lx, &p.t);
 	}
 	if (p.t.type != LEX_NL && p.t.type != LEX_EOF) {
-		rlp_error(&p, &p.t, "ratelimit %s: unexpected token", d.name);
+		lex_error(&p, &p.t, "ratelimit %s: unexpected token", d.name);
 		goto skip;
 	}
 	if (!have_key || d.parts == 0)
-		rlp_error(&p, kw, "ratelimit %s: needs a key (key client-net, key login, ...)", d.name);
+		lex_error(&p, kw, "ratelimit %s: needs a key (key client-net, key login, ...)", d.name);
 	if (!have_rate)
-		rlp_error(&p, kw, "ratelimit %s: needs a rate (rate 10/1m)", d.name);
+		lex_error(&p, kw, "ratelimit %s: needs a rate (rate 10/1m)", d.name);
 	if (p.errors)
 		return -1;
 	if (d.burst == 0)
@@ -220,11 +198,11 @@ conf_ratelimit_parse(struct rl_set *set, struct rules *r, struct lexer *lx,
 	if ((d.parts & RL_RCPT) || d.per_rcpt)
 		from = RS_RCPT;
 	if (set->n >= RL_MAX) {
-		rlp_error(&p, kw, "ratelimit %s: at most %d limits", d.name, RL_MAX);
+		lex_error(&p, kw, "ratelimit %s: at most %d limits", d.name, RL_MAX);
 		return -1;
 	}
 	if (rules_add_ratelimit(r, d.name, set->n, from, d.per_rcpt) != 0) {
-		rlp_error(&p, &name, "ratelimit %s: declared twice", d.name);
+		lex_error(&p, &name, "ratelimit %s: declared twice", d.name);
 		return -1;
 	}
 	set->d[set->n++] = d;

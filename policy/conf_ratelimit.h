@@ -3,7 +3,7 @@
  *
  * SYNOPSIS
  *	int conf_ratelimit_parse(struct rl_set *set, struct rules *r, struct lexer *lx,
- *	                         const struct lex_token *kw, conf_rl_err_fn err, void *arg);
+ *	                         const struct lex_token *kw, lex_err_fn err, void *arg);
  *
  * DESCRIPTION
  *	ratelimit NAME key PART[+PART...] rate N/DURATION [burst B]
@@ -25,9 +25,7 @@
 #include "ratelimit.h"
 #include "rules.h"
 
-typedef void (*conf_rl_err_fn)(void *arg, int line, int col, const char *msg);
-
 int conf_ratelimit_parse(struct rl_set *set, struct rules *r, struct lexer *lx,
-	const struct lex_token *kw, conf_rl_err_fn err, void *arg);
+	const struct lex_token *kw, lex_err_fn err, void *arg);
 
 #endif

@@ -4,11 +4,14 @@
  * The lexer never allocates for words; a string token with escapes is
  * decoded into lx->sbuf, which grows as needed (bounded by the file size).
  */
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lex.h"
+#include "log.h"
 #include "xalloc.h"
 
 /* lex_init - start reading buf */
@@ -47,6 +50,46 @@ lex_tok_name(enum lex_tok t)
 	case LEX_RPAREN: return "')'";
 	default: return "error";
 	}
+}
+
+/* lex_verror - one message at a token, formatted */
+void
+lex_verror(lex_err_fn err, void *arg, const struct lex_token *t, const char *fmt, va_list ap)
+{
+	char msg[LEX_MSG_MAX];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	err(arg, t->line, t->col, msg);
+}
+
+/* lex_error - one message at a token, counted */
+void
+lex_error(struct lex_parser *p, const struct lex_token *t, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	lex_verror(p->err, p->arg, t, fmt, ap);
+	va_end(ap);
+	p->errors++;
+}
+
+/* lex_shown - a token for an error message */
+const char *
+lex_shown(const struct lex_token *t, char *buf, size_t size)
+{
+	if (t->type == LEX_WORD || t->type == LEX_STRING)
+		log_escape(buf, size, t->text, t->len);
+	else
+		snprintf(buf, size, "%s", lex_tok_name(t->type));
+	return buf;
+}
+
+/* lex_is - is t this word? */
+bool
+lex_is(const struct lex_token *t, const char *word)
+{
+	return t->type == LEX_WORD && t->len == strlen(word) && memcmp(t->text, word, t->len) == 0;
 }
 
 /* lex_adv - consume one byte, tracking line and column */

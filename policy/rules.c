@@ -159,7 +159,7 @@ struct rp {
 	struct lexer *lx;
 	struct lex_token t;
 	char *tcopy;		/* t's text, NUL-terminated copy */
-	rules_err_fn err;
+	lex_err_fn err;
 	void *arg;
 	int errors;
 	enum rules_stage st;
@@ -289,13 +289,11 @@ rp_next(struct rp *p)
 static void __attribute__((format(printf, 2, 3)))
 rp_error(struct rp *p, const char *fmt, ...)
 {
-	char msg[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	lex_verror(p->err, p->arg, &p->t, fmt, ap);
 	va_end(ap);
-	p->err(p->arg, p->t.line, p->t.col, msg);
 	p->errors++;
 }
 
@@ -313,13 +311,6 @@ rp_shown(const struct rp *p, char *buf, size_t size)
 		snprintf(buf, size, "%s", lex_tok_name(p->t.type));
 	}
 	return buf;
-}
-
-/* rp_is - is the current token this word? */
-static bool
-rp_is(const struct rp *p, const char *w)
-{
-	return p->t.type == LEX_WORD && p->t.len == strlen(w) && memcmp(p->t.text, w, p->t.len) == 0;
 }
 
 /* rp_skip_line - error recovery: to the end of the statement */
@@ -355,7 +346,7 @@ rp_name_ok(const char *s, size_t len)
 /* rules_parse_list - "list NAME KIND { ... }" or "list NAME KIND file PATH" */
 int
 rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
-	rules_err_fn err, void *arg)
+	lex_err_fn err, void *arg)
 {
 	struct rp p = { r, lx, *kw, NULL, err, arg, 0, RS_CONNECT };
 	char shown[LOG_ESC_SIZE + 8], e[512];
@@ -378,7 +369,7 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	nl->name = xmemdup(p.t.text, p.t.len);
 	rp_next(&p);
 	for (k = 0; k < 5; k++)
-		if (rp_is(&p, kinds[k]))
+		if (lex_is(&p.t, kinds[k]))
 			break;
 	if (k == 5) {
 		rp_error(&p, "expected the list's kind (net, domain, address, word or login-map), found %s",
@@ -399,7 +390,7 @@ rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 			panic("out of memory");
 	}
 	rp_next(&p);
-	if (rp_is(&p, "file")) {
+	if (lex_is(&p.t, "file")) {
 		rp_next(&p);
 		if (p.t.type != LEX_WORD && p.t.type != LEX_STRING) {
 			rp_error(&p, "expected a file name after \"file\", found %s",
@@ -457,7 +448,7 @@ rp_fact(struct rp *p)
 	char shown[LOG_ESC_SIZE + 8];
 
 	for (size_t i = 0; i < NFACTS; i++)
-		if (rp_is(p, fact_defs[i].name)) {
+		if (lex_is(&p->t, fact_defs[i].name)) {
 			if (fact_defs[i].from > p->st) {
 				rp_error(p, "%s is not known yet at %s (only from %s on)",
 				    fact_defs[i].name, stage_names[p->st],
@@ -633,7 +624,7 @@ rp_predicate(struct rp *p)
 	n = xcalloc(1, sizeof(*n));
 	n->fact = f;
 	rp_next(p);
-	if (rp_is(p, "in")) {
+	if (lex_is(&p->t, "in")) {
 		const struct named_list *nl;
 		enum list_kind lk;
 		rp_next(p);
@@ -670,7 +661,7 @@ rp_predicate(struct rp *p)
 		rp_next(p);
 		return n;
 	}
-	if (rp_is(p, "owned-by")) {
+	if (lex_is(&p->t, "owned-by")) {
 		const struct named_list *nl;
 		rp_next(p);
 		nl = p->t.type == LEX_WORD ? rp_find_list(p->r, p->t.text, p->t.len) : NULL;
@@ -685,7 +676,7 @@ rp_predicate(struct rp *p)
 		rp_next(p);
 		return n;
 	}
-	if (rp_is(p, "is")) {
+	if (lex_is(&p->t, "is")) {
 		rp_next(p);
 		if ((f->type != FT_WORD && f->type != FT_DOMAIN) ||
 		    (p->t.type != LEX_WORD && p->t.type != LEX_STRING)) {
@@ -720,7 +711,7 @@ rp_predicate(struct rp *p)
 		return n;
 	}
 	for (int i = 0; i < 6; i++) {
-		if (!rp_is(p, ops[i]))
+		if (!lex_is(&p->t, ops[i]))
 			continue;
 		if (f->type != FT_NUM) {
 			rp_error(p, "%s is not a number; compare it with \"in\" or \"is\"", f->name);
@@ -824,10 +815,10 @@ rp_factor(struct rp *p)
 {
 	struct node *n, *a;
 
-	if (rp_is(p, "ratelimit"))
+	if (lex_is(&p->t, "ratelimit"))
 		return rp_ratelimit(p);
 
-	if (rp_is(p, "not")) {
+	if (lex_is(&p->t, "not")) {
 		rp_next(p);
 		a = rp_factor(p);
 		if (a == NULL)
@@ -851,7 +842,7 @@ rp_factor(struct rp *p)
 		rp_next(p);
 		return a;
 	}
-	if (rp_is(p, "true")) {
+	if (lex_is(&p->t, "true")) {
 		rp_next(p);
 		n = xcalloc(1, sizeof(*n));
 		n->op = N_TRUE;
@@ -866,7 +857,7 @@ rp_chain(struct rp *p, const char *word, enum node_op op, struct node *(*sub)(st
 {
 	struct node *a = sub(p), *b, *n;
 
-	while (a != NULL && rp_is(p, word)) {
+	while (a != NULL && lex_is(&p->t, word)) {
 		rp_next(p);
 		b = sub(p);
 		if (b == NULL) {
@@ -1131,7 +1122,7 @@ rp_action(struct rp *p, struct rule *ru)
 	int nact = 0;
 
 	for (;;) {
-		if (rp_is(p, "score")) {
+		if (lex_is(&p->t, "score")) {
 			bool neg;
 			uint64_t u;
 			rp_next(p);
@@ -1145,7 +1136,7 @@ rp_action(struct rp *p, struct rule *ru)
 			}
 			ru->score += neg ? -(int64_t)u : (int64_t)u;
 			rp_next(p);
-		} else if (rp_is(p, "add-header")) {
+		} else if (lex_is(&p->t, "add-header")) {
 			if (ru->nhdr >= RULES_HDR_MAX) {
 				rp_error(p, "at most %d add-header actions in one rule", RULES_HDR_MAX);
 				return false;
@@ -1168,7 +1159,7 @@ rp_action(struct rp *p, struct rule *ru)
 			}
 			ru->hdr_value[ru->nhdr++] = xmemdup(p->t.text, p->t.len);
 			rp_next(p);
-		} else if (rp_is(p, "tag")) {
+		} else if (lex_is(&p->t, "tag")) {
 			/* a tag is a header field of its own: X-Moat-Tag: WORD */
 			if (ru->nhdr >= RULES_HDR_MAX) {
 				rp_error(p, "at most %d add-header and tag actions in one rule",
@@ -1186,7 +1177,7 @@ rp_action(struct rp *p, struct rule *ru)
 			ru->hdr_name[ru->nhdr] = xstrdup("X-Moat-Tag");
 			ru->hdr_value[ru->nhdr++] = xmemdup(p->t.text, p->t.len);
 			rp_next(p);
-		} else if (rp_is(p, "sign")) {
+		} else if (lex_is(&p->t, "sign")) {
 			/* DKIM-sign the message with the keys of its From domain */
 			if (p->st != RS_DATA) {
 				rp_error(p, "sign works on the message: use it in \"on data\" rules");
@@ -1194,17 +1185,17 @@ rp_action(struct rp *p, struct rule *ru)
 			}
 			ru->sign = true;
 			rp_next(p);
-		} else if (rp_is(p, "accept")) {
+		} else if (lex_is(&p->t, "accept")) {
 			ru->verdict = RV_ACCEPT;
 			rp_next(p);
 			return true;
-		} else if (rp_is(p, "reject")) {
+		} else if (lex_is(&p->t, "reject")) {
 			ru->verdict = RV_REJECT;
 			return rp_final(p, ru, 5);
-		} else if (rp_is(p, "tempfail")) {
+		} else if (lex_is(&p->t, "tempfail")) {
 			ru->verdict = RV_TEMPFAIL;
 			return rp_final(p, ru, 4);
-		} else if (rp_is(p, "greylist")) {
+		} else if (lex_is(&p->t, "greylist")) {
 			if (p->st != RS_RCPT) {
 				rp_error(p, "greylist works per recipient: use it in \"on rcpt\" rules");
 				return false;
@@ -1369,7 +1360,7 @@ rp_source(const char *b, const char *e)
 /* rules_parse_on - "on STAGE [monitor|off] CONDITION ACTION" */
 int
 rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
-	rules_err_fn err, void *arg)
+	lex_err_fn err, void *arg)
 {
 	struct rp p = { r, lx, *kw, NULL, err, arg, 0, RS_CONNECT };
 	char shown[LOG_ESC_SIZE + 8];
@@ -1381,7 +1372,7 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	ru->dry = r->dry_now;
 	rp_next(&p);
 	for (st = 0; st < RS__COUNT; st++)
-		if (rp_is(&p, stage_names[st]))
+		if (lex_is(&p.t, stage_names[st]))
 			break;
 	if (st == RS__COUNT) {
 		rp_error(&p, "expected a stage (connect, helo, mail, rcpt or data), found %s",
@@ -1390,8 +1381,8 @@ rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
 	}
 	ru->st = p.st = (enum rules_stage)st;
 	rp_next(&p);
-	if (rp_is(&p, "monitor") || rp_is(&p, "off") || rp_is(&p, "enforce")) {
-		ru->mode = rp_is(&p, "monitor") ? 1 : rp_is(&p, "off") ? 2 : 0;
+	if (lex_is(&p.t, "monitor") || lex_is(&p.t, "off") || lex_is(&p.t, "enforce")) {
+		ru->mode = lex_is(&p.t, "monitor") ? 1 : lex_is(&p.t, "off") ? 2 : 0;
 		rp_next(&p);
 	}
 	ru->cond = rp_or(&p);

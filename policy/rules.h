@@ -5,9 +5,9 @@
  * SYNOPSIS
  *	struct rules *rules_new(void);
  *	int rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
- *	                     rules_err_fn err, void *arg);
+ *	                     lex_err_fn err, void *arg);
  *	int rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
- *	                   rules_err_fn err, void *arg);
+ *	                   lex_err_fn err, void *arg);
  *	void rules_eval(const struct rules *r, enum rules_stage st,
  *	                const struct rules_facts *f, struct rules_result *res);
  *	void rules_free(struct rules *r);
@@ -141,7 +141,6 @@ struct rules_result {
 
 struct rules;
 
-typedef void (*rules_err_fn)(void *arg, int line, int col, const char *msg);
 
 /* One call per rule looked at by rules_eval_trace(): where it is, its
  * mode (0 enforce, 1 monitor, 2 off), whether its condition held, and
@@ -157,9 +156,9 @@ typedef void (*rules_trace_fn)(void *arg, const struct rules_trace *t);
 
 struct rules *rules_new(const char *file);
 int rules_parse_list(struct rules *r, struct lexer *lx, const struct lex_token *kw,
-	rules_err_fn err, void *arg);
+	lex_err_fn err, void *arg);
 int rules_parse_on(struct rules *r, struct lexer *lx, const struct lex_token *kw,
-	rules_err_fn err, void *arg);
+	lex_err_fn err, void *arg);
 size_t rules_count(const struct rules *r, enum rules_stage st);
 bool rules_reads_from(const struct rules *r);
 /* Does a reply or header text use $spf-explanation? (SPF then fetches

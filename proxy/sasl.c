@@ -97,6 +97,35 @@ sasl_put(const unsigned char *p, size_t len, char *login, size_t size)
 	return 1;
 }
 
+/* sasl_saslname - a SCRAM saslname from msg[i] to the next ',' (which
+ * must come: r= or the rest follows) into login: "=2C" is ',', "=3D" is
+ * '=', any other '=' is an error; -1 when bad or too long */
+static int
+sasl_saslname(const unsigned char *msg, size_t len, size_t i, char *login, size_t size)
+{
+	char name[SASL_LOGIN_MAX + 1];
+	size_t n = 0;
+
+	while (i < len && msg[i] != ',') {
+		if (n >= SASL_LOGIN_MAX)
+			return -1;
+		if (msg[i] == '=' && i + 2 < len && msg[i + 1] == '2' && msg[i + 2] == 'C') {
+			name[n++] = ',';
+			i += 3;
+		} else if (msg[i] == '=' && i + 2 < len && msg[i + 1] == '3' && msg[i + 2] == 'D') {
+			name[n++] = '=';
+			i += 3;
+		} else if (msg[i] == '=') {
+			return -1;
+		} else {
+			name[n++] = (char)msg[i++];
+		}
+	}
+	if (i >= len)
+		return -1;
+	return sasl_put((const unsigned char *)name, n, login, size);
+}
+
 /* sasl_login - see sasl.h */
 int
 sasl_login(enum sasl_mech m, unsigned step, const unsigned char *msg, size_t len,
@@ -135,8 +164,7 @@ sasl_login(enum sasl_mech m, unsigned step, const unsigned char *msg, size_t len
 	case SASL_SCRAM: {
 		/* gs2-header "n,," | "y,," | "p=..,", optional "a=authzid", then
 		 * "n=saslname,r=..." */
-		char name[SASL_LOGIN_MAX + 1];
-		size_t i = 0, n = 0;
+		size_t i;
 		if (step > 1 || len == 0)
 			return 0;
 		if (msg[0] == 'p')
@@ -144,52 +172,15 @@ sasl_login(enum sasl_mech m, unsigned step, const unsigned char *msg, size_t len
 		if (len < 3 || (msg[0] != 'n' && msg[0] != 'y') || msg[1] != ',')
 			return -1;
 		i = 2;
-		if (i + 2 <= len && msg[i] == 'a' && msg[i + 1] == '=') {
+		if (i + 2 <= len && msg[i] == 'a' && msg[i + 1] == '=')
 			/* an authzid: that is who the upstream acts as */
-			i += 2;
-			while (i < len && msg[i] != ',') {
-				if (n >= SASL_LOGIN_MAX)
-					return -1;
-				if (msg[i] == '=' && i + 2 < len && msg[i + 1] == '2' && msg[i + 2] == 'C') {
-					name[n++] = ',';
-					i += 3;
-				} else if (msg[i] == '=' && i + 2 < len && msg[i + 1] == '3' && msg[i + 2] == 'D') {
-					name[n++] = '=';
-					i += 3;
-				} else if (msg[i] == '=') {
-					return -1;
-				} else {
-					name[n++] = (char)msg[i++];
-				}
-			}
-			if (i >= len)
-				return -1;
-			return sasl_put((const unsigned char *)name, n, login, size);
-		}
+			return sasl_saslname(msg, len, i + 2, login, size);
 		if (i >= len || msg[i] != ',')
 			return -1;
 		i++;
 		if (i + 2 > len || msg[i] != 'n' || msg[i + 1] != '=')
 			return -1;
-		i += 2;
-		while (i < len && msg[i] != ',') {
-			if (n >= SASL_LOGIN_MAX)
-				return -1;
-			if (msg[i] == '=' && i + 2 < len && msg[i + 1] == '2' && msg[i + 2] == 'C') {
-				name[n++] = ',';
-				i += 3;
-			} else if (msg[i] == '=' && i + 2 < len && msg[i + 1] == '3' && msg[i + 2] == 'D') {
-				name[n++] = '=';
-				i += 3;
-			} else if (msg[i] == '=') {
-				return -1;
-			} else {
-				name[n++] = (char)msg[i++];
-			}
-		}
-		if (i >= len)
-			return -1;	/* r= must follow */
-		return sasl_put((const unsigned char *)name, n, login, size);
+		return sasl_saslname(msg, len, i + 2, login, size);
 	}
 	case SASL_NONE:
 		break;

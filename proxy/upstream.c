@@ -555,6 +555,27 @@ ups_ready(struct ups *h)
 	ups_pump(h);
 }
 
+/* ups_identify - EHLO done (TLS settled): pass the client's identity
+ * with XCLIENT when the policy says so, or be ready; false when that
+ * failed the upstream (ups_fail) */
+static bool
+ups_identify(struct ups *h)
+{
+	if (h->conf->identity != CONF_ID_XCLIENT) {
+		ups_ready(h);
+		return true;
+	}
+	if (!(h->c->caps & UPS_CAP_XCLIENT)) {
+		ups_fail(h, "xclient-not-offered", NULL);
+		return false;
+	}
+	if (!ups_send_xclient(h)) {
+		ups_fail(h, "xclient-too-long", NULL);
+		return false;
+	}
+	return true;
+}
+
 /* ups_class_ok - may this reply code answer this command? */
 static bool
 ups_class_ok(enum ups_kind k, int code)
@@ -647,20 +668,12 @@ ups_dispatch(struct ups *h)
 			log_msg(LOG_L_INFO, h->sid, "upstream tls=none reason=starttls-not-offered");
 			u->tls_settled = true;	/* plaintext it is, on this connection */
 		}
-		if (c->kind == UK_EHLO && h->conf->identity == CONF_ID_XCLIENT) {
-			if (!(u->caps & UPS_CAP_XCLIENT)) {
-				free(c);
-				ups_fail(h, "xclient-not-offered", NULL);
-				return;
-			}
-			if (!ups_send_xclient(h)) {
-				free(c);
-				ups_fail(h, "xclient-too-long", NULL);
-				return;
-			}
-			break;
+		if (c->kind == UK_EHLO2)
+			ups_ready(h);	/* the EHLO after XCLIENT's new greeting */
+		else if (!ups_identify(h)) {
+			free(c);
+			return;
 		}
-		ups_ready(h);
 		break;
 	case UK_XCLIENT:
 		/* Postfix answers with a new 220 greeting, smtp-sink with 250 */
@@ -761,20 +774,10 @@ ups_dispatch(struct ups *h)
 		}
 		log_msg(LOG_L_INFO, h->sid, "upstream tls=none reason=starttls-refused code=%d", code);
 		u->tls_settled = true;
-		if (h->conf->identity == CONF_ID_XCLIENT) {
-			if (!(u->caps & UPS_CAP_XCLIENT)) {
-				free(c);
-				ups_fail(h, "xclient-not-offered", NULL);
-				return;
-			}
-			if (!ups_send_xclient(h)) {
-				free(c);
-				ups_fail(h, "xclient-too-long", NULL);
-				return;
-			}
-			break;
+		if (!ups_identify(h)) {
+			free(c);
+			return;
 		}
-		ups_ready(h);
 		break;
 	case UK_AUTH:
 	case UK_AUTHDATA:

@@ -1,4 +1,4 @@
-// sources: policy/conf.c policy/lex.c policy/rules.c filters/owner.c policy/lists.c filters/dnsbl.c policy/conf_dnsbl.c policy/conf_ratelimit.c core/dnsname.c filters/greylist_conf.c redis/redis_conf.c filters/glstore.c core/siphash.c core/log.c core/xalloc.c core/idn.c policy/conf_dkim.c filters/dkim_key.c core/metrics.c
+// sources: policy/conf.c policy/lex.c policy/rules.c filters/owner.c policy/lists.c filters/dnsbl.c policy/conf_dnsbl.c policy/conf_ratelimit.c core/dnsname.c filters/greylist_conf.c redis/redis_conf.c filters/glstore.c core/siphash.c core/log.c core/xalloc.c core/idn.c policy/conf_dkim.c filters/dkim_key.c core/metrics.c core/rfile.c
 // libs: -lidn2 -lcrypto
 /*
  * fuzz_conf - the policy file parser (docs/SECURITY.md F13): any bytes give

@@ -15,6 +15,7 @@
  *     it again gives the same bytes.
  */
 #include "dkim_canon.h"
+#include "fuzz_chunks.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,40 +24,32 @@
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
-struct sink {
-	unsigned char *b;
-	size_t n, cap;
+struct canon {
+	struct dkim_bcanon b;
+	struct fuzz_sink *out;
 };
 
 static void
-put(void *arg, const void *p, size_t n)
+feed(void *arg, const unsigned char *p, size_t n)
 {
-	struct sink *s = arg;
+	struct canon *c = arg;
 
-	if (s->n + n > s->cap) {
-		s->cap = (s->n + n) * 2 + 64;
-		s->b = realloc(s->b, s->cap);
-		if (s->b == NULL)
-			abort();
-	}
-	memcpy(s->b + s->n, p, n);
-	s->n += n;
+	dkim_bcanon_feed(&c->b, p, n, fuzz_sink_put, c->out);
 }
 
 static void
-canon(const unsigned char *in, size_t len, size_t chunk, struct sink *out)
+canon(const unsigned char *in, size_t len, size_t chunk, struct fuzz_sink *out)
 {
-	struct dkim_bcanon b;
+	struct canon c = { .out = out };
 
-	dkim_bcanon_init(&b);
-	for (size_t o = 0; o < len; o += chunk)
-		dkim_bcanon_feed(&b, in + o, len - o < chunk ? len - o : chunk, put, out);
-	dkim_bcanon_end(&b, put, out);
+	dkim_bcanon_init(&c.b);
+	fuzz_chunks(in, len, chunk, feed, &c);
+	dkim_bcanon_end(&c.b, fuzz_sink_put, out);
 }
 
 /* reference - the whole body at once, line by line */
 static void
-reference(const unsigned char *in, size_t len, struct sink *out)
+reference(const unsigned char *in, size_t len, struct fuzz_sink *out)
 {
 	size_t held = 0, a = 0;
 
@@ -75,14 +68,14 @@ reference(const unsigned char *in, size_t len, struct sink *out)
 			}
 			if (out->n == o0)
 				for (; held > 0; held--)
-					put(out, "\r\n", 2);
+					fuzz_sink_put(out, "\r\n", 2);
 			if (wsp)
-				put(out, " ", 1);
+				fuzz_sink_put(out, " ", 1);
 			wsp = false;
-			put(out, in + i, 1);
+			fuzz_sink_put(out, in + i, 1);
 		}
 		if (out->n > o0)
-			put(out, "\r\n", 2);
+			fuzz_sink_put(out, "\r\n", 2);
 		else
 			held++;
 		a = nl ? (size_t)(nl - in) + 1 : len;
@@ -92,7 +85,7 @@ reference(const unsigned char *in, size_t len, struct sink *out)
 int
 LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
-	struct sink one = { 0 }, cut = { 0 }, ref = { 0 }, again = { 0 };
+	struct fuzz_sink one = { 0 }, cut = { 0 }, ref = { 0 }, again = { 0 };
 	char *h1, *h2;
 	size_t chunk, l1, l2;
 
@@ -104,12 +97,12 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 	canon(data, size, size ? size : 1, &one);
 	canon(data, size, chunk, &cut);
 	reference(data, size, &ref);
-	if (one.n != cut.n || (one.n && memcmp(one.b, cut.b, one.n) != 0))
+	if (!fuzz_sink_same(&one, &cut))
 		abort();
-	if (one.n != ref.n || (one.n && memcmp(one.b, ref.b, one.n) != 0))
+	if (!fuzz_sink_same(&one, &ref))
 		abort();
 	canon(one.b, one.n, 7, &again);
-	if (again.n != one.n || (one.n && memcmp(again.b, one.b, one.n) != 0))
+	if (!fuzz_sink_same(&again, &one))
 		abort();
 
 	h1 = malloc(size + 3);

@@ -15,6 +15,7 @@
  *   - kept From values hold no CR or LF and fit their bounds.
  */
 #include "hdrscan.h"
+#include "fuzz_chunks.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,32 +25,24 @@
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
-struct sink {
-	unsigned char *b;
-	size_t n, cap;
-};
-
+/* put - hdrscan's output into a sink */
 static void
 put(void *arg, const unsigned char *p, size_t n)
 {
-	struct sink *s = arg;
-
-	if (s->n + n > s->cap) {
-		s->cap = (s->n + n) * 2 + 64;
-		s->b = realloc(s->b, s->cap);
-		if (s->b == NULL)
-			abort();
-	}
-	memcpy(s->b + s->n, p, n);
-	s->n += n;
+	fuzz_sink_put(arg, p, n);
 }
 
 static void
-run(const unsigned char *d, size_t n, size_t chunk, struct sink *out, struct hdrscan *h)
+feed(void *arg, const unsigned char *p, size_t n)
+{
+	hdrscan_feed(arg, p, n);
+}
+
+static void
+run(const unsigned char *d, size_t n, size_t chunk, struct fuzz_sink *out, struct hdrscan *h)
 {
 	hdrscan_init(h, "mx.test", put, out);
-	for (size_t i = 0; i < n; i += chunk)
-		hdrscan_feed(h, d + i, n - i < chunk ? n - i : chunk);
+	fuzz_chunks(d, n, chunk, feed, h);
 	hdrscan_finish(h);
 	hdrscan_free(h);
 }
@@ -69,7 +62,7 @@ int
 LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
 	static struct hdrscan h1, h2;
-	struct sink a = { 0 }, b = { 0 };
+	struct fuzz_sink a = { 0 }, b = { 0 };
 	size_t chunk;
 
 	if (size < 1)
@@ -79,7 +72,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 	size--;
 	run(data, size, size ? size : 1, &a, &h1);
 	run(data, size, chunk, &b, &h2);
-	if (a.n != b.n || (a.n && memcmp(a.b, b.b, a.n) != 0) || h1.removed != h2.removed ||
+	if (!fuzz_sink_same(&a, &b) || h1.removed != h2.removed ||
 	    h1.nfrom != h2.nfrom)
 		abort();
 	if (!has_ar(data, size) && (a.n != size || (size && memcmp(a.b, data, size) != 0) ||

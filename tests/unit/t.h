@@ -62,6 +62,21 @@ t_sockaddr(const char *ip, struct sockaddr_storage *ss)
 	return (const struct sockaddr *)ss;
 }
 
+/* t_first_line - the first line of s (empty when s is NULL), cut to fit
+ * size bytes with its NUL */
+static inline const char *
+t_first_line(const char *s, char *out, size_t size)
+{
+	size_t n = s != NULL ? strcspn(s, "\n") : 0;
+
+	if (n >= size)
+		n = size - 1;
+	if (n > 0)
+		memcpy(out, s, n);
+	out[n] = 0;
+	return out;
+}
+
 /* t_wire_name - a domain name in DNS wire form; its length */
 static inline int
 t_wire_name(const char *n, char *out)

@@ -133,7 +133,7 @@ test_bad_files(void)
 {
 	for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
 		const struct bad_case *bc = &bad_cases[i];
-		char text[1024], *errs = NULL, first[512] = "";
+		char text[1024], *errs = NULL, first[512];
 		struct conf *c;
 
 		if (bc->text[0] == '!')
@@ -143,13 +143,7 @@ test_bad_files(void)
 		c = load(text, &errs);
 		T_CHECKF(c == NULL, "case %s: accepted", bc->name);
 		conf_unref(c);
-		if (errs) {
-			size_t n = strcspn(errs, "\n");
-			if (n >= sizeof(first))
-				n = sizeof(first) - 1;
-			memcpy(first, errs, n);
-			first[n] = 0;
-		}
+		t_first_line(errs, first, sizeof(first));
 		T_CHECKF(strcmp(first, bc->error) == 0, "case %s: got \"%s\" want \"%s\"",
 		    bc->name, first, bc->error);
 		free(errs);

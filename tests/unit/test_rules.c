@@ -42,6 +42,19 @@ load(const char *text, char **errs)
 	return c;
 }
 
+/* load_ok - head + text loaded, checked to be accepted (its errors shown
+ * if not); NULL if refused */
+static struct conf *
+load_ok(const char *text)
+{
+	char *errs = NULL;
+	struct conf *c = load(text, &errs);
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	return c;
+}
+
 static const char *policy =
     "list trusted net { 192.0.2.0/24 2001:db8::/32 }\n"
     "list local domain { example.org }\n"
@@ -104,11 +117,8 @@ static const struct ecase ecases[] = {
 static void
 test_eval_table(void)
 {
-	char *errs = NULL;
-	struct conf *c = load(policy, &errs);
+	struct conf *c = load_ok(policy);
 
-	T_CHECKF(c != NULL, "%s", errs ? errs : "");
-	free(errs);
 	if (c == NULL)
 		return;
 	for (size_t i = 0; i < sizeof(ecases) / sizeof(ecases[0]); i++) {
@@ -117,18 +127,8 @@ test_eval_table(void)
 		struct rules_facts f;
 		struct rules_result res;
 
-		memset(&ss, 0, sizeof(ss));
-		if (strchr(e->ip, ':')) {
-			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-			s6->sin6_family = AF_INET6;
-			inet_pton(AF_INET6, e->ip, &s6->sin6_addr);
-		} else {
-			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-			s4->sin_family = AF_INET;
-			inet_pton(AF_INET, e->ip, &s4->sin_addr);
-		}
 		memset(&f, 0, sizeof(f));
-		f.client = (struct sockaddr *)&ss;
+		f.client = t_sockaddr(e->ip, &ss);
 		f.helo = e->helo;
 		f.helolen = e->helo ? strlen(e->helo) : 0;
 		if (e->slocal) {
@@ -162,7 +162,8 @@ test_eval_table(void)
 struct bcase {
 	const char *name;
 	const char *text;
-	const char *error;	/* first error line, file shown as F */
+	const char *error;	/* bcases: the first error line; pcases: a part of the
+				 * errors; wcases: every warning (file shown as F) */
 };
 
 static const struct bcase bcases[] = {
@@ -255,20 +256,78 @@ test_bad_rules(void)
 {
 	for (size_t i = 0; i < sizeof(bcases) / sizeof(bcases[0]); i++) {
 		const struct bcase *b = &bcases[i];
-		char *errs = NULL, first[600] = "";
+		char *errs = NULL, first[600];
 		struct conf *c = load(b->text, &errs);
 
 		T_CHECKF(c == NULL, "case %s: accepted", b->name);
 		conf_unref(c);
-		if (errs) {
-			size_t n = strcspn(errs, "\n");
-			if (n >= sizeof(first))
-				n = sizeof(first) - 1;
-			memcpy(first, errs, n);
-			first[n] = 0;
-		}
+		t_first_line(errs, first, sizeof(first));
 		T_CHECKF(strcmp(first, b->error) == 0, "case %s:\n   got  %s\n   want %s",
 		    b->name, first, b->error);
+		free(errs);
+	}
+}
+
+/* refused policies whose errors must say this somewhere */
+static const struct bcase pcases[] = {
+	{ "variable too early", "on connect true reject 550 5.7.1 \"$spf-explanation\"\n",
+	  "not known yet" },
+	{ "login-map used as a word list", "list owners login-map {\n"
+	  "  alice: alice@example.org @example.net\n  Bob: bob@ }\n"
+	  "on mail login in staff reject 550 5.7.1 \"x\"\n",
+	  "unknown list \"staff\"" },
+	{ "login-map entry without a login", "list m login-map { a@b.test }\n",
+	  "F:3:20: error: expected \"LOGIN:\" before the addresses it owns" },
+	{ "login-map in a sender rule", "list m login-map { a: x@y }\non mail sender in m accept\n",
+	  "m is a login-map: use \"sender owned-by m\"" },
+};
+
+static void
+test_errors_say(void)
+{
+	for (size_t i = 0; i < sizeof(pcases) / sizeof(pcases[0]); i++) {
+		const struct bcase *b = &pcases[i];
+		char *errs = NULL;
+		struct conf *c = load(b->text, &errs);
+
+		T_CHECKF(c == NULL && errs != NULL && strstr(errs, b->error) != NULL,
+		    "case %s: %s", b->name, errs ? errs : "(accepted)");
+		free(errs);
+		conf_unref(c);
+	}
+}
+
+/* accepted policies with rules that can never run: the warnings, exactly */
+static const struct bcase wcases[] = {
+	{ "a rule deciding every mail first", "on mail true reject 550 5.7.1 \"all\"\n"
+	  "on mail auth accept\non rcpt true score +1\non rcpt auth accept\n",
+	  "F:4:1: warning: this rule can never run: the rule at line 3 decides every mail first\n" },
+	{ "a rule shadowed by a part or the same condition",
+	  "on rcpt auth and tls reject 550 5.7.1 \"a\"\n"
+	  "on rcpt tls and null-sender and auth reject 550 5.7.1 \"b\"\n"
+	  "on rcpt auth and tls reject 550 5.7.1 \"c\"\n"
+	  "on rcpt auth or tls reject 550 5.7.1 \"d\"\n"
+	  "on rcpt auth score +1\n"
+	  "on rcpt auth reject 550 5.7.1 \"e\"\n"
+	  "on rcpt off auth reject 550 5.7.1 \"f\"\n",
+	  "F:4:1: warning: this rule can never run: whenever its condition holds, the rule at "
+	  "line 3 (a part of this condition) matches first and decides the rcpt\n"
+	  "F:5:1: warning: this rule can never run: whenever its condition holds, the rule at "
+	  "line 3 (the same condition) matches first and decides the rcpt\n" },
+};
+
+static void
+test_unreachable_warning(void)
+{
+	for (size_t i = 0; i < sizeof(wcases) / sizeof(wcases[0]); i++) {
+		const struct bcase *w = &wcases[i];
+		char *errs = NULL;
+		struct conf *c = load(w->text, &errs);
+
+		T_CHECKF(c != NULL, "case %s: refused", w->name);	/* a warning does not refuse */
+		T_CHECKF(errs != NULL && strcmp(errs, w->error) == 0, "case %s: %s", w->name,
+		    errs ? errs : "(none)");
+		conf_unref(c);
 		free(errs);
 	}
 }
@@ -291,26 +350,21 @@ test_errors_all_reported(void)
 static void
 test_score_headers_variables(void)
 {
-	char *errs = NULL, out[512];
-	struct conf *c = load(
+	char out[512];
+	struct conf *c = load_ok(
 	    "list bad net { 192.0.2.0/24 }\n"
 	    "on connect client-ip in bad score +5 add-header X-Listed \"$ip is listed\"\n"
 	    "on connect true score -1\n"
 	    "on mail score >= 4 reject 550 5.7.1 \"score $score too high for $sender ($$5)\"\n"
-	    "on mail score < 0 add-header X-Friendly \"yes\" score +10\n", &errs);
-	struct sockaddr_in sin;
+	    "on mail score < 0 add-header X-Friendly \"yes\" score +10\n");
+	struct sockaddr_storage ss;
 	struct rules_facts f;
 	struct rules_result r;
 
-	T_CHECKF(c != NULL, "%s", errs ? errs : "");
-	free(errs);
 	if (c == NULL)
 		return;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
 	memset(&f, 0, sizeof(f));
-	f.client = (struct sockaddr *)&sin;
+	f.client = t_sockaddr("192.0.2.7", &ss);
 	rules_eval(c->rules, RS_CONNECT, &f, &r, 0);
 	T_CHECK(r.verdict == RV_CONTINUE && r.score == 4 && r.nhdr == 1);
 	rules_expand(r.hdr_value[0], &f, out, sizeof(out));
@@ -342,13 +396,10 @@ test_score_headers_variables(void)
 static void
 test_spf_explanation_variable(void)
 {
-	char *errs = NULL, out[1024], big[700];
-	struct conf *c = load("on rcpt spf is fail reject 550 5.7.23 \"SPF: $spf-explanation\"\n",
-	    &errs);
+	char out[1024], big[700];
+	struct conf *c = load_ok("on rcpt spf is fail reject 550 5.7.23 \"SPF: $spf-explanation\"\n");
 	struct rules_facts f;
 
-	T_CHECKF(c != NULL, "%s", errs ? errs : "");
-	free(errs);
 	if (c == NULL)
 		return;
 	T_CHECK(rules_uses_spf_explanation(c->rules));
@@ -364,43 +415,6 @@ test_spf_explanation_variable(void)
 	f.spf_explanation = big;
 	T_CHECK(rules_expand("$spf-explanation", &f, out, sizeof(out)) == 300);
 	conf_unref(c);
-	errs = NULL;
-	c = load("on connect true reject 550 5.7.1 \"$spf-explanation\"\n", &errs);
-	T_CHECKF(c == NULL && errs != NULL && strstr(errs, "not known yet") != NULL, "%s",
-	    errs ? errs : "");
-	free(errs);
-	conf_unref(c);
-}
-
-static void
-test_unreachable_warning(void)
-{
-	char *errs = NULL;
-	struct conf *c = load("on mail true reject 550 5.7.1 \"all\"\non mail auth accept\n"
-	    "on rcpt true score +1\non rcpt auth accept\n", &errs);
-
-	T_CHECK(c != NULL);		/* a warning does not refuse the file */
-	T_CHECKF(errs != NULL && strcmp(errs, "F:4:1: warning: this rule can never run: the rule "
-	    "at line 3 decides every mail first\n") == 0, "%s", errs ? errs : "(none)");
-	conf_unref(c);
-	free(errs);
-	errs = NULL;
-	c = load("on rcpt auth and tls reject 550 5.7.1 \"a\"\n"
-	    "on rcpt tls and null-sender and auth reject 550 5.7.1 \"b\"\n"
-	    "on rcpt auth and tls reject 550 5.7.1 \"c\"\n"
-	    "on rcpt auth or tls reject 550 5.7.1 \"d\"\n"
-	    "on rcpt auth score +1\n"
-	    "on rcpt auth reject 550 5.7.1 \"e\"\n"
-	    "on rcpt off auth reject 550 5.7.1 \"f\"\n", &errs);
-	T_CHECK(c != NULL);
-	T_CHECKF(errs != NULL && strcmp(errs,
-	    "F:4:1: warning: this rule can never run: whenever its condition holds, the rule at "
-	    "line 3 (a part of this condition) matches first and decides the rcpt\n"
-	    "F:5:1: warning: this rule can never run: whenever its condition holds, the rule at "
-	    "line 3 (the same condition) matches first and decides the rcpt\n") == 0,
-	    "%s", errs ? errs : "(none)");
-	conf_unref(c);
-	free(errs);
 }
 
 /* test_dry_run - policy-mode monitor: a refusing rule that matches is
@@ -446,30 +460,24 @@ test_dry_run(void)
 static void
 test_first_need(void)
 {
-	char *errs = NULL;
-	struct conf *c = load("list trusted net { 192.0.2.0/24 }\n"
+	struct conf *c = load_ok("list trusted net { 192.0.2.0/24 }\n"
 	    "on rcpt client-ip in trusted accept\n"
 	    "on rcpt monitor dnsbl-score >= 1 reject 554 5.7.1 \"listed\"\n"
 	    "on rcpt true greylist\n"
-	    "on rcpt spf is fail reject 550 5.7.23 \"spf\"\n", &errs);
+	    "on rcpt spf is fail reject 550 5.7.23 \"spf\"\n");
 	struct rules_facts f;
-	struct sockaddr_in sin;
+	struct sockaddr_storage ss;
 
-	T_CHECKF(c != NULL, "%s", errs ? errs : "");
-	free(errs);
 	if (c == NULL)
 		return;
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
 	memset(&f, 0, sizeof(f));
-	f.client = (const struct sockaddr *)&sin;
+	f.client = t_sockaddr("192.0.2.7", &ss);
 	/* trusted: decided by the first rule, nothing awaited */
 	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == -1);
 	T_CHECK(!rules_stage_wants(c->rules, RS_RCPT, &f, 3));
 	/* not trusted: the monitor rule reads the DNSBL first, then the
 	 * greylist, then SPF, one after the other as each comes in */
-	inet_pton(AF_INET, "198.51.100.7", &sin.sin_addr);
+	f.client = t_sockaddr("198.51.100.7", &ss);
 	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == 1);
 	f.dnsbl_known = true;
 	T_CHECK(rules_stage_first_need(c->rules, RS_RCPT, &f) == 2);
@@ -485,17 +493,14 @@ test_first_need(void)
 static void
 test_checks_wait(void)
 {
-	char *errs = NULL;
-	struct conf *c = load("list mine domain { example.org }\n"
+	struct conf *c = load_ok("list mine domain { example.org }\n"
 	    "on connect true score +1\n"
 	    "on mail client-name in mine accept\n"
 	    "on mail not fcrdns reject 550 5.7.1 \"who are you\"\n"
-	    "on helo not helo-valid reject 501 5.5.2 \"bad helo\"\n", &errs);
+	    "on helo not helo-valid reject 501 5.5.2 \"bad helo\"\n");
 	struct rules_facts f;
 	struct rules_result r;
 
-	T_CHECKF(c != NULL, "%s", errs ? errs : "");
-	free(errs);
 	if (c == NULL)
 		return;
 	T_CHECK(!rules_stage_needs(c->rules, RS_CONNECT, 0));
@@ -523,10 +528,8 @@ test_checks_wait(void)
 	conf_unref(c);
 
 	/* login: a word fact, empty until AUTH */
-	c = load("list staff word { alice bo* }\non mail login in staff tag staff accept\n"
-	    "on mail login is \"\" reject 530 5.7.0 \"login first\"\n", &errs);
-	T_CHECKF(c != NULL, "%s", errs ? errs : "");
-	free(errs);
+	c = load_ok("list staff word { alice bo* }\non mail login in staff tag staff accept\n"
+	    "on mail login is \"\" reject 530 5.7.0 \"login first\"\n");
 	if (c == NULL)
 		return;
 	memset(&f, 0, sizeof(f));
@@ -544,20 +547,12 @@ test_checks_wait(void)
 static void
 test_login_map(void)
 {
-	char *errs = NULL;
-	struct conf *c = load("list owners login-map {\n  alice: alice@example.org @example.net\n"
+	struct conf *c = load_ok("list owners login-map {\n  alice: alice@example.org @example.net\n"
 	    "  Bob: bob@ }\n"
-	    "on mail login in staff reject 550 5.7.1 \"x\"\n", &errs);
+	    "on mail not sender owned-by owners reject 553 5.7.1 \"not owned by $sender\"\n");
 	struct rules_facts f;
 	struct rules_result r;
 
-	T_CHECK(c == NULL && errs != NULL && strstr(errs, "unknown list \"staff\"") != NULL);
-	free(errs);
-	errs = NULL;
-	c = load("list owners login-map {\n  alice: alice@example.org @example.net\n  Bob: bob@ }\n"
-	    "on mail not sender owned-by owners reject 553 5.7.1 \"not owned by $sender\"\n", &errs);
-	T_CHECKF(c != NULL, "%s", errs ? errs : "");
-	free(errs);
 	if (c == NULL)
 		return;
 	struct { const char *login, *local, *domain; bool owned; } tab[] = {
@@ -584,14 +579,6 @@ test_login_map(void)
 		T_CHECKF((r.verdict == RV_CONTINUE) == tab[i].owned, "row %zu: verdict %d", i, r.verdict);
 	}
 	conf_unref(c);
-	c = load("list m login-map { a@b.test }\n", &errs);
-	T_CHECK(c == NULL && errs != NULL &&
-	    strstr(errs, "F:3:20: error: expected \"LOGIN:\" before the addresses it owns") != NULL);
-	free(errs);
-	c = load("list m login-map { a: x@y }\non mail sender in m accept\n", &errs);
-	T_CHECK(c == NULL && errs != NULL &&
-	    strstr(errs, "m is a login-map: use \"sender owned-by m\"") != NULL);
-	free(errs);
 }
 
 int
@@ -601,6 +588,7 @@ main(void)
 	T_RUN(test_eval_table);
 	T_RUN(test_bad_rules);
 	T_RUN(test_errors_all_reported);
+	T_RUN(test_errors_say);
 	T_RUN(test_score_headers_variables);
 	T_RUN(test_spf_explanation_variable);
 	T_RUN(test_unreachable_warning);
