@@ -1097,6 +1097,7 @@ must_wait(struct eng_sess *e, enum rules_stage st)
 	/* the end of the data waits for DKIM and DMARC in any case
 	 * (Authentication-Results), started beside what the rules read */
 	bool wait = st == RS_DATA && sauth_wait(e);
+	bool gl_asked = false;
 
 	/* a check that a start completes at once (cache) lets the rules go
 	 * further: ask again, a bounded number of times */
@@ -1125,6 +1126,13 @@ must_wait(struct eng_sess *e, enum rules_stage st)
 			if (spf_pending(e, st))
 				return true;
 			break;
+		} else if (need == CHECK_GREYLIST && st == RS_RCPT && !gl_asked) {
+			/* answered in this turn (the embedded store, a pass
+			 * from greylist-cache, offline): a later rule may read
+			 * a check still in flight, SPF started at mail */
+			gl_asked = true;
+			if (rcpt_greylist_wait(e))
+				return true;
 		} else {
 			break;	/* none, the greylist (below) or DKIM/DMARC */
 		}

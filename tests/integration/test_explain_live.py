@@ -303,3 +303,53 @@ def test_explain_equals_live(sasl_postfix, moatd_factory, redis_factory, dns, wo
     for state in ("greylisted reason=new", "greylisted reason=early", r"pass reason=\w+",
                   "allowlisted reason=allowlisted"):
         assert re.search("check greylist=" + state, log), state
+
+
+# The greylist answered in the same loop turn (moatd's embedded store; with
+# Redis, a pass from greylist-cache): a later rcpt rule that reads a check
+# still in flight (SPF, started at MAIL) must wait for it, live as in
+# explain. It did not: SPF counted as a temperror, and an SPF fail passed.
+GL_RULES = [
+    'rcpt sender-domain in grey greylist',
+    'rcpt spf is fail reject 550 5.7.23 "SPF fail for $sender-domain"',
+    'rcpt dnsbl-score >= 1 reject 550 5.7.1 "listed in $dnsbl"',
+]
+GL_ROWS = [
+    row("embedded store: passed, then SPF fail", "127.0.41.1", "a@grey.test", L,
+        ("rcpt", 550, "5.7.23 SPF fail for grey.test"),
+        CLEAN + ["--spf", "fail", "--greylist", "passed"] + SAUTH, gl="passed"),
+    row("embedded store: passed, then listed", "127.0.1.2", "a@grey2.test", L,
+        ("rcpt", 550, "5.7.1 listed in bl.test"),
+        ["--dnsbl", "bl.test=127.0.0.2", "--spf", "pass", "--greylist", "passed"] + SAUTH, gl="passed"),
+    row("embedded store: passed, clean", "127.0.41.3", "a@grey2.test", L, ACCEPT,
+        CLEAN + ["--spf", "pass", "--greylist", "passed"] + SAUTH, gl="passed"),
+]
+
+
+def test_explain_equals_live_greylist_at_once(sasl_postfix, moatd_factory, dns, workdir):
+    """The retry that the embedded store passes at once, while the SPF
+    lookup started at MAIL is still out (its TXT answer is slow and never
+    cached): the rule after the greylist rule waits for SPF and refuses
+    the SPF fail, as explain says; a listing and a clean retry agree too."""
+    dns.add("grey.test", "TXT", "v=spf1 -all", ttl=0)
+    dns.set_delay("grey.test", 0.8)
+    dns.add("grey2.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    dns.add(rev("127.0.1.2") + "." + BL, "A", "127.0.0.2", ttl=1)
+    dns.add("2.0.0.127." + BL, "A", "127.0.0.2", ttl=1)      # the zone's test entry
+    m = moatd_factory("127.0.0.1:%d" % sasl_postfix.port, resolver=dns.resolver,
+                      dns_timeout="2s", spf="yes", dkim="yes", dmarc="rfc7489",
+                      greylist_delay="1s", dnsbl=[BL + " weight 3"],
+                      list=["grey domain { grey.test grey2.test }"], on=GL_RULES)
+    for r in GL_ROWS:
+        assert live(m, r, subject="first")[:2] == ("rcpt", 451), r["name"]
+    time.sleep(1.3)
+    for r in GL_ROWS:
+        got_live = live(m, r)
+        got_explain, out = explain(m.conf_path, r, workdir)
+        assert got_live == got_explain == r["want"], (r["name"], got_live, got_explain, out,
+                                                      m.log()[-3000:])
+    log = m.log()
+    assert "not awaited" not in log
+    assert re.search(r"verdict=reject .*from=<a@grey\.test>.*greylist=passed", log), log[-3000:]
+    sasl_postfix.wait_messages_with("embedded store: passed, clean")
+    assert not sasl_postfix.messages_with("embedded store: passed, then")
