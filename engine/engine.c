@@ -21,7 +21,9 @@
  *	Whether a stage waits, at every stage: the rules are run in order
  *	over the facts known now (rules_stage_first_need); the first rule
  *	that reaches a check's fact not in yet names the one check waited
- *	for, and when it answers the rules are asked again. A rule that
+ *	for, and when it answers the rules are asked again (at once when
+ *	it answers in the same turn: a cache, the embedded greylist store,
+ *	so that a later rule's check still in flight is waited for). A rule that
  *	decides before any such fact means no wait, so "client-ip in
  *	trusted accept" first means trusted clients never wait for DNS or
  *	SPF, whatever later rules read. The end of the data also waits for
