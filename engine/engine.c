@@ -21,7 +21,9 @@
  *	Whether a stage waits, at every stage: the rules are run in order
  *	over the facts known now (rules_stage_first_need); the first rule
  *	that reaches a check's fact not in yet names the one check waited
- *	for, and when it answers the rules are asked again. A rule that
+ *	for, and when it answers the rules are asked again (at once when
+ *	it answers in the same turn: a cache, the embedded greylist store,
+ *	so that a later rule's check still in flight is waited for). A rule that
  *	decides before any such fact means no wait, so "client-ip in
  *	trusted accept" first means trusted clients never wait for DNS or
  *	SPF, whatever later rules read. The end of the data also waits for
@@ -1097,6 +1099,7 @@ must_wait(struct eng_sess *e, enum rules_stage st)
 	/* the end of the data waits for DKIM and DMARC in any case
 	 * (Authentication-Results), started beside what the rules read */
 	bool wait = st == RS_DATA && sauth_wait(e);
+	bool gl_asked = false;
 
 	/* a check that a start completes at once (cache) lets the rules go
 	 * further: ask again, a bounded number of times */
@@ -1125,6 +1128,13 @@ must_wait(struct eng_sess *e, enum rules_stage st)
 			if (spf_pending(e, st))
 				return true;
 			break;
+		} else if (need == CHECK_GREYLIST && st == RS_RCPT && !gl_asked) {
+			/* answered in this turn (the embedded store, a pass
+			 * from greylist-cache, offline): a later rule may read
+			 * a check still in flight, SPF started at mail */
+			gl_asked = true;
+			if (rcpt_greylist_wait(e))
+				return true;
 		} else {
 			break;	/* none, the greylist (below) or DKIM/DMARC */
 		}

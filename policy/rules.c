@@ -101,6 +101,7 @@ struct node {
 	enum cmp_op cmp;
 	int64_t num;
 	const struct list *list;
+	const char *lname;		/* N_IN: the list's name (the set's) */
 	const struct named_list *map;	/* N_OWNED */
 	char *word;
 	size_t wlen;
@@ -658,6 +659,7 @@ rp_predicate(struct rp *p)
 		}
 		n->op = N_IN;
 		n->list = nl->l;
+		n->lname = nl->name;
 		rp_next(p);
 		return n;
 	}
@@ -1664,6 +1666,188 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 	return false;
 }
 
+/* ---------------------------------------------------------------------
+ * Why a rule matched or not (explain's trace)
+ */
+
+struct why {
+	char *buf;
+	size_t size, len;
+};
+
+static void why_put(struct why *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* why_put - append to the text; what does not fit ends in "..." */
+static void
+why_put(struct why *w, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (w->len + 1 >= w->size)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(w->buf + w->len, w->size - w->len, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= w->size - w->len) {
+		w->len = w->size - 1;
+		if (w->size > 4)
+			memcpy(w->buf + w->size - 4, "...", 4);
+		return;
+	}
+	w->len += (size_t)n;
+}
+
+/* why_bytes - a fact's bytes, escaped (they may come from the peer),
+ * at most 100; "-" when empty */
+static void
+why_bytes(struct why *w, const char *s, size_t len)
+{
+	if (s == NULL || len == 0) {
+		why_put(w, "-");
+		return;
+	}
+	for (size_t i = 0; i < len && i < 100; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c > 0x20 && c < 0x7f && c != '\\')
+			why_put(w, "%c", c);
+		else
+			why_put(w, "\\x%02x", c);
+	}
+	if (len > 100)
+		why_put(w, "...");
+}
+
+/* why_value - "fact=value" as the rules see it */
+static void
+why_value(struct why *w, const struct node *n, const struct rules_facts *f)
+{
+	const char *s;
+	size_t len;
+
+	why_put(w, "%s=", n->fact->name);
+	switch (n->fact->type) {
+	case FT_IP: {
+		char ip[INET6_ADDRSTRLEN] = "-";
+
+		if (f->client != NULL && f->client->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)f->client)->sin_addr,
+			    ip, sizeof(ip));
+		else if (f->client != NULL && f->client->sa_family == AF_INET6)
+			inet_ntop(AF_INET6,
+			    &((const struct sockaddr_in6 *)(const void *)f->client)->sin6_addr, ip,
+			    sizeof(ip));
+		why_put(w, "%s", ip);
+		return;
+	}
+	case FT_NUM:
+		why_put(w, "%lld", (long long)eval_num(n, f));
+		return;
+	case FT_ADDRESS:
+		if (n->fact->id == F_FROM) {
+			if (f->from_count == 0) {
+				why_put(w, "-");
+				return;
+			}
+			s = f->from_all[0];
+			why_bytes(w, s, strlen(s));
+			why_put(w, "@");
+			s = f->from_all[1];
+			why_bytes(w, s, strlen(s));
+			if (f->from_count > 1)
+				why_put(w, "(+%u)", f->from_count - 1);
+			return;
+		}
+		{
+			bool snd = n->fact->id == F_SENDER;
+			const char *lp = snd ? f->sender_local : f->rcpt_local;
+			const char *dp = snd ? f->sender_domain : f->rcpt_domain;
+			size_t ll = snd ? f->sender_llen : f->rcpt_llen;
+			size_t dl = snd ? f->sender_dlen : f->rcpt_dlen;
+
+			why_put(w, "<");
+			if (ll > 0 || dl > 0) {
+				why_bytes(w, lp, ll);
+				why_put(w, "@");
+				why_bytes(w, dp, dl);
+			}
+			why_put(w, ">");
+		}
+		return;
+	case FT_WORD:
+	case FT_DOMAIN:
+		s = eval_word(n, f, &len);
+		why_bytes(w, s, len);
+		return;
+	case FT_BOOL:
+		return;		/* the term's own yes/no says it */
+	}
+}
+
+static const char *const cmp_names[] = { "=", "!=", "<", "<=", ">", ">=" };
+
+/* why_terms - each term of the condition: the fact's value, the test,
+ * and whether it holds ("not known" for a check not in) */
+static void
+why_terms(struct why *w, const struct rules *r, const struct node *n, const struct rules_facts *f)
+{
+	int need = -1;
+	bool v;
+
+	if (n == NULL)
+		return;
+	switch (n->op) {
+	case N_NOT:
+		why_terms(w, r, n->a, f);
+		return;
+	case N_AND:
+	case N_OR:
+		why_terms(w, r, n->a, f);
+		why_terms(w, r, n->b, f);
+		return;
+	case N_TRUE:
+		return;
+	default:
+		break;
+	}
+	v = eval(n, f, &need);
+	if (w->len > 0)
+		why_put(w, "; ");
+	switch (n->op) {
+	case N_RL:
+		why_put(w, "ratelimit %s exceeded", n->num >= 0 && n->num < r->nrl ? r->rl[n->num].name : "?");
+		break;
+	case N_BOOL:
+		why_put(w, "%s", n->fact->name);
+		break;
+	case N_IN:
+		why_value(w, n, f);
+		why_put(w, " in %s", n->lname ? n->lname : "?");
+		break;
+	case N_IS:
+		why_value(w, n, f);
+		why_put(w, " is ");
+		why_bytes(w, n->word, n->wlen);
+		break;
+	case N_CMP:
+		why_value(w, n, f);
+		why_put(w, " %s %lld", cmp_names[n->cmp], (long long)n->num);
+		break;
+	case N_OWNED:
+		why_value(w, n, f);
+		why_put(w, " owned-by %s (login ", n->map->name);
+		why_bytes(w, f->login, f->loginlen);
+		why_put(w, ")");
+		break;
+	default:
+		break;
+	}
+	why_put(w, ": %s", need >= 0 ? "not known" : v ? "yes" : "no");
+}
+
 static const char *const verdict_names[] = { "continue", "accept", "reject", "tempfail" };
 
 /* rule_hit - a matched rule, for the metrics (label: its file:line) */
@@ -1770,7 +1954,11 @@ rules_eval_trace(const struct rules *r, enum rules_stage st, const struct rules_
 		}
 		if (trace != NULL) {
 			/* a dry rule that would refuse shows as monitor */
-			struct rules_trace t = { ru->file, ru->line, ru->mode, m, ru->src };
+			char why[1024] = "";
+			struct why w = { why, sizeof(why), 0 };
+			struct rules_trace t = { ru->file, ru->line, ru->mode, m, ru->src, why };
+
+			why_terms(&w, r, ru->cond, &lf);
 			if (rule_dry_refuses(ru, &lf))
 				t.mode = 1;
 			trace(arg, &t);

@@ -151,6 +151,7 @@ struct rules_trace {
 	int mode;
 	bool matched;
 	const char *text;
+	const char *why;	/* each term: "fact=value test: yes|no", "; " between */
 };
 typedef void (*rules_trace_fn)(void *arg, const struct rules_trace *t);
 

@@ -186,6 +186,8 @@ explain_trace(void *arg, const struct rules_trace *t)
 	printf("  rule %s:%d %s %s: %s\n", t->file ? t->file : "?", t->line,
 	    explain_mode_name(t->mode), t->matched ? "matched" : "no-match",
 	    t->text ? t->text : "");
+	if (t->why != NULL && t->why[0] != 0)
+		printf("    why: %s\n", t->why);
 	if (t->matched && t->mode == 1)
 		x->monitored++;
 	else if (t->matched && t->mode == 0) {

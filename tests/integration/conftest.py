@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,39 @@ def postfix(workroot):
         raise
     yield pf
     pf.stop()
+
+
+@pytest.fixture(scope="module")
+def sasl_postfix(request):
+    """A private Postfix with SASL from a private Dovecot (harness.Dovecot,
+    users harness.SASL_PASSWORDS), one per test module. A module may set
+    SASL_POSTFIX_MAIN = {main.cf name: value} to add or change settings
+    (for example more virtual_mailbox_domains)."""
+    if not harness.IS_ROOT:
+        pytest.skip("Postfix and Dovecot need root")
+    base = harness.make_dir(Path("/tmp") / ("moat-auth-%d" % time.time_ns()))
+    dv = pf = None
+    try:
+        dv = harness.Dovecot(base).start()
+        main = {
+            "smtpd_sasl_auth_enable": "yes",
+            "smtpd_sasl_type": "dovecot",
+            "smtpd_sasl_path": str(dv.socket),
+            "smtpd_tls_auth_only": "no",
+            "smtpd_sasl_security_options": "noanonymous",
+            "smtpd_client_auth_rate_limit": "0",
+        }
+        main.update(getattr(request.module, "SASL_POSTFIX_MAIN", {}))
+        pf = harness.Postfix(base, extra_main=main)
+        pf.start()
+        yield pf
+    finally:
+        if pf is not None:
+            pf.stop()
+        if dv is not None:
+            dv.stop()
+        if not os.environ.get("MOAT_KEEP"):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------

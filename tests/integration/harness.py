@@ -1012,6 +1012,57 @@ class Postfix:
         return self.messages_with(needle)
 
 
+# the users of the Dovecot fixture (passwd-file, PLAIN scheme)
+SASL_PASSWORDS = {"alice": "s3cret-Alice!", "bob@example.org": "hunter2-Bob"}
+
+
+class Dovecot:
+    """dovecot -F with only the auth service; socket DIR/auth (mode 0666)."""
+
+    def __init__(self, workdir):
+        self.dir = make_dir(Path(workdir) / "dovecot")
+        self.socket = self.dir / "auth"
+        self.proc = None
+
+    def start(self):
+        users = self.dir / "users"
+        users.write_text("".join("%s:{PLAIN}%s\n" % kv for kv in SASL_PASSWORDS.items()))
+        conf = self.dir / "dovecot.conf"
+        conf.write_text("""\
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols =
+ssl = no
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home=/tmp
+}}
+service auth {{
+  unix_listener {d}/auth {{
+    mode = 0666
+  }}
+}}
+""".format(d=self.dir))
+        self.proc = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for(lambda: self.socket.exists(), 10):
+            self.stop()
+            raise HarnessError("dovecot did not start")
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
 # --------------------------------------------------------------------------
 # moatd
 

@@ -2,93 +2,21 @@
 
 A private Dovecot (passwd-file, auth socket only) gives SASL to a private
 Postfix (smtpd_sasl_type = dovecot); moatd relays AUTH to that Postfix.
+The two are started once per module by conftest.py's sasl_postfix fixture
+(harness.Dovecot, users harness.SASL_PASSWORDS).
 """
 
 import base64
-import os
 import re
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 import harness
 from test_tls import client_ctx, starttls, tls_opts, certs  # noqa: F401 (fixture)
 
-PASSWORDS = {"alice": "s3cret-Alice!", "bob@example.org": "hunter2-Bob"}
-
-
-class Dovecot:
-    """dovecot -F with only the auth service; socket DIR/auth (mode 0666)."""
-
-    def __init__(self, workdir):
-        self.dir = harness.make_dir(Path(workdir) / "dovecot")
-        self.socket = self.dir / "auth"
-        self.proc = None
-
-    def start(self):
-        users = self.dir / "users"
-        users.write_text("".join("%s:{PLAIN}%s\n" % kv for kv in PASSWORDS.items()))
-        conf = self.dir / "dovecot.conf"
-        conf.write_text("""\
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = {d}/dovecot.log
-protocols =
-ssl = no
-auth_mechanisms = plain login
-disable_plaintext_auth = no
-auth_failure_delay = 0
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
-}}
-userdb {{
-  driver = static
-  args = uid=65534 gid=65534 home=/tmp
-}}
-service auth {{
-  unix_listener {d}/auth {{
-    mode = 0666
-  }}
-}}
-""".format(d=self.dir))
-        self.proc = subprocess.Popen(["dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not harness.wait_for(lambda: self.socket.exists(), 10):
-            self.stop()
-            raise harness.HarnessError("dovecot did not start")
-        return self
-
-    def stop(self):
-        if self.proc is not None:
-            harness.stop_process(self.proc)
-
-
-@pytest.fixture(scope="module")
-def sasl_postfix(tmp_path_factory):
-    if not harness.IS_ROOT:
-        pytest.skip("Postfix and Dovecot need root")
-    base = harness.make_dir(Path("/tmp") / ("moat-auth-%d" % time.time_ns()))
-    dv = Dovecot(base).start()
-    pf = harness.Postfix(base, extra_main={
-        "smtpd_sasl_auth_enable": "yes",
-        "smtpd_sasl_type": "dovecot",
-        "smtpd_sasl_path": str(dv.socket),
-        "smtpd_tls_auth_only": "no",
-        "smtpd_sasl_security_options": "noanonymous",
-        "smtpd_client_auth_rate_limit": "0",
-    })
-    try:
-        pf.start()
-        yield pf
-    finally:
-        pf.stop()
-        dv.stop()
-        if not os.environ.get("MOAT_KEEP"):
-            shutil.rmtree(base, ignore_errors=True)
+PASSWORDS = harness.SASL_PASSWORDS
 
 
 def b64(s):

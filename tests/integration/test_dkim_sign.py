@@ -19,7 +19,7 @@ import dkim
 import pytest
 
 import harness
-from test_auth import PASSWORDS, plain, sasl_postfix, sub_client  # noqa: F401 (fixture)
+from test_auth import PASSWORDS, plain, sub_client
 from test_tls import certs, tls_opts  # noqa: F401 (fixture)
 
 MAP = "alice: @rsa.test @ed.test @both.test @sub.both.test\n"

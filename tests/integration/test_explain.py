@@ -224,3 +224,36 @@ def test_explain_sample_conf_sender_ownership(workdir):
         assert r.stdout.rstrip().splitlines()[-1] == want, (extra, r.stdout)
         if rc == 1:
             assert re.search(r"rule \S*sample.conf:\d+ enforce matched: on mail", r.stdout), r.stdout
+
+
+def test_explain_why_each_rule(workdir):
+    """Issue 16, item 3: the trace shows, under each rule, the facts it read
+    and why it matched or not (each term: the fact's value, the test, yes
+    or no); a DNS check not given is not counted as a pass, and SPF, read
+    after the greylist rule, is asked at rcpt (not counted as a temporary
+    error for want of waiting)."""
+    sample = str(harness.REPO / "sample.conf")
+    r = subprocess.run([moatctl_path(), "explain", sample, "--ip", "198.51.100.7",
+                        "--helo", "mx.remote.test", "--from", "<a@remote.test>",
+                        "--rcpt", "<u@example.org>", "--no-network", "--fcrdns", "fail",
+                        "--dnsbl", "none", "--greylist", "passed"],
+                       capture_output=True, text=True, timeout=20)
+    out = r.stdout
+    assert r.returncode == 0 and out.rstrip().endswith("result: accept"), (r.stdout, r.stderr)
+    lines = out.splitlines()
+    whys = {}
+    for i, line in enumerate(lines):
+        m = re.match(r"  rule \S+:(\d+) \w+ (matched|no-match): (.*)", line)
+        if m:
+            assert lines[i + 1].startswith("    why: "), lines[i:i + 2]
+            whys[m.group(3)] = (m.group(2), lines[i + 1][9:])
+    grey = [v for k, v in whys.items() if k.startswith("on rcpt") and k.endswith(" greylist")]
+    assert grey == [("matched", "client-ip=198.51.100.7 in trusted: no; auth: no; fcrdns: no; "
+                                "dnsbl-score=0 > 0: no")], whys
+    relay = [v for k, v in whys.items() if "Relay access denied" in k]
+    assert relay == [("no-match", "rcpt-domain=example.org in local-domains: yes; "
+                                  "client-ip=198.51.100.7 in trusted: no; auth: no")], whys
+    spf = [v for k, v in whys.items() if k.startswith("on rcpt spf is fail")]
+    assert spf == [("no-match", "spf=temperror is fail: no; client-ip=198.51.100.7 in trusted: no; "
+                                "auth: no")], whys
+    assert "not awaited" not in r.stderr, r.stderr

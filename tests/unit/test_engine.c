@@ -1493,6 +1493,63 @@ test_greylist(void)
 	    sizeof(tempfail_on_error) / sizeof(tempfail_on_error[0]));
 }
 
+/* test_greylist_then_spf - the store passes the retry at once while SPF,
+ * started at mail, is still on the pool: the later rule that reads SPF
+ * waits for it (it was counted as a temperror, and an SPF fail passed) */
+static void
+test_greylist_then_spf(void)
+{
+	static const char *p =
+	    "spf yes\n"
+	    "on rcpt sender-domain is slow.test greylist\n"
+	    "on rcpt spf is fail reject 550 5.7.23 \"spf $spf for $sender-domain\"\n";
+	struct sess s;
+	struct eng_verdict v;
+	char got[700];
+	enum eng_rc rc;
+	int slow0 = atomic_load(&slow_answered);
+
+	case_begin("greylist passed at once, SPF in flight: the SPF rule waits for it");
+	if (!env_open(p))
+		goto out;
+	greylist_set_clock(engine_loop_greylist(env.el), gl_clock, NULL);
+	gl_now = 1700000000;
+	sess_open(&s, "192.0.2.7", 90);			/* the first attempt: new */
+	T_CHECK(stage_once(&s, RS_CONNECT, &v) == ENG_CONTINUE);
+	do_mail(&s, "<a@slow.test>");
+	do_rcpt(&s, "<u@example.org>");
+	rc = stage_once(&s, RS_RCPT, &v);
+	T_CHECKF(rc == ENG_REFUSE && v.code == 451, "rc %d code %d", rc, v.code);
+	sess_close(&s);
+	for (int i = 0; i < 200 && atomic_load(&slow_answered) == slow0; i++)
+		run_until(NULL, 0, 5);
+	run_until(NULL, 0, 50);
+
+	gl_now += 301;					/* the retry, SPF held */
+	gate_set(false);
+	sess_open(&s, "192.0.2.7", 91);
+	T_CHECK(stage_once(&s, RS_CONNECT, &v) == ENG_CONTINUE);
+	do_mail(&s, "<a@slow.test>");
+	do_rcpt(&s, "<u@example.org>");
+	rc = stage_once(&s, RS_RCPT, &v);
+	T_CHECKF(rc == ENG_WAIT, "rc %d verdict %d", rc, v.verdict);
+	gate_set(true);
+	if (rc == ENG_WAIT) {
+		T_CHECK(run_until(&s.resumed, 1, 2000));
+		rc = stage_once(&s, RS_RCPT, &v);
+	}
+	reply_of(&v, got, sizeof(got));
+	T_CHECKF(rc == ENG_REFUSE && strcmp(got, "550 5.7.23 spf fail for slow.test") == 0,
+	    "rc %d reply \"%s\"", rc, got);
+	sess_close(&s);
+	for (int i = 0; i < 200 && atomic_load(&slow_answered) < slow0 + 2; i++)
+		run_until(NULL, 0, 5);
+	run_until(NULL, 0, 50);
+	env_close();
+out:
+	case_end();
+}
+
 /* ---------------------------------------------------------------------
  * The message alone
  */
@@ -1555,6 +1612,7 @@ main(void)
 	test_spf_free();
 	test_spf_hung();
 	test_greylist();
+	test_greylist_then_spf();
 	test_msg_alone();
 	spf_set_resolver(NULL);
 	fprintf(stderr, "test_engine: %llu ms\n", (unsigned long long)(now_ms() - t0));

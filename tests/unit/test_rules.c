@@ -544,6 +544,83 @@ test_checks_wait(void)
 	conf_unref(c);
 }
 
+struct whys {
+	int n;
+	char why[4][400];
+	bool matched[4];
+};
+
+/* why_cb - the trace callback: each rule's why text */
+static void
+why_cb(void *arg, const struct rules_trace *t)
+{
+	struct whys *w = arg;
+
+	if (w->n < 4) {
+		snprintf(w->why[w->n], sizeof(w->why[0]), "%s", t->why ? t->why : "(null)");
+		w->matched[w->n] = t->matched;
+	}
+	w->n++;
+}
+
+/* test_trace_why - explain's trace gives each term: the fact's value,
+ * the test and whether it held; peer bytes escaped; a check not in */
+static void
+test_trace_why(void)
+{
+	char *errs = NULL;
+	struct conf *c = load("list trusted net { 192.0.2.0/24 }\n"
+	    "list owners login-map { alice: alice@example.org }\n"
+	    "on rcpt not client-ip in trusted and (spf is fail or dnsbl-score >= 3) "
+	    "reject 550 5.7.1 \"x\"\n"
+	    "on rcpt auth and not sender owned-by owners reject 553 5.7.1 \"y\"\n"
+	    "on rcpt helo is \"a b\" tempfail 450 4.7.1 \"z\"\n", &errs);
+	struct rules_facts f;
+	struct rules_result r;
+	struct sockaddr_in sin;
+	struct whys w;
+
+	T_CHECKF(c != NULL, "%s", errs ? errs : "");
+	free(errs);
+	if (c == NULL)
+		return;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	inet_pton(AF_INET, "198.51.100.7", &sin.sin_addr);
+	memset(&f, 0, sizeof(f));
+	f.client = (const struct sockaddr *)&sin;
+	f.fcrdns_known = f.dnsbl_known = f.spf_known = f.sauth_known = f.rl_known = true;
+	f.spf = "softfail";
+	f.dnsbl_score = 4;
+	f.auth = true;
+	f.login = "alice";
+	f.loginlen = 5;
+	f.have_sender = true;
+	f.sender_local = "bob";
+	f.sender_llen = 3;
+	f.sender_domain = "example.org";
+	f.sender_dlen = 11;
+	f.helo = "a\r\nb";
+	f.helolen = 4;
+	memset(&w, 0, sizeof(w));
+	rules_eval_trace(c->rules, RS_RCPT, &f, &r, 0, why_cb, &w);
+	T_CHECKF(w.n == 1 && w.matched[0] && r.code == 550, "%d rules, code %d", w.n, r.code);
+	T_CHECKF(strcmp(w.why[0], "client-ip=198.51.100.7 in trusted: no; spf=softfail is fail: no; "
+	    "dnsbl-score=4 >= 3: yes") == 0, "%s", w.why[0]);
+	f.dnsbl_score = 0;
+	memset(&w, 0, sizeof(w));
+	rules_eval_trace(c->rules, RS_RCPT, &f, &r, 0, why_cb, &w);
+	T_CHECKF(w.n == 2 && !w.matched[0] && w.matched[1] && r.code == 553, "%d rules", w.n);
+	T_CHECKF(strcmp(w.why[1], "auth: yes; sender=<bob@example.org> owned-by owners "
+	    "(login alice): no") == 0, "%s", w.why[1]);
+	f.auth = false;
+	memset(&w, 0, sizeof(w));
+	rules_eval_trace(c->rules, RS_RCPT, &f, &r, 0, why_cb, &w);
+	T_CHECKF(w.n == 3 && strcmp(w.why[2], "helo=a\\x0d\\x0ab is a\\x20b: no") == 0, "%s",
+	    w.why[2]);
+	conf_unref(c);
+}
+
 static void
 test_login_map(void)
 {
@@ -596,5 +673,6 @@ main(void)
 	T_RUN(test_checks_wait);
 	T_RUN(test_first_need);
 	T_RUN(test_login_map);
+	T_RUN(test_trace_why);
 	return T_DONE("rules");
 }
