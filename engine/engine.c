@@ -926,6 +926,11 @@ rlgl_start(struct eng_sess *e, int n, const char *const *kp, const unsigned *emi
 	addr_text(&t->rcpt, rcpt, sizeof(rcpt));
 	if (rcpt[0] == 0 || (t->gl_state != CHECK_NONE && strcmp(t->gl_rcpt, rcpt) == 0))
 		return false;
+	if (gl_key_pending(e))
+		return false;	/* the key waits for SPF or FCrDNS */
+	gl_triplet(e, rcpt, &tr, sender, org);
+	if (!greylist_asks_redis(e->el->gl, &tr))
+		return false;	/* the pass memory answers the greylist */
 	eng_facts(e, RS_RCPT, &f, &sum);
 	f.rl_known = true;
 	for (unsigned m = 0; m < 1u << n; m++) {
@@ -938,11 +943,8 @@ rlgl_start(struct eng_sess *e, int n, const char *const *kp, const unsigned *emi
 		any |= when[m] == '1';
 	}
 	when[1u << n] = 0;
-	if (!any || gl_key_pending(e))
-		return false;
-	gl_triplet(e, rcpt, &tr, sender, org);
-	if (!greylist_asks_redis(e->el->gl, &tr))
-		return false;	/* the pass memory answers the greylist */
+	if (!any)
+		return false;	/* the policy stops before the greylist whatever they say */
 	l = (struct greylist_limits){ .n = n, .keys = kp, .emit_ms = emit, .tau_ms = tau,
 	    .cost = cost, .when = when };
 	snprintf(t->gl_rcpt, sizeof(t->gl_rcpt), "%s", rcpt);
