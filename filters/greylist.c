@@ -453,49 +453,6 @@ gl_decide_local(struct greylist *g, struct gl_req *q)
 	return true;
 }
 
-/* gl_limits_parse - the combined script's answer: nl integers 0/1, then
- * the greylist's four ({-1, 0, 0, 0}: not decided) */
-static void
-gl_limits_parse(struct gl_req *q, const redisReply *reply)
-{
-	redisReply gr;
-
-	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == (size_t)q->nl + 4 &&
-	    reply->element != NULL) {
-		for (int i = 0; i < q->nl; i++) {
-			const redisReply *e = reply->element[i];
-
-			if (e == NULL || e->type != REDIS_REPLY_INTEGER || (e->integer != 0 &&
-			    e->integer != 1))
-				goto bad;
-			if (e->integer == 1)
-				q->exceeded |= 1u << i;
-		}
-		if (reply->element[q->nl] != NULL &&
-		    reply->element[q->nl]->type == REDIS_REPLY_INTEGER &&
-		    reply->element[q->nl]->integer == -1) {
-			q->skipped = true;
-			return;
-		}
-		gr = *reply;
-		gr.elements = 4;
-		gr.element = reply->element + q->nl;
-		greylist_reply_parse(&gr, &q->d, q->why, sizeof(q->why));
-		return;
-	}
-	q->lerr = true;
-	if (reply->type != REDIS_REPLY_ERROR) {
-bad:
-		q->lerr = true;
-		q->exceeded = 0;
-		q->d.status = GL_ERROR;
-		q->d.reason = GL_R_ERROR;
-		snprintf(q->why, sizeof(q->why), "malformed reply to the limits and greylist script");
-		return;
-	}
-	greylist_reply_parse(reply, &q->d, q->why, sizeof(q->why));
-}
-
 /* gl_on_reply - the script's answer (or Redis's failure) */
 static void
 gl_on_reply(void *ctx, const redisReply *reply, const char *err)
@@ -508,7 +465,8 @@ gl_on_reply(void *ctx, const redisReply *reply, const char *err)
 		snprintf(q->why, sizeof(q->why), "redis %s", err ? err : "failed");
 		q->lerr = true;
 	} else if (q->limits) {
-		gl_limits_parse(q, reply);
+		q->lerr = greylist_limits_reply_parse(reply, q->nl, &q->exceeded, &q->skipped,
+		    &q->d, q->why, sizeof(q->why)) != 0;
 		if (!q->skipped && q->g->cache != NULL && !q->g->dying)
 			gl_remember(q->g, q);
 	} else if (greylist_reply_parse(reply, &q->d, q->why, sizeof(q->why)) == 0 &&

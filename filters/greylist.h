@@ -37,6 +37,9 @@
  *	const char *greylist_peek_script(void);
  *	int greylist_reply_parse(const redisReply *r, struct gl_decision *d,
  *	                         char *why, size_t whysize);
+ *	int greylist_limits_reply_parse(const redisReply *r, int nl, uint32_t *exceeded,
+ *	                         bool *skipped, struct gl_decision *d, char *why,
+ *	                         size_t whysize);
  *
  * SETTINGS (policy file; greylist_conf_set() handles these names)
  *	redis ADDR | redis sentinel ADDR ... master NAME
@@ -184,6 +187,12 @@
  *	counters. greylist_reply_parse() turns the script's reply into a
  *	decision: an array of four integers in range, nothing else (0, or
  *	-1 with why); it is fuzzed (tests/fuzz/fuzz_glstore.c).
+ *	greylist_limits_reply_parse() reads the combined script's reply: nl
+ *	integers 0 or 1 (*exceeded gets them as bits), then the greylist's
+ *	four, or -1 first when the triplet was not decided (*skipped). 0
+ *	when the limits' answers are there (d may still be GL_ERROR, the
+ *	greylist's part malformed); -1 when the reply as a whole is not the
+ *	script's (d GL_ERROR, why says so, *exceeded 0). Fuzzed too.
  */
 #ifndef MOAT_GREYLIST_H
 #define MOAT_GREYLIST_H
@@ -292,5 +301,7 @@ void greylist_counters(struct greylist_counters *out);
 const char *greylist_script(void);
 const char *greylist_peek_script(void);
 int greylist_reply_parse(const redisReply *r, struct gl_decision *d, char *why, size_t whysize);
+int greylist_limits_reply_parse(const redisReply *r, int nl, uint32_t *exceeded, bool *skipped,
+	struct gl_decision *d, char *why, size_t whysize);
 
 #endif
