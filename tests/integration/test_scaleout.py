@@ -562,3 +562,24 @@ def test_rl_and_greylist_one_redis_call_per_rcpt(fake, moatd_factory, redis_fact
     assert not rd.client().exists("mx:rl:hot|hot@example.org")
     got = rcpts(m, "b@other.test", ["hot@example.org"])
     assert got[0].code == 451 and "greylisted" in got[0].text, got
+
+
+@pytest.mark.timeout(90)
+def test_rl_and_greylist_one_call_when_the_limit_only_scores(fake, moatd_factory, redis_factory):
+    """When an exceeded limit only adds to the score, the policy reaches the
+    greylist whatever the limit says: the same single call records the
+    triplet of a recipient over its limit too."""
+    rd = redis_factory()
+    m = moatd_factory(
+        fake.address, redis=rd.address, greylist_delay="2s", greylist_cache="0",
+        ratelimit="hot key rcpt rate 1/10m burst 1 per recipient",
+        on=["rcpt ratelimit hot score +5", "rcpt true greylist"])
+    base = evals(rd)
+    got = rcpts(m, "a@sender.test", ["hot@example.org"])
+    got += rcpts(m, "b@other.test", ["hot@example.org"])
+    assert [r.code for r in got] == [451, 451] and all("greylisted" in r.text for r in got), got
+    assert evals(rd) - base == 2, rd.client().info("commandstats")
+    keys = sorted(k.decode() for k in rd.client().keys("moat:t:*"))
+    assert keys == ["moat:t:{127.0.0.0/24}|a@sender.test|hot@example.org",
+                    "moat:t:{127.0.0.0/24}|b@other.test|hot@example.org"], keys
+    assert "ratelimit exceeded name=hot" in m.log()
