@@ -79,6 +79,7 @@ struct eng_q {
 	unsigned char kind;		/* EQ_* */
 	unsigned char index;		/* fcrdns step, or zone */
 	unsigned short gen;		/* the question it answers */
+	unsigned short gen2;		/* limits with the greylist: the greylist's */
 	uint32_t sent_ms;		/* a zone's query: when it went (latency) */
 };
 
@@ -742,6 +743,25 @@ gl_done(void *ctx, uint64_t tag, const struct greylist_verdict *v)
 	eng_answered(e);
 }
 
+/* gl_triplet - the triplet of (client, sender, rcpt); sender and org
+ * are the caller's buffers (SMTP_PATH_MAX + 1 and 256 bytes) */
+static void
+gl_triplet(struct eng_sess *e, const char *rcpt, struct greylist_triplet *tr, char *sender,
+	char *org)
+{
+	addr_text(&e->txn->from, sender, SMTP_PATH_MAX + 1);
+	memset(tr, 0, sizeof(*tr));
+	tr->client = &e->peer.sa;
+	tr->sender = sender;
+	tr->rcpt = rcpt;
+	/* a big sender's pool counts as one client: by its SPF-validated
+	 * domain, or by the organisational domain of its confirmed name */
+	tr->spf_domain = spf_domain_passed(e);
+	if (e->client_name != NULL && engine_g.psl != NULL &&
+	    dmarc_psl_orgdomain(engine_g.psl, e->client_name, org, 256) > 0)
+		tr->org_domain = org;
+}
+
 /* gl_start - ask for the decision on (client, sender, rcpt) */
 static void
 gl_start(struct eng_sess *e, const char *rcpt)
@@ -755,17 +775,7 @@ gl_start(struct eng_sess *e, const char *rcpt)
 	snprintf(t->gl_rcpt, sizeof(t->gl_rcpt), "%s", rcpt);
 	t->gl_state = CHECK_PENDING;
 	t->gl_gen++;
-	addr_text(&t->from, sender, sizeof(sender));
-	memset(&tr, 0, sizeof(tr));
-	tr.client = &e->peer.sa;
-	tr.sender = sender;
-	tr.rcpt = rcpt;
-	/* a big sender's pool counts as one client: by its SPF-validated
-	 * domain, or by the organisational domain of its confirmed name */
-	tr.spf_domain = spf_domain_passed(e);
-	if (e->client_name != NULL && engine_g.psl != NULL &&
-	    dmarc_psl_orgdomain(engine_g.psl, e->client_name, org, sizeof(org)) > 0)
-		tr.org_domain = org;
+	gl_triplet(e, rcpt, &tr, sender, org);
 	memset(&v, 0, sizeof(v));
 	if (e->el->gl != NULL && e->have_peer && greylist_decide_now(e->el->gl, &tr, &v) == 1) {
 		gl_result(e, &v);	/* answered in this loop turn */
@@ -808,6 +818,9 @@ gl_key_pending(struct eng_sess *e)
  * Rate limits
  */
 
+static void eng_facts(const struct eng_sess *e, enum rules_stage st, struct rules_facts *f,
+	struct dnsbl_summary *sum);
+
 /* rl_result - the decision's limits are counted (ex: bit i of limit i,
  * of those in asked); on an error, ratelimit-on-error says */
 static void
@@ -836,6 +849,23 @@ rl_result(struct eng_sess *e, uint32_t asked, uint32_t ex, const char *err)
 			    (unsigned long long)(set->d[i].dur_ms / 1000), set->d[i].burst);
 }
 
+/* rl_answer - Redis's answer for the call in flight (ex: bit j of the
+ * call's limit j), when it is still the one waited for */
+static void
+rl_answer(struct eng_sess *e, unsigned short gen, uint32_t ex, const char *err)
+{
+	uint32_t asked = 0, mapped = 0;
+
+	if (e->rl_state != CHECK_PENDING || gen != e->rl_gen)
+		return;
+	for (int j = 0; j < e->rl_n; j++) {
+		asked |= 1u << e->rl_idx[j];
+		if (ex & (1u << j))
+			mapped |= 1u << e->rl_idx[j];
+	}
+	rl_result(e, asked, mapped, err);
+}
+
 /* rl_done - Redis counted them, on the session's loop */
 static void
 rl_done(void *ctx, uint32_t ex, const char *err)
@@ -848,18 +878,91 @@ rl_done(void *ctx, uint32_t ex, const char *err)
 		return;
 	}
 	q_unlink(q);
-	if (e->rl_state == CHECK_PENDING && q->gen == e->rl_gen) {
-		uint32_t asked = 0, mapped = 0;
-
-		for (int j = 0; j < e->rl_n; j++) {
-			asked |= 1u << e->rl_idx[j];
-			if (ex & (1u << j))
-				mapped |= 1u << e->rl_idx[j];
-		}
-		rl_result(e, asked, mapped, err);
-	}
+	rl_answer(e, q->gen, ex, err);
 	free(q);
 	eng_answered(e);
+}
+
+/* rlgl_done - the limits and the greylist, answered together (v NULL:
+ * the triplet was not decided, the policy stops before the greylist) */
+static void
+rlgl_done(void *ctx, uint64_t tag, uint32_t ex, const char *err, const struct greylist_verdict *v)
+{
+	struct eng_q *q = ctx;
+	struct eng_sess *e = q->e;
+
+	if (e != NULL) {
+		rl_answer(e, q->gen, ex, err);
+		if (v == NULL && e->txn != NULL && e->txn->gl_state == CHECK_PENDING &&
+		    q->gen2 == e->txn->gl_gen)
+			e->txn->gl_state = CHECK_NONE;
+	}
+	q->gen = q->gen2;
+	gl_done(q, tag, v);	/* the greylist's part, and the rest */
+}
+
+/* rlgl_start - at RCPT, the limits (already keyed) and the greylist
+ * triplet in one Redis call when the rules reach the greylist right
+ * after the limits for some of their answers: the triplet is decided
+ * (and recorded) for exactly those answers, a table the rules give
+ * here for every combination of exceeded limits. False (nothing sent)
+ * when it does not apply: the caller asks the limits alone. */
+static bool
+rlgl_start(struct eng_sess *e, int n, const char *const *kp, const unsigned *emit,
+	const unsigned *tau, const unsigned *cost)
+{
+	struct eng_txn *t = e->txn;
+	struct greylist_limits l;
+	struct greylist_triplet tr;
+	struct rules_facts f;
+	struct dnsbl_summary sum;
+	char rcpt[SMTP_PATH_MAX + 1], sender[SMTP_PATH_MAX + 1], org[256];
+	char when[(1 << GREYLIST_LIMITS_MAX) + 1];
+	uint32_t base = e->rl_exceeded;
+	bool any = false;
+	struct eng_q *q;
+
+	if (t == NULL || e->el->gl == NULL || !e->have_peer || n > GREYLIST_LIMITS_MAX ||
+	    !rules_stage_needs(e->conf->rules, RS_RCPT, CHECK_GREYLIST))
+		return false;
+	addr_text(&t->rcpt, rcpt, sizeof(rcpt));
+	if (rcpt[0] == 0 || (t->gl_state != CHECK_NONE && strcmp(t->gl_rcpt, rcpt) == 0))
+		return false;
+	if (gl_key_pending(e))
+		return false;	/* the key waits for SPF or FCrDNS */
+	gl_triplet(e, rcpt, &tr, sender, org);
+	if (!greylist_asks_redis(e->el->gl, &tr))
+		return false;	/* the pass memory answers the greylist */
+	eng_facts(e, RS_RCPT, &f, &sum);
+	f.rl_known = true;
+	for (unsigned m = 0; m < 1u << n; m++) {
+		f.rl_exceeded = base;
+		for (int j = 0; j < n; j++)
+			if (m & (1u << j))
+				f.rl_exceeded |= 1u << e->rl_idx[j];
+		when[m] = rules_stage_first_need(e->conf->rules, RS_RCPT, &f) == CHECK_GREYLIST ?
+		    '1' : '0';
+		any |= when[m] == '1';
+	}
+	when[1u << n] = 0;
+	if (!any)
+		return false;	/* the policy stops before the greylist whatever they say */
+	l = (struct greylist_limits){ .n = n, .keys = kp, .emit_ms = emit, .tau_ms = tau,
+	    .cost = cost, .when = when };
+	snprintf(t->gl_rcpt, sizeof(t->gl_rcpt), "%s", rcpt);
+	t->gl_state = CHECK_PENDING;
+	t->gl_gen++;
+	e->rl_state = CHECK_PENDING;
+	q = q_new(e, EQ_RATELIMIT, 0, e->rl_gen);
+	q->gen2 = t->gl_gen;
+	if (greylist_check_limits(e->el->gl, &tr, &l, rlgl_done, q, e->id) != 0) {
+		q_unlink(q);
+		free(q);
+		t->gl_state = CHECK_NONE;
+		e->rl_state = CHECK_DONE;
+		return false;
+	}
+	return true;
 }
 
 /* rl_start - count every limit the stage's rules read, in one call (a
@@ -939,6 +1042,8 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 		rl_result(e, asked, ex, err);
 		return;
 	}
+	if (st == RS_RCPT && rlgl_start(e, n, kp, emit, tau, cost))
+		return;		/* with the greylist, in one call */
 	e->rl_state = CHECK_PENDING;
 	q = q_new(e, EQ_RATELIMIT, 0, e->rl_gen);
 	if (ratelimit_check(e->el->rl, n, kp, emit, tau, cost, 0, rl_done, q) != 0) {

@@ -167,7 +167,7 @@ engine_loop_new(struct event_base *base, const struct conf *c)
 	}
 	if (c->ratelimits != NULL && c->ratelimits->n > 0 && rds_conf_enabled(&c->greylist.redis) &&
 	    !engine_g.opts.greylist_offline)
-		el->rl = ratelimit_new(base, &c->greylist.redis);
+		el->rl = ratelimit_new(base, &c->greylist.redis, c->greylist.prefix);
 	return el;
 }
 

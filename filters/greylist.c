@@ -27,6 +27,7 @@
 #include "glcache.h"
 #include "greylist.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "xalloc.h"
 
 #define GL_DAY	86400u
@@ -52,39 +53,71 @@
 	"  u = tonumber(c[2]) or 0\n" \
 	"end\n"
 
+/* the rest of the deciding script */
+#define GL_LUA_DECIDE \
+	"if u > now then\n" \
+	"  redis.call('HSET', KEYS[1], 'u', now + alife, 'x', now + alife)\n" \
+	"  redis.call('EXPIRE', KEYS[1], alife)\n" \
+	"  return {1, 5, 0, n}\n" \
+	"end\n" \
+	"local t = redis.call('HMGET', KEYS[2], 'f', 'p', 'x')\n" \
+	"local f = tonumber(t[1])\n" \
+	"if f == nil or (tonumber(t[3]) or 0) <= now then\n" \
+	"  redis.call('HSET', KEYS[2], 'f', now, 'p', 0, 'x', now + window)\n" \
+	"  redis.call('EXPIRE', KEYS[2], window)\n" \
+	"  return {2, 0, delay, n}\n" \
+	"end\n" \
+	"if t[2] == '1' then\n" \
+	"  redis.call('HSET', KEYS[2], 'x', now + life)\n" \
+	"  redis.call('EXPIRE', KEYS[2], life)\n" \
+	"  return {0, 3, 0, n}\n" \
+	"end\n" \
+	"if now < f + delay then\n" \
+	"  return {2, 1, f + delay - now, n}\n" \
+	"end\n" \
+	"n = n + 1\n" \
+	"redis.call('HSET', KEYS[2], 'p', 1, 'x', now + life)\n" \
+	"redis.call('EXPIRE', KEYS[2], life)\n" \
+	"if after > 0 and n >= after then\n" \
+	"  redis.call('HSET', KEYS[1], 'n', n, 'u', now + alife, 'x', now + alife)\n" \
+	"  redis.call('EXPIRE', KEYS[1], alife)\n" \
+	"  return {0, 4, 0, n}\n" \
+	"end\n" \
+	"redis.call('HSET', KEYS[1], 'n', n, 'u', 0, 'x', now + life)\n" \
+	"redis.call('EXPIRE', KEYS[1], life)\n" \
+	"return {0, 2, 0, n}\n"
+
 static const char greylist_lua[] =
 	GL_LUA_HEAD
-	"if u > now then\n"
-	"  redis.call('HSET', KEYS[1], 'u', now + alife, 'x', now + alife)\n"
-	"  redis.call('EXPIRE', KEYS[1], alife)\n"
-	"  return {1, 5, 0, n}\n"
+	GL_LUA_DECIDE;
+
+/*
+ * The rate limits of a decision and its triplet in one call
+ * (greylist_check_limits): KEYS[1..nl] the limits' TATs, KEYS[nl+1] and
+ * KEYS[nl+2] the client and triplet records; ARGV[1] nl, ARGV[2..3nl+1]
+ * the limits (RL_LUA_LIMITS), ARGV[3nl+2] the table "when" (its
+ * character m+1 is '1' when the triplet is to be decided if the
+ * exceeded limits are the bit mask m), ARGV[3nl+3..3nl+8] the greylist's
+ * six. The limits are counted first; the triplet is then decided (and
+ * recorded) only as the table says, by the very deciding script above,
+ * its KEYS and ARGV given as a function's parameters. Returns the nl
+ * limit answers (0/1) and the greylist's four integers, {-1, 0, 0, 0}
+ * when it was not decided.
+ */
+static const char greylist_limits_lua[] =
+	"local nl, o = tonumber(ARGV[1]), 1\n"
+	RL_LUA_LIMITS
+	"local g = {-1, 0, 0, 0}\n"
+	"if string.sub(ARGV[3*nl+2], m+1, m+1) == '1' then\n"
+	"  local ga = {}\n"
+	"  for i = 1, 6 do ga[i] = ARGV[3*nl+2+i] end\n"
+	"  g = (function(KEYS, ARGV)\n"
+	GL_LUA_HEAD
+	GL_LUA_DECIDE
+	"  end)({KEYS[nl+1], KEYS[nl+2]}, ga)\n"
 	"end\n"
-	"local t = redis.call('HMGET', KEYS[2], 'f', 'p', 'x')\n"
-	"local f = tonumber(t[1])\n"
-	"if f == nil or (tonumber(t[3]) or 0) <= now then\n"
-	"  redis.call('HSET', KEYS[2], 'f', now, 'p', 0, 'x', now + window)\n"
-	"  redis.call('EXPIRE', KEYS[2], window)\n"
-	"  return {2, 0, delay, n}\n"
-	"end\n"
-	"if t[2] == '1' then\n"
-	"  redis.call('HSET', KEYS[2], 'x', now + life)\n"
-	"  redis.call('EXPIRE', KEYS[2], life)\n"
-	"  return {0, 3, 0, n}\n"
-	"end\n"
-	"if now < f + delay then\n"
-	"  return {2, 1, f + delay - now, n}\n"
-	"end\n"
-	"n = n + 1\n"
-	"redis.call('HSET', KEYS[2], 'p', 1, 'x', now + life)\n"
-	"redis.call('EXPIRE', KEYS[2], life)\n"
-	"if after > 0 and n >= after then\n"
-	"  redis.call('HSET', KEYS[1], 'n', n, 'u', now + alife, 'x', now + alife)\n"
-	"  redis.call('EXPIRE', KEYS[1], alife)\n"
-	"  return {0, 4, 0, n}\n"
-	"end\n"
-	"redis.call('HSET', KEYS[1], 'n', n, 'u', 0, 'x', now + life)\n"
-	"redis.call('EXPIRE', KEYS[1], life)\n"
-	"return {0, 2, 0, n}\n";
+	"for i = 1, 4 do out[nl+i] = g[i] end\n"
+	"return out\n";
 
 /*
  * The same decision, read-only (explain --live): the same KEYS and ARGV,
@@ -111,6 +144,12 @@ struct gl_req {
 	uint64_t tag;
 	bool via_redis;
 	bool cached;			/* answered by g->cache */
+	bool limits;			/* greylist_check_limits() */
+	bool skipped;			/* ... and the triplet was not decided */
+	bool lerr;			/* ... and the call failed as a whole */
+	int nl;				/* ... its limits */
+	uint32_t exceeded;		/* ... those exceeded */
+	greylist_limits_cb lcb;
 	int64_t now;			/* when it was asked */
 	struct gl_decision d;
 	char why[GREYLIST_WHY_MAX];
@@ -329,7 +368,16 @@ gl_on_done(evutil_socket_t fd, short what, void *arg)
 	g->in_drain++;
 	while ((q = TAILQ_FIRST(&batch)) != NULL) {
 		TAILQ_REMOVE(&batch, q, link);
-		if (!g->dying) {
+		if (!g->dying && q->limits) {
+			gl_outage_note(g, q);
+			if (!q->skipped) {
+				atomic_fetch_add(&gl_n_checks, 1);
+				gl_count(q->d.status);
+			}
+			gl_verdict(q, &v);
+			q->lcb(q->ctx, q->tag, q->exceeded, q->lerr ? q->why : NULL,
+			    q->skipped ? NULL : &v);
+		} else if (!g->dying) {
 			gl_count(q->d.status);
 			if (q->via_redis)
 				gl_outage_note(g, q);
@@ -415,6 +463,12 @@ gl_on_reply(void *ctx, const redisReply *reply, const char *err)
 		q->d.status = GL_ERROR;
 		q->d.reason = GL_R_ERROR;
 		snprintf(q->why, sizeof(q->why), "redis %s", err ? err : "failed");
+		q->lerr = true;
+	} else if (q->limits) {
+		q->lerr = greylist_limits_reply_parse(reply, q->nl, &q->exceeded, &q->skipped,
+		    &q->d, q->why, sizeof(q->why)) != 0;
+		if (!q->skipped && q->g->cache != NULL && !q->g->dying)
+			gl_remember(q->g, q);
 	} else if (greylist_reply_parse(reply, &q->d, q->why, sizeof(q->why)) == 0 &&
 	    q->g->cache != NULL && !q->g->dying)
 		gl_remember(q->g, q);
@@ -426,7 +480,7 @@ static struct greylist *
 gl_new(struct event_base *base, const struct greylist_conf *c, struct glstore *store, bool peek)
 {
 	struct greylist *g;
-	const char *scripts[1] = { peek ? greylist_peek_lua : greylist_lua };
+	const char *scripts[2] = { peek ? greylist_peek_lua : greylist_lua, greylist_limits_lua };
 
 	if (!rds_conf_enabled(&c->redis) && store == NULL)
 		return NULL;
@@ -440,7 +494,7 @@ gl_new(struct event_base *base, const struct greylist_conf *c, struct glstore *s
 	if (g->done_ev == NULL)
 		panic("greylist: cannot create an event");
 	if (rds_conf_enabled(&c->redis)) {
-		g->rds = rds_new(base, &c->redis, scripts, 1);
+		g->rds = rds_new(base, &c->redis, scripts, peek ? 1 : 2);
 		if (c->cache > 0 && !peek)
 			g->cache = glcache_new(GREYLIST_CACHE_SLOTS);
 	} else
@@ -470,64 +524,175 @@ greylist_set_clock(struct greylist *g, int64_t (*now)(void *), void *arg)
 	g->now_arg = arg;
 }
 
-/* greylist_check - decide one triplet (see greylist.h) */
-int
-greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb cb, void *ctx,
-	uint64_t tag)
+/* gl_req_new - a pending request for the triplet, or NULL when refused
+ * (counted); with its keys, or its verdict already given (decided true:
+ * a key error, or a decision made here) */
+static struct gl_req *
+gl_req_new(struct greylist *g, const struct greylist_triplet *t, void *ctx, uint64_t tag,
+	bool *decided)
 {
 	struct gl_req *q;
-	int64_t now = gl_now(g);
 
+	*decided = false;
 	if (g->dying || g->npending >= GREYLIST_PENDING_MAX) {
 		atomic_fetch_add(&gl_n_refused, 1);
-		return -1;
+		return NULL;
 	}
-	atomic_fetch_add(&gl_n_checks, 1);
 	q = xcalloc(1, sizeof(*q));
 	q->g = g;
-	q->cb = cb;
 	q->ctx = ctx;
 	q->tag = tag;
-	q->now = now;
+	q->now = gl_now(g);
 	TAILQ_INSERT_TAIL(&g->pending, q, link);
 	g->npending++;
 	if (greylist_key(&g->conf, t, q->ckey, sizeof(q->ckey), q->key, sizeof(q->key)) != 0) {
 		q->d.status = GL_ERROR;
 		q->d.reason = GL_R_ERROR;
 		snprintf(q->why, sizeof(q->why), "no key for this client address");
-		gl_done(g, q);
-		return 0;
+		*decided = true;
 	}
-	if (gl_decide_local(g, q)) {
-		gl_done(g, q);
-		return 0;
-	}
-	{
-		char k1[GREYLIST_PREFIX_MAX + sizeof(q->ckey)], k2[GREYLIST_PREFIX_MAX + GLSTORE_KEY_MAX];
-		char num[6][24];
-		const char *args[8];
-		size_t lens[8];
-		int64_t vals[6] = { now, g->conf.delay, g->conf.window, g->conf.lifetime,
-		    g->conf.allow_after, g->conf.allow_lifetime };
+	return q;
+}
 
-		args[0] = k1;
-		lens[0] = (size_t)snprintf(k1, sizeof(k1), "%s%s", g->conf.prefix, q->ckey);
-		args[1] = k2;
-		lens[1] = (size_t)snprintf(k2, sizeof(k2), "%s%s", g->conf.prefix, q->key);
-		for (int i = 0; i < 6; i++) {
-			args[2 + i] = num[i];
-			lens[2 + i] = (size_t)snprintf(num[i], sizeof(num[i]), "%" PRId64, vals[i]);
-		}
-		q->via_redis = true;
-		if (rds_eval(g->rds, 0, 0, gl_on_reply, q, 2, 8, args, lens) != 0) {
-			TAILQ_REMOVE(&g->pending, q, link);
-			g->npending--;
-			free(q);
-			atomic_fetch_add(&gl_n_refused, 1);
-			return -1;
-		}
+/* gl_args - the greylist's two keys and six numbers of a script call;
+ * the buffers are the caller's */
+static void
+gl_args(const struct greylist *g, const struct gl_req *q, const char **args, size_t *lens,
+	char *k1, size_t k1size, char *k2, size_t k2size, char num[6][24])
+{
+	int64_t vals[6] = { q->now, g->conf.delay, g->conf.window, g->conf.lifetime,
+	    g->conf.allow_after, g->conf.allow_lifetime };
+
+	args[0] = k1;
+	lens[0] = (size_t)snprintf(k1, k1size, "%s%s", g->conf.prefix, q->ckey);
+	args[1] = k2;
+	lens[1] = (size_t)snprintf(k2, k2size, "%s%s", g->conf.prefix, q->key);
+	for (int i = 0; i < 6; i++) {
+		args[2 + i] = num[i];
+		lens[2 + i] = (size_t)snprintf(num[i], sizeof(num[i]), "%" PRId64, vals[i]);
+	}
+}
+
+/* gl_send - the script call of a request; -1 when the client refused
+ * it (the request is gone, counted as refused) */
+static int
+gl_send(struct greylist *g, struct gl_req *q, int script, int nkeys, int nargs,
+	const char **args, const size_t *lens)
+{
+	q->via_redis = true;
+	if (rds_eval(g->rds, script, 0, gl_on_reply, q, nkeys, nargs, args, lens) != 0) {
+		TAILQ_REMOVE(&g->pending, q, link);
+		g->npending--;
+		free(q);
+		atomic_fetch_add(&gl_n_refused, 1);
+		return -1;
 	}
 	return 0;
+}
+
+/* greylist_check - decide one triplet (see greylist.h) */
+int
+greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb cb, void *ctx,
+	uint64_t tag)
+{
+	struct gl_req *q;
+	bool decided;
+	char k1[GREYLIST_PREFIX_MAX + sizeof(q->ckey)], k2[GREYLIST_PREFIX_MAX + GLSTORE_KEY_MAX];
+	char num[6][24];
+	const char *args[8];
+	size_t lens[8];
+
+	q = gl_req_new(g, t, ctx, tag, &decided);
+	if (q == NULL)
+		return -1;
+	atomic_fetch_add(&gl_n_checks, 1);
+	q->cb = cb;
+	if (decided || gl_decide_local(g, q)) {
+		gl_done(g, q);
+		return 0;
+	}
+	gl_args(g, q, args, lens, k1, sizeof(k1), k2, sizeof(k2), num);
+	return gl_send(g, q, 0, 2, 8, args, lens);
+}
+
+/* greylist_asks_redis - see greylist.h */
+bool
+greylist_asks_redis(struct greylist *g, const struct greylist_triplet *t)
+{
+	char ckey[GLSTORE_ID_MAX + 8], key[GLSTORE_KEY_MAX];
+	int64_t now;
+
+	if (g->dying || g->peek || g->rds == NULL ||
+	    greylist_key(&g->conf, t, ckey, sizeof(ckey), key, sizeof(key)) != 0)
+		return false;
+	if (g->cache == NULL)
+		return true;
+	now = gl_now(g);
+	return !glcache_get(g->cache, ckey, now, NULL) && !glcache_get(g->cache, key, now, NULL);
+}
+
+/* greylist_check_limits - the limits and the triplet in one call (see
+ * greylist.h) */
+int
+greylist_check_limits(struct greylist *g, const struct greylist_triplet *t,
+	const struct greylist_limits *l, greylist_limits_cb cb, void *ctx, uint64_t tag)
+{
+	enum { NL = GREYLIST_LIMITS_MAX };
+	char k1[GREYLIST_PREFIX_MAX + GLSTORE_ID_MAX + 8], k2[GREYLIST_PREFIX_MAX + GLSTORE_KEY_MAX];
+	char kbuf[NL][RL_KEY_MAX + RL_PREFIX_MAX], num[6][24], lnum[3 * NL][16], nls[8], pfx[RL_PREFIX_MAX];
+	const char *args[2 + NL + 3 * NL + 8];
+	size_t lens[2 + NL + 3 * NL + 8];
+	const char *gargs[8];
+	size_t glens[8];
+	struct gl_req *q;
+	bool decided;
+	int n = l->n, a = 0;
+
+	if (g->peek || g->rds == NULL || n <= 0 || n > NL || strlen(l->when) != (size_t)1 << n)
+		return -1;
+	q = gl_req_new(g, t, ctx, tag, &decided);
+	if (q == NULL)
+		return -1;
+	q->limits = true;
+	q->lcb = cb;
+	q->nl = n;
+	if (decided) {
+		/* no key for the triplet: the caller asks the limits alone */
+		TAILQ_REMOVE(&g->pending, q, link);
+		g->npending--;
+		free(q);
+		return -1;
+	}
+	rl_prefix(g->conf.prefix, pfx, sizeof(pfx));
+	gl_args(g, q, gargs, glens, k1, sizeof(k1), k2, sizeof(k2), num);
+	for (int i = 0; i < n; i++) {
+		args[a] = kbuf[i];
+		lens[a] = (size_t)snprintf(kbuf[i], sizeof(kbuf[i]), "%s%s", pfx, l->keys[i]);
+		if (lens[a] >= sizeof(kbuf[i]))
+			lens[a] = sizeof(kbuf[i]) - 1;
+		a++;
+	}
+	args[a] = gargs[0];
+	lens[a++] = glens[0];
+	args[a] = gargs[1];
+	lens[a++] = glens[1];
+	args[a] = nls;
+	lens[a++] = (size_t)snprintf(nls, sizeof(nls), "%d", n);
+	for (int i = 0; i < n; i++) {
+		unsigned v[3] = { l->emit_ms[i], l->tau_ms[i], l->cost[i] };
+
+		for (int j = 0; j < 3; j++) {
+			args[a] = lnum[3 * i + j];
+			lens[a++] = (size_t)snprintf(lnum[3 * i + j], sizeof(lnum[0]), "%u", v[j]);
+		}
+	}
+	args[a] = l->when;
+	lens[a++] = strlen(l->when);
+	for (int i = 2; i < 8; i++) {
+		args[a] = gargs[i];
+		lens[a++] = glens[i];
+	}
+	return gl_send(g, q, 1, n + 2, a, args, lens);
 }
 
 /* greylist_decide_now - the verdict at once when nothing is to wait for

@@ -18,6 +18,10 @@
  *	                   greylist_cb cb, void *ctx, uint64_t tag);
  *	int greylist_decide_now(struct greylist *g, const struct greylist_triplet *t,
  *	                        struct greylist_verdict *v);
+ *	bool greylist_asks_redis(struct greylist *g, const struct greylist_triplet *t);
+ *	int greylist_check_limits(struct greylist *g, const struct greylist_triplet *t,
+ *	                          const struct greylist_limits *l, greylist_limits_cb cb,
+ *	                          void *ctx, uint64_t tag);
  *	void greylist_free(struct greylist *g);
  *	void greylist_set_clock(struct greylist *g, int64_t (*now)(void *), void *arg);
  *
@@ -33,6 +37,9 @@
  *	const char *greylist_peek_script(void);
  *	int greylist_reply_parse(const redisReply *r, struct gl_decision *d,
  *	                         char *why, size_t whysize);
+ *	int greylist_limits_reply_parse(const redisReply *r, int nl, uint32_t *exceeded,
+ *	                         bool *skipped, struct gl_decision *d, char *why,
+ *	                         size_t whysize);
  *
  * SETTINGS (policy file; greylist_conf_set() handles these names)
  *	redis ADDR | redis sentinel ADDR ... master NAME
@@ -43,7 +50,7 @@
  *				connect + handshake, or one sentinel (1s)
  *	redis-password WORD	AUTH on connect (none)
  *	redis-db N		SELECT on connect (0)
- *	redis-prefix TEXT	prefix of every key (moat:)
+ *	redis-prefix TEXT	prefix of every key, the rate limits' too (moat:)
  *	greylist-delay DURATION	how long a new triplet waits (5m; 0..1d)
  *	greylist-window DURATION
  *				a retry passes only within this time of the
@@ -136,6 +143,32 @@
  *	ask greylist_check() (nothing was counted). A caller that answers the
  *	command in the same loop turn spares it one turn of the loop, which
  *	other sessions' events would fill first.
+ *	greylist_asks_redis() is true when a decision on t now would be a
+ *	Redis round trip (Redis in use, not read-only, and the local memory
+ *	holds no pass for t or its client); it counts and changes nothing.
+ *
+ *	greylist_check_limits() is the rate limits of a decision and the
+ *	triplet in ONE Redis call (one EVALSHA of a third script): l->n
+ *	limits (1..GREYLIST_LIMITS_MAX; keys as rl_key() writes them, which
+ *	get redis-prefix and "rl:" here, and their T, tau and cost, as
+ *	ratelimit_check() takes them) are counted first, then the triplet
+ *	is decided by the deciding script's own code only when l->when says
+ *	so: it has 2^n characters, and character m (0-based) is '1' when
+ *	the triplet is to be decided if the exceeded limits are the bit
+ *	mask m (bit i: limit i), anything else when not. The caller writes
+ *	it from its policy (the engine runs its rules for every m), so a
+ *	triplet is recorded exactly when the policy would reach the
+ *	greylist after those limits, never for a recipient a limit refuses
+ *	first. cb(ctx, tag, exceeded, err, v) is called once, like
+ *	greylist_check()'s: exceeded the bit mask of exceeded limits; err
+ *	non-NULL when the call failed as a whole (the limits' answer is
+ *	then unknown, and v is GL_ERROR with the same why); v NULL when the
+ *	triplet was not decided (nothing recorded, nothing counted). It
+ *	returns -1 (cb not called) when refused (as greylist_check()), when
+ *	the handle has no Redis or is read-only, when n or when does not
+ *	fit, or when the triplet has no key: the caller asks the two apart.
+ *	The pass memory is not consulted: ask greylist_asks_redis() first.
+ *
  *	greylist_new_peek() makes a read-only handle (moatctl explain
  *	--live): its decisions are what a decision would answer now, and
  *	change nothing. With Redis it runs a second script that only reads
@@ -154,6 +187,12 @@
  *	counters. greylist_reply_parse() turns the script's reply into a
  *	decision: an array of four integers in range, nothing else (0, or
  *	-1 with why); it is fuzzed (tests/fuzz/fuzz_glstore.c).
+ *	greylist_limits_reply_parse() reads the combined script's reply: nl
+ *	integers 0 or 1 (*exceeded gets them as bits), then the greylist's
+ *	four, or -1 first when the triplet was not decided (*skipped). 0
+ *	when the limits' answers are there (d may still be GL_ERROR, the
+ *	greylist's part malformed); -1 when the reply as a whole is not the
+ *	script's (d GL_ERROR, why says so, *exceeded 0). Fuzzed too.
  */
 #ifndef MOAT_GREYLIST_H
 #define MOAT_GREYLIST_H
@@ -173,6 +212,7 @@
 #define GREYLIST_PREFIX_MAX	64
 #define GREYLIST_WHY_MAX	160
 #define GREYLIST_CACHE_SLOTS	16384
+#define GREYLIST_LIMITS_MAX	5	/* greylist_check_limits: 4n + 10 arguments */
 
 enum gl_key_part { GL_KEY_NET = 1, GL_KEY_SPF = 2, GL_KEY_ORG = 4, GL_KEY_SENDER = 8,
 	GL_KEY_RCPT = 16 };
@@ -217,6 +257,16 @@ struct greylist_counters {
 };
 
 typedef void (*greylist_cb)(void *ctx, uint64_t tag, const struct greylist_verdict *v);
+typedef void (*greylist_limits_cb)(void *ctx, uint64_t tag, uint32_t exceeded, const char *err,
+	const struct greylist_verdict *v);
+
+/* greylist_check_limits: the limits asked with the triplet */
+struct greylist_limits {
+	int n;
+	const char *const *keys;	/* rl_key()'s, without the prefix */
+	const unsigned *emit_ms, *tau_ms, *cost;
+	const char *when;		/* 2^n characters, see above */
+};
 
 struct greylist;
 
@@ -234,6 +284,9 @@ int greylist_decide_now(struct greylist *g, const struct greylist_triplet *t,
 	struct greylist_verdict *v);
 int greylist_check(struct greylist *g, const struct greylist_triplet *t, greylist_cb cb,
 	void *ctx, uint64_t tag);
+bool greylist_asks_redis(struct greylist *g, const struct greylist_triplet *t);
+int greylist_check_limits(struct greylist *g, const struct greylist_triplet *t,
+	const struct greylist_limits *l, greylist_limits_cb cb, void *ctx, uint64_t tag);
 void greylist_free(struct greylist *g);
 void greylist_set_clock(struct greylist *g, int64_t (*now)(void *), void *arg);
 
@@ -248,5 +301,7 @@ void greylist_counters(struct greylist_counters *out);
 const char *greylist_script(void);
 const char *greylist_peek_script(void);
 int greylist_reply_parse(const redisReply *r, struct gl_decision *d, char *why, size_t whysize);
+int greylist_limits_reply_parse(const redisReply *r, int nl, uint32_t *exceeded, bool *skipped,
+	struct gl_decision *d, char *why, size_t whysize);
 
 #endif

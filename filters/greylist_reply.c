@@ -165,3 +165,48 @@ greylist_outcome(const struct greylist_verdict *v, int on_error, bool *tempfail,
 	    v->status == GL_ERROR ? " error=" : "", v->status == GL_ERROR && v->why ? v->why : "",
 	    esc);
 }
+
+/* greylist_limits_reply_parse - the combined script's answer: nl
+ * integers 0/1, then the greylist's four ({-1, 0, 0, 0}: not decided) */
+int
+greylist_limits_reply_parse(const redisReply *r, int nl, uint32_t *exceeded, bool *skipped,
+	struct gl_decision *d, char *why, size_t whysize)
+{
+	redisReply gr;
+
+	*exceeded = 0;
+	*skipped = false;
+	if (r == NULL || r->type != REDIS_REPLY_ARRAY || nl < 0 || nl > 31 ||
+	    r->elements != (size_t)nl + 4 || r->element == NULL) {
+		greylist_reply_parse(r != NULL && r->type == REDIS_REPLY_ERROR ? r : NULL, d, why,
+		    whysize);
+		if (r != NULL && r->type != REDIS_REPLY_ERROR)
+			snprintf(why, whysize, "malformed reply to the limits and greylist script");
+		return -1;
+	}
+	for (int i = 0; i < nl; i++) {
+		const redisReply *e = r->element[i];
+
+		if (e == NULL || e->type != REDIS_REPLY_INTEGER || (e->integer != 0 &&
+		    e->integer != 1)) {
+			*exceeded = 0;
+			greylist_reply_parse(NULL, d, why, whysize);
+			snprintf(why, whysize, "malformed reply to the limits and greylist script");
+			return -1;
+		}
+		if (e->integer == 1)
+			*exceeded |= 1u << i;
+	}
+	if (r->element[nl] != NULL && r->element[nl]->type == REDIS_REPLY_INTEGER &&
+	    r->element[nl]->integer == -1) {
+		memset(d, 0, sizeof(*d));
+		why[0] = '\0';
+		*skipped = true;
+		return 0;
+	}
+	gr = *r;
+	gr.elements = 4;
+	gr.element = r->element + nl;
+	greylist_reply_parse(&gr, d, why, whysize);	/* an error here is the greylist's alone */
+	return 0;
+}

@@ -19,26 +19,12 @@
  * KEYS[i]: the TAT of limit i; ARGV[3i-2], ARGV[3i-1], ARGV[3i]: its
  * emission interval T and tolerance tau (ms) and the decision's cost.
  * Returns one 0/1 per limit (1: exceeded). Redis's clock (TIME), so
- * every node agrees.
+ * every node agrees. The loop is RL_LUA_LIMITS (ratelimit.h), shared
+ * with the greylist's combined script.
  */
 static const char rl_lua[] =
-	"local t = redis.call('TIME')\n"
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-	"local out = {}\n"
-	"for i = 1, #KEYS do\n"
-	"  local T = tonumber(ARGV[3*i-2])\n"
-	"  local tau = tonumber(ARGV[3*i-1])\n"
-	"  local c = tonumber(ARGV[3*i])\n"
-	"  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0\n"
-	"  if tat < now then tat = now end\n"
-	"  local new = tat + T * c\n"
-	"  if new - now > tau then\n"
-	"    out[i] = 1\n"
-	"  else\n"
-	"    out[i] = 0\n"
-	"    if c > 0 then redis.call('SET', KEYS[i], new, 'PX', new - now + 1000) end\n"
-	"  end\n"
-	"end\n"
+	"local nl, o = #KEYS, 0\n"
+	RL_LUA_LIMITS
 	"return out\n";
 
 /* rl_script - the Lua text */
@@ -46,6 +32,13 @@ const char *
 rl_script(void)
 {
 	return rl_lua;
+}
+
+/* rl_prefix - see ratelimit.h */
+void
+rl_prefix(const char *redis_prefix, char *out, size_t size)
+{
+	snprintf(out, size, "%s" RL_PREFIX_TAIL, redis_prefix != NULL ? redis_prefix : "moat:");
 }
 
 /* rl_lower - append s lower-cased (ASCII), '|' and '%' as %7c and %25
@@ -215,6 +208,7 @@ struct rl_q {
 
 struct ratelimit {
 	struct rds *rds;
+	char prefix[RL_PREFIX_MAX];	/* redis-prefix "rl:" */
 	struct rl_q *pending;		/* freed by ratelimit_free (rds_free calls no callback) */
 };
 
@@ -232,11 +226,12 @@ rl_q_unlink(struct rl_q *q)
 
 /* ratelimit_new - a client for this loop */
 struct ratelimit *
-ratelimit_new(struct event_base *base, const struct rds_conf *c)
+ratelimit_new(struct event_base *base, const struct rds_conf *c, const char *prefix)
 {
 	struct ratelimit *r = xcalloc(1, sizeof(*r));
 	const char *scripts[1] = { rl_lua };
 
+	rl_prefix(prefix, r->prefix, sizeof(r->prefix));
 	r->rds = rds_new(base, c, scripts, 1);
 	return r;
 }
@@ -269,14 +264,14 @@ ratelimit_check(struct ratelimit *r, int n, const char *const *keys, const unsig
 {
 	const char *args[RDS_ARGS_MAX];
 	size_t lens[RDS_ARGS_MAX];
-	char kbuf[8][RL_KEY_MAX + sizeof(RL_PREFIX)], num[24][16];
+	char kbuf[8][RL_KEY_MAX + RL_PREFIX_MAX], num[24][16];
 	struct rl_q *q;
 
 	if (n <= 0 || n > 8)
 		return -1;
 	for (int i = 0; i < n; i++) {
 		args[i] = kbuf[i];
-		lens[i] = (size_t)snprintf(kbuf[i], sizeof(kbuf[i]), "%s%s", RL_PREFIX, keys[i]);
+		lens[i] = (size_t)snprintf(kbuf[i], sizeof(kbuf[i]), "%s%s", r->prefix, keys[i]);
 		if (lens[i] >= sizeof(kbuf[i]))
 			lens[i] = sizeof(kbuf[i]) - 1;
 		args[n + 3 * i] = num[3 * i];

@@ -6,7 +6,9 @@
  *	int rl_local_take(const char *key, unsigned emit_ms, unsigned tau_ms, unsigned cost,
  *	                  uint64_t now_ms);
  *	const char *rl_script(void);
- *	struct ratelimit *ratelimit_new(struct event_base *base, const struct rds_conf *c);
+ *	void rl_prefix(const char *redis_prefix, char *out, size_t size);
+ *	struct ratelimit *ratelimit_new(struct event_base *base, const struct rds_conf *c,
+ *	                                const char *redis_prefix);
  *	int ratelimit_check(struct ratelimit *r, int n, const char *const *keys,
  *	                    const unsigned *emit_ms, const unsigned *tau_ms, const unsigned *cost,
  *	                    unsigned timeout_ms, ratelimit_cb cb, void *ctx);
@@ -38,11 +40,19 @@
  *	Limits kept so are per host: several moatd each count on their own.
  *
  *	ratelimit_check() sends every limit of one decision in one EVALSHA
- *	of rl_script() (the TAT keys "moat:rl:" KEY; Redis's clock, so
- *	every node agrees); cb gets a bit mask of the exceeded ones, or an
+ *	of rl_script() (the TAT keys are redis-prefix, "rl:" and KEY, so
+ *	"moat:rl:" KEY by default, as rl_prefix() writes the front; Redis's
+ *	clock, so every node agrees); cb gets a bit mask of the exceeded ones, or an
  *	error text. It returns -1 (cb not called) when the client refuses
  *	the command (too many pending). Per event loop, like the greylist's
- *	client; a second connection to the same Redis.
+ *	client; a second connection to the same Redis. At RCPT, when the
+ *	greylist is asked too, the engine sends the limits with the triplet
+ *	in one call of the greylist's combined script instead
+ *	(greylist_check_limits(), greylist.h), which runs the same loop
+ *	(RL_LUA_LIMITS) first.
+ *
+ *	rl_prefix() writes the front of every limit key: redis-prefix (NULL:
+ *	the default "moat:") and "rl:". moatctl ratelimit uses it too.
  */
 #ifndef MOAT_RATELIMIT_H
 #define MOAT_RATELIMIT_H
@@ -58,7 +68,34 @@
 #define RL_NAME_MAX	48
 #define RL_KEY_MAX	600
 #define RL_LOCAL_SLOTS	65536
-#define RL_PREFIX	"moat:rl:"
+#define RL_PREFIX_TAIL	"rl:"		/* after redis-prefix */
+#define RL_PREFIX_MAX	72		/* redis-prefix (< 64) and the tail */
+
+/*
+ * The limits' loop of a Lua script: nl limits, their TAT keys KEYS[1..nl],
+ * their arguments from ARGV[o+1] (T, tau, cost each); leaves out[i] = 1
+ * for an exceeded limit, 0 otherwise, and m, the exceeded ones as a bit
+ * mask (bit i-1: limit i). A refused decision changes nothing.
+ */
+#define RL_LUA_LIMITS \
+	"local t = redis.call('TIME')\n" \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
+	"local out, m = {}, 0\n" \
+	"for i = 1, nl do\n" \
+	"  local T = tonumber(ARGV[o+3*i-2])\n" \
+	"  local tau = tonumber(ARGV[o+3*i-1])\n" \
+	"  local c = tonumber(ARGV[o+3*i])\n" \
+	"  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0\n" \
+	"  if tat < now then tat = now end\n" \
+	"  local new = tat + T * c\n" \
+	"  if new - now > tau then\n" \
+	"    out[i] = 1\n" \
+	"    m = m + 2 ^ (i - 1)\n" \
+	"  else\n" \
+	"    out[i] = 0\n" \
+	"    if c > 0 then redis.call('SET', KEYS[i], new, 'PX', new - now + 1000) end\n" \
+	"  end\n" \
+	"end\n"
 
 enum rl_part { RL_CLIENT = 1, RL_SENDER = 2, RL_SENDER_DOMAIN = 4, RL_LOGIN = 8, RL_RCPT = 16 };
 enum rl_on_error { RL_ON_ERROR_NOT_EXCEEDED = 0, RL_ON_ERROR_EXCEEDED };
@@ -97,7 +134,9 @@ int rl_local_take(const char *key, unsigned emit_ms, unsigned tau_ms, unsigned c
 	uint64_t now_ms);
 void rl_local_reset(void);
 const char *rl_script(void);
-struct ratelimit *ratelimit_new(struct event_base *base, const struct rds_conf *c);
+void rl_prefix(const char *redis_prefix, char *out, size_t size);
+struct ratelimit *ratelimit_new(struct event_base *base, const struct rds_conf *c,
+	const char *redis_prefix);
 int ratelimit_check(struct ratelimit *r, int n, const char *const *keys,
 	const unsigned *emit_ms, const unsigned *tau_ms, const unsigned *cost,
 	unsigned timeout_ms, ratelimit_cb cb, void *ctx);

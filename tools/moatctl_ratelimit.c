@@ -8,7 +8,8 @@
  *	Reads the policy file (the full parser: its ratelimit declarations
  *	and its redis setting) and talks to the Redis master with hiredis's
  *	blocking API (rds_sync_connect). KEY is a limit's key as list shows
- *	it, without the "moat:rl:" prefix: NAME|PART|..., e.g.
+ *	it, without the prefix (redis-prefix and "rl:", so "moat:rl:" by
+ *	default): NAME|PART|..., e.g.
  *	"net|192.0.2.0/24" or "sub|alice".
  *
  *	list SCANs the keys (never KEYS), at most N (default 1000), and
@@ -35,6 +36,9 @@
 #include "ratelimit.h"
 #include "redis.h"
 
+/* the policy file's redis-prefix */
+static const char *rl_redis_prefix;
+
 /* rl_usage - how to call */
 static int
 rl_usage(void)
@@ -60,7 +64,11 @@ rl_now(redisContext *rc)
 static bool
 rl_line(redisContext *rc, const struct rl_set *set, const char *key, int64_t now)
 {
-	redisReply *r = redisCommand(rc, "GET %s%s", RL_PREFIX, key);
+	char pfx[RL_PREFIX_MAX];
+	redisReply *r;
+
+	rl_prefix(rl_redis_prefix, pfx, sizeof(pfx));
+	r = redisCommand(rc, "GET %s%s", pfx, key);
 	const struct rl_def *d = NULL;
 	size_t nl = strcspn(key, "|");
 	int64_t tat, ahead;
@@ -107,6 +115,7 @@ moatctl_ratelimit(int argc, char **argv)
 		return 2;
 	}
 	free(errs);
+	rl_redis_prefix = c->greylist.prefix;
 	if (!rds_conf_enabled(&c->greylist.redis)) {
 		fprintf(stderr, "moatctl: %s has no redis setting: its rate limits live in each "
 		    "moatd's memory\n", argv[3]);
@@ -127,7 +136,11 @@ moatctl_ratelimit(int argc, char **argv)
 		if (!rl_line(rc, c->ratelimits, argv[5], now))
 			printf("%s unused\n", argv[5]);
 	} else if (strcmp(argv[4], "reset") == 0) {
-		redisReply *r = redisCommand(rc, "DEL %s%s", RL_PREFIX, argv[5]);
+		char pfx[RL_PREFIX_MAX];
+		redisReply *r;
+
+		rl_prefix(rl_redis_prefix, pfx, sizeof(pfx));
+		r = redisCommand(rc, "DEL %s%s", pfx, argv[5]);
 
 		if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
 			fprintf(stderr, "moatctl: redis: DEL failed\n");
@@ -141,10 +154,22 @@ moatctl_ratelimit(int argc, char **argv)
 		freeReplyObject(r);
 	} else {
 		long max = argc == 6 ? strtol(argv[5], NULL, 10) : 1000, shown = 0;
-		char cursor[32] = "0";
+		char cursor[32] = "0", pfx[RL_PREFIX_MAX], match[2 * RL_PREFIX_MAX + 2];
+		size_t pl, ml = 0;
+
+		/* SCAN's MATCH is a glob: the prefix's own * ? [ ] \ escaped */
+		rl_prefix(rl_redis_prefix, pfx, sizeof(pfx));
+		pl = strlen(pfx);
+		for (size_t i = 0; i < pl; i++) {
+			if (strchr("*?[]\\", pfx[i]) != NULL)
+				match[ml++] = '\\';
+			match[ml++] = pfx[i];
+		}
+		match[ml++] = '*';
+		match[ml] = 0;
 
 		do {
-			redisReply *r = redisCommand(rc, "SCAN %s MATCH %s* COUNT 500", cursor, RL_PREFIX);
+			redisReply *r = redisCommand(rc, "SCAN %s MATCH %s COUNT 500", cursor, match);
 
 			if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
 				fprintf(stderr, "moatctl: redis: SCAN failed\n");
@@ -156,9 +181,8 @@ moatctl_ratelimit(int argc, char **argv)
 			for (size_t i = 0; i < r->element[1]->elements && shown < max; i++) {
 				const char *k = r->element[1]->element[i]->str;
 
-				if (strncmp(k, RL_PREFIX, strlen(RL_PREFIX)) == 0 &&
-				    strpbrk(k, "\r\n") == NULL &&
-				    rl_line(rc, c->ratelimits, k + strlen(RL_PREFIX), now))
+				if (strncmp(k, pfx, pl) == 0 && strpbrk(k, "\r\n") == NULL &&
+				    rl_line(rc, c->ratelimits, k + pl, now))
 					shown++;
 			}
 			freeReplyObject(r);

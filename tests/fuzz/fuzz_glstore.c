@@ -12,9 +12,12 @@
  *   1  control lines (split at '\n') against a store with a few records.
  *      Properties: a reply always, ending in "\n", no line starting with
  *      "."; a failure's reply starts with "error: ".
- *   2  a redisReply tree built from the bytes, into greylist_reply_parse().
+ *   2  a redisReply tree built from the bytes, into greylist_reply_parse(),
+ *      and into greylist_limits_reply_parse() with nl = (byte 0 >> 2) % 8.
  *      Properties: success only with a status of pass/allowlisted/
- *      greylisted; failure always GL_ERROR with a message.
+ *      greylisted; failure always GL_ERROR with a message. The limits'
+ *      reply: exceeded bits only below nl; a skipped triplet only on
+ *      success; on failure no bit and GL_ERROR with a message.
  *   3  text for glstore_escape() and glstore_client_parse().
  *      Properties: escaped text is printable, has none of " %|{}" except
  *      "%" escapes, and is at most GLSTORE_PART_MAX bytes.
@@ -137,6 +140,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static int init;
 	int mode;
+	unsigned char head;
 
 	if (!init) {
 		log_init("fuzz_glstore", false, LOG_L_FATAL);
@@ -144,7 +148,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (size < 1)
 		return 0;
-	mode = data[0] & 3;
+	head = data[0];
+	mode = head & 3;
 	data++;
 	size--;
 
@@ -198,6 +203,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (rc != 0 && (strchr(why, '\n') || strchr(why, '\r')))
 			abort();
+		{
+			int nl = (head >> 2) % 8;
+			uint32_t ex;
+			bool skipped;
+
+			rc = greylist_limits_reply_parse(r, nl, &ex, &skipped, &d, why, sizeof(why));
+			if ((ex >> nl) != 0 || (rc != 0 && (ex != 0 || skipped ||
+			    d.status != GL_ERROR || why[0] == '\0')))
+				abort();
+			if (rc == 0 && !skipped && d.status == GL_ERROR && why[0] == '\0')
+				abort();
+		}
 		reply_free(r);
 	} else {
 		char *in = malloc(size + 1), out[GLSTORE_PART_MAX + 1], id[GLSTORE_ID_MAX];

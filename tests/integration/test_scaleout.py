@@ -479,3 +479,107 @@ def test_rl_counts_survive_sentinel_failover(fake, moatd_factory, redis_factory,
         assert codes.count(250) == 2 + errors, (codes, errors)
     finally:
         sen.stop()
+
+
+def evals(rd):
+    """Script calls Redis has served: INFO commandstats, EVALSHA + EVAL."""
+    st = rd.client().info("commandstats")
+    return sum(st.get(k, {}).get("calls", 0) for k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def rcpts(m, mfrom, rcpt_list, source="127.0.0.1"):
+    """One transaction: the RCPT replies, each with the script calls Redis
+    served for it."""
+    out = []
+    with Client(m.port, m.host, source=source, timeout=10) as c:
+        c.ehlo("rl.test")
+        assert c.cmd("MAIL FROM:<%s>" % mfrom).code == 250
+        for r in rcpt_list:
+            out.append(c.cmd("RCPT TO:<%s>" % r))
+        c.cmd("QUIT")
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_rl_and_greylist_one_redis_call_per_rcpt(fake, moatd_factory, redis_factory):
+    """Three limits (client network, sender domain, recipient) and the
+    greylist at RCPT, through one Redis: every RCPT decision is ONE script
+    call (INFO commandstats, greylist-cache 0 so that none is spared); a
+    recipient the limits refuse leaves no greylist triplet (the policy
+    never reached the greylist); every key under redis-prefix, moatctl
+    ratelimit reads and resets them there."""
+    rd = redis_factory()
+    m = moatd_factory(
+        fake.address, redis=rd.address, redis_prefix="mx:", greylist_delay="2s",
+        greylist_cache="0",
+        ratelimit=["net key client-net rate 1000/10m", "dom key sender-domain rate 1000/10m",
+                   "hot key rcpt rate 2/10m per recipient"],
+        on=["rcpt ratelimit net or ratelimit dom or ratelimit hot tempfail " + RL_REPLY,
+            "rcpt true greylist"])
+    rd.client().config_resetstat()
+    base = evals(rd)
+    got = rcpts(m, "a@sender.test", ["u1@example.org", "u2@example.org", "hot@example.org"])
+    assert [r.code for r in got] == [451, 451, 451], got
+    assert all("greylisted" in r.text for r in got), got
+    assert evals(rd) - base == 3, rd.client().info("commandstats")
+    base = evals(rd)
+    got = rcpts(m, "a@sender.test", ["hot@example.org"])
+    assert got[0].code == 451 and "greylisted" in got[0].text, got
+    assert evals(rd) - base == 1
+    # the recipient limit is spent for hot@: another sender is refused by the
+    # limit, and its triplet is not recorded
+    base = evals(rd)
+    got = rcpts(m, "b@other.test", ["hot@example.org"])
+    assert got[0].code == 451 and "rate limit exceeded" in got[0].text, got
+    assert evals(rd) - base == 1
+    keys = sorted(k.decode() for k in rd.client().keys("*"))
+    assert not any("b@other.test" in k and k.startswith("mx:t:") for k in keys), keys
+    assert "mx:t:{127.0.0.0/24}|a@sender.test|hot@example.org" in keys, keys
+    assert not any(k.startswith("moat:") for k in keys), keys
+    for k in ("mx:rl:net|127.0.0.0/24", "mx:rl:dom|sender.test", "mx:rl:hot|hot@example.org"):
+        assert k in keys, keys
+    assert "ratelimit exceeded name=hot" in m.log()
+    # after the delay the retry passes, still one call per recipient
+    time.sleep(2.2)
+    base = evals(rd)
+    got = rcpts(m, "a@sender.test", ["u1@example.org", "u2@example.org"])
+    assert [r.code for r in got] == [250, 250], got
+    assert evals(rd) - base == 2
+    # moatctl ratelimit under redis-prefix
+    def ctl(*args):
+        return subprocess.run([harness.moatctl_path(), "ratelimit", "-f", str(m.conf_path)] +
+                              list(args), capture_output=True, text=True, timeout=30)
+    r = ctl("list")
+    assert r.returncode == 0, r.stderr
+    names = sorted(line.split()[0] for line in r.stdout.splitlines())
+    # (net and dom, 1000 per 10 minutes, are empty again within a second)
+    assert [n for n in names if n.startswith("hot|")] == [
+        "hot|hot@example.org", "hot|u1@example.org", "hot|u2@example.org"], r.stdout
+    assert all(n.split("|")[0] in ("net", "dom", "hot") for n in names), r.stdout
+    assert "used=2/2" in ctl("show", "hot|hot@example.org").stdout
+    r = ctl("reset", "hot|hot@example.org")
+    assert r.returncode == 0 and r.stdout.strip() == "reset hot|hot@example.org", (r.stdout, r.stderr)
+    assert not rd.client().exists("mx:rl:hot|hot@example.org")
+    got = rcpts(m, "b@other.test", ["hot@example.org"])
+    assert got[0].code == 451 and "greylisted" in got[0].text, got
+
+
+@pytest.mark.timeout(90)
+def test_rl_and_greylist_one_call_when_the_limit_only_scores(fake, moatd_factory, redis_factory):
+    """When an exceeded limit only adds to the score, the policy reaches the
+    greylist whatever the limit says: the same single call records the
+    triplet of a recipient over its limit too."""
+    rd = redis_factory()
+    m = moatd_factory(
+        fake.address, redis=rd.address, greylist_delay="2s", greylist_cache="0",
+        ratelimit="hot key rcpt rate 1/10m burst 1 per recipient",
+        on=["rcpt ratelimit hot score +5", "rcpt true greylist"])
+    base = evals(rd)
+    got = rcpts(m, "a@sender.test", ["hot@example.org"])
+    got += rcpts(m, "b@other.test", ["hot@example.org"])
+    assert [r.code for r in got] == [451, 451] and all("greylisted" in r.text for r in got), got
+    assert evals(rd) - base == 2, rd.client().info("commandstats")
+    keys = sorted(k.decode() for k in rd.client().keys("moat:t:*"))
+    assert keys == ["moat:t:{127.0.0.0/24}|a@sender.test|hot@example.org",
+                    "moat:t:{127.0.0.0/24}|b@other.test|hot@example.org"], keys
+    assert "ratelimit exceeded name=hot" in m.log()

@@ -211,7 +211,32 @@ struct wait {
 	int done;
 	struct greylist_verdict v;
 	char why[GREYLIST_WHY_MAX];
+	bool skipped;			/* limits: the triplet was not decided */
+	uint32_t exceeded;		/* limits: those exceeded */
+	bool lerr;			/* limits: the call failed */
 };
+
+/* decide() asks greylist_check_limits() with these when set */
+static const struct greylist_limits *decide_limits;
+
+static void
+wait_limits_cb(void *ctx, uint64_t tag, uint32_t ex, const char *err,
+	const struct greylist_verdict *v)
+{
+	struct wait *w = ctx;
+
+	(void)tag;
+	w->done = 1;
+	w->exceeded = ex;
+	w->lerr = err != NULL;
+	w->skipped = v == NULL;
+	if (v != NULL) {
+		w->v = *v;
+		snprintf(w->why, sizeof(w->why), "%s", v->why);
+		w->v.why = w->why;
+		w->v.key = "";
+	}
+}
 
 static void
 wait_cb(void *ctx, uint64_t tag, const struct greylist_verdict *v)
@@ -259,7 +284,8 @@ decide(struct greylist *g, const char *ip, const char *rcpt, struct wait *w, lon
 	s4->sin_family = AF_INET;
 	inet_pton(AF_INET, ip, &s4->sin_addr);
 	memset(w, 0, sizeof(*w));
-	if (greylist_check(g, &t, wait_cb, w, 7) != 0)
+	if (decide_limits != NULL ? greylist_check_limits(g, &t, decide_limits, wait_limits_cb, w,
+	    7) != 0 : greylist_check(g, &t, wait_cb, w, 7) != 0)
 		return -1;
 	if (w->done)
 		return -1;		/* called back too early */
@@ -493,6 +519,78 @@ test_lifecycle_both_backends(void)
 	greylist_free(g);
 	greylist_free(pk);
 	glstore_close(s);
+}
+
+/* test_limits_combined - the limits and the triplet in one EVALSHA of
+ * the combined script: the lifecycle table gives the same verdicts (its
+ * greylist part is the deciding script's own code); a limit that is
+ * exceeded where the table says so leaves the triplet alone; the keys
+ * take redis-prefix; -NOSCRIPT falls back to EVAL once */
+static void
+test_limits_combined(void)
+{
+	struct greylist_conf c;
+	struct greylist *g;
+	struct wait w;
+	redisReply *r;
+	const char *keys[2] = { "a|192.0.2.0/24", "b|s@y.org" };
+	unsigned emit[2] = { 1, 1000000 }, tau[2] = { 1000000000, 1000000 }, cost[2] = { 1, 1 };
+	struct greylist_limits l = { 2, keys, emit, tau, cost, "1111" };
+	long long e0, e1, x0;
+
+	test_conf(&c, port1, "cl:");
+	g = greylist_new(base, &c, NULL);
+	greylist_set_clock(g, clock_cb, NULL);
+	fake_now = T0 - 100;
+	T_CHECK(until_ok(g, 3000) >= 0);
+	/* limit a never runs out; limit b allows one, then one per 1000 s */
+	e0 = cmdstat(port1, "evalsha");
+	decide_limits = &l;
+	for (size_t i = 0; i < sizeof(lifecycle) / sizeof(lifecycle[0]); i++) {
+		fake_now = T0 + lifecycle[i].at;
+		lc_step_check(g, &lifecycle[i], "limits+greylist", i);
+	}
+	decide_limits = NULL;
+	e1 = cmdstat(port1, "evalsha");
+	T_CHECKF(e1 - e0 == (long long)(sizeof(lifecycle) / sizeof(lifecycle[0])),
+	    "%lld EVALSHA", e1 - e0);
+	r = scmd(port1, "EXISTS %s %s", "cl:rl:a|192.0.2.0/24", "cl:rl:b|s@y.org");
+	T_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 2);
+	if (r)
+		freeReplyObject(r);
+	/* b is spent (13 decisions): with "decide only when none is
+	 * exceeded" the triplet is not asked and not recorded */
+	l.when = "1000";
+	decide_limits = &l;
+	fake_now = T0 + 6000;
+	T_CHECK(decide(g, "198.51.100.50", "new@x.org", &w, NULL) == 0);
+	T_CHECKF(w.skipped && w.exceeded == 2 && !w.lerr, "skipped %d exceeded %u",
+	    (int)w.skipped, w.exceeded);
+	r = scmd(port1, "EXISTS %s", "cl:t:{198.51.100.0/24}|s@y.org|new@x.org");
+	T_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+	if (r)
+		freeReplyObject(r);
+	/* "whatever the limits say": decided and recorded */
+	l.when = "1111";
+	T_CHECK(decide(g, "198.51.100.50", "new@x.org", &w, NULL) == 0);
+	T_CHECKF(!w.skipped && w.exceeded == 2 && w.v.status == GL_GREYLISTED &&
+	    w.v.reason == GL_R_NEW, "skipped %d %s", (int)w.skipped,
+	    greylist_status_name(w.v.status));
+	/* a table that does not fit is refused at once */
+	l.when = "11";
+	T_CHECK(greylist_check_limits(g, NULL, &l, wait_limits_cb, &w, 1) == -1);
+	l.when = "1111";
+	/* -NOSCRIPT: the same call once as EVAL */
+	r = scmd(port1, "SCRIPT FLUSH");
+	if (r)
+		freeReplyObject(r);
+	x0 = cmdstat(port1, "eval");
+	T_CHECK(decide(g, "198.51.100.50", "new2@x.org", &w, NULL) == 0);
+	T_CHECKF(!w.skipped && !w.lerr && w.v.status == GL_GREYLISTED, "%s %s",
+	    greylist_status_name(w.v.status), w.why);
+	T_CHECKF(cmdstat(port1, "eval") - x0 == 1, "%lld EVAL", cmdstat(port1, "eval") - x0);
+	decide_limits = NULL;
+	greylist_free(g);
 }
 
 static void
@@ -980,6 +1078,7 @@ main(void)
 	pid1 = redis_start(port1, 0);
 	T_RUN(test_lifecycle_both_backends);
 	T_RUN(test_one_round_trip);
+	T_RUN(test_limits_combined);
 	T_RUN(test_cache);
 	T_RUN(test_noscript);
 	T_RUN(test_error_reply);
