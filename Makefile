@@ -134,7 +134,7 @@ test:
 chaos: all
 	@tests/chaos/chaos.py -n $${CHAOS_N:-5000}
 
-bench: all
+bench: all $(BUILD)/dkim-sign-bench
 	@bench/run $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/features $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/milter
