@@ -20,6 +20,7 @@
 static const char *log_prog = "moat";
 static bool log_syslog;
 static bool log_no_socket;	/* syslog, but no /dev/log: errors also to stderr */
+static pid_t log_pid;		/* set by log_init */
 static volatile int log_min = LOG_L_INFO;
 static log_sink_fn log_sink;
 static void *log_sink_arg;
@@ -36,6 +37,7 @@ void
 log_init(const char *prog, bool use_syslog, enum log_level min)
 {
 	log_prog = prog;
+	log_pid = getpid();	/* a syscall a line otherwise; moat never forks */
 	log_syslog = use_syslog;
 	log_min = min;
 	if (use_syslog)
@@ -85,7 +87,7 @@ log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap
 
 	if (!log_syslog && log_sink == NULL) {
 		r = snprintf(line, sizeof(line), "%s[%ld]: %s: ", log_prog,
-		    (long)getpid(), log_names[lvl]);
+		    (long)(log_pid ? log_pid : getpid()), log_names[lvl]);
 		n = r > 0 ? (size_t)r : 0;
 	}
 	if (sid != 0 && n < sizeof(line) && log_sink == NULL) {
@@ -121,7 +123,7 @@ log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap
 		if (log_no_socket && lvl >= LOG_L_ERROR) {
 			char head[96];
 			int h = snprintf(head, sizeof(head), "%s[%ld]: %s: ", log_prog,
-			    (long)getpid(), log_names[lvl]);
+			    (long)(log_pid ? log_pid : getpid()), log_names[lvl]);
 			ssize_t w = write(STDERR_FILENO, head, h > 0 ? (size_t)h : 0);
 			line[n++] = '\n';
 			w = write(STDERR_FILENO, line, n);

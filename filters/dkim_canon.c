@@ -89,6 +89,10 @@ dkim_bcanon_feed(struct dkim_bcanon *b, const void *in, size_t len,
 			b->wsp = false;
 			b->content = true;
 		}
+		/* the rest of the run: a byte above SP is content and changes
+		 * no state, so the loop has nothing to do for it */
+		while (i + 1 < len && p[i + 1] > ' ')
+			i++;
 	}
 	if (i > run)
 		out(arg, p + run, i - run);

@@ -53,6 +53,10 @@ struct dkims_msg {
 	int nkeys;
 	const struct dkim_key *key[DKIM_KEYS_PER_DOMAIN];
 	EVP_MD_CTX *bh;			/* the body hash */
+	size_t bhn;			/* canonical body bytes in bhbuf, not hashed yet */
+	unsigned char bhbuf[2048];	/* the hash takes them in big pieces: an
+					 * EVP_DigestUpdate() per line cost more than
+					 * the hashing */
 	struct dkim_bcanon bc;
 	char *hdata;			/* the signed fields, relaxed, in h= order */
 	size_t hdata_len;
@@ -237,11 +241,30 @@ own_start(struct dkims_msg *m, const struct field *f, int nf)
 	return 0;
 }
 
-/* bh_out - canonical body bytes into the body hash */
+/* bh_flush - the buffered canonical body bytes into the body hash */
+static void
+bh_flush(struct dkims_msg *m)
+{
+	if (m->bhn > 0)
+		(void)EVP_DigestUpdate(m->bh, m->bhbuf, m->bhn);
+	m->bhn = 0;
+}
+
+/* bh_out - canonical body bytes for the body hash */
 static void
 bh_out(void *arg, const void *buf, size_t len)
 {
-	(void)EVP_DigestUpdate(arg, buf, len);
+	struct dkims_msg *m = arg;
+
+	if (m->bhn + len > sizeof(m->bhbuf)) {
+		bh_flush(m);
+		if (len > sizeof(m->bhbuf)) {
+			(void)EVP_DigestUpdate(m->bh, buf, len);
+			return;
+		}
+	}
+	memcpy(m->bhbuf + m->bhn, buf, len);
+	m->bhn += len;
 }
 
 /* end_of_header - find the keys, select the fields to sign */
@@ -281,7 +304,7 @@ end_of_header(struct dkims_msg *m, size_t hlen)
 static void
 body(struct dkims_msg *m, const char *buf, size_t len)
 {
-	dkim_bcanon_feed(&m->bc, buf, len, bh_out, m->bh);
+	dkim_bcanon_feed(&m->bc, buf, len, bh_out, m);
 }
 
 /* dkims_msg_feed - decoded message bytes */
@@ -425,7 +448,8 @@ dkims_msg_finish(struct dkims_msg *m, size_t *len, char *info, size_t infolen)
 		unsigned char d[32];
 		unsigned dl = 0;
 
-		dkim_bcanon_end(&m->bc, bh_out, m->bh);
+		dkim_bcanon_end(&m->bc, bh_out, m);
+		bh_flush(m);
 		if (EVP_DigestFinal_ex(m->bh, d, &dl) != 1 || dl != sizeof(d)) {
 			snprintf(info, infolen, "OpenSSL could not hash the body");
 			return NULL;

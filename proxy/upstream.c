@@ -730,7 +730,8 @@ ups_dispatch(struct ups *h)
 		u->in_txn = false;
 		t0 = reply_line(r, 0, &l0);
 		log_escape(esc, sizeof(esc), t0, l0);
-		log_msg(LOG_L_INFO, h->sid, "relayed upstream_code=%d upstream_reply=\"%s%s%s\"",
+		/* debug: the verdict line says the same at info */
+		log_msg(LOG_L_DEBUG, h->sid, "relayed upstream_code=%d upstream_reply=\"%s%s%s\"",
 		    code, r->enh, r->enh[0] ? " " : "", esc);
 		ups_reply(h, c->kind, c->slot, r);
 		break;

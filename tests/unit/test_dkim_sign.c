@@ -46,10 +46,15 @@ test_body_canon(void)
 		{ "wsp_only_line_is_empty", "a\r\n \t\r\nb\r\n", "a\r\n\r\nb\r\n" },
 		{ "no_final_crlf", "a\r\nb", "a\r\nb\r\n" },
 		{ "rfc6376_3.4.5", " C \r\nD \t E\r\n\r\n\r\n", " C\r\nD E\r\n" },
+		{ "bare_cr_in_a_run", "abc\rdef \r\nxy\r\rz\r\n", "abc\rdef\r\nxy\r\rz\r\n" },
+		{ "long_runs", "0123456789abcdef\x7f\x80\xff 0123456789\t\r\n\x01\x1f\r\n",
+		  "0123456789abcdef\x7f\x80\xff 0123456789\r\n\x01\x1f\r\n" },
 	};
+	static const size_t chunks[] = { 1, 4, 7, 100 };
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-		for (size_t chunk = 1; chunk <= 4; chunk += 3) {
+		for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+			size_t chunk = chunks[c];
 			struct dkim_bcanon b;
 			struct sink s = { .n = 0 };
 			size_t len = strlen(cases[i].in);
