@@ -139,6 +139,7 @@ bench: all $(BUILD)/dkim-sign-bench
 	@bench/features $(if $(BASELINE_REF),--baseline-ref '$(BASELINE_REF)')
 	@bench/milter
 	@bench/policy
+	@bench/mix
 
 # make run PORT=2525 UPSTREAM_PORT=10025
 run:

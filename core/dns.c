@@ -100,6 +100,8 @@ static void cache_clear(void);
 
 /* cache-only mode of dns_query_sync, per thread (dns.h) */
 static _Thread_local bool tl_cache_only, tl_missed;
+static _Thread_local char tl_missed_name[DNS_NAME_MAX + 2];	/* the first */
+static _Thread_local int tl_missed_type;
 
 static struct ub_ctx *ub;
 static pthread_t dispatcher;
@@ -800,6 +802,10 @@ dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_ans
 		return 0;
 	if (tl_cache_only) {
 		/* the caller runs on an event loop: it never waits */
+		if (!tl_missed) {
+			snprintf(tl_missed_name, sizeof(tl_missed_name), "%s", name);
+			tl_missed_type = rrtype;
+		}
 		tl_missed = true;
 		fail.why = "not-cached";
 		*out = answer_copy(&fail);
@@ -879,6 +885,16 @@ bool
 dns_sync_missed(void)
 {
 	return tl_missed;
+}
+
+bool
+dns_sync_missed_name(char *name, size_t size, int *rrtype)
+{
+	if (!tl_missed || strlen(tl_missed_name) >= size)
+		return false;
+	memcpy(name, tl_missed_name, strlen(tl_missed_name) + 1);
+	*rrtype = tl_missed_type;
+	return true;
 }
 
 /* dns_cached - a live answer for name and type is in the front cache */

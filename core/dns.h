@@ -119,9 +119,12 @@ void dns_answer_free(struct dns_answer *a);
  * cache, and a name not there is a DNS_TEMPERROR ("not-cached") at once,
  * remembered by dns_sync_missed(). An event loop runs a check this way
  * when its answers are likely cached (a library that asks synchronously
- * then never waits) and sends it to the work pool when one was missing. */
+ * then never waits) and sends it to the work pool when one was missing,
+ * or asks for the first name it missed (dns_sync_missed_name: its name
+ * and type) with dns_query and runs the check again once it is cached. */
 void dns_sync_cache_only(bool on);
 bool dns_sync_missed(void);
+bool dns_sync_missed_name(char *name, size_t size, int *rrtype);
 /* Is a live answer (valid a second longer at least) in the front cache? */
 bool dns_cached(const char *name, int rrtype);
 

@@ -1,5 +1,5 @@
 /*
- * workq - bounded thread pool with completions on the submitting loop
+ * workq - bounded, elastic thread pool with completions on the submitting loop
  * (see workq.h)
  */
 #include <errno.h>
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -26,12 +27,18 @@ struct workq_job {
 
 struct workq {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t cond;		/* a job waits, or stop */
+	pthread_cond_t gone;		/* a thread ended (workq_free waits) */
 	struct workq_job *head, *tail;	/* waiting to run */
 	int njobs, max_jobs;		/* waiting + running */
+	int nwaiting;			/* jobs queued, not yet taken */
 	bool stop;
-	int nthreads;
-	pthread_t *threads;
+	int nthreads, nidle;		/* alive; of them, waiting for a job */
+	int nbusy;			/* of them, running a job */
+	int min_threads, max_threads;
+	int idle_ms;			/* a thread past min_threads ends after this idle */
+	bool reap_set;
+	pthread_t reap;			/* the last thread that ended, to be joined */
 };
 
 struct workq_loop {
@@ -39,49 +46,137 @@ struct workq_loop {
 	struct mailbox *mbox;		/* finished jobs, to their loop */
 };
 
-/* workq_thread - take jobs, run them, hand them to their loop */
+/* workq_exit - with the lock held: this thread ends. It takes the place
+ * of the last ended thread, which it joins, so at most one ended thread
+ * is ever left unjoined (workq_free joins it). */
+static void *
+workq_exit(struct workq *q)
+{
+	pthread_t prev = q->reap;
+	bool join = q->reap_set;
+
+	q->reap = pthread_self();
+	q->reap_set = true;
+	q->nthreads--;
+	pthread_cond_broadcast(&q->gone);
+	pthread_mutex_unlock(&q->lock);
+	if (join)
+		pthread_join(prev, NULL);
+	return NULL;
+}
+
+/* workq_deadline - now + ms on the monotonic clock */
+static struct timespec
+workq_deadline(int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	return ts;
+}
+
+/* workq_thread - take jobs, run them, hand them to their loop; a thread
+ * beyond min_threads that found no job for idle_ms ends */
 static void *
 workq_thread(void *arg)
 {
 	struct workq *q = arg;
 
+	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		struct workq_job *j;
 
-		pthread_mutex_lock(&q->lock);
-		while (q->head == NULL && !q->stop)
-			pthread_cond_wait(&q->cond, &q->lock);
-		if (q->head == NULL && q->stop) {
-			pthread_mutex_unlock(&q->lock);
-			return NULL;
+		q->nidle++;
+		while (q->head == NULL && !q->stop) {
+			if (q->nthreads > q->min_threads && q->idle_ms > 0) {
+				struct timespec dl = workq_deadline(q->idle_ms);
+
+				if (pthread_cond_timedwait(&q->cond, &q->lock, &dl) == ETIMEDOUT &&
+				    q->head == NULL && !q->stop && q->nthreads > q->min_threads) {
+					q->nidle--;
+					return workq_exit(q);
+				}
+			} else
+				pthread_cond_wait(&q->cond, &q->lock);
 		}
+		q->nidle--;
+		if (q->head == NULL && q->stop)
+			return workq_exit(q);
 		j = q->head;
 		q->head = j->next;
 		if (q->head == NULL)
 			q->tail = NULL;
+		q->nwaiting--;
+		q->nbusy++;
 		pthread_mutex_unlock(&q->lock);
 
 		j->run(j->arg);
 
 		mailbox_post(j->loop->mbox, &j->link);
+		pthread_mutex_lock(&q->lock);
+		q->nbusy--;
 	}
 }
 
-/* workq_new - start the threads */
+/* workq_spawn - with the lock held: one more thread (none when the
+ * system refuses one: the jobs wait for the threads there are) */
+static void
+workq_spawn(struct workq *q)
+{
+	pthread_t t;
+	pthread_attr_t a;
+
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_JOINABLE);
+	if (pthread_create(&t, &a, workq_thread, q) == 0)
+		q->nthreads++;
+	else if (q->nthreads == 0)
+		fatal("pthread_create: %s", strerror(errno));
+	pthread_attr_destroy(&a);
+}
+
+/* workq_new_elastic - min_threads at once, more as jobs wait */
+struct workq *
+workq_new_elastic(int min_threads, int max_threads, int idle_ms, int max_jobs)
+{
+	struct workq *q = xcalloc(1, sizeof(*q));
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&q->gone, NULL);
+	q->max_jobs = max_jobs;
+	q->min_threads = min_threads < 1 ? 1 : min_threads;
+	q->max_threads = max_threads < q->min_threads ? q->min_threads : max_threads;
+	q->idle_ms = idle_ms;
+	pthread_mutex_lock(&q->lock);
+	for (int i = 0; i < q->min_threads; i++)
+		workq_spawn(q);
+	pthread_mutex_unlock(&q->lock);
+	return q;
+}
+
+/* workq_new - a fixed pool */
 struct workq *
 workq_new(int threads, int max_jobs)
 {
-	struct workq *q = xcalloc(1, sizeof(*q));
+	return workq_new_elastic(threads, threads, 0, max_jobs);
+}
 
-	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->cond, NULL);
-	q->max_jobs = max_jobs;
-	q->nthreads = threads;
-	q->threads = xcalloc((size_t)threads, sizeof(pthread_t));
-	for (int i = 0; i < threads; i++)
-		if (pthread_create(&q->threads[i], NULL, workq_thread, q) != 0)
-			fatal("pthread_create: %s", strerror(errno));
-	return q;
+/* workq_counts - threads alive and, of them, idle */
+void
+workq_counts(struct workq *q, int *threads, int *idle)
+{
+	pthread_mutex_lock(&q->lock);
+	*threads = q->nthreads;
+	*idle = q->nidle;
+	pthread_mutex_unlock(&q->lock);
 }
 
 /* workq_loop_cb - a job finished: its done() here, on the loop */
@@ -134,6 +229,12 @@ workq_submit(struct workq_loop *l, workq_fn run, workq_fn done, void *arg)
 	else
 		q->head = j;
 	q->tail = j;
+	q->nwaiting++;
+	/* every job waiting has a thread that is free to take it (idle or
+	 * still starting), or a new one: a job that blocks (DNS) never holds
+	 * up the next */
+	if (q->nwaiting > q->nthreads - q->nbusy && q->nthreads < q->max_threads)
+		workq_spawn(q);
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
 	return 0;
@@ -167,11 +268,14 @@ workq_free(struct workq *q)
 	pthread_mutex_lock(&q->lock);
 	q->stop = true;
 	pthread_cond_broadcast(&q->cond);
+	while (q->nthreads > 0)
+		pthread_cond_wait(&q->gone, &q->lock);
 	pthread_mutex_unlock(&q->lock);
-	for (int i = 0; i < q->nthreads; i++)
-		pthread_join(q->threads[i], NULL);
-	free(q->threads);
+	/* each ended thread joined the one before it: the last joins all */
+	if (q->reap_set)
+		pthread_join(q->reap, NULL);
 	pthread_mutex_destroy(&q->lock);
 	pthread_cond_destroy(&q->cond);
+	pthread_cond_destroy(&q->gone);
 	free(q);
 }

@@ -1,9 +1,14 @@
 /*
- * workq - a small bounded pool of threads for calls that block, with
+ * workq - a bounded pool of threads for calls that block, with
  * completions delivered back on the event loop that asked
  *
  * SYNOPSIS
  *	struct workq *workq_new(int threads, int max_jobs);
+struct workq *workq_new_elastic(int min_threads, int max_threads, int idle_ms, int max_jobs);
+void workq_counts(struct workq *q, int *threads, int *idle);
+ *	struct workq *workq_new_elastic(int min_threads, int max_threads,
+ *	                                int idle_ms, int max_jobs);
+ *	void workq_counts(struct workq *q, int *threads, int *idle);
  *	struct workq_loop *workq_loop_new(struct workq *q, struct event_base *base);
  *	int workq_submit(struct workq_loop *l, workq_fn run, workq_fn done, void *arg);
  *	void workq_loop_free(struct workq_loop *l);
@@ -20,6 +25,14 @@
  *	(workq_free() first, which finishes and joins the threads; the done
  *	callbacks of jobs finished by then are dropped with their args freed
  *	by the caller's own bookkeeping).
+ *
+ *	workq_new() keeps a fixed number of threads. workq_new_elastic()
+ *	starts min_threads and adds one whenever a job is queued while no
+ *	thread is free to take it, up to max_threads: a job that waits (on
+ *	DNS, say) never holds up the next one until that bound. A thread
+ *	beyond min_threads that found no job for idle_ms ends. When the
+ *	system refuses a new thread the job waits for one there is.
+ *	workq_counts() tells the threads alive and idle (tests, status).
  */
 #ifndef MOAT_WORKQ_H
 #define MOAT_WORKQ_H
@@ -31,6 +44,8 @@ struct workq_loop;
 typedef void (*workq_fn)(void *arg);
 
 struct workq *workq_new(int threads, int max_jobs);
+struct workq *workq_new_elastic(int min_threads, int max_threads, int idle_ms, int max_jobs);
+void workq_counts(struct workq *q, int *threads, int *idle);
 struct workq_loop *workq_loop_new(struct workq *q, struct event_base *base);
 int workq_submit(struct workq_loop *l, workq_fn run, workq_fn done, void *arg);
 void workq_loop_free(struct workq_loop *l);

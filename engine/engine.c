@@ -423,9 +423,40 @@ dnsbl_known(const struct eng_sess *e)
  * SPF
  */
 
+/* the lookups a check may fetch ahead from the loop, one after the
+ * other (each run of the check from the cache tells the next name it
+ * misses), before the rest goes to the pool */
+#define AHEAD_ROUNDS_MAX 16
+
+/* what a check fetched last from the loop: missed again once its answer
+ * came (not cacheable, a temporary error), the check goes to the pool */
+struct ahead {
+	unsigned char rounds;
+	int type;
+	char name[320];
+};
+
+/* ahead_next - the name the last cache-only run missed, when it is worth
+ * asking from the loop: a resolver, rounds left, not the name just asked */
+static bool
+ahead_next(struct eng_sess *e, struct ahead *a, char *name, size_t size, int *type)
+{
+	if (e->el->dns == NULL || e->el->query == NULL || a->rounds >= AHEAD_ROUNDS_MAX ||
+	    !dns_sync_missed_name(name, size, type))
+		return false;
+	if (a->rounds > 0 && *type == a->type && strcmp(name, a->name) == 0)
+		return false;
+	a->rounds++;
+	a->type = *type;
+	snprintf(a->name, sizeof(a->name), "%s", name);
+	return true;
+}
+
 struct spf_job {
 	struct eng_q *q;
 	struct sauth_spf sp;
+	struct ahead ah;
+	uint64_t started_ms;
 };
 
 static void
@@ -465,8 +496,64 @@ out:
 	free(j);
 }
 
-/* spf_start - one identity: at once when every answer is in the
- * resolver's cache (cache-only, never waiting), else on the pool */
+static void spf_go(struct spf_job *j);
+
+/* spf_fetched - a record the check missed is in the resolver's cache
+ * (or failed): the check again */
+static void
+spf_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans)
+{
+	struct spf_job *j = ctx;
+
+	(void)tag;
+	(void)ans;
+	if (j->q->e == NULL)
+		spf_done(j);		/* the session is gone: frees */
+	else
+		spf_go(j);
+}
+
+/* spf_go - the check from the cache (never waiting); the first record it
+ * missed is asked from the loop and the check runs again when it is in,
+ * so a slow name server holds up no thread and no other session. What
+ * this cannot finish (a record not cacheable, too many rounds) runs on
+ * the pool. */
+static void
+spf_go(struct spf_job *j)
+{
+	struct eng_sess *e = j->q->e;
+	uint64_t spent = now_ms() - j->started_ms;
+	char name[320];
+	int type;
+
+	if (sauth_spf_cached(&j->sp)) {
+		spf_done(j);
+		return;
+	}
+	if (spent >= (uint64_t)e->conf->spf_timeout_ms) {
+		j->sp.out.res = SPF_RES_TEMPERROR;
+		snprintf(j->sp.out.reason, sizeof(j->sp.out.reason), "timeout");
+		spf_done(j);
+		return;
+	}
+	if (ahead_next(e, &j->ah, name, sizeof(name), &type)) {
+		uint64_t left = (uint64_t)e->conf->spf_timeout_ms - spent;
+		unsigned tmo = (unsigned)(left < e->conf->dns_timeout_ms ? left :
+		    e->conf->dns_timeout_ms);
+
+		if (e->el->query(e->el->dns, name, type, tmo, spf_fetched, j, e->id) == 0)
+			return;
+	}
+	if (workq_submit(e->el->wq, spf_run, spf_done, j) != 0) {
+		/* the pool is full: a temporary error, at once */
+		j->sp.out.res = SPF_RES_TEMPERROR;
+		snprintf(j->sp.out.reason, sizeof(j->sp.out.reason), "%s", "work pool full");
+		spf_done(j);
+	}
+}
+
+/* spf_start - one identity: from the cache, with what it misses fetched
+ * ahead from the loop (spf_go) */
 static void
 spf_start(struct eng_sess *e, enum spf_identity id, const char *sender, unsigned short gen)
 {
@@ -478,17 +565,14 @@ spf_start(struct eng_sess *e, enum spf_identity id, const char *sender, unsigned
 	/* the explanation of a fail, only for a policy that shows it */
 	j->sp.rq.want_exp = id == SPF_ID_MAILFROM && rules_uses_spf_explanation(e->conf->rules);
 	j->q = q_new(e, id == SPF_ID_HELO ? EQ_SPF_HELO : EQ_SPF, 0, gen);
-	if (ok == 0 && sauth_spf_cached(&j->sp)) {
+	j->started_ms = now_ms();
+	if (ok != 0) {
+		j->sp.out.res = SPF_RES_TEMPERROR;
+		snprintf(j->sp.out.reason, sizeof(j->sp.out.reason), "%s", "no client address");
 		spf_done(j);
 		return;
 	}
-	if (ok != 0 || workq_submit(e->el->wq, spf_run, spf_done, j) != 0) {
-		/* no address, or the pool is full: a temporary error, at once */
-		j->sp.out.res = SPF_RES_TEMPERROR;
-		snprintf(j->sp.out.reason, sizeof(j->sp.out.reason), "%s",
-		    ok == 0 ? "work pool full" : "no client address");
-		spf_done(j);
-	}
+	spf_go(j);
 }
 
 /* spf_pending - rules at a stage that read spf wait for this */
@@ -517,6 +601,7 @@ spf_domain_passed(const struct eng_sess *e)
 struct sauth_job {
 	struct eng_q *q;
 	struct sauth_work w;
+	struct ahead ah;
 };
 
 static bool
@@ -625,9 +710,122 @@ keys_ahead(struct eng_sess *e, bool *all_cached)
 	return t->keys_pending > 0;
 }
 
-/* sauth_start - DKIM's lookups and DMARC: with every key and record in
- * the resolver's cache they run here, on the loop (cache-only: nothing
- * can wait); otherwise on the pool */
+/* dmarc_ahead - while the keys come: DMARC once from the cache (without
+ * DKIM results: the record's lookup comes first), and the record it
+ * missed asked at the same time as the keys */
+static void
+dmarc_ahead(struct eng_sess *e)
+{
+	struct eng_txn *t = e->txn;
+	struct sauth_work *w;
+	struct eng_q *q;
+	char name[320];
+	int type;
+
+	if (e->conf->dmarc == CONF_DMARC_OFF || engine_g.psl == NULL || e->el->dns == NULL ||
+	    e->el->query == NULL || t->msg == NULL)
+		return;
+	w = xcalloc(1, sizeof(*w));
+	sauth_work_from(w, &t->msg->hs);
+	w->do_dmarc = true;
+	w->dmarc_bis = e->conf->dmarc == CONF_DMARC_BIS;
+	w->psl = engine_g.psl;
+	dns_sync_cache_only(true);
+	sauth_run_dmarc(w);
+	dns_sync_cache_only(false);
+	free(w);
+	if (!dns_sync_missed_name(name, sizeof(name), &type))
+		return;
+	q = q_new(e, EQ_KEY, 0, t->gen);
+	if (e->el->query(e->el->dns, name, type, (unsigned)e->conf->dns_timeout_ms,
+	    key_fetched, q, e->id) != 0) {
+		q_unlink(q);
+		free(q);
+		return;
+	}
+	t->keys_pending++;
+}
+
+/* dmarc_fetched - a record asked ahead only for the cache */
+static void
+dmarc_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans)
+{
+	(void)ctx;
+	(void)tag;
+	(void)ans;
+}
+
+/* dmarc_prefetch - at MAIL FROM: the DMARC records of the sender's domain
+ * (usually the From domain as well) and, for RFC 7489, of its
+ * organisational domain, asked from the loop into the resolver's cache,
+ * so that DMARC at the end of the data runs from the cache */
+static void
+dmarc_prefetch(struct eng_sess *e, const char *domain)
+{
+	char d[DMARC_DOMAIN_SIZE], org[DMARC_DOMAIN_SIZE], name[DMARC_DOMAIN_SIZE + 8];
+
+	if (e->conf->dmarc == CONF_DMARC_OFF || engine_g.psl == NULL || e->el->dns == NULL ||
+	    e->el->query == NULL || dmarc_domain_norm(domain, strlen(domain), d, sizeof(d)) < 0)
+		return;
+	snprintf(name, sizeof(name), "_dmarc.%s", d);
+	if (!dns_cached(name, DNS_T_TXT))
+		(void)e->el->query(e->el->dns, name, DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
+		    dmarc_fetched, NULL, e->id);
+	if (e->conf->dmarc == CONF_DMARC_BIS ||
+	    dmarc_psl_orgdomain(engine_g.psl, d, org, sizeof(org)) < 0 || strcmp(org, d) == 0)
+		return;
+	snprintf(name, sizeof(name), "_dmarc.%s", org);
+	if (!dns_cached(name, DNS_T_TXT))
+		(void)e->el->query(e->el->dns, name, DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
+		    dmarc_fetched, NULL, e->id);
+}
+
+static void sauth_pool(struct sauth_job *j);
+static void sauth_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans);
+
+/* sauth_dmarc_go - DMARC from the cache (DKIM is done); the first record
+ * it missed is asked from the loop and DMARC runs again when it is in
+ * (sauth_fetched); what this cannot finish runs on the pool */
+static void
+sauth_dmarc_go(struct sauth_job *j)
+{
+	struct eng_sess *e = j->q->e;
+	char name[320];
+	int type;
+
+	dns_sync_cache_only(true);
+	sauth_run_dmarc(&j->w);
+	dns_sync_cache_only(false);
+	if (!dns_sync_missed()) {
+		sauth_done(j);
+		return;
+	}
+	if (ahead_next(e, &j->ah, name, sizeof(name), &type) &&
+	    e->el->query(e->el->dns, name, type, (unsigned)e->conf->dns_timeout_ms,
+	    sauth_fetched, j, e->id) == 0)
+		return;
+	sauth_pool(j);
+}
+
+/* sauth_fetched - a record DMARC missed is in (or failed) */
+static void
+sauth_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans)
+{
+	struct sauth_job *j = ctx;
+	struct eng_sess *e = j->q->e;
+
+	(void)tag;
+	(void)ans;
+	if (e == NULL || e->txn == NULL || j->q->gen != e->txn->gen)
+		sauth_done(j);		/* nothing waits for it: frees */
+	else
+		sauth_dmarc_go(j);
+}
+
+/* sauth_start - DKIM's lookups and DMARC: the keys (and DMARC's record)
+ * are fetched ahead from the loop; with every key in the resolver's cache
+ * they run here (cache-only: nothing can wait), DMARC's further records
+ * asked from the loop too (sauth_fetched); what is left, on the pool */
 static void
 sauth_start(struct eng_sess *e)
 {
@@ -636,6 +834,7 @@ sauth_start(struct eng_sess *e)
 	bool cached = true;
 
 	if (t->msg != NULL && t->msg->dkim != NULL && keys_ahead(e, &cached)) {
+		dmarc_ahead(e);
 		t->sauth_state = CHECK_PENDING;		/* key_fetched() comes back */
 		return;
 	}
@@ -656,18 +855,23 @@ sauth_start(struct eng_sess *e)
 	if (cached && e->el->dns != NULL) {
 		dns_sync_cache_only(true);
 		sauth_run_dkim(&j->w);
+		dns_sync_cache_only(false);
 		if (j->w.msg != NULL) {
 			dkimv_msg_free(j->w.msg);	/* consumed */
 			j->w.msg = NULL;
 		}
-		sauth_run_dmarc(&j->w);
-		dns_sync_cache_only(false);
-		if (!dns_sync_missed()) {
-			sauth_done(j);
-			return;
-		}
-		/* DKIM is done; DMARC wanted a record not cached: the pool */
+		sauth_dmarc_go(j);
+		return;
 	}
+	sauth_pool(j);
+}
+
+/* sauth_pool - what could not run from the cache: on the pool */
+static void
+sauth_pool(struct sauth_job *j)
+{
+	struct eng_sess *e = j->q->e;
+
 	if (workq_submit(e->el->wq, sauth_run_job, sauth_done, j) != 0) {
 		/* pool full: no verdict, temporary errors (never a 5xx) */
 		if (!j->w.have_dkim)
@@ -1628,6 +1832,9 @@ engine_mail(struct eng_sess *e, const struct smtp_addr *from, const struct smtp_
 		addr_text(&t->from, sender, sizeof(sender));
 		t->spf_state = CHECK_PENDING;
 		spf_start(e, SPF_ID_MAILFROM, sender, t->gen);
+	}
+	if (!t->from.null && !t->from.literal && t->from.domain_len > 0) {
+		dmarc_prefetch(e, t->from.domain);
 	}
 }
 

@@ -74,7 +74,11 @@ engine_init(struct conf *c, const struct engine_opts *o, char *err, size_t errle
 
 	engine_g.opts = o != NULL ? *o : none;
 	engine_g.started = time(NULL);
-	engine_g.workq = workq_new(8, 4096);	/* SPF, DKIM, DMARC: they wait on DNS */
+	/* SPF, DKIM, DMARC: most of their lookups are fetched ahead from the
+	 * loops; a job that still waits on DNS gets a thread of its own, up
+	 * to check-threads; threads past 8 end after 10 s idle */
+	engine_g.workq = workq_new_elastic(8, (int)(c->check_threads ? c->check_threads : 256),
+	    10 * 1000, 4096);
 	if (!engine_g.opts.no_network) {
 		char *derr = NULL;
 		struct dns_conf dc = c->resolver;

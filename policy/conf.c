@@ -143,6 +143,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "log-level", CT_ENUM, O(log_level), 0, 0, "info", conf_level_words },
 	{ "dns-timeout", CT_DUR, O(dns_timeout_ms), 100, 60 * SEC, "5s", NULL },
 	{ "dns-max-queries", CT_COUNT, O(dns_max_queries), 16, 1000000, "4096", NULL },
+	{ "check-threads", CT_COUNT, O(check_threads), 8, 4096, "256", NULL },
 	{ "dns-negative-ttl", CT_DUR, O(dns_negative_ttl_ms), 0, 86400 * SEC, "5m", NULL },
 	{ "greet-delay", CT_DUR, O(greet_delay_ms), 0, 60 * SEC, "0", NULL },
 	{ "dnsbl-probe-interval", CT_DUR, O(dnsbl_probe_ms), 1 * SEC, 86400 * SEC, "5m", NULL },

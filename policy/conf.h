@@ -101,6 +101,7 @@ struct conf {
 	struct dns_conf resolver;	/* resolver system|recursive|forward A@P ... */
 	uint64_t dns_timeout_ms;
 	uint64_t dns_max_queries;
+	uint64_t check_threads;		/* the work pool's bound (SPF, DKIM, DMARC) */
 	uint64_t dns_negative_ttl_ms;
 	uint64_t greet_delay_ms;	/* 0: greet at once */
 	uint64_t dnsbl_probe_ms;

@@ -61,6 +61,8 @@ conf_restart_warnings(const struct conf *n, const struct conf *old)
 {
 	if (memcmp(&n->resolver, &old->resolver, sizeof(n->resolver)) != 0)
 		log_msg(LOG_L_WARN, 0, "reload: resolver changes take effect at restart");
+	if (n->check_threads != old->check_threads)
+		log_msg(LOG_L_WARN, 0, "reload: check-threads changes take effect at restart");
 	if (n->dkim != old->dkim || n->dkim_min_key_bits != old->dkim_min_key_bits ||
 	    n->dkim_max_signatures != old->dkim_max_signatures ||
 	    n->dkim_allow_sha1 != old->dkim_allow_sha1 ||

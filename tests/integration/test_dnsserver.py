@@ -146,6 +146,66 @@ def test_delay(dns, tcp):
 
 
 @pytest.mark.timeout(10)
+def test_default_delay(dns):
+    dns.add("a.example.test", "A", "192.0.2.1")
+    dns.add("b.example.test", "A", "192.0.2.2")
+    dns.set_default_delay(0.3)
+    dns.set_delay("b.example.test", 0.05)          # its own delay wins
+    t0 = time.monotonic()
+    r = ask(dns, "a.example.test", timeout=3)
+    slow = time.monotonic() - t0
+    assert 0.28 <= slow < 1.5 and str(r.rr[0].rdata) == "192.0.2.1"
+    t0 = time.monotonic()
+    r = ask(dns, "nothere.example.test", timeout=3)  # negative answers too
+    assert time.monotonic() - t0 >= 0.28 and r.header.rcode == RCODE.NXDOMAIN
+    t0 = time.monotonic()
+    ask(dns, "b.example.test", timeout=3)
+    assert time.monotonic() - t0 < 0.25
+    dns.set_default_delay(0)
+    t0 = time.monotonic()
+    ask(dns, "a.example.test")
+    assert time.monotonic() - t0 < 0.25
+    with pytest.raises(ValueError):
+        dns.set_default_delay(-1)
+
+
+@pytest.mark.timeout(30)
+def test_exists_index_follows_add_and_remove(dns):
+    dns.add("x.y.example.test", "TXT", "v")
+    dns.add("x.y.example.test", "A", "192.0.2.1")
+    # y.example.test is an empty non-terminal: NODATA, not NXDOMAIN
+    assert ask(dns, "y.example.test", "A").header.rcode == RCODE.NOERROR
+    dns.remove("x.y.example.test", "TXT")
+    assert ask(dns, "y.example.test", "A").header.rcode == RCODE.NOERROR
+    dns.remove("x.y.example.test", "A")
+    assert ask(dns, "y.example.test", "A").header.rcode == RCODE.NXDOMAIN
+    assert ask(dns, "x.y.example.test", "A").header.rcode == RCODE.NXDOMAIN
+    dns.add("x.y.example.test", "A", "192.0.2.1")
+    dns.remove("x.y.example.test")
+    assert ask(dns, "y.example.test", "A").header.rcode == RCODE.NXDOMAIN
+    assert ask(dns, "example.test", "A").header.rcode == RCODE.NOERROR   # the apex
+    # a large zone: 50,000 names; no answer walks all of them (the records
+    # refuse to be iterated: a scan per NXDOMAIN would make the server the
+    # bottleneck of a benchmark), and 200 NXDOMAIN answers come quickly
+    for i in range(50000):
+        dns.add("d%d.big.example.test" % i, "TXT", "v=spf1 -all")
+
+    class NoScan(dict):
+        def __iter__(self):
+            raise AssertionError("scanned every record")
+
+    with dns.lock:
+        dns._records = NoScan(dns._records)
+    t0 = time.monotonic()
+    for i in range(200):
+        assert ask(dns, "_dmarc.d%d.big.example.test" % i, "TXT").header.rcode == RCODE.NXDOMAIN
+    assert time.monotonic() - t0 < 10
+    assert ask(dns, "big.example.test", "TXT").header.rcode == RCODE.NOERROR
+    dns.reset()
+    assert ask(dns, "big.example.test", "TXT").header.rcode == RCODE.NXDOMAIN
+
+
+@pytest.mark.timeout(10)
 @pytest.mark.parametrize("tcp", [False, True])
 def test_drop_times_out(dns, tcp):
     dns.add("dead.example.test", "A", "192.0.2.1")

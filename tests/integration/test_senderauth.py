@@ -184,3 +184,83 @@ def test_null_sender_reports_the_helo(fake, moatd_factory, dns, dkim_key):
         c.cmd("QUIT")
     ar = ar_field(fake.wait_completed(1)[0].content)
     assert "spf=pass smtp.helo=mx.sender.test" in ar, ar
+
+
+def test_spf_and_dmarc_slow_dns_waits_block_no_session(fake, moatd_factory, dns):
+    """A slow name server (every answer 0.6 s late) and 32 sessions at once,
+    each with a sender domain of its own: every SPF check and DMARC record
+    waits for its answers at the same time, so each RCPT gets its reply
+    about one delay after MAIL, and the whole batch takes a few delays, not
+    32/8 rounds of them (the pool had 8 threads, each blocked on a lookup).
+    One in three fails SPF (550 at RCPT), one in three is a DMARC p=reject
+    spoof (550 at the end of data), the rest pass and are relayed."""
+    import threading
+    import time
+
+    n, delay = 32, 0.6
+    for i in range(n):
+        d = "d%d.slow.test" % i
+        if i % 3 == 0:
+            dns.add(d, "TXT", "v=spf1 ip4:192.0.2.0/24 -all")
+        else:
+            dns.add(d, "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+        dns.add("_dmarc." + d, "TXT", "v=DMARC1; p=reject")
+    dns.add("envelope.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    m = moatd(moatd_factory, fake, dns, dns_timeout="5s", spf_timeout="10s")
+    dns.set_default_delay(delay)
+    clients = []
+    try:
+        for i in range(n):
+            c = m.client(timeout=15)
+            c.ehlo("mail%d.slow.test" % i)
+            clients.append(c)
+        go = threading.Barrier(n, timeout=30)
+        out = [None] * n
+
+        def session(i):
+            c, d = clients[i], "d%d.slow.test" % i
+            mfrom = "bounce@envelope.test" if i % 3 == 2 else "a@" + d
+            go.wait()
+            t0 = time.monotonic()
+            r_mail = c.cmd("MAIL FROM:<%s>" % mfrom)
+            r_rcpt = c.cmd("RCPT TO:<user@example.org>")
+            t_rcpt = time.monotonic() - t0
+            final = None
+            if r_rcpt.code == 250:
+                assert c.cmd("DATA").code == 354
+                c.send(message("s%d" % i, mfrom="boss@" + d) + b".\r\n")
+                final = c.reply()
+            out[i] = (r_mail, r_rcpt, t_rcpt, final, time.monotonic())
+
+        threads = [threading.Thread(target=session, args=(i,)) for i in range(n)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(o is not None for o in out), out
+    finally:
+        dns.set_default_delay(0)
+        for c in clients:
+            c.close()
+    for i, (r_mail, r_rcpt, t_rcpt, final, _) in enumerate(out):
+        assert r_mail.code == 250, (i, r_mail)
+        if i % 3 == 0:
+            assert (r_rcpt.code, r_rcpt.text) == (
+                550, "5.7.23 SPF check failed for d%d.slow.test" % i), (i, r_rcpt)
+        elif i % 3 == 1:
+            assert r_rcpt.code == 250 and final.code == 250, (i, r_rcpt, final)
+        else:
+            assert r_rcpt.code == 250, (i, r_rcpt)
+            assert (final.code, final.text) == (
+                550, "5.7.1 DMARC policy of d%d.slow.test says reject" % i), (i, final)
+    # one lookup (0.6 s) between MAIL and RCPT's reply; 32/8 rounds would
+    # be 2.4 s for the last ones
+    slowest = max(o[2] for o in out)
+    assert slowest < 2.5 * delay, "slowest RCPT %.2f s after MAIL" % slowest
+    # the batch: SPF, then DMARC's record at the end of data (two delays),
+    # not 4 + 4 rounds
+    total = max(o[4] for o in out) - start
+    assert total < 4 * delay, "32 sessions took %.2f s" % total
+    assert len(fake.wait_completed(len([i for i in range(n) if i % 3 == 1]))) == \
+        len([i for i in range(n) if i % 3 == 1])

@@ -59,6 +59,7 @@ test_minimal_defaults(void)
 	T_CHECK(c->command_deadline_ms == 300000);
 	T_CHECK(c->session_deadline_ms == 3600000);
 	T_CHECK(c->max_recipients == 1000);
+	T_CHECK(c->check_threads == 256);
 	T_CHECK(c->identity == CONF_ID_XCLIENT);
 	T_CHECK(c->bare_lf == CONF_BARELF_NORMALISE);
 	T_CHECK(strcmp(c->spool_dir, "/var/tmp") == 0);
@@ -109,6 +110,7 @@ static const struct bad_case bad_cases[] = {
 	{ "two values", "workers 1 2\n", "F:3:11: error: workers takes one value; unexpected 2" },
 	{ "negative", "max-sessions -1\n", "F:3:14: error: max-sessions: expected a whole number \"-1\"" },
 	{ "range", "max-sessions 0\n", "F:3:14: error: max-sessions: value out of range \"0\" (1 to 1000000)" },
+	{ "check-threads range", "check-threads 4\n", "F:3:15: error: check-threads: value out of range \"4\" (8 to 4096)" },
 	{ "size unit", "max-message-size 10q\n", "F:3:18: error: max-message-size: expected a size: a number with an optional k, m or g \"10q\"" },
 	{ "duration unit", "command-deadline 5x\n", "F:3:18: error: command-deadline: expected a duration: a number with ms, s, m, h or d \"5x\"" },
 	{ "duration range", "command-deadline 1ms\n", "F:3:18: error: command-deadline: value out of range \"1ms\" (0 to 3600 seconds)" },
