@@ -38,6 +38,9 @@
 #include "mailbox.h"
 #include "conf.h"
 
+/* a request's done word (a futex) */
+enum { MLT_PENDING = 0, MLT_SLEEPING, MLT_DONE };
+
 enum mlt_stage { MS_CONNECT = 0, MS_HELO, MS_MAIL, MS_RCPT, MS_EOM, MS_ABORT, MS_CLOSE };
 
 struct mlt_conn;
@@ -64,10 +67,9 @@ struct mlt_req {
 	char reply[600];
 	char *hdrs;			/* eom: fields for the top, CRLF lines, allocated */
 	size_t hdrs_len;
-	/* between the two threads, under the engine's lock */
-	bool done;
+	/* between the two threads, atomics (no lock) */
+	int done;			/* futex word: MLT_PENDING, MLT_SLEEPING, MLT_DONE */
 	int refs;
-	pthread_cond_t cv;
 };
 
 struct mlt_opts {

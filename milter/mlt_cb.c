@@ -9,6 +9,18 @@
  *	(mlt_opts.deadline_ms); past it the MTA gets 451 4.4.3 (a tempfail,
  *	never a hang). abort and close post without waiting.
  *
+ *	A stage at which the policy has no rule (engine_stage_may_refuse())
+ *	cannot refuse: connect and helo are then posted without waiting, and
+ *	MAIL's request is kept here and posted just before the next request
+ *	of the connection (RCPT, or whatever comes instead: HELO, another
+ *	MAIL, the end of message, abort, close), so that the engine thread
+ *	wakes once for both: a message then costs it two wake-ups (RCPT, end
+ *	of message), not three. The engine takes them in order, as before;
+ *	only the checks that MAIL starts (SPF, the sender-domain zones) start
+ *	at RCPT. The MTA hands RCPT over right after MAIL when the client
+ *	pipelines (RFC 2920); a client that does not pipeline has them start
+ *	one round trip of its own later.
+ *
  *	The message is rebuilt from the header and body callbacks as the
  *	client sent it (the MTA is asked for header values with their
  *	leading space, SMFIP_HDR_LEADSPC) and fed to DKIM (hashing only)
@@ -64,6 +76,7 @@ struct mlt_priv {
 	bool counted;
 	bool leadspc;			/* the MTA sends header values with their space */
 	bool noreply;			/* headers, their end and the body need no reply */
+	struct mlt_req *mail;		/* MAIL's request, kept back until the next one */
 	/* a refusal kept from connect, or a deadline missed there */
 	int held;			/* 0, or SMFIS_REJECT / SMFIS_TEMPFAIL */
 	int held_code;
@@ -214,6 +227,17 @@ msg_feed(struct mlt_priv *p, const void *buf, size_t len)
 	engine_msg_feed(p->msg, buf, len);
 }
 
+/* mail_flush - MAIL's request kept back goes to the engine, ahead of the
+ * request the caller posts next */
+static void
+mail_flush(struct mlt_priv *p)
+{
+	if (p->mail != NULL) {
+		mlt_req_post(p->mail);
+		p->mail = NULL;
+	}
+}
+
 /* ---------------------------------------------------------------------
  * Callbacks
  */
@@ -334,6 +358,7 @@ cb_helo(SMFICTX *ctx, char *name)
 
 	if (held(ctx, p, &st))
 		return st;
+	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_HELO, p->id);
 	snprintf(rq->text, sizeof(rq->text), "%s", name ? name : "");
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
@@ -374,6 +399,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	msg_reset(p);
 	if (held(ctx, p, &st))
 		return st;
+	mail_flush(p);		/* a MAIL with no RCPT after it */
 	rq = mlt_req_new(p->mc, MS_MAIL, p->id);
 	join(argv, rq->text, sizeof(rq->text));
 	copy_macro(ctx, "{auth_authen}", rq->login, sizeof(rq->login));
@@ -388,7 +414,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 			log_msg(LOG_L_DEBUG, p->id, "mail queue-id=%s", qid);
 	}
 	if (!engine_stage_may_refuse(p->conf, RS_MAIL)) {
-		mlt_req_post(rq);
+		p->mail = rq;	/* posted with the next request (see DESCRIPTION) */
 		return SMFIS_CONTINUE;
 	}
 	return answer(ctx, p, rq, mlt_req_call(rq, mlt_opts.deadline_ms), "mail");
@@ -403,6 +429,7 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 
 	if (held(ctx, p, &st))
 		return st;
+	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_RCPT, p->id);
 	join(argv, rq->text, sizeof(rq->text));
 	return answer(ctx, p, rq, mlt_req_call(rq, mlt_opts.deadline_ms), "rcpt");
@@ -525,6 +552,7 @@ cb_eom(SMFICTX *ctx)
 	if (held(ctx, p, &st))
 		return st;
 	msg_begin(p);
+	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_EOM, p->id);
 	rq->msg = p->msg;	/* the engine's from now on */
 	p->msg = NULL;
@@ -554,6 +582,7 @@ cb_abort(SMFICTX *ctx)
 	if (p == NULL)
 		return SMFIS_CONTINUE;
 	msg_reset(p);
+	mail_flush(p);
 	if (p->mc != NULL)
 		mlt_req_post(mlt_req_new(p->mc, MS_ABORT, p->id));
 	return SMFIS_CONTINUE;
@@ -567,6 +596,7 @@ cb_close(SMFICTX *ctx)
 	if (p == NULL)
 		return SMFIS_CONTINUE;
 	msg_reset(p);
+	mail_flush(p);
 	if (p->mc != NULL)
 		mlt_req_post(mlt_req_new(p->mc, MS_CLOSE, p->id));
 	if (p->counted) {

@@ -30,11 +30,13 @@
  *	(engine_svc.c), with their timers on this thread's loop.
  */
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,14 +58,13 @@ struct mlt_conn {
 };
 
 static struct {
-	pthread_mutex_t lock;
 	struct mailbox *mbox;		/* requests, to the engine's thread */
 	pthread_t thread;
 	bool running;
 	struct event_base *base;
 	struct engine_loop *loop;
 	uint64_t next_id;
-} eng = { .lock = PTHREAD_MUTEX_INITIALIZER };
+} eng;
 
 static struct mbox_link stop_item;	/* posted by mlt_engine_stop() */
 
@@ -94,8 +95,8 @@ mlt_req_new(struct mlt_conn *mc, enum mlt_stage st, uint64_t id)
 	rq->stage = st;
 	rq->id = id;
 	rq->refs = 1;
+	rq->done = MLT_PENDING;
 	rq->peer.ss_family = AF_UNSPEC;
-	pthread_cond_init(&rq->cv, NULL);
 	return rq;
 }
 
@@ -106,27 +107,21 @@ req_free(struct mlt_req *rq)
 	engine_msg_free(rq->msg);
 	free(rq->hdrs);
 	conf_unref(rq->conf);
-	pthread_cond_destroy(&rq->cv);
 	free(rq);
 }
 
 void
 mlt_req_unref(struct mlt_req *rq)
 {
-	bool last;
-
-	pthread_mutex_lock(&eng.lock);
-	last = --rq->refs == 0;
-	pthread_mutex_unlock(&eng.lock);
-	if (last)
+	if (__atomic_sub_fetch(&rq->refs, 1, __ATOMIC_ACQ_REL) == 0)
 		req_free(rq);
 }
 
-/* enqueue - under the lock: to the engine, which holds one reference */
+/* enqueue - to the engine, which holds one reference */
 static void
 enqueue(struct mlt_req *rq)
 {
-	rq->refs++;
+	__atomic_add_fetch(&rq->refs, 1, __ATOMIC_RELAXED);
 	mailbox_post(eng.mbox, &rq->link);
 }
 
@@ -134,76 +129,79 @@ enqueue(struct mlt_req *rq)
 void
 mlt_req_post(struct mlt_req *rq)
 {
-	pthread_mutex_lock(&eng.lock);
 	enqueue(rq);
-	pthread_mutex_unlock(&eng.lock);
 	mlt_req_unref(rq);
 }
 
-/* spin_for - the engine answers most requests within tens of
- * microseconds: look for the answer for up to MLT_SPIN_US before
- * sleeping on the condition variable, which spares the MTA's callback a
- * sleep and a wake-up (a futex round and a context switch each way) */
-#define MLT_SPIN_US 60
+/* futex - wait while *w is val (until the relative timeout), or wake one */
 static void
-spin_for(struct mlt_req *rq)
+futex_wait(int *w, int val, const struct timespec *rel)
 {
-	struct timespec t0, t;
+	(void)syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, rel, NULL, 0);
+}
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (unsigned i = 1; !__atomic_load_n(&rq->done, __ATOMIC_ACQUIRE); i++) {
-#if defined(__x86_64__) || defined(__i386__)
-		__builtin_ia32_pause();
-#endif
-		if (i % 64 != 0)
-			continue;
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000000L + (t.tv_nsec - t0.tv_nsec) / 1000 >= MLT_SPIN_US)
-			break;
+static void
+futex_wake(int *w)
+{
+	(void)syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* ms_left - the time from now until the monotonic deadline end, as a
+ * relative timespec; false when it has passed */
+static bool
+ms_left(const struct timespec *end, struct timespec *rel)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	rel->tv_sec = end->tv_sec - now.tv_sec;
+	rel->tv_nsec = end->tv_nsec - now.tv_nsec;
+	if (rel->tv_nsec < 0) {
+		rel->tv_sec--;
+		rel->tv_nsec += 1000000000L;
 	}
+	return rel->tv_sec >= 0 && (rel->tv_sec > 0 || rel->tv_nsec > 0);
 }
 
 /* mlt_req_call - to the engine, and wait for the answer until the
- * deadline; the caller keeps its reference */
+ * deadline; the caller keeps its reference. The done word goes from
+ * MLT_PENDING to MLT_SLEEPING when the caller is about to sleep on it,
+ * and to MLT_DONE when the engine answers, which wakes the caller only
+ * when it sleeps (no system call otherwise, and no lock either way) */
 int
 mlt_req_call(struct mlt_req *rq, unsigned deadline_ms)
 {
-	struct timespec ts;
-	bool done;
+	struct timespec end, rel;
+	int v;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += deadline_ms / 1000;
-	ts.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += deadline_ms / 1000;
+	end.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
+	if (end.tv_nsec >= 1000000000L) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000L;
 	}
-	pthread_mutex_lock(&eng.lock);
 	enqueue(rq);
-	pthread_mutex_unlock(&eng.lock);
-	spin_for(rq);
-	pthread_mutex_lock(&eng.lock);
-	while (!rq->done)
-		if (pthread_cond_timedwait(&rq->cv, &eng.lock, &ts) == ETIMEDOUT)
+	for (;;) {
+		v = MLT_PENDING;
+		if (!__atomic_compare_exchange_n(&rq->done, &v, MLT_SLEEPING, false, __ATOMIC_ACQ_REL,
+		    __ATOMIC_ACQUIRE) && v == MLT_DONE)
+			return 0;
+		if (!ms_left(&end, &rel))
 			break;
-	done = rq->done;
-	pthread_mutex_unlock(&eng.lock);
-	return done ? 0 : -1;
+		futex_wait(&rq->done, MLT_SLEEPING, &rel);
+	}
+	return __atomic_load_n(&rq->done, __ATOMIC_ACQUIRE) == MLT_DONE ? 0 : -1;
 }
 
-/* req_complete - on the engine: the answer is in, the waiter wakes */
+/* req_complete - on the engine: the answer is in, a sleeping caller
+ * wakes (the engine's reference keeps the word alive until then) */
 static void
 req_complete(struct mlt_req *rq)
 {
-	bool last;
-
-	pthread_mutex_lock(&eng.lock);
-	__atomic_store_n(&rq->done, true, __ATOMIC_RELEASE);
-	pthread_cond_signal(&rq->cv);
-	last = --rq->refs == 0;
-	pthread_mutex_unlock(&eng.lock);
-	if (last)
-		req_free(rq);
+	if (__atomic_exchange_n(&rq->done, MLT_DONE, __ATOMIC_ACQ_REL) == MLT_SLEEPING)
+		futex_wake(&rq->done);
+	mlt_req_unref(rq);
 }
 
 /* ---------------------------------------------------------------------

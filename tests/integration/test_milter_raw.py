@@ -33,6 +33,7 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,50 @@ def test_normal_transaction(raw_milter):
     assert r == expected_ok(), r
     r = transaction(raw_milter.port, sender="boss@bad.test")
     assert r["mail"] == (b"y", "550 5.7.1 sender bad.test refused"), r
+
+
+def test_mail_without_rule_goes_with_the_next_request(milter_factory):
+    """With no rule at MAIL, MAIL's request is kept by the callbacks and
+    posted with the next one (one wake-up of the engine thread for MAIL and
+    RCPT). The engine still gets every MAIL, in order: a RCPT rule reads the
+    sender; a MAIL followed by ABORT has its verdict=abandoned line; a MAIL
+    with no RCPT, followed by another MAIL or by the end of the connection,
+    is still counted (moat_transactions_total: MAILs let through). A policy
+    with a MAIL rule still refuses at MAIL (test_normal_transaction)."""
+    mport = free_port()
+    m = milter_factory(metrics_listen="127.0.0.1:%d" % mport, on=[
+        'rcpt sender-domain is bad.test reject 550 5.7.1 "sender $sender-domain refused at rcpt"',
+        'data true add-header X-Moat-Raw "from $sender-domain"'])
+    check_transaction(m.port)
+    r = transaction(m.port, sender="boss@bad.test")
+    assert r["mail"] == (b"c", ""), r
+    assert r["rcpt"] == (b"y", "550 5.7.1 sender bad.test refused at rcpt"), r
+    with MilterClient(m.port, timeout=10) as c:
+        c.optneg()
+        for call in (lambda: c.connect("client.test", CLIENT_IP), lambda: c.helo("client.test"),
+                     lambda: c.mail("<a@first.test>"), lambda: c.rcpt("<user@example.org>")):
+            r, _ = call()
+            assert r.cmd == mp.SMFIR_CONTINUE, r
+        c.abort()
+        r, _ = c.mail("<b@second.test>")           # no RCPT: another MAIL follows
+        assert r.cmd == mp.SMFIR_CONTINUE, r
+        r, _ = c.mail("<c@third.test>")            # no RCPT: the connection ends
+        assert r.cmd == mp.SMFIR_CONTINUE, r
+        c.quit()
+        assert c.wait_closed(5)
+
+    def transactions():
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=5) as page:
+            text = page.read().decode()
+        n = re.search(r"^moat_transactions_total (\d+)$", text, re.M)
+        return int(n.group(1)) if n else None
+    assert harness.wait_for(lambda: transactions() == 5, 10), transactions()
+    v = [l for l in m.log().splitlines() if "verdict=abandoned" in l and "first.test" in l]
+    assert len(v) == 1 and "from=<a@first.test>" in v[0] and \
+        "to=<user@example.org>:passed" in v[0], v
+    time.sleep(0.3)
+    assert transactions() == 5
+    m.check_alive("MAIL kept back")
 
 
 # ---------------------------------------------------------------------------
