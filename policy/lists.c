@@ -754,8 +754,13 @@ list_add_word(struct list *l, const char *s, size_t len, char *err, size_t errle
 			return LIST_ENOMEM;
 		/* a name in U-labels (or xn-- labels): its A-label form too,
 		 * for the HELO name; a word that is no IDN stays a word */
-		if (idn_needs(s, n) && (r = idn_alabel(s, n, abuf, sizeof(abuf))) > 0)
-			return list_set_add(l, abuf, (size_t)r, false, NULL, 0, LF_IDN);
+		if (idn_needs(s, n) && (r = idn_alabel(s, n, abuf, sizeof(abuf))) > 0) {
+			size_t count = l->count;	/* the same entry: not counted twice */
+			enum list_status st = list_set_add(l, abuf, (size_t)r, false, NULL, 0, LF_IDN);
+
+			l->count = count;
+			return st;
+		}
 		return LIST_OK;
 	}
 	if (list_set_add(l, s, n, false, NULL, 0, LF_GLOB) != LIST_OK)
