@@ -319,3 +319,23 @@ def test_message_over_the_size_limit_gets_the_552_line(fake, moatd_factory):
     v = one_line_after_disconnect(m)
     assert_line_is_reply(v, rs[-1], "moat", "data")
     assert not fake.accepted()
+
+
+@pytest.mark.timeout(60)
+def test_upstream_lost_under_pipelining_one_line(fake_factory, moatd_factory):
+    """A pipelined group (RFC 2920) whose second RCPT loses the upstream: the
+    client gets 250, 250, 451, 451 (DATA); the log one line, each recipient
+    with the code the client got."""
+    f = fake_factory(replies={"RCPT": lambda arg: "CLOSE" if b"two@" in arg else None})
+    m = moatd_factory(f.address)
+    with Client(m.port, m.host, timeout=15) as c:
+        c.ehlo("client.example")
+        c.send(b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<one@example.org>\r\n"
+               b"RCPT TO:<two@example.org>\r\nDATA\r\n")
+        rs = [c.reply() for _ in range(4)]
+        assert [r.code for r in rs] == [250, 250, 451, 451], rs
+        c.cmd("QUIT")
+    v = one_line_after_disconnect(m)
+    assert_line_is_reply(v, rs[2], "upstream", "rcpt")
+    assert v["to"] == ["<one@example.org>:250:2.1.5",
+                       "<two@example.org>:451:%s" % rs[2].enh], v
