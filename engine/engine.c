@@ -2130,6 +2130,26 @@ engine_upstream_lost(struct eng_sess *e)
 	vl_lost(e->vl);
 }
 
+/* engine_txn_failed - moat's own reply that ends a transaction outside
+ * the rules (the upstream lost, moat's limits) */
+void
+engine_txn_failed(struct eng_sess *e, enum rules_stage st, bool upstream, int code,
+	const char *enh, const char *text, size_t len)
+{
+	char who[2 * LOG_ESC_SIZE + 96], sum[200];
+	struct vl_line_in in;
+
+	vlog_in(e, st, &in, who, sizeof(who));
+	vlog_summary(e, sum, sizeof(sum));
+	in.code = code;
+	in.enh = enh;
+	in.text = text;
+	in.len = len;
+	in.upstream = upstream;
+	in.summary = sum;
+	vl_failed(e->vl, &in, now_ms());
+}
+
 /* engine_txn_accepted - a front-end without an upstream let the message
  * go (before engine_txn_end) */
 void

@@ -296,7 +296,8 @@ char *engine_headers(struct eng_sess *e, size_t *len, unsigned *removed);
  * upstream reply to MAIL, RCPT, DATA and the end of the data (RS_DATA),
  * in the order they come (a refusal gets its line, by=upstream; the
  * reply after the data gives the transaction's line, with the queue id
- * of a 250), and engine_upstream_lost() when the upstream is gone. A
+ * of a 250), engine_upstream_lost() when the upstream is gone and
+ * engine_txn_failed() with each reply moat sends for it then. A
  * front-end without one (moat-milter) calls engine_txn_accepted() when
  * it lets a message go. A transaction with recipients that ends before
  * its data gets a verdict=abandoned line from engine_txn_end().
@@ -305,6 +306,14 @@ void engine_upstream_replies(struct eng_sess *e);
 void engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const char *enh,
 	const char *text, size_t len);
 void engine_upstream_lost(struct eng_sess *e);
+/* engine_txn_failed - moat's own reply (code, enhanced code, text as
+ * sent) that ends a transaction outside the rules: with upstream, to MAIL,
+ * RCPT, DATA or the end of the data (RS_DATA) because the upstream was
+ * lost, timed out or could not be reached (by=upstream); without, moat's
+ * own limit (a timeout, the message size) at stage st (by=moat). The
+ * transaction's line, once per transaction */
+void engine_txn_failed(struct eng_sess *e, enum rules_stage st, bool upstream, int code,
+	const char *enh, const char *text, size_t len);
 void engine_txn_accepted(struct eng_sess *e, const char *queue_id);
 
 /* ---------------------------------------------------------------------

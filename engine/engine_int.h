@@ -104,6 +104,7 @@ void vl_refusal(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms)
 void vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms);
 void vl_accepted(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms);
 void vl_lost(struct vl_sess *v);
+void vl_failed(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms);
 void vl_queue_id(const char *text, size_t len, char *out, size_t size);
 
 #endif

@@ -52,6 +52,7 @@ struct vl_rec {
 	bool mail_wait;			/* MAIL went upstream, no reply yet */
 	bool data_wait;			/* the data went upstream, no reply yet */
 	bool logged;			/* the transaction's line is out */
+	bool lost;			/* the upstream went with something of it waiting */
 	uint64_t size;
 	char summary[200];
 	const char *rule_file;		/* borrowed from the policy the session holds */
@@ -305,7 +306,7 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 			total++;
 			log_escape(esc, sizeof(esc), x->addr, strlen(x->addr));
 			if (x->state != VR_DONE ? !cat(buf, &n, " to=<%s>:%s", esc,
-			    x->state == VR_PASSED ? "passed" : "waiting") :
+			    x->state == VR_PASSED ? "passed" : r->lost ? "lost" : "waiting") :
 			    !cat(buf, &n, " to=<%s>:%d%s%s", esc, x->code, x->enh[0] ? ":" : "", x->enh))
 				break;
 			shown++;
@@ -395,7 +396,7 @@ vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
 		return;
 	switch (in->stage) {
 	case RS_MAIL:
-		for (r = v->head; r && !r->mail_wait; r = r->next)
+		for (r = v->head; r && (!r->mail_wait || r->lost); r = r->next)
 			;
 		if (r == NULL)
 			return;
@@ -407,7 +408,7 @@ vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
 		struct vl_rcpt *x = NULL;
 
 		for (r = v->head; r && x == NULL; r = r->next)
-			for (unsigned i = 0; i < r->nr && x == NULL; i++)
+			for (unsigned i = 0; i < r->nr && x == NULL && !r->lost; i++)
 				if (r->r[i].state == VR_WAIT_UPS)
 					x = &r->r[i];
 		if (x == NULL)
@@ -423,7 +424,7 @@ vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
 		break;
 	}
 	default:
-		for (r = v->head; r && !r->data_wait; r = r->next)
+		for (r = v->head; r && (!r->data_wait || r->lost); r = r->next)
 			;
 		if (r == NULL)
 			return;
@@ -458,15 +459,67 @@ vl_accepted(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
 	vl_line(in, r, NULL, now_ms);
 }
 
-/* vl_lost - the upstream is gone: nothing more comes for what waited */
+/* vl_lost - the upstream is gone: what waited for it gets moat's own
+ * reply instead (vl_failed), and never a later connection's reply */
 void
 vl_lost(struct vl_sess *v)
 {
+	struct vl_rec *cur = vl_current(v);
+
 	for (struct vl_rec *r = v->head; r; r = r->next) {
-		r->mail_wait = r->data_wait = false;
-		for (unsigned i = 0; i < r->nr; i++)
+		bool waits = r->mail_wait || r->data_wait;
+
+		for (unsigned i = 0; i < r->nr && !waits; i++)
+			waits = r->r[i].state == VR_WAIT_UPS;
+		if (waits || r == cur)
+			r->lost = true;
+	}
+}
+
+/* vl_failed - moat's own reply (in: code and text as sent) that ends a
+ * transaction: the transaction's line, once. With in->upstream the
+ * upstream was lost or could not be reached: the command is the oldest of
+ * its stage still waiting, else one of the transaction in progress (sent
+ * after the loss); without, moat's own limit ends the transaction in
+ * progress */
+void
+vl_failed(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms)
+{
+	struct vl_rec *r;
+	struct vl_rcpt *x = NULL;
+
+	if (!v->upstream && in->upstream)
+		return;
+	for (r = in->upstream ? v->head : NULL; r; r = r->next) {
+		if (in->stage == RS_MAIL && r->mail_wait) {
+			r->mail_wait = false;
+			break;
+		}
+		if (in->stage == RS_DATA && r->data_wait) {
+			r->data_wait = false;
+			break;
+		}
+		for (unsigned i = 0; in->stage == RS_RCPT && i < r->nr && x == NULL; i++)
 			if (r->r[i].state == VR_WAIT_UPS)
-				r->r[i].state = VR_PASSED;
+				x = &r->r[i];
+		if (x != NULL) {
+			x->state = VR_DONE;
+			x->code = (short)in->code;
+			snprintf(x->enh, sizeof(x->enh), "%s", in->enh ? in->enh : "");
+			break;
+		}
+	}
+	if (r == NULL)
+		r = vl_current(v);
+	if (r != NULL && !r->logged) {
+		struct vl_line_in l = *in;
+
+		if (r->summary[0])
+			l.summary = r->summary;	/* the data's own */
+		r->lost = true;
+		r->logged = true;
+		r->data_wait = false;
+		vl_line(&l, r, NULL, now_ms);
 	}
 	vl_gc(v);
 }

@@ -23,6 +23,7 @@
 
 #include "dkim_key.h"
 #include "dnsbl.h"
+#include "idn.h"
 #include "rfile.h"
 #include "xalloc.h"
 
@@ -37,6 +38,35 @@ bool
 dkim_selector_ok(const char *s, size_t len)
 {
 	return dnsbl_domain_ok(s, len, 63);
+}
+
+/* dkim_name_alabel - see dkim_key.h */
+const char *
+dkim_name_alabel(const char *in, size_t len, size_t max, char *out, size_t size)
+{
+	int r;
+
+	if (size == 0)
+		return "no room";
+	out[0] = 0;
+	if (idn_needs(in, len)) {
+		r = idn_alabel(in, len, out, size);
+		if (r == IDN_TOOLONG)
+			return "too long";
+		if (r <= 0)
+			return "not a valid internationalised domain name (IDNA2008, UTS #46)";
+		len = (size_t)r;
+	} else {
+		if (len >= size || memchr(in, 0, len) != NULL)
+			return "too long";
+		memcpy(out, in, len);
+		out[len] = 0;
+	}
+	if (!dnsbl_domain_ok(out, len, max)) {
+		out[0] = 0;
+		return len > max ? "too long" : "letters, digits, '-', '_' and dots only";
+	}
+	return NULL;
 }
 
 /* read_key_file - the file's text, after the checks on its descriptor */

@@ -18,6 +18,8 @@
  *	int dkim_key_generate(enum dkim_key_alg alg, unsigned bits, const char *path,
  *	                      char *err, size_t errlen);
  *	bool dkim_selector_ok(const char *s, size_t len);
+ *	const char *dkim_name_alabel(const char *in, size_t len, size_t max, char *out,
+ *	                             size_t size);
  *	const char *dkim_key_alg_name(enum dkim_key_alg a);
  *
  * DESCRIPTION
@@ -89,6 +91,12 @@ int dkim_key_record(const char *pem, size_t len, char *out, size_t size, char *e
 int dkim_key_generate(enum dkim_key_alg alg, unsigned bits, const char *path,
 	char *err, size_t errlen);
 bool dkim_selector_ok(const char *s, size_t len);
+/* dkim_name_alabel - a selector (max 63) or a signing domain (max 253) as
+ * it goes into s= or d= and the DNS name: in A-labels (RFC 5890, RFC 6376
+ * 3.5; libidn2, UTS #46) when written with U-labels or xn-- labels, as
+ * written otherwise, checked (letters, digits, '-', '_', dots; at most
+ * max bytes). Into out (NUL-terminated): NULL, or what is wrong. */
+const char *dkim_name_alabel(const char *in, size_t len, size_t max, char *out, size_t size);
 const char *dkim_key_alg_name(enum dkim_key_alg a);
 
 #endif

@@ -21,27 +21,29 @@ conf_dkim_parse(struct dkim_keys **keys, struct lexer *lx, const struct lex_toke
 	struct lex_token pt;
 	struct dkim_key k;
 	char shown[LOG_ESC_SIZE], path[4096], why[600], warn[600];
+	const char *bad;
 
 	memset(&k, 0, sizeof(k));
 	lex_next(lx, &p.t);
-	if (p.t.type != LEX_WORD || p.t.len >= sizeof(k.domain) || !dnsbl_domain_ok(p.t.text, p.t.len,
-	    sizeof(k.domain) - 1) || memchr(p.t.text, '.', p.t.len) == NULL) {
-		lex_error(&p, &p.t, "expected the signing domain (d=) after dkim-key, found %s",
-		    lex_shown(&p.t, shown, sizeof(shown)));
+	/* d= and s= in A-labels, as in the DNS (RFC 5890, RFC 6376 3.5) */
+	bad = p.t.type != LEX_WORD ? "" : dkim_name_alabel(p.t.text, p.t.len, sizeof(k.domain) - 1,
+	    k.domain, sizeof(k.domain));
+	if (bad != NULL || strchr(k.domain, '.') == NULL) {
+		lex_error(&p, &p.t, "expected the signing domain (d=) after dkim-key, found %s%s%s",
+		    lex_shown(&p.t, shown, sizeof(shown)), bad && bad[0] ? ": " : "", bad ? bad : "");
 		goto skip;
 	}
-	for (size_t i = 0; i < p.t.len; i++)
-		k.domain[i] = (char)tolower((unsigned char)p.t.text[i]);
-	if (k.domain[p.t.len - 1] == '.')
-		p.t.len--;
-	k.domain[p.t.len] = 0;
+	for (size_t i = 0; k.domain[i]; i++)
+		k.domain[i] = (char)tolower((unsigned char)k.domain[i]);
 	lex_next(lx, &p.t);
-	if (p.t.type != LEX_WORD || !dkim_selector_ok(p.t.text, p.t.len)) {
-		lex_error(&p, &p.t, "expected a selector (s=: letters, digits, '-', '_', dots), found %s",
-		    lex_shown(&p.t, shown, sizeof(shown)));
+	bad = p.t.type != LEX_WORD ? "" : dkim_name_alabel(p.t.text, p.t.len, sizeof(k.selector) - 1,
+	    k.selector, sizeof(k.selector));
+	if (bad != NULL) {
+		lex_error(&p, &p.t, "expected a selector (s=: letters, digits, '-', '_', dots, or "
+		    "an internationalised name), found %s%s%s", lex_shown(&p.t, shown, sizeof(shown)),
+		    bad[0] ? ": " : "", bad);
 		goto skip;
 	}
-	memcpy(k.selector, p.t.text, p.t.len);
 	lex_next(lx, &p.t);
 	if (lex_is(&p.t, "rsa-sha256"))
 		k.alg = DKIM_KEY_RSA_SHA256;

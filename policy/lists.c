@@ -53,6 +53,7 @@ enum list_status { LIST_OK, LIST_EBAD, LIST_ENOMEM };
 #define LF_ADDR		0x04u	/* address: key present */
 #define LF_EXACT	0x08u	/* word: exact */
 #define LF_GLOB		0x10u	/* word: key is a prefix */
+#define LF_IDN		0x20u	/* word: the A-label form of an exact entry (list_match_helo) */
 
 #define LIST_ROOT4	0u
 #define LIST_ROOT6	1u
@@ -745,8 +746,23 @@ list_add_word(struct list *l, const char *s, size_t len, char *err, size_t errle
 			return list_bad(l, err, errlen, s, len,
 			    "'*' is allowed only at the end; %s", expect);
 	}
-	if (!glob)
-		return list_set_add(l, s, n, false, NULL, 0, LF_EXACT);
+	if (!glob) {
+		char abuf[LIST_WORD_MAX + 1];
+		int r;
+
+		if (list_set_add(l, s, n, false, NULL, 0, LF_EXACT) != LIST_OK)
+			return LIST_ENOMEM;
+		/* a name in U-labels (or xn-- labels): its A-label form too,
+		 * for the HELO name; a word that is no IDN stays a word */
+		if (idn_needs(s, n) && (r = idn_alabel(s, n, abuf, sizeof(abuf))) > 0) {
+			size_t count = l->count;	/* the same entry: not counted twice */
+			enum list_status st = list_set_add(l, abuf, (size_t)r, false, NULL, 0, LF_IDN);
+
+			l->count = count;
+			return st;
+		}
+		return LIST_OK;
+	}
 	if (list_set_add(l, s, n, false, NULL, 0, LF_GLOB) != LIST_OK)
 		return LIST_ENOMEM;
 	l->glob_len[n / 64] |= (uint64_t)1 << (n % 64);
@@ -769,6 +785,45 @@ list_match_word(const struct list *l, const char *w, size_t len)
 		    && (list_set_get(l, w, n, false, NULL, 0) & LF_GLOB))
 			return true;
 	return false;
+}
+
+/* list_match_helo - see lists.h */
+bool
+list_match_helo(const struct list *l, const char *w, size_t len)
+{
+	char abuf[LIST_WORD_MAX + 1];
+	int r;
+
+	if (list_match_word(l, w, len))
+		return true;
+	if (l == NULL || l->kind != LIST_WORD || l->sused == 0 || w == NULL || !idn_needs(w, len))
+		return false;
+	if (len > 0 && w[len - 1] == '.')
+		len--;		/* the root's dot */
+	r = idn_alabel(w, len, abuf, sizeof(abuf));
+	if (r <= 0)
+		return false;	/* not a valid IDN: only the name as sent matched */
+	return (list_set_get(l, abuf, (size_t)r, false, NULL, 0) & (LF_EXACT | LF_IDN)) ||
+	    list_match_word(l, abuf, (size_t)r);
+}
+
+/* list_word_idn_ok - list_word_find's test: not an IDN, or a valid one */
+static bool
+list_word_idn_ok(const void *arg, const char *w, size_t len, bool glob)
+{
+	char abuf[LIST_WORD_MAX + 1];
+
+	(void)arg;
+	return glob || !idn_needs(w, len) || idn_alabel(w, len, abuf, sizeof(abuf)) > 0;
+}
+
+/* list_word_bad_idn - see lists.h */
+bool
+list_word_bad_idn(const struct list *l, const char **w, size_t *len)
+{
+	bool glob;
+
+	return list_word_find(l, list_word_idn_ok, NULL, w, len, &glob);
 }
 
 /* ---- the list ---- */

@@ -136,6 +136,16 @@ bool list_match_address(const struct list *l, const char *local, size_t llen,
     const char *domain, size_t dlen);
 /* list_match_word - LIST_WORD: does the word match an entry or glob? */
 bool list_match_word(const struct list *l, const char *w, size_t len);
+/* list_match_helo - LIST_WORD, for a HELO name: list_match_word, and a
+ * name in U-labels or xn-- labels also in its A-label form (libidn2, UTS
+ * #46), against the entries' A-label forms (kept at load for every exact
+ * entry that is a valid IDN): an entry and a name written either way
+ * match. A prefix entry ("name*") is compared as written. */
+bool list_match_helo(const struct list *l, const char *w, size_t len);
+/* list_word_bad_idn - LIST_WORD: the first exact entry that has 8-bit
+ * bytes or an xn-- label but is no valid IDN (*w, *len), for a list read
+ * as HELO names; false when there is none */
+bool list_word_bad_idn(const struct list *l, const char **w, size_t *len);
 /* list_count - entries added that were not already there (duplicates uncounted) */
 size_t list_count(const struct list *l);
 /* list_kind - the kind the list was made with */

@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include "dnsbl.h"
+#include "idn.h"
 #include "lists.h"
 #include "log.h"
 #include "metrics.h"
@@ -569,6 +570,24 @@ rp_list_words_ok(struct rp *p, const struct fact_def *f, const struct named_list
 	return false;
 }
 
+/* rp_list_helo_ok - a word list read as HELO names has no entry that
+ * looks like an IDN (8-bit bytes, an xn-- label) and is not a valid one:
+ * it could never match; else an error at the list's name */
+static bool
+rp_list_helo_ok(struct rp *p, const struct fact_def *f, const struct named_list *nl)
+{
+	const char *w;
+	size_t len;
+	char esc[LOG_ESC_SIZE];
+
+	if (f->id != F_HELO || !list_word_bad_idn(nl->l, &w, &len))
+		return true;
+	log_escape(esc, sizeof(esc), w, len);
+	rp_error(p, "list %s has \"%s\", which is not a valid internationalised domain name "
+	    "(IDNA2008, UTS #46), so helo can never be it", nl->name, esc);
+	return false;
+}
+
 /* fact_range - the numbers a number fact can have */
 static void
 fact_range(enum fact_id id, int64_t *lo, int64_t *hi)
@@ -653,7 +672,7 @@ rp_predicate(struct rp *p)
 			node_free(n);
 			return NULL;
 		}
-		if (!rp_list_words_ok(p, f, nl)) {
+		if (!rp_list_words_ok(p, f, nl) || !rp_list_helo_ok(p, f, nl)) {
 			node_free(n);
 			return NULL;
 		}
@@ -709,6 +728,21 @@ rp_predicate(struct rp *p)
 		n->op = N_IS;
 		n->word = xmemdup(p->t.text, p->t.len);
 		n->wlen = p->t.len;
+		if (f->id == F_HELO && idn_needs(p->t.text, p->t.len)) {
+			/* compared in A-labels (eval_helo_is) */
+			char a[256];
+			int r = idn_alabel(p->t.text, p->t.len, a, sizeof(a));
+
+			if (r <= 0) {
+				rp_error(p, "helo is %s: not a valid internationalised domain name "
+				    "(IDNA2008, UTS #46)", rp_shown(p, shown, sizeof(shown)));
+				node_free(n);
+				return NULL;
+			}
+			free(n->word);
+			n->word = xmemdup(a, (size_t)r);
+			n->wlen = (size_t)r;
+		}
 		rp_next(p);
 		return n;
 	}
@@ -1533,7 +1567,7 @@ eval_in(const struct node *n, const struct rules_facts *f)
 		w = eval_word(n, f, &len);
 		return len > 0 && list_match_word(n->list, w, len);
 	case F_HELO:
-		return f->helolen > 0 && list_match_word(n->list, f->helo, f->helolen);
+		return f->helolen > 0 && list_match_helo(n->list, f->helo, f->helolen);
 	case F_TLS_VERSION:
 	case F_TLS_CIPHER:
 	case F_TLS_CLIENT_CERT:
@@ -1631,6 +1665,14 @@ eval(const struct node *n, const struct rules_facts *f, int *need)
 		w = eval_word(n, f, &len);
 		if (len > 0 && w[len - 1] == '.' && n->wlen > 0 && n->word[n->wlen - 1] != '.')
 			len--;
+		if (n->fact->id == F_HELO && w != NULL && idn_needs(w, len)) {
+			/* the word is in A-labels (rp_fact): so is the name */
+			char a[256];
+			int r = idn_alabel(w, len, a, sizeof(a));
+
+			if (r > 0 && (size_t)r == n->wlen && strncasecmp(a, n->word, n->wlen) == 0)
+				return true;
+		}
 		return w != NULL && len == n->wlen && strncasecmp(w, n->word, len) == 0;
 	case N_CMP:
 		if (eval_needs(n, f, need))

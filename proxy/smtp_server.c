@@ -409,12 +409,42 @@ sess_ups_reply(void *arg, enum ups_kind k, struct slot *sl, const struct reply *
 		sess_slot_fill(s, sl, buf, (size_t)n);
 }
 
+/* sess_vlog_failed - the verdict line of a transaction whose command
+ * got moat's own reply line (code, enhanced code, text, CRLF) because the
+ * upstream failed (upstream), or that a limit of moat's ended */
+static void
+sess_vlog_failed(struct session *s, enum rules_stage st, bool upstream, const char *line,
+	size_t len)
+{
+	char enh[12] = "";
+	size_t i = 4, e;
+
+	if (s->eng == NULL || len < 4)
+		return;
+	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	for (e = i; e < len && line[e] != ' '; e++)
+		;
+	if (e > i && e - i < sizeof(enh) && line[i] >= '2' && line[i] <= '5' && line[i + 1] == '.') {
+		memcpy(enh, line + i, e - i);
+		enh[e - i] = 0;
+		i = e + 1;
+	}
+	if (i > len)
+		i = len;
+	engine_txn_failed(s->eng, st, upstream, atoi(line), enh, line + i, len - i);
+}
+
 /* sess_ups_error - upstream.c's own reply for a slot (a 4xx) */
 static void
-sess_ups_error(void *arg, struct slot *sl, const char *text, size_t len, bool close)
+sess_ups_error(void *arg, enum ups_kind k, struct slot *sl, const char *text, size_t len,
+	bool close)
 {
 	struct session *s = arg;
 
+	if (k == UK_MAIL || k == UK_RCPT || k == UK_DATA || k == UK_DOT)
+		sess_vlog_failed(s, k == UK_MAIL ? RS_MAIL : k == UK_RCPT ? RS_RCPT : RS_DATA, true,
+		    text, len);
 	if (close)
 		sl->close_after = true;
 	sess_slot_fill(s, sl, text, len);
@@ -469,9 +499,12 @@ sess_upstream(struct session *s)
 /* sess_reply_lost - the reply for a command of a transaction that the
  * upstream lost */
 static void
-sess_reply_lost(struct session *s)
+sess_reply_lost(struct session *s, enum rules_stage st)
 {
-	sess_replyf(s, "451 4.4.2 Error: upstream connection lost, try again later");
+	static const char lost[] = "451 4.4.2 Error: upstream connection lost, try again later";
+
+	sess_vlog_failed(s, st, true, lost, sizeof(lost) - 1);
+	sess_replyf(s, "%s", lost);
 }
 
 /* ---------------------------------------------------------------------
@@ -820,7 +853,7 @@ check_rcpt(struct session *s, const struct smtp_cmd *c)
 {
 	(void)c;
 	if (s->txn != NULL && s->txn->lost) {
-		sess_reply_lost(s);
+		sess_reply_lost(s, RS_RCPT);
 		return false;
 	}
 	if (!sess_phase_txn(s->phase) || s->txn->mail_failed) {
@@ -908,7 +941,7 @@ check_data(struct session *s, const struct smtp_cmd *c)
 		return sess_error(s), false;
 	}
 	if (s->txn != NULL && s->txn->lost) {
-		sess_reply_lost(s);
+		sess_reply_lost(s, RS_DATA);
 		return false;
 	}
 	if (!sess_phase_txn(s->phase) || s->txn->mail_failed) {
@@ -1380,13 +1413,16 @@ sess_data_end(struct session *s)
 	if (v != NULL) {
 		log_msg(LOG_L_INFO, s->id, "reject stage=data code=%d reason=\"%s\" size=%llu flags=0x%x",
 		    v->code, v->text, (unsigned long long)t->dd.size, t->dd.flags);
+		if (s->eng != NULL)
+			engine_txn_failed(s->eng, RS_DATA, false, v->code, v->enh, v->text,
+			    strlen(v->text));
 		sess_replyf(s, "%d %s %s", v->code, v->enh, v->text);
 		sess_txn_abort(s);
 		return;
 	}
 	if (t->lost) {
 		log_msg(LOG_L_INFO, s->id, "tempfail stage=data reason=upstream-lost");
-		sess_reply_lost(s);
+		sess_reply_lost(s, RS_DATA);
 		sess_txn_free(s);
 		return;
 	}
@@ -1552,6 +1588,14 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 	log_msg(LOG_L_INFO, s->id, "limit reason=%s", why);
 	/* the client gets this at once, whatever is still pending */
 	sess_slots_free(s);
+	if (s->txn != NULL) {
+		char line[300];
+		int n = snprintf(line, sizeof(line), "421 4.4.2 %s Error: timeout exceeded",
+		    s->conf->hostname);
+
+		sess_vlog_failed(s, s->phase == SP_DATA ? RS_DATA : s->txn->nrcpt > 0 ? RS_RCPT :
+		    RS_MAIL, false, line, n > 0 && (size_t)n < sizeof(line) ? (size_t)n : 0);
+	}
 	sess_replyf(s, "421 4.4.2 %s Error: timeout exceeded", s->conf->hostname);
 	sess_begin_close(s);
 }

@@ -290,8 +290,8 @@ ups_reply(struct ups *h, enum ups_kind k, struct slot *sl, const struct reply *r
 }
 
 /* ups_error - a reply of our own for the owner's slot sl (if any) */
-static void __attribute__((format(printf, 4, 5)))
-ups_error(struct ups *h, struct slot *sl, bool close, const char *fmt, ...)
+static void __attribute__((format(printf, 5, 6)))
+ups_error(struct ups *h, enum ups_kind k, struct slot *sl, bool close, const char *fmt, ...)
 {
 	char buf[512];
 	va_list ap;
@@ -309,7 +309,7 @@ ups_error(struct ups *h, struct slot *sl, bool close, const char *fmt, ...)
 	buf[n++] = '\r';
 	buf[n++] = '\n';
 	buf[n] = 0;
-	h->o.error(h->o.arg, sl, buf, (size_t)n, close);
+	h->o.error(h->o.arg, k, sl, buf, (size_t)n, close);
 }
 
 /* ups_ident - the client's identity, from the owner */
@@ -700,7 +700,7 @@ ups_dispatch(struct ups *h)
 				if (out)
 					evbuffer_free(out);
 				/* the message is lost locally: do not end it upstream */
-				ups_error(h, c->slot, false,
+				ups_error(h, UK_DOT, c->slot, false,
 				    "451 4.3.0 Error: local error reading the message, try again later");
 				dot->slot = NULL;
 				spool_free(c->spool);
@@ -1000,7 +1000,7 @@ ups_fail(struct ups *h, const char *why, const struct reply *r)
 			next = c2->next;
 			c2->next = NULL;
 			if (h->c == NULL || h->c->st == UPS_DEAD) {
-				ups_error(h, c2->slot, true,
+				ups_error(h, c2->kind, c2->slot, true,
 				    "421 4.4.1 %s Error: upstream unavailable, closing connection",
 				    h->conf->hostname);
 				ups_cmd_free(c2);
@@ -1027,14 +1027,14 @@ ups_fail(struct ups *h, const char *why, const struct reply *r)
 			list[i] = c->next;
 			if (setup)
 				/* UPS-01..03: the client should come back later */
-				ups_error(h, c->slot, true,
+				ups_error(h, c->kind, c->slot, true,
 				    "421 4.4.1 %s Error: upstream unavailable, closing connection",
 				    h->conf->hostname);
 			else if (c->kind == UK_DATA || c->kind == UK_DOT)
-				ups_error(h, c->slot, false,
+				ups_error(h, c->kind, c->slot, false,
 				    "451 4.4.2 Error: upstream failed, message not accepted, try again later");
 			else
-				ups_error(h, c->slot, false,
+				ups_error(h, c->kind, c->slot, false,
 				    "451 4.4.2 Error: upstream connection lost, try again later");
 			ups_cmd_free(c);
 		}
@@ -1237,14 +1237,14 @@ ups_submit(struct ups *h, enum ups_kind kind, const char *line, size_t len,
 		}
 		if (kind == UK_DATA || kind == UK_RCPT) {
 			/* no transaction upstream any more (it failed) */
-			ups_error(h, sl, false,
+			ups_error(h, kind, sl, false,
 			    "451 4.4.2 Error: upstream connection lost, try again later");
 			spool_free(sp);
 			return;
 		}
 		ups_connect(h, false);
 		if (h->c == NULL || h->c->st == UPS_DEAD) {
-			ups_error(h, sl, true,
+			ups_error(h, kind, sl, true,
 			    "421 4.4.1 %s Error: upstream unavailable, closing connection",
 			    h->conf->hostname);
 			spool_free(sp);

@@ -25,9 +25,10 @@
  *		DATA refused before the content, the dot, AUTH and its lines;
  *		sl NULL for the "*" the owner sent on its own). The owner
  *		relays it (reply_render() sanitises) and notes what it means.
- *	error	a reply of upstream.c's own for sl, one CRLF line: the
- *		connection failed (4xx), the message could not be read; with
- *		close the client session must end after it.
+ *	error	a reply of upstream.c's own for sl, one CRLF line, to the
+ *		command of kind k: the connection failed (4xx), the message
+ *		could not be read; with close the client session must end
+ *		after it.
  *	lost	the connection failed: what was open on it (the transaction,
  *		an AUTH exchange) is gone. Comes before the error replies.
  *	ident	who the client is now (address, HELO, login), asked when
@@ -64,7 +65,8 @@ enum ups_kind {
 struct ups_owner {
 	void *arg;
 	void (*reply)(void *arg, enum ups_kind k, struct slot *sl, const struct reply *r);
-	void (*error)(void *arg, struct slot *sl, const char *text, size_t len, bool close);
+	void (*error)(void *arg, enum ups_kind k, struct slot *sl, const char *text, size_t len,
+	    bool close);
 	void (*lost)(void *arg);
 	void (*ident)(void *arg, struct ident_client *ic);
 };

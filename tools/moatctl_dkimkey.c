@@ -10,6 +10,9 @@
  *	             [--resolver system|recursive|ADDR[@PORT]] [--timeout MS]
  *
  * DESCRIPTION
+ *	DOMAIN and SELECTOR may be written with U-labels: both commands use
+ *	their A-label form (libidn2, UTS #46), as moatd does with dkim-key.
+ *
  *	dkim-keygen writes a new private key to D/DOMAIN.SELECTOR.key
  *	(default D: /etc/moat/dkim; mode 0600, never over an existing file;
  *	RSA of --bits, default 2048, 1024 to 8192), then prints the
@@ -39,11 +42,27 @@
 
 #define DKIM_DIR_DEFAULT "/etc/moat/dkim"
 
-/* domain_ok - a domain with at least two labels */
+/* names_alabel - DOMAIN (at least two labels) and SELECTOR in A-labels,
+ * as moatd takes them from dkim-key (RFC 5890, RFC 6376 3.5): into d and
+ * s; false, with a message, when one is bad */
 static bool
-domain_ok(const char *s)
+names_alabel(const char *cmd, const char *domain, const char *sel, char *d, size_t dsize,
+	char *s, size_t ssize)
 {
-	return strchr(s, '.') != NULL && dnsbl_domain_ok(s, strlen(s), 253);
+	const char *why;
+
+	if ((why = dkim_name_alabel(domain, strlen(domain), 253, d, dsize)) != NULL ||
+	    strchr(d, '.') == NULL) {
+		fprintf(stderr, "moatctl: %s: bad domain: %s\n", cmd, why ? why : "one label only");
+		return false;
+	}
+	for (char *p = d; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	if ((why = dkim_name_alabel(sel, strlen(sel), 63, s, ssize)) != NULL) {
+		fprintf(stderr, "moatctl: %s: bad selector: %s\n", cmd, why);
+		return false;
+	}
+	return true;
 }
 
 /* key_path - DIR/DOMAIN.SELECTOR.key */
@@ -66,7 +85,7 @@ moatctl_dkim_keygen(int argc, char **argv)
 	const char *dir = DKIM_DIR_DEFAULT, *domain, *sel;
 	enum dkim_key_alg alg = DKIM_KEY_RSA_SHA256;
 	unsigned long bits = 2048;
-	char path[4096], err[512], rec[4096];
+	char path[4096], err[512], rec[4096], dom_a[256], sel_a[64];
 	struct dkim_key k;
 	char warn[512];
 	size_t len;
@@ -101,10 +120,10 @@ moatctl_dkim_keygen(int argc, char **argv)
 		} else
 			return usage_keygen();
 	}
-	if (!domain_ok(domain) || !dkim_selector_ok(sel, strlen(sel))) {
-		fprintf(stderr, "moatctl: dkim-keygen: bad domain or selector\n");
+	if (!names_alabel("dkim-keygen", domain, sel, dom_a, sizeof(dom_a), sel_a, sizeof(sel_a)))
 		return 2;
-	}
+	domain = dom_a;
+	sel = sel_a;
 	if (key_path(path, sizeof(path), dir, domain, sel) != 0) {
 		fprintf(stderr, "moatctl: dkim-keygen: directory name too long\n");
 		return 2;
@@ -175,7 +194,7 @@ moatctl_dkim_check_key(int argc, char **argv)
 {
 	const char *dir = DKIM_DIR_DEFAULT, *file = NULL, *resolver = NULL, *domain, *sel;
 	char path[4096], err[512], warn[512], mine[4096], pub[4096], name[400];
-	char mk[32], mp[2048], pk[32], pp[2048];
+	char mk[32], mp[2048], pk[32], pp[2048], dom_a[256], sel_a[64];
 	unsigned long timeout = 5000;
 	struct dns_conf dc;
 	struct dkim_key k;
@@ -205,8 +224,11 @@ moatctl_dkim_check_key(int argc, char **argv)
 		} else
 			return usage_check();
 	}
-	if (!domain_ok(domain) || !dkim_selector_ok(sel, strlen(sel)))
-		return usage_check();
+	if (!names_alabel("dkim --check-key", domain, sel, dom_a, sizeof(dom_a), sel_a,
+	    sizeof(sel_a)))
+		return 2;
+	domain = dom_a;
+	sel = sel_a;
 	if (file == NULL) {
 		if (key_path(path, sizeof(path), dir, domain, sel) != 0)
 			return usage_check();

@@ -15,7 +15,8 @@
  *     itself and "x." + itself (per form: "=d" only d, ".d" only x.d),
  *     an address itself (with a stand-in for a missing part), a word
  *     itself, a glob its prefix and prefix + "zz";
- *   - matchers of another kind say no.
+ *   - matchers of another kind say no; list_match_helo matches at least
+ *     what list_match_word does (a word entry itself included).
  * Memory goes through a counting allocator capped at 64 MiB.
  */
 #include "lists.h"
@@ -85,6 +86,9 @@ query_all(const struct list *l, enum list_kind kind, const char *s, size_t n)
 	r[LIST_ADDRESS] = at ? list_match_address(l, s, ln, at + 1, n - ln - 1)
 	    : list_match_address(l, s, n, NULL, 0);
 	r[LIST_WORD] = list_match_word(l, s, n);
+	/* a HELO name: at least what the word matches, nothing in another kind */
+	if ((kind != LIST_WORD || r[LIST_WORD]) && list_match_helo(l, s, n) != r[LIST_WORD])
+		abort();
 	for (int k = 0; k < 4; k++)
 		if (k != (int)kind && r[k])
 			abort();
@@ -150,7 +154,13 @@ check_entry(const struct list *l, enum list_kind kind, const char *s, size_t n)
 				must(list_match_word(l, buf, n + 1));
 			}
 		} else {
+			const char *w;
+			size_t wl;
+
 			must(list_match_word(l, s, n));
+			must(list_match_helo(l, s, n));
+			if (list_word_bad_idn(l, &w, &wl))
+				must(wl > 0);
 		}
 		break;
 	}

@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -551,9 +552,10 @@ class FakeUpstream:
 
     replies: {VERB: action}, VERB one of CONNECT, EHLO, HELO, XCLIENT, MAIL,
     RCPT, DATA, ".", RSET, NOOP, QUIT; action is a reply (str, without CRLF;
-    may be multi-line with "\\n"), "CLOSE" (close without reply), "HANG" (send
-    nothing, keep the connection) or a callable(arg_bytes) returning one of
-    these (or None for the default).
+    may be multi-line with "\\n"), "CLOSE" (close without reply), "RESET"
+    (close with a TCP reset, no reply), "HANG" (send nothing, keep the
+    connection) or a callable(arg_bytes) returning one of these (or None for
+    the default).
     close_after_data_bytes: close the connection once that many DATA bytes
     have arrived (mid-DATA failure)."""
 
@@ -663,6 +665,10 @@ class FakeUpstream:
     def _send(self, c, action):
         """Perform an action; returns False when the connection is done."""
         if action == "CLOSE":
+            return False
+        if action == "RESET":
+            # SO_LINGER 0: the close that follows sends RST, not FIN
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
         if action == "HANG":
             self.stop_ev.wait(60)

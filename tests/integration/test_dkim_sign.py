@@ -37,7 +37,7 @@ def moatctl(*args, timeout=60):
 def keygen(d, domain, sel, alg):
     r = moatctl("dkim-keygen", domain, sel, "--algorithm", alg, "--dir", str(d))
     assert r.returncode == 0, r.stderr
-    path = d / ("%s.%s.key" % (domain, sel))
+    path = d / re.search(r"^# key written to .*/([^/ ]+) \(", r.stdout, re.M).group(1)
     assert os.stat(path).st_mode & 0o777 == 0o600
     # the record as printed: "NAME. IN TXT ( "..." "..." )"
     m = re.search(r"^(\S+)\. IN TXT \( (.*) \)$", r.stdout, re.M)
@@ -293,6 +293,14 @@ SYNTAX = [
     ('dkim-key example.test sel rsa-sha256 /x', 38, "expected the private key file"),
     ('dkim-key example.test sel rsa-sha256 "/x" everything', 43, "unexpected"),
     ('on mail auth sign', 14, 'sign works on the message'),
+    # selectors and domains go into the DNS in A-labels: a bad IDN is refused
+    ('dkim-key example.test xn--zz rsa-sha256 "/x"', 23,
+     "expected a selector (s=: letters, digits, '-', '_', dots, or an internationalised name), "
+     "found xn--zz: not a valid internationalised domain name"),
+    ('dkim-key example.test s\u2028el rsa-sha256 "/x"', 23,
+     "not a valid internationalised domain name"),
+    ('dkim-key xn--zz.test sel rsa-sha256 "/x"', 10,
+     "expected the signing domain (d=) after dkim-key, found xn--zz.test: not a valid"),
 ]
 
 
@@ -324,6 +332,44 @@ def test_check_key(workdir, dns):
     r = moatctl(*args)
     assert r.returncode == 1 and "check-key mismatch" in r.stdout, r.stdout
     assert base64.b64decode(txt.split("p=")[1])  # the record moatctl printed is base64
+
+
+IDN_DOM, IDN_SEL = "b\u00fccher.test", "schl\u00fcssel"          # bücher.test, schlüssel
+IDN_ADOM, IDN_ASEL = "xn--bcher-kva.test", "xn--schlssel-95a"
+
+
+@pytest.mark.timeout(120)
+def test_unicode_selector_and_domain_are_a_labels(moatd_factory, fake, dns, workdir):
+    """RFC 5890 / RFC 6376 3.5: a selector and a signing domain written
+    with U-labels go into s=, d=, the key file's name and the DNS name in
+    A-labels, in dkim-keygen, dkim --check-key and moatd's dkim-key alike."""
+    d = harness.make_dir(workdir / "idn")
+    path, name, txt, line = keygen(d, IDN_DOM, IDN_SEL, "ed25519-sha256")
+    assert path.name == "%s.%s.key" % (IDN_ADOM, IDN_ASEL), path
+    assert name == "%s._domainkey.%s" % (IDN_ASEL, IDN_ADOM), name
+    assert line.startswith("dkim-key %s %s ed25519-sha256 " % (IDN_ADOM, IDN_ASEL)), line
+    args = ["dkim", "--check-key", IDN_DOM, IDN_SEL, "--dir", str(d),
+            "--resolver", dns.address, "--timeout", "2000"]
+    r = moatctl(*args)
+    assert r.returncode == 1 and "check-key missing name=%s" % name in r.stdout, r
+    dns.add(name, "TXT", txt)
+    r = moatctl(*args)
+    assert r.returncode == 0 and "check-key ok name=%s" % name in r.stdout, (r.stdout, r.stderr)
+    r = moatctl("dkim-keygen", IDN_DOM, "xn--zz", "--dir", str(d))
+    assert r.returncode == 2 and "bad selector: not a valid internationalised" in r.stderr, r
+    # moatd: the policy file names the key in U-labels; From in A-labels
+    if harness.IS_ROOT:
+        os.chown(path, pwd.getpwnam(harness.UNPRIV_USER).pw_uid, -1)
+    m = moatd_factory(fake.address, on=["data true sign"], resolver=dns.resolver, spf="no",
+                      dkim="no", dmarc="off",
+                      dkim_key=['%s %s ed25519-sha256 "%s"' % (IDN_DOM, IDN_SEL, path)])
+    send_plain(m, "alice@" + IDN_ADOM, "idn selector")
+    msg = fake.wait_completed(1)[-1].content
+    sa = sigs(msg)
+    assert len(sa) == 1, msg[:600]
+    u = unfolded(sa[0])
+    assert (b" d=%s;" % IDN_ADOM.encode()) in u and (b" s=%s;" % IDN_ASEL.encode()) in u, u
+    assert dkimpy_verify(msg, {name: txt.encode()}) == [True]
 
 
 # moat-milter signs as moatd does (the engine signs; each front-end puts the

@@ -1017,3 +1017,37 @@ def test_zz_stop_clean(raw_milter):
     assert not problems, "\n".join(problems) + "\nlog tail:\n" + m.log()[-4000:]
     assert counts[0] == counts[1] and counts[0] > 0, counts
     assert "info: stopped" in m.log()
+
+
+# ---------------------------------------------------------------------------
+# the verdict line (issue 15) at the other ends of a transaction: one
+# verdict=abandoned line each, as from moatd
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("end", ["abort", "abort-in-body", "abort-then-new-mail", "close"])
+def test_transaction_ended_by_the_mta_gets_one_line(milter_factory, end):
+    m = milter_factory()
+    with MilterClient(m.port, timeout=10) as c:
+        c.optneg()
+        for call in (lambda: c.connect("client.test", CLIENT_IP), lambda: c.helo("client.test"),
+                     lambda: c.mail("<a@sender.test>"), lambda: c.rcpt("<user@example.org>")):
+            r, _ = call()
+            assert r.cmd == mp.SMFIR_CONTINUE, r
+        if end == "abort-in-body":
+            c.header("Subject", "half")
+            c.eoh()
+            c.body(b"half a messa")
+        if end != "close":
+            c.abort()
+        if end == "abort-then-new-mail":
+            r, _ = c.mail("<b@sender.test>")       # no recipient: no line of its own
+            assert r.cmd == mp.SMFIR_CONTINUE, r
+        if end != "close":
+            c.quit()
+    def vlines():
+        return [l for l in m.log().splitlines() if "verdict=" in l and " by=" in l]
+    harness.wait_for(lambda: vlines(), 10)
+    time.sleep(0.5)     # a second line would come at once
+    lines = vlines()
+    assert len(lines) == 1, lines
+    assert "from=<a@sender.test> to=<user@example.org>:passed code=-" in lines[0], lines

@@ -253,3 +253,47 @@ def test_idn_list_entries_match_both_forms(fake, moatd_factory):
         assert r.code == 250, r
         assert c.cmd("RSET").code == 250
         c.cmd("QUIT")
+
+
+# HELO names: a word list entry or "helo is" written in U-labels or A-labels
+# matches a client that sends either form; an entry that is no valid IDN is
+# an error at the rule (file:line:col); the same list read as login names
+# stays byte for byte.
+
+def test_idn_helo_names_match_both_forms(fake, moatd_factory):
+    m = moatd_factory(fake.address, list=[
+        "u-helo word { b\u00fccher.test }",
+    ], on=[
+        'helo helo in u-helo reject 550 5.7.1 "u-form helo"',
+        'helo helo is XN--CAF-DMA.test reject 550 5.7.1 "a-form helo"',
+    ])
+    with m.client() as c:
+        for name, want in ((b"xn--bcher-kva.test", "u-form"), (b"XN--BCHER-KVA.TEST", "u-form"),
+                           (b"b\xc3\xbccher.test", "u-form"), (b"caf\xc3\xa9.test", "a-form"),
+                           (b"xn--caf-dma.test", "a-form")):
+            r = c.cmd(b"EHLO " + name)
+            assert (r.code, r.text) == (550, "5.7.1 %s helo" % want), (name, r)
+        # a name that is not a valid IDN matches nothing
+        assert c.cmd(b"EHLO xn--zz.test").code == 250
+        assert c.cmd(b"EHLO bucher.test").code == 250
+        c.cmd("QUIT")
+
+
+def test_invalid_idn_in_a_helo_list_is_an_error(workdir):
+    import harness
+    conf = harness.render_conf([("listen", "127.0.0.1:2525"), ("upstream", "127.0.0.1:2526")])
+    for rule, col, err in (
+            ('on helo helo in h reject 550 5.7.1 "x"', 17,
+             'list h has "xn--zz.test", which is not a valid internationalised domain name'),
+            ('on helo helo is xn--zz.test reject 550 5.7.1 "x"', 17,
+             'helo is "xn--zz.test": not a valid internationalised domain name')):
+        text = conf + "list h word { localhost xn--zz.test }\n" + rule + "\n"
+        lineno = text.count("\n", 0, text.index(rule)) + 1
+        rc, out, cpath = harness.moatd_check(text, workdir)
+        assert rc != 0 and re.search(r"%s:%d:%d: error: %s" % (
+            re.escape(str(cpath)), lineno, col, re.escape(err)), out), out
+    # the same list read as login names is fine: a login is no domain
+    text = conf + "list h word { localhost xn--zz.test }\n" + \
+        'on mail login in h reject 550 5.7.1 "x"\n'
+    rc, out, _ = harness.moatd_check(text, workdir)
+    assert rc == 0, out

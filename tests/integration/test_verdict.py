@@ -5,6 +5,8 @@ with its outcome, size, code, reply as sent, rule, checks, queue id, time.
 
 import re
 
+import pytest
+
 from harness import Client, message, smtp_transaction
 from test_senderauth import AUTH_RULES, zones, signed, dkim_key  # noqa: F401 (fixture)
 
@@ -144,3 +146,196 @@ def test_abandoned_transaction_gets_its_line(fake, moatd_factory):
     assert v["from"] == "<a@sender.test>" and v["to"] == ["<user@example.org>:250:2.1.5"], v
     m.wait_log("disconnect", timeout=5)
     assert len(vlines(m)) == 1, vlines(m)
+
+
+# ---------------------------------------------------------------------------
+# The other ends of a transaction: exactly one line each, never one that
+# contradicts the reply the client got.
+
+def reply_text(r):
+    """The reply's first line as the log's reply= shows it (after the enhanced code)."""
+    t = r.lines[0]
+    return t[len(r.enh) + 1:] if r.enh else t
+
+
+def one_line_after_disconnect(m):
+    m.wait_log("disconnect", timeout=8)
+    ls = vlines(m)
+    assert len(ls) == 1, ls
+    return fields(ls[0])
+
+
+def assert_line_is_reply(v, r, by, stage):
+    """The line says what the client was told: code, enhanced code, text."""
+    assert v["by"] == by and v["stage"] == stage, v
+    assert v["verdict"] == ("tempfail" if r.code // 100 == 4 else "reject"), (v, r)
+    assert v["code"] == str(r.code) and v["enh"] == (r.enh or "-"), (v, r)
+    assert v["reply"] == '"%s"' % reply_text(r), (v, r)
+
+
+def open_transaction(c):
+    """EHLO, then MAIL and RCPT, both accepted."""
+    c.ehlo("client.example")
+    assert c.cmd("MAIL FROM:<a@sender.test>").code == 250
+    assert c.cmd("RCPT TO:<user@example.org>").code == 250
+
+
+def lossy_transaction(c, size=0):
+    """MAIL, RCPT, DATA, the message: the replies until the first that is not
+    a success (the client stops there, as a real one would)."""
+    out = []
+    for line in ("MAIL FROM:<a@sender.test>", "RCPT TO:<user@example.org>", "DATA"):
+        r = c.cmd(line)
+        out.append(r)
+        if r.code not in (250, 354):
+            return out
+    body = message("lost upstream") if not size else \
+        message("lost upstream", body=("x" * 70 + "\r\n") * (size // 72))
+    c.send(body + b".\r\n")
+    out.append(c.reply())
+    return out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("verb,action,stage", [
+    ("MAIL", "CLOSE", "mail"), ("MAIL", "RESET", "mail"), ("MAIL", "HANG", "mail"),
+    ("RCPT", "CLOSE", "rcpt"), ("RCPT", "RESET", "rcpt"), ("RCPT", "HANG", "rcpt"),
+    ("DATA", "CLOSE", "data"), ("DATA", "RESET", "data"), ("DATA", "HANG", "data"),
+    (".", "CLOSE", "data"), (".", "RESET", "data"), (".", "HANG", "data"),
+    ("CONNECT", "CLOSE", "mail"), ("EHLO", "RESET", "mail"),
+])
+def test_upstream_lost_in_a_transaction_gets_its_line(fake_factory, moatd_factory, verb,
+                                                       action, stage):
+    """The upstream closes, resets or stops answering (upstream-timeout) in
+    the middle of a transaction: the client gets moat's 4xx, and the log one
+    line, by=upstream, with that code and text."""
+    f = fake_factory(replies={verb: action})
+    m = moatd_factory(f.address, upstream_timeout="2s")
+    with Client(m.port, m.host, timeout=15) as c:
+        c.ehlo("client.example")
+        rs = lossy_transaction(c)
+        last = rs[-1]
+        assert last.code // 100 == 4, rs
+        if last.code != 421:
+            c.cmd("QUIT")
+    v = one_line_after_disconnect(m)
+    assert_line_is_reply(v, last, "upstream", stage)
+    assert v["from"] == "<a@sender.test>", v
+    if stage != "mail":
+        assert v["to"] == ["<user@example.org>:%s" % (
+            "250:2.1.5" if stage == "data" else "%d:%s" % (last.code, last.enh))], v
+    if verb == "CONNECT":
+        assert last.code == 421, last       # the upstream never got ready
+    if verb == "MAIL" and action == "HANG":
+        assert "upstream error=timeout" in m.log(), m.log()[-2000:]
+
+
+@pytest.mark.timeout(60)
+def test_upstream_closes_in_the_middle_of_the_message(fake_factory, moatd_factory):
+    f = fake_factory(close_after_data_bytes=20000)
+    m = moatd_factory(f.address, upstream_timeout="5s")
+    with Client(m.port, m.host, timeout=15) as c:
+        c.ehlo("client.example")
+        rs = lossy_transaction(c, size=200000)
+        assert [r.code for r in rs[:3]] == [250, 250, 354] and rs[-1].code == 451, rs
+        c.cmd("QUIT")
+    v = one_line_after_disconnect(m)
+    assert_line_is_reply(v, rs[-1], "upstream", "data")
+    assert int(v["size"]) > 200000 and v["to"] == ["<user@example.org>:250:2.1.5"], v
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("then", ["DATA", "RCPT", "RSET"])
+def test_upstream_lost_while_idle_in_a_transaction(fake_factory, moatd_factory, then):
+    """After the recipient's 250 the upstream goes away with nothing owed:
+    the client's next command of the transaction gets 451 and the line; a
+    client that resets instead was never refused: the abandoned line."""
+    f = fake_factory()
+    m = moatd_factory(f.address)
+    with Client(m.port, m.host, timeout=15) as c:
+        open_transaction(c)
+        f.stop()
+        m.wait_log("upstream error=", timeout=8)
+        r = c.cmd({"DATA": "DATA", "RCPT": "RCPT TO:<two@example.org>", "RSET": "RSET"}[then])
+        if then != "RSET":
+            assert r.code == 451, r
+            assert c.cmd("DATA").code == 451       # still lost: no second line
+        else:
+            assert r.code == 250, r
+        c.cmd("QUIT")
+    v = one_line_after_disconnect(m)
+    if then == "RSET":
+        assert v["verdict"] == "abandoned" and v["code"] == "-" and "reply" not in v, v
+    else:
+        assert_line_is_reply(v, r, "upstream", then.lower())
+    assert v["to"] == ["<user@example.org>:250:2.1.5"], v
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("end", ["QUIT", "RSET", "disconnect-in-data", "disconnect"])
+def test_client_ends_the_transaction(fake, moatd_factory, end):
+    m = moatd_factory(fake.address)
+    with Client(m.port, m.host, timeout=15) as c:
+        open_transaction(c)
+        if end == "disconnect-in-data":
+            assert c.cmd("DATA").code == 354
+            c.send(b"Subject: half\r\n\r\nhalf a messa")
+        elif end in ("QUIT", "RSET"):
+            assert c.cmd(end).code in (221, 250)
+            if end == "RSET":
+                c.cmd("QUIT")
+    v = one_line_after_disconnect(m)
+    assert v["verdict"] == "abandoned" and v["code"] == "-" and "reply" not in v, v
+    assert v["from"] == "<a@sender.test>" and v["to"] == ["<user@example.org>:250:2.1.5"], v
+    assert not fake.accepted()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["rcpt", "data"])
+def test_timeout_in_a_transaction_gets_the_421_line(fake, moatd_factory, where):
+    """command-deadline (or the data's deadline) ends the session with 421:
+    the transaction's line is that 421, by=moat."""
+    m = moatd_factory(fake.address, command_deadline="2s", data_min_rate="1000")
+    with Client(m.port, m.host, timeout=15) as c:
+        open_transaction(c)
+        if where == "data":
+            assert c.cmd("DATA").code == 354
+            c.send(b"Subject: slow\r\n\r\n")
+        r = c.reply(timeout=10)
+        assert r.code == 421 and "timeout" in r.text, r
+    v = one_line_after_disconnect(m)
+    assert_line_is_reply(v, r, "moat", where)
+    assert v["to"] == ["<user@example.org>:250:2.1.5"], v
+
+
+@pytest.mark.timeout(60)
+def test_message_over_the_size_limit_gets_the_552_line(fake, moatd_factory):
+    m = moatd_factory(fake.address, max_message_size="10k")
+    with Client(m.port, m.host, timeout=15) as c:
+        c.ehlo("client.example")
+        rs = lossy_transaction(c, size=30000)
+        assert rs[-1].code == 552, rs
+        c.cmd("QUIT")
+    v = one_line_after_disconnect(m)
+    assert_line_is_reply(v, rs[-1], "moat", "data")
+    assert not fake.accepted()
+
+
+@pytest.mark.timeout(60)
+def test_upstream_lost_under_pipelining_one_line(fake_factory, moatd_factory):
+    """A pipelined group (RFC 2920) whose second RCPT loses the upstream: the
+    client gets 250, 250, 451, 451 (DATA); the log one line, each recipient
+    with the code the client got."""
+    f = fake_factory(replies={"RCPT": lambda arg: "CLOSE" if b"two@" in arg else None})
+    m = moatd_factory(f.address)
+    with Client(m.port, m.host, timeout=15) as c:
+        c.ehlo("client.example")
+        c.send(b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<one@example.org>\r\n"
+               b"RCPT TO:<two@example.org>\r\nDATA\r\n")
+        rs = [c.reply() for _ in range(4)]
+        assert [r.code for r in rs] == [250, 250, 451, 451], rs
+        c.cmd("QUIT")
+    v = one_line_after_disconnect(m)
+    assert_line_is_reply(v, rs[2], "upstream", "rcpt")
+    assert v["to"] == ["<one@example.org>:250:2.1.5",
+                       "<two@example.org>:451:%s" % rs[2].enh], v

@@ -265,6 +265,54 @@ test_idn(void)
 	}
 }
 
+/* HELO names in a word list: an exact entry in U-labels or A-labels
+ * matches a name sent either way (list_match_helo); other facts' matching
+ * (list_match_word) stays byte for byte; an entry that looks like an IDN
+ * but is none is found for the rule parser's error */
+static void
+test_idn_helo(void)
+{
+	static const char *const forms[3] = { "b\xc3\xbc" "cher.example", "XN--BCHER-KVA.example",
+	    "B\xc3\x9c" "CHER.example" /* UTS #46 maps the capital */ };
+	char err[256];
+	const char *w;
+	size_t len;
+
+	for (int e = 0; e < 2; e++) {
+		struct list *l = list_new(LIST_WORD);
+
+		T_CHECKF(list_add(l, forms[e], strlen(forms[e]), err, sizeof(err)) == 0, "%s", err);
+		T_CHECK(list_add(l, "mx*", 3, err, sizeof(err)) == 0);
+		T_CHECKF(list_count(l) == 2, "count %zu", list_count(l));	/* its A-label is no entry */
+		for (int q = 0; q < 3; q++)
+			T_CHECKF(list_match_helo(l, forms[q], strlen(forms[q])), "entry %d name %d", e, q);
+		T_CHECK(list_match_helo(l, "xn--bcher-kva.example.", 22));
+		/* a word is still a word for the other facts */
+		T_CHECKF(!list_match_word(l, forms[1 - e], strlen(forms[1 - e])), "word %d", e);
+		T_CHECK(list_match_helo(l, "mx1.example", 11) && list_match_helo(l, "MX.example", 10));
+		T_CHECK(!list_match_helo(l, "b\xc3\xa4" "cher.example", 13));
+		T_CHECK(!list_match_helo(l, "b\xff" "cher.example", 13));
+		T_CHECK(!list_match_helo(l, "xn--zz.example", 14));
+		T_CHECK(!list_word_bad_idn(l, &w, &len));
+		list_free(l);
+	}
+	{
+		static const char *const bad[] = { "xn--zz.example", "b\xff" "cher.example",
+		    "a\xe2\x80\xa8" "b.example" /* U+2028, disallowed */ };
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			struct list *l = list_new(LIST_WORD);
+
+			T_CHECK(list_add(l, "localhost", 9, err, sizeof(err)) == 0);
+			T_CHECKF(list_add(l, bad[i], strlen(bad[i]), err, sizeof(err)) == 0, "%s", err);
+			T_CHECKF(list_word_bad_idn(l, &w, &len) && len == strlen(bad[i]) &&
+			    memcmp(w, bad[i], len) == 0, "bad %zu", i);
+			T_CHECK(list_match_word(l, bad[i], strlen(bad[i])));	/* as a word */
+			list_free(l);
+		}
+	}
+}
+
 static void
 test_add_table(void)
 {
@@ -547,6 +595,7 @@ main(void)
 	T_RUN(test_match_table);
 	T_RUN(test_add_table);
 	T_RUN(test_idn);
+	T_RUN(test_idn_helo);
 	T_RUN(test_sockaddr);
 	T_RUN(test_count_and_free);
 	T_RUN(test_file_good);

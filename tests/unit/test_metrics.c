@@ -1,11 +1,13 @@
 /*
- * test_metrics - the Prometheus counters (core/metrics.c) and the queue
- * id the verdict line takes from an upstream's 250 (engine/engine_vlog.c)
+ * test_metrics - the Prometheus counters (core/metrics.c), the queue id
+ * the verdict line takes from an upstream's 250 and the lines of
+ * transactions the upstream loses (engine/engine_vlog.c)
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine_int.h"
+#include "log.h"
 #include "metrics.h"
 #include "t.h"
 
@@ -121,6 +123,91 @@ test_queue_id(void)
 	T_CHECK(strcmp(small, "0123456789") == 0);
 }
 
+static char vlines[4][2048];
+static int nvlines;
+
+static void
+vsink(void *arg, enum log_level lvl, uint64_t sid, const char *msg)
+{
+	(void)arg;
+	(void)lvl;
+	(void)sid;
+	if (strstr(msg, "verdict=") != NULL && nvlines < 4)
+		snprintf(vlines[nvlines], sizeof(vlines[0]), "%s", msg);
+	nvlines++;
+}
+
+static void
+vin(struct vl_line_in *in, enum rules_stage st, int code, const char *enh, const char *text)
+{
+	memset(in, 0, sizeof(*in));
+	in->stage = st;
+	in->who = "client=unknown[192.0.2.1]:1 helo=<h>";
+	in->code = code;
+	in->enh = enh;
+	in->text = text;
+	in->len = strlen(text);
+	in->upstream = true;
+}
+
+/* the upstream lost with MAIL and two RCPTs waiting: moat's 451 for the
+ * first gives the transaction's one line (the others "lost"), the rest
+ * nothing; a later connection's replies never go to the lost record, even
+ * one whose error never came */
+static void
+test_vl_lost(void)
+{
+	struct vl_sess *v = vl_new();
+	struct vl_line_in in;
+
+	log_set_level(LOG_L_INFO);
+	log_set_sink(vsink, NULL);
+	vl_set_upstream(v);
+	vl_begin(v, "a@x.test", 0);
+	vl_mail_passed(v);
+	vl_rcpt(v, "one@y.test", 0, NULL);
+	vl_rcpt(v, "two@y.test", 0, NULL);
+	vl_lost(v);
+	vin(&in, RS_MAIL, 451, "4.4.2", "Error: upstream connection lost");
+	vl_failed(v, &in, 5);
+	vin(&in, RS_RCPT, 451, "4.4.2", "Error: upstream connection lost");
+	vl_failed(v, &in, 5);
+	vl_failed(v, &in, 5);
+	vin(&in, RS_DATA, 451, "4.4.2", "Error: upstream connection lost");
+	vl_failed(v, &in, 5);	/* DATA after the loss */
+	T_CHECKF(nvlines == 1, "%d lines", nvlines);
+	T_CHECKF(strstr(vlines[0], "verdict=tempfail by=upstream stage=mail ") &&
+	    strstr(vlines[0], " from=<a@x.test> to=<one@y.test>:lost to=<two@y.test>:lost code=451 "
+	    "enh=4.4.2 reply=\"Error: upstream connection lost\""), "%s", vlines[0]);
+	vl_end(v);
+	/* a record whose RCPT error never came keeps waiting, but is lost */
+	vl_begin(v, "b@x.test", 10);
+	vl_mail_passed(v);
+	vl_rcpt(v, "three@y.test", 0, NULL);
+	vl_lost(v);
+	vl_end(v);
+	vl_begin(v, "c@x.test", 20);
+	vl_mail_passed(v);
+	vin(&in, RS_MAIL, 250, "2.1.0", "Ok");
+	vl_upstream(v, &in, 21);
+	vl_rcpt(v, "four@y.test", 0, NULL);
+	vin(&in, RS_RCPT, 550, "5.1.1", "no such user");
+	vl_upstream(v, &in, 22);
+	T_CHECKF(nvlines == 2 && strstr(vlines[1], " from=<c@x.test> to=<four@y.test>:550:5.1.1 ") &&
+	    strstr(vlines[1], "stage=rcpt"), "%d: %s", nvlines, vlines[1]);
+	/* moat's own limit (by=moat) on the transaction in progress */
+	vin(&in, RS_RCPT, 421, "4.4.2", "mx Error: timeout exceeded");
+	in.upstream = false;
+	vl_failed(v, &in, 30);
+	T_CHECKF(nvlines == 3 && strstr(vlines[2], "verdict=tempfail by=moat stage=rcpt ") &&
+	    strstr(vlines[2], " from=<c@x.test> to=<four@y.test>:550:5.1.1 code=421 "),
+	    "%d: %s", nvlines, vlines[2]);
+	vl_failed(v, &in, 31);
+	T_CHECK(nvlines == 3);
+	log_set_sink(NULL, NULL);
+	vl_free(v);
+}
+
 int
 main(void)
 {
@@ -129,5 +216,6 @@ main(void)
 	T_RUN(test_histogram);
 	T_RUN(test_bounded);
 	T_RUN(test_queue_id);
+	T_RUN(test_vl_lost);
 	return T_DONE("metrics");
 }

@@ -167,6 +167,13 @@ struct bcase {
 };
 
 static const struct bcase bcases[] = {
+	{ "helo list with a bad IDN", "list h word { localhost xn--zz.example }\n"
+	  "on helo helo in h reject 550 5.7.1 \"no\"\n",
+	  "F:4:17: error: list h has \"xn--zz.example\", which is not a valid internationalised "
+	  "domain name (IDNA2008, UTS #46), so helo can never be it" },
+	{ "helo is a bad IDN", "on helo helo is b\xff.example accept\n",
+	  "F:3:17: error: helo is \"b\\xff.example\": not a valid internationalised domain "
+	  "name (IDNA2008, UTS #46)" },
 	{ "unknown stage", "on queue true accept\n",
 	  "F:3:4: error: expected a stage (connect, helo, mail, rcpt or data), found \"queue\"" },
 	{ "unknown fact", "on mail virus is eicar accept\n",
@@ -250,6 +257,45 @@ static const struct bcase bcases[] = {
 	{ "missing list file", "list a net file \"/nonexistent/x\"\n",
 	  "F:3:17: error: /nonexistent/x: cannot open: No such file or directory" },
 };
+
+/* HELO names compared in A-labels: a word list or "helo is" written
+ * either way matches a name sent either way; the same list read as login
+ * names stays byte for byte */
+static void
+test_helo_idn(void)
+{
+	static const struct { const char *helo; enum rules_verdict want; int line; } cases[] = {
+		{ "xn--bcher-kva.example", RV_REJECT, 4 },
+		{ "b\xc3\xbc" "cher.example", RV_REJECT, 4 },
+		{ "B\xc3\x9c" "CHER.example", RV_REJECT, 4 },
+		{ "m\xc3\xbc" "nchen.example", RV_REJECT, 4 },	/* in the list as xn-- */
+		{ "XN--MNCHEN-3YA.example", RV_REJECT, 4 },
+		{ "caf\xc3\xa9.example", RV_TEMPFAIL, 6 },
+		{ "XN--CAF-DMA.EXAMPLE", RV_TEMPFAIL, 6 },
+		{ "b\xff" "cher.example", RV_CONTINUE, 0 },
+		{ "xn--zz.example", RV_CONTINUE, 0 },
+		{ "bucher.example", RV_CONTINUE, 0 },
+	};
+	struct conf *c = load_ok("list uh word { b\xc3\xbc" "cher.example xn--mnchen-3ya.example }\n"
+	    "on helo helo in uh reject 550 5.7.1 \"u\"\n"
+	    "on helo helo is m\xc3\xbc" "nchen.example tempfail 450 4.7.1 \"t\"\n"
+	    "on helo helo is xn--caf-dma.example tempfail 450 4.7.1 \"t\"\n");
+
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rules_facts f;
+		struct rules_result res;
+
+		memset(&f, 0, sizeof(f));
+		f.helo = cases[i].helo;
+		f.helolen = strlen(cases[i].helo);
+		rules_eval(c->rules, RS_HELO, &f, &res, 0);
+		T_CHECKF(res.verdict == cases[i].want && res.line == cases[i].line,
+		    "helo %zu: verdict %d line %d", i, res.verdict, res.line);
+	}
+	conf_unref(c);
+}
 
 static void
 test_bad_rules(void)
@@ -663,6 +709,7 @@ main(void)
 {
 	log_init("test_rules", false, LOG_L_ERROR);
 	T_RUN(test_eval_table);
+	T_RUN(test_helo_idn);
 	T_RUN(test_bad_rules);
 	T_RUN(test_errors_all_reported);
 	T_RUN(test_errors_say);
