@@ -30,6 +30,7 @@
 #include <unbound.h>
 
 #include "dns.h"
+#include "monotime.h"
 #include "mailbox.h"
 #include "log.h"
 #include "siphash.h"
@@ -824,13 +825,7 @@ dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_ans
 		*out = answer_copy(&fail);
 		return -1;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	mono_deadline(&dl, timeout_ms);
 	pthread_mutex_lock(&sync_lock);
 	while (!q->done)
 		if (pthread_cond_timedwait(&q->cond, &sync_lock, &dl) == ETIMEDOUT)

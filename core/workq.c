@@ -9,10 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "monotime.h"
 #include "mailbox.h"
 #include "workq.h"
 #include "xalloc.h"
@@ -65,19 +65,6 @@ workq_exit(struct workq *q)
 	return NULL;
 }
 
-/* workq_deadline - now + ms on the monotonic clock */
-static struct timespec
-workq_deadline(int ms)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
-	return ts;
-}
-
 /* workq_thread - take jobs, run them, hand them to their loop; a thread
  * beyond min_threads that found no job for idle_ms ends */
 static void *
@@ -92,8 +79,9 @@ workq_thread(void *arg)
 		q->nidle++;
 		while (q->head == NULL && !q->stop) {
 			if (q->nthreads > q->min_threads && q->idle_ms > 0) {
-				struct timespec dl = workq_deadline(q->idle_ms);
+				struct timespec dl;
 
+				mono_deadline(&dl, (unsigned)q->idle_ms);
 				if (pthread_cond_timedwait(&q->cond, &q->lock, &dl) == ETIMEDOUT &&
 				    q->head == NULL && !q->stop && q->nthreads > q->min_threads) {
 					q->nidle--;

@@ -2098,29 +2098,42 @@ engine_upstream_replies(struct eng_sess *e)
 	vl_set_upstream(e->vl);
 }
 
+/* a reply's verdict line: what vlog_in() gives, and the reply as sent */
+struct reply_line {
+	struct vl_line_in in;
+	char who[2 * LOG_ESC_SIZE + 96];
+	char sum[200];
+};
+
+static void
+reply_in(struct eng_sess *e, enum rules_stage st, struct reply_line *r, int code,
+	const char *enh, const char *text, size_t len, bool upstream)
+{
+	vlog_in(e, st, &r->in, r->who, sizeof(r->who));
+	vlog_summary(e, r->sum, sizeof(r->sum));
+	r->in.code = code;
+	r->in.enh = enh;
+	r->in.text = text;
+	r->in.len = len;
+	r->in.upstream = upstream;
+	r->in.summary = r->sum;
+}
+
 /* engine_upstream_reply - the upstream answered MAIL, RCPT, DATA or the
  * end of the data (RS_DATA for both) */
 void
 engine_upstream_reply(struct eng_sess *e, enum rules_stage st, int code, const char *enh,
 	const char *text, size_t len)
 {
-	char who[2 * LOG_ESC_SIZE + 96], sum[200];
-	struct vl_line_in in;
+	struct reply_line r;
 
 	if (st != RS_DATA || code != 354) {
 		char cls[4] = { (char)('0' + (code / 100) % 10), 'x', 'x', 0 };
 
 		metrics_inc(MF_UPS_REPLIES, cls, NULL);
 	}
-	vlog_in(e, st, &in, who, sizeof(who));
-	vlog_summary(e, sum, sizeof(sum));	/* the data's own replaces it */
-	in.code = code;
-	in.enh = enh;
-	in.text = text;
-	in.len = len;
-	in.upstream = true;
-	in.summary = sum;
-	vl_upstream(e->vl, &in, now_ms());
+	reply_in(e, st, &r, code, enh, text, len, true);	/* the data's summary replaces r's */
+	vl_upstream(e->vl, &r.in, now_ms());
 }
 
 /* engine_upstream_lost - nothing more comes from the upstream */
@@ -2136,18 +2149,10 @@ void
 engine_txn_failed(struct eng_sess *e, enum rules_stage st, bool upstream, int code,
 	const char *enh, const char *text, size_t len)
 {
-	char who[2 * LOG_ESC_SIZE + 96], sum[200];
-	struct vl_line_in in;
+	struct reply_line r;
 
-	vlog_in(e, st, &in, who, sizeof(who));
-	vlog_summary(e, sum, sizeof(sum));
-	in.code = code;
-	in.enh = enh;
-	in.text = text;
-	in.len = len;
-	in.upstream = upstream;
-	in.summary = sum;
-	vl_failed(e->vl, &in, now_ms());
+	reply_in(e, st, &r, code, enh, text, len, upstream);
+	vl_failed(e->vl, &r.in, now_ms());
 }
 
 /* engine_txn_accepted - a front-end without an upstream let the message

@@ -44,6 +44,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "monotime.h"
 #include "mlt.h"
 #include "rules.h"
 #include "smtp_parse.h"
@@ -174,13 +175,7 @@ mlt_req_call(struct mlt_req *rq, unsigned deadline_ms)
 	struct timespec end, rel;
 	int v;
 
-	clock_gettime(CLOCK_MONOTONIC, &end);
-	end.tv_sec += deadline_ms / 1000;
-	end.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
+	mono_deadline(&end, deadline_ms);
 	enqueue(rq);
 	for (;;) {
 		v = MLT_PENDING;

@@ -233,11 +233,7 @@ def test_mail_without_rule_goes_with_the_next_request(milter_factory):
     assert r["mail"] == (b"c", ""), r
     assert r["rcpt"] == (b"y", "550 5.7.1 sender bad.test refused at rcpt"), r
     with MilterClient(m.port, timeout=10) as c:
-        c.optneg()
-        for call in (lambda: c.connect("client.test", CLIENT_IP), lambda: c.helo("client.test"),
-                     lambda: c.mail("<a@first.test>"), lambda: c.rcpt("<user@example.org>")):
-            r, _ = call()
-            assert r.cmd == mp.SMFIR_CONTINUE, r
+        to_stage(c, "rcpt", sender="a@first.test")
         c.abort()
         r, _ = c.mail("<b@second.test>")           # no RCPT: another MAIL follows
         assert r.cmd == mp.SMFIR_CONTINUE, r
@@ -309,7 +305,7 @@ def expect_reply(c, cmd, what=""):
     return r
 
 
-def to_stage(c, stage):
+def to_stage(c, stage, sender="a@sender.test"):
     """optneg, connect, helo, mail, rcpt, eoh: the steps before stage, done."""
     steps = ["optneg", "connect", "helo", "mail", "rcpt", "headers", "eoh"]
     if stage == "fresh":
@@ -322,11 +318,11 @@ def to_stage(c, stage):
         elif s == "helo":
             assert c.helo("client.test")[0].cmd == mp.SMFIR_CONTINUE
         elif s == "mail":
-            assert c.mail("<a@sender.test>")[0].cmd == mp.SMFIR_CONTINUE
+            assert c.mail("<%s>" % sender)[0].cmd == mp.SMFIR_CONTINUE
         elif s == "rcpt":
             assert c.rcpt("<user@example.org>")[0].cmd == mp.SMFIR_CONTINUE
         elif s == "headers":
-            c.header("From", "<a@sender.test>")
+            c.header("From", "<%s>" % sender)
             c.header("Subject", "hostile")
         elif s == "eoh":
             c.eoh()
@@ -721,7 +717,7 @@ def test_odd_macro_list(name, milter_factory):
             assert r.cmd == mp.SMFIR_CONTINUE, r
             c.macros("M", strings)
             to_stage_mail_rcpt(c)
-            c.header("From", "<a@sender.test>")
+            c.header("From", "<%s>" % sender)
             c.eoh()
             c.macros("E", strings)
             eom_ok(c)
@@ -1028,11 +1024,7 @@ def test_zz_stop_clean(raw_milter):
 def test_transaction_ended_by_the_mta_gets_one_line(milter_factory, end):
     m = milter_factory()
     with MilterClient(m.port, timeout=10) as c:
-        c.optneg()
-        for call in (lambda: c.connect("client.test", CLIENT_IP), lambda: c.helo("client.test"),
-                     lambda: c.mail("<a@sender.test>"), lambda: c.rcpt("<user@example.org>")):
-            r, _ = call()
-            assert r.cmd == mp.SMFIR_CONTINUE, r
+        to_stage(c, "rcpt")
         if end == "abort-in-body":
             c.header("Subject", "half")
             c.eoh()
