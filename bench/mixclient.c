@@ -997,5 +997,21 @@ int main(int argc, char **argv)
 		    "\"redis_calls\": %ld, \"redis_errors\": %ld}", dns_names, dns_sent, dns_retx,
 		    dns_failed, dns_trunc, dns_unsent, redis_calls, redis_errors);
 	printf("}\n");
+	for (size_t i = 0; i < ncap; i++) {
+		struct name *e = ntab[i];
+		while (e != NULL && e->w != NULL) {
+			struct waiter *w = e->w;
+			e->w = w->next;
+			free(w);
+		}
+		free(e);
+	}
+	for (long i = 0; i < n; i++)
+		free(ss[i].lk);
+	free(ntab);
+	free(pending);
+	free(rout);
+	free(lat);
+	free(ss);
 	return 0;
 }
