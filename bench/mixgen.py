@@ -168,7 +168,7 @@ def keys(outdir):
         return f.read(), base64.b64encode(der).decode(), seed, epub.decode()
 
 
-# What bench/mix's rules decide for each kind: the reply that ends the
+# What bench/mix's rules (MOAT_RULES there) decide for each kind: the reply that ends the
 # session (mixclient --lookups: accept; refused at connect, rcpt, eod; grey:
 # 4xx at RCPT, accepted on the retry).
 VERDICT = {"clean": "accept", "dkim-rsa": "accept", "dkim-ed25519": "accept",
@@ -186,8 +186,8 @@ def floor_lookups(s):
     S the point it is asked from (c: connection, m: MAIL FROM, b: start of
     the message, when the header is in), G the reply that waits for it (g:
     greeting, r: RCPT, e: end of data; asked only in an attempt that reaches
-    DATA). It is the least a filter can ask: the client's address in each
-    DNSBL zone (every session), the envelope domain's SPF record (every
+    DATA). It is the least a filter can ask that asks every configured
+    DNSBL zone: the client's address in each zone (every session), the envelope domain's SPF record (every
     session that gets to MAIL; the zone's SPF records need no further
     lookup: ip4 only), the DMARC record of the From domain (only sessions
     that reach DATA: an SPF failure is refused at RCPT before it matters;
