@@ -26,8 +26,9 @@
  * session gets a greylist decision at RCPT, and each TOKEN "SG:TYPE:NAME":
  * a DNS question asked from S (c: the connection, m: MAIL FROM, b: the
  * start of the message) and waited for before the reply G (g: the
- * greeting, r: the RCPT reply, e: the end-of-data reply; e-tokens only in
- * an attempt that reaches DATA). Questions go over one non-blocking UDP
+ * greeting, r: the RCPT reply, e: the end-of-data reply; e-tokens only for
+ * a session that reaches DATA: a greylisted first attempt asks its
+ * m-tokens for the retry). Questions go over one non-blocking UDP
  * socket to DNS_IP:53; a name asked once in the run is not asked again
  * (answers pending are shared: a filter's cache does as much); a
  * question unanswered after 2 s is sent again, at most 3 times. A
@@ -357,8 +358,10 @@ static void dns_done(struct name *e)
 static void ask(struct conn *c, char start)
 {
 	struct sess *s = c->s;
-	int data = !(s->verdict == V_CONNECT || s->verdict == V_RCPT ||
-	    (s->verdict == V_GREY && s->tries == 1));
+	/* e-tokens: for a session that reaches DATA in some attempt (a
+	 * greylisted first attempt asks them for its retry, as a filter that
+	 * asks at MAIL FROM does; nothing waits for them there) */
+	int data = !(s->verdict == V_CONNECT || s->verdict == V_RCPT);
 	const char *p = s->lk;
 	while (p != NULL && *p) {
 		while (*p == ' ')

@@ -185,8 +185,8 @@ def floor_lookups(s):
     before which reply it needs the answer. Each token is "SG:TYPE:NAME",
     S the point it is asked from (c: connection, m: MAIL FROM, b: start of
     the message, when the header is in), G the reply that waits for it (g:
-    greeting, r: RCPT, e: end of data; asked only in an attempt that reaches
-    DATA). It is the least a filter can ask that asks every configured
+    greeting, r: RCPT, e: end of data; asked only for a session that
+    reaches DATA in one of its attempts). It is the least a filter can ask that asks every configured
     DNSBL zone: the client's address in each zone (every session), the envelope domain's SPF record (every
     session that gets to MAIL; the zone's SPF records need no further
     lookup: ip4 only), the DMARC record of the From domain (only sessions
