@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decimal.h"
 #include "ratelimit.h"
 #include "siphash.h"
 #include "xalloc.h"
@@ -18,14 +19,14 @@
 /*
  * KEYS[i]: the TAT of limit i; ARGV[3i-2], ARGV[3i-1], ARGV[3i]: its
  * emission interval T and tolerance tau (ms) and the decision's cost.
- * Returns one 0/1 per limit (1: exceeded). Redis's clock (TIME), so
- * every node agrees. The loop is RL_LUA_LIMITS (ratelimit.h), shared
+ * Returns the exceeded ones as one integer, a bit mask (bit i-1: limit
+ * i). Redis's clock (TIME), so every node agrees. The loop is RL_LUA_LIMITS (ratelimit.h), shared
  * with the greylist's combined script.
  */
 static const char rl_lua[] =
 	"local nl, o = #KEYS, 0\n"
 	RL_LUA_LIMITS
-	"return out\n";
+	"return m\n";
 
 /* rl_script - the Lua text */
 const char *
@@ -236,24 +237,20 @@ ratelimit_new(struct event_base *base, const struct rds_conf *c, const char *pre
 	return r;
 }
 
-/* rl_on_reply - the script's answer: one integer per limit */
+/* rl_on_reply - the script's answer: the exceeded limits as a bit mask */
 static void
 rl_on_reply(void *ctx, const redisReply *reply, const char *err)
 {
 	struct rl_q *q = ctx;
-	uint32_t ex = 0;
 
 	rl_q_unlink(q);
-	if (err != NULL) {
+	if (err != NULL)
 		q->cb(q->ctx, 0, err);
-	} else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)q->n) {
+	else if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 ||
+	    reply->integer >= (long long)1 << q->n)
 		q->cb(q->ctx, 0, reply->type == REDIS_REPLY_ERROR ? "script error" : "bad reply");
-	} else {
-		for (int i = 0; i < q->n; i++)
-			if (reply->element[i]->type == REDIS_REPLY_INTEGER && reply->element[i]->integer == 1)
-				ex |= 1u << i;
-		q->cb(q->ctx, ex, NULL);
-	}
+	else
+		q->cb(q->ctx, (uint32_t)reply->integer, NULL);
 	free(q);
 }
 
@@ -263,23 +260,25 @@ ratelimit_check(struct ratelimit *r, int n, const char *const *keys, const unsig
 	const unsigned *tau_ms, const unsigned *cost, unsigned timeout_ms, ratelimit_cb cb, void *ctx)
 {
 	const char *args[RDS_ARGS_MAX];
-	size_t lens[RDS_ARGS_MAX];
-	char kbuf[8][RL_KEY_MAX + RL_PREFIX_MAX], num[24][16];
+	size_t lens[RDS_ARGS_MAX], plen = strlen(r->prefix);
+	char kbuf[8][RL_KEY_MAX + RL_PREFIX_MAX], num[24][20];
 	struct rl_q *q;
 
 	if (n <= 0 || n > 8)
 		return -1;
 	for (int i = 0; i < n; i++) {
+		size_t klen = strnlen(keys[i], RL_KEY_MAX - 1);
+
+		memcpy(kbuf[i], r->prefix, plen);
+		memcpy(kbuf[i] + plen, keys[i], klen);
 		args[i] = kbuf[i];
-		lens[i] = (size_t)snprintf(kbuf[i], sizeof(kbuf[i]), "%s%s", r->prefix, keys[i]);
-		if (lens[i] >= sizeof(kbuf[i]))
-			lens[i] = sizeof(kbuf[i]) - 1;
+		lens[i] = plen + klen;
 		args[n + 3 * i] = num[3 * i];
-		lens[n + 3 * i] = (size_t)snprintf(num[3 * i], 16, "%u", emit_ms[i]);
+		lens[n + 3 * i] = dec_u64(num[3 * i], emit_ms[i]);
 		args[n + 3 * i + 1] = num[3 * i + 1];
-		lens[n + 3 * i + 1] = (size_t)snprintf(num[3 * i + 1], 16, "%u", tau_ms[i]);
+		lens[n + 3 * i + 1] = dec_u64(num[3 * i + 1], tau_ms[i]);
 		args[n + 3 * i + 2] = num[3 * i + 2];
-		lens[n + 3 * i + 2] = (size_t)snprintf(num[3 * i + 2], 16, "%u", cost[i]);
+		lens[n + 3 * i + 2] = dec_u64(num[3 * i + 2], cost[i]);
 	}
 	q = xcalloc(1, sizeof(*q));
 	q->r = r;

@@ -75,26 +75,30 @@
  * The limits' loop of a Lua script: nl limits, their TAT keys KEYS[1..nl],
  * their arguments from ARGV[o+1] (T, tau, cost each); leaves out[i] = 1
  * for an exceeded limit, 0 otherwise, and m, the exceeded ones as a bit
- * mask (bit i-1: limit i). A refused decision changes nothing.
+ * mask (bit i-1: limit i). A refused decision changes nothing. The TATs
+ * are read in one MGET and each allowed one written with one PSETEX
+ * (TIME, MGET and a PSETEX per counted limit: Redis's commands are the
+ * script's cost, not its Lua).
  */
 #define RL_LUA_LIMITS \
 	"local t = redis.call('TIME')\n" \
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
-	"local out, m = {}, 0\n" \
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" \
+	"local tats = redis.call('MGET', unpack(KEYS, 1, nl))\n" \
+	"local out, m, b = {}, 0, 1\n" \
 	"for i = 1, nl do\n" \
-	"  local T = tonumber(ARGV[o+3*i-2])\n" \
-	"  local tau = tonumber(ARGV[o+3*i-1])\n" \
-	"  local c = tonumber(ARGV[o+3*i])\n" \
-	"  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0\n" \
+	"  local j = o + 3 * i\n" \
+	"  local c = tonumber(ARGV[j])\n" \
+	"  local tat = tonumber(tats[i]) or 0\n" \
 	"  if tat < now then tat = now end\n" \
-	"  local new = tat + T * c\n" \
-	"  if new - now > tau then\n" \
+	"  local new = tat + ARGV[j-2] * c\n" \
+	"  if new - now > tonumber(ARGV[j-1]) then\n" \
 	"    out[i] = 1\n" \
-	"    m = m + 2 ^ (i - 1)\n" \
+	"    m = m + b\n" \
 	"  else\n" \
 	"    out[i] = 0\n" \
-	"    if c > 0 then redis.call('SET', KEYS[i], new, 'PX', new - now + 1000) end\n" \
+	"    if c > 0 then redis.call('PSETEX', KEYS[i], new - now + 1000, new) end\n" \
 	"  end\n" \
+	"  b = b * 2\n" \
 	"end\n"
 
 enum rl_part { RL_CLIENT = 1, RL_SENDER = 2, RL_SENDER_DOMAIN = 4, RL_LOGIN = 8, RL_RCPT = 16 };

@@ -411,6 +411,28 @@ def test_rl_without_redis_in_process_and_on_error(fake, moatd_factory, redis_fac
     assert "check ratelimit error=" in m2.log() and "counted-as=not-exceeded" in m2.log()
 
 
+def test_rl_reads_keys_as_the_earlier_script_wrote_them(fake, moatd_factory, redis_factory):
+    """A limit's key as moat before this release left it (the TAT in
+    milliseconds written by SET ... PX) is read by the current script
+    (MGET, PSETEX): a TAT one burst ahead of Redis's clock refuses at
+    once; two emission intervals below it allow one message more; the
+    key keeps the same form."""
+    rd = redis_factory()
+    m = moatd_factory(fake.address, redis=rd.address, ratelimit="net key client-ip rate 3/10m",
+                      on="mail ratelimit net tempfail " + RL_REPLY)
+    key = "moat:rl:net|127.0.0.9/32"
+    sec, usec = rd.client().time()
+    now = sec * 1000 + usec // 1000
+    rd.client().set(key, str(now + 600000), px=601000)   # T = 200 s, tau = 600 s: used up
+    assert send_one(m.port, "127.0.0.9", "old-full").code == 451
+    rd.client().set(key, str(now + 400000), px=401000)   # one left
+    codes = [send_one(m.port, "127.0.0.9", "old-one-%d" % i).code for i in range(2)]
+    assert codes == [250, 451], codes
+    tat = int(rd.client().get(key))
+    assert now + 600000 <= tat < now + 600000 + 60000, (tat, now)
+    assert 0 < rd.client().pttl(key) <= tat - now + 1000
+
+
 @pytest.mark.timeout(60)
 def test_rl_policy_listener_and_smtp_count_together(fake, moatd_factory, redis_factory):
     """The limits live in the engine: a Postfix policy delegation request
