@@ -586,6 +586,27 @@ def test_rl_and_greylist_one_redis_call_per_rcpt(fake, moatd_factory, redis_fact
     assert got[0].code == 451 and "greylisted" in got[0].text, got
 
 
+def test_rl_five_limits_and_greylist_one_call(fake, moatd_factory, redis_factory):
+    """Five limits at RCPT (the most the combined script takes) and the
+    greylist: still one script call per recipient (its 30 arguments fit
+    the client's limit), every limit counted."""
+    rd = redis_factory()
+    names = ["l%d" % i for i in range(5)]
+    m = moatd_factory(
+        fake.address, redis=rd.address, greylist_delay="0", greylist_cache="0",
+        ratelimit=["%s key client-net rate %d/10m" % (n, 100 + i) for i, n in enumerate(names)],
+        on=["rcpt " + " or ".join("ratelimit " + n for n in names) + " tempfail " + RL_REPLY,
+            "rcpt true greylist"])
+    rd.client().config_resetstat()
+    base = evals(rd)
+    got = rcpts(m, "a@sender.test", ["u1@example.org", "u2@example.org"])
+    assert [r.code for r in got] == [451, 451] and all("greylisted" in r.text for r in got), got
+    assert evals(rd) - base == 2, rd.client().info("commandstats")
+    for n in names:
+        assert rd.client().exists("moat:rl:%s|127.0.0.0/24" % n), n
+    assert "refused" not in m.log()
+
+
 @pytest.mark.timeout(90)
 def test_rl_and_greylist_one_call_when_the_limit_only_scores(fake, moatd_factory, redis_factory):
     """When an exceeded limit only adds to the score, the policy reaches the
