@@ -608,6 +608,45 @@ def test_rl_five_limits_and_greylist_one_call(fake, moatd_factory, redis_factory
 
 
 @pytest.mark.timeout(90)
+def test_rl_node_share_blocks_bounded_and_small_limits_exact(fake, moatd_factory, redis_factory):
+    """ratelimit-node-share 10: two moatd (one worker each), one Redis. A
+    limit of 40 an hour (block 4) is counted mostly from the blocks each
+    node reserved, in far fewer script calls than decisions, and refuses
+    after between 36 and 40 recipients in all (never more than 40; early
+    by at most the other node's block); a limit of 3 (block 0) stays
+    exact: the fourth message is refused wherever it lands."""
+    rd = redis_factory()
+    conf = dict(redis=rd.address, workers="1", ratelimit_node_share="10",
+                ratelimit=["big key rcpt rate 40/1h per recipient",
+                           "small key sender rate 3/10m"],
+                on=["mail ratelimit small tempfail " + RL_REPLY,
+                    "rcpt ratelimit big tempfail " + RL_REPLY])
+    a = moatd_factory(fake.address, **conf)
+    b = moatd_factory(fake.address, **conf)
+    rd.client().config_resetstat()
+    codes = []
+    with Client(a.port, a.host, timeout=10) as ca, Client(b.port, b.host, timeout=10) as cb:
+        for c in (ca, cb):
+            c.ehlo("rl.test")
+            assert c.cmd("MAIL FROM:<big@sender.test>").code == 250
+        for i in range(50):
+            codes.append((ca, cb)[i % 2].cmd("RCPT TO:<big@example.org>").code)
+            if i == 35:
+                calls = evals(rd)
+    ok = codes.count(250)
+    assert 36 <= ok <= 40, codes
+    assert codes[:36] == [250] * 36, codes
+    assert codes.count(451) == 50 - ok, codes
+    assert calls <= 12, (calls, codes)      # 36 decisions: 36 calls when exact
+    tat = int(rd.client().get("moat:rl:big|big@example.org"))
+    sec, usec = rd.client().time()
+    # T = 90 s: the TAT is at most one burst (40 x 90 s) ahead of Redis's clock
+    assert tat - (sec * 1000 + usec // 1000) <= 3600000, tat
+    small = [send_one((a, b)[i % 2].port, "127.0.0.1", "small-%d" % i).code for i in range(4)]
+    assert small == [250, 250, 250, 451], small
+
+
+@pytest.mark.timeout(90)
 def test_rl_and_greylist_one_call_when_the_limit_only_scores(fake, moatd_factory, redis_factory):
     """When an exceeded limit only adds to the score, the policy reaches the
     greylist whatever the limit says: the same single call records the
