@@ -4,13 +4,16 @@
  *
  * SYNOPSIS
  *	void mono_deadline(struct timespec *ts, unsigned ms);
+ *	uint64_t mono_ms(void);
  *
  * DESCRIPTION
- *	mono_deadline() sets *ts to now plus ms milliseconds.
+ *	mono_deadline() sets *ts to now plus ms milliseconds. mono_ms() is
+ *	CLOCK_MONOTONIC in milliseconds.
  */
 #ifndef MOAT_MONOTIME_H
 #define MOAT_MONOTIME_H
 
+#include <stdint.h>
 #include <time.h>
 
 static inline void
@@ -23,6 +26,15 @@ mono_deadline(struct timespec *ts, unsigned ms)
 		ts->tv_sec++;
 		ts->tv_nsec -= 1000000000L;
 	}
+}
+
+static inline uint64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 #endif

@@ -180,6 +180,7 @@ struct eng_sess {
 	unsigned short rl_gen;
 	uint32_t rl_exceeded;		/* bit i: limit i of conf->ratelimits */
 	uint32_t rl_msg;		/* the per-message limits asked */
+	uint32_t rl_local;		/* limits answered by this loop's reserved blocks */
 	unsigned char rl_n;		/* limits in the call in flight */
 	unsigned char rl_idx[8];	/* their indexes */
 };
@@ -1062,6 +1063,7 @@ rl_answer(struct eng_sess *e, unsigned short gen, uint32_t ex, const char *err)
 
 	if (e->rl_state != CHECK_PENDING || gen != e->rl_gen)
 		return;
+	asked = e->rl_local;	/* counted here, not exceeded */
 	for (int j = 0; j < e->rl_n; j++) {
 		asked |= 1u << e->rl_idx[j];
 		if (ex & (1u << j))
@@ -1179,8 +1181,9 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 	struct eng_txn *t = e->txn;
 	char keys[8][RL_KEY_MAX], sender[SMTP_PATH_MAX + 1], sdom[256], rcpt[SMTP_PATH_MAX + 1];
 	const char *kp[8];
-	unsigned emit[8], tau[8], cost[8];
+	unsigned emit[8], tau[8], cost[8], block[8];
 	struct rl_subject sj;
+	bool blocks = false;
 	struct eng_q *q;
 	int n = 0;
 
@@ -1189,6 +1192,7 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 	e->rl_exceeded = 0;
 	e->rl_msg = 0;
 	e->rl_n = 0;
+	e->rl_local = 0;
 	if (set == NULL || engine_g.opts.greylist_offline)
 		return;		/* explain: nothing counted, none exceeded */
 	memset(&sj, 0, sizeof(sj));
@@ -1221,6 +1225,13 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 			c = t != NULL ? t->nrcpt_ok : 0;
 		if (c == 0 || n == 8 || rl_key(d, &sj, keys[n], sizeof(keys[n])) <= 0)
 			continue;	/* a part missing: not counted, not limited */
+		block[n] = e->el->rl != NULL ? rl_block(d, (unsigned)e->conf->ratelimit_node_share) : 0;
+		if (block[n] > 0 && ratelimit_take_local(e->el->rl, keys[n], c)) {
+			e->rl_local |= 1u << i;	/* from this loop's block: no call */
+			asked |= 1u << i;
+			continue;
+		}
+		blocks |= block[n] > 0;
 		kp[n] = keys[n];
 		emit[n] = d->emit_ms;
 		tau[n] = d->tau_ms;
@@ -1229,8 +1240,11 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 		asked |= 1u << i;
 	}
 	e->rl_n = (unsigned char)n;
-	if (n == 0)
+	if (n == 0) {
+		if (e->rl_local)
+			rl_result(e, e->rl_local, 0, NULL);
 		return;
+	}
 	if (e->el->rl == NULL) {
 		/* no Redis: in this process (per host) */
 		uint64_t now = now_ms();
@@ -1247,10 +1261,11 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 		return;
 	}
 	if (st == RS_RCPT && rlgl_start(e, n, kp, emit, tau, cost))
-		return;		/* with the greylist, in one call */
+		return;		/* with the greylist, in one call (no blocks reserved) */
 	e->rl_state = CHECK_PENDING;
 	q = q_new(e, EQ_RATELIMIT, 0, e->rl_gen);
-	if (ratelimit_check(e->el->rl, n, kp, emit, tau, cost, 0, rl_done, q) != 0) {
+	if (ratelimit_check(e->el->rl, n, kp, emit, tau, cost, blocks ? block : NULL, 0, rl_done,
+	    q) != 0) {
 		q_unlink(q);
 		free(q);
 		rl_result(e, asked, 0, "overloaded");
