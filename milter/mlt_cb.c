@@ -406,7 +406,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
 	copy_macro(ctx, "{cipher}", rq->tls_cipher, sizeof(rq->tls_cipher));
 	copy_macro(ctx, "{cert_subject}", rq->tls_cert, sizeof(rq->tls_cert));
-	{
+	if (log_enabled(LOG_L_DEBUG)) {
 		char qid[32];
 
 		copy_macro(ctx, "i", qid, sizeof(qid));

@@ -341,6 +341,7 @@ test_header_bounds(void)
 	/* a field of exactly max_field_bytes (its CRLF not counted) is
 	 * taken, one byte more is not: fed whole (inside a line the bytes
 	 * go into the field at once) and byte by byte alike */
+	free(big);
 	for (int extra = 0; extra <= 1; extra++)
 		for (size_t chunk = 1; chunk <= 4200; chunk += 4199) {
 			size_t fl = 4096 + (size_t)extra;
