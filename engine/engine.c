@@ -188,7 +188,8 @@ struct eng_sess {
 static void eng_answered(struct eng_sess *e);
 static void arm_deadline(struct eng_sess *e);
 static void vlog_who(const struct eng_sess *e, char *out, size_t size);
-static void vlog_summary(const struct eng_sess *e, char *out, size_t size);
+struct vl_summary;
+static void vlog_summary(const struct eng_sess *e, struct vl_summary *out);
 struct vl_line_in;
 static void vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in,
 	char *who, size_t size);
@@ -207,11 +208,19 @@ now_ms(void)
 static void
 addr_text(const struct smtp_addr *a, char *out, size_t size)
 {
+	size_t l, d;
+
 	out[0] = 0;
-	if (a != NULL && !a->null && a->local_len + a->domain_len > 0 &&
-	    a->local_len + a->domain_len + 2 <= size)
-		snprintf(out, size, "%.*s@%.*s", (int)a->local_len, a->local, (int)a->domain_len,
-		    a->domain);
+	if (a == NULL || a->null || a->local_len + a->domain_len == 0 ||
+	    a->local_len + a->domain_len + 2 > size)
+		return;
+	/* what "%.*s@%.*s" gives, without printf's cost (several per message) */
+	l = strnlen(a->local, a->local_len);
+	d = strnlen(a->domain, a->domain_len);
+	memcpy(out, a->local, l);
+	out[l] = '@';
+	memcpy(out + l + 1, a->domain, d);
+	out[l + 1 + d] = 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -1760,12 +1769,13 @@ engine_txn_end(struct eng_sess *e)
 	if (vl_abandoned(e->vl) && log_enabled(LOG_L_INFO) && !engine_g.opts.greylist_offline) {
 		/* RSET, QUIT, a new MAIL or HELO, a lost connection: the
 		 * transaction's line all the same */
-		char who[2 * LOG_ESC_SIZE + 96], sum[200];
+		char who[2 * LOG_ESC_SIZE + 96];
+		struct vl_summary sum;
 		struct vl_line_in in;
 
 		vlog_in(e, RS_RCPT, &in, who, sizeof(who));
-		vlog_summary(e, sum, sizeof(sum));
-		in.summary = sum;
+		vlog_summary(e, &sum);
+		in.summary = &sum;
 		in.abandoned = true;
 		vl_abandon_line(e->vl, &in, now_ms());
 	}
@@ -2038,43 +2048,60 @@ vlog_who(const struct eng_sess *e, char *out, size_t size)
 	snprintf(out, size, "client=%s[%s]:%u helo=<%s>", name, addr, port, esc);
 }
 
-/* vlog_summary - the checks, one word each */
+/* word_copy - a short word into a buffer, cut to fit */
 static void
-vlog_summary(const struct eng_sess *e, char *out, size_t size)
+word_copy(char *out, size_t size, const char *w)
+{
+	size_t n = strnlen(w, size - 1);
+
+	memcpy(out, w, n);
+	out[n] = 0;
+}
+
+/* vlog_summary - the checks, one word each (as values: the text is made
+ * only for a line that is written) */
+static void
+vlog_summary(const struct eng_sess *e, struct vl_summary *out)
 {
 	const struct eng_txn *t = e->txn;
-	int64_t dnsbl = 0;
 
+	out->set = true;
+	out->dnsbl = 0;
 	if (e->dns != NULL && e->conf->dnsbl != NULL) {
 		struct dnsbl_summary sum;
 
 		dnsbl_summarise(e->conf->dnsbl, &e->dns->dz, &sum);
-		dnsbl = sum.score;
+		out->dnsbl = (long long)sum.score;
 	}
-	snprintf(out, size, "spf=%s dkim=%s dmarc=%s dnsbl=%lld greylist=%s",
-	    t != NULL && t->spf_state == CHECK_DONE ? spf_res_name(t->spf) : "none",
-	    t != NULL && t->dkim_word[0] ? t->dkim_word : "none",
-	    t != NULL && t->dmarc != NULL ? dmarc_result_name(t->dmarc->result) : "none",
-	    (long long)dnsbl, t != NULL && t->gl_word[0] ? t->gl_word : "none");
+	out->spf = t != NULL && t->spf_state == CHECK_DONE ? spf_res_name(t->spf) : "none";
+	out->dmarc = t != NULL && t->dmarc != NULL ? dmarc_result_name(t->dmarc->result) : "none";
+	word_copy(out->dkim, sizeof(out->dkim), t != NULL && t->dkim_word[0] ? t->dkim_word :
+	    "none");
+	word_copy(out->gl, sizeof(out->gl), t != NULL && t->gl_word[0] ? t->gl_word : "none");
 }
 
-/* vlog_in - a verdict line's common fields: who, session, stage */
+/* vlog_in - a verdict line's common fields: who, session, stage (who only
+ * when lines at info are written: NULL otherwise, and vl_line() writes
+ * none) */
 static void
 vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in, char *who,
 	size_t size)
 {
-	vlog_who(e, who, size);
 	memset(in, 0, sizeof(*in));
 	in->sid = e->id;
 	in->stage = st;
-	in->who = who;
+	if (log_enabled(LOG_L_INFO)) {
+		vlog_who(e, who, size);
+		in->who = who;
+	}
 }
 
 /* vlog_stage - the stage's verdict into the records; a refusal's line */
 static void
 vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v, bool refused)
 {
-	char rcpt[SMTP_PATH_MAX + 1], who[2 * LOG_ESC_SIZE + 96], sum[200];
+	char rcpt[SMTP_PATH_MAX + 1], who[2 * LOG_ESC_SIZE + 96];
+	struct vl_summary sum;
 	struct vl_line_in in;
 
 	if (engine_g.opts.greylist_offline)
@@ -2083,18 +2110,18 @@ vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v,
 		addr_text(&e->txn->rcpt, rcpt, sizeof(rcpt));
 		vl_rcpt(e->vl, rcpt, refused ? v->code : 0, v->enh);
 	}
-	vlog_summary(e, sum, sizeof(sum));
+	vlog_summary(e, &sum);
 	if (!refused) {
 		if (st == RS_MAIL) {
 			vl_mail_passed(e->vl);
 			metrics_inc(MF_TRANSACTIONS, NULL, NULL);
 		}
 		else if (st == RS_DATA && e->txn != NULL)
-			vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
+			vl_data(e->vl, e->txn->size, &sum, v->rule_file, v->rule_line);
 		return;
 	}
 	if (st == RS_DATA && e->txn != NULL)
-		vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
+		vl_data(e->vl, e->txn->size, &sum, v->rule_file, v->rule_line);
 	vlog_in(e, st, &in, who, sizeof(who));
 	in.code = v->code;
 	in.enh = v->enh;
@@ -2102,7 +2129,7 @@ vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v,
 	in.len = strlen(v->text);
 	in.rule_file = v->rule_file;
 	in.rule_line = v->rule_line;
-	in.summary = sum;
+	in.summary = &sum;
 	vl_refusal(e->vl, &in, now_ms());
 }
 
@@ -2117,7 +2144,7 @@ engine_upstream_replies(struct eng_sess *e)
 struct reply_line {
 	struct vl_line_in in;
 	char who[2 * LOG_ESC_SIZE + 96];
-	char sum[200];
+	struct vl_summary sum;
 };
 
 static void
@@ -2125,13 +2152,13 @@ reply_in(struct eng_sess *e, enum rules_stage st, struct reply_line *r, int code
 	const char *enh, const char *text, size_t len, bool upstream)
 {
 	vlog_in(e, st, &r->in, r->who, sizeof(r->who));
-	vlog_summary(e, r->sum, sizeof(r->sum));
+	vlog_summary(e, &r->sum);
 	r->in.code = code;
 	r->in.enh = enh;
 	r->in.text = text;
 	r->in.len = len;
 	r->in.upstream = upstream;
-	r->in.summary = r->sum;
+	r->in.summary = &r->sum;
 }
 
 /* engine_upstream_reply - the upstream answered MAIL, RCPT, DATA or the
