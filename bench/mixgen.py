@@ -140,7 +140,7 @@ def make_plan(n, ndomains, mix, seed, rsa_key, ed_key):
                             include_headers=[b"from", b"to", b"subject", b"message-id", b"date"])
             msg = sig + msg
         sessions.append({"i": s, "kind": kind, "ip": client_ip(s), "helo": "h%d.client.test" % s,
-                         "mfrom": mfrom, "size": len(msg),
+                         "mfrom": mfrom, "hfrom": hfrom, "size": len(msg),
                          "msg": base64.b64encode(msg).decode()})
     return sessions
 
@@ -168,17 +168,63 @@ def keys(outdir):
         return f.read(), base64.b64encode(der).decode(), seed, epub.decode()
 
 
+# What bench/mix's rules (MOAT_RULES there) decide for each kind: the reply that ends the
+# session (mixclient --lookups: accept; refused at connect, rcpt, eod; grey:
+# 4xx at RCPT, accepted on the retry).
+VERDICT = {"clean": "accept", "dkim-rsa": "accept", "dkim-ed25519": "accept",
+           "dnsbl": "connect", "spf-fail": "rcpt", "dmarc-spoof": "eod", "greylist": "grey"}
+SELECTOR = {"dkim-rsa": "rsa", "dkim-ed25519": "ed"}
+
+
+def floor_lookups(s):
+    """the lookup floor of session s: (verdict, greylist decision 0/1, tokens).
+
+    What any filter applying bench/mix's rules (DNSBL score at connect, SPF
+    at RCPT, greylist, DMARC p=reject at the end of data, DKIM for DMARC)
+    must ask for this session, from where it could first know the name, and
+    before which reply it needs the answer. Each token is "SG:TYPE:NAME",
+    S the point it is asked from (c: connection, m: MAIL FROM, b: start of
+    the message, when the header is in), G the reply that waits for it (g:
+    greeting, r: RCPT, e: end of data; asked only for a session that
+    reaches DATA in one of its attempts). It is the least a filter can ask that asks every configured
+    DNSBL zone: the client's address in each zone (every session), the envelope domain's SPF record (every
+    session that gets to MAIL; the zone's SPF records need no further
+    lookup: ip4 only), the DMARC record of the From domain (only sessions
+    that reach DATA: an SPF failure is refused at RCPT before it matters;
+    asked at MAIL FROM when the From domain is the envelope's, as a filter
+    may guess, else when the header is in) and the DKIM key of a signed
+    message. A greylist decision (one Redis call) for every RCPT that SPF
+    does not refuse."""
+    kind, verdict = s["kind"], VERDICT[s["kind"]]
+    rev = ".".join(reversed(s["ip"].split(".")))
+    toks = ["cg:A:%s.%s" % (rev, z) for z in BL_ZONES]
+    if verdict == "connect":
+        return verdict, 0, toks
+    env = s["mfrom"].rsplit("@", 1)[1].lower()
+    hdom = s.get("hfrom", s["mfrom"]).rsplit("@", 1)[1].lower()
+    toks.append("mr:TXT:%s" % env)
+    if verdict == "rcpt":
+        return verdict, 0, toks
+    toks.append("%se:TXT:_dmarc.%s" % ("m" if hdom == env else "b", hdom))
+    if kind in SELECTOR:
+        toks.append("be:TXT:%s._domainkey.%s" % (SELECTOR[kind], env))
+    return verdict, 1, toks
+
+
 def write_cplan(sessions, path):
     """the plan for bench/mixclient.c: PATH (one line per session: kind ip
-    helo mfrom offset length) and PATH.msgs (every message dot-stuffed,
-    ended with ".\r\n")"""
+    helo mfrom offset length), PATH.msgs (every message dot-stuffed, ended
+    with ".\r\n") and PATH.lk (the lookup floor: a line per session,
+    "VERDICT REDIS TOKEN...", see floor_lookups)"""
     off = 0
-    with open(path, "w") as f, open(path + ".msgs", "wb") as m:
+    with open(path, "w") as f, open(path + ".msgs", "wb") as m, open(path + ".lk", "w") as lk:
         for s in sessions:
             msg = stuffed(base64.b64decode(s["msg"])) + b".\r\n"
             m.write(msg)
             f.write("%s %s %s %s %d %d\n" % (s["kind"], s["ip"], s["helo"], s["mfrom"], off,
                                              len(msg)))
+            v, grey, toks = floor_lookups(s)
+            lk.write("%s %d %s\n" % (v, grey, " ".join(toks)))
             off += len(msg)
 
 

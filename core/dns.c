@@ -1,17 +1,30 @@
 /*
  * dns - moat's one resolver over libunbound (see dns.h)
  *
- * Threads: libunbound resolves on its own thread (ub_ctx_async); our
- * dispatcher thread waits on ub_fd and calls ub_process, which runs
- * ub_done for each finished query. ub_done hands a loop's query to that
- * loop (a locked list and an eventfd), or wakes a synchronous waiter.
+ * Threads: each event loop has its own libunbound context, made with
+ * ub_ctx_create_event on the loop's event_base: its queries are sent,
+ * timed and answered by libunbound's state machines on that loop, with
+ * no thread of libunbound's and no pipe. The answer comes as a packet
+ * (ub_resolve_event), read by dnspkt_answer(). libunbound may answer
+ * before ub_resolve_event returns (its cache, local data), and its
+ * callback runs inside its own processing: so the answer is only kept
+ * there, and the caller is called back from the loop's "ready" event
+ * (event_active: no system call), as front-cache hits are.
+ *
+ * Synchronous queries (the work pool) go through one more context,
+ * resolving on libunbound's own thread (ub_ctx_async): our dispatcher
+ * thread waits on ub_fd and calls ub_process, which runs ub_done for
+ * each finished query and wakes its waiter.
  *
  * A query's deadline is kept by whoever asked: the loop's timer or the
  * waiter's timed wait. When it passes, the caller gets DNS_TEMPERROR
- * and the query is cancelled in libunbound. ub_cancel succeeds only
- * while the query is still unanswered; when it fails, ub_done is already
- * on its way and frees the query when it arrives. So every query is
- * freed exactly once, by one thread, and a late answer is dropped.
+ * and the query is cancelled in libunbound. On a loop's context,
+ * ub_cancel succeeds for every query not answered yet (its callback is
+ * then never called); an answered one is on the ready list already and
+ * is dropped there. On the shared context, ub_cancel succeeds only while
+ * the query is still unanswered; when it fails, ub_done is already on
+ * its way and the waiter waits for it. So every query is freed exactly
+ * once, by one thread, and a late answer is dropped.
  */
 #include <errno.h>
 #include <poll.h>
@@ -28,10 +41,11 @@
 #include <unistd.h>
 
 #include <unbound.h>
+#include <unbound-event.h>
 
 #include "dns.h"
+#include "dnspkt.h"
 #include "monotime.h"
-#include "mailbox.h"
 #include "log.h"
 #include "siphash.h"
 #include "xalloc.h"
@@ -40,8 +54,8 @@
 #define DNS_INFLIGHT_DEFAULT 4096
 
 struct dns_q {
-	struct mbox_link link;		/* first: the loop's mailbox */
 	struct dns_q *lprev, *lnext;	/* the loop's live queries */
+	struct dns_q *rnext;		/* the loop's ready list */
 	struct dns_loop *loop;		/* NULL: a synchronous query */
 	dns_cb cb;
 	void *ctx;
@@ -52,6 +66,8 @@ struct dns_q {
 	bool expired;			/* loop: the caller already got a timeout */
 	struct dns_answer *hit;		/* answered from the front cache */
 	bool counted;			/* holds an in-flight slot */
+	bool answered;			/* loop: ev_done came (ans is set) */
+	struct dns_answer *ans;		/* loop: what ev_done read */
 	char name[DNS_NAME_MAX + 2];	/* asked, for the front cache */
 	/* set by ub_done */
 	int err;
@@ -63,15 +79,17 @@ struct dns_q {
 
 struct dns_loop {
 	struct event_base *base;
-	struct mailbox *mbox;		/* answers, to the loop's thread */
+	struct ub_ctx *ub;		/* this loop's context (event mode) */
+	struct event *ready_ev;		/* calls back what is on the ready list */
+	struct dns_q *ready, *ready_tail;
 	struct dns_q *live;		/* loop thread only */
 };
 
 /*
  * The front cache: answers seen lately, by name and type, kept as copies
  * (one allocation each) so that a repeated question is answered without
- * the two thread hops through libunbound; libunbound's own cache stays
- * behind it. TTL-bound (capped at CACHE_TTL_MAX; negative answers at
+ * asking libunbound (on a loop) or two thread hops (the pool), and every
+ * loop sees what another learnt; libunbound's own caches stay behind it. TTL-bound (capped at CACHE_TTL_MAX; negative answers at
  * dns-negative-ttl), at most CACHE_MAX entries (least recently used out),
  * keyed by SipHash under a random key. Temporary errors are not kept.
  */
@@ -112,6 +130,18 @@ static unsigned max_inflight;
 static atomic_uint inflight;
 static atomic_uint_fast64_t n_sent, n_temperror, n_refused;
 static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dns_conf ub_conf;		/* dns_init's, for the loops' contexts */
+/* libunbound sets process-wide state (its log, verbosity) when a context
+ * is made and deleted: one at a time, whichever thread */
+static pthread_mutex_t ub_make_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+ub_delete(struct ub_ctx *ctx)
+{
+	pthread_mutex_lock(&ub_make_lock);
+	ub_ctx_delete(ctx);
+	pthread_mutex_unlock(&ub_make_lock);
+}
 
 const char *
 dns_mode_name(int mode)
@@ -172,27 +202,13 @@ set(struct ub_ctx *c, const char *opt, const char *val, char **err)
 	return 0;
 }
 
-/* dns_init - see dns.h */
-int
-dns_init(const struct dns_conf *c, char **err)
+/* configure - every option of c on a new context (the shared one and
+ * each loop's), so that all resolve alike; -1 and *err on a failure */
+static int
+configure(struct ub_ctx *ctx, const struct dns_conf *c, char **err)
 {
-	struct ub_ctx *ctx;
 	int r;
 
-	*err = NULL;
-	if (running)
-		return 0;
-	ctx = ub_ctx_create();
-	if (ctx == NULL) {
-		*err = xstrdup("resolver: cannot create a libunbound context");
-		return -1;
-	}
-	/* answers come back through ub_fd, resolved on libunbound's thread */
-	if ((r = ub_ctx_async(ctx, 1)) != 0) {
-		*err = xasprintf("resolver: %s", ub_strerror(r));
-		ub_ctx_delete(ctx);
-		return -1;
-	}
 	/* no trust anchor: no validator; forwarders and local name servers
 	 * may be on loopback; a server that stopped answering is tried
 	 * again soon, not shunned for 15 minutes */
@@ -200,10 +216,8 @@ dns_init(const struct dns_conf *c, char **err)
 	    set(ctx, "do-not-query-localhost:", "no", err) ||
 	    set(ctx, "infra-keep-probing:", "yes", err) ||
 	    set(ctx, "infra-host-ttl:", "30", err) ||
-	    set(ctx, "outgoing-range:", "1024", err)) {
-		ub_ctx_delete(ctx);
+	    set(ctx, "outgoing-range:", "1024", err))
 		return -1;
-	}
 	{
 		/* libunbound's own timers agree with dns-timeout. Left alone,
 		 * it waits 376 ms for a server it does not know, then sends
@@ -218,10 +232,8 @@ dns_init(const struct dns_conf *c, char **err)
 
 		snprintf(v, sizeof(v), "%u", t);
 		if (set(ctx, "unknown-server-time-limit:", v, err) ||
-		    set(ctx, "infra-cache-min-rtt:", v, err)) {
-			ub_ctx_delete(ctx);
+		    set(ctx, "infra-cache-min-rtt:", v, err))
 			return -1;
-		}
 		/* (dns-timeout is at most 60 s: under infra-cache-max-rtt) */
 	}
 	{
@@ -230,10 +242,8 @@ dns_init(const struct dns_conf *c, char **err)
 		char v[16];
 
 		snprintf(v, sizeof(v), "%d", c->max_negative_ttl);
-		if (set(ctx, "cache-max-negative-ttl:", v, err)) {
-			ub_ctx_delete(ctx);
+		if (set(ctx, "cache-max-negative-ttl:", v, err))
 			return -1;
-		}
 	}
 	/* Through a forwarder or the system's resolver, that server answers
 	 * for the special-use names libunbound would answer itself (test.,
@@ -241,10 +251,8 @@ dns_init(const struct dns_conf *c, char **err)
 	 * site's names, and tests serve their zones under test. */
 	if (c->mode != DNS_MODE_RECURSIVE) {
 		if (set(ctx, "unblock-lan-zones:", "yes", err) ||
-		    set(ctx, "insecure-lan-zones:", "yes", err)) {
-			ub_ctx_delete(ctx);
+		    set(ctx, "insecure-lan-zones:", "yes", err))
 			return -1;
-		}
 	}
 	switch (c->mode) {
 	case DNS_MODE_FORWARD:
@@ -252,7 +260,6 @@ dns_init(const struct dns_conf *c, char **err)
 			if ((r = ub_ctx_set_fwd(ctx, c->forward[i])) != 0) {
 				*err = xasprintf("resolver forward %s: %s", c->forward[i],
 				    ub_strerror(r));
-				ub_ctx_delete(ctx);
 				return -1;
 			}
 		break;
@@ -261,7 +268,6 @@ dns_init(const struct dns_conf *c, char **err)
 	default:
 		if ((r = ub_ctx_resolvconf(ctx, NULL)) != 0) {
 			*err = xasprintf("resolver system: /etc/resolv.conf: %s", ub_strerror(r));
-			ub_ctx_delete(ctx);
 			return -1;
 		}
 		(void)ub_ctx_hosts(ctx, NULL);
@@ -272,13 +278,44 @@ dns_init(const struct dns_conf *c, char **err)
 		for (size_t i = 0; i < sizeof(own_zones) / sizeof(own_zones[0]); i++)
 			(void)ub_ctx_zone_remove(ctx, own_zones[i]);
 	}
+	return 0;
+}
+
+/* dns_init - see dns.h */
+int
+dns_init(const struct dns_conf *c, char **err)
+{
+	struct ub_ctx *ctx;
+	int r;
+
+	*err = NULL;
+	if (running)
+		return 0;
+	pthread_mutex_lock(&ub_make_lock);
+	ctx = ub_ctx_create();
+	pthread_mutex_unlock(&ub_make_lock);
+	if (ctx == NULL) {
+		*err = xstrdup("resolver: cannot create a libunbound context");
+		return -1;
+	}
+	/* answers come back through ub_fd, resolved on libunbound's thread */
+	if ((r = ub_ctx_async(ctx, 1)) != 0) {
+		*err = xasprintf("resolver: %s", ub_strerror(r));
+		ub_delete(ctx);
+		return -1;
+	}
+	if (configure(ctx, c, err) != 0) {
+		ub_delete(ctx);
+		return -1;
+	}
 	stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (stop_efd < 0) {
 		*err = xasprintf("resolver: eventfd: %s", strerror(errno));
-		ub_ctx_delete(ctx);
+		ub_delete(ctx);
 		return -1;
 	}
 	ub = ctx;
+	ub_conf = *c;		/* for each loop's context */
 	max_inflight = c->max_inflight ? c->max_inflight : DNS_INFLIGHT_DEFAULT;
 	cache_neg_ttl = c->max_negative_ttl;
 	if (getrandom(&cache_k0, sizeof(cache_k0), 0) != sizeof(cache_k0) ||
@@ -288,7 +325,7 @@ dns_init(const struct dns_conf *c, char **err)
 	}
 	if ((r = pthread_create(&dispatcher, NULL, dispatch, NULL)) != 0) {
 		*err = xasprintf("resolver: pthread_create: %s", strerror(r));
-		ub_ctx_delete(ctx);
+		ub_delete(ctx);
 		ub = NULL;
 		close(stop_efd);
 		stop_efd = -1;
@@ -317,7 +354,7 @@ dns_shutdown(void)
 	w = write(stop_efd, &one, sizeof(one));
 	(void)w;
 	pthread_join(dispatcher, NULL);
-	ub_ctx_delete(ub);
+	ub_delete(ub);
 	ub = NULL;
 	close(stop_efd);
 	stop_efd = -1;
@@ -564,10 +601,11 @@ q_free(struct dns_q *q)
 	if (q->counted)
 		atomic_fetch_sub(&inflight, 1);
 	free(q->hit);
+	free(q->ans);
 	free(q);
 }
 
-/* ub_done - libunbound's callback, on the dispatcher thread */
+/* ub_done - the shared context's callback, on the dispatcher thread */
 static void
 ub_done(void *arg, int err, struct ub_result *res)
 {
@@ -575,14 +613,10 @@ ub_done(void *arg, int err, struct ub_result *res)
 
 	q->err = err;
 	q->res = res;
-	if (q->loop == NULL) {
-		pthread_mutex_lock(&sync_lock);
-		q->done = true;
-		pthread_cond_signal(&q->cond);
-		pthread_mutex_unlock(&sync_lock);
-		return;
-	}
-	mailbox_post(q->loop->mbox, &q->link);
+	pthread_mutex_lock(&sync_lock);
+	q->done = true;
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&sync_lock);
 }
 
 static void
@@ -597,28 +631,85 @@ live_unlink(struct dns_q *q)
 	q->lprev = q->lnext = NULL;
 }
 
-/* loop_done - answers for this loop: call back, on the loop's thread */
 static void
-loop_done(struct mbox_link *item, void *arg)
+live_link(struct dns_loop *l, struct dns_q *q)
 {
-	struct dns_q *q = (struct dns_q *)(void *)item;
+	q->lprev = NULL;
+	q->lnext = l->live;
+	if (l->live)
+		l->live->lprev = q;
+	l->live = q;
+}
 
-	(void)arg;
-	live_unlink(q);
-	if (q->hit != NULL) {
-		q->cb(q->ctx, q->tag, q->hit);
-	} else if (!q->expired) {
+/* ready_add - to be called back from the loop, soon (never from here) */
+static void
+ready_add(struct dns_loop *l, struct dns_q *q)
+{
+	q->rnext = NULL;
+	if (l->ready_tail)
+		l->ready_tail->rnext = q;
+	else
+		l->ready = q;
+	l->ready_tail = q;
+	event_active(l->ready_ev, EV_TIMEOUT, 0);
+}
+
+/* ready_run - the loop's answers: call back, on the loop's thread. The
+ * list is taken first: a callback may ask again (that answer waits for
+ * the next round). */
+static void
+ready_run(evutil_socket_t fd, short what, void *arg)
+{
+	struct dns_loop *l = arg;
+	struct dns_q *q = l->ready, *next;
+
+	(void)fd;
+	(void)what;
+	l->ready = l->ready_tail = NULL;
+	for (; q != NULL; q = next) {
+		next = q->rnext;
+		live_unlink(q);
+		if (q->hit != NULL) {
+			q->cb(q->ctx, q->tag, q->hit);
+		} else if (!q->expired) {
+			evtimer_del(q->timer);
+			if (q->ans->status == DNS_TEMPERROR)
+				atomic_fetch_add(&n_temperror, 1);
+			else
+				cache_put(q->name, q->rrtype, q->ans);
+			q->cb(q->ctx, q->tag, q->ans);
+		}
+		q_free(q);
+	}
+}
+
+/* ev_done - a loop context's callback, inside libunbound's processing
+ * (or inside ub_resolve_event): read the answer, call back later. The
+ * packet is libunbound's, valid for this call only. */
+static void
+ev_done(void *arg, int rcode, void *packet, int len, int sec, char *why_bogus,
+    int was_ratelimited)
+{
+	struct dns_q *q = arg;
+
+	(void)sec;
+	(void)why_bogus;
+	(void)was_ratelimited;
+	if (rcode != 0 || packet == NULL || len < 0) {
+		/* libunbound's own failure: servfail, or a delete */
 		struct dns_answer a;
 
-		evtimer_del(q->timer);
-		fill(&a, q->rrtype, q->err, q->res);
-		if (a.status == DNS_TEMPERROR)
-			atomic_fetch_add(&n_temperror, 1);
-		else
-			cache_put(q->name, q->rrtype, &a);
-		q->cb(q->ctx, q->tag, &a);
-	}
-	q_free(q);
+		memset(&a, 0, sizeof(a));
+		a.rrtype = q->rrtype;
+		a.rcode = rcode;
+		a.status = rcode == 3 ? DNS_NXDOMAIN : DNS_TEMPERROR;
+		a.why = a.status == DNS_NXDOMAIN ? NULL : rcode == 5 ? "refused" :
+		    rcode == 2 || rcode == 0 ? "servfail" : "rcode";
+		q->ans = answer_copy(&a);
+	} else
+		q->ans = dnspkt_answer(packet, (size_t)len, q->rrtype);
+	q->answered = true;
+	ready_add(q->loop, q);
 }
 
 /* loop_timeout - the deadline passed: answer now, cancel inside */
@@ -637,24 +728,49 @@ loop_timeout(evutil_socket_t fd, short what, void *arg)
 	q->expired = true;
 	atomic_fetch_add(&n_temperror, 1);
 	q->cb(q->ctx, q->tag, &a);
-	if (ub != NULL && ub_cancel(ub, q->ubid) == 0) {
-		live_unlink(q);
-		q_free(q);
-	}
-	/* else ub_done is on its way: loop_done frees it */
+	if (q->answered)
+		return;		/* on the ready list: ready_run frees it */
+	/* not answered: after ub_cancel libunbound never calls ev_done */
+	(void)ub_cancel(q->loop->ub, q->ubid);
+	live_unlink(q);
+	q_free(q);
 }
 
+/* dns_loop_new - on any thread; the loop's context is used on the loop's
+ * thread only */
 struct dns_loop *
 dns_loop_new(struct event_base *base)
 {
 	struct dns_loop *l = xcalloc(1, sizeof(*l));
+	char *err = NULL;
 
 	l->base = base;
-	l->mbox = mailbox_new(base, loop_done, l);
+	l->ready_ev = event_new(base, -1, 0, ready_run, l);
+	if (l->ready_ev == NULL)
+		fatal("resolver: event_new failed");
+	if (!running)
+		return l;	/* dns_query refuses */
+	pthread_mutex_lock(&ub_make_lock);
+	l->ub = ub_ctx_create_event(base);
+	pthread_mutex_unlock(&ub_make_lock);
+	/* the options were taken by dns_init already: a failure here is
+	 * memory, or /etc/resolv.conf changed since; this loop's lookups
+	 * are then temporary errors, as with no resolver at all */
+	if (l->ub == NULL)
+		err = xstrdup("resolver: cannot create a libunbound context");
+	else if (configure(l->ub, &ub_conf, &err) != 0) {
+		ub_delete(l->ub);
+		l->ub = NULL;
+	}
+	if (err != NULL) {
+		log_msg(LOG_L_ERROR, 0, "dns error=loop reason=\"%s\"", err);
+		free(err);
+	}
 	return l;
 }
 
-/* dns_loop_free - after dns_shutdown(): nothing can answer any more;
+/* dns_loop_free - after dns_shutdown() (nothing is asked any more), on
+ * the loop's thread or after it ended, before its event_base is freed;
  * the queries still out get DNS_TEMPERROR "shutdown" */
 void
 dns_loop_free(struct dns_loop *l)
@@ -674,10 +790,15 @@ dns_loop_free(struct dns_loop *l)
 			a.why = "shutdown";
 			q->cb(q->ctx, q->tag, &a);	/* so the caller frees its context */
 		}
+		if (!q->answered && q->hit == NULL)
+			(void)ub_cancel(l->ub, q->ubid);
 		q_free(q);
 	}
-	(void)mailbox_take(l->mbox);	/* those were live too: freed above */
-	mailbox_free(l->mbox);
+	l->live = NULL;
+	l->ready = l->ready_tail = NULL;	/* those were live too: freed above */
+	if (l->ub != NULL)
+		ub_delete(l->ub);
+	event_free(l->ready_ev);
 	free(l);
 }
 
@@ -722,14 +843,16 @@ name_escape(const char *name, char *out, size_t size)
 	return 0;
 }
 
-/* submit - count and start one query */
+/* submit - count and start one query: on the loop's context (l), or on
+ * the shared one (a synchronous query) */
 static int
-submit(struct dns_q *q, const char *name)
+submit(struct dns_loop *l, struct dns_q *q, const char *name)
 {
 	char esc[DNS_NAME_MAX * 4 + 8];
 	int r;
 
-	if (!running || name_escape(name, esc, sizeof(esc)) != 0) {
+	if (!running || (l != NULL && l->ub == NULL) ||
+	    name_escape(name, esc, sizeof(esc)) != 0) {
 		atomic_fetch_add(&n_refused, 1);
 		return -1;
 	}
@@ -739,19 +862,23 @@ submit(struct dns_q *q, const char *name)
 		return -1;
 	}
 	snprintf(q->name, sizeof(q->name), "%s", name);
-	r = ub_resolve_async(ub, esc, q->rrtype, 1, q, ub_done, &q->ubid);
+	q->counted = true;
+	if (l != NULL)
+		r = ub_resolve_event(l->ub, esc, q->rrtype, 1, q, ev_done, &q->ubid);
+	else
+		r = ub_resolve_async(ub, esc, q->rrtype, 1, q, ub_done, &q->ubid);
 	if (r != 0) {
+		q->counted = false;
 		atomic_fetch_sub(&inflight, 1);
 		atomic_fetch_add(&n_refused, 1);
 		log_msg(LOG_L_WARN, 0, "dns error=submit reason=\"%s\"", ub_strerror(r));
 		return -1;
 	}
-	q->counted = true;
 	atomic_fetch_add(&n_sent, 1);
 	return 0;
 }
 
-/* dns_query - see dns.h */
+/* dns_query - see dns.h; on the loop's thread */
 int
 dns_query(struct dns_loop *l, const char *name, int rrtype, unsigned timeout_ms,
     dns_cb cb, void *ctx, uint64_t tag)
@@ -766,24 +893,23 @@ dns_query(struct dns_loop *l, const char *name, int rrtype, unsigned timeout_ms,
 	q->rrtype = rrtype;
 	if (running && (q->hit = cache_get(name, rrtype)) != NULL) {
 		/* answered now, called back from the loop (never from here) */
-		q->lnext = l->live;
-		if (l->live)
-			l->live->lprev = q;
-		l->live = q;
-		mailbox_post(l->mbox, &q->link);
+		live_link(l, q);
+		ready_add(l, q);
 		return 0;
 	}
 	q->timer = evtimer_new(l->base, loop_timeout, q);
-	if (submit(q, name) != 0) {
+	if (q->timer == NULL)
+		fatal("resolver: evtimer_new failed");
+	/* live first: libunbound may answer inside submit (ev_done) */
+	live_link(l, q);
+	if (submit(l, q, name) != 0) {
+		live_unlink(q);
 		event_free(q->timer);
 		free(q);
 		return -1;
 	}
-	q->lnext = l->live;
-	if (l->live)
-		l->live->lprev = q;
-	l->live = q;
-	evtimer_add(q->timer, &tv);
+	if (!q->answered)
+		evtimer_add(q->timer, &tv);
 	return 0;
 }
 
@@ -818,7 +944,7 @@ dns_query_sync(const char *name, int rrtype, unsigned timeout_ms, struct dns_ans
 	pthread_cond_init(&q->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	q->rrtype = rrtype;
-	if (submit(q, name) != 0) {
+	if (submit(NULL, q, name) != 0) {
 		pthread_cond_destroy(&q->cond);
 		free(q);
 		fail.why = running ? "refused-local" : "no-resolver";

@@ -6,7 +6,8 @@
  *	void dns_shutdown(void);
  *
  *	struct dns_loop *dns_loop_new(struct event_base *base);
- *	void dns_loop_free(struct dns_loop *l);
+ *	void dns_loop_free(struct dns_loop *l);	(after dns_shutdown, before
+ *						 the loop's event_base is freed)
  *	int dns_query(struct dns_loop *l, const char *name, int rrtype,
  *	              unsigned timeout_ms, dns_cb cb, void *ctx, uint64_t tag);
  *
@@ -15,17 +16,18 @@
  *	void dns_answer_free(struct dns_answer *a);
  *
  * DESCRIPTION
- *	One libunbound context serves the whole process, so every part of
- *	moat shares one cache. libunbound resolves on its own thread; a
- *	small dispatcher thread of ours takes the finished answers
- *	(ub_process) and hands each to whoever asked:
+ *	Every part of moat shares one front cache of recent answers (below).
+ *	Behind it, each event loop has a libunbound context of its own,
+ *	running inside the loop (ub_ctx_create_event: no resolver thread,
+ *	no pipe); the work pool shares one more, which resolves on
+ *	libunbound's thread and a small dispatcher thread of ours:
  *
- *	- an event loop (dns_query): the answer comes back on that loop's
- *	  thread through an eventfd, and cb(ctx, tag, answer) is called
- *	  there. The caller passes an id (a session's), never a pointer that
- *	  may be gone by then: the callback looks the id up and drops the
- *	  answer when nothing waits for it. The answer is borrowed for the
- *	  call only.
+ *	- an event loop (dns_query, on the loop's thread only): cb(ctx,
+ *	  tag, answer) is called there, from the loop, never from inside
+ *	  dns_query. The caller passes an id (a session's), never a pointer
+ *	  that may be gone by then: the callback looks the id up and drops
+ *	  the answer when nothing waits for it. The answer is borrowed for
+ *	  the call only.
  *	- a thread that may block (dns_query_sync, on the work pool only,
  *	  never on an event loop): it waits on a condition variable.
  *
@@ -36,8 +38,8 @@
  *	(dns_conf.max_inflight, across the process): past the bound a query
  *	fails at once with DNS_TEMPERROR, without being sent.
  *
- *	dns_query() returns 0 when cb will be called exactly once (possibly
- *	before dns_query returns? no: always later, from the loop), -1 when
+ *	dns_query() returns 0 when cb will be called exactly once (always
+ *	later, from the loop, never before dns_query returns), -1 when
  *	it was refused at once (bad name, too many in flight, no resolver):
  *	then cb is not called and the caller records a temporary error.
  *

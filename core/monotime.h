@@ -8,7 +8,7 @@
  *
  * DESCRIPTION
  *	mono_deadline() sets *ts to now plus ms milliseconds. mono_ms() is
- *	now in milliseconds (for lengths of time: a session's time=).
+ *	CLOCK_MONOTONIC in milliseconds.
  */
 #ifndef MOAT_MONOTIME_H
 #define MOAT_MONOTIME_H

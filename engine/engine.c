@@ -180,6 +180,7 @@ struct eng_sess {
 	unsigned short rl_gen;
 	uint32_t rl_exceeded;		/* bit i: limit i of conf->ratelimits */
 	uint32_t rl_msg;		/* the per-message limits asked */
+	uint32_t rl_local;		/* limits answered by this loop's reserved blocks */
 	unsigned char rl_n;		/* limits in the call in flight */
 	unsigned char rl_idx[8];	/* their indexes */
 };
@@ -187,7 +188,8 @@ struct eng_sess {
 static void eng_answered(struct eng_sess *e);
 static void arm_deadline(struct eng_sess *e);
 static void vlog_who(const struct eng_sess *e, char *out, size_t size);
-static void vlog_summary(const struct eng_sess *e, char *out, size_t size);
+struct vl_summary;
+static void vlog_summary(const struct eng_sess *e, struct vl_summary *out);
 struct vl_line_in;
 static void vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in,
 	char *who, size_t size);
@@ -206,11 +208,19 @@ now_ms(void)
 static void
 addr_text(const struct smtp_addr *a, char *out, size_t size)
 {
+	size_t l, d;
+
 	out[0] = 0;
-	if (a != NULL && !a->null && a->local_len + a->domain_len > 0 &&
-	    a->local_len + a->domain_len + 2 <= size)
-		snprintf(out, size, "%.*s@%.*s", (int)a->local_len, a->local, (int)a->domain_len,
-		    a->domain);
+	if (a == NULL || a->null || a->local_len + a->domain_len == 0 ||
+	    a->local_len + a->domain_len + 2 > size)
+		return;
+	/* what "%.*s@%.*s" gives, without printf's cost (several per message) */
+	l = strnlen(a->local, a->local_len);
+	d = strnlen(a->domain, a->domain_len);
+	memcpy(out, a->local, l);
+	out[l] = '@';
+	memcpy(out + l + 1, a->domain, d);
+	out[l + 1 + d] = 0;
 }
 
 /* ---------------------------------------------------------------------
@@ -1062,6 +1072,7 @@ rl_answer(struct eng_sess *e, unsigned short gen, uint32_t ex, const char *err)
 
 	if (e->rl_state != CHECK_PENDING || gen != e->rl_gen)
 		return;
+	asked = e->rl_local;	/* counted here, not exceeded */
 	for (int j = 0; j < e->rl_n; j++) {
 		asked |= 1u << e->rl_idx[j];
 		if (ex & (1u << j))
@@ -1179,8 +1190,9 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 	struct eng_txn *t = e->txn;
 	char keys[8][RL_KEY_MAX], sender[SMTP_PATH_MAX + 1], sdom[256], rcpt[SMTP_PATH_MAX + 1];
 	const char *kp[8];
-	unsigned emit[8], tau[8], cost[8];
+	unsigned emit[8], tau[8], cost[8], block[8];
 	struct rl_subject sj;
+	bool blocks = false;
 	struct eng_q *q;
 	int n = 0;
 
@@ -1189,6 +1201,7 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 	e->rl_exceeded = 0;
 	e->rl_msg = 0;
 	e->rl_n = 0;
+	e->rl_local = 0;
 	if (set == NULL || engine_g.opts.greylist_offline)
 		return;		/* explain: nothing counted, none exceeded */
 	memset(&sj, 0, sizeof(sj));
@@ -1221,6 +1234,13 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 			c = t != NULL ? t->nrcpt_ok : 0;
 		if (c == 0 || n == 8 || rl_key(d, &sj, keys[n], sizeof(keys[n])) <= 0)
 			continue;	/* a part missing: not counted, not limited */
+		block[n] = e->el->rl != NULL ? rl_block(d, (unsigned)e->conf->ratelimit_node_share) : 0;
+		if (block[n] > 0 && ratelimit_take_local(e->el->rl, keys[n], c)) {
+			e->rl_local |= 1u << i;	/* from this loop's block: no call */
+			asked |= 1u << i;
+			continue;
+		}
+		blocks |= block[n] > 0;
 		kp[n] = keys[n];
 		emit[n] = d->emit_ms;
 		tau[n] = d->tau_ms;
@@ -1229,8 +1249,11 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 		asked |= 1u << i;
 	}
 	e->rl_n = (unsigned char)n;
-	if (n == 0)
+	if (n == 0) {
+		if (e->rl_local)
+			rl_result(e, e->rl_local, 0, NULL);
 		return;
+	}
 	if (e->el->rl == NULL) {
 		/* no Redis: in this process (per host) */
 		uint64_t now = now_ms();
@@ -1247,10 +1270,11 @@ rl_start(struct eng_sess *e, enum rules_stage st)
 		return;
 	}
 	if (st == RS_RCPT && rlgl_start(e, n, kp, emit, tau, cost))
-		return;		/* with the greylist, in one call */
+		return;		/* with the greylist, in one call (no blocks reserved) */
 	e->rl_state = CHECK_PENDING;
 	q = q_new(e, EQ_RATELIMIT, 0, e->rl_gen);
-	if (ratelimit_check(e->el->rl, n, kp, emit, tau, cost, 0, rl_done, q) != 0) {
+	if (ratelimit_check(e->el->rl, n, kp, emit, tau, cost, blocks ? block : NULL, 0, rl_done,
+	    q) != 0) {
 		q_unlink(q);
 		free(q);
 		rl_result(e, asked, 0, "overloaded");
@@ -1745,12 +1769,13 @@ engine_txn_end(struct eng_sess *e)
 	if (vl_abandoned(e->vl) && log_enabled(LOG_L_INFO) && !engine_g.opts.greylist_offline) {
 		/* RSET, QUIT, a new MAIL or HELO, a lost connection: the
 		 * transaction's line all the same */
-		char who[2 * LOG_ESC_SIZE + 96], sum[200];
+		char who[2 * LOG_ESC_SIZE + 96];
+		struct vl_summary sum;
 		struct vl_line_in in;
 
 		vlog_in(e, RS_RCPT, &in, who, sizeof(who));
-		vlog_summary(e, sum, sizeof(sum));
-		in.summary = sum;
+		vlog_summary(e, &sum);
+		in.summary = &sum;
 		in.abandoned = true;
 		vl_abandon_line(e->vl, &in, now_ms());
 	}
@@ -2069,43 +2094,60 @@ engine_who(const struct eng_sess *e, const struct sockaddr *peer, char *out, siz
 		who_text(peer, NULL, NULL, out, size);
 }
 
-/* vlog_summary - the checks, one word each */
+/* word_copy - a short word into a buffer, cut to fit */
 static void
-vlog_summary(const struct eng_sess *e, char *out, size_t size)
+word_copy(char *out, size_t size, const char *w)
+{
+	size_t n = strnlen(w, size - 1);
+
+	memcpy(out, w, n);
+	out[n] = 0;
+}
+
+/* vlog_summary - the checks, one word each (as values: the text is made
+ * only for a line that is written) */
+static void
+vlog_summary(const struct eng_sess *e, struct vl_summary *out)
 {
 	const struct eng_txn *t = e->txn;
-	int64_t dnsbl = 0;
 
+	out->set = true;
+	out->dnsbl = 0;
 	if (e->dns != NULL && e->conf->dnsbl != NULL) {
 		struct dnsbl_summary sum;
 
 		dnsbl_summarise(e->conf->dnsbl, &e->dns->dz, &sum);
-		dnsbl = sum.score;
+		out->dnsbl = (long long)sum.score;
 	}
-	snprintf(out, size, "spf=%s dkim=%s dmarc=%s dnsbl=%lld greylist=%s",
-	    t != NULL && t->spf_state == CHECK_DONE ? spf_res_name(t->spf) : "none",
-	    t != NULL && t->dkim_word[0] ? t->dkim_word : "none",
-	    t != NULL && t->dmarc != NULL ? dmarc_result_name(t->dmarc->result) : "none",
-	    (long long)dnsbl, t != NULL && t->gl_word[0] ? t->gl_word : "none");
+	out->spf = t != NULL && t->spf_state == CHECK_DONE ? spf_res_name(t->spf) : "none";
+	out->dmarc = t != NULL && t->dmarc != NULL ? dmarc_result_name(t->dmarc->result) : "none";
+	word_copy(out->dkim, sizeof(out->dkim), t != NULL && t->dkim_word[0] ? t->dkim_word :
+	    "none");
+	word_copy(out->gl, sizeof(out->gl), t != NULL && t->gl_word[0] ? t->gl_word : "none");
 }
 
-/* vlog_in - a verdict line's common fields: who, session, stage */
+/* vlog_in - a verdict line's common fields: who, session, stage (who only
+ * when lines at info are written: NULL otherwise, and vl_line() writes
+ * none) */
 static void
 vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in, char *who,
 	size_t size)
 {
-	vlog_who(e, who, size);
 	memset(in, 0, sizeof(*in));
 	in->sid = e->id;
 	in->stage = st;
-	in->who = who;
+	if (log_enabled(LOG_L_INFO)) {
+		vlog_who(e, who, size);
+		in->who = who;
+	}
 }
 
 /* vlog_stage - the stage's verdict into the records; a refusal's line */
 static void
 vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v, bool refused)
 {
-	char rcpt[SMTP_PATH_MAX + 1], who[2 * LOG_ESC_SIZE + 96], sum[200];
+	char rcpt[SMTP_PATH_MAX + 1], who[2 * LOG_ESC_SIZE + 96];
+	struct vl_summary sum;
 	struct vl_line_in in;
 
 	if (engine_g.opts.greylist_offline)
@@ -2114,18 +2156,18 @@ vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v,
 		addr_text(&e->txn->rcpt, rcpt, sizeof(rcpt));
 		vl_rcpt(e->vl, rcpt, refused ? v->code : 0, v->enh);
 	}
-	vlog_summary(e, sum, sizeof(sum));
+	vlog_summary(e, &sum);
 	if (!refused) {
 		if (st == RS_MAIL) {
 			vl_mail_passed(e->vl);
 			metrics_inc(MF_TRANSACTIONS, NULL, NULL);
 		}
 		else if (st == RS_DATA && e->txn != NULL)
-			vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
+			vl_data(e->vl, e->txn->size, &sum, v->rule_file, v->rule_line);
 		return;
 	}
 	if (st == RS_DATA && e->txn != NULL)
-		vl_data(e->vl, e->txn->size, sum, v->rule_file, v->rule_line);
+		vl_data(e->vl, e->txn->size, &sum, v->rule_file, v->rule_line);
 	vlog_in(e, st, &in, who, sizeof(who));
 	in.code = v->code;
 	in.enh = v->enh;
@@ -2133,7 +2175,7 @@ vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v,
 	in.len = strlen(v->text);
 	in.rule_file = v->rule_file;
 	in.rule_line = v->rule_line;
-	in.summary = sum;
+	in.summary = &sum;
 	vl_refusal(e->vl, &in, now_ms());
 }
 
@@ -2148,7 +2190,7 @@ engine_upstream_replies(struct eng_sess *e)
 struct reply_line {
 	struct vl_line_in in;
 	char who[2 * LOG_ESC_SIZE + 96];
-	char sum[200];
+	struct vl_summary sum;
 };
 
 static void
@@ -2156,13 +2198,13 @@ reply_in(struct eng_sess *e, enum rules_stage st, struct reply_line *r, int code
 	const char *enh, const char *text, size_t len, bool upstream)
 {
 	vlog_in(e, st, &r->in, r->who, sizeof(r->who));
-	vlog_summary(e, r->sum, sizeof(r->sum));
+	vlog_summary(e, &r->sum);
 	r->in.code = code;
 	r->in.enh = enh;
 	r->in.text = text;
 	r->in.len = len;
 	r->in.upstream = upstream;
-	r->in.summary = r->sum;
+	r->in.summary = &r->sum;
 }
 
 /* engine_upstream_reply - the upstream answered MAIL, RCPT, DATA or the

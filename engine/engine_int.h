@@ -74,10 +74,20 @@ char *engine_health(const struct conf *c, bool upstream, bool *bad);
 void engine_resolver_probe_result(const struct conf *c, const struct dns_answer *a);
 
 struct vl_sess;
+/* the checks' words of a verdict line ("spf=... dkim=... dmarc=...
+ * dnsbl=N greylist=..."), kept as values: engine_vlog.c writes them only
+ * when a line is written */
+struct vl_summary {
+	bool set;
+	const char *spf, *dmarc;	/* static names */
+	char dkim[16], gl[16];
+	long long dnsbl;
+};
 struct vl_line_in {
 	uint64_t sid;
 	enum rules_stage stage;
-	const char *who;		/* "client=NAME[ADDR]:PORT helo=<...>", escaped */
+	const char *who;		/* "client=NAME[ADDR]:PORT helo=<...>", escaped;
+					 * NULL when no line at info is written */
 	int code;			/* 0: none known (a milter's accepted message) */
 	const char *enh;
 	const char *text;		/* the reply text as sent, or NULL */
@@ -85,7 +95,7 @@ struct vl_line_in {
 	bool upstream;			/* by=upstream */
 	const char *rule_file;		/* or NULL */
 	int rule_line;
-	const char *summary;		/* "spf=... dkim=... dmarc=... dnsbl=N greylist=..." */
+	const struct vl_summary *summary;	/* or NULL */
 	const char *queue_id;
 	bool abandoned;			/* verdict=abandoned: ended before its data */
 };
@@ -98,8 +108,8 @@ void vl_mail_passed(struct vl_sess *v);
 bool vl_abandoned(struct vl_sess *v);
 void vl_abandon_line(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms);
 void vl_rcpt(struct vl_sess *v, const char *addr, int code, const char *enh);
-void vl_data(struct vl_sess *v, uint64_t size, const char *summary, const char *rule_file,
-	int rule_line);
+void vl_data(struct vl_sess *v, uint64_t size, const struct vl_summary *summary,
+	const char *rule_file, int rule_line);
 void vl_refusal(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms);
 void vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms);
 void vl_accepted(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms);

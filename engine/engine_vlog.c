@@ -54,7 +54,7 @@ struct vl_rec {
 	bool logged;			/* the transaction's line is out */
 	bool lost;			/* the upstream went with something of it waiting */
 	uint64_t size;
-	char summary[200];
+	struct vl_summary summary;	/* from the end of the data on */
 	const char *rule_file;		/* borrowed from the policy the session holds */
 	int rule_line;
 };
@@ -218,15 +218,15 @@ vl_rcpt(struct vl_sess *v, const char *addr, int code, const char *enh)
 }
 
 void
-vl_data(struct vl_sess *v, uint64_t size, const char *summary, const char *rule_file,
-	int rule_line)
+vl_data(struct vl_sess *v, uint64_t size, const struct vl_summary *summary,
+	const char *rule_file, int rule_line)
 {
 	struct vl_rec *r = vl_current(v);
 
 	if (r == NULL)
 		return;
 	r->size = size;
-	snprintf(r->summary, sizeof(r->summary), "%s", summary);
+	r->summary = *summary;
 	r->rule_file = rule_file;
 	r->rule_line = rule_line;
 	r->data_wait = v->upstream;
@@ -289,7 +289,7 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 		    "tempfailed" : "accepted", in->upstream ? "upstream" : "moat");
 	if (in->code / 100 == 4 || in->code / 100 == 5)
 		metrics_inc(MF_REFUSALS, rules_stage_name(in->stage), in->upstream ? "upstream" : "moat");
-	if (!log_enabled(LOG_L_INFO))
+	if (!log_enabled(LOG_L_INFO) || in->who == NULL)
 		return;		/* log-level warn: the line is not built */
 	buf[0] = 0;
 	cat(buf, &n, "verdict=%s by=%s stage=%s %s", in->abandoned ? "abandoned" : in->code ?
@@ -326,8 +326,9 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 		cat(buf, &n, " rule=%s:%d", in->rule_file, in->rule_line);
 	else
 		cat(buf, &n, " rule=-");
-	if (in->summary != NULL && in->summary[0])
-		cat(buf, &n, " %s", in->summary);
+	if (in->summary != NULL && in->summary->set)
+		cat(buf, &n, " spf=%s dkim=%s dmarc=%s dnsbl=%lld greylist=%s", in->summary->spf,
+		    in->summary->dkim, in->summary->dmarc, in->summary->dnsbl, in->summary->gl);
 	if (in->queue_id != NULL && in->queue_id[0])
 		cat_esc(buf, &n, "queue_id", in->queue_id, strlen(in->queue_id), "", "");
 	if (r != NULL)
@@ -431,7 +432,7 @@ vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
 			return;
 		r->data_wait = false;
 		r->logged = true;
-		in->summary = r->summary;
+		in->summary = &r->summary;
 		if (in->code / 100 == 2) {
 			vl_queue_id(in->text, in->len, qid, sizeof(qid));
 			in->queue_id = qid;
@@ -454,7 +455,7 @@ vl_accepted(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
 	if (r == NULL || r->logged)
 		return;
 	r->logged = true;
-	in->summary = r->summary;
+	in->summary = &r->summary;
 	in->rule_file = r->rule_file;
 	in->rule_line = r->rule_line;
 	vl_line(in, r, NULL, now_ms);
@@ -515,8 +516,8 @@ vl_failed(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms)
 	if (r != NULL && !r->logged) {
 		struct vl_line_in l = *in;
 
-		if (r->summary[0])
-			l.summary = r->summary;	/* the data's own */
+		if (r->summary.set)
+			l.summary = &r->summary;	/* the data's own */
 		r->lost = true;
 		r->logged = true;
 		r->data_wait = false;

@@ -489,7 +489,8 @@ dmarc_check(const struct dmarc_conf *c, const struct dmarc_input *in, struct dma
 		set_reason(out, "no public suffix list");
 		return;
 	}
-	w = xcalloc(1, sizeof *w);
+	w = xmalloc(sizeof *w);		/* not zeroed: query() clears each entry it takes */
+	w->nq = 0;
 	w->c = c;
 	w->txt = xmalloc(sizeof *w->txt);
 	if (a.nfields > 1 || a.nmailbox > 1)

@@ -105,7 +105,7 @@ static const char greylist_lua[] =
  * when it was not decided.
  */
 static const char greylist_limits_lua[] =
-	"local nl, o = tonumber(ARGV[1]), 1\n"
+	"local nl, o, xa = tonumber(ARGV[1]), 1, nil\n"
 	RL_LUA_LIMITS
 	"local g = {-1, 0, 0, 0}\n"
 	"if string.sub(ARGV[3*nl+2], m+1, m+1) == '1' then\n"

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decimal.h"
+#include "monotime.h"
 #include "ratelimit.h"
 #include "siphash.h"
 #include "xalloc.h"
@@ -18,14 +20,17 @@
 /*
  * KEYS[i]: the TAT of limit i; ARGV[3i-2], ARGV[3i-1], ARGV[3i]: its
  * emission interval T and tolerance tau (ms) and the decision's cost.
- * Returns one 0/1 per limit (1: exceeded). Redis's clock (TIME), so
- * every node agrees. The loop is RL_LUA_LIMITS (ratelimit.h), shared
+ * ARGV[3n+i], when given: a block of units for limit i to reserve beyond
+ * the cost (ratelimit-node-share). Returns one integer: the exceeded
+ * limits as a bit mask (bit i-1: limit i), plus the reserved blocks as a
+ * mask shifted left by n. Redis's clock (TIME), so every node agrees. The loop is RL_LUA_LIMITS (ratelimit.h), shared
  * with the greylist's combined script.
  */
 static const char rl_lua[] =
 	"local nl, o = #KEYS, 0\n"
+	"local xa = #ARGV > 3 * nl and 3 * nl or nil\n"
 	RL_LUA_LIMITS
-	"return out\n";
+	"return m + g * 2 ^ nl\n";
 
 /* rl_script - the Lua text */
 const char *
@@ -123,6 +128,15 @@ rl_key(const struct rl_def *d, const struct rl_subject *s, char *out, size_t siz
 	return (int)off;
 }
 
+/* rl_block - see ratelimit.h */
+unsigned
+rl_block(const struct rl_def *d, unsigned share_pct)
+{
+	uint64_t b = (uint64_t)d->burst * share_pct / 100;
+
+	return b < 2 ? 0 : b > 1000000 ? 1000000 : (unsigned)b;
+}
+
 /* ---------------------------------------------------------------------
  * In the process
  */
@@ -204,13 +218,84 @@ struct rl_q {
 	ratelimit_cb cb;
 	void *ctx;
 	int n;
+	uint64_t h[8];			/* the keys' hashes, for a reserved block */
+	unsigned extra[8], emit_ms[8];
 };
+
+/* a block of units this loop reserved in Redis (ratelimit-node-share) */
+struct rl_allow {
+	uint64_t h;			/* the key's hash; 0: free */
+	uint64_t until_ms;		/* dropped after (monotonic) */
+	unsigned left;
+};
+
+#define RL_ALLOW_SLOTS	4096
+#define RL_ALLOW_PROBE	8
 
 struct ratelimit {
 	struct rds *rds;
 	char prefix[RL_PREFIX_MAX];	/* redis-prefix "rl:" */
+	size_t plen;
 	struct rl_q *pending;		/* freed by ratelimit_free (rds_free calls no callback) */
+	struct rl_allow *allow;		/* RL_ALLOW_SLOTS, made with the first block */
+	uint64_t k0, k1;
 };
+
+/* rl_hash - a key's hash for the allowance table (never 0) */
+static uint64_t
+rl_hash(const struct ratelimit *r, const char *key)
+{
+	return siphash24(r->k0, r->k1, key, strlen(key)) | 1;
+}
+
+/* ratelimit_take_local - see ratelimit.h */
+bool
+ratelimit_take_local(struct ratelimit *r, const char *key, unsigned cost)
+{
+	uint64_t h, now;
+
+	if (r->allow == NULL)
+		return false;
+	h = rl_hash(r, key);
+	now = mono_ms();
+	for (unsigned i = 0; i < RL_ALLOW_PROBE; i++) {
+		struct rl_allow *a = &r->allow[(h + i) & (RL_ALLOW_SLOTS - 1)];
+
+		if (a->h != h)
+			continue;
+		if (a->until_ms <= now || a->left < cost) {
+			a->h = 0;	/* spent or stale: the next decision asks Redis */
+			return false;
+		}
+		a->left -= cost;
+		return true;
+	}
+	return false;
+}
+
+/* rl_allow_put - Redis reserved a block of units for key h */
+static void
+rl_allow_put(struct ratelimit *r, uint64_t h, unsigned units, unsigned emit_ms)
+{
+	uint64_t now = mono_ms();
+	struct rl_allow *slot = NULL;
+
+	for (unsigned i = 0; i < RL_ALLOW_PROBE; i++) {
+		struct rl_allow *a = &r->allow[(h + i) & (RL_ALLOW_SLOTS - 1)];
+
+		if (a->h == h) {
+			slot = a;
+			break;
+		}
+		if (slot == NULL && (a->h == 0 || a->until_ms <= now))
+			slot = a;
+	}
+	if (slot == NULL)
+		return;		/* the table is full here: those units go unused */
+	slot->h = h;
+	slot->left = units;
+	slot->until_ms = now + (uint64_t)units * emit_ms;
+}
 
 /* rl_q_unlink - off the pending list */
 static void
@@ -232,27 +317,31 @@ ratelimit_new(struct event_base *base, const struct rds_conf *c, const char *pre
 	const char *scripts[1] = { rl_lua };
 
 	rl_prefix(prefix, r->prefix, sizeof(r->prefix));
+	r->plen = strlen(r->prefix);
 	r->rds = rds_new(base, c, scripts, 1);
 	return r;
 }
 
-/* rl_on_reply - the script's answer: one integer per limit */
+/* rl_on_reply - the script's answer: the exceeded limits as a bit mask */
 static void
 rl_on_reply(void *ctx, const redisReply *reply, const char *err)
 {
 	struct rl_q *q = ctx;
-	uint32_t ex = 0;
+	uint32_t mask = (1u << q->n) - 1;
 
 	rl_q_unlink(q);
 	if (err != NULL) {
 		q->cb(q->ctx, 0, err);
-	} else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)q->n) {
+	} else if (reply->type != REDIS_REPLY_INTEGER || reply->integer < 0 ||
+	    reply->integer >= (long long)1 << (2 * q->n)) {
 		q->cb(q->ctx, 0, reply->type == REDIS_REPLY_ERROR ? "script error" : "bad reply");
 	} else {
+		uint32_t granted = (uint32_t)(reply->integer >> q->n) & mask;
+
 		for (int i = 0; i < q->n; i++)
-			if (reply->element[i]->type == REDIS_REPLY_INTEGER && reply->element[i]->integer == 1)
-				ex |= 1u << i;
-		q->cb(q->ctx, ex, NULL);
+			if ((granted & (1u << i)) && q->extra[i] > 0 && q->r->allow != NULL)
+				rl_allow_put(q->r, q->h[i], q->extra[i], q->emit_ms[i]);
+		q->cb(q->ctx, (uint32_t)reply->integer & mask, NULL);
 	}
 	free(q);
 }
@@ -260,33 +349,58 @@ rl_on_reply(void *ctx, const redisReply *reply, const char *err)
 /* ratelimit_check - see ratelimit.h */
 int
 ratelimit_check(struct ratelimit *r, int n, const char *const *keys, const unsigned *emit_ms,
-	const unsigned *tau_ms, const unsigned *cost, unsigned timeout_ms, ratelimit_cb cb, void *ctx)
+	const unsigned *tau_ms, const unsigned *cost, const unsigned *extra, unsigned timeout_ms,
+	ratelimit_cb cb, void *ctx)
 {
 	const char *args[RDS_ARGS_MAX];
-	size_t lens[RDS_ARGS_MAX];
-	char kbuf[8][RL_KEY_MAX + RL_PREFIX_MAX], num[24][16];
+	size_t lens[RDS_ARGS_MAX], plen = r->plen;
+	char kbuf[8][RL_KEY_MAX + RL_PREFIX_MAX], num[32][20];
 	struct rl_q *q;
+	int nargs = 4 * n;
+	bool blocks = false;
 
 	if (n <= 0 || n > 8)
 		return -1;
+	for (int i = 0; extra != NULL && i < n; i++)
+		blocks |= extra[i] > 0;
 	for (int i = 0; i < n; i++) {
+		size_t klen = strnlen(keys[i], RL_KEY_MAX - 1);
+
+		memcpy(kbuf[i], r->prefix, plen);
+		memcpy(kbuf[i] + plen, keys[i], klen);
 		args[i] = kbuf[i];
-		lens[i] = (size_t)snprintf(kbuf[i], sizeof(kbuf[i]), "%s%s", r->prefix, keys[i]);
-		if (lens[i] >= sizeof(kbuf[i]))
-			lens[i] = sizeof(kbuf[i]) - 1;
+		lens[i] = plen + klen;
 		args[n + 3 * i] = num[3 * i];
-		lens[n + 3 * i] = (size_t)snprintf(num[3 * i], 16, "%u", emit_ms[i]);
+		lens[n + 3 * i] = dec_u64(num[3 * i], emit_ms[i]);
 		args[n + 3 * i + 1] = num[3 * i + 1];
-		lens[n + 3 * i + 1] = (size_t)snprintf(num[3 * i + 1], 16, "%u", tau_ms[i]);
+		lens[n + 3 * i + 1] = dec_u64(num[3 * i + 1], tau_ms[i]);
 		args[n + 3 * i + 2] = num[3 * i + 2];
-		lens[n + 3 * i + 2] = (size_t)snprintf(num[3 * i + 2], 16, "%u", cost[i]);
+		lens[n + 3 * i + 2] = dec_u64(num[3 * i + 2], cost[i]);
+		if (blocks) {
+			args[4 * n + i] = num[3 * n + i];
+			lens[4 * n + i] = dec_u64(num[3 * n + i], extra[i]);
+		}
 	}
 	q = xcalloc(1, sizeof(*q));
 	q->r = r;
 	q->cb = cb;
 	q->ctx = ctx;
 	q->n = n;
-	if (rds_eval(r->rds, 0, timeout_ms, rl_on_reply, q, n, 4 * n, args, lens) != 0) {
+	if (blocks) {
+		nargs += n;
+		if (r->allow == NULL) {
+			r->allow = xcalloc(RL_ALLOW_SLOTS, sizeof(*r->allow));
+			r->k0 = (uint64_t)(uintptr_t)r->allow ^ mono_ms();
+			r->k1 = (uint64_t)rand() << 32 ^ (uint64_t)rand();
+		}
+		for (int i = 0; i < n; i++) {
+			q->extra[i] = extra[i];
+			q->emit_ms[i] = emit_ms[i];
+			if (extra[i] > 0)
+				q->h[i] = rl_hash(r, keys[i]);
+		}
+	}
+	if (rds_eval(r->rds, 0, timeout_ms, rl_on_reply, q, n, nargs, args, lens) != 0) {
 		free(q);
 		return -1;
 	}
@@ -310,5 +424,6 @@ ratelimit_free(struct ratelimit *r)
 		r->pending = q->next;
 		free(q);
 	}
+	free(r->allow);
 	free(r);
 }

@@ -11,7 +11,10 @@
  *	                                const char *redis_prefix);
  *	int ratelimit_check(struct ratelimit *r, int n, const char *const *keys,
  *	                    const unsigned *emit_ms, const unsigned *tau_ms, const unsigned *cost,
- *	                    unsigned timeout_ms, ratelimit_cb cb, void *ctx);
+ *	                    const unsigned *extra, unsigned timeout_ms, ratelimit_cb cb,
+ *	                    void *ctx);
+ *	bool ratelimit_take_local(struct ratelimit *r, const char *key, unsigned cost);
+ *	unsigned rl_block(const struct rl_def *d, unsigned share_pct);
  *	void ratelimit_free(struct ratelimit *r);
  *
  * DESCRIPTION
@@ -51,6 +54,19 @@
  *	(greylist_check_limits(), greylist.h), which runs the same loop
  *	(RL_LUA_LIMITS) first.
  *
+ *	Node share (ratelimit-node-share PCT, moat.conf(5)): extra, when not
+ *	NULL, gives for each limit a block of units to reserve in the same
+ *	call beyond the decision's cost (0: none). The script takes cost plus
+ *	block when the limit has room for both, else the cost alone (or
+ *	refuses, as without a block); a block taken is kept in this client's
+ *	table (per event loop, 4096 keys) and spent by
+ *	ratelimit_take_local(), which answers "not exceeded" without Redis
+ *	while the block lasts (true), for at most block x T milliseconds.
+ *	The units are counted in Redis when reserved, so the limit is never
+ *	exceeded; a limit can refuse early, by at most the units the other
+ *	loops of every node hold. rl_block() is a limit's block: burst x PCT
+ *	/ 100, or 0 when that is below 2 (small limits stay exact).
+ *
  *	rl_prefix() writes the front of every limit key: redis-prefix (NULL:
  *	the default "moat:") and "rl:". moatctl ratelimit uses it too.
  */
@@ -75,26 +91,38 @@
  * The limits' loop of a Lua script: nl limits, their TAT keys KEYS[1..nl],
  * their arguments from ARGV[o+1] (T, tau, cost each); leaves out[i] = 1
  * for an exceeded limit, 0 otherwise, and m, the exceeded ones as a bit
- * mask (bit i-1: limit i). A refused decision changes nothing.
+ * mask (bit i-1: limit i). A refused decision changes nothing. With
+ * xa set, ARGV[xa+i] is a block of e units to reserve beyond the cost
+ * (ratelimit-node-share): taken too when the limit has room for both,
+ * and then bit i-1 of g is set. The TATs
+ * are read in one MGET and each allowed one written with one PSETEX
+ * (TIME, MGET and a PSETEX per counted limit: Redis's commands are the
+ * script's cost, not its Lua).
  */
 #define RL_LUA_LIMITS \
 	"local t = redis.call('TIME')\n" \
-	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n" \
-	"local out, m = {}, 0\n" \
+	"local now = t[1] * 1000 + math.floor(t[2] / 1000)\n" \
+	"local tats = redis.call('MGET', unpack(KEYS, 1, nl))\n" \
+	"local out, m, g, b = {}, 0, 0, 1\n" \
 	"for i = 1, nl do\n" \
-	"  local T = tonumber(ARGV[o+3*i-2])\n" \
-	"  local tau = tonumber(ARGV[o+3*i-1])\n" \
-	"  local c = tonumber(ARGV[o+3*i])\n" \
-	"  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') or 0\n" \
+	"  local j = o + 3 * i\n" \
+	"  local c = tonumber(ARGV[j])\n" \
+	"  local tat = tonumber(tats[i]) or 0\n" \
 	"  if tat < now then tat = now end\n" \
-	"  local new = tat + T * c\n" \
-	"  if new - now > tau then\n" \
+	"  local new = tat + ARGV[j-2] * c\n" \
+	"  if new - now > tonumber(ARGV[j-1]) then\n" \
 	"    out[i] = 1\n" \
-	"    m = m + 2 ^ (i - 1)\n" \
+	"    m = m + b\n" \
 	"  else\n" \
 	"    out[i] = 0\n" \
-	"    if c > 0 then redis.call('SET', KEYS[i], new, 'PX', new - now + 1000) end\n" \
+	"    local e = xa and tonumber(ARGV[xa+i]) or 0\n" \
+	"    if e > 0 and new + ARGV[j-2] * e - now <= tonumber(ARGV[j-1]) then\n" \
+	"      new = new + ARGV[j-2] * e\n" \
+	"      g = g + b\n" \
+	"    end\n" \
+	"    if new > tat then redis.call('PSETEX', KEYS[i], new - now + 1000, new) end\n" \
 	"  end\n" \
+	"  b = b * 2\n" \
 	"end\n"
 
 enum rl_part { RL_CLIENT = 1, RL_SENDER = 2, RL_SENDER_DOMAIN = 4, RL_LOGIN = 8, RL_RCPT = 16 };
@@ -139,7 +167,9 @@ struct ratelimit *ratelimit_new(struct event_base *base, const struct rds_conf *
 	const char *redis_prefix);
 int ratelimit_check(struct ratelimit *r, int n, const char *const *keys,
 	const unsigned *emit_ms, const unsigned *tau_ms, const unsigned *cost,
-	unsigned timeout_ms, ratelimit_cb cb, void *ctx);
+	const unsigned *extra, unsigned timeout_ms, ratelimit_cb cb, void *ctx);
+bool ratelimit_take_local(struct ratelimit *r, const char *key, unsigned cost);
+unsigned rl_block(const struct rl_def *d, unsigned share_pct);
 void ratelimit_free(struct ratelimit *r);
 
 #endif

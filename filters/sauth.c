@@ -217,6 +217,8 @@ sauth_spf_log(const struct sauth_spf *j, uint64_t sid)
 {
 	char esc[LOG_ESC_SIZE];
 
+	if (!log_enabled(LOG_L_INFO))
+		return;		/* the reason is escaped only for a line written */
 	log_escape(esc, sizeof(esc), j->out.reason, strlen(j->out.reason));
 	log_msg(LOG_L_INFO, sid, "check spf %s=%s domain=%s queries=%u reason=\"%s\"",
 	    spf_identity_name(j->id), spf_res_name(j->out.res), j->out.domain, j->out.queries, esc);

@@ -8,7 +8,8 @@
  * that stopped the evaluation. libspf2's DNS layer (an SPF_dns_server_t
  * of our own, also on the stack) carries a pointer to it in its hook, so
  * concurrent checks on several pool threads share nothing but the
- * resolver.
+ * resolver. libspf2's server object (settings only) is made once per
+ * thread and lent to the thread's checks one at a time (thread_server).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -51,6 +52,10 @@ struct spf_ctx {
 
 static struct spf_resolver resolver;		/* tests only; zero: dns.h */
 static pthread_once_t spf_once = PTHREAD_ONCE_INIT;
+static pthread_key_t spf_server_key;		/* each thread's libspf2 server */
+/* a server's DNS layer between checks: nothing to call, nothing to free
+ * (SPF_server_free() hands its layer to SPF_dns_free()) */
+static SPF_dns_server_t spf_idle_dns;
 
 /* spf_res_name - for logs, headers and moatctl */
 const char *
@@ -109,6 +114,13 @@ spf_lib_quiet(const char *file, int line, const char *msg)
 	(void)msg;
 }
 
+/* server_end - a thread ends: its server goes */
+static void
+server_end(void *s)
+{
+	SPF_server_free(s);
+}
+
 static void
 spf_init_once(void)
 {
@@ -116,6 +128,41 @@ spf_init_once(void)
 	SPF_warning_handler = spf_lib_quiet;
 	SPF_info_handler = spf_lib_quiet;
 	SPF_debug_handler = spf_lib_quiet;
+	if (pthread_key_create(&spf_server_key, server_end) != 0)
+		panic("spf: pthread_key_create failed");
+}
+
+/* thread_server - this thread's libspf2 server, made at its first check
+ * and kept: making one (the host name asked, the default local policy
+ * and two explanations compiled) cost more than a check from the cache.
+ * It holds no state of a check: only settings, the same for every check,
+ * and the DNS layer, which is the check's own while it runs (server_done
+ * puts the idle one back) */
+static SPF_server_t *
+thread_server(SPF_dns_server_t *dns)
+{
+	SPF_server_t *s = pthread_getspecific(spf_server_key);
+	SPF_response_t *tmp = NULL;
+
+	if (s == NULL) {
+		s = SPF_server_new_dns(&spf_idle_dns, 0);
+		if (s == NULL)
+			panic("spf: out of memory");
+		SPF_server_set_max_dns_mech(s, 4 * SPF_TERMS_MAX);	/* ours decides */
+		SPF_server_set_explanation(s, "moat", &tmp);
+		if (tmp != NULL)
+			SPF_response_free(tmp);
+		if (pthread_setspecific(spf_server_key, s) != 0)
+			panic("spf: pthread_setspecific failed");
+	}
+	s->resolver = dns;
+	return s;
+}
+
+static void
+server_done(SPF_server_t *s)
+{
+	s->resolver = &spf_idle_dns;
 }
 
 /* esc - printable, bounded copy of peer text for reasons and domains */
@@ -794,21 +841,14 @@ static enum spf_res
 evaluate(struct spf_ctx *c, const char *dom, const char *helo, const char *from,
     const char *rec, size_t len, char *reason, size_t size)
 {
-	SPF_server_t *s;
+	SPF_server_t *s = thread_server(&c->dns);
 	SPF_request_t *req;
-	SPF_response_t *resp = NULL, *tmp = NULL;
+	SPF_response_t *resp = NULL;
 	SPF_record_t *r;
 	enum spf_res res;
 
-	s = SPF_server_new_dns(&c->dns, 0);
-	if (s == NULL)
-		panic("spf: out of memory");
-	SPF_server_set_max_dns_mech(s, 4 * SPF_TERMS_MAX);	/* ours decides */
-	SPF_server_set_explanation(s, "moat", &tmp);
-	if (tmp != NULL)
-		SPF_response_free(tmp);
 	if (compile(c, s, dom, rec, len, &r) != 0) {
-		SPF_server_free(s);
+		server_done(s);
 		snprintf(reason, size, "%s", c->why);
 		return SPF_RES_PERMERROR;
 	}
@@ -845,7 +885,7 @@ evaluate(struct spf_ctx *c, const char *dom, const char *helo, const char *from,
 	SPF_response_free(resp);
 	SPF_record_free(r);
 	SPF_request_free(req);
-	SPF_server_free(s);
+	server_done(s);
 	return res;
 }
 

@@ -414,7 +414,7 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
 	copy_macro(ctx, "{cipher}", rq->tls_cipher, sizeof(rq->tls_cipher));
 	copy_macro(ctx, "{cert_subject}", rq->tls_cert, sizeof(rq->tls_cert));
-	{
+	if (log_enabled(LOG_L_DEBUG)) {
 		char qid[32];
 
 		copy_macro(ctx, "i", qid, sizeof(qid));
@@ -447,8 +447,8 @@ static sfsistat
 cb_header(SMFICTX *ctx, char *name, char *value)
 {
 	struct mlt_priv *p = priv_of(ctx);
-	char *f;
-	size_t nl, o = 0, vl;
+	char sb[1024], *f;
+	size_t nl, o = 0, vl, need;
 
 	if (p->mc == NULL || name == NULL || value == NULL)
 		return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
@@ -458,7 +458,8 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 	if (nl + vl > HDRSCAN_FIELD_MAX)
 		vl = HDRSCAN_FIELD_MAX - nl;
 	/* "Name:" value CRLF, lone LFs of folded values made CRLF */
-	f = xmalloc(nl + 2 * vl + 4);
+	need = nl + 2 * vl + 4;
+	f = need <= sizeof(sb) ? sb : xmalloc(need);	/* most fields fit on the stack */
 	memcpy(f, name, nl);
 	o = nl;
 	f[o++] = ':';
@@ -477,7 +478,8 @@ cb_header(SMFICTX *ctx, char *name, char *value)
 			p->forged[p->nforged++] = (int)p->nar;
 	}
 	msg_feed(p, f, o);
-	free(f);
+	if (f != sb)
+		free(f);
 	return p->noreply ? SMFIS_NOREPLY : SMFIS_CONTINUE;
 }
 

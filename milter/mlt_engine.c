@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,7 +95,14 @@ mlt_conn_new(void)
 struct mlt_req *
 mlt_req_new(struct mlt_conn *mc, enum mlt_stage st, uint64_t id)
 {
-	struct mlt_req *rq = xcalloc(1, sizeof(*rq));
+	struct mlt_req *rq = xmalloc(sizeof(*rq));
+
+	/* zeroed but for the text buffers (2 KiB a request, three requests
+	 * a message), which are read only up to their NUL: empty strings */
+	memset(rq, 0, offsetof(struct mlt_req, text));
+	rq->text[0] = rq->login[0] = 0;
+	rq->tls_version[0] = rq->tls_cipher[0] = rq->tls_cert[0] = 0;
+	memset(&rq->submission, 0, sizeof(*rq) - offsetof(struct mlt_req, submission));
 
 	rq->mc = mc;
 	rq->stage = st;

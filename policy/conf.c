@@ -128,6 +128,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "session-deadline", CT_DUR, O(session_deadline_ms), 1 * SEC, 7 * 86400 * SEC, "1h", NULL },
 	{ "data-min-rate", CT_COUNT, O(data_min_rate), 0, 1ull << 30, "500", NULL },
 	{ "ratelimit-on-error", CT_ENUM, O(ratelimit_on_error), 0, 0, "not-exceeded", conf_rlerr_words },
+	{ "ratelimit-node-share", CT_COUNT, O(ratelimit_node_share), 0, 25, "0", NULL },
 	{ "proxy-protocol-timeout", CT_DUR, O(pp_timeout_ms), 100, 600 * SEC, "10s", NULL },
 	{ "drain-timeout", CT_DUR, O(drain_ms), 0, 3600 * SEC, "30s", NULL },
 	{ "max-pending-commands", CT_COUNT, O(max_pending), 1, 100000, "1100", NULL },

@@ -129,6 +129,7 @@ struct conf {
 	uint64_t pp_timeout_ms;		/* proxy-protocol-timeout */
 	struct rl_set *ratelimits;	/* ratelimit declarations (ratelimit.h), or NULL */
 	int ratelimit_on_error;		/* enum rl_on_error */
+	uint64_t ratelimit_node_share;	/* percent of a burst each loop reserves (0: exact) */
 
 	char *tls_cert, *tls_key, *tls_chain;	/* PEM files, or NULL: no TLS */
 	char *tls_ciphers;		/* OpenSSL cipher list (TLS 1.2), or NULL */

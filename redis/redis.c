@@ -29,6 +29,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@
 #include <hiredis/async.h>
 #include <openssl/evp.h>
 
+#include "decimal.h"
 #include "log.h"
 #include "metrics.h"
 #include "redis.h"
@@ -61,8 +63,10 @@ struct rds_req {
 	bool moved;			/* sent again after -READONLY/-MASTERDOWN */
 	const char *fail_why;
 	int argc;
-	const char **argv;		/* into the same allocation */
+	const char **argv;		/* into cmd, the same allocation */
 	size_t *lens;
+	char *cmd;			/* the command in the protocol, formatted once */
+	size_t cmdlen;
 	uint64_t t0_us;			/* made at (metrics: latency) */
 };
 
@@ -94,6 +98,7 @@ struct rds {
 	int nscripts;
 	struct rds_counters n;
 	bool freeing;
+	const struct timeval *common_tv;	/* redis-timeout as a libevent common timeout */
 };
 
 /* ---- settings ---- */
@@ -184,12 +189,33 @@ rds_enter_state(struct rds *r, enum rds_state st)
 	r->state = st;
 }
 
+/*
+ * A request is one allocation: the struct, its timer (libevent's struct
+ * event, assigned in place rather than allocated by evtimer_new) and its
+ * arguments. The timer of the usual deadline (redis-timeout) is a
+ * libevent common timeout: one queue for the client, every request
+ * appended in order, in place of an entry each in the timer heap.
+ */
+static size_t rds_ev_size;	/* event_get_struct_event_size(), rounded up */
+static pthread_once_t rds_ev_size_once = PTHREAD_ONCE_INIT;
+
+static void
+rds_ev_size_init(void)
+{
+	size_t a = _Alignof(max_align_t);
+
+	rds_ev_size = (event_get_struct_event_size() + a - 1) / a * a;
+}
+
+#define RDS_REQ_HEAD	((sizeof(struct rds_req) + _Alignof(max_align_t) - 1) / \
+			    _Alignof(max_align_t) * _Alignof(max_align_t))
+
 /* rds_req_free - the end of a request */
 static void
 rds_req_free(struct rds_req *q)
 {
 	q->r->npending--;
-	event_free(q->timer);
+	event_del(q->timer);
 	free(q);
 }
 
@@ -1077,7 +1103,9 @@ rds_on_req_timer(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* rds_send - hand a request to the connection, or fail it soon */
+/* rds_send - hand a request to the connection, or fail it soon (the
+ * command as formatted at submission; after the EVAL retry, its new
+ * arguments) */
 static void
 rds_send(struct rds *r, struct rds_req *q)
 {
@@ -1085,7 +1113,9 @@ rds_send(struct rds *r, struct rds_req *q)
 		rds_fail_soon(r, q, "unavailable");
 		return;
 	}
-	if (redisAsyncCommandArgv(r->ac, rds_on_reply, q, q->argc, q->argv, q->lens) != REDIS_OK) {
+	if ((q->retried ? redisAsyncCommandArgv(r->ac, rds_on_reply, q, q->argc, q->argv,
+	    q->lens) : redisAsyncFormattedCommand(r->ac, rds_on_reply, q, q->cmd, q->cmdlen)) !=
+	    REDIS_OK) {
 		rds_fail_soon(r, q, "unavailable");
 		return;
 	}
@@ -1111,26 +1141,41 @@ rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx,
 			r->n.refused++;
 			return -1;
 		}
-		bytes += lens[i] + 1;
+		bytes += 1 + 20 + 2 + lens[i] + 2;	/* $LEN CRLF ARG CRLF */
 	}
-	q = xcalloc(1, sizeof(*q) + argc * (sizeof(char *) + sizeof(size_t)) + bytes);
+	bytes += 1 + 20 + 2;			/* *ARGC CRLF */
+	pthread_once(&rds_ev_size_once, rds_ev_size_init);
+	q = xcalloc(1, RDS_REQ_HEAD + rds_ev_size + argc * (sizeof(char *) + sizeof(size_t)) +
+	    bytes);
+	q->timer = (struct event *)(void *)((char *)q + RDS_REQ_HEAD);
 	q->r = r;
 	q->cb = cb;
 	q->ctx = ctx;
 	q->script = script;
 	q->argc = argc;
-	q->argv = (const char **)(void *)(q + 1);
+	q->argv = (const char **)(void *)((char *)q->timer + rds_ev_size);
 	q->lens = (size_t *)(void *)(q->argv + argc);
-	p = (char *)(q->lens + argc);
+	/* the protocol's form (what hiredis's redisFormatCommandArgv would
+	 * write), made here once; argv points at the arguments inside it */
+	q->cmd = p = (char *)(q->lens + argc);
+	*p++ = '*';
+	p += dec_u64(p, (uint64_t)argc);
+	*p++ = '\r';
+	*p++ = '\n';
 	for (int i = 0; i < argc; i++) {
+		*p++ = '$';
+		p += dec_u64(p, lens[i]);
+		*p++ = '\r';
+		*p++ = '\n';
 		memcpy(p, argv[i], lens[i]);
-		p[lens[i]] = '\0';
 		q->argv[i] = p;
 		q->lens[i] = lens[i];
-		p += lens[i] + 1;
+		p += lens[i];
+		*p++ = '\r';
+		*p++ = '\n';
 	}
-	q->timer = evtimer_new(r->base, rds_on_req_timer, q);
-	if (q->timer == NULL)
+	q->cmdlen = (size_t)(p - q->cmd);
+	if (evtimer_assign(q->timer, r->base, rds_on_req_timer, q) != 0)
 		panic("redis: cannot create a timer");
 	{
 		struct timespec ts;
@@ -1140,7 +1185,10 @@ rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx,
 	}
 	r->npending++;
 	r->n.commands++;
-	rds_arm(q->timer, timeout_ms ? timeout_ms : r->conf.timeout_ms);
+	if ((timeout_ms == 0 || timeout_ms == r->conf.timeout_ms) && r->common_tv != NULL)
+		evtimer_add(q->timer, r->common_tv);
+	else
+		rds_arm(q->timer, timeout_ms ? timeout_ms : r->conf.timeout_ms);
 	if (r->state == RDS_ST_DOWN && !r->hold &&
 	    rds_now_ms() - r->started_ms >= r->conf.backoff_min_ms) {
 		/* A request while the backoff runs tries at once (at most once
@@ -1241,6 +1289,12 @@ rds_new(struct event_base *base, const struct rds_conf *c, const char *const *sc
 	if (r->conf.max_pending == 0)
 		r->conf.max_pending = 1024;
 	r->backoff_ms = r->conf.backoff_min_ms;
+	{
+		struct timeval tv = { (time_t)(r->conf.timeout_ms / 1000),
+		    (suseconds_t)(r->conf.timeout_ms % 1000) * 1000 };
+
+		r->common_tv = event_base_init_common_timeout(base, &tv);	/* NULL: the heap */
+	}
 	TAILQ_INIT(&r->waiting);
 	TAILQ_INIT(&r->failing);
 	r->nscripts = nscripts > RDS_SCRIPT_MAX ? RDS_SCRIPT_MAX : nscripts;

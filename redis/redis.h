@@ -132,7 +132,7 @@
 
 #define RDS_SENTINEL_MAX	8
 #define RDS_SCRIPT_MAX		4
-#define RDS_ARGS_MAX		32
+#define RDS_ARGS_MAX		48	/* 3 + the most a script takes: 5n (limits), 4n + 10 (with greylist) */
 #define RDS_ARG_MAX		4096	/* bytes in one argument (scripts aside) */
 #define RDS_REPLY_ELEMENTS_MAX	1024
 #define RDS_REPLY_STRING_MAX	(64 * 1024)

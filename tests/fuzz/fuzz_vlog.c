@@ -54,6 +54,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char qid[16];
 	struct vl_sess *v;
 	struct vl_line_in in;
+	struct vl_summary sum = { .set = true, .spf = "none", .dmarc = "none", .dkim = "none",
+	    .gl = "none" };
 	const char *q;
 
 	vl_queue_id(text, tlen, qid, sizeof(qid));
@@ -72,7 +74,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	vl_begin(v, "s@x.test", 1);
 	vl_mail_passed(v);
 	vl_rcpt(v, rcpt, 0, NULL);
-	vl_data(v, 123, "spf=none", NULL, 0);
+	vl_data(v, 123, &sum, NULL, 0);
 	vl_end(v);
 	memset(&in, 0, sizeof(in));
 	in.sid = 1;

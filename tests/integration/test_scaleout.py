@@ -417,6 +417,28 @@ def test_rl_without_redis_in_process_and_on_error(fake, moatd_factory, redis_fac
     assert "check ratelimit error=" in m2.log() and "counted-as=not-exceeded" in m2.log()
 
 
+def test_rl_reads_keys_as_the_earlier_script_wrote_them(fake, moatd_factory, redis_factory):
+    """A limit's key as moat before this release left it (the TAT in
+    milliseconds written by SET ... PX) is read by the current script
+    (MGET, PSETEX): a TAT one burst ahead of Redis's clock refuses at
+    once; two emission intervals below it allow one message more; the
+    key keeps the same form."""
+    rd = redis_factory()
+    m = moatd_factory(fake.address, redis=rd.address, ratelimit="net key client-ip rate 3/10m",
+                      on="mail ratelimit net tempfail " + RL_REPLY)
+    key = "moat:rl:net|127.0.0.9/32"
+    sec, usec = rd.client().time()
+    now = sec * 1000 + usec // 1000
+    rd.client().set(key, str(now + 600000), px=601000)   # T = 200 s, tau = 600 s: used up
+    assert send_one(m.port, "127.0.0.9", "old-full").code == 451
+    rd.client().set(key, str(now + 400000), px=401000)   # one left
+    codes = [send_one(m.port, "127.0.0.9", "old-one-%d" % i).code for i in range(2)]
+    assert codes == [250, 451], codes
+    tat = int(rd.client().get(key))
+    assert now + 600000 <= tat < now + 600000 + 60000, (tat, now)
+    assert 0 < rd.client().pttl(key) <= tat - now + 1000
+
+
 @pytest.mark.timeout(60)
 def test_rl_policy_listener_and_smtp_count_together(fake, moatd_factory, redis_factory):
     """The limits live in the engine: a Postfix policy delegation request
@@ -568,6 +590,66 @@ def test_rl_and_greylist_one_redis_call_per_rcpt(fake, moatd_factory, redis_fact
     assert not rd.client().exists("mx:rl:hot|hot@example.org")
     got = rcpts(m, "b@other.test", ["hot@example.org"])
     assert got[0].code == 451 and "greylisted" in got[0].text, got
+
+
+def test_rl_five_limits_and_greylist_one_call(fake, moatd_factory, redis_factory):
+    """Five limits at RCPT (the most the combined script takes) and the
+    greylist: still one script call per recipient (its 30 arguments fit
+    the client's limit), every limit counted."""
+    rd = redis_factory()
+    names = ["l%d" % i for i in range(5)]
+    m = moatd_factory(
+        fake.address, redis=rd.address, greylist_delay="0", greylist_cache="0",
+        ratelimit=["%s key client-net rate %d/10m" % (n, 100 + i) for i, n in enumerate(names)],
+        on=["rcpt " + " or ".join("ratelimit " + n for n in names) + " tempfail " + RL_REPLY,
+            "rcpt true greylist"])
+    rd.client().config_resetstat()
+    base = evals(rd)
+    got = rcpts(m, "a@sender.test", ["u1@example.org", "u2@example.org"])
+    assert [r.code for r in got] == [451, 451] and all("greylisted" in r.text for r in got), got
+    assert evals(rd) - base == 2, rd.client().info("commandstats")
+    for n in names:
+        assert rd.client().exists("moat:rl:%s|127.0.0.0/24" % n), n
+    assert "refused" not in m.log()
+
+
+@pytest.mark.timeout(90)
+def test_rl_node_share_blocks_bounded_and_small_limits_exact(fake, moatd_factory, redis_factory):
+    """ratelimit-node-share 10: two moatd (one worker each), one Redis. A
+    limit of 40 an hour (block 4) is counted mostly from the blocks each
+    node reserved, in far fewer script calls than decisions, and refuses
+    after between 36 and 40 recipients in all (never more than 40; early
+    by at most the other node's block); a limit of 3 (block 0) stays
+    exact: the fourth message is refused wherever it lands."""
+    rd = redis_factory()
+    conf = dict(redis=rd.address, workers="1", ratelimit_node_share="10",
+                ratelimit=["big key rcpt rate 40/1h per recipient",
+                           "small key sender rate 3/10m"],
+                on=["mail ratelimit small tempfail " + RL_REPLY,
+                    "rcpt ratelimit big tempfail " + RL_REPLY])
+    a = moatd_factory(fake.address, **conf)
+    b = moatd_factory(fake.address, **conf)
+    rd.client().config_resetstat()
+    codes = []
+    with Client(a.port, a.host, timeout=10) as ca, Client(b.port, b.host, timeout=10) as cb:
+        for c in (ca, cb):
+            c.ehlo("rl.test")
+            assert c.cmd("MAIL FROM:<big@sender.test>").code == 250
+        for i in range(50):
+            codes.append((ca, cb)[i % 2].cmd("RCPT TO:<big@example.org>").code)
+            if i == 35:
+                calls = evals(rd)
+    ok = codes.count(250)
+    assert 36 <= ok <= 40, codes
+    assert codes[:36] == [250] * 36, codes
+    assert codes.count(451) == 50 - ok, codes
+    assert calls <= 12, (calls, codes)      # 36 decisions: 36 calls when exact
+    tat = int(rd.client().get("moat:rl:big|big@example.org"))
+    sec, usec = rd.client().time()
+    # T = 90 s: the TAT is at most one burst (40 x 90 s) ahead of Redis's clock
+    assert tat - (sec * 1000 + usec // 1000) <= 3600000, tat
+    small = [send_one((a, b)[i % 2].port, "127.0.0.1", "small-%d" % i).code for i in range(4)]
+    assert small == [250, 250, 250, 451], small
 
 
 @pytest.mark.timeout(90)

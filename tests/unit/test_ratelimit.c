@@ -68,6 +68,7 @@ test_declare_errors(void)
 		  "use it in \"on mail\" rules or later" },
 		{ "ratelimit r key login rate 1/1m per recipient\non mail ratelimit r reject 550 5.7.1 \"x\"\n",
 		  "\"on rcpt\"" },
+		{ "ratelimit-node-share 26\n", "value out of range \"26\" (0 to 25)" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -135,6 +136,26 @@ test_gcra_local(void)
 	T_CHECK(rl_local_take("k1", T, tau, 1, now + 60000) == 0);	/* long after: full again */
 }
 
+static void
+test_block(void)
+{
+	/* ratelimit-node-share: burst x PCT / 100, none below 2 */
+	struct rl_def d = { .burst = 1000000 };
+
+	T_CHECK(rl_block(&d, 0) == 0);
+	T_CHECK(rl_block(&d, 1) == 10000);
+	d.burst = 199;
+	T_CHECK(rl_block(&d, 1) == 0);		/* 1.99: exact */
+	d.burst = 200;
+	T_CHECK(rl_block(&d, 1) == 2);
+	d.burst = 3;
+	T_CHECK(rl_block(&d, 25) == 0);		/* a small limit stays exact */
+	d.burst = 40;
+	T_CHECK(rl_block(&d, 10) == 4);
+	d.burst = 4000000000u;
+	T_CHECK(rl_block(&d, 25) == 1000000);	/* capped */
+}
+
 int
 main(void)
 {
@@ -142,5 +163,6 @@ main(void)
 	T_RUN(test_declare_errors);
 	T_RUN(test_keys);
 	T_RUN(test_gcra_local);
+	T_RUN(test_block);
 	return T_DONE("test_ratelimit");
 }
