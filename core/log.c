@@ -3,7 +3,10 @@
  *
  * The level threshold is read without a lock (an int written once per
  * reload); lines are assembled in a stack buffer and written whole. The
- * sink is set once, before any thread that logs starts.
+ * sink is set once, before any thread that logs starts. What goes in
+ * front of each line on stderr (program, pid, level) is made once by
+ * log_init(), and the session id is written without printf: a busy
+ * moatd writes two lines a message at info.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -24,6 +27,8 @@ static pid_t log_pid;		/* set by log_init */
 static volatile int log_min = LOG_L_INFO;
 static log_sink_fn log_sink;
 static void *log_sink_arg;
+static char log_heads[LOG_L_PANIC + 1][96];	/* "PROG[PID]: LEVEL: ", by log_init */
+static size_t log_head_len[LOG_L_PANIC + 1];	/* 0: not made (too long, or no log_init) */
 
 static const char *const log_names[] = {
 	"debug", "info", "warn", "error", "fatal", "panic"
@@ -38,6 +43,12 @@ log_init(const char *prog, bool use_syslog, enum log_level min)
 {
 	log_prog = prog;
 	log_pid = getpid();	/* a syscall a line otherwise; moat never forks */
+	for (int i = 0; i <= LOG_L_PANIC; i++) {
+		int r = snprintf(log_heads[i], sizeof(log_heads[i]), "%s[%ld]: %s: ", prog,
+		    (long)log_pid, log_names[i]);
+
+		log_head_len[i] = r > 0 && (size_t)r < sizeof(log_heads[i]) ? (size_t)r : 0;
+	}
 	log_syslog = use_syslog;
 	log_min = min;
 	if (use_syslog)
@@ -77,38 +88,54 @@ log_enabled(enum log_level lvl)
 	return (int)lvl >= log_min;
 }
 
-/* log_vline - format and write one line */
-static void
-log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap)
+/* log_head - what goes in front of the message on stderr: "PROG[PID]:
+ * LEVEL: " (made once, by log_init) and the session id; returns its
+ * length */
+static size_t
+log_head(enum log_level lvl, uint64_t sid, char *line, size_t size)
 {
-	char line[LOG_LINE_MAX];
+	static const char hex[] = "0123456789abcdef";
 	size_t n = 0;
 	int r;
 
 	if (!log_syslog && log_sink == NULL) {
-		r = snprintf(line, sizeof(line), "%s[%ld]: %s: ", log_prog,
-		    (long)(log_pid ? log_pid : getpid()), log_names[lvl]);
-		n = r > 0 ? (size_t)r : 0;
+		if (log_head_len[lvl] > 0) {
+			memcpy(line, log_heads[lvl], log_head_len[lvl]);
+			n = log_head_len[lvl];
+		} else {
+			r = snprintf(line, size, "%s[%ld]: %s: ", log_prog, (long)getpid(),
+			    log_names[lvl]);
+			n = r > 0 ? (size_t)r : 0;
+		}
 	}
-	if (sid != 0 && n < sizeof(line) && log_sink == NULL) {
-		r = snprintf(line + n, sizeof(line) - n, "%016llx ", (unsigned long long)sid);
+	if (sid != 0 && log_sink == NULL && n + 17 < size) {
+		for (int i = 15; i >= 0; i--, sid >>= 4)
+			line[n + (size_t)i] = hex[sid & 15];
+		line[n + 16] = ' ';
+		n += 17;
+	}
+	return n;
+}
+
+/* log_finish - errno's text, CR/LF blanked in what follows body, then the
+ * line goes out with a single write(2) (or to syslog, or the sink) */
+static void
+log_finish(enum log_level lvl, uint64_t sid, int err, char *line, size_t n, size_t body)
+{
+	int r;
+
+	if (err && n < LOG_LINE_MAX) {
+		r = snprintf(line + n, LOG_LINE_MAX - n, ": %s", strerror(err));
 		n += r > 0 ? (size_t)r : 0;
 	}
-	if (n < sizeof(line)) {
-		r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-		n += r > 0 ? (size_t)r : 0;
-	}
-	if (err && n < sizeof(line)) {
-		r = snprintf(line + n, sizeof(line) - n, ": %s", strerror(err));
-		n += r > 0 ? (size_t)r : 0;
-	}
-	if (n > sizeof(line) - 2)
-		n = sizeof(line) - 2;
+	if (n > LOG_LINE_MAX - 2)
+		n = LOG_LINE_MAX - 2;
 	/* a line never carries CR/LF of its own: the format strings are ours
 	 * and peer text is escaped, but be sure */
-	for (size_t i = 0; i < n; i++)
-		if (line[i] == '\n' || line[i] == '\r')
-			line[i] = ' ';
+	for (char *p = line + body; (p = memchr(p, '\n', (size_t)(line + n - p))) != NULL; )
+		*p = ' ';
+	for (char *p = line + body; (p = memchr(p, '\r', (size_t)(line + n - p))) != NULL; )
+		*p = ' ';
 	if (log_sink != NULL) {
 		line[n] = 0;
 		log_sink(log_sink_arg, lvl, sid, line);
@@ -134,6 +161,36 @@ log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap
 	line[n++] = '\n';
 	ssize_t w = write(STDERR_FILENO, line, n);
 	(void)w;
+}
+
+/* log_vline - format and write one line */
+static void
+log_vline(enum log_level lvl, uint64_t sid, int err, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	size_t n = log_head(lvl, sid, line, sizeof(line)), body = n;
+	int r;
+
+	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	n += r > 0 ? (size_t)r : 0;
+	log_finish(lvl, sid, err, line, n, body);
+}
+
+/* log_text - log one event line already made (len bytes of text): what
+ * log_msg(lvl, sid, "%s", text) writes, without formatting it again */
+void
+log_text(enum log_level lvl, uint64_t sid, const char *text, size_t len)
+{
+	char line[LOG_LINE_MAX];
+	size_t n, body;
+
+	if ((int)lvl < log_min)
+		return;
+	n = body = log_head(lvl, sid, line, sizeof(line));
+	if (len > sizeof(line) - 2 - n)
+		len = sizeof(line) - 2 - n;
+	memcpy(line + n, text, len);
+	log_finish(lvl, sid, 0, line, n + len, body);
 }
 
 /* log_msg - log one event line */

@@ -5,7 +5,9 @@
  *	void log_init(const char *prog, bool use_syslog, enum log_level min);
  *	void log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...);
  *	void log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...);
- *	size_t log_escape(char *out, size_t size, const void *in, size_t len);
+ *	void log_text(enum log_level lvl, uint64_t sid, const char *text, size_t len);
+ *	void log_text(enum log_level lvl, uint64_t sid, const char *text, size_t len);
+size_t log_escape(char *out, size_t size, const void *in, size_t len);
  *	void log_set_sink(log_sink_fn fn, void *arg);
  *	const char *log_level_name(enum log_level lvl);
  *	void fatal(const char *fmt, ...);	startup only
@@ -17,7 +19,8 @@
  *	so threads do not interleave. Text that came from a peer must go
  *	through log_escape() first: it escapes every byte outside printable
  *	ASCII (and '\\' and '"') as \xHH and cuts the result at LOG_PEER_MAX
- *	input bytes, marking the cut with "...".
+ *	input bytes, marking the cut with "...". log_text() writes a line
+ *	already made (as log_msg with "%s", without formatting it again).
  *
  *	log_set_sink() sends each line that passes the threshold to fn
  *	instead of stderr or syslog: its level, its session id (0: none) and
@@ -50,6 +53,7 @@ void log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+void log_text(enum log_level lvl, uint64_t sid, const char *text, size_t len);
 size_t log_escape(char *out, size_t size, const void *in, size_t len);
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));

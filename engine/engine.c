@@ -2028,24 +2028,70 @@ builtin_data(struct eng_sess *e, struct eng_verdict *v)
  * The verdict line (engine_vlog.c keeps the records)
  */
 
-/* vlog_who - "client=NAME[ADDR]:PORT helo=<...>" */
+/* ip4_text - dotted quad, as inet_ntop() writes it (which goes through
+ * sprintf: ten times the work, four times a message) */
 static void
-vlog_who(const struct eng_sess *e, char *out, size_t size)
+ip4_text(const struct in_addr *a, char *out)
+{
+	const unsigned char *b = (const unsigned char *)&a->s_addr;
+	char *p = out;
+
+	for (int i = 0; i < 4; i++) {
+		unsigned v = b[i];
+
+		if (v >= 100)
+			*p++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*p++ = (char)('0' + v / 10 % 10);
+		*p++ = (char)('0' + v % 10);
+		*p++ = i < 3 ? '.' : 0;
+	}
+}
+
+/* who_text - "client=NAME[ADDR]:PORT helo=<...>" from its parts (sa,
+ * name, helo may be NULL) */
+static void
+who_text(const struct sockaddr *sa, const char *client_name, const char *helo, char *out,
+	size_t size)
 {
 	char addr[INET6_ADDRSTRLEN] = "unknown", esc[LOG_ESC_SIZE], name[LOG_ESC_SIZE];
 	unsigned port = 0;
 
-	if (e->have_peer && e->peer.sa.sa_family == AF_INET) {
-		inet_ntop(AF_INET, &e->peer.sin.sin_addr, addr, sizeof(addr));
-		port = ntohs(e->peer.sin.sin_port);
-	} else if (e->have_peer && e->peer.sa.sa_family == AF_INET6) {
-		inet_ntop(AF_INET6, &e->peer.sin6.sin6_addr, addr, sizeof(addr));
-		port = ntohs(e->peer.sin6.sin6_port);
+	if (sa != NULL && sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)sa;
+
+		ip4_text(&sin->sin_addr, addr);
+		port = ntohs(sin->sin_port);
+	} else if (sa != NULL && sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)(const void *)sa;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
+		port = ntohs(sin6->sin6_port);
 	}
-	log_escape(name, sizeof(name), e->client_name ? e->client_name : "unknown",
-	    strlen(e->client_name ? e->client_name : "unknown"));
-	log_escape(esc, sizeof(esc), e->helo ? e->helo : "", e->helo ? strlen(e->helo) : 0);
+	log_escape(name, sizeof(name), client_name ? client_name : "unknown",
+	    strlen(client_name ? client_name : "unknown"));
+	log_escape(esc, sizeof(esc), helo ? helo : "", helo ? strlen(helo) : 0);
 	snprintf(out, size, "client=%s[%s]:%u helo=<%s>", name, addr, port, esc);
+}
+
+/* vlog_who - "client=NAME[ADDR]:PORT helo=<...>" */
+static void
+vlog_who(const struct eng_sess *e, char *out, size_t size)
+{
+	who_text(e->have_peer ? &e->peer.sa : NULL, e->client_name, e->helo, out, size);
+}
+
+_Static_assert(ENG_WHO_SIZE >= 2 * LOG_ESC_SIZE + 96, "ENG_WHO_SIZE too small for who_text");
+
+/* engine_who - the client as the verdict line names it, for a
+ * front-end's own lines (the disconnect line) */
+void
+engine_who(const struct eng_sess *e, const struct sockaddr *peer, char *out, size_t size)
+{
+	if (e != NULL)
+		vlog_who(e, out, size);
+	else
+		who_text(peer, NULL, NULL, out, size);
 }
 
 /* word_copy - a short word into a buffer, cut to fit */

@@ -315,6 +315,14 @@ void engine_upstream_lost(struct eng_sess *e);
 void engine_txn_failed(struct eng_sess *e, enum rules_stage st, bool upstream, int code,
 	const char *enh, const char *text, size_t len);
 void engine_txn_accepted(struct eng_sess *e, const char *queue_id);
+/* engine_who - "client=NAME[ADDR]:PORT helo=<h>" as the verdict line
+ * writes it (escaped; NAME is "unknown" unless forward-confirmed), for a
+ * front-end's own lines about the session (the disconnect line, a
+ * refusal before the session): e's facts, or with e NULL (a session the
+ * engine never saw) the address of peer (NULL: unknown), no name, no
+ * HELO. size: ENG_WHO_SIZE is always enough. */
+#define ENG_WHO_SIZE 912	/* 2 * LOG_ESC_SIZE + 96 */
+void engine_who(const struct eng_sess *e, const struct sockaddr *peer, char *out, size_t size);
 
 /* ---------------------------------------------------------------------
  * Messages (any thread)

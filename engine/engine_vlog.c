@@ -332,8 +332,9 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 	if (in->queue_id != NULL && in->queue_id[0])
 		cat_esc(buf, &n, "queue_id", in->queue_id, strlen(in->queue_id), "", "");
 	if (r != NULL)
-		cat(buf, &n, " time=%.3f", (double)(now_ms - r->start_ms) / 1000.0);
-	log_msg(LOG_L_INFO, in->sid, "%s", buf);
+		cat(buf, &n, " time=%llu.%03llu", (unsigned long long)(now_ms - r->start_ms) / 1000,
+		    (unsigned long long)(now_ms - r->start_ms) % 1000);
+	log_text(LOG_L_INFO, in->sid, buf, n < VL_LINE ? n : strlen(buf));
 }
 
 /* vl_refusal - moat refused a command: the line (the recipient's own

@@ -278,15 +278,35 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 {
 	struct mlt_priv *p = priv_of(ctx);
 	struct mlt_req *rq;
+	struct sockaddr_storage peer;
 	const char *port, *v;
-	char esc[LOG_ESC_SIZE];
 	int rc;
 
-	(void)hostname;
+	memset(&peer, 0, sizeof(peer));	/* AF_UNSPEC: unknown */
+	if (sa != NULL && sa->sa_family == AF_INET)
+		memcpy(&peer, sa, sizeof(struct sockaddr_in));
+	else if (sa != NULL && sa->sa_family == AF_INET6)
+		memcpy(&peer, sa, sizeof(struct sockaddr_in6));
+	else if ((v = macro(ctx, "{client_addr}")) != NULL) {
+		/* no usable address argument: the macro, IPv4 or IPv6 */
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&peer;
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&peer;
+
+		if (strncasecmp(v, "IPv6:", 5) == 0)
+			v += 5;
+		if (inet_pton(AF_INET, v, &s4->sin_addr) == 1)
+			s4->sin_family = AF_INET;
+		else if (inet_pton(AF_INET6, v, &s6->sin6_addr) == 1)
+			s6->sin6_family = AF_INET6;
+	}
 	if (__atomic_add_fetch(&mlt_conns, 1, __ATOMIC_RELAXED) > mlt_opts.max_conns) {
+		char who[ENG_WHO_SIZE];
+
 		__atomic_sub_fetch(&mlt_conns, 1, __ATOMIC_RELAXED);
-		log_msg(LOG_L_WARN, p->id, "tempfail stage=connect reason=max-connections max=%u",
-		    mlt_opts.max_conns);
+		engine_who(NULL, peer.ss_family == AF_UNSPEC ? NULL : (struct sockaddr *)&peer, who,
+		    sizeof(who));
+		log_msg(LOG_L_WARN, p->id, "tempfail stage=connect reason=max-connections max=%u %s",
+		    mlt_opts.max_conns, who);
 		p->held = SMFIS_TEMPFAIL;
 		p->held_code = 421;
 		snprintf(p->held_enh, sizeof(p->held_enh), "4.7.0");
@@ -301,33 +321,21 @@ cb_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *sa)
 	p->mc = mlt_conn_new();
 	rq = mlt_req_new(p->mc, MS_CONNECT, p->id);
 	rq->conf = conf_ref(p->conf);	/* the engine's own */
-	if (sa != NULL && sa->sa_family == AF_INET)
-		memcpy(&rq->peer, sa, sizeof(struct sockaddr_in));
-	else if (sa != NULL && sa->sa_family == AF_INET6)
-		memcpy(&rq->peer, sa, sizeof(struct sockaddr_in6));
-	else if ((v = macro(ctx, "{client_addr}")) != NULL) {
-		/* no usable address argument: the macro, IPv4 or IPv6 */
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&rq->peer;
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&rq->peer;
-
-		if (strncasecmp(v, "IPv6:", 5) == 0)
-			v += 5;
-		if (inet_pton(AF_INET, v, &s4->sin_addr) == 1)
-			s4->sin_family = AF_INET;
-		else if (inet_pton(AF_INET6, v, &s6->sin6_addr) == 1)
-			s6->sin6_family = AF_INET6;
-	}
+	memcpy(&rq->peer, &peer, sizeof(peer));
+	/* the MTA's name for the client, for the disconnect line */
+	snprintf(rq->text, sizeof(rq->text), "%s", hostname ? hostname : "");
 	port = macro(ctx, "{daemon_port}");
 	rq->submission = port != NULL && (strcmp(port, "587") == 0 || strcmp(port, "465") == 0);
-	{
-		char ip[INET6_ADDRSTRLEN] = "unknown";
+	if (log_enabled(LOG_L_DEBUG)) {
+		/* at info the disconnect line says all this */
+		char ip[INET6_ADDRSTRLEN] = "unknown", esc[LOG_ESC_SIZE];
 
 		if (rq->peer.ss_family == AF_INET)
 			inet_ntop(AF_INET, &((struct sockaddr_in *)&rq->peer)->sin_addr, ip, sizeof(ip));
 		else if (rq->peer.ss_family == AF_INET6)
 			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&rq->peer)->sin6_addr, ip, sizeof(ip));
 		log_escape(esc, sizeof(esc), hostname ? hostname : "", hostname ? strlen(hostname) : 0);
-		log_msg(LOG_L_INFO, p->id, "connect client=%s name=\"%s\"%s", ip, esc,
+		log_msg(LOG_L_DEBUG, p->id, "connect client=%s name=\"%s\"%s", ip, esc,
 		    rq->submission ? " submission=yes" : "");
 	}
 	if (!engine_stage_may_refuse(p->conf, RS_CONNECT)) {
@@ -599,12 +607,17 @@ cb_close(SMFICTX *ctx)
 		return SMFIS_CONTINUE;
 	msg_reset(p);
 	mail_flush(p);
-	if (p->mc != NULL)
-		mlt_req_post(mlt_req_new(p->mc, MS_CLOSE, p->id));
+	if (p->mc != NULL) {
+		/* the engine's thread writes the disconnect line, after the
+		 * connection's verdict lines */
+		struct mlt_req *rq = mlt_req_new(p->mc, MS_CLOSE, p->id);
+
+		rq->code = p->held_code;	/* refused at connect */
+		mlt_req_post(rq);
+	}
 	if (p->counted) {
 		__atomic_sub_fetch(&mlt_conns, 1, __ATOMIC_RELAXED);
 		metrics_add(MF_SESSIONS_ACTIVE, NULL, NULL, -1);
-		log_msg(LOG_L_INFO, p->id, "disconnect");
 	}
 	conf_unref(p->conf);
 	smfi_setpriv(ctx, NULL);

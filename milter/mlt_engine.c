@@ -57,6 +57,10 @@ struct mlt_conn {
 	struct eng_sess *e;
 	struct mlt_req *req;		/* the request being worked on */
 	unsigned nrcpt;			/* recipients accepted in the transaction */
+	unsigned nmsgs;			/* ends of message seen */
+	bool submission;
+	uint64_t start_ms;
+	char *name;			/* owned: the MTA's name for the client */
 };
 
 static struct {
@@ -245,12 +249,14 @@ mc_step(struct mlt_conn *mc)
 	snprintf(rq->reply, sizeof(rq->reply), "%s", v.text);
 	switch (rq->stage) {
 	case MS_EOM:
+		mc->nmsgs++;
 		if (rc == ENG_CONTINUE) {
 			unsigned removed;
 
 			rq->hdrs = engine_headers(mc->e, &rq->hdrs_len, &removed);
 			engine_txn_accepted(mc->e, rq->text);
-			log_msg(LOG_L_INFO, mc->id, "message size=%llu rcpts=%u",
+			/* the verdict line has the size and every recipient */
+			log_msg(LOG_L_DEBUG, mc->id, "message size=%llu rcpts=%u",
 			    (unsigned long long)rq->size, mc->nrcpt);
 		}
 		engine_txn_end(mc->e);
@@ -287,6 +293,9 @@ mc_intake(struct mlt_conn *mc, struct mlt_req *rq)
 		mc->e = engine_sess_new(eng.loop, mc->conf, mc->id,
 		    rq->peer.ss_family == AF_UNSPEC ? NULL : (const struct sockaddr *)&rq->peer,
 		    rq->submission, mc_resume, mc);
+		mc->submission = rq->submission;
+		mc->start_ms = mono_ms();
+		mc->name = xstrdup(rq->text);
 		break;
 	case MS_HELO:
 		if (rq->tls_version[0])
@@ -342,6 +351,28 @@ mc_intake(struct mlt_conn *mc, struct mlt_req *rq)
 	}
 }
 
+/* mc_log_end - the connection's one info line of its own, at its end,
+ * after its verdict lines: who (as those name the client), why it ended
+ * (the MTA closed it; refused: moat-milter refused it at connect), its
+ * count of messages and length, and what the MTA said at connect */
+static void
+mc_log_end(struct mlt_conn *mc, const struct mlt_req *rq)
+{
+	char who[ENG_WHO_SIZE], esc[LOG_ESC_SIZE];
+	unsigned long long ms = mono_ms() - mc->start_ms;
+
+	if (mc->e == NULL)
+		return;		/* never set up */
+	engine_txn_end(mc->e);	/* a transaction still open: its line first */
+	if (!log_enabled(LOG_L_INFO))
+		return;
+	engine_who(mc->e, NULL, who, sizeof(who));
+	log_escape(esc, sizeof(esc), mc->name ? mc->name : "", mc->name ? strlen(mc->name) : 0);
+	log_msg(LOG_L_INFO, mc->id, "disconnect %s reason=%s messages=%u time=%llu.%03llu "
+	    "name=\"%s\"%s", who, rq->code != 0 ? "refused" : "close", mc->nmsgs, ms / 1000,
+	    ms % 1000, esc, mc->submission ? " submission=yes" : "");
+}
+
 /* mc_free - the connection ends: answers in flight will find nobody */
 static void
 mc_free(struct mlt_conn *mc)
@@ -349,6 +380,7 @@ mc_free(struct mlt_conn *mc)
 	engine_sess_free(mc->e);
 	if (mc->conf)
 		conf_unref(mc->conf);
+	free(mc->name);
 	free(mc);
 }
 
@@ -368,6 +400,7 @@ take(struct mlt_req *rq)
 	}
 	switch (rq->stage) {
 	case MS_CLOSE:
+		mc_log_end(mc, rq);
 		mc_free(mc);
 		req_complete(rq);
 		return;

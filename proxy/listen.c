@@ -34,6 +34,7 @@
 
 #include <event2/listener.h>
 
+#include "engine.h"
 #include "log.h"
 #include "moatd.h"
 #include "session.h"
@@ -214,6 +215,7 @@ listen_admit(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa
 	socklen_t salen, unsigned lflags, const struct listen_origin *o)
 {
 	unsigned live;
+	char who[ENG_WHO_SIZE];
 
 	if (lflags & CONF_LISTEN_POLICY) {
 		pdel_start(w, c, fd, sa, lflags);	/* takes c */
@@ -228,12 +230,18 @@ listen_admit(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa
 	case CLIENTS_OK:
 		break;
 	case CLIENTS_FULL:
-		log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions sessions=%u", live);
+		if (log_enabled(LOG_L_INFO)) {
+			engine_who(NULL, sa, who, sizeof(who));
+			log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions %s sessions=%u", who, live);
+		}
 		listen_refuse(fd, "421 4.7.0 Error: too many connections, try again later\r\n");
 		conf_unref(c);
 		return;
 	case CLIENTS_PER_CLIENT:
-		log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions-per-client");
+		if (log_enabled(LOG_L_INFO)) {
+			engine_who(NULL, sa, who, sizeof(who));
+			log_msg(LOG_L_INFO, 0, "refuse reason=max-sessions-per-client %s", who);
+		}
 		listen_refuse(fd, "421 4.7.0 Error: too many connections from your address\r\n");
 		conf_unref(c);
 		return;

@@ -28,11 +28,11 @@
  *	drain check, admission, then the session or the policy connection)
  *	with the claimed client address and port, and the claimed
  *	destination as the local address, so every fact, limit, log line
- *	and XCLIENT/PROXY toward the upstream carries them; the connect line
- *	adds "via=" the balancer. A LOCAL (v2) or UNKNOWN (v1) header, or a
- *	family moatd does not take, keeps the connection's own addresses, as
- *	the spec asks. The SSL TLV only adds "proxy-tls=yes" to the connect
- *	line.
+ *	and XCLIENT/PROXY toward the upstream carries them; the disconnect
+ *	line (and the debug connect line) adds "via=" the balancer. A LOCAL
+ *	(v2) or UNKNOWN (v1) header, or a family moatd does not take, keeps
+ *	the connection's own addresses, as the spec asks. The SSL TLV only
+ *	adds "proxy-tls=yes" to those lines.
  *
  *	Pending headers are kept on a per-thread list; ppin_free_all()
  *	closes those still waiting when the worker's loop has ended.

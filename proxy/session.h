@@ -145,6 +145,9 @@ struct session {
 	bool discard;			/* discarding the rest of an over-long line */
 	bool esmtp;			/* the greeting was EHLO (not HELO) */
 	bool quit;			/* the client said QUIT: the close's reason */
+	bool via_tls;			/* the PROXY v2 header said the client used TLS */
+	const char *close_reason;	/* sess_close()'s, for the disconnect line */
+	char *via;			/* owned: the balancer ("IP:PORT") a PROXY header came from */
 	bool drain_waits;		/* drain-timeout passed: waits for the upstream's answer */
 	char *helo;			/* owned, as sent (may be odd); set from SP_HELO on */
 	unsigned facts;			/* SESS_F_* */

@@ -1600,6 +1600,28 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 	sess_begin_close(s);
 }
 
+/* sess_log_end - the session's one info line of its own, at its end:
+ * who (as its verdict lines name the client), why it ended, its counts
+ * and length, its TLS and the balancer it came through. A session
+ * without a transaction (a probe, a refusal at connect or HELO, a client
+ * that only said QUIT) is seen here. */
+static void
+sess_log_end(const struct session *s)
+{
+	char who[ENG_WHO_SIZE], tls[200];
+	unsigned long long ms = sess_now_ms() - s->start_ms;
+
+	if (!log_enabled(LOG_L_INFO))
+		return;
+	engine_who(s->eng, (const struct sockaddr *)&s->peer, who, sizeof(who));
+	tls_log_fields(s, tls, sizeof(tls));
+	log_msg(LOG_L_INFO, s->id, "disconnect %s reason=%s commands=%u messages=%u errors=%u "
+	    "time=%llu.%03llu%s%s%s%s", who, s->close_reason ? s->close_reason : "closed", s->ncmds,
+	    s->nmsgs, s->errors, ms / 1000, ms % 1000, tls,
+	    s->via != NULL ? " via=" : "", s->via != NULL ? s->via : "",
+	    s->via_tls ? " proxy-tls=yes" : "");
+}
+
 /* sess_free_cb - the one place a session is freed */
 static void
 sess_free_cb(evutil_socket_t fd, short what, void *arg)
@@ -1613,6 +1635,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	ups_free(s->ups);
 	s->ups = NULL;
 	sess_txn_free(s);
+	sess_log_end(s);	/* after every verdict line of the session */
 	engine_sess_free(s->eng);	/* its answers in flight will find nobody */
 	s->eng = NULL;
 	sess_slots_free(s);
@@ -1631,6 +1654,7 @@ sess_free_cb(evutil_socket_t fd, short what, void *arg)
 	metrics_add(MF_SESSIONS_ACTIVE, NULL, NULL, -1);
 	conf_unref(s->conf);
 	free(s->helo);
+	free(s->via);
 	free(s);
 	moatd_worker_idle(w);
 }
@@ -1644,10 +1668,9 @@ sess_close(struct session *s, const char *reason)
 	if (s->closing)
 		return;
 	s->closing = true;
+	s->close_reason = reason;	/* a constant: sess_log_end() writes it */
 	ups_owner_closing(s->ups);
 	sess_quiet_end(s);
-	log_msg(LOG_L_INFO, s->id, "disconnect reason=%s commands=%u messages=%u errors=%u",
-	    reason, s->ncmds, s->nmsgs, s->errors);
 	conn_setcb(s->conn, NULL, NULL, NULL, NULL);
 	conn_read_enable(s->conn, false);
 	evtimer_del(s->ev_timer);
@@ -1796,7 +1819,12 @@ sess_start(struct worker *w, struct conf *c, int fd, const struct sockaddr *sa, 
 	wt.tv_sec = (time_t)(c->command_deadline_ms / 1000);
 	wt.tv_usec = (suseconds_t)(c->command_deadline_ms % 1000) * 1000;
 	conn_set_timeouts(s->conn, NULL, &wt);
-	log_msg(LOG_L_INFO, s->id, "connect client=%s%s%s:%u%s%s%s%s",
+	if (o != NULL) {
+		s->via = xstrdup(o->via);
+		s->via_tls = o->ssl;
+	}
+	/* at info the disconnect line says all this (sess_log_end) */
+	log_msg(LOG_L_DEBUG, s->id, "connect client=%s%s%s:%u%s%s%s%s",
 	    sa->sa_family == AF_INET6 ? "[" : "", s->ip, sa->sa_family == AF_INET6 ? "]" : "",
 	    s->port, lflags & CONF_LISTEN_IMPLICIT_TLS ? " tls=implicit" : "",
 	    o != NULL ? " via=" : "", o != NULL ? o->via : "",

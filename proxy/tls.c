@@ -345,10 +345,12 @@ tls_sess_event(struct session *s, bool ok)
 		}
 		X509_free(peer);
 	}
+	t->resumed = SSL_session_reused(ssl) == 1;
 	s->tls = t;
 	metrics_inc(MF_TLS_HANDSHAKES, NULL, NULL);
-	log_msg(LOG_L_INFO, s->id, "tls version=%s cipher=%s resumed=%d client-cert=%s",
-	    t->version, t->cipher, SSL_session_reused(ssl), t->client_cert[0] ? t->client_cert : "none");
+	/* at info the disconnect line carries these (tls_log_fields) */
+	log_msg(LOG_L_DEBUG, s->id, "tls version=%s cipher=%s resumed=%d client-cert=%s",
+	    t->version, t->cipher, t->resumed, t->client_cert[0] ? t->client_cert : "none");
 	s->cmd_deadline_ms = sess_now_ms() + s->conf->command_deadline_ms;
 	if (s->lflags & CONF_LISTEN_IMPLICIT_TLS) {
 		/* implicit TLS (never STARTTLS there): now the session starts */
@@ -371,6 +373,21 @@ tls_engine_sync(struct session *s)
 	}
 	engine_set_tls(s->eng, s->tls->version, s->tls->cipher,
 	    s->tls->client_cert[0] ? s->tls->client_cert : NULL);
+}
+
+/* tls_log_fields - the session's TLS, for its disconnect line */
+void
+tls_log_fields(const struct session *s, char *out, size_t size)
+{
+	const struct sess_tls *t = s->tls;
+
+	if (t == NULL) {
+		out[0] = 0;
+		return;
+	}
+	snprintf(out, size, " tls=%s tls-version=%s tls-cipher=%s tls-resumed=%d tls-client-cert=%s",
+	    s->lflags & CONF_LISTEN_IMPLICIT_TLS ? "implicit" : "starttls", t->version, t->cipher,
+	    t->resumed, t->client_cert[0] ? t->client_cert : "none");
 }
 
 /* tls_sess_free - the session ends (the SSL object goes with its conn) */

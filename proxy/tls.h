@@ -41,6 +41,7 @@ struct sess_tls {
 	char version[16];		/* "TLSv1.3" */
 	char cipher[64];		/* "TLS_AES_256_GCM_SHA384" */
 	char client_cert[65];		/* CN of a client certificate that verified, or "" */
+	bool resumed;			/* a resumed TLS session */
 };
 
 int tls_conf_setup(struct conf *c, char *err, size_t errlen);
@@ -53,6 +54,10 @@ void proceed_starttls(struct session *s, const struct smtp_cmd *c);
 void tls_sess_implicit(struct session *s);
 void tls_sess_event(struct session *s, bool ok);
 void tls_engine_sync(struct session *s);
+/* tls_log_fields - the session's TLS for its disconnect line:
+ * " tls=starttls|implicit tls-version=V tls-cipher=C tls-resumed=0|1
+ * tls-client-cert=CN|none", or "" in plaintext */
+void tls_log_fields(const struct session *s, char *out, size_t size);
 void tls_sess_free(struct session *s);
 
 #endif

@@ -84,10 +84,12 @@ class RawMilter(harness.MoatMilter):
         return self.status("Threads")
 
     def conn_counts(self):
-        """(connect lines, disconnect lines) of the log."""
+        """(connect lines, disconnect lines) of the log (connect is a debug
+        line; the tests run at debug)."""
         log = self.log()
         return (len(re.findall(r" connect client=", log)),
-                len(re.findall(r"^moat-milter\[\d+\]: info: [0-9a-f]+ disconnect$", log, re.M)))
+                len(re.findall(r"^moat-milter\[\d+\]: info: [0-9a-f]+ disconnect client=", log,
+                               re.M)))
 
     def check_alive(self, what=""):
         assert self.alive(), "moat-milter died (%s), rc %s; log tail:\n%s" % (
@@ -1043,3 +1045,40 @@ def test_transaction_ended_by_the_mta_gets_one_line(milter_factory, end):
     lines = vlines()
     assert len(lines) == 1, lines
     assert "from=<a@sender.test> to=<user@example.org>:passed code=-" in lines[0], lines
+
+
+# ---------------------------------------------------------------------------
+# at log-level info: no connect line; one disconnect line per connection,
+# from the engine thread after the connection's verdict lines, with the
+# client and helo as those name them, why it ended, messages, time and the
+# MTA's name for the client
+
+@pytest.mark.timeout(60)
+def test_info_disconnect_line(milter_factory):
+    m = milter_factory(log_level="info")
+    check_transaction(m.port)
+    with MilterClient(m.port, timeout=10) as c:      # no transaction
+        to_stage(c, "helo")
+        c.quit()
+    harness.wait_for(lambda: m.log().count(" disconnect client=") >= 2, 10)
+    log = m.log()
+    assert " connect client=" not in log and "message size=" not in log, log[-3000:]
+    heads = re.findall(r"^moat-milter\[\d+\]: info: ([0-9a-f]{16}) (\S+)(.*)$", log, re.M)
+    by_sid = {}
+    for sid, word, rest in heads:
+        if word not in ("check", "policy"):   # a check's or a rule's detail (add-header)
+            by_sid.setdefault(sid, []).append(word + rest)
+    sessions = list(by_sid.values())
+    assert len(sessions) == 2, sessions
+    first, second = sessions
+    assert len(first) == 2 and first[0].startswith("verdict=accept ") and \
+        first[1].startswith("disconnect "), first
+    who = re.search(r" (client=\S+ helo=<[^>]*>)", first[0]).group(1)
+    assert who.startswith("client=unknown[%s]:" % CLIENT_IP), who
+    assert re.fullmatch(r"disconnect %s reason=close messages=1 time=\d+\.\d{3} "
+                        r'name="client\.test"' % re.escape(who), first[1]), first[1]
+    assert len(second) == 1 and re.fullmatch(
+        r"disconnect client=unknown\[%s\]:\d+ helo=<client\.test> reason=close messages=0 "
+        r'time=\d+\.\d{3} name="client\.test"' % re.escape(CLIENT_IP), second[0]), second
+    problems = check_stopped_clean(m)
+    assert not problems, problems

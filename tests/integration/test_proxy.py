@@ -777,6 +777,9 @@ def test_fld_01_per_client_session_cap(fake, moatd_factory):
         assert third.greeting.code == 421, third.greeting
         assert third.greeting.enh == "4.7.0", third.greeting
         assert third.wait_closed(3)
+        # the refusal's line names the client (no session, so no disconnect line)
+        assert m.wait_log(r"refuse reason=max-sessions-per-client "
+                          r"client=unknown\[127\.0\.0\.7\]:\d+ "), m.log()[-2000:]
         other = m.client(source="127.0.0.8")
         held.append(other)
         assert other.greeting.code == 220
@@ -807,6 +810,8 @@ def test_fld_06_total_session_cap(fake, moatd_factory):
         c = m.client(source="127.0.0.14")
         held.append(c)
         assert c.greeting.code == 421 and c.greeting.enh == "4.7.0", c.greeting
+        assert m.wait_log(r"refuse reason=max-sessions "
+                          r"client=unknown\[127\.0\.0\.14\]:\d+ "), m.log()[-2000:]
         assert held[2].cmd("NOOP").code == 250
     finally:
         for c in held:

@@ -136,10 +136,14 @@ def test_pp_claimed_client_reaches_upstream_xclient(fake, moatd_factory, version
     attrs = dict(a.split(b"=", 1) for a in t[0].xclient.split()[1:])
     assert attrs.get(b"ADDR") == b"192.0.2.77", t[0].xclient
     assert attrs.get(b"PORT") == b"40077", t[0].xclient
-    log = m.log()
-    assert re.search(r"connect client=192\.0\.2\.77:40077 via=127\.0\.0\.1:\d+", log), log[-2000:]
+    # the session's line at info names the claimed client and the balancer
+    line = m.wait_log(r"disconnect client=unknown\[192\.0\.2\.77\]:40077 helo=<claimed\.test> "
+                      r"reason=quit .* via=127\.0\.0\.1:\d+.*", timeout=8)
+    assert line, m.log()[-2000:]
     if version == 2:
-        assert "proxy-tls=yes" in log, log[-2000:]
+        assert line[0].endswith(" proxy-tls=yes"), line
+    else:
+        assert "proxy-tls" not in line[0], line
 
 
 @pytest.mark.timeout(60)
@@ -287,7 +291,8 @@ def test_pp_haproxy_real_client_reaches_postfix(postfix, moatd_factory, haproxy_
     received = re.findall(rb"^Received: .*(?:\n[ \t].*)*", msgs[0], re.M)
     assert received and b"[127.0.0.5]" in received[0], received[:1]
     assert re.search(r"client=\S*\[127\.0\.0\.5\]", postfix.log()), postfix.log()[-3000:]
-    assert re.search(r"connect client=127\.0\.0\.5:\d+ via=127\.0\.0\.1:", m.log()), m.log()[-2000:]
+    assert m.wait_log(r"disconnect client=unknown\[127\.0\.0\.5\]:\d+ helo=<behind-lb\.test> .* "
+                      r"via=127\.0\.0\.1:", timeout=8), m.log()[-2000:]
 
 
 # ===========================================================================
@@ -336,7 +341,8 @@ def test_rl_client_limit_shared_by_two_moatd_behind_haproxy(fake, moatd_factory,
     assert codes == [250, 250, 250, 451, 451], codes
     assert send_one(h.port, "127.0.0.6", "rl-other").code == 250
     # both nodes took part and the limit named the claimed client
-    assert "connect client=127.0.0.5" in a.log() and "connect client=127.0.0.5" in b.log()
+    for n in (a, b):
+        assert n.wait_log(r"disconnect client=unknown\[127\.0\.0\.5\]:", timeout=8), n.log()[-2000:]
     assert "ratelimit exceeded name=net" in a.log() + b.log()
     keys = sorted(k.decode() for k in rd.client().keys("moat:rl:*"))
     assert keys == ["moat:rl:net|127.0.0.5/32", "moat:rl:net|127.0.0.6/32"], keys

@@ -110,7 +110,10 @@ def test_starttls_relay_and_facts(certs, sink, moatd_factory):
         harness.smtp_transaction(c, harness.message(subject="over tls"))
         c.cmd("QUIT")
     sink.wait_dumps(1)
-    m.wait_log(r"tls version=TLSv1\.[23] cipher=\S+ resumed=0 client-cert=none")
+    # at info the session's disconnect line says how TLS went
+    assert m.wait_log(r"disconnect client=\S+ helo=<\S+> reason=quit .* tls=starttls "
+                      r"tls-version=TLSv1\.[23] tls-cipher=\S+ tls-resumed=0 tls-client-cert=none",
+                      timeout=8), m.log()[-2000:]
 
 
 def test_starttls_with_argument(certs, sink, moatd_factory):
@@ -264,7 +267,8 @@ def test_implicit_tls(certs, sink, moatd_factory):
     c.cmd("QUIT")
     c.close()
     sink.wait_dumps(1)
-    m.wait_log(r"connect client=127\.0\.0\.1:\d+ tls=implicit")
+    assert m.wait_log(r"disconnect client=unknown\[127\.0\.0\.1\]:\d+ .* tls=implicit "
+                      r"tls-version=TLSv1\.[23] ", timeout=8), m.log()[-2000:]
 
 
 def test_plaintext_on_implicit_port(certs, sink, moatd_factory):

@@ -1,6 +1,8 @@
 """The verdict line (issue 15): one info line per refusal and one per
 transaction, from the engine, with client, helo, sender, every recipient
-with its outcome, size, code, reply as sent, rule, checks, queue id, time.
+with its outcome, size, code, reply as sent, rule, checks, queue id, time;
+and a session's one line of its own at info, "disconnect", with the same
+client and helo, why it ended, its counts and length.
 """
 
 import re
@@ -339,3 +341,84 @@ def test_upstream_lost_under_pipelining_one_line(fake_factory, moatd_factory):
     assert_line_is_reply(v, rs[2], "upstream", "rcpt")
     assert v["to"] == ["<one@example.org>:250:2.1.5",
                        "<two@example.org>:451:%s" % rs[2].enh], v
+
+
+# ---------------------------------------------------------------------------
+# The session's own line at info: one "disconnect" line that names the
+# client as the verdict lines do, with the HELO, why the session ended, its
+# counts and length; no "connect" line (that one is at debug).
+
+def session_lines(m, sid):
+    """The info lines of one session, without their "PROG[PID]: info: SID " head."""
+    out = []
+    for l in m.log().splitlines():
+        h = re.match(r"moatd\[\d+\]: (\w+): ([0-9a-f]{16}) (.*)$", l)
+        if h and h.group(2) == sid:
+            out.append((h.group(1), h.group(3)))
+    return out
+
+
+def sid_of(m, pattern):
+    h = re.search(r"info: ([0-9a-f]{16}) [^\n]*" + pattern, m.log())
+    assert h, (pattern, m.log()[-3000:])
+    return h.group(1)
+
+
+@pytest.mark.timeout(60)
+def test_info_one_verdict_and_one_disconnect_line_per_session(fake, moatd_factory):
+    m = moatd_factory(fake.address, log_level="info")
+    # a message: its verdict line and the disconnect line, nothing else
+    with Client(m.port, m.host, source="127.0.0.64", timeout=8) as c:
+        c.ehlo("client.example")
+        rs = smtp_transaction(c, message("info lines"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    m.wait_log(r"disconnect client=unknown\[127\.0\.0\.64\]", timeout=8)
+    sid = sid_of(m, r"disconnect client=unknown\[127\.0\.0\.64\]")
+    lines = session_lines(m, sid)
+    assert [l for l, _ in lines] == ["info", "info"], lines
+    v, d = fields(lines[0][1]), fields(lines[1][1])
+    assert lines[0][1].startswith("verdict=accept ") and lines[1][1].startswith("disconnect "), lines
+    assert d["client"] == v["client"] and d["helo"] == v["helo"] == "<client.example>", (v, d)
+    assert d["reason"] == "quit" and d["messages"] == "1" and d["errors"] == "0", d
+    assert int(d["commands"]) >= 5 and re.fullmatch(r"\d+\.\d{3}", d["time"]), d
+    assert re.fullmatch(r"\d+\.\d{3}", v["time"]), v
+    assert " connect client=" not in m.log()
+    # no transaction: the disconnect line alone says who came and what it did
+    with Client(m.port, m.host, source="127.0.0.65", timeout=8) as c:
+        c.ehlo("probe.example")
+        assert c.cmd("NOOP").code == 250
+        c.cmd("QUIT")
+    m.wait_log(r"disconnect client=unknown\[127\.0\.0\.65\]", timeout=8)
+    lines = session_lines(m, sid_of(m, r"disconnect client=unknown\[127\.0\.0\.65\]"))
+    assert len(lines) == 1, lines
+    d = fields(lines[0][1])
+    assert d["helo"] == "<probe.example>" and d["reason"] == "quit", d
+    assert d["messages"] == "0" and d["commands"] == "3" and d["errors"] == "0", d
+    # gone before a word: no HELO, reason eof
+    with Client(m.port, m.host, source="127.0.0.66", timeout=8) as c:
+        assert c.greeting.code == 220
+    m.wait_log(r"disconnect client=unknown\[127\.0\.0\.66\]", timeout=8)
+    lines = session_lines(m, sid_of(m, r"disconnect client=unknown\[127\.0\.0\.66\]"))
+    assert len(lines) == 1, lines
+    d = fields(lines[0][1])
+    assert d["helo"] == "<>" and d["reason"] == "eof" and d["commands"] == "0", d
+    assert d["client"].startswith("unknown[127.0.0.66]:"), d
+
+
+@pytest.mark.timeout(60)
+def test_info_refused_at_connect_names_the_client(fake, moatd_factory, dns):
+    """A DNSBL refusal at connect: its verdict line, then the disconnect
+    line, both with the client."""
+    dns.add("2.0.0.127.bl.test", "A", "127.0.0.2", ttl=1)      # the zone's probe
+    dns.add("67.0.0.127.bl.test", "A", "127.0.0.2", ttl=1)
+    m = moatd_factory(fake.address, log_level="info", resolver=dns.resolver, dns_timeout="1s",
+                      dnsbl=["bl.test weight 3"],
+                      on=['connect dnsbl-score >= 3 reject 554 5.7.1 "listed"'])
+    with Client(m.port, m.host, source="127.0.0.67", timeout=8) as c:
+        assert c.greeting.code == 554
+    m.wait_log(r"disconnect client=unknown\[127\.0\.0\.67\]", timeout=8)
+    lines = [t for l, t in session_lines(m, sid_of(m, r"disconnect client=unknown\[127\.0\.0\.67\]"))
+             if not t.startswith(("check ", "policy "))]     # the checks' and rule's detail
+    assert len(lines) == 2 and lines[0].startswith("verdict=reject by=moat stage=connect "), lines
+    assert fields(lines[0])["client"] == fields(lines[1])["client"], lines

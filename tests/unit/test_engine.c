@@ -1594,6 +1594,39 @@ out:
 	case_end();
 }
 
+/* engine_who without a session: the address as inet_ntop() writes it
+ * (moat formats IPv4 itself), the port, no name, no HELO */
+static void
+test_who_addresses(void)
+{
+	static const char *const v4[] = { "0.0.0.0", "255.255.255.255", "10.20.3.100",
+		"127.0.0.1", "1.2.3.4", "192.0.2.9", "100.10.1.0", "99.199.209.250" };
+	char out[ENG_WHO_SIZE], want[ENG_WHO_SIZE];
+	struct sockaddr_in6 s6;
+
+	for (size_t i = 0; i < sizeof(v4) / sizeof(v4[0]); i++) {
+		struct sockaddr_in sin;
+		char ntop[INET_ADDRSTRLEN];
+
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		sin.sin_port = htons((uint16_t)(1000 + i));
+		T_CHECK(inet_pton(AF_INET, v4[i], &sin.sin_addr) == 1);
+		inet_ntop(AF_INET, &sin.sin_addr, ntop, sizeof(ntop));
+		snprintf(want, sizeof(want), "client=unknown[%s]:%u helo=<>", ntop, (unsigned)(1000 + i));
+		engine_who(NULL, (const struct sockaddr *)&sin, out, sizeof(out));
+		T_CHECKF(strcmp(out, want) == 0, "%s: \"%s\"", v4[i], out);
+	}
+	memset(&s6, 0, sizeof(s6));
+	s6.sin6_family = AF_INET6;
+	s6.sin6_port = htons(25);
+	T_CHECK(inet_pton(AF_INET6, "2001:db8::7", &s6.sin6_addr) == 1);
+	engine_who(NULL, (const struct sockaddr *)&s6, out, sizeof(out));
+	T_CHECKF(strcmp(out, "client=unknown[2001:db8::7]:25 helo=<>") == 0, "\"%s\"", out);
+	engine_who(NULL, NULL, out, sizeof(out));
+	T_CHECKF(strcmp(out, "client=unknown[unknown]:0 helo=<>") == 0, "\"%s\"", out);
+}
+
 int
 main(void)
 {
@@ -1614,6 +1647,7 @@ main(void)
 	test_greylist();
 	test_greylist_then_spf();
 	test_msg_alone();
+	test_who_addresses();
 	spf_set_resolver(NULL);
 	fprintf(stderr, "test_engine: %llu ms\n", (unsigned long long)(now_ms() - t0));
 	return T_DONE("test_engine");

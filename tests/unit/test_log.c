@@ -2,11 +2,15 @@
  * test_log - the sink (log_set_sink): each line that passes the threshold
  * reaches it with its level, session id and the bare message (no program,
  * pid, level or id in front), CR and LF blanked, errno appended; lines
- * below the threshold never do; NULL gives stderr back.
+ * below the threshold never do; NULL gives stderr back. On stderr: the
+ * program, pid, level and session id in front, log_text as log_msg "%s",
+ * a long line cut at the limit with its newline.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -87,6 +91,62 @@ test_threshold_and_errno(void)
 	T_CHECK(got.n == 1);
 }
 
+/* stderr_lines - what the calls in fn wrote to stderr (into out) */
+static size_t
+stderr_lines(void (*fn)(void), char *out, size_t size)
+{
+	char path[] = "/tmp/test_log.XXXXXX";
+	int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+	ssize_t r;
+
+	T_CHECK(fd >= 0 && saved >= 0 && dup2(fd, STDERR_FILENO) == STDERR_FILENO);
+	fn();
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	r = pread(fd, out, size - 1, 0);
+	close(fd);
+	unlink(path);
+	out[r > 0 ? r : 0] = 0;
+	return r > 0 ? (size_t)r : 0;
+}
+
+static void
+write_some(void)
+{
+	char big[3000];
+
+	log_msg(LOG_L_INFO, 0x1234, "hello %d", 5);
+	log_msg(LOG_L_WARN, 0, "no session");
+	log_text(LOG_L_INFO, 0xfedcba9876543210ull, "made\r\nbefore", 12);
+	log_text(LOG_L_DEBUG, 1, "below the threshold", 19);
+	memset(big, 'x', sizeof(big));
+	log_text(LOG_L_ERROR, 2, big, sizeof(big));
+}
+
+/* the lines on stderr: program, pid, level, the session id in 16 hex
+ * digits, the message; log_text as log_msg "%s"; a long line cut at
+ * the line limit, still ending in its newline */
+static void
+test_stderr_lines(void)
+{
+	char out[8192], want[256];
+	size_t n, k;
+	const char *p;
+
+	log_set_level(LOG_L_INFO);
+	n = stderr_lines(write_some, out, sizeof(out));
+	k = (size_t)snprintf(want, sizeof(want), "test_log[%ld]: info: 0000000000001234 hello 5\n"
+	    "test_log[%ld]: warn: no session\n"
+	    "test_log[%ld]: info: fedcba9876543210 made  before\n", (long)getpid(), (long)getpid(),
+	    (long)getpid());
+	T_CHECKF(n > k && memcmp(out, want, k) == 0, "got:\n%.*s", (int)(n < k ? n : k), out);
+	p = out + k;
+	T_CHECKF(strncmp(p, "test_log[", 9) == 0 && strstr(p, "]: error: 0000000000000002 xxx") != NULL,
+	    "long line: %.60s", p);
+	T_CHECKF(out[n - 1] == '\n' && strchr(p, '\n') == out + n - 1 && out + n - p == 2047,
+	    "long line: %zu bytes", (size_t)(out + n - p));
+}
+
 static void
 test_level_names(void)
 {
@@ -102,5 +162,6 @@ main(void)
 	T_RUN(test_sink_gets_the_bare_line);
 	T_RUN(test_threshold_and_errno);
 	T_RUN(test_level_names);
+	T_RUN(test_stderr_lines);
 	return T_DONE("test_log");
 }
