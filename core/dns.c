@@ -35,7 +35,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -318,11 +317,7 @@ dns_init(const struct dns_conf *c, char **err)
 	ub_conf = *c;		/* for each loop's context */
 	max_inflight = c->max_inflight ? c->max_inflight : DNS_INFLIGHT_DEFAULT;
 	cache_neg_ttl = c->max_negative_ttl;
-	if (getrandom(&cache_k0, sizeof(cache_k0), 0) != sizeof(cache_k0) ||
-	    getrandom(&cache_k1, sizeof(cache_k1), 0) != sizeof(cache_k1)) {
-		cache_k0 = (uint64_t)now_ms() * 0x9e3779b97f4a7c15ULL;
-		cache_k1 = (uint64_t)getpid() * 0xc2b2ae3d27d4eb4fULL;
-	}
+	siphash_key(&cache_k0, &cache_k1);
 	if ((r = pthread_create(&dispatcher, NULL, dispatch, NULL)) != 0) {
 		*err = xasprintf("resolver: pthread_create: %s", strerror(r));
 		ub_delete(ctx);

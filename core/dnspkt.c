@@ -150,18 +150,27 @@ struct kept {
 	int type;
 };
 
+/* empty - an answer without records (its data and len lists hold only
+ * their ends) */
 static struct dns_answer *
-fail(int qtype, int rcode, const char *why)
+empty(int status, int qtype, int rcode, const char *why, int ttl)
 {
 	struct dns_answer *a = xcalloc(1, sizeof(*a) + sizeof(char *) + sizeof(int));
 
-	a->status = DNS_TEMPERROR;
+	a->status = status;
 	a->rrtype = qtype;
 	a->rcode = rcode;
 	a->why = why;
+	a->ttl = ttl;
 	a->data = (char **)(void *)(a + 1);
 	a->len = (int *)(void *)(a->data + 1);
 	return a;
+}
+
+static struct dns_answer *
+fail(int qtype, int rcode, const char *why)
+{
+	return empty(DNS_TEMPERROR, qtype, rcode, why, 0);
 }
 
 /* dnspkt_answer - see dnspkt.h */
@@ -259,14 +268,8 @@ dnspkt_answer(const unsigned char *p, size_t len, int qtype)
 	}
 	if (rcode == 3 || nk == 0) {
 		free(k);
-		a = xcalloc(1, sizeof(*a) + sizeof(char *) + sizeof(int));
-		a->status = rcode == 3 ? DNS_NXDOMAIN : DNS_NODATA;
-		a->rrtype = qtype;
-		a->rcode = (int)rcode;
-		a->ttl = ttl_all == UINT32_MAX ? 0 : (int)ttl_all;
-		a->data = (char **)(void *)(a + 1);
-		a->len = (int *)(void *)(a->data + 1);
-		return a;
+		return empty(rcode == 3 ? DNS_NXDOMAIN : DNS_NODATA, qtype, (int)rcode, NULL,
+		    ttl_all == UINT32_MAX ? 0 : (int)ttl_all);
 	}
 	off = sizeof(*a) + sizeof(char *) * (nk + 1) + sizeof(int) * (nk + 1);
 	a = xmalloc(off + bytes + 1);

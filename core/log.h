@@ -6,8 +6,7 @@
  *	void log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...);
  *	void log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...);
  *	void log_text(enum log_level lvl, uint64_t sid, const char *text, size_t len);
- *	void log_text(enum log_level lvl, uint64_t sid, const char *text, size_t len);
-size_t log_escape(char *out, size_t size, const void *in, size_t len);
+ *	size_t log_escape(char *out, size_t size, const void *in, size_t len);
  *	void log_set_sink(log_sink_fn fn, void *arg);
  *	const char *log_level_name(enum log_level lvl);
  *	void fatal(const char *fmt, ...);	startup only

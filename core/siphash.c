@@ -1,7 +1,25 @@
 /*
  * siphash - SipHash-2-4 (Aumasson and Bernstein), see siphash.h
  */
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "siphash.h"
+
+/* siphash_key - see siphash.h */
+void
+siphash_key(uint64_t *k0, uint64_t *k1)
+{
+	if (getrandom(k0, sizeof(*k0), 0) != (ssize_t)sizeof(*k0) ||
+	    getrandom(k1, sizeof(*k1), 0) != (ssize_t)sizeof(*k1)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		*k0 = ((uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)k0) * 0x9e3779b97f4a7c15ULL;
+		*k1 = ((uint64_t)getpid() ^ (uint64_t)ts.tv_sec) * 0xc2b2ae3d27d4eb4fULL;
+	}
+}
 
 static inline uint64_t
 rotl(uint64_t v, int n)

@@ -49,6 +49,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "decimal.h"
 #include "dkim.h"
 #include "dkim_sign.h"
 #include "dmarc.h"
@@ -1769,7 +1770,7 @@ engine_txn_end(struct eng_sess *e)
 	if (vl_abandoned(e->vl) && log_enabled(LOG_L_INFO) && !engine_g.opts.greylist_offline) {
 		/* RSET, QUIT, a new MAIL or HELO, a lost connection: the
 		 * transaction's line all the same */
-		char who[2 * LOG_ESC_SIZE + 96];
+		char who[ENG_WHO_SIZE];
 		struct vl_summary sum;
 		struct vl_line_in in;
 
@@ -2037,13 +2038,7 @@ ip4_text(const struct in_addr *a, char *out)
 	char *p = out;
 
 	for (int i = 0; i < 4; i++) {
-		unsigned v = b[i];
-
-		if (v >= 100)
-			*p++ = (char)('0' + v / 100);
-		if (v >= 10)
-			*p++ = (char)('0' + v / 10 % 10);
-		*p++ = (char)('0' + v % 10);
+		p += dec_u64(p, b[i]);
 		*p++ = i < 3 ? '.' : 0;
 	}
 }
@@ -2146,7 +2141,7 @@ vlog_in(const struct eng_sess *e, enum rules_stage st, struct vl_line_in *in, ch
 static void
 vlog_stage(struct eng_sess *e, enum rules_stage st, const struct eng_verdict *v, bool refused)
 {
-	char rcpt[SMTP_PATH_MAX + 1], who[2 * LOG_ESC_SIZE + 96];
+	char rcpt[SMTP_PATH_MAX + 1], who[ENG_WHO_SIZE];
 	struct vl_summary sum;
 	struct vl_line_in in;
 
@@ -2189,7 +2184,7 @@ engine_upstream_replies(struct eng_sess *e)
 /* a reply's verdict line: what vlog_in() gives, and the reply as sent */
 struct reply_line {
 	struct vl_line_in in;
-	char who[2 * LOG_ESC_SIZE + 96];
+	char who[ENG_WHO_SIZE];
 	struct vl_summary sum;
 };
 
@@ -2248,7 +2243,7 @@ engine_txn_failed(struct eng_sess *e, enum rules_stage st, bool upstream, int co
 void
 engine_txn_accepted(struct eng_sess *e, const char *queue_id)
 {
-	char who[2 * LOG_ESC_SIZE + 96];
+	char who[ENG_WHO_SIZE];
 	struct vl_line_in in;
 
 	vlog_in(e, RS_DATA, &in, who, sizeof(who));

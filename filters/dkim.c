@@ -571,25 +571,8 @@ dkimv_msg_free(struct dkimv_msg *m)
 	free(m);
 }
 
-/* field_add - one byte into the field being collected */
-static bool
-field_add(struct dkimv_msg *m, char c)
-{
-	if (m->flen + 1 > m->v->c.max_field_bytes)
-		return false;
-	if (m->flen == m->fcap) {
-		size_t nc = m->fcap ? m->fcap * 2 : 256;
-		if (nc > m->v->c.max_field_bytes)
-			nc = m->v->c.max_field_bytes;
-		m->field = xrealloc(m->field, nc);
-		m->fcap = nc;
-	}
-	m->field[m->flen++] = c;
-	return true;
-}
-
-/* field_addn - bytes inside a line (no CR, no LF) into the field, all at
- * once: what field_add() does for each of them */
+/* field_addn - k bytes into the field being collected, within
+ * max_field_bytes (false: over it, nothing added) */
 static bool
 field_addn(struct dkimv_msg *m, const char *p, size_t k)
 {
@@ -608,6 +591,13 @@ field_addn(struct dkimv_msg *m, const char *p, size_t k)
 	memcpy(m->field + m->flen, p, k);
 	m->flen += k;
 	return true;
+}
+
+/* field_add - one byte into the field being collected */
+static bool
+field_add(struct dkimv_msg *m, char c)
+{
+	return field_addn(m, &c, 1);
 }
 
 /* field_flush - hand the collected field to libopendkim */

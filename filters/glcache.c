@@ -4,7 +4,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,11 +35,7 @@ glcache_new(unsigned slots)
 		n <<= 1;
 	c->slot = xcalloc(n, sizeof(*c->slot));
 	c->mask = n - 1;
-	if (getrandom(&c->k0, sizeof(c->k0), 0) != (ssize_t)sizeof(c->k0) ||
-	    getrandom(&c->k1, sizeof(c->k1), 0) != (ssize_t)sizeof(c->k1)) {
-		c->k0 = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)c;
-		c->k1 = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL;
-	}
+	siphash_key(&c->k0, &c->k1);
 	return c;
 }
 

@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -224,11 +223,7 @@ glstore_new(size_t max)
 	s->v4_prefix = 24;
 	s->v6_prefix = 64;
 	s->allow_lifetime = 36 * (int64_t)GLSTORE_DAY;
-	if (getrandom(&s->k0, sizeof(s->k0), 0) != (ssize_t)sizeof(s->k0) ||
-	    getrandom(&s->k1, sizeof(s->k1), 0) != (ssize_t)sizeof(s->k1)) {
-		s->k0 = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)s;
-		s->k1 = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL;
-	}
+	siphash_key(&s->k0, &s->k1);
 	pthread_mutex_init(&s->lock, NULL);
 	return s;
 }

@@ -163,8 +163,7 @@ rl_local_take(const char *key, unsigned emit_ms, unsigned tau_ms, unsigned cost,
 	pthread_mutex_lock(&rl_lock);
 	if (rl_table == NULL) {
 		rl_table = xcalloc(RL_LOCAL_SLOTS, sizeof(*rl_table));
-		rl_k0 = ((uint64_t)(uintptr_t)rl_table << 17) ^ now_ms;
-		rl_k1 = (uint64_t)rand() << 32 ^ (uint64_t)rand();
+		siphash_key(&rl_k0, &rl_k1);
 	}
 	h = siphash24(rl_k0, rl_k1, key, strlen(key)) | 1;
 	for (unsigned i = 0; i < RL_PROBE; i++) {
@@ -390,8 +389,7 @@ ratelimit_check(struct ratelimit *r, int n, const char *const *keys, const unsig
 		nargs += n;
 		if (r->allow == NULL) {
 			r->allow = xcalloc(RL_ALLOW_SLOTS, sizeof(*r->allow));
-			r->k0 = (uint64_t)(uintptr_t)r->allow ^ mono_ms();
-			r->k1 = (uint64_t)rand() << 32 ^ (uint64_t)rand();
+			siphash_key(&r->k0, &r->k1);
 		}
 		for (int i = 0; i < n; i++) {
 			q->extra[i] = extra[i];

@@ -54,6 +54,8 @@ struct mlt_req {
 	/* inputs, owned by the request */
 	struct conf *conf;		/* connect: a reference, taken by the engine */
 	struct sockaddr_storage peer;	/* connect: AF_UNSPEC when unknown */
+	/* text .. tls_cert: strings, not zeroed by mlt_req_new() (it clears
+	 * their first byte and the fields around them): keep them together */
 	char text[1024];		/* helo name, MAIL or RCPT argument */
 	char login[256];		/* mail: {auth_authen}, "" if none */
 	char tls_version[32], tls_cipher[64], tls_cert[256];	/* connect, helo, mail */

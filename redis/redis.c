@@ -41,7 +41,6 @@
 #include <hiredis/async.h>
 #include <openssl/evp.h>
 
-#include "decimal.h"
 #include "log.h"
 #include "metrics.h"
 #include "redis.h"
@@ -63,9 +62,9 @@ struct rds_req {
 	bool moved;			/* sent again after -READONLY/-MASTERDOWN */
 	const char *fail_why;
 	int argc;
-	const char **argv;		/* into cmd, the same allocation */
+	const char **argv;		/* into the same allocation */
 	size_t *lens;
-	char *cmd;			/* the command in the protocol, formatted once */
+	char *cmd;			/* the command in the protocol, formatted once (hiredis) */
 	size_t cmdlen;
 	uint64_t t0_us;			/* made at (metrics: latency) */
 };
@@ -216,6 +215,7 @@ rds_req_free(struct rds_req *q)
 {
 	q->r->npending--;
 	event_del(q->timer);
+	redisFreeCommand(q->cmd);
 	free(q);
 }
 
@@ -1129,6 +1129,7 @@ rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx,
 {
 	struct rds_req *q;
 	size_t bytes = 0;
+	long long n;
 	char *p;
 
 	if (argc < 1 || argc > RDS_ARGS_MAX || r->npending >= r->conf.max_pending ||
@@ -1141,9 +1142,8 @@ rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx,
 			r->n.refused++;
 			return -1;
 		}
-		bytes += 1 + 20 + 2 + lens[i] + 2;	/* $LEN CRLF ARG CRLF */
+		bytes += lens[i] + 1;
 	}
-	bytes += 1 + 20 + 2;			/* *ARGC CRLF */
 	pthread_once(&rds_ev_size_once, rds_ev_size_init);
 	q = xcalloc(1, RDS_REQ_HEAD + rds_ev_size + argc * (sizeof(char *) + sizeof(size_t)) +
 	    bytes);
@@ -1155,26 +1155,19 @@ rds_submit(struct rds *r, int script, unsigned timeout_ms, rds_cb cb, void *ctx,
 	q->argc = argc;
 	q->argv = (const char **)(void *)((char *)q->timer + rds_ev_size);
 	q->lens = (size_t *)(void *)(q->argv + argc);
-	/* the protocol's form (what hiredis's redisFormatCommandArgv would
-	 * write), made here once; argv points at the arguments inside it */
-	q->cmd = p = (char *)(q->lens + argc);
-	*p++ = '*';
-	p += dec_u64(p, (uint64_t)argc);
-	*p++ = '\r';
-	*p++ = '\n';
+	p = (char *)(q->lens + argc);
 	for (int i = 0; i < argc; i++) {
-		*p++ = '$';
-		p += dec_u64(p, lens[i]);
-		*p++ = '\r';
-		*p++ = '\n';
 		memcpy(p, argv[i], lens[i]);
+		p[lens[i]] = '\0';
 		q->argv[i] = p;
 		q->lens[i] = lens[i];
-		p += lens[i];
-		*p++ = '\r';
-		*p++ = '\n';
+		p += lens[i] + 1;
 	}
-	q->cmdlen = (size_t)(p - q->cmd);
+	/* the command in the protocol, made once (hiredis's formatter):
+	 * sent as it is, again after a reconnection too */
+	if ((n = redisFormatCommandArgv(&q->cmd, argc, q->argv, q->lens)) < 0)
+		panic("redis: out of memory");
+	q->cmdlen = (size_t)n;
 	if (evtimer_assign(q->timer, r->base, rds_on_req_timer, q) != 0)
 		panic("redis: cannot create a timer");
 	{
