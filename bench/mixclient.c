@@ -92,6 +92,7 @@ struct conn {
 	size_t wn, woff;	/* command being sent */
 	size_t boff;		/* message bytes sent */
 	double deadline, t_eod;
+	double t_last;		/* the previous reply acted on (or the connect) */
 	/* --lookups: answers still awaited before each gate's reply; a reply
 	 * that came before them, held; a Redis call in flight */
 	int pend[NGATE];
@@ -108,6 +109,10 @@ static int nkinds;
 static long counts[8][NOUT], rcounts[8][NOUT], seedc[8][6];
 static double *lat;
 static long nlat;
+/* time from one reply acted on to the next, summed by the stage that
+ * waited (GREET: from the connect; BODY's time counts under EOD) */
+static double stage_s[QUIT + 1];
+static long stage_n[QUIT + 1];
 static const char *msgs;
 static int seed_mode;
 static int lookups;		/* --lookups */
@@ -618,6 +623,10 @@ static int gate_open(struct conn *c)
 
 static const char *step(struct conn *c, int code)
 {
+	double t = now();
+	stage_s[c->st] += t - c->t_last;
+	stage_n[c->st]++;
+	c->t_last = t;
 	switch (c->st) {
 	case GREET:
 		if (code != 220)
@@ -730,6 +739,7 @@ static int open_conn(struct sess *s, int port, double timeout)
 	c->s = s;
 	c->st = GREET;
 	c->deadline = now() + timeout;
+	c->t_last = now();
 	s->tries++;
 	s->conn = c;
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP, .data.ptr = c};
@@ -967,7 +977,12 @@ int main(int argc, char **argv)
 	    nlat ? 1000 * lat[(long)(0.99 * nlat) < nlat ? (long)(0.99 * nlat) : nlat - 1] : 0.0);
 	for (long i = 0; i < nlat; i++)
 		printf("%s%.3f", i ? ", " : "", 1000 * lat[i]);
-	printf("], \"counts\": {");
+	printf("], \"stage_ms\": {");
+	static const char *sname[] = {"greet", "ehlo", "mail", "rcpt", "data", "body", "eod", "quit"};
+	for (int i = 0, k = 0; i <= QUIT; i++)
+		if (stage_n[i])
+			printf("%s\"%s\": %.3f", k++ ? ", " : "", sname[i], 1000 * stage_s[i] / stage_n[i]);
+	printf("}, \"counts\": {");
 	int comma = 0;
 	for (int k = 0; k < nkinds; k++) {
 		for (int o = 0; o < NOUT; o++) {
