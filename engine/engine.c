@@ -68,6 +68,7 @@
 #include "rules.h"
 #include "sauth.h"
 #include "spf.h"
+#include "textbuf.h"
 #include "workq.h"
 #include "xalloc.h"
 
@@ -2051,6 +2052,8 @@ who_text(const struct sockaddr *sa, const char *client_name, const char *helo, c
 {
 	char addr[INET6_ADDRSTRLEN] = "unknown", esc[LOG_ESC_SIZE], name[LOG_ESC_SIZE];
 	unsigned port = 0;
+	struct textbuf b = TEXTBUF(out, size - 1);
+	size_t kn, kh;
 
 	if (sa != NULL && sa->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)sa;
@@ -2063,10 +2066,20 @@ who_text(const struct sockaddr *sa, const char *client_name, const char *helo, c
 		inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
 		port = ntohs(sin6->sin6_port);
 	}
-	log_escape(name, sizeof(name), client_name ? client_name : "unknown",
+	kn = log_escape(name, sizeof(name), client_name ? client_name : "unknown",
 	    strlen(client_name ? client_name : "unknown"));
-	log_escape(esc, sizeof(esc), helo ? helo : "", helo ? strlen(helo) : 0);
-	snprintf(out, size, "client=%s[%s]:%u helo=<%s>", name, addr, port, esc);
+	kh = log_escape(esc, sizeof(esc), helo ? helo : "", helo ? strlen(helo) : 0);
+
+	tb_str(&b, "client=");
+	tb_put(&b, name, kn);
+	tb_put(&b, "[", 1);
+	tb_str(&b, addr);
+	tb_put(&b, "]:", 2);
+	tb_u64(&b, port);
+	tb_str(&b, " helo=<");
+	tb_put(&b, esc, kh);
+	tb_put(&b, ">", 1);
+	out[b.n] = 0;		/* size is ENG_WHO_SIZE: everything fits */
 }
 
 /* vlog_who - "client=NAME[ADDR]:PORT helo=<...>" */

@@ -24,9 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "decimal.h"
 #include "engine_int.h"
 #include "log.h"
+#include "textbuf.h"
 #include "metrics.h"
 #include "xalloc.h"
 
@@ -241,67 +241,21 @@ vl_data(struct vl_sess *v, uint64_t size, const struct vl_summary *summary,
 	r->data_wait = v->upstream;
 }
 
-/*
- * The line is built by appending pieces (no printf: this runs for every
- * message at info). A piece that does not fit within cap is left out, and
- * nothing after it is appended (vb.full).
- */
-struct vb {
-	char *buf;
-	size_t n, cap;
-	bool full;
-};
-
+/* vb_esc - " KEY=OPEN<s escaped>CLOSE", whole or not at all (the line is
+ * built by appending pieces, core/textbuf.h: no printf for every message) */
 static void
-vb_put(struct vb *b, const char *s, size_t len)
-{
-	if (b->full || len > b->cap - b->n) {
-		b->full = true;
-		return;
-	}
-	memcpy(b->buf + b->n, s, len);
-	b->n += len;
-}
-
-static void
-vb_str(struct vb *b, const char *s)
-{
-	vb_put(b, s, strlen(s));
-}
-
-static void
-vb_u64(struct vb *b, uint64_t v)
-{
-	char t[20];
-
-	vb_put(b, t, dec_u64(t, v));
-}
-
-static void
-vb_ll(struct vb *b, long long v)
-{
-	if (v < 0) {
-		vb_put(b, "-", 1);
-		vb_u64(b, -(uint64_t)v);
-	} else {
-		vb_u64(b, (uint64_t)v);
-	}
-}
-
-/* vb_esc - " KEY=OPEN<s escaped>CLOSE", whole or not at all */
-static void
-vb_esc(struct vb *b, const char *key, const char *s, size_t len, const char *open,
+vb_esc(struct textbuf *b, const char *key, const char *s, size_t len, const char *open,
 	const char *close)
 {
 	char esc[LOG_ESC_SIZE];
 	size_t m = b->n, k = log_escape(esc, sizeof(esc), s, len);
 
-	vb_put(b, " ", 1);
-	vb_str(b, key);
-	vb_put(b, "=", 1);
-	vb_str(b, open);
-	vb_put(b, esc, k);
-	vb_str(b, close);
+	tb_put(b, " ", 1);
+	tb_str(b, key);
+	tb_put(b, "=", 1);
+	tb_str(b, open);
+	tb_put(b, esc, k);
+	tb_str(b, close);
 	if (b->full)
 		b->n = m;
 }
@@ -324,7 +278,7 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 	uint64_t now_ms)
 {
 	char buf[VL_LINE], tail[VL_LINE];
-	struct vb b = { buf, 0, VL_LINE, false }, t = { tail, 0, VL_LINE, false };
+	struct textbuf b = TEXTBUF(buf, VL_LINE), t = TEXTBUF(tail, VL_LINE);
 	unsigned shown = 0, total = 0;
 
 	if (in->stage == RS_DATA && r != NULL && !in->abandoned)
@@ -334,50 +288,50 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 		metrics_inc(MF_REFUSALS, rules_stage_name(in->stage), in->upstream ? "upstream" : "moat");
 	if (!log_enabled(LOG_L_INFO) || in->who == NULL)
 		return;		/* log-level warn: the line is not built */
-	vb_str(&b, "verdict=");
-	vb_str(&b, in->abandoned ? "abandoned" : in->code ? verdict_word(in->code) : "accept");
-	vb_str(&b, in->upstream ? " by=upstream stage=" : " by=moat stage=");
-	vb_str(&b, rules_stage_name(in->stage));
-	vb_put(&b, " ", 1);
-	vb_str(&b, in->who);
+	tb_str(&b, "verdict=");
+	tb_str(&b, in->abandoned ? "abandoned" : in->code ? verdict_word(in->code) : "accept");
+	tb_str(&b, in->upstream ? " by=upstream stage=" : " by=moat stage=");
+	tb_str(&b, rules_stage_name(in->stage));
+	tb_put(&b, " ", 1);
+	tb_str(&b, in->who);
 	if (r != NULL)
 		vb_esc(&b, "from", r->from, strlen(r->from), "<", ">");
 
 	/* what follows the recipients, made first: the recipients get the
 	 * room it leaves (and " to_more=N" when not all of them fit) */
 	if (r != NULL && only == NULL && r->size > 0) {
-		vb_str(&t, " size=");
-		vb_u64(&t, r->size);
+		tb_str(&t, " size=");
+		tb_u64(&t, r->size);
 	}
 	if (in->code != 0) {
-		vb_str(&t, " code=");
-		vb_ll(&t, in->code);
-		vb_str(&t, " enh=");
-		vb_str(&t, in->enh && in->enh[0] ? in->enh : "-");
+		tb_str(&t, " code=");
+		tb_ll(&t, in->code);
+		tb_str(&t, " enh=");
+		tb_str(&t, in->enh && in->enh[0] ? in->enh : "-");
 	} else {
-		vb_str(&t, " code=-");
+		tb_str(&t, " code=-");
 	}
 	if (in->text != NULL)
 		vb_esc(&t, "reply", in->text, in->len, "\"", "\"");
 	if (in->rule_file != NULL) {
-		vb_str(&t, " rule=");
-		vb_str(&t, in->rule_file);
-		vb_put(&t, ":", 1);
-		vb_ll(&t, in->rule_line);
+		tb_str(&t, " rule=");
+		tb_str(&t, in->rule_file);
+		tb_put(&t, ":", 1);
+		tb_ll(&t, in->rule_line);
 	} else {
-		vb_str(&t, " rule=-");
+		tb_str(&t, " rule=-");
 	}
 	if (in->summary != NULL && in->summary->set) {
-		vb_str(&t, " spf=");
-		vb_str(&t, in->summary->spf);
-		vb_str(&t, " dkim=");
-		vb_str(&t, in->summary->dkim);
-		vb_str(&t, " dmarc=");
-		vb_str(&t, in->summary->dmarc);
-		vb_str(&t, " dnsbl=");
-		vb_ll(&t, in->summary->dnsbl);
-		vb_str(&t, " greylist=");
-		vb_str(&t, in->summary->gl);
+		tb_str(&t, " spf=");
+		tb_str(&t, in->summary->spf);
+		tb_str(&t, " dkim=");
+		tb_str(&t, in->summary->dkim);
+		tb_str(&t, " dmarc=");
+		tb_str(&t, in->summary->dmarc);
+		tb_str(&t, " dnsbl=");
+		tb_ll(&t, in->summary->dnsbl);
+		tb_str(&t, " greylist=");
+		tb_str(&t, in->summary->gl);
 	}
 	if (in->queue_id != NULL && in->queue_id[0])
 		vb_esc(&t, "queue_id", in->queue_id, strlen(in->queue_id), "", "");
@@ -386,9 +340,9 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 		char d[4] = { '.', (char)('0' + ms % 1000 / 100), (char)('0' + ms % 100 / 10),
 			      (char)('0' + ms % 10) };
 
-		vb_str(&t, " time=");
-		vb_u64(&t, ms / 1000);
-		vb_put(&t, d, 4);
+		tb_str(&t, " time=");
+		tb_u64(&t, ms / 1000);
+		tb_put(&t, d, 4);
 	}
 
 	if (r != NULL) {
@@ -406,17 +360,17 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 			if (b.full)
 				continue;	/* counted, not shown */
 			k = log_escape(esc, sizeof(esc), x->addr, strlen(x->addr));
-			vb_str(&b, " to=<");
-			vb_put(&b, esc, k);
+			tb_str(&b, " to=<");
+			tb_put(&b, esc, k);
 			if (x->state != VR_DONE) {
-				vb_str(&b, x->state == VR_PASSED ? ">:passed" : r->lost ? ">:lost" :
+				tb_str(&b, x->state == VR_PASSED ? ">:passed" : r->lost ? ">:lost" :
 				    ">:waiting");
 			} else {
-				vb_str(&b, ">:");
-				vb_ll(&b, x->code);
+				tb_str(&b, ">:");
+				tb_ll(&b, x->code);
 				if (x->enh[0]) {
-					vb_put(&b, ":", 1);
-					vb_str(&b, x->enh);
+					tb_put(&b, ":", 1);
+					tb_str(&b, x->enh);
 				}
 			}
 			if (b.full)
@@ -427,11 +381,11 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 		b.cap = VL_LINE;
 		b.full = false;
 		if (total > shown) {
-			vb_str(&b, " to_more=");
-			vb_u64(&b, total - shown);
+			tb_str(&b, " to_more=");
+			tb_u64(&b, total - shown);
 		}
 	}
-	vb_put(&b, tail, t.n);
+	tb_put(&b, tail, t.n);
 	log_text(LOG_L_INFO, in->sid, buf, b.n);
 }
 
