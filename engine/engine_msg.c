@@ -200,7 +200,7 @@ eng_dmarc_names(int mode, const char *d, char (*out)[320])
 		return 0;
 	snprintf(out[n++], 320, "_dmarc.%s", d);
 	if (mode == CONF_DMARC_7489 &&
-	    dmarc_psl_orgdomain(engine_g.psl, d, org, sizeof(org)) == 0 && strcmp(org, d) != 0)
+	    dmarc_psl_orgdomain(engine_g.psl, d, org, sizeof(org)) >= 0 && strcmp(org, d) != 0)
 		snprintf(out[n++], 320, "_dmarc.%s", org);
 	return n;
 }

@@ -37,6 +37,7 @@
 #include "conf.h"
 #include "dns.h"
 #include "engine.h"
+#include "engine_int.h"
 #include "greylist.h"
 #include "log.h"
 #include "rules.h"
@@ -1824,6 +1825,63 @@ out:
 	case_end();
 }
 
+/* test_ahead_dmarc - the DMARC records asked at the end of the header:
+ * the From domain's and (RFC 7489) its organisational domain's; nothing
+ * for several authors, no usable domain, or DMARC off */
+static void
+test_ahead_dmarc(void)
+{
+	static const struct {
+		const char *name, *policy, *head;
+		int n;
+		const char *want[2];
+	} cases[] = {
+		{ "7489: domain and org", "dmarc rfc7489\n",
+		  "From: A <a@Mail.Sub.Example.co.uk>\r\nSubject: s\r\n\r\n", 2,
+		  { "_dmarc.mail.sub.example.co.uk", "_dmarc.example.co.uk" } },
+		{ "7489: the org domain itself", "dmarc rfc7489\n",
+		  "Subject: s\r\nFrom: a@example.org\r\n\r\n", 1, { "_dmarc.example.org", NULL } },
+		{ "bis: the domain only", "dmarc dmarcbis\n",
+		  "From: a@mail.example.org\r\n\r\n", 1, { "_dmarc.mail.example.org", NULL } },
+		{ "two mailboxes", "dmarc rfc7489\n",
+		  "From: a@x.example.org, b@y.example.org\r\n\r\n", 0, { NULL, NULL } },
+		{ "two From fields", "dmarc rfc7489\n",
+		  "From: a@x.example.org\r\nFrom: a@x.example.org\r\n\r\n", 0, { NULL, NULL } },
+		{ "no usable domain", "dmarc rfc7489\n", "From: a@[192.0.2.1]\r\n\r\n", 0,
+		  { NULL, NULL } },
+		{ "no From", "dmarc rfc7489\n", "Subject: s\r\n\r\n", 0, { NULL, NULL } },
+		{ "dmarc off", "", "From: a@mail.example.org\r\n\r\n", 0, { NULL, NULL } },
+	};
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct eng_msg *m;
+		struct eng_ahead *a;
+		const char *h = cases[k].head;
+		size_t len = strlen(h);
+
+		case_begin(cases[k].name);
+		if (!env_open(cases[k].policy)) {
+			case_end();
+			continue;
+		}
+		m = engine_msg_new(env.c, NULL, NULL);
+		for (size_t i = 0; i < len; i += 5)
+			engine_msg_feed(m, h + i, len - i < 5 ? len - i : 5);
+		engine_msg_feed(m, "body\r\n", 6);
+		a = engine_msg_ahead(m);
+		T_CHECKF((a == NULL ? 0 : a->n) == cases[k].n, "%d names, want %d",
+		    a == NULL ? 0 : a->n, cases[k].n);
+		for (int i = 0; a != NULL && i < a->n && i < cases[k].n; i++)
+			T_CHECKF(strcmp(a->name[i], cases[k].want[i]) == 0, "name %d: %s, want %s", i,
+			    a->name[i], cases[k].want[i]);
+		T_CHECK(engine_msg_ahead(m) == NULL);
+		engine_ahead_free(a);
+		engine_msg_free(m);
+		env_close();
+		case_end();
+	}
+}
+
 /* engine_who without a session: the address as inet_ntop() writes it
  * (moat formats IPv4 itself), the port, no name, no HELO */
 static void
@@ -1880,6 +1938,7 @@ main(void)
 	test_ahead_at_eoh();
 	test_ahead_txn_end();
 	test_ahead_bounds();
+	test_ahead_dmarc();
 	test_who_addresses();
 	spf_set_resolver(NULL);
 	fprintf(stderr, "test_engine: %llu ms\n", (unsigned long long)(now_ms() - t0));
