@@ -219,12 +219,27 @@ msg_begin(struct mlt_priv *p)
 		p->msg = engine_msg_new(p->conf, NULL, NULL);
 }
 
-/* msg_feed - message bytes as the client sent them */
+static void mail_flush(struct mlt_priv *p);
+
+/* msg_feed - message bytes as the client sent them; once the header is
+ * in (the end-of-header callback, or the first body chunk), the names
+ * the end of the message will look up and the cache lacks go to the
+ * engine, which asks them while the body comes (nobody waits) */
 static void
 msg_feed(struct mlt_priv *p, const void *buf, size_t len)
 {
+	struct eng_ahead *a;
+
 	p->size += len;
 	engine_msg_feed(p->msg, buf, len);
+	if ((a = engine_msg_ahead(p->msg)) != NULL) {
+		struct mlt_req *rq;
+
+		mail_flush(p);		/* MAIL's request first: the transaction */
+		rq = mlt_req_new(p->mc, MS_EOH, p->id);
+		rq->ahead = a;
+		mlt_req_post(rq);
+	}
 }
 
 /* mail_flush - MAIL's request kept back goes to the engine, ahead of the

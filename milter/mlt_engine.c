@@ -118,6 +118,7 @@ static void
 req_free(struct mlt_req *rq)
 {
 	engine_msg_free(rq->msg);
+	engine_ahead_free(rq->ahead);
 	free(rq->hdrs);
 	conf_unref(rq->conf);
 	free(rq);
@@ -390,6 +391,17 @@ take(struct mlt_req *rq)
 {
 	struct mlt_conn *mc = rq->mc;
 
+	if (rq->stage == MS_EOH) {
+		/* the header is in: its DKIM keys and DMARC records are asked
+		 * ahead; nobody waits, and a request being worked on goes on */
+		if (mc->conf != NULL)
+			engine_ahead(mc->e, rq->ahead);
+		else
+			engine_ahead_free(rq->ahead);
+		rq->ahead = NULL;
+		req_complete(rq);
+		return;
+	}
 	if (mc->req != NULL) {
 		/* the caller of the last request gave up; it ends now */
 		struct mlt_req *old = mc->req;

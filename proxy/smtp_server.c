@@ -1389,13 +1389,18 @@ sess_process_input(struct session *s)
  */
 
 /* sess_spool_out - decoder output: to the engine's message (DKIM, the
- * header scanner, the header block), which passes it to the spool */
+ * header scanner, the header block), which passes it to the spool; once
+ * the header section is in, the DKIM keys and DMARC records are asked
+ * while the body streams in */
 static void
 sess_spool_out(void *arg, const unsigned char *buf, size_t len)
 {
 	struct session *s = arg;
+	struct eng_ahead *a;
 
 	engine_msg_feed(s->txn->msg, buf, len);
+	if ((a = engine_msg_ahead(s->txn->msg)) != NULL)
+		engine_ahead(sess_eng(s), a);
 }
 
 /* sess_data_end - the terminator was seen: judge, then send upstream */
