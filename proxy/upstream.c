@@ -118,6 +118,8 @@ struct ups_cmd {
 	enum ups_kind kind;
 	struct slot *slot;	/* client reply, or NULL for an internal command */
 	struct spool *spool;	/* UK_DATA: the message */
+	bool own;		/* the connection's own (an RSET or NOOP it was parked
+				 * with): belongs to no session, never carried over */
 	size_t len;
 	char line[];
 };
@@ -138,6 +140,8 @@ struct ups_conn {
 	bool answered;		/* a reply to one of the owner's commands came */
 	bool tls_settled;	/* STARTTLS done, or (opportunistic) not possible */
 	bool authed;		/* the upstream said 235 to AUTH: never reused */
+	bool xclient_due;	/* taken with replies owed, no PIPELINING: XCLIENT
+				 * goes once they are in */
 	struct worker *w;	/* while pooled */
 	struct ups_conn *pprev, *pnext;
 	struct reply r;
@@ -369,6 +373,7 @@ ups_cmd_new(enum ups_kind kind, const char *line, size_t len, struct slot *sl, s
 	c->kind = kind;
 	c->slot = sl;
 	c->spool = sp;
+	c->own = false;
 	c->len = len;
 	memcpy(c->line, line, len);
 	c->line[len] = 0;
@@ -788,6 +793,16 @@ ups_dispatch(struct ups *h)
 		break;
 	}
 	free(c);
+	if (u->xclient_due && u->ninflight == 0 && h->c == u && u->st == UPS_SETUP) {
+		/* a pooled connection's RSET or NOOP is answered: now the
+		 * new session's identity (ups_pool_take()) */
+		u->xclient_due = false;
+		if (!ups_send_xclient(h)) {
+			ups_fail(h, "xclient-too-long", NULL);
+			return;
+		}
+		ups_timeouts(h);
+	}
 	if (h->c == u && !h->closing && u->st != UPS_DEAD)
 		ups_pump(h);
 }
@@ -922,13 +937,16 @@ ups_retire(struct ups *h)
 		panic("event_base_once failed");
 }
 
-/* ups_kind_setup - a command of upstream.c's own that belongs to one
- * connection (its setup, a keepalive): nothing to carry to another */
+/* ups_cmd_setup - a command of upstream.c's own that belongs to one
+ * connection (its setup, a keepalive, the RSET it was parked with):
+ * nothing to carry to another */
 static bool
-ups_kind_setup(enum ups_kind k)
+ups_cmd_setup(const struct ups_cmd *c)
 {
-	return k == UK_GREETING || k == UK_EHLO || k == UK_XCLIENT || k == UK_EHLO2 ||
-	    k == UK_STARTTLS || k == UK_NOOP;
+	enum ups_kind k = c->kind;
+
+	return c->own || k == UK_GREETING || k == UK_EHLO || k == UK_XCLIENT ||
+	    k == UK_EHLO2 || k == UK_STARTTLS || k == UK_NOOP;
 }
 
 /* ups_retry_fresh - may u's commands go again on a fresh connection? It
@@ -941,7 +959,7 @@ ups_retry_fresh(const struct ups_conn *u)
 	if (!u->reused || u->answered)
 		return false;
 	for (const struct ups_cmd *c = u->inf_h; c; c = c->next)
-		if (!ups_kind_setup(c->kind) && c->kind != UK_MAIL && c->kind != UK_RCPT &&
+		if (!ups_cmd_setup(c) && c->kind != UK_MAIL && c->kind != UK_RCPT &&
 		    c->kind != UK_AUTH && c->kind != UK_RSET && c->kind != UK_QUIT)
 			return false;
 	return true;
@@ -982,7 +1000,7 @@ ups_fail(struct ups *h, const char *why, const struct reply *r)
 		for (int i = 0; i < 2; i++) {
 			for (c2 = i == 0 ? u->inf_h : u->out_h; c2; c2 = next) {
 				next = c2->next;
-				if (i == 0 && ups_kind_setup(c2->kind)) {
+				if (i == 0 && ups_cmd_setup(c2)) {
 					ups_cmd_free(c2);
 					continue;
 				}
@@ -1079,33 +1097,133 @@ ups_pool_unlink(struct ups_conn *u)
 	w->nups_pool--;
 }
 
-/* ups_pool_read_cb - a parked connection heard something: drop it */
+/* ups_conn_cmds_free - free u's commands, sent or not */
+static void
+ups_conn_cmds_free(struct ups_conn *u)
+{
+	struct ups_cmd *c, *next;
+
+	for (int i = 0; i < 2; i++) {
+		for (c = i == 0 ? u->inf_h : u->out_h; c; c = next) {
+			next = c->next;
+			ups_cmd_free(c);
+		}
+	}
+	u->inf_h = u->inf_t = u->out_h = u->out_t = NULL;
+	u->ninflight = 0;
+}
+
+/* ups_pool_drop - a parked connection goes (closed, or QUIT first) */
+static void
+ups_pool_drop(struct ups_conn *u, bool quit, const char *why)
+{
+	struct worker *w = u->w;
+
+	log_msg(LOG_L_DEBUG, 0, "upstream pooled=dropped reason=%s", why);
+	ups_pool_unlink(u);
+	ups_conn_cmds_free(u);
+	if (quit)
+		ups_goodbye(w, u->conn);
+	else
+		conn_free(u->conn);
+	free(u);
+}
+
+/*
+ * ups_pool_feed - a parked connection's input: the replies it is owed
+ * (the RSET or NOOP it was parked with), matched in order like a
+ * session's; each must be a 2xx. Anything else (a byte with nothing
+ * owed, a 421, an error, a malformed or over-long line) ends it. False
+ * when it was dropped.
+ */
+static bool
+ups_pool_feed(struct ups_conn *u)
+{
+	struct evbuffer *in = conn_input(u->conn);
+	char line[UPS_LINE_MAX + 1];
+
+	while (evbuffer_get_length(in) > 0) {
+		size_t eol_len = 0, len;
+		struct evbuffer_ptr p;
+		struct ups_cmd *c = u->inf_h;
+
+		if (c == NULL) {
+			ups_pool_drop(u, false, "unsolicited");
+			return false;
+		}
+		p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		if (p.pos < 0) {
+			if (evbuffer_get_length(in) <= UPS_LINE_MAX)
+				return true;	/* the rest of the line later */
+			ups_pool_drop(u, false, "line-too-long");
+			return false;
+		}
+		len = (size_t)p.pos;
+		if (len > UPS_LINE_MAX) {
+			ups_pool_drop(u, false, "line-too-long");
+			return false;
+		}
+		evbuffer_remove(in, line, len);
+		evbuffer_drain(in, eol_len);
+		switch (reply_feed_line(&u->r, line, len)) {
+		case REPLY_MORE:
+			break;
+		case REPLY_ERROR:
+			ups_pool_drop(u, false, "malformed-reply");
+			return false;
+		case REPLY_DONE:
+			if (u->r.code / 100 != 2) {
+				/* a 421 (the upstream's timeout), an error to
+				 * RSET: nothing to reuse */
+				ups_pool_drop(u, u->r.code != 421, c->kind == UK_RSET ? "rset" : "noop");
+				return false;
+			}
+			u->inf_h = c->next;
+			if (u->inf_h == NULL)
+				u->inf_t = NULL;
+			u->ninflight--;
+			ups_cmd_free(c);
+			reply_init(&u->r);
+			break;
+		}
+	}
+	return true;
+}
+
+/* ups_pool_read_cb - a parked connection heard something */
 static void
 ups_pool_read_cb(struct conn *cn, void *arg)
 {
-	struct ups_conn *u = arg;
-
-	ups_pool_unlink(u);
-	conn_free(cn);
-	free(u);
+	(void)cn;
+	ups_pool_feed(arg);
 }
 
-/* ups_pool_event_cb - EOF, error, or idle too long: drop it */
+/* ups_pool_event_cb - EOF, error, or idle too long (or an owed reply
+ * late): drop it */
 static void
 ups_pool_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 {
-	struct ups_conn *u = arg;
-	struct worker *w = u->w;
-
-	ups_pool_unlink(u);
-	if (what == CONN_EV_TIMEOUT)
-		ups_goodbye(w, cn);
-	else
-		conn_free(cn);
-	free(u);
+	(void)cn;
+	ups_pool_drop(arg, what == CONN_EV_TIMEOUT, what == CONN_EV_TIMEOUT ? "idle" :
+	    what == CONN_EV_EOF ? "closed" : "error");
 }
 
-/* ups_pool_put - park an idle connection; false if it cannot be */
+/* ups_parkable - nothing of the owner's on u: no command queued or
+ * unanswered but upstream.c's own RSET or NOOP, no DATA under way */
+static bool
+ups_parkable(const struct ups_conn *u)
+{
+	if (u->st != UPS_READY || u->blocked || u->out_h != NULL)
+		return false;
+	for (const struct ups_cmd *c = u->inf_h; c; c = c->next)
+		if ((c->kind != UK_RSET && c->kind != UK_NOOP) || c->slot != NULL)
+			return false;
+	return true;
+}
+
+/* ups_pool_put - park a connection with no owner's command on it (an
+ * open transaction gets an RSET, whose 250 the pool awaits); false if it
+ * cannot be parked */
 static bool
 ups_pool_put(struct ups *h)
 {
@@ -1114,12 +1232,25 @@ ups_pool_put(struct ups *h)
 	struct timeval idle = { UPS_POOL_IDLE_MS / 1000, 0 };
 	struct timeval wr = { UPS_QUIT_MS / 1000, 0 };
 
-	if (w->draining || w->nups_pool >= UPS_POOL_MAX || u->authed ||
-	    evbuffer_get_length(conn_input(u->conn)) > 0 || conn_error(u->conn) != 0)
+	if (w->draining || w->nups_pool >= UPS_POOL_MAX || u->authed || !ups_parkable(u) ||
+	    conn_error(u->conn) != 0)
 		return false;
+	if (u->ninflight == 0 && evbuffer_get_length(conn_input(u->conn)) > 0)
+		return false;	/* heard something nobody asked for */
+	if (u->in_txn && u->ninflight > 0 && !(u->caps & UPS_CAP_PIPELINING))
+		return false;	/* the RSET would have to wait */
 	if (h->conf->identity == CONF_ID_XCLIENT ? !(u->caps & UPS_CAP_XCLIENT) :
 	    h->conf->identity != CONF_ID_NONE)
 		return false;
+	if (u->in_txn) {
+		/* MAIL was accepted and the transaction not ended (moat
+		 * refused a recipient or the message, the client left): the
+		 * next session must not inherit it */
+		ups_send_line(h, UK_RSET, "RSET\r\n", 6);
+		u->in_txn = false;
+	}
+	for (struct ups_cmd *c = u->inf_h; c; c = c->next)
+		c->own = true;	/* the next owner's retry leaves them behind */
 	h->c = NULL;
 	u->w = w;
 	u->pnext = w->ups_pool;
@@ -1129,10 +1260,17 @@ ups_pool_put(struct ups *h)
 	w->nups_pool++;
 	conn_setcb(u->conn, ups_pool_read_cb, NULL, ups_pool_event_cb, u);
 	conn_set_timeouts(u->conn, &idle, &wr);
+	conn_read_enable(u->conn, true);
+	/* replies that came while the owner was closing are still unread */
+	ups_pool_feed(u);
 	return true;
 }
 
-/* ups_pool_take - give the owner a parked connection; false if none */
+/* ups_pool_take - give the owner a parked connection; false if none.
+ * One that owes no reply comes first; one still owed its RSET's (or
+ * NOOP's) reply keeps it in the in-flight queue, matched before
+ * anything of the new owner's, and XCLIENT goes behind it (at once with
+ * PIPELINING, else once it is in) */
 static bool
 ups_pool_take(struct ups *h)
 {
@@ -1142,19 +1280,28 @@ ups_pool_take(struct ups *h)
 	if (u == NULL || h->conf->identity == CONF_ID_PROXY_V1 ||
 	    h->conf->identity == CONF_ID_PROXY_V2)
 		return false;
+	for (struct ups_conn *v = u; v != NULL; v = v->pnext)
+		if (v->ninflight == 0) {
+			u = v;
+			break;
+		}
 	ups_pool_unlink(u);
-	log_msg(LOG_L_DEBUG, h->sid, "upstream reused pooled=%u", w->nups_pool);
+	log_msg(LOG_L_DEBUG, h->sid, "upstream reused pooled=%u owed=%u", w->nups_pool,
+	    u->ninflight);
 	metrics_inc(MF_UPS_REUSES, NULL, NULL);
 	u->w = NULL;
 	u->reused = true;
 	u->answered = false;	/* nothing yet for this session */
 	h->c = u;
 	h->connects++;
-	reply_init(&u->r);
+	if (u->ninflight == 0)
+		reply_init(&u->r);	/* else a reply may be half read */
 	conn_setcb(u->conn, ups_read_cb, NULL, ups_event_cb, h);
 	if (h->conf->identity == CONF_ID_XCLIENT) {
 		u->st = UPS_SETUP;
-		if (!ups_send_xclient(h)) {
+		if (u->ninflight > 0 && !(u->caps & UPS_CAP_PIPELINING)) {
+			u->xclient_due = true;
+		} else if (!ups_send_xclient(h)) {
 			ups_fail(h, "xclient-too-long", NULL);
 			return true;
 		}
@@ -1169,12 +1316,8 @@ ups_pool_take(struct ups *h)
 void
 ups_pool_drain(struct worker *w)
 {
-	while (w->ups_pool != NULL) {
-		struct ups_conn *u = w->ups_pool;
-		ups_pool_unlink(u);
-		ups_goodbye(w, u->conn);
-		free(u);
-	}
+	while (w->ups_pool != NULL)
+		ups_pool_drop(w->ups_pool, true, "draining");
 }
 
 /* ups_connect - open the owner's connection (fresh: not from the pool) */
@@ -1303,9 +1446,9 @@ ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 	ups_closer_free(arg);
 }
 
-/* ups_disconnect - the connection goes now: parked when idle and
- * reusable, else QUIT when idle, else retired; a later command connects
- * again */
+/* ups_disconnect - the connection goes now: parked when nothing of the
+ * owner's is on it and it is reusable, else QUIT when idle, else retired;
+ * a later command connects again */
 void
 ups_disconnect(struct ups *h)
 {
@@ -1313,9 +1456,9 @@ ups_disconnect(struct ups *h)
 
 	if (u == NULL)
 		return;
+	if (ups_parkable(u) && ups_pool_put(h))
+		return;
 	if (u->st == UPS_READY && !u->in_txn && u->ninflight == 0 && u->out_h == NULL) {
-		if (ups_pool_put(h))
-			return;
 		ups_goodbye(h->w, u->conn);
 		u->conn = NULL;
 		h->c = NULL;
