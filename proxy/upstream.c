@@ -33,18 +33,47 @@
  *	stops after three: ups_gave_up()).
  *
  * REUSE
- *	When a session ends with its upstream connection idle, and the
- *	identity can be changed on it (XCLIENT, or none), the connection is
- *	parked in its worker's pool (at most UPS_POOL_MAX, for at most
- *	UPS_POOL_IDLE_MS) instead of being closed. The next session of that
- *	worker that needs the upstream takes it and sends XCLIENT with its own
- *	client's identity (Postfix resets the session for it), then EHLO: a
- *	TCP connect and a greeting saved. A parked connection that hears
- *	anything (a 421 timeout, EOF) is closed. If a reused connection fails
- *	before it answered anything of this session (closed, reset, 421: the
- *	upstream's idle timeout ended it as it was taken), the session's
- *	commands, sent or queued, move in order to a fresh connection
- *	(ups_retry_fresh()); only the fresh one's failure reaches the client.
+ *	When a session ends with nothing of its own on its upstream connection
+ *	(no command queued or unanswered but upstream.c's own RSET or NOOP,
+ *	no DATA under way), and the identity can be changed on it (XCLIENT,
+ *	or none), the connection is parked in its worker's pool (at most
+ *	UPS_POOL_MAX, for at most UPS_POOL_IDLE_MS) instead of being closed.
+ *	A transaction the upstream still has open (moat refused the
+ *	recipient or the message after the upstream accepted MAIL, and the
+ *	client left) gets an RSET as it is parked. The pool keeps the
+ *	connection's in-flight queue: the replies it is owed (that RSET, or
+ *	an RSET or keepalive NOOP sent before) are matched to them in order,
+ *	and each must be a 2xx; anything else it hears (a byte with nothing
+ *	owed, a 421, an error, EOF) closes it. The next session of that
+ *	worker that needs the upstream takes a parked connection, one that
+ *	owes nothing first, and sends XCLIENT with its own client's identity
+ *	(Postfix resets the session for it), then EHLO: a TCP connect and a
+ *	greeting saved. A connection still owed a reply keeps it at the head
+ *	of the in-flight queue, so it is matched before anything of the new
+ *	session's and never reaches it; XCLIENT goes behind it (pipelined
+ *	when the upstream offers PIPELINING, else once the reply is in).
+ *	Those owed commands are marked as the connection's own (own): if a
+ *	reused connection fails before it answered anything of this session
+ *	(closed, reset, 421, an error to the owed RSET: the upstream's idle
+ *	timeout ended it as it was taken), the session's commands, sent or
+ *	queued, move in order to a fresh connection (ups_retry_fresh()), the
+ *	connection's own and setup commands do not; only the fresh one's
+ *	failure reaches the client.
+ *
+ * THE EHLO AFTER XCLIENT
+ *	A reused connection knows its capabilities from its earlier EHLO,
+ *	and Postfix (3.7) takes MAIL with SIZE=, BODY= and SMTPUTF8 right
+ *	after XCLIENT's 220 when XCLIENT gave HELO= and PROTO=ESMTP: the
+ *	Received: field is the same. The second EHLO is kept anyway, one
+ *	round trip per session, because it is where Postfix applies
+ *	smtpd_helo_restrictions when smtpd_delay_reject is no (without it a
+ *	HELO name the upstream refuses gets through), where its milters
+ *	hear the HELO (XCLIENT gives them a new connect event only), and
+ *	what makes pipelining legal for a client that said HELO (PROTO=SMTP:
+ *	"improper command pipelining", and a disconnect under
+ *	smtpd_forbid_unauth_pipelining, the default from Postfix 3.9); and
+ *	a client without a valid HELO name would have none upstream (503
+ *	"send HELO/EHLO first" under smtpd_helo_required).
  *
  * KEEPALIVE
  *	The session spools the whole message before it says DATA upstream,

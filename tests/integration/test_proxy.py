@@ -3,8 +3,10 @@ in the test names). Each test starts its own moatd and upstream on free loopback
 ports and asserts what a user sees: replies, the bytes the upstream got, logs.
 """
 
+import os
 import re
 import select
+import shutil
 import smtplib
 import socket
 import subprocess
@@ -305,6 +307,48 @@ def test_pool_reuses_connection_after_moat_refusals_postfix(postfix, moatd_facto
     mine = mine[0]
     assert not [l for l in mine if "lost connection" in l], "\n".join(mine)
     assert re.search(r"disconnect from \S+ .*xclient=\d+/5 .*quit=1 ", "\n".join(mine)), mine
+
+
+@pytest.mark.postfix
+@pytest.mark.timeout(90)
+def test_pool_reused_connection_says_ehlo_for_helo_restrictions(moatd_factory):
+    """A reused upstream connection still says EHLO after XCLIENT: with
+    smtpd_delay_reject = no that EHLO is where Postfix applies
+    smtpd_helo_restrictions (it takes MAIL straight after XCLIENT's 220
+    too, and would then never check the HELO name). A client whose HELO
+    name Postfix refuses gets no 250 for MAIL on a reused connection
+    either, and its message never reaches Postfix."""
+    if not harness.IS_ROOT:
+        pytest.skip("the private Postfix upstream needs root")
+    # a short base: Postfix's socket paths must fit sun_path
+    base = harness.make_dir(Path("/tmp") / ("moat-helo-%d" % time.time_ns()))
+    pf = harness.Postfix(base, extra_main={
+        "smtpd_delay_reject": "no",
+        "smtpd_helo_restrictions": "check_helo_access inline:{ { refused.test = REJECT no } }"})
+    pf.start()
+    try:
+        m = moatd_factory("127.0.0.1:%d" % pf.port, workers=1)
+        tag = "pool-helo-%d" % m.port
+        for i, helo in enumerate(["fine.test", "refused.test", "fine2.test"]):
+            with m.client(source="127.0.0.%d" % (50 + i)) as c:
+                c.ehlo(helo)
+                rs = smtp_transaction(c, message("%s-%s" % (tag, helo)))
+                if helo == "refused.test":
+                    # 421: moatd's session cannot go on without the upstream
+                    assert len(rs) == 1 and rs[0].cls == 4, rs
+                else:
+                    assert rs[-1].code == 250, rs
+                    c.cmd("QUIT")
+            assert wait_for(lambda: m.log().count("disconnect") >= i + 1, 5)
+        assert "upstream reused" in m.log(), m.log()[-3000:]
+        assert pf.wait_messages_with(tag + "-fine2.test", 1, 15)
+        assert not pf.messages_with(tag + "-refused.test")
+        assert re.search(r"reject: EHLO from \S+\[127\.0\.0\.51\]: 554 5\.7\.1 <refused\.test>",
+                         pf.log()), pf.log()[-3000:]
+    finally:
+        pf.stop()
+        if not os.environ.get("MOAT_KEEP"):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 # ===========================================================================
