@@ -351,6 +351,129 @@ def test_pool_reused_connection_says_ehlo_for_helo_restrictions(moatd_factory):
             shutil.rmtree(base, ignore_errors=True)
 
 
+def private_postfix(extra):
+    """A private Postfix (harness.Postfix) with main.cf additions, on a short
+    base under /tmp (its socket paths must fit sun_path)."""
+    if not harness.IS_ROOT:
+        pytest.skip("the private Postfix upstream needs root")
+    base = harness.make_dir(Path("/tmp") / ("moat-pf-%d" % time.time_ns()))
+    pf = harness.Postfix(base, extra_main=extra)
+    pf.base_dir = base
+    try:
+        pf.start()
+    except Exception:
+        pf.stop()
+        raise
+    return pf
+
+
+def private_postfix_stop(pf):
+    pf.stop()
+    if not os.environ.get("MOAT_KEEP"):
+        shutil.rmtree(pf.base_dir, ignore_errors=True)
+
+
+# header_checks of both private Postfix instances: a refusal by content,
+# which Postfix's cleanup gives at the end of the message (BDAT or dot)
+REFUSE_CHECKS = {"header_checks": "regexp:{ {/^Subject: refuse-me/ REJECT content says no} }"}
+
+
+@pytest.mark.postfix
+@pytest.mark.timeout(120)
+def test_bdat_to_postfix_same_message_as_data(moatd_factory):
+    """When the upstream offers CHUNKING, moatd sends the message as one
+    BDAT n LAST (no DATA, no 354 to wait for, no dot), its content
+    unstuffed, when the message is spooled in memory. What Postfix delivers
+    is the same as through DATA (a Postfix
+    that does not offer CHUNKING): 0 bytes, 200 KiB, dot-stuffed lines
+    (".", "..", ".x"), 8-bit bytes. A refusal of the message by Postfix
+    (header_checks) reaches the client like the reply to the dot, and the
+    next transaction of the same session goes through."""
+    pf_bdat = private_postfix(dict(REFUSE_CHECKS))
+    pf_data = private_postfix(dict(REFUSE_CHECKS, smtpd_discard_ehlo_keywords="chunking"))
+    try:
+        big = b"".join(b"%06d big line of the 200 KiB message, some text to fill it......\r\n" % i
+                       for i in range(3000))
+        bodies = {
+            "empty": None,
+            "big": big,
+            "dots": b".\r\n..\r\n.x\r\n...\r\nplain\r\n.\r\n",
+            "8bit": b"caf\xc3\xa9 \xff\xfe bytes\r\n\x01\x7f end\r\n",
+        }
+        got = {}
+        moatds = []
+        for name, pf in (("bdat", pf_bdat), ("data", pf_data)):
+            # in memory: a message spooled to a file goes as DATA
+            m = moatd_factory("127.0.0.1:%d" % pf.port, workers=1, spool_memory="1m")
+            moatds.append(m)
+            for key, body in bodies.items():
+                with m.client() as c:
+                    c.ehlo("%s-%s.test" % (key, name))
+                    if body is None:
+                        assert c.cmd("MAIL FROM:<a@b.test>").code == 250
+                        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+                        assert c.cmd("DATA").code == 354
+                        c.send(b".\r\n")
+                        rs = [c.reply()]
+                    else:
+                        msg = message("bdat-%s" % key, body=body,
+                                      extra_headers=["X-Moat-Test-Marker: %s" % key])
+                        rs = smtp_transaction(c, msg)
+                    assert rs[-1].code == 250, (key, name, rs)
+                    # refused by Postfix at the end of the message, then
+                    # the next transaction on the same session
+                    rs = smtp_transaction(c, message("refuse-me", body="no\r\n"))
+                    assert (rs[-1].code, rs[-1].enh) == (550, "5.7.1"), (key, name, rs)
+                    assert "content says no" in rs[-1].text, rs[-1]
+                    rs = smtp_transaction(c, message("after-%s" % key))
+                    assert rs[-1].code == 250, (key, name, rs)
+                    c.cmd("QUIT")
+            log = m.log()
+            if name == "bdat":
+                assert 'upstream send="BDAT ' in log and 'upstream send="DATA"' not in log, log[-3000:]
+            else:
+                assert 'upstream send="DATA"' in log and 'upstream send="BDAT' not in log, log[-3000:]
+            assert pf.wait_messages_with(b"Subject: after-8bit", 1, 15), pf.log()[-3000:]
+            for key in bodies:
+                found = [x for x in pf.messages() if b"from %s-%s.test " % (key.encode(), name.encode()) in x
+                         and b"Subject: after-" not in x]
+                assert len(found) == 1, (key, name, len(found))
+                got[(key, name)] = found[0]
+        for key, body in bodies.items():
+            a, b = got[(key, "bdat")], got[(key, "data")]
+            if body is None:
+                assert a.split(b"\n\n", 1)[1:] in ([], [b""]), a
+                assert b.split(b"\n\n", 1)[1:] in ([], [b""]), b
+                continue
+            # from our first header on: the same bytes either way, and the
+            # client's message (maildir lines end in LF; Postfix adds the
+            # Date: field the message lacks, at its own second)
+            def ours(x):
+                return re.sub(rb"\nDate: [^\n]*\n", b"\n", after_marker(x), count=1)
+            assert ours(a) == ours(b), key
+            want = after_marker(message("bdat-%s" % key, body=body,
+                                        extra_headers=["X-Moat-Test-Marker: %s" % key]))
+            assert ours(a) == want.replace(b"\r\n", b"\n"), key
+        # the Received: fields differ only in queue id and date
+        for key in bodies:
+            r = [re.sub(rb"id \w+|; .*", b"", re.findall(rb"^Received: .*(?:\n[ \t].*)*",
+                                                         got[(key, n)], re.M)[0].replace(
+                                                             b"%s-%s" % (key.encode(), n.encode()), b""))
+                 for n in ("bdat", "data")]
+            assert r[0] == r[1], r
+        for m in moatds:
+            m.stop()    # the parked connections say QUIT: Postfix counts
+        # (a refused message is a failed BDAT or DATA to it)
+        assert wait_for(lambda: re.search(r"disconnect from .* bdat=8/12 ", pf_bdat.log()), 10), \
+            pf_bdat.log()[-2000:]
+        assert wait_for(lambda: re.search(r"disconnect from .* data=8/12 ", pf_data.log()), 10), \
+            pf_data.log()[-2000:]
+        assert not re.search(r" bdat=", pf_data.log())
+    finally:
+        private_postfix_stop(pf_bdat)
+        private_postfix_stop(pf_data)
+
+
 # ===========================================================================
 # PIP - pipelining
 
