@@ -829,14 +829,13 @@ ups_dispatch(struct ups *h)
 			ups_send(h, dot);
 		} else {
 			/* refused before the content: the transaction is still
-			 * open upstream, end it */
+			 * open upstream, end it; the RSET goes before the owner
+			 * hears the reply and perhaps sends its next MAIL */
 			spool_free(c->spool);
 			u->blocked = false;
+			u->in_txn = false;
+			ups_send_line(h, UK_RSET, "RSET\r\n", 6);
 			ups_reply(h, c->kind, c->slot, r);
-			if (h->c == u && u->st == UPS_READY) {
-				u->in_txn = false;
-				ups_send_line(h, UK_RSET, "RSET\r\n", 6);
-			}
 		}
 		break;
 	case UK_DOT:

@@ -474,6 +474,39 @@ def test_bdat_to_postfix_same_message_as_data(moatd_factory):
         private_postfix_stop(pf_data)
 
 
+@pytest.mark.timeout(60)
+def test_refused_data_rset_goes_before_pipelined_mail(fake_factory, moatd_factory):
+    """The upstream refuses DATA (451, before the content): moatd ends the
+    transaction it still has open with RSET. The client pipelined its next
+    MAIL right after the dot: that RSET must go upstream before the MAIL,
+    or it would end the new transaction (and RCPT get 503 upstream)."""
+    n = {"data": 0}
+
+    def data(arg):
+        n["data"] += 1
+        return "451 4.3.0 fake.test try again later" if n["data"] == 1 else None
+    fake = fake_factory(replies={"DATA": data})
+    m = moatd_factory(fake.address)
+    with m.client() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@b.test>").code == 250
+        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(message("refused-data")) + b".\r\nMAIL FROM:<second@b.test>\r\n")
+        r = c.reply(timeout=10)
+        assert (r.code, r.enh) == (451, "4.3.0"), r
+        assert c.reply(timeout=10).code == 250
+        assert c.cmd("RCPT TO:<user@example.org>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(message("second-data")) + b".\r\n")
+        assert c.reply(timeout=10).code == 250
+        c.cmd("QUIT")
+    got = [t.content.split(b"Subject: ")[1].split(b"\r\n")[0] for t in fake.accepted()]
+    assert got == [b"second-data"], got
+    raw = fake.all_raw()
+    assert raw.index(b"RSET\r\n") < raw.index(b"MAIL FROM:<second@b.test>"), raw[-400:]
+
+
 # ===========================================================================
 # PIP - pipelining
 
