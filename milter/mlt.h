@@ -50,6 +50,7 @@ struct mlt_req {
 	struct mbox_link link;		/* first: the engine's mailbox */
 	enum mlt_stage stage;
 	struct mlt_conn *mc;
+	struct mlt_req *before;		/* MAIL's, kept back: taken first (a reference) */
 	uint64_t id;			/* the connection's log id */
 	/* inputs, owned by the request */
 	struct conf *conf;		/* connect: a reference, taken by the engine */

@@ -227,15 +227,14 @@ msg_feed(struct mlt_priv *p, const void *buf, size_t len)
 	engine_msg_feed(p->msg, buf, len);
 }
 
-/* mail_flush - MAIL's request kept back goes to the engine, ahead of the
- * request the caller posts next */
+/* mail_attach - MAIL's request kept back goes to the engine with the
+ * connection's next request, rq, which carries it: taken first, in the
+ * same hand-over (one wake-up of the engine thread for both, or none) */
 static void
-mail_flush(struct mlt_priv *p)
+mail_attach(struct mlt_priv *p, struct mlt_req *rq)
 {
-	if (p->mail != NULL) {
-		mlt_req_post(p->mail);
-		p->mail = NULL;
-	}
+	rq->before = p->mail;
+	p->mail = NULL;
 }
 
 /* ---------------------------------------------------------------------
@@ -366,8 +365,8 @@ cb_helo(SMFICTX *ctx, char *name)
 
 	if (held(ctx, p, &st))
 		return st;
-	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_HELO, p->id);
+	mail_attach(p, rq);
 	snprintf(rq->text, sizeof(rq->text), "%s", name ? name : "");
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
 	copy_macro(ctx, "{cipher}", rq->tls_cipher, sizeof(rq->tls_cipher));
@@ -407,8 +406,8 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	msg_reset(p);
 	if (held(ctx, p, &st))
 		return st;
-	mail_flush(p);		/* a MAIL with no RCPT after it */
 	rq = mlt_req_new(p->mc, MS_MAIL, p->id);
+	mail_attach(p, rq);	/* a MAIL with no RCPT after it */
 	join(argv, rq->text, sizeof(rq->text));
 	copy_macro(ctx, "{auth_authen}", rq->login, sizeof(rq->login));
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
@@ -437,8 +436,8 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 
 	if (held(ctx, p, &st))
 		return st;
-	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_RCPT, p->id);
+	mail_attach(p, rq);
 	join(argv, rq->text, sizeof(rq->text));
 	return answer(ctx, p, rq, mlt_req_call(rq, mlt_opts.deadline_ms), "rcpt");
 }
@@ -562,8 +561,8 @@ cb_eom(SMFICTX *ctx)
 	if (held(ctx, p, &st))
 		return st;
 	msg_begin(p);
-	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_EOM, p->id);
+	mail_attach(p, rq);
 	rq->msg = p->msg;	/* the engine's from now on */
 	p->msg = NULL;
 	rq->size = p->size;
@@ -592,9 +591,12 @@ cb_abort(SMFICTX *ctx)
 	if (p == NULL)
 		return SMFIS_CONTINUE;
 	msg_reset(p);
-	mail_flush(p);
-	if (p->mc != NULL)
-		mlt_req_post(mlt_req_new(p->mc, MS_ABORT, p->id));
+	if (p->mc != NULL) {
+		struct mlt_req *rq = mlt_req_new(p->mc, MS_ABORT, p->id);
+
+		mail_attach(p, rq);
+		mlt_req_post(rq);
+	}
 	return SMFIS_CONTINUE;
 }
 
@@ -606,12 +608,12 @@ cb_close(SMFICTX *ctx)
 	if (p == NULL)
 		return SMFIS_CONTINUE;
 	msg_reset(p);
-	mail_flush(p);
 	if (p->mc != NULL) {
 		/* the engine's thread writes the disconnect line, after the
 		 * connection's verdict lines */
 		struct mlt_req *rq = mlt_req_new(p->mc, MS_CLOSE, p->id);
 
+		mail_attach(p, rq);
 		rq->code = p->held_code;	/* refused at connect */
 		mlt_req_post(rq);
 	}
