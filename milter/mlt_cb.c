@@ -4,22 +4,25 @@
  *
  * DESCRIPTION
  *	libmilter calls these on its thread for the MTA connection, one at a
- *	time per connection. connect, helo, envfrom, envrcpt and eom post a
+ *	time per connection. connect, helo, envfrom, envrcpt and eom make a
  *	request and wait for the engine's answer until the callback deadline
  *	(mlt_opts.deadline_ms); past it the MTA gets 451 4.4.3 (a tempfail,
- *	never a hang). abort and close post without waiting.
+ *	never a hang). abort and close post without waiting. The engine
+ *	takes a request on this thread when it can have the engine lock,
+ *	and answers at once when the stage needs no wait (mlt_engine.c,
+ *	THREADS): then no other thread is involved.
  *
  *	A stage at which the policy has no rule (engine_stage_may_refuse())
  *	cannot refuse: connect and helo are then posted without waiting, and
- *	MAIL's request is kept here and posted just before the next request
- *	of the connection (RCPT, or whatever comes instead: HELO, another
- *	MAIL, the end of message, abort, close), so that the engine thread
- *	wakes once for both: a message then costs it two wake-ups (RCPT, end
- *	of message), not three. The engine takes them in order, as before;
- *	only the checks that MAIL starts (SPF, the sender-domain zones) start
- *	at RCPT. The MTA hands RCPT over right after MAIL when the client
- *	pipelines (RFC 2920); a client that does not pipeline has them start
- *	one round trip of its own later.
+ *	MAIL's request is kept here and rides on the next request of the
+ *	connection (RCPT, or whatever comes instead: HELO, another MAIL, the
+ *	end of message, abort, close: mail_attach()), which the engine takes
+ *	after it, in the same hand-over (one wake-up of the engine thread
+ *	for both when they go through its mailbox). Only the checks that
+ *	MAIL starts (SPF, the sender-domain zones) start at RCPT. The MTA
+ *	hands RCPT over right after MAIL when the client pipelines (RFC
+ *	2920); a client that does not pipeline has them start one round
+ *	trip of its own later.
  *
  *	The message is rebuilt from the header and body callbacks as the
  *	client sent it (the MTA is asked for header values with their

@@ -10,10 +10,11 @@
  *	int mlt_req_call(struct mlt_req *rq, unsigned deadline_ms);
  *	void mlt_req_post(struct mlt_req *rq);
  *	void mlt_req_unref(struct mlt_req *rq);
+ *	int epoll_wait(int epfd, struct epoll_event *ev, int maxevents, int timeout);
  *
  * DESCRIPTION
- *	Requests come in through a mailbox (core/mailbox.h). The engine
- *	thread gives a request's inputs to the connection's engine session
+ *	A request is taken (take()) either on the caller's own thread or on
+ *	the engine thread (below, THREADS). Taking it gives its inputs to the connection's engine session
  *	(the HELO name, the MAIL and RCPT arguments parsed once here, the
  *	message the callbacks built) and asks the engine for the stage's
  *	verdict; when the engine must wait for a check, the request waits
@@ -28,6 +29,56 @@
  *	store and its periodic save, the DNSBL health probes) is the
  *	engine's services, started from the file read at start
  *	(engine_svc.c), with their timers on this thread's loop.
+ *
+ * THREADS
+ *	The engine, its loop (a libevent base) and everything on it (the
+ *	sessions, the libunbound context, the Redis connection, the
+ *	greylist handle, timers) are not thread-safe. They belong to
+ *	whoever holds the engine lock (eng.lock), and nobody touches them
+ *	without it. The engine thread holds it from its start to its end,
+ *	except while it sleeps in epoll_wait(): libevent's call to
+ *	epoll_wait() binds to the definition here (the program's comes
+ *	before libc's, as mlt_policy.c's sigwait() does; ld exports it
+ *	because libevent, a library of the link, refers to it), which on
+ *	the engine thread lets the lock go around a wait that may sleep
+ *	(timeout not 0) and takes it back before libevent looks at what
+ *	came. So when a callback holds the lock, the engine thread is
+ *	asleep in the kernel or waiting for the lock: neither libevent,
+ *	libunbound, hiredis nor the engine runs anywhere else.
+ *
+ *	A callback with a request (mlt_req_call, mlt_req_post) takes the
+ *	lock (run_here()) and takes the request itself: intake, the
+ *	engine's stage, and, when the engine needs no wait, the answer; no
+ *	hand-over, no wake-up, no context switch. With every check of the
+ *	stage answered from the caches (the resolver's, the embedded
+ *	greylist store, SPF and DKIM/DMARC run cache-only) that is every
+ *	stage of a message. When the stage must wait, the request stays the
+ *	connection's (mc->req) as before and the engine thread answers it
+ *	from the resume callback; the caller sleeps on the done word.
+ *	Whatever the callback added to the loop while the engine thread
+ *	slept (a query's socket and timer, a deadline, an activated event:
+ *	the base's count of events changed, or the stage waits) was not in
+ *	that epoll_wait() call's set or timeout: nudge() posts one item to
+ *	the mailbox, so the loop turns and sees it.
+ *
+ *	The mailbox stays the way when the lock cannot be had: the engine
+ *	thread never let it go (a libevent that does not wait in
+ *	epoll_wait(): the lock is never given, so no callback ever waits
+ *	for it), it is waiting for the lock after its wait (engine_wants:
+ *	callbacks step aside so the loop is not starved), the lock is not
+ *	had by the callback deadline (a post takes it only when free), an
+ *	earlier request of the connection is still in the mailbox (queued:
+ *	requests of a connection are taken in order), or the request is an
+ *	abort or a close (they free the session, whose queries the loop may
+ *	still report: the engine thread's). No thread takes it while it
+ *	holds another lock of moat's: the others (the resolver's cache, the
+ *	pool's, the mailboxes', the greylist store's) come after it, or
+ *	without it (the pool's threads never take it).
+ *
+ *	libmilter calls one callback at a time per connection, so a
+ *	connection's requests come one after the other whichever thread
+ *	takes them; a request's inputs and outputs are the request's, its
+ *	done word and references atomics (mlt.h), as before.
  */
 #include <errno.h>
 #include <linux/futex.h>
@@ -74,6 +125,7 @@ static struct {
 	pthread_mutex_t lock;
 	bool lock_given;		/* atomic: the engine thread has let it go
 					 * once in epoll_wait(): callbacks may take it */
+	bool engine_wants;		/* atomic: the engine thread waits for the lock */
 	bool nudged;			/* atomic: nudge_item is in the mailbox */
 	bool running;
 	struct event_base *base;
@@ -158,10 +210,7 @@ static bool run_here(struct mlt_req *rq, const struct timespec *end);
 void
 mlt_req_post(struct mlt_req *rq)
 {
-	struct timespec end;
-
-	mono_deadline(&end, 1000);
-	if (!run_here(rq, &end))
+	if (!run_here(rq, NULL))	/* the lock if free now: a post never waits */
 		enqueue(rq);
 	mlt_req_unref(rq);
 }
@@ -502,7 +551,8 @@ base_events(void)
  * engine thread has never let the lock go (its loop does not sleep in
  * epoll_wait), the lock is not had by end, an earlier request of the
  * connection is still in the mailbox, or the request is an abort or a
- * close (they free what the loop may still report: the engine thread's) */
+ * close (they free what the loop may still report: the engine thread's).
+ * end NULL: only a lock free at once (a post, which never waits) */
 static bool
 run_here(struct mlt_req *rq, const struct timespec *end)
 {
@@ -510,7 +560,8 @@ run_here(struct mlt_req *rq, const struct timespec *end)
 	bool wake;
 
 	if (rq->stage == MS_ABORT || rq->stage == MS_CLOSE ||
-	    !__atomic_load_n(&eng.lock_given, __ATOMIC_ACQUIRE))
+	    !__atomic_load_n(&eng.lock_given, __ATOMIC_ACQUIRE) ||
+	    __atomic_load_n(&eng.engine_wants, __ATOMIC_ACQUIRE))
 		return false;
 	if (pthread_mutex_trylock(&eng.lock) != 0) {
 		/* held: by the engine thread in a turn of its loop, or by
@@ -518,7 +569,7 @@ run_here(struct mlt_req *rq, const struct timespec *end)
 		 * wall-clock deadline: the monotonic one's time left) */
 		struct timespec rel, abs;
 
-		if (!ms_left(end, &rel))
+		if (end == NULL || !ms_left(end, &rel))
 			return false;
 		clock_gettime(CLOCK_REALTIME, &abs);
 		abs.tv_sec += rel.tv_sec;
@@ -561,7 +612,10 @@ epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 	pthread_mutex_unlock(&eng.lock);
 	rc = epoll_pwait(epfd, events, maxevents, timeout, NULL);
 	err = errno;
+	/* callbacks take the mailbox's way until the loop has the lock */
+	__atomic_store_n(&eng.engine_wants, true, __ATOMIC_RELEASE);
 	pthread_mutex_lock(&eng.lock);
+	__atomic_store_n(&eng.engine_wants, false, __ATOMIC_RELEASE);
 	errno = err;
 	return rc;
 }
