@@ -69,6 +69,7 @@ struct mlt_req {
 	bool submission;		/* connect */
 	struct eng_msg *msg;		/* eom: the message the callbacks built (engine.h) */
 	uint64_t size;			/* eom */
+	bool here;			/* taken on the caller's thread (the debug line) */
 	/* outputs */
 	int verdict;			/* enum rules_verdict: CONTINUE, REJECT, TEMPFAIL */
 	int code;

@@ -348,7 +348,8 @@ mc_step(struct mlt_conn *mc)
 	default:
 		break;
 	}
-	log_msg(LOG_L_DEBUG, mc->id, "milter stage=%s answered-on=%s", stage_name(rq->stage),
+	log_msg(LOG_L_DEBUG, mc->id, "milter stage=%s taken-on=%s answered-on=%s",
+	    stage_name(rq->stage), rq->here ? "callback" : "engine",
 	    on_engine_thread ? "engine" : "callback");
 	req_complete(rq);
 }
@@ -476,6 +477,7 @@ take(struct mlt_req *rq)
 		struct mlt_req *b = rq->before;
 
 		rq->before = NULL;
+		b->here = rq->here;
 		take(b);
 	}
 	if (mc->req != NULL) {
@@ -587,6 +589,7 @@ run_here(struct mlt_req *rq, const struct timespec *end)
 	}
 	n = base_events();
 	__atomic_add_fetch(&rq->refs, 1, __ATOMIC_RELAXED);	/* the engine's, as enqueue() */
+	rq->here = true;
 	take(rq);
 	/* a check started, a timer armed, a stage waiting: the loop sleeps
 	 * with a timeout and a set of events from before, so it must turn */
