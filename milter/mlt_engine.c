@@ -562,6 +562,7 @@ run_here(struct mlt_req *rq, const struct timespec *end)
 	bool wake;
 
 	if (rq->stage == MS_ABORT || rq->stage == MS_CLOSE ||
+	    !__atomic_load_n(&eng.running, __ATOMIC_ACQUIRE) ||
 	    !__atomic_load_n(&eng.lock_given, __ATOMIC_ACQUIRE) ||
 	    __atomic_load_n(&eng.engine_wants, __ATOMIC_ACQUIRE))
 		return false;
@@ -682,6 +683,10 @@ mlt_engine_stop(void)
 	__atomic_store_n(&eng.running, false, __ATOMIC_RELEASE);
 	mailbox_post(eng.mbox, &stop_item);
 	pthread_join(eng.thread, NULL);
+	/* a callback still inside run_here() (libmilter has stopped: none
+	 * should be) finishes before the engine goes; none starts again */
+	pthread_mutex_lock(&eng.lock);
+	pthread_mutex_unlock(&eng.lock);
 	engine_timers_stop();
 	engine_shutdown();	/* the pool, the resolver, the loop's parts, the store saved */
 	control_close();
