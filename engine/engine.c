@@ -13,10 +13,14 @@
  *	  rcpt     the greylist, when a greylist rule is reached for this
  *	           recipient with the facts known (its key may want SPF's or
  *	           FCrDNS's answer first)
+ *	  header   (engine_ahead, once the header section is in) the DKIM
+ *	           keys and the DMARC records of the From domain, asked from
+ *	           the loop into the resolver's cache; nothing waits there
  *	  data     DKIM's key lookups and DMARC: on the loop when every
  *	           answer is in the resolver's cache (cache-only: nothing can
- *	           wait), else on the work pool; the keys are asked ahead from
- *	           the loop
+ *	           wait), else on the work pool; what is missing is asked from
+ *	           the loop, or waited for when it was asked ahead and is on
+ *	           its way (each name once per transaction)
  *
  *	Whether a stage waits, at every stage: the rules are run in order
  *	over the facts known now (rules_stage_first_need); the first rule
@@ -68,6 +72,7 @@
 #include "rules.h"
 #include "sauth.h"
 #include "spf.h"
+#include "textbuf.h"
 #include "workq.h"
 #include "xalloc.h"
 
@@ -94,6 +99,11 @@ struct eng_dns {
 	char helo_q[256];		/* what the helo zones were asked about */
 	char sender_q[256];		/* and the sender-domain zones */
 };
+
+/* names a transaction asks ahead, at most: two DMARC records at MAIL,
+ * the keys and two DMARC records at the end of the header, what the end
+ * of the data finds missing */
+#define ENG_ASK_MAX 20
 
 /* the transaction: from MAIL to its end */
 struct eng_txn {
@@ -123,8 +133,13 @@ struct eng_txn {
 	uint64_t size;
 	unsigned nrcpt_ok;
 	bool bare_lf;
-	bool keys_asked;		/* the DKIM keys were looked up ahead */
-	int keys_pending;
+	/* names asked ahead from the loop into the resolver's cache (DMARC
+	 * records at MAIL, DKIM keys and DMARC records at the end of the
+	 * header and of the data): each once per transaction */
+	uint64_t ask_h[ENG_ASK_MAX];	/* their hashes */
+	unsigned char ask_n;
+	uint32_t ask_inflight;		/* bit i: ask_h[i] not answered yet */
+	bool sauth_names;		/* sauth_state pending for names in flight */
 	unsigned char sauth_state;	/* enum check_state: DKIM + DMARC */
 	struct dkimv_outcome *dkim;	/* results, or NULL */
 	struct dmarc_outcome *dmarc;
@@ -671,71 +686,114 @@ out:
 	free(j);
 }
 
-/* key_fetched - a DKIM key record's answer (now in the resolver's cache) */
+/* name_hash - FNV-1a of a name, for "asked already" (a collision only
+ * means a name is not asked ahead: the end of the data asks it) */
+static uint64_t
+name_hash(const char *name)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ (*p >= 'A' && *p <= 'Z' ? *p + 32 : *p)) * 0x100000001b3ull;
+	return h;
+}
+
+/* key_fetched - a record asked ahead is in the resolver's cache (or
+ * failed); the end of the data, waiting for it, looks again */
 static void
 key_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans)
 {
 	struct eng_q *q = ctx;
 	struct eng_sess *e = q->e;
+	struct eng_txn *t;
 
 	(void)tag;
 	(void)ans;
 	if (e != NULL) {
 		q_unlink(q);
-		if (e->txn != NULL && q->gen == e->txn->gen && --e->txn->keys_pending == 0) {
-			e->txn->sauth_state = CHECK_NONE;	/* sauth_start() again */
-			eng_answered(e);
+		t = e->txn;
+		if (t != NULL && q->gen == t->gen) {
+			t->ask_inflight &= ~(1u << q->index);
+			if (t->sauth_names && t->sauth_state == CHECK_PENDING) {
+				t->sauth_names = false;
+				t->sauth_state = CHECK_NONE;	/* sauth_start() again */
+				eng_answered(e);
+			}
 		}
 	}
 	free(q);
 }
 
-/* keys_ahead - ask the resolver, from the loop, for the DKIM keys not in
- * its cache; true when some are on their way */
+/* ask_ahead - a TXT record into the resolver's cache, asked from the loop
+ * for the transaction unless it is cached or was asked in it already;
+ * nothing waits for it here. True while it is in flight. */
+static bool
+ask_ahead(struct eng_sess *e, const char *name)
+{
+	struct eng_txn *t = e->txn;
+	uint64_t h = name_hash(name);
+	struct eng_q *q;
+	int i;
+
+	for (i = 0; i < t->ask_n; i++)
+		if (t->ask_h[i] == h)
+			return (t->ask_inflight >> i) & 1;
+	if (t->ask_n >= ENG_ASK_MAX || e->el->query == NULL || dns_cached(name, DNS_T_TXT))
+		return false;
+	/* marked first: an answer never comes inside query(), but if it did
+	 * it would find its slot */
+	t->ask_h[i] = h;
+	t->ask_n++;
+	t->ask_inflight |= 1u << i;
+	q = q_new(e, EQ_KEY, i, t->gen);
+	if (e->el->query(e->el->dns, name, DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
+	    key_fetched, q, e->id) != 0) {
+		q_unlink(q);
+		free(q);
+		t->ask_inflight &= ~(1u << i);
+		t->ask_n--;
+		return false;
+	}
+	return true;
+}
+
+/* keys_ahead - the DKIM keys not in the resolver's cache asked from the
+ * loop (once per transaction: what failed goes to the pool); true while
+ * some are on their way */
 static bool
 keys_ahead(struct eng_sess *e, bool *all_cached)
 {
 	struct eng_txn *t = e->txn;
 	char names[DKIMV_MAX_SIGS][320];
 	int n = dkimv_msg_keynames(t->msg->dkim, names, DKIMV_MAX_SIGS);
+	bool pending = false;
 
 	*all_cached = true;
 	for (int i = 0; i < n; i++) {
-		struct eng_q *q;
-
 		if (dns_cached(names[i], DNS_T_TXT))
 			continue;
 		*all_cached = false;
-		if (t->keys_asked || e->el->query == NULL)
-			continue;	/* asked once: what failed goes to the pool */
-		q = q_new(e, EQ_KEY, 0, t->gen);
-		if (e->el->query(e->el->dns, names[i], DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
-		    key_fetched, q, e->id) != 0) {
-			q_unlink(q);
-			free(q);
-			continue;
-		}
-		t->keys_pending++;
+		if (ask_ahead(e, names[i]))
+			pending = true;
 	}
-	t->keys_asked = true;
-	return t->keys_pending > 0;
+	return pending;
 }
 
-/* dmarc_ahead - while the keys come: DMARC once from the cache (without
- * DKIM results: the record's lookup comes first), and the record it
- * missed asked at the same time as the keys */
-static void
+/* dmarc_ahead - DMARC once from the cache (without DKIM results: the
+ * record's lookup comes first); the record it missed is asked from the
+ * loop, or waited for when it was asked ahead and is on its way. True
+ * while it is. */
+static bool
 dmarc_ahead(struct eng_sess *e)
 {
 	struct eng_txn *t = e->txn;
 	struct sauth_work *w;
-	struct eng_q *q;
 	char name[320];
 	int type;
 
 	if (e->conf->dmarc == CONF_DMARC_OFF || engine_g.psl == NULL || e->el->dns == NULL ||
 	    e->el->query == NULL || t->msg == NULL)
-		return;
+		return false;
 	w = xcalloc(1, sizeof(*w));
 	sauth_work_from(w, &t->msg->hs);
 	w->do_dmarc = true;
@@ -745,25 +803,9 @@ dmarc_ahead(struct eng_sess *e)
 	sauth_run_dmarc(w);
 	dns_sync_cache_only(false);
 	free(w);
-	if (!dns_sync_missed_name(name, sizeof(name), &type))
-		return;
-	q = q_new(e, EQ_KEY, 0, t->gen);
-	if (e->el->query(e->el->dns, name, type, (unsigned)e->conf->dns_timeout_ms,
-	    key_fetched, q, e->id) != 0) {
-		q_unlink(q);
-		free(q);
-		return;
-	}
-	t->keys_pending++;
-}
-
-/* dmarc_fetched - a record asked ahead only for the cache */
-static void
-dmarc_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans)
-{
-	(void)ctx;
-	(void)tag;
-	(void)ans;
+	if (!dns_sync_missed_name(name, sizeof(name), &type) || type != DNS_T_TXT)
+		return false;
+	return ask_ahead(e, name);
 }
 
 /* dmarc_prefetch - at MAIL FROM: the DMARC records of the sender's domain
@@ -773,22 +815,27 @@ dmarc_fetched(void *ctx, uint64_t tag, const struct dns_answer *ans)
 static void
 dmarc_prefetch(struct eng_sess *e, const char *domain)
 {
-	char d[DMARC_DOMAIN_SIZE], org[DMARC_DOMAIN_SIZE], name[DMARC_DOMAIN_SIZE + 8];
+	char d[DMARC_DOMAIN_SIZE], names[2][320];
+	int n;
 
 	if (e->conf->dmarc == CONF_DMARC_OFF || engine_g.psl == NULL || e->el->dns == NULL ||
 	    e->el->query == NULL || dmarc_domain_norm(domain, strlen(domain), d, sizeof(d)) < 0)
 		return;
-	snprintf(name, sizeof(name), "_dmarc.%s", d);
-	if (!dns_cached(name, DNS_T_TXT))
-		(void)e->el->query(e->el->dns, name, DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
-		    dmarc_fetched, NULL, e->id);
-	if (e->conf->dmarc == CONF_DMARC_BIS ||
-	    dmarc_psl_orgdomain(engine_g.psl, d, org, sizeof(org)) < 0 || strcmp(org, d) == 0)
-		return;
-	snprintf(name, sizeof(name), "_dmarc.%s", org);
-	if (!dns_cached(name, DNS_T_TXT))
-		(void)e->el->query(e->el->dns, name, DNS_T_TXT, (unsigned)e->conf->dns_timeout_ms,
-		    dmarc_fetched, NULL, e->id);
+	n = eng_dmarc_names(e->conf->dmarc, d, names);
+	for (int i = 0; i < n; i++)
+		(void)ask_ahead(e, names[i]);
+}
+
+/* engine_ahead - see engine.h */
+void
+engine_ahead(struct eng_sess *e, struct eng_ahead *a)
+{
+	struct eng_txn *t = e->txn;
+
+	if (a != NULL && t != NULL && !t->have_data)
+		for (int i = 0; i < a->n; i++)
+			(void)ask_ahead(e, a->name[i]);
+	engine_ahead_free(a);
 }
 
 static void sauth_pool(struct sauth_job *j);
@@ -842,10 +889,16 @@ sauth_start(struct eng_sess *e)
 {
 	struct eng_txn *t = e->txn;
 	struct sauth_job *j;
-	bool cached = true;
+	bool cached = true, names = false;
 
-	if (t->msg != NULL && t->msg->dkim != NULL && keys_ahead(e, &cached)) {
-		dmarc_ahead(e);
+	/* the keys, and DMARC's first record, when they are on their way
+	 * (asked ahead at MAIL, at the end of the header, or now) */
+	if (t->msg != NULL && t->msg->dkim != NULL)
+		names = keys_ahead(e, &cached);
+	if (names || t->ask_inflight != 0)
+		names |= dmarc_ahead(e);
+	if (names) {
+		t->sauth_names = true;
 		t->sauth_state = CHECK_PENDING;		/* key_fetched() comes back */
 		return;
 	}
@@ -2051,6 +2104,8 @@ who_text(const struct sockaddr *sa, const char *client_name, const char *helo, c
 {
 	char addr[INET6_ADDRSTRLEN] = "unknown", esc[LOG_ESC_SIZE], name[LOG_ESC_SIZE];
 	unsigned port = 0;
+	struct textbuf b = TEXTBUF(out, size - 1);
+	size_t kn, kh;
 
 	if (sa != NULL && sa->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)sa;
@@ -2063,10 +2118,20 @@ who_text(const struct sockaddr *sa, const char *client_name, const char *helo, c
 		inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
 		port = ntohs(sin6->sin6_port);
 	}
-	log_escape(name, sizeof(name), client_name ? client_name : "unknown",
+	kn = log_escape(name, sizeof(name), client_name ? client_name : "unknown",
 	    strlen(client_name ? client_name : "unknown"));
-	log_escape(esc, sizeof(esc), helo ? helo : "", helo ? strlen(helo) : 0);
-	snprintf(out, size, "client=%s[%s]:%u helo=<%s>", name, addr, port, esc);
+	kh = log_escape(esc, sizeof(esc), helo ? helo : "", helo ? strlen(helo) : 0);
+
+	tb_str(&b, "client=");
+	tb_put(&b, name, kn);
+	tb_put(&b, "[", 1);
+	tb_str(&b, addr);
+	tb_put(&b, "]:", 2);
+	tb_u64(&b, port);
+	tb_str(&b, " helo=<");
+	tb_put(&b, esc, kh);
+	tb_put(&b, ">", 1);
+	out[b.n] = 0;		/* size is ENG_WHO_SIZE: everything fits */
 }
 
 /* vlog_who - "client=NAME[ADDR]:PORT helo=<...>" */

@@ -66,7 +66,10 @@
  *	it passes on, and keeps the From values), and the header block when
  *	a rule reads "from". It touches no loop state: moat-milter builds it
  *	on libmilter's thread, moatd on its worker's loop, explain from a
- *	file. engine_data() takes it over.
+ *	file. engine_data() takes it over. Once its header section is in,
+ *	engine_msg_ahead() names the DKIM keys and DMARC records not yet
+ *	cached, which the front-end hands to engine_ahead() on the loop
+ *	(moatd at once, moat-milter in a request that nobody waits for).
  *
  * THREADS
  *	Everything but eng_msg runs on the session's loop: on the loop's
@@ -345,5 +348,23 @@ void engine_msg_feed(struct eng_msg *m, const void *buf, size_t len);
  * goes out (to out) now */
 void engine_msg_finish(struct eng_msg *m);
 void engine_msg_free(struct eng_msg *m);
+/* engine_msg_ahead - after engine_msg_feed(), on the feeding thread: as
+ * soon as the message's header section is in, the names its end of data
+ * will look up and the resolver's cache lacks (the key records of its
+ * DKIM signatures, as the verifier parsed and bounds them; the DMARC
+ * records of its one From domain: the domain's and, for RFC 7489, its
+ * organisational domain's), allocated, for engine_ahead() on the
+ * session's loop. NULL before the header section has ended, after the
+ * first call that saw it end, and when nothing is missing. */
+struct eng_ahead;
+struct eng_ahead *engine_msg_ahead(struct eng_msg *m);
+/* engine_ahead - on the session's loop, while the transaction the
+ * message belongs to is open: those names are asked into the resolver's
+ * cache, nothing waits for them here; the end of the data then runs from
+ * the cache or waits only for what it needs that is still in flight.
+ * Each name is asked once per transaction (the DMARC records asked at
+ * MAIL included). Takes a over (NULL: nothing). */
+void engine_ahead(struct eng_sess *e, struct eng_ahead *a);
+void engine_ahead_free(struct eng_ahead *a);
 
 #endif

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "dkim.h"
 #include "hdrscan.h"
 
 struct event_base;
@@ -66,7 +67,22 @@ struct eng_msg {
 	bool hdr_done;
 	char *hdr;
 	size_t hdr_len;
+	bool ahead_done;		/* engine_msg_ahead() saw the header's end */
+	unsigned char dmarc_mode;	/* enum conf_dmarc; OFF without a PSL */
 };
+
+/* the names asked ahead for a message (engine_msg_ahead): its DKIM keys
+ * and up to two DMARC records */
+#define ENG_AHEAD_MAX (DKIMV_MAX_SIGS + 2)
+struct eng_ahead {
+	int n;
+	char name[ENG_AHEAD_MAX][320];
+};
+/* eng_dmarc_names - the DMARC records of the author domain d (A-labels,
+ * as dmarc_domain_norm gives it) that DMARC reads first: _dmarc.d and,
+ * for RFC 7489 (mode), that of its organisational domain when it differs;
+ * how many (0 without a PSL). Any thread. */
+int eng_dmarc_names(int mode, const char *d, char (*out)[320]);
 
 /* the verdict line (engine_vlog.c): one per transaction and refusal */
 struct dns_answer;

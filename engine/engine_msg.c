@@ -9,6 +9,7 @@
  *	void engine_msg_feed(struct eng_msg *m, const void *buf, size_t len);
  *	void engine_msg_finish(struct eng_msg *m);
  *	void engine_msg_free(struct eng_msg *m);
+ *	struct eng_ahead *engine_msg_ahead(struct eng_msg *m);
  *
  * DESCRIPTION
  *	The input is the message as moat decoded it: CRLF line ends, dot-
@@ -24,14 +25,27 @@
  *	missing, doubled or unreadable From gives no mailbox, and then "from
  *	owned-by MAP" and "from in LIST" are false.
  *
+ *	Once the header section has ended (the scanner and the verifier
+ *	both past its empty line), engine_msg_ahead() gives the names the end
+ *	of the data will look up that the resolver's cache lacks: the key
+ *	records of the signatures the verifier parsed (at most
+ *	max-signatures, selector and domain checked: dkimv_msg_keynames) and
+ *	the DMARC records of the From domain, when there is exactly one From
+ *	field with one mailbox of a valid domain (several authors are left
+ *	to the end of the data). Once per message.
+ *
  *	No loop state is touched: any one thread may build and feed a
  *	message; engine_data() hands it to the engine's loop.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dkim.h"
 #include "dkim_sign.h"
+#include "dmarc.h"
+#include "dmarc_record.h"
+#include "dns.h"
 #include "engine.h"
 #include "engine_int.h"
 #include "hdrscan.h"
@@ -67,6 +81,8 @@ engine_msg_new(const struct conf *c, eng_msg_out_fn out, void *arg)
 	m->hdr_done = false;
 	m->hdr = NULL;
 	m->hdr_len = 0;
+	m->ahead_done = false;
+	m->dmarc_mode = (unsigned char)(engine_g.psl != NULL ? c->dmarc : CONF_DMARC_OFF);
 	return m;
 }
 
@@ -171,4 +187,79 @@ engine_msg_free(struct eng_msg *m)
 	hdrscan_free(&m->hs);
 	free(m->hdr);
 	free(m);
+}
+
+/* eng_dmarc_names - see engine_int.h */
+int
+eng_dmarc_names(int mode, const char *d, char (*out)[320])
+{
+	char org[DMARC_DOMAIN_SIZE];
+	int n = 0;
+
+	if (mode == CONF_DMARC_OFF || engine_g.psl == NULL || d[0] == 0)
+		return 0;
+	snprintf(out[n++], 320, "_dmarc.%s", d);
+	if (mode == CONF_DMARC_7489 &&
+	    dmarc_psl_orgdomain(engine_g.psl, d, org, sizeof(org)) >= 0 && strcmp(org, d) != 0)
+		snprintf(out[n++], 320, "_dmarc.%s", org);
+	return n;
+}
+
+/* from_domain - the one author domain of the header (A-labels), or "" */
+static void
+from_domain(const struct hdrscan *hs, char *out, size_t size)
+{
+	struct dmarc_author a;
+
+	out[0] = 0;
+	if (hs->nfrom != 1 || hs->from_cut)
+		return;
+	dmarc_author_init(&a);
+	dmarc_author_add(&a, hs->from[0], hs->from_len[0]);
+	if (a.nmailbox == 1 && !a.bad && a.ndomain == 1 && strlen(a.domain[0]) < size)
+		memcpy(out, a.domain[0], strlen(a.domain[0]) + 1);
+}
+
+/* ahead_add - a name not in the resolver's cache into *a (made on first use) */
+static void
+ahead_add(struct eng_ahead **a, const char *name)
+{
+	if (dns_cached(name, DNS_T_TXT))
+		return;
+	if (*a == NULL) {
+		*a = xmalloc(sizeof(**a));
+		(*a)->n = 0;
+	}
+	if ((*a)->n < ENG_AHEAD_MAX)
+		memcpy((*a)->name[(*a)->n++], name, strlen(name) + 1);
+}
+
+/* engine_msg_ahead - see engine.h */
+struct eng_ahead *
+engine_msg_ahead(struct eng_msg *m)
+{
+	char keys[DKIMV_MAX_SIGS][320], dm[2][320], d[DMARC_DOMAIN_SIZE];
+	struct eng_ahead *a = NULL;
+	int nk = 0, nd = 0;
+
+	if (m == NULL || m->ahead_done || !hdrscan_in_body(&m->hs) || dkimv_msg_in_header(m->dkim))
+		return NULL;
+	m->ahead_done = true;
+	if (m->dkim != NULL)
+		nk = dkimv_msg_keynames(m->dkim, keys, DKIMV_MAX_SIGS);
+	if (m->dmarc_mode != CONF_DMARC_OFF) {
+		from_domain(&m->hs, d, sizeof(d));
+		nd = eng_dmarc_names(m->dmarc_mode, d, dm);
+	}
+	for (int i = 0; i < nk; i++)
+		ahead_add(&a, keys[i]);
+	for (int i = 0; i < nd; i++)
+		ahead_add(&a, dm[i]);
+	return a;
+}
+
+void
+engine_ahead_free(struct eng_ahead *a)
+{
+	free(a);
 }

@@ -21,13 +21,12 @@
  *	bytes of input each; the line is cut at the log's line limit, after
  *	which the recipients not shown are counted (to_more=N).
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine_int.h"
 #include "log.h"
+#include "textbuf.h"
 #include "metrics.h"
 #include "xalloc.h"
 
@@ -71,6 +70,16 @@ struct vl_sess *
 vl_new(void)
 {
 	return xcalloc(1, sizeof(struct vl_sess));
+}
+
+/* enh_copy - an enhanced code (or "" for NULL) into out, cut to fit */
+static void
+enh_copy(char *out, size_t size, const char *enh)
+{
+	size_t k = enh != NULL ? strnlen(enh, size - 1) : 0;
+
+	memcpy(out, enh != NULL ? enh : "", k);
+	out[k] = 0;
 }
 
 static void
@@ -212,7 +221,7 @@ vl_rcpt(struct vl_sess *v, const char *addr, int code, const char *enh)
 	if (code != 0) {
 		x->state = VR_DONE;
 		x->code = (short)code;
-		snprintf(x->enh, sizeof(x->enh), "%s", enh != NULL ? enh : "");
+		enh_copy(x->enh, sizeof(x->enh), enh);
 	} else
 		x->state = v->upstream ? VR_WAIT_UPS : VR_PASSED;
 }
@@ -232,35 +241,23 @@ vl_data(struct vl_sess *v, uint64_t size, const struct vl_summary *summary,
 	r->data_wait = v->upstream;
 }
 
-/* cat - append to the line, bounded; false once full */
-static bool
-cat(char *buf, size_t *n, const char *fmt, ...)
-{
-	va_list ap;
-	int k;
-
-	if (*n >= VL_LINE)
-		return false;
-	va_start(ap, fmt);
-	k = vsnprintf(buf + *n, VL_LINE - *n, fmt, ap);
-	va_end(ap);
-	if (k < 0 || (size_t)k >= VL_LINE - *n) {
-		buf[*n] = 0;
-		*n = VL_LINE;
-		return false;
-	}
-	*n += (size_t)k;
-	return true;
-}
-
+/* vb_esc - " KEY=OPEN<s escaped>CLOSE", whole or not at all (the line is
+ * built by appending pieces, core/textbuf.h: no printf for every message) */
 static void
-cat_esc(char *buf, size_t *n, const char *key, const char *s, size_t len, const char *open,
+vb_esc(struct textbuf *b, const char *key, const char *s, size_t len, const char *open,
 	const char *close)
 {
 	char esc[LOG_ESC_SIZE];
+	size_t m = b->n, k = log_escape(esc, sizeof(esc), s, len);
 
-	log_escape(esc, sizeof(esc), s, len);
-	cat(buf, n, " %s=%s%s%s", key, open, esc, close);
+	tb_put(b, " ", 1);
+	tb_str(b, key);
+	tb_put(b, "=", 1);
+	tb_str(b, open);
+	tb_put(b, esc, k);
+	tb_str(b, close);
+	if (b->full)
+		b->n = m;
 }
 
 static const char *
@@ -280,8 +277,8 @@ static void
 vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcpt *only,
 	uint64_t now_ms)
 {
-	char buf[VL_LINE + 1];
-	size_t n = 0;
+	char buf[VL_LINE], tail[VL_LINE];
+	struct textbuf b = TEXTBUF(buf, VL_LINE), t = TEXTBUF(tail, VL_LINE);
 	unsigned shown = 0, total = 0;
 
 	if (in->stage == RS_DATA && r != NULL && !in->abandoned)
@@ -291,50 +288,105 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 		metrics_inc(MF_REFUSALS, rules_stage_name(in->stage), in->upstream ? "upstream" : "moat");
 	if (!log_enabled(LOG_L_INFO) || in->who == NULL)
 		return;		/* log-level warn: the line is not built */
-	buf[0] = 0;
-	cat(buf, &n, "verdict=%s by=%s stage=%s %s", in->abandoned ? "abandoned" : in->code ?
-	    verdict_word(in->code) : "accept", in->upstream ? "upstream" : "moat",
-	    rules_stage_name(in->stage), in->who);
+	tb_str(&b, "verdict=");
+	tb_str(&b, in->abandoned ? "abandoned" : in->code ? verdict_word(in->code) : "accept");
+	tb_str(&b, in->upstream ? " by=upstream stage=" : " by=moat stage=");
+	tb_str(&b, rules_stage_name(in->stage));
+	tb_put(&b, " ", 1);
+	tb_str(&b, in->who);
+	if (r != NULL)
+		vb_esc(&b, "from", r->from, strlen(r->from), "<", ">");
+
+	/* what follows the recipients, made first: the recipients get the
+	 * room it leaves (and " to_more=N" when not all of them fit) */
+	if (r != NULL && only == NULL && r->size > 0) {
+		tb_str(&t, " size=");
+		tb_u64(&t, r->size);
+	}
+	if (in->code != 0) {
+		tb_str(&t, " code=");
+		tb_ll(&t, in->code);
+		tb_str(&t, " enh=");
+		tb_str(&t, in->enh && in->enh[0] ? in->enh : "-");
+	} else {
+		tb_str(&t, " code=-");
+	}
+	if (in->text != NULL)
+		vb_esc(&t, "reply", in->text, in->len, "\"", "\"");
+	if (in->rule_file != NULL) {
+		tb_str(&t, " rule=");
+		tb_str(&t, in->rule_file);
+		tb_put(&t, ":", 1);
+		tb_ll(&t, in->rule_line);
+	} else {
+		tb_str(&t, " rule=-");
+	}
+	if (in->summary != NULL && in->summary->set) {
+		tb_str(&t, " spf=");
+		tb_str(&t, in->summary->spf);
+		tb_str(&t, " dkim=");
+		tb_str(&t, in->summary->dkim);
+		tb_str(&t, " dmarc=");
+		tb_str(&t, in->summary->dmarc);
+		tb_str(&t, " dnsbl=");
+		tb_ll(&t, in->summary->dnsbl);
+		tb_str(&t, " greylist=");
+		tb_str(&t, in->summary->gl);
+	}
+	if (in->queue_id != NULL && in->queue_id[0])
+		vb_esc(&t, "queue_id", in->queue_id, strlen(in->queue_id), "", "");
 	if (r != NULL) {
-		cat_esc(buf, &n, "from", r->from, strlen(r->from), "<", ">");
+		uint64_t ms = now_ms - r->start_ms;
+		char d[4] = { '.', (char)('0' + ms % 1000 / 100), (char)('0' + ms % 100 / 10),
+			      (char)('0' + ms % 10) };
+
+		tb_str(&t, " time=");
+		tb_u64(&t, ms / 1000);
+		tb_put(&t, d, 4);
+	}
+
+	if (r != NULL) {
+		size_t room = b.n + t.n + 20 < VL_LINE ? VL_LINE - t.n - 20 : b.n;
+
+		b.cap = room;	/* " to_more=N" fits in the 20 kept */
 		for (unsigned i = 0; i < r->nr; i++) {
 			const struct vl_rcpt *x = &r->r[i];
 			char esc[LOG_ESC_SIZE];
+			size_t m = b.n, k;
 
 			if (only != NULL && x != only)
 				continue;
 			total++;
-			log_escape(esc, sizeof(esc), x->addr, strlen(x->addr));
-			if (x->state != VR_DONE ? !cat(buf, &n, " to=<%s>:%s", esc,
-			    x->state == VR_PASSED ? "passed" : r->lost ? "lost" : "waiting") :
-			    !cat(buf, &n, " to=<%s>:%d%s%s", esc, x->code, x->enh[0] ? ":" : "", x->enh))
-				break;
-			shown++;
+			if (b.full)
+				continue;	/* counted, not shown */
+			k = log_escape(esc, sizeof(esc), x->addr, strlen(x->addr));
+			tb_str(&b, " to=<");
+			tb_put(&b, esc, k);
+			if (x->state != VR_DONE) {
+				tb_str(&b, x->state == VR_PASSED ? ">:passed" : r->lost ? ">:lost" :
+				    ">:waiting");
+			} else {
+				tb_str(&b, ">:");
+				tb_ll(&b, x->code);
+				if (x->enh[0]) {
+					tb_put(&b, ":", 1);
+					tb_str(&b, x->enh);
+				}
+			}
+			if (b.full)
+				b.n = m;
+			else
+				shown++;
 		}
-		if (total > shown)
-			cat(buf, &n, " to_more=%u", total - shown);
-		if (only == NULL && r->size > 0)
-			cat(buf, &n, " size=%llu", (unsigned long long)r->size);
+		b.cap = VL_LINE;
+		b.full = false;
+		if (total > shown) {
+			tb_str(&b, " to_more=");
+			tb_u64(&b, total - shown);
+		}
 	}
-	if (in->code != 0)
-		cat(buf, &n, " code=%d enh=%s", in->code, in->enh && in->enh[0] ? in->enh : "-");
-	else
-		cat(buf, &n, " code=-");
-	if (in->text != NULL)
-		cat_esc(buf, &n, "reply", in->text, in->len, "\"", "\"");
-	if (in->rule_file != NULL)
-		cat(buf, &n, " rule=%s:%d", in->rule_file, in->rule_line);
-	else
-		cat(buf, &n, " rule=-");
-	if (in->summary != NULL && in->summary->set)
-		cat(buf, &n, " spf=%s dkim=%s dmarc=%s dnsbl=%lld greylist=%s", in->summary->spf,
-		    in->summary->dkim, in->summary->dmarc, in->summary->dnsbl, in->summary->gl);
-	if (in->queue_id != NULL && in->queue_id[0])
-		cat_esc(buf, &n, "queue_id", in->queue_id, strlen(in->queue_id), "", "");
-	if (r != NULL)
-		cat(buf, &n, " time=%llu.%03llu", (unsigned long long)(now_ms - r->start_ms) / 1000,
-		    (unsigned long long)(now_ms - r->start_ms) % 1000);
-	log_text(LOG_L_INFO, in->sid, buf, n < VL_LINE ? n : strlen(buf));
+	tb_put(&b, tail, t.n);
+	log_text(LOG_L_INFO, in->sid, buf, b.n);
 }
 
 /* vl_refusal - moat refused a command: the line (the recipient's own
@@ -417,7 +469,7 @@ vl_upstream(struct vl_sess *v, struct vl_line_in *in, uint64_t now_ms)
 			return;
 		x->state = VR_DONE;
 		x->code = (short)in->code;
-		snprintf(x->enh, sizeof(x->enh), "%s", in->enh ? in->enh : "");
+		enh_copy(x->enh, sizeof(x->enh), in->enh);
 		if (in->code / 100 != 2) {
 			for (r = v->head; r && !(x >= r->r && x < r->r + r->nr); r = r->next)
 				;
@@ -507,7 +559,7 @@ vl_failed(struct vl_sess *v, const struct vl_line_in *in, uint64_t now_ms)
 		if (x != NULL) {
 			x->state = VR_DONE;
 			x->code = (short)in->code;
-			snprintf(x->enh, sizeof(x->enh), "%s", in->enh ? in->enh : "");
+			enh_copy(x->enh, sizeof(x->enh), in->enh);
 			break;
 		}
 	}

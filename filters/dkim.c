@@ -1063,6 +1063,13 @@ dkimv_authres(const struct dkimv_outcome *o, struct authres *a)
 	}
 }
 
+/* dkimv_msg_in_header - see dkim.h */
+bool
+dkimv_msg_in_header(const struct dkimv_msg *m)
+{
+	return m != NULL && m->st == MS_HEADER;
+}
+
 /* dkimv_msg_keynames - see dkim.h */
 int
 dkimv_msg_keynames(struct dkimv_msg *m, char (*out)[320], int max)

@@ -160,6 +160,9 @@ void dkimv_msg_free(struct dkimv_msg *m);
  * once the header is in: at most max, returns how many (0 before the
  * body, or when there is no usable signature). Any thread; no lookups. */
 int dkimv_msg_keynames(struct dkimv_msg *m, char (*out)[320], int max);
+/* Is the verifier still in the message's header section (its blank line
+ * not fed yet)? Any thread. */
+bool dkimv_msg_in_header(const struct dkimv_msg *m);
 
 const char *dkimv_result_name(enum dkimv_result r);
 const char *dkimv_alg_name(enum dkimv_alg a);

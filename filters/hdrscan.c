@@ -182,6 +182,12 @@ hdrscan_finish(struct hdrscan *h)
 		field_end(h);
 }
 
+bool
+hdrscan_in_body(const struct hdrscan *h)
+{
+	return (h->state & 0xff) == HS_BODY;
+}
+
 void
 hdrscan_free(struct hdrscan *h)
 {

@@ -7,6 +7,7 @@
  *	                  hdrscan_out_fn out, void *arg);
  *	void hdrscan_feed(struct hdrscan *h, const unsigned char *buf, size_t len);
  *	void hdrscan_finish(struct hdrscan *h);
+ *	bool hdrscan_in_body(const struct hdrscan *h);
  *	void hdrscan_free(struct hdrscan *h);
  *
  * DESCRIPTION
@@ -64,6 +65,9 @@ struct hdrscan {
 void hdrscan_init(struct hdrscan *h, const char *authserv_id, hdrscan_out_fn out, void *arg);
 void hdrscan_feed(struct hdrscan *h, const unsigned char *buf, size_t len);
 void hdrscan_finish(struct hdrscan *h);
+/* hdrscan_in_body - the header section has ended (its empty line was
+ * fed): the From values are complete */
+bool hdrscan_in_body(const struct hdrscan *h);
 void hdrscan_free(struct hdrscan *h);
 
 #endif

@@ -47,10 +47,12 @@
 /* a request's done word (a futex) */
 enum { MLT_PENDING = 0, MLT_SLEEPING, MLT_DONE };
 
-enum mlt_stage { MS_CONNECT = 0, MS_HELO, MS_MAIL, MS_RCPT, MS_EOM, MS_ABORT, MS_CLOSE };
+enum mlt_stage { MS_CONNECT = 0, MS_HELO, MS_MAIL, MS_RCPT, MS_EOM, MS_ABORT, MS_CLOSE,
+	MS_EOH };
 
 struct mlt_conn;
 struct eng_msg;
+struct eng_ahead;
 
 struct mlt_req {
 	struct mbox_link link;		/* first: the engine's mailbox */
@@ -68,6 +70,7 @@ struct mlt_req {
 	char tls_version[32], tls_cipher[64], tls_cert[256];	/* connect, helo, mail */
 	bool submission;		/* connect */
 	struct eng_msg *msg;		/* eom: the message the callbacks built (engine.h) */
+	struct eng_ahead *ahead;	/* eoh: names to ask ahead (engine_msg_ahead) */
 	uint64_t size;			/* eom */
 	bool here;			/* taken on the caller's thread (the debug line) */
 	/* outputs */

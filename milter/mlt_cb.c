@@ -16,7 +16,8 @@
  *	cannot refuse: connect and helo are then posted without waiting, and
  *	MAIL's request is kept here and rides on the next request of the
  *	connection (RCPT, or whatever comes instead: HELO, another MAIL, the
- *	end of message, abort, close: mail_attach()), which the engine takes
+ *	end of the header's ask-ahead, the end of message, abort, close:
+ *	mail_attach()), which the engine takes
  *	after it, in the same hand-over (one wake-up of the engine thread
  *	for both when they go through its mailbox). Only the checks that
  *	MAIL starts (SPF, the sender-domain zones) start at RCPT. The MTA
@@ -222,12 +223,27 @@ msg_begin(struct mlt_priv *p)
 		p->msg = engine_msg_new(p->conf, NULL, NULL);
 }
 
-/* msg_feed - message bytes as the client sent them */
+static void mail_attach(struct mlt_priv *p, struct mlt_req *rq);
+
+/* msg_feed - message bytes as the client sent them; once the header is
+ * in (the end-of-header callback, or the first body chunk), the names
+ * the end of the message will look up and the cache lacks go to the
+ * engine, which asks them while the body comes (nobody waits) */
 static void
 msg_feed(struct mlt_priv *p, const void *buf, size_t len)
 {
+	struct eng_ahead *a;
+
 	p->size += len;
 	engine_msg_feed(p->msg, buf, len);
+	if ((a = engine_msg_ahead(p->msg)) != NULL) {
+		struct mlt_req *rq;
+
+		rq = mlt_req_new(p->mc, MS_EOH, p->id);
+		mail_attach(p, rq);	/* MAIL's request first: the transaction */
+		rq->ahead = a;
+		mlt_req_post(rq);
+	}
 }
 
 /* mail_attach - MAIL's request kept back goes to the engine with the

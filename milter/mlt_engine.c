@@ -183,6 +183,7 @@ req_free(struct mlt_req *rq)
 	if (rq->before != NULL)
 		mlt_req_unref(rq->before);	/* never taken (the engine stopped) */
 	engine_msg_free(rq->msg);
+	engine_ahead_free(rq->ahead);
 	free(rq->hdrs);
 	conf_unref(rq->conf);
 	free(rq);
@@ -289,7 +290,7 @@ static const char *
 stage_name(enum mlt_stage st)
 {
 	static const char *const names[] = { "connect", "helo", "mail", "rcpt", "data", "abort",
-	    "close" };
+	    "close", "eoh" };
 
 	return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
 }
@@ -479,6 +480,17 @@ take(struct mlt_req *rq)
 		rq->before = NULL;
 		b->here = rq->here;
 		take(b);
+	}
+	if (rq->stage == MS_EOH) {
+		/* the header is in: its DKIM keys and DMARC records are asked
+		 * ahead; nobody waits, and a request being worked on goes on */
+		if (mc->conf != NULL)
+			engine_ahead(mc->e, rq->ahead);
+		else
+			engine_ahead_free(rq->ahead);
+		rq->ahead = NULL;
+		req_complete(rq);
+		return;
 	}
 	if (mc->req != NULL) {
 		/* the caller of the last request gave up; it ends now */

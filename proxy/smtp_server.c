@@ -86,6 +86,7 @@
 #include "sasl.h"
 #include "session.h"
 #include "spool.h"
+#include "textbuf.h"
 #include "tls.h"
 #include "xalloc.h"
 
@@ -1388,13 +1389,18 @@ sess_process_input(struct session *s)
  */
 
 /* sess_spool_out - decoder output: to the engine's message (DKIM, the
- * header scanner, the header block), which passes it to the spool */
+ * header scanner, the header block), which passes it to the spool; once
+ * the header section is in, the DKIM keys and DMARC records are asked
+ * while the body streams in */
 static void
 sess_spool_out(void *arg, const unsigned char *buf, size_t len)
 {
 	struct session *s = arg;
+	struct eng_ahead *a;
 
 	engine_msg_feed(s->txn->msg, buf, len);
+	if ((a = engine_msg_ahead(s->txn->msg)) != NULL)
+		engine_ahead(sess_eng(s), a);
 }
 
 /* sess_data_end - the terminator was seen: judge, then send upstream */
@@ -1608,18 +1614,38 @@ sess_timer_cb(evutil_socket_t fd, short what, void *arg)
 static void
 sess_log_end(const struct session *s)
 {
-	char who[ENG_WHO_SIZE], tls[200];
-	unsigned long long ms = sess_now_ms() - s->start_ms;
+	char who[ENG_WHO_SIZE], tls[200], line[ENG_WHO_SIZE + 600];
+	uint64_t ms = sess_now_ms() - s->start_ms;
+	char frac[4] = { '.', (char)('0' + ms % 1000 / 100), (char)('0' + ms % 100 / 10),
+			 (char)('0' + ms % 10) };
+	struct textbuf b = TEXTBUF(line, sizeof(line));
 
 	if (!log_enabled(LOG_L_INFO))
 		return;
 	engine_who(s->eng, (const struct sockaddr *)&s->peer, who, sizeof(who));
 	tls_log_fields(s, tls, sizeof(tls));
-	log_msg(LOG_L_INFO, s->id, "disconnect %s reason=%s commands=%u messages=%u errors=%u "
-	    "time=%llu.%03llu%s%s%s%s", who, s->close_reason ? s->close_reason : "closed", s->ncmds,
-	    s->nmsgs, s->errors, ms / 1000, ms % 1000, tls,
-	    s->via != NULL ? " via=" : "", s->via != NULL ? s->via : "",
-	    s->via_tls ? " proxy-tls=yes" : "");
+	/* appended, not printf'd: a line for every session at info */
+	tb_str(&b, "disconnect ");
+	tb_str(&b, who);
+	tb_str(&b, " reason=");
+	tb_str(&b, s->close_reason ? s->close_reason : "closed");
+	tb_str(&b, " commands=");
+	tb_u64(&b, s->ncmds);
+	tb_str(&b, " messages=");
+	tb_u64(&b, s->nmsgs);
+	tb_str(&b, " errors=");
+	tb_u64(&b, s->errors);
+	tb_str(&b, " time=");
+	tb_u64(&b, ms / 1000);
+	tb_put(&b, frac, 4);
+	tb_str(&b, tls);
+	if (s->via != NULL) {
+		tb_str(&b, " via=");
+		tb_str(&b, s->via);
+	}
+	if (s->via_tls)
+		tb_str(&b, " proxy-tls=yes");
+	log_text(LOG_L_INFO, s->id, line, b.n);
 }
 
 /* sess_free_cb - the one place a session is freed */

@@ -20,6 +20,16 @@
  *	time otherwise. DATA is a barrier: nothing follows it until its 354
  *	arrived and the message and its dot are written.
  *
+ *	When the upstream offers CHUNKING and the message is spooled in
+ *	memory, DATA goes as one "BDAT n LAST" (RFC 3030) instead: the
+ *	command and the whole message in one write, no 354 to wait for (a
+ *	round trip less). The spool holds the message dot-stuffed for DATA
+ *	(smtp_data.h); ups_unstuff() takes the stuffing dot off each line
+ *	that has one, so n counts the bytes the upstream stores. BDAT's
+ *	reply is the dot's (UK_DOT); a refused BDAT is followed by an RSET
+ *	of upstream.c's own, as a DATA refused before its content is. A
+ *	message spooled to a file still goes as DATA (sendfile, no copy).
+ *
  *	Every command sent has one entry in the in-flight queue; each reply
  *	is matched to the oldest entry and goes to the owner's reply
  *	callback with that entry's client slot (internal commands, RSET,
@@ -33,18 +43,47 @@
  *	stops after three: ups_gave_up()).
  *
  * REUSE
- *	When a session ends with its upstream connection idle, and the
- *	identity can be changed on it (XCLIENT, or none), the connection is
- *	parked in its worker's pool (at most UPS_POOL_MAX, for at most
- *	UPS_POOL_IDLE_MS) instead of being closed. The next session of that
- *	worker that needs the upstream takes it and sends XCLIENT with its own
- *	client's identity (Postfix resets the session for it), then EHLO: a
- *	TCP connect and a greeting saved. A parked connection that hears
- *	anything (a 421 timeout, EOF) is closed. If a reused connection fails
- *	before it answered anything of this session (closed, reset, 421: the
- *	upstream's idle timeout ended it as it was taken), the session's
- *	commands, sent or queued, move in order to a fresh connection
- *	(ups_retry_fresh()); only the fresh one's failure reaches the client.
+ *	When a session ends with nothing of its own on its upstream connection
+ *	(no command queued or unanswered but upstream.c's own RSET or NOOP,
+ *	no DATA under way), and the identity can be changed on it (XCLIENT,
+ *	or none), the connection is parked in its worker's pool (at most
+ *	UPS_POOL_MAX, for at most UPS_POOL_IDLE_MS) instead of being closed.
+ *	A transaction the upstream still has open (moat refused the
+ *	recipient or the message after the upstream accepted MAIL, and the
+ *	client left) gets an RSET as it is parked. The pool keeps the
+ *	connection's in-flight queue: the replies it is owed (that RSET, or
+ *	an RSET or keepalive NOOP sent before) are matched to them in order,
+ *	and each must be a 2xx; anything else it hears (a byte with nothing
+ *	owed, a 421, an error, EOF) closes it. The next session of that
+ *	worker that needs the upstream takes a parked connection, one that
+ *	owes nothing first, and sends XCLIENT with its own client's identity
+ *	(Postfix resets the session for it), then EHLO: a TCP connect and a
+ *	greeting saved. A connection still owed a reply keeps it at the head
+ *	of the in-flight queue, so it is matched before anything of the new
+ *	session's and never reaches it; XCLIENT goes behind it (pipelined
+ *	when the upstream offers PIPELINING, else once the reply is in).
+ *	Those owed commands are marked as the connection's own (own): if a
+ *	reused connection fails before it answered anything of this session
+ *	(closed, reset, 421, an error to the owed RSET: the upstream's idle
+ *	timeout ended it as it was taken), the session's commands, sent or
+ *	queued, move in order to a fresh connection (ups_retry_fresh()), the
+ *	connection's own and setup commands do not; only the fresh one's
+ *	failure reaches the client.
+ *
+ * THE EHLO AFTER XCLIENT
+ *	A reused connection knows its capabilities from its earlier EHLO,
+ *	and Postfix (3.7) takes MAIL with SIZE=, BODY= and SMTPUTF8 right
+ *	after XCLIENT's 220 when XCLIENT gave HELO= and PROTO=ESMTP: the
+ *	Received: field is the same. The second EHLO is kept anyway, one
+ *	round trip per session, because it is where Postfix applies
+ *	smtpd_helo_restrictions when smtpd_delay_reject is no (without it a
+ *	HELO name the upstream refuses gets through), where its milters
+ *	hear the HELO (XCLIENT gives them a new connect event only), and
+ *	what makes pipelining legal for a client that said HELO (PROTO=SMTP:
+ *	"improper command pipelining", and a disconnect under
+ *	smtpd_forbid_unauth_pipelining, the default from Postfix 3.9); and
+ *	a client without a valid HELO name would have none upstream (503
+ *	"send HELO/EHLO first" under smtpd_helo_required).
  *
  * KEEPALIVE
  *	The session spools the whole message before it says DATA upstream,
@@ -118,6 +157,9 @@ struct ups_cmd {
 	enum ups_kind kind;
 	struct slot *slot;	/* client reply, or NULL for an internal command */
 	struct spool *spool;	/* UK_DATA: the message */
+	bool own;		/* the connection's own (an RSET or NOOP it was parked
+				 * with): belongs to no session, never carried over */
+	bool bdat;		/* UK_DOT: the message went as BDAT n LAST */
 	size_t len;
 	char line[];
 };
@@ -138,6 +180,8 @@ struct ups_conn {
 	bool answered;		/* a reply to one of the owner's commands came */
 	bool tls_settled;	/* STARTTLS done, or (opportunistic) not possible */
 	bool authed;		/* the upstream said 235 to AUTH: never reused */
+	bool xclient_due;	/* taken with replies owed, no PIPELINING: XCLIENT
+				 * goes once they are in */
 	struct worker *w;	/* while pooled */
 	struct ups_conn *pprev, *pnext;
 	struct reply r;
@@ -369,6 +413,8 @@ ups_cmd_new(enum ups_kind kind, const char *line, size_t len, struct slot *sl, s
 	c->kind = kind;
 	c->slot = sl;
 	c->spool = sp;
+	c->own = false;
+	c->bdat = false;
 	c->len = len;
 	memcpy(c->line, line, len);
 	c->line[len] = 0;
@@ -445,6 +491,66 @@ ups_send_line(struct ups *h, enum ups_kind kind, const char *line, size_t len)
 	ups_send(h, ups_cmd_new(kind, line, len, NULL, NULL));
 }
 
+/*
+ * ups_unstuff - move in to out, without the spool's dot-stuffing: every
+ * line of the spool that begins with "." had one added (smtp_data.h),
+ * lines end in CR LF, and so does the last one
+ */
+static void
+ups_unstuff(struct evbuffer *in, struct evbuffer *out)
+{
+	unsigned char first;
+
+	if (evbuffer_copyout(in, &first, 1) == 1 && first == '.')
+		evbuffer_drain(in, 1);
+	for (;;) {
+		struct evbuffer_ptr p = evbuffer_search(in, "\r\n.", 3, NULL);
+
+		if (p.pos < 0) {
+			evbuffer_remove_buffer(in, out, evbuffer_get_length(in));
+			return;
+		}
+		evbuffer_remove_buffer(in, out, (size_t)p.pos + 2);
+		evbuffer_drain(in, 1);
+	}
+}
+
+/* ups_send_bdat - the message of DATA command c (spooled in memory) as
+ * one "BDAT n LAST" (RFC 3030), its content unstuffed, in one write: no
+ * 354 to wait for. Its reply is the dot's (UK_DOT); false when the
+ * message could not be read (the upstream connection is over) */
+static bool
+ups_send_bdat(struct ups *h, struct ups_cmd *c)
+{
+	struct ups_conn *u = h->c;
+	struct evbuffer *raw = evbuffer_new(), *out = evbuffer_new();
+	struct ups_cmd *last;
+	char line[48];
+	int n;
+
+	if (raw == NULL || out == NULL || spool_send(c->spool, raw) != 0) {
+		if (raw != NULL)
+			evbuffer_free(raw);
+		if (out != NULL)
+			evbuffer_free(out);
+		ups_error(h, UK_DOT, c->slot, false,
+		    "451 4.3.0 Error: local error reading the message, try again later");
+		ups_cmd_free(c);
+		ups_fail(h, "spool-read", NULL);
+		return false;
+	}
+	ups_unstuff(raw, out);
+	evbuffer_free(raw);
+	n = snprintf(line, sizeof(line), "BDAT %zu LAST\r\n", evbuffer_get_length(out));
+	last = ups_cmd_new(UK_DOT, line, (size_t)n, c->slot, NULL);
+	last->bdat = true;
+	ups_cmd_free(c);
+	ups_send(h, last);
+	conn_write_buffer(u->conn, out);
+	evbuffer_free(out);
+	return true;
+}
+
 /* ups_pump - send what may be sent now */
 static void
 ups_pump(struct ups *h)
@@ -460,6 +566,11 @@ ups_pump(struct ups *h)
 		u->out_h = c->next;
 		if (u->out_h == NULL)
 			u->out_t = NULL;
+		if (c->kind == UK_DATA && (u->caps & UPS_CAP_CHUNKING) && !spool_on_disk(c->spool)) {
+			if (!ups_send_bdat(h, c))
+				return;
+			continue;
+		}
 		if (c->kind == UK_DATA)
 			u->blocked = true;
 		ups_send(h, c);
@@ -495,6 +606,8 @@ ups_parse_caps(struct ups_conn *u)
 		u->caps |= UPS_CAP_ENHANCED;
 	if (reply_ehlo_has(&u->r, "STARTTLS", &plen))
 		u->caps |= UPS_CAP_STARTTLS;
+	if (reply_ehlo_has(&u->r, "CHUNKING", &plen))
+		u->caps |= UPS_CAP_CHUNKING;
 	p = reply_ehlo_has(&u->r, "AUTH", &plen);
 	ups_auth_remember(p, p ? plen : 0);
 	if ((p = reply_ehlo_has(&u->r, "XCLIENT", &plen)) != NULL) {
@@ -716,14 +829,13 @@ ups_dispatch(struct ups *h)
 			ups_send(h, dot);
 		} else {
 			/* refused before the content: the transaction is still
-			 * open upstream, end it */
+			 * open upstream, end it; the RSET goes before the owner
+			 * hears the reply and perhaps sends its next MAIL */
 			spool_free(c->spool);
 			u->blocked = false;
+			u->in_txn = false;
+			ups_send_line(h, UK_RSET, "RSET\r\n", 6);
 			ups_reply(h, c->kind, c->slot, r);
-			if (h->c == u && u->st == UPS_READY) {
-				u->in_txn = false;
-				ups_send_line(h, UK_RSET, "RSET\r\n", 6);
-			}
 		}
 		break;
 	case UK_DOT:
@@ -733,6 +845,12 @@ ups_dispatch(struct ups *h)
 		/* debug: the verdict line says the same at info */
 		log_msg(LOG_L_DEBUG, h->sid, "relayed upstream_code=%d upstream_reply=\"%s%s%s\"",
 		    code, r->enh, r->enh[0] ? " " : "", esc);
+		if (c->bdat && cls != 2)
+			/* a refused BDAT may leave the transaction open
+			 * (RFC 3030 2: no more chunks; RSET ends it); sent
+			 * before the owner hears the reply and perhaps
+			 * sends its next MAIL */
+			ups_send_line(h, UK_RSET, "RSET\r\n", 6);
 		ups_reply(h, c->kind, c->slot, r);
 		break;
 	case UK_RSET:
@@ -788,6 +906,16 @@ ups_dispatch(struct ups *h)
 		break;
 	}
 	free(c);
+	if (u->xclient_due && u->ninflight == 0 && h->c == u && u->st == UPS_SETUP) {
+		/* a pooled connection's RSET or NOOP is answered: now the
+		 * new session's identity (ups_pool_take()) */
+		u->xclient_due = false;
+		if (!ups_send_xclient(h)) {
+			ups_fail(h, "xclient-too-long", NULL);
+			return;
+		}
+		ups_timeouts(h);
+	}
 	if (h->c == u && !h->closing && u->st != UPS_DEAD)
 		ups_pump(h);
 }
@@ -922,13 +1050,16 @@ ups_retire(struct ups *h)
 		panic("event_base_once failed");
 }
 
-/* ups_kind_setup - a command of upstream.c's own that belongs to one
- * connection (its setup, a keepalive): nothing to carry to another */
+/* ups_cmd_setup - a command of upstream.c's own that belongs to one
+ * connection (its setup, a keepalive, the RSET it was parked with):
+ * nothing to carry to another */
 static bool
-ups_kind_setup(enum ups_kind k)
+ups_cmd_setup(const struct ups_cmd *c)
 {
-	return k == UK_GREETING || k == UK_EHLO || k == UK_XCLIENT || k == UK_EHLO2 ||
-	    k == UK_STARTTLS || k == UK_NOOP;
+	enum ups_kind k = c->kind;
+
+	return c->own || k == UK_GREETING || k == UK_EHLO || k == UK_XCLIENT ||
+	    k == UK_EHLO2 || k == UK_STARTTLS || k == UK_NOOP;
 }
 
 /* ups_retry_fresh - may u's commands go again on a fresh connection? It
@@ -941,7 +1072,7 @@ ups_retry_fresh(const struct ups_conn *u)
 	if (!u->reused || u->answered)
 		return false;
 	for (const struct ups_cmd *c = u->inf_h; c; c = c->next)
-		if (!ups_kind_setup(c->kind) && c->kind != UK_MAIL && c->kind != UK_RCPT &&
+		if (!ups_cmd_setup(c) && c->kind != UK_MAIL && c->kind != UK_RCPT &&
 		    c->kind != UK_AUTH && c->kind != UK_RSET && c->kind != UK_QUIT)
 			return false;
 	return true;
@@ -982,7 +1113,7 @@ ups_fail(struct ups *h, const char *why, const struct reply *r)
 		for (int i = 0; i < 2; i++) {
 			for (c2 = i == 0 ? u->inf_h : u->out_h; c2; c2 = next) {
 				next = c2->next;
-				if (i == 0 && ups_kind_setup(c2->kind)) {
+				if (i == 0 && ups_cmd_setup(c2)) {
 					ups_cmd_free(c2);
 					continue;
 				}
@@ -1079,33 +1210,133 @@ ups_pool_unlink(struct ups_conn *u)
 	w->nups_pool--;
 }
 
-/* ups_pool_read_cb - a parked connection heard something: drop it */
+/* ups_conn_cmds_free - free u's commands, sent or not */
+static void
+ups_conn_cmds_free(struct ups_conn *u)
+{
+	struct ups_cmd *c, *next;
+
+	for (int i = 0; i < 2; i++) {
+		for (c = i == 0 ? u->inf_h : u->out_h; c; c = next) {
+			next = c->next;
+			ups_cmd_free(c);
+		}
+	}
+	u->inf_h = u->inf_t = u->out_h = u->out_t = NULL;
+	u->ninflight = 0;
+}
+
+/* ups_pool_drop - a parked connection goes (closed, or QUIT first) */
+static void
+ups_pool_drop(struct ups_conn *u, bool quit, const char *why)
+{
+	struct worker *w = u->w;
+
+	log_msg(LOG_L_DEBUG, 0, "upstream pooled=dropped reason=%s", why);
+	ups_pool_unlink(u);
+	ups_conn_cmds_free(u);
+	if (quit)
+		ups_goodbye(w, u->conn);
+	else
+		conn_free(u->conn);
+	free(u);
+}
+
+/*
+ * ups_pool_feed - a parked connection's input: the replies it is owed
+ * (the RSET or NOOP it was parked with), matched in order like a
+ * session's; each must be a 2xx. Anything else (a byte with nothing
+ * owed, a 421, an error, a malformed or over-long line) ends it. False
+ * when it was dropped.
+ */
+static bool
+ups_pool_feed(struct ups_conn *u)
+{
+	struct evbuffer *in = conn_input(u->conn);
+	char line[UPS_LINE_MAX + 1];
+
+	while (evbuffer_get_length(in) > 0) {
+		size_t eol_len = 0, len;
+		struct evbuffer_ptr p;
+		struct ups_cmd *c = u->inf_h;
+
+		if (c == NULL) {
+			ups_pool_drop(u, false, "unsolicited");
+			return false;
+		}
+		p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		if (p.pos < 0) {
+			if (evbuffer_get_length(in) <= UPS_LINE_MAX)
+				return true;	/* the rest of the line later */
+			ups_pool_drop(u, false, "line-too-long");
+			return false;
+		}
+		len = (size_t)p.pos;
+		if (len > UPS_LINE_MAX) {
+			ups_pool_drop(u, false, "line-too-long");
+			return false;
+		}
+		evbuffer_remove(in, line, len);
+		evbuffer_drain(in, eol_len);
+		switch (reply_feed_line(&u->r, line, len)) {
+		case REPLY_MORE:
+			break;
+		case REPLY_ERROR:
+			ups_pool_drop(u, false, "malformed-reply");
+			return false;
+		case REPLY_DONE:
+			if (u->r.code / 100 != 2) {
+				/* a 421 (the upstream's timeout), an error to
+				 * RSET: nothing to reuse */
+				ups_pool_drop(u, u->r.code != 421, c->kind == UK_RSET ? "rset" : "noop");
+				return false;
+			}
+			u->inf_h = c->next;
+			if (u->inf_h == NULL)
+				u->inf_t = NULL;
+			u->ninflight--;
+			ups_cmd_free(c);
+			reply_init(&u->r);
+			break;
+		}
+	}
+	return true;
+}
+
+/* ups_pool_read_cb - a parked connection heard something */
 static void
 ups_pool_read_cb(struct conn *cn, void *arg)
 {
-	struct ups_conn *u = arg;
-
-	ups_pool_unlink(u);
-	conn_free(cn);
-	free(u);
+	(void)cn;
+	ups_pool_feed(arg);
 }
 
-/* ups_pool_event_cb - EOF, error, or idle too long: drop it */
+/* ups_pool_event_cb - EOF, error, or idle too long (or an owed reply
+ * late): drop it */
 static void
 ups_pool_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 {
-	struct ups_conn *u = arg;
-	struct worker *w = u->w;
-
-	ups_pool_unlink(u);
-	if (what == CONN_EV_TIMEOUT)
-		ups_goodbye(w, cn);
-	else
-		conn_free(cn);
-	free(u);
+	(void)cn;
+	ups_pool_drop(arg, what == CONN_EV_TIMEOUT, what == CONN_EV_TIMEOUT ? "idle" :
+	    what == CONN_EV_EOF ? "closed" : "error");
 }
 
-/* ups_pool_put - park an idle connection; false if it cannot be */
+/* ups_parkable - nothing of the owner's on u: no command queued or
+ * unanswered but upstream.c's own RSET or NOOP, no DATA under way */
+static bool
+ups_parkable(const struct ups_conn *u)
+{
+	if (u->st != UPS_READY || u->blocked || u->out_h != NULL)
+		return false;
+	for (const struct ups_cmd *c = u->inf_h; c; c = c->next)
+		if ((c->kind != UK_RSET && c->kind != UK_NOOP) || c->slot != NULL)
+			return false;
+	return true;
+}
+
+/* ups_pool_put - park a connection with no owner's command on it (an
+ * open transaction gets an RSET, whose 250 the pool awaits); false if it
+ * cannot be parked */
 static bool
 ups_pool_put(struct ups *h)
 {
@@ -1114,12 +1345,25 @@ ups_pool_put(struct ups *h)
 	struct timeval idle = { UPS_POOL_IDLE_MS / 1000, 0 };
 	struct timeval wr = { UPS_QUIT_MS / 1000, 0 };
 
-	if (w->draining || w->nups_pool >= UPS_POOL_MAX || u->authed ||
-	    evbuffer_get_length(conn_input(u->conn)) > 0 || conn_error(u->conn) != 0)
+	if (w->draining || w->nups_pool >= UPS_POOL_MAX || u->authed || !ups_parkable(u) ||
+	    conn_error(u->conn) != 0)
 		return false;
+	if (u->ninflight == 0 && evbuffer_get_length(conn_input(u->conn)) > 0)
+		return false;	/* heard something nobody asked for */
+	if (u->in_txn && u->ninflight > 0 && !(u->caps & UPS_CAP_PIPELINING))
+		return false;	/* the RSET would have to wait */
 	if (h->conf->identity == CONF_ID_XCLIENT ? !(u->caps & UPS_CAP_XCLIENT) :
 	    h->conf->identity != CONF_ID_NONE)
 		return false;
+	if (u->in_txn) {
+		/* MAIL was accepted and the transaction not ended (moat
+		 * refused a recipient or the message, the client left): the
+		 * next session must not inherit it */
+		ups_send_line(h, UK_RSET, "RSET\r\n", 6);
+		u->in_txn = false;
+	}
+	for (struct ups_cmd *c = u->inf_h; c; c = c->next)
+		c->own = true;	/* the next owner's retry leaves them behind */
 	h->c = NULL;
 	u->w = w;
 	u->pnext = w->ups_pool;
@@ -1129,10 +1373,17 @@ ups_pool_put(struct ups *h)
 	w->nups_pool++;
 	conn_setcb(u->conn, ups_pool_read_cb, NULL, ups_pool_event_cb, u);
 	conn_set_timeouts(u->conn, &idle, &wr);
+	conn_read_enable(u->conn, true);
+	/* replies that came while the owner was closing are still unread */
+	ups_pool_feed(u);
 	return true;
 }
 
-/* ups_pool_take - give the owner a parked connection; false if none */
+/* ups_pool_take - give the owner a parked connection; false if none.
+ * One that owes no reply comes first; one still owed its RSET's (or
+ * NOOP's) reply keeps it in the in-flight queue, matched before
+ * anything of the new owner's, and XCLIENT goes behind it (at once with
+ * PIPELINING, else once it is in) */
 static bool
 ups_pool_take(struct ups *h)
 {
@@ -1142,19 +1393,28 @@ ups_pool_take(struct ups *h)
 	if (u == NULL || h->conf->identity == CONF_ID_PROXY_V1 ||
 	    h->conf->identity == CONF_ID_PROXY_V2)
 		return false;
+	for (struct ups_conn *v = u; v != NULL; v = v->pnext)
+		if (v->ninflight == 0) {
+			u = v;
+			break;
+		}
 	ups_pool_unlink(u);
-	log_msg(LOG_L_DEBUG, h->sid, "upstream reused pooled=%u", w->nups_pool);
+	log_msg(LOG_L_DEBUG, h->sid, "upstream reused pooled=%u owed=%u", w->nups_pool,
+	    u->ninflight);
 	metrics_inc(MF_UPS_REUSES, NULL, NULL);
 	u->w = NULL;
 	u->reused = true;
 	u->answered = false;	/* nothing yet for this session */
 	h->c = u;
 	h->connects++;
-	reply_init(&u->r);
+	if (u->ninflight == 0)
+		reply_init(&u->r);	/* else a reply may be half read */
 	conn_setcb(u->conn, ups_read_cb, NULL, ups_event_cb, h);
 	if (h->conf->identity == CONF_ID_XCLIENT) {
 		u->st = UPS_SETUP;
-		if (!ups_send_xclient(h)) {
+		if (u->ninflight > 0 && !(u->caps & UPS_CAP_PIPELINING)) {
+			u->xclient_due = true;
+		} else if (!ups_send_xclient(h)) {
 			ups_fail(h, "xclient-too-long", NULL);
 			return true;
 		}
@@ -1169,12 +1429,8 @@ ups_pool_take(struct ups *h)
 void
 ups_pool_drain(struct worker *w)
 {
-	while (w->ups_pool != NULL) {
-		struct ups_conn *u = w->ups_pool;
-		ups_pool_unlink(u);
-		ups_goodbye(w, u->conn);
-		free(u);
-	}
+	while (w->ups_pool != NULL)
+		ups_pool_drop(w->ups_pool, true, "draining");
 }
 
 /* ups_connect - open the owner's connection (fresh: not from the pool) */
@@ -1303,9 +1559,9 @@ ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 	ups_closer_free(arg);
 }
 
-/* ups_disconnect - the connection goes now: parked when idle and
- * reusable, else QUIT when idle, else retired; a later command connects
- * again */
+/* ups_disconnect - the connection goes now: parked when nothing of the
+ * owner's is on it and it is reusable, else QUIT when idle, else retired;
+ * a later command connects again */
 void
 ups_disconnect(struct ups *h)
 {
@@ -1313,9 +1569,9 @@ ups_disconnect(struct ups *h)
 
 	if (u == NULL)
 		return;
+	if (ups_parkable(u) && ups_pool_put(h))
+		return;
 	if (u->st == UPS_READY && !u->in_txn && u->ninflight == 0 && u->out_h == NULL) {
-		if (ups_pool_put(h))
-			return;
 		ups_goodbye(h->w, u->conn);
 		u->conn = NULL;
 		h->c = NULL;

@@ -95,6 +95,7 @@ bool ups_auth_offered(const char *mech, size_t len);
 #define UPS_CAP_ENHANCED   0x40u
 #define UPS_CAP_KNOWN      0x80u	/* learned from a real EHLO */
 #define UPS_CAP_STARTTLS   0x100u
+#define UPS_CAP_CHUNKING   0x200u	/* BDAT (RFC 3030) */
 
 /* the worker's idle connections and goodbyes (main.c at drain and stop) */
 void ups_pool_drain(struct worker *w);

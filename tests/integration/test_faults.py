@@ -8,7 +8,10 @@ upstream.
   7  drain: a session whose message went upstream is answered, even when
      the upstream is slower than drain-timeout
   8  a pooled upstream connection that fails as it is reused (closed, 421)
-     is replaced by a fresh one: the client never sees it
+     is replaced by a fresh one: the client never sees it; one parked with
+     an open transaction (moat refused the recipient) gets an RSET, and
+     when the upstream answers that RSET with an error or closes, the
+     connection is dropped (parked) or replaced (already taken)
 """
 
 import os
@@ -190,6 +193,53 @@ def test_pooled_upstream_fails_on_reuse(fake_factory, moatd_factory, identity, h
     assert f.injected >= 5, "the fault was injected %d times only (no reuse?)" % f.injected
     got = sorted(t.content.split(b"Subject: ")[1].split(b"\r\n")[0] for t in fake.accepted())
     assert len(got) == 20 and len(set(got)) == 20, got
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("action", ["500 5.5.1 RSET refused", "421 4.4.2 fake.test closing",
+                                    "CLOSE"])
+@pytest.mark.parametrize("when", ["parked", "owed"])
+def test_pooled_rset_refused_or_closed(fake_factory, moatd_factory, action, when):
+    """Session A is refused at RCPT by moat after the upstream accepted its
+    MAIL; its connection is parked with an RSET. The upstream answers that
+    RSET with an error, a 421, or closes: while parked (the pool drops
+    it), or (owed: the answer comes 1 s late) after session B took it and
+    sent its XCLIENT behind the RSET (B's commands move to a fresh
+    connection). Either way B's message goes through on a second
+    connection and nothing of the stale RSET reaches B."""
+    delay = 1.0 if when == "owed" else 0
+
+    def rset(arg):
+        time.sleep(delay)
+        return action
+    fake = fake_factory(replies={"RSET": rset})
+    m = moatd_factory(fake.address, workers="1",
+                      on=['rcpt sender-domain is bad.test reject 550 5.7.1 "refused by moat"'])
+    with m.client() as c:
+        c.ehlo("a.test")
+        assert c.cmd("MAIL FROM:<x@bad.test>").code == 250
+        r = c.cmd("RCPT TO:<user@example.org>")
+        assert (r.code, r.enh) == (550, "5.7.1"), r
+        c.cmd("QUIT")
+    if when == "parked":
+        assert wait_for(lambda: "upstream pooled=dropped" in m.log(), 5), m.log()[-3000:]
+    else:
+        assert wait_for(lambda: "disconnect" in m.log(), 2)
+    with m.client() as c:
+        c.ehlo("b.test")
+        rs = smtp_transaction(c, message("pool-rset-b"))
+        assert [r.code for r in rs] == [250, 250, 354, 250], rs
+        c.cmd("QUIT")
+    got = [t.content.split(b"Subject: ")[1].split(b"\r\n")[0] for t in fake.accepted()]
+    assert got == [b"pool-rset-b"], got
+    assert len(fake.conns) == 2, len(fake.conns)
+    assert b"RSET\r\n" in bytes(fake.conns[0].raw)
+    log = m.log()
+    if when == "owed":
+        assert "upstream reused pooled=0 owed=1" in log, log[-3000:]
+        assert "upstream retry reason=pooled-connection-failed" in log, log[-3000:]
+    else:
+        assert "upstream reused" not in log, log[-3000:]
 
 
 # ===========================================================================

@@ -422,3 +422,31 @@ def test_info_refused_at_connect_names_the_client(fake, moatd_factory, dns):
              if not t.startswith(("check ", "policy "))]     # the checks' and rule's detail
     assert len(lines) == 2 and lines[0].startswith("verdict=reject by=moat stage=connect "), lines
     assert fields(lines[0])["client"] == fields(lines[1])["client"], lines
+
+
+@pytest.mark.timeout(60)
+def test_many_recipients_counted_when_the_line_is_full(fake, moatd_factory):
+    """A line that cannot show every recipient shows those that fit, then
+    to_more=N for the others, and keeps what follows them (size, code,
+    reply, rule, checks, queue id, time)."""
+    m = moatd_factory(fake.address)
+    rcpts = ["recipient-number-%02d-with-a-long-local-part@example.org" % i for i in range(60)]
+    with Client(m.port, m.host, source="127.0.0.62", timeout=8) as c:
+        c.ehlo("client.example")
+        assert c.cmd("MAIL FROM:<a@sender.test>").code == 250
+        for r in rcpts:
+            assert c.cmd("RCPT TO:<%s>" % r).code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(message("sixty rcpts") + b".\r\n")
+        assert c.reply().code == 250
+        c.cmd("QUIT")
+    line = wait_vline(m, "verdict=accept")[0]
+    f = fields(line)
+    shown = f["to"]
+    assert 0 < len(shown) < len(rcpts), len(shown)
+    assert shown == ["<%s>:250:2.1.5" % r for r in rcpts[:len(shown)]], shown
+    assert int(f["to_more"]) == len(rcpts) - len(shown), f
+    for k in ("size", "code", "enh", "reply", "rule", "spf", "greylist", "time"):
+        assert k in f, (k, line)
+    assert re.search(r" time=\d+\.\d{3}$", line), line
+    assert len(line.split(": ", 2)[-1]) < 2048, len(line)

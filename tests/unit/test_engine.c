@@ -37,6 +37,7 @@
 #include "conf.h"
 #include "dns.h"
 #include "engine.h"
+#include "engine_int.h"
 #include "greylist.h"
 #include "log.h"
 #include "rules.h"
@@ -1594,6 +1595,293 @@ out:
 	case_end();
 }
 
+/* ---------------------------------------------------------------------
+ * Names asked at the end of the header (engine_msg_ahead, engine_ahead)
+ */
+
+/* SIGNED cut after its header's empty line */
+static size_t
+signed_head_len(void)
+{
+	return (size_t)(strstr(SIGNED, "\r\n\r\n") + 4 - SIGNED);
+}
+
+/* feed_head - a message of the session fed up to the end of its header in
+ * 7-byte chunks; the names it asks ahead go to the engine as soon as the
+ * message says so (as moatd's decoder does); how many calls that took */
+static struct eng_msg *
+feed_head(struct sess *s, const char *msg, size_t len, int *calls_with_names)
+{
+	struct eng_msg *m = engine_msg_new(env.c, on_out, s);
+
+	*calls_with_names = 0;
+	s->outlen = 0;
+	for (size_t i = 0; i < len; i += 7) {
+		struct eng_ahead *a;
+
+		engine_msg_feed(m, msg + i, len - i < 7 ? len - i : 7);
+		if ((a = engine_msg_ahead(m)) != NULL) {
+			(*calls_with_names)++;
+			in_engine = true;
+			engine_ahead(s->e, a);
+			in_engine = false;
+		}
+	}
+	return m;
+}
+
+/* feed_rest - the rest of the message, then engine_data */
+static void
+feed_rest(struct sess *s, struct eng_msg *m, const char *msg, size_t from)
+{
+	size_t len = strlen(msg);
+
+	engine_msg_feed(m, msg + from, len - from);
+	T_CHECK(engine_msg_ahead(m) == NULL);	/* once per message */
+	in_engine = true;
+	engine_data(s->e, m, len, s->nrcpt, false);
+	in_engine = false;
+}
+
+/* sess_to_data - connect, MAIL, RCPT, all continuing at once */
+static void
+sess_to_data(struct sess *s, uint64_t id)
+{
+	struct eng_verdict v;
+
+	sess_open(s, "192.0.2.7", id);
+	T_CHECK(stage_once(s, RS_CONNECT, &v) == ENG_CONTINUE);
+	do_mail(s, "<a@s.test>");
+	T_CHECK(stage_once(s, RS_MAIL, &v) == ENG_CONTINUE);
+	do_rcpt(s, "<u@example.org>");
+	T_CHECK(stage_once(s, RS_RCPT, &v) == ENG_CONTINUE);
+	s->nrcpt++;
+}
+
+/* test_ahead_at_eoh - the key is asked once the header is in, before the
+ * end of the data; the end of the data waits only while it is in flight,
+ * and never asks it again in the transaction */
+static void
+test_ahead_at_eoh(void)
+{
+	struct sess s;
+	struct eng_verdict v;
+	struct eng_msg *m;
+	size_t hl = signed_head_len();
+	int calls;
+	bool waited;
+
+	case_begin("dkim key asked at the end of the header, waited for at the end of data");
+	if (!env_open(p_dkim))
+		goto out;
+	sess_to_data(&s, 60);
+	/* not before the header's empty line */
+	m = feed_head(&s, SIGNED, hl - 2, &calls);
+	T_CHECKF(calls == 0 && fake.n == 0, "%d calls, %d questions before the header's end",
+	    calls, fake.n);
+	engine_msg_feed(m, SIGNED + hl - 2, 2);
+	{
+		struct eng_ahead *a = engine_msg_ahead(m);
+
+		T_CHECK(a != NULL);
+		in_engine = true;
+		engine_ahead(s.e, a);
+		in_engine = false;
+	}
+	T_CHECKF(fake.n == 1 && strcmp(fake.q[0].name, "sel._domainkey.x.test") == 0 &&
+	    fake.q[0].rrtype == DNS_T_TXT, "%d questions, first %s", fake.n,
+	    fake.n ? fake.q[0].name : "-");
+	T_CHECK(s.resumed == 0);
+	/* the end of the data while the key is in flight: waits for it, does
+	 * not ask it again */
+	feed_rest(&s, m, SIGNED, hl);
+	T_CHECK(stage_once(&s, RS_DATA, &v) == ENG_WAIT);
+	T_CHECKF(fake.n == 1, "%d questions", fake.n);
+	fake_answer(0, DNS_NXDOMAIN, NULL);
+	/* the answer (not cached by the stand-in) lets DKIM go to the pool,
+	 * which finds no resolver: temperror; still one question */
+	T_CHECK(run_until(&s.resumed, 1, 3 * DEADLINE_MS));
+	T_CHECK(stage(&s, RS_DATA, &v, &waited) == ENG_CONTINUE);
+	T_CHECKF(fake.n == 1, "%d questions", fake.n);
+	{
+		size_t len = 0;
+		unsigned removed;
+		char *h = engine_headers(s.e, &len, &removed);
+
+		T_CHECKF(h != NULL && strstr(h, "dkim=temperror") != NULL, "%s", h ? h : "(none)");
+		free(h);
+	}
+	sess_close(&s);
+	env_close();
+
+	/* answered before the dot: the end of the data does not wait for it */
+	if (!env_open(p_dkim))
+		goto out;
+	sess_to_data(&s, 61);
+	m = feed_head(&s, SIGNED, hl, &calls);
+	T_CHECKF(calls == 1 && fake.n == 1, "%d calls, %d questions", calls, fake.n);
+	fake_answer(0, DNS_NXDOMAIN, NULL);
+	T_CHECK(run_until(&fake.answered, 1, 1000));
+	T_CHECK(s.resumed == 0);
+	feed_rest(&s, m, SIGNED, hl);
+	T_CHECK(stage(&s, RS_DATA, &v, &waited) == ENG_CONTINUE);
+	T_CHECKF(fake.n == 1, "asked again at the end of data: %d questions", fake.n);
+	sess_close(&s);
+	env_close();
+out:
+	case_end();
+}
+
+/* test_ahead_txn_end - the transaction ends (RSET, a new MAIL, the
+ * session) with the key in flight: the late answer touches nothing; a
+ * new transaction asks its own */
+static void
+test_ahead_txn_end(void)
+{
+	struct sess s;
+	struct eng_verdict v;
+	struct eng_msg *m;
+	size_t hl = signed_head_len();
+	int calls;
+	bool waited;
+
+	case_begin("dkim key asked ahead: transaction or session ends before the answer");
+	if (!env_open(p_dkim))
+		goto out;
+	sess_to_data(&s, 62);
+	m = feed_head(&s, SIGNED, hl, &calls);
+	T_CHECK(fake.n == 1);
+	engine_msg_free(m);		/* the client went away mid-body */
+	do_txn_end(&s);			/* RSET */
+	do_mail(&s, "<b@s.test>");
+	T_CHECK(stage_once(&s, RS_MAIL, &v) == ENG_CONTINUE);
+	do_rcpt(&s, "<u@example.org>");
+	T_CHECK(stage_once(&s, RS_RCPT, &v) == ENG_CONTINUE);
+	fake_answer(0, DNS_NXDOMAIN, NULL);
+	T_CHECK(run_until(&fake.answered, 1, 1000));
+	T_CHECK(s.resumed == 0);
+	/* the new transaction's message asks its key again, and its end of
+	 * data waits for that question, not the old one */
+	m = feed_head(&s, SIGNED, hl, &calls);
+	T_CHECKF(calls == 1 && fake.n == 2, "%d calls, %d questions", calls, fake.n);
+	feed_rest(&s, m, SIGNED, hl);
+	T_CHECK(stage_once(&s, RS_DATA, &v) == ENG_WAIT);
+	T_CHECK(fake.n == 2);
+	fake_answer(1, DNS_NXDOMAIN, NULL);
+	T_CHECK(run_until(&s.resumed, 1, 3 * DEADLINE_MS));
+	T_CHECK(stage(&s, RS_DATA, &v, &waited) == ENG_CONTINUE);
+	/* the session goes with a key in flight */
+	do_mail(&s, "<c@s.test>");
+	m = feed_head(&s, SIGNED, hl, &calls);
+	T_CHECK(fake.n == 3);
+	engine_msg_free(m);
+	sess_close(&s);
+	fake_answer(2, DNS_NXDOMAIN, NULL);
+	T_CHECK(run_until(&fake.answered, 3, 1000));
+	env_close();
+out:
+	case_end();
+}
+
+/* test_ahead_bounds - a header of many signatures asks at most
+ * max-signatures keys; a signature with a bad selector or domain asks
+ * nothing; a message without the header's end asks nothing */
+static void
+test_ahead_bounds(void)
+{
+	char msg[8192];
+	size_t o = 0;
+	struct sess s;
+	struct eng_msg *m;
+	int calls;
+
+	case_begin("dkim keys asked ahead: bounded, only well-formed names");
+	if (!env_open(p_dkim))
+		goto out;
+	for (int i = 0; i < 20; i++)
+		o += (size_t)snprintf(msg + o, sizeof(msg) - o, "DKIM-Signature: v=1; a=rsa-sha256; "
+		    "d=d%d.test; s=sel; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; "
+		    "b=dGVzdA==\r\n", i);
+	o += (size_t)snprintf(msg + o, sizeof(msg) - o, "DKIM-Signature: v=1; a=rsa-sha256; "
+	    "d=bad..test; s=s$l; h=from; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; "
+	    "b=dGVzdA==\r\nFrom: a@x.test\r\n\r\nhi\r\n");
+	sess_to_data(&s, 63);
+	m = feed_head(&s, msg, o, &calls);
+	T_CHECKF(calls == 1 && fake.n == 8, "%d calls, %d questions (max-signatures 8)", calls,
+	    fake.n);
+	for (int i = 0; i < fake.n; i++)
+		T_CHECKF(strncmp(fake.q[i].name, "sel._domainkey.d", 16) == 0, "asked %s",
+		    fake.q[i].name);
+	engine_msg_free(m);
+	do_txn_end(&s);
+	/* a header that never ends */
+	do_mail(&s, "<a@s.test>");
+	m = feed_head(&s, SIGNED, signed_head_len() - 2, &calls);
+	T_CHECKF(calls == 0 && fake.n == 8, "%d calls, %d questions", calls, fake.n);
+	engine_msg_free(m);
+	sess_close(&s);
+	env_close();
+out:
+	case_end();
+}
+
+/* test_ahead_dmarc - the DMARC records asked at the end of the header:
+ * the From domain's and (RFC 7489) its organisational domain's; nothing
+ * for several authors, no usable domain, or DMARC off */
+static void
+test_ahead_dmarc(void)
+{
+	static const struct {
+		const char *name, *policy, *head;
+		int n;
+		const char *want[2];
+	} cases[] = {
+		{ "7489: domain and org", "dmarc rfc7489\n",
+		  "From: A <a@Mail.Sub.Example.co.uk>\r\nSubject: s\r\n\r\n", 2,
+		  { "_dmarc.mail.sub.example.co.uk", "_dmarc.example.co.uk" } },
+		{ "7489: the org domain itself", "dmarc rfc7489\n",
+		  "Subject: s\r\nFrom: a@example.org\r\n\r\n", 1, { "_dmarc.example.org", NULL } },
+		{ "bis: the domain only", "dmarc dmarcbis\n",
+		  "From: a@mail.example.org\r\n\r\n", 1, { "_dmarc.mail.example.org", NULL } },
+		{ "two mailboxes", "dmarc rfc7489\n",
+		  "From: a@x.example.org, b@y.example.org\r\n\r\n", 0, { NULL, NULL } },
+		{ "two From fields", "dmarc rfc7489\n",
+		  "From: a@x.example.org\r\nFrom: a@x.example.org\r\n\r\n", 0, { NULL, NULL } },
+		{ "no usable domain", "dmarc rfc7489\n", "From: a@[192.0.2.1]\r\n\r\n", 0,
+		  { NULL, NULL } },
+		{ "no From", "dmarc rfc7489\n", "Subject: s\r\n\r\n", 0, { NULL, NULL } },
+		{ "dmarc off", "", "From: a@mail.example.org\r\n\r\n", 0, { NULL, NULL } },
+	};
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		struct eng_msg *m;
+		struct eng_ahead *a;
+		const char *h = cases[k].head;
+		size_t len = strlen(h);
+
+		case_begin(cases[k].name);
+		if (!env_open(cases[k].policy)) {
+			case_end();
+			continue;
+		}
+		m = engine_msg_new(env.c, NULL, NULL);
+		for (size_t i = 0; i < len; i += 5)
+			engine_msg_feed(m, h + i, len - i < 5 ? len - i : 5);
+		engine_msg_feed(m, "body\r\n", 6);
+		a = engine_msg_ahead(m);
+		T_CHECKF((a == NULL ? 0 : a->n) == cases[k].n, "%d names, want %d",
+		    a == NULL ? 0 : a->n, cases[k].n);
+		for (int i = 0; a != NULL && i < a->n && i < cases[k].n; i++)
+			T_CHECKF(strcmp(a->name[i], cases[k].want[i]) == 0, "name %d: %s, want %s", i,
+			    a->name[i], cases[k].want[i]);
+		T_CHECK(engine_msg_ahead(m) == NULL);
+		engine_ahead_free(a);
+		engine_msg_free(m);
+		env_close();
+		case_end();
+	}
+}
+
 /* engine_who without a session: the address as inet_ntop() writes it
  * (moat formats IPv4 itself), the port, no name, no HELO */
 static void
@@ -1647,6 +1935,10 @@ main(void)
 	test_greylist();
 	test_greylist_then_spf();
 	test_msg_alone();
+	test_ahead_at_eoh();
+	test_ahead_txn_end();
+	test_ahead_bounds();
+	test_ahead_dmarc();
 	test_who_addresses();
 	spf_set_resolver(NULL);
 	fprintf(stderr, "test_engine: %llu ms\n", (unsigned long long)(now_ms() - t0));
