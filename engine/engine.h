@@ -72,9 +72,12 @@
  *	(moatd at once, moat-milter in a request that nobody waits for).
  *
  * THREADS
- *	Everything but eng_msg runs on the session's loop. engine_init()
- *	and engine_shutdown() run on the main thread, before the loops start
- *	and after they ended.
+ *	Everything but eng_msg runs on the session's loop: on the loop's
+ *	thread, or on a thread that has the loop to itself at that moment
+ *	(moat-milter's callbacks with its engine lock, while the loop's
+ *	thread sleeps in epoll_wait() without it: milter/mlt_engine.c).
+ *	engine_init() and engine_shutdown() run on the main thread, before
+ *	the loops start and after they ended.
  */
 #ifndef MOAT_ENGINE_H
 #define MOAT_ENGINE_H

@@ -5,10 +5,14 @@
  * DESCRIPTION
  *	libmilter runs each MTA connection on a thread of its own and calls
  *	the xxfi_* callbacks there (mlt_cb.c). Each callback that needs a
- *	verdict posts a request (struct mlt_req) to the engine thread
+ *	verdict makes a request (struct mlt_req) for the engine
  *	(mlt_engine.c), which owns every check's state and runs the same
- *	filters and rules as moatd on one libevent loop, and waits for the
- *	answer on a condition variable until the callback deadline. A
+ *	filters and rules as moatd on one libevent loop. The request is
+ *	taken on the callback's own thread when it gets the engine lock
+ *	(the engine thread lets it go while it sleeps), else posted to the
+ *	engine thread; either way the callback then waits for the answer on
+ *	the request's done word (a futex) until the callback deadline, and
+ *	an answer the engine had at once is there without a wait. A
  *	request owns its inputs (copies); it is freed by whichever of the
  *	two sides lets go last, so a callback that gave up never leaves the
  *	engine holding freed memory, and the engine may finish a request
@@ -16,9 +20,11 @@
  *
  *	The engine's per-connection state (struct mlt_conn) is allocated by
  *	the callback side at connect, initialised and used by the engine
- *	only, and freed by the engine when the CLOSE request arrives: the
- *	queue is FIFO, so CLOSE always comes after everything else of the
- *	connection.
+ *	only (with the engine lock), and freed by the engine when the CLOSE
+ *	request arrives: CLOSE always goes through the FIFO mailbox, and a
+ *	request is taken on a callback's thread only when none of its
+ *	connection is still queued, so CLOSE comes after everything else of
+ *	the connection.
  *
  *	The policy (struct conf, refcounted) is the one current when the
  *	connection began, for its whole life: the callbacks take a
@@ -52,6 +58,7 @@ struct mlt_req {
 	struct mbox_link link;		/* first: the engine's mailbox */
 	enum mlt_stage stage;
 	struct mlt_conn *mc;
+	struct mlt_req *before;		/* MAIL's, kept back: taken first (a reference) */
 	uint64_t id;			/* the connection's log id */
 	/* inputs, owned by the request */
 	struct conf *conf;		/* connect: a reference, taken by the engine */
@@ -65,6 +72,7 @@ struct mlt_req {
 	struct eng_msg *msg;		/* eom: the message the callbacks built (engine.h) */
 	struct eng_ahead *ahead;	/* eoh: names to ask ahead (engine_msg_ahead) */
 	uint64_t size;			/* eom */
+	bool here;			/* taken on the caller's thread (the debug line) */
 	/* outputs */
 	int verdict;			/* enum rules_verdict: CONTINUE, REJECT, TEMPFAIL */
 	int code;

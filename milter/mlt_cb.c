@@ -4,22 +4,26 @@
  *
  * DESCRIPTION
  *	libmilter calls these on its thread for the MTA connection, one at a
- *	time per connection. connect, helo, envfrom, envrcpt and eom post a
+ *	time per connection. connect, helo, envfrom, envrcpt and eom make a
  *	request and wait for the engine's answer until the callback deadline
  *	(mlt_opts.deadline_ms); past it the MTA gets 451 4.4.3 (a tempfail,
- *	never a hang). abort and close post without waiting.
+ *	never a hang). abort and close post without waiting. The engine
+ *	takes a request on this thread when it can have the engine lock,
+ *	and answers at once when the stage needs no wait (mlt_engine.c,
+ *	THREADS): then no other thread is involved.
  *
  *	A stage at which the policy has no rule (engine_stage_may_refuse())
  *	cannot refuse: connect and helo are then posted without waiting, and
- *	MAIL's request is kept here and posted just before the next request
- *	of the connection (RCPT, or whatever comes instead: HELO, another
- *	MAIL, the end of message, abort, close), so that the engine thread
- *	wakes once for both: a message then costs it two wake-ups (RCPT, end
- *	of message), not three. The engine takes them in order, as before;
- *	only the checks that MAIL starts (SPF, the sender-domain zones) start
- *	at RCPT. The MTA hands RCPT over right after MAIL when the client
- *	pipelines (RFC 2920); a client that does not pipeline has them start
- *	one round trip of its own later.
+ *	MAIL's request is kept here and rides on the next request of the
+ *	connection (RCPT, or whatever comes instead: HELO, another MAIL, the
+ *	end of the header's ask-ahead, the end of message, abort, close:
+ *	mail_attach()), which the engine takes
+ *	after it, in the same hand-over (one wake-up of the engine thread
+ *	for both when they go through its mailbox). Only the checks that
+ *	MAIL starts (SPF, the sender-domain zones) start at RCPT. The MTA
+ *	hands RCPT over right after MAIL when the client pipelines (RFC
+ *	2920); a client that does not pipeline has them start one round
+ *	trip of its own later.
  *
  *	The message is rebuilt from the header and body callbacks as the
  *	client sent it (the MTA is asked for header values with their
@@ -219,7 +223,7 @@ msg_begin(struct mlt_priv *p)
 		p->msg = engine_msg_new(p->conf, NULL, NULL);
 }
 
-static void mail_flush(struct mlt_priv *p);
+static void mail_attach(struct mlt_priv *p, struct mlt_req *rq);
 
 /* msg_feed - message bytes as the client sent them; once the header is
  * in (the end-of-header callback, or the first body chunk), the names
@@ -235,22 +239,21 @@ msg_feed(struct mlt_priv *p, const void *buf, size_t len)
 	if ((a = engine_msg_ahead(p->msg)) != NULL) {
 		struct mlt_req *rq;
 
-		mail_flush(p);		/* MAIL's request first: the transaction */
 		rq = mlt_req_new(p->mc, MS_EOH, p->id);
+		mail_attach(p, rq);	/* MAIL's request first: the transaction */
 		rq->ahead = a;
 		mlt_req_post(rq);
 	}
 }
 
-/* mail_flush - MAIL's request kept back goes to the engine, ahead of the
- * request the caller posts next */
+/* mail_attach - MAIL's request kept back goes to the engine with the
+ * connection's next request, rq, which carries it: taken first, in the
+ * same hand-over (one wake-up of the engine thread for both, or none) */
 static void
-mail_flush(struct mlt_priv *p)
+mail_attach(struct mlt_priv *p, struct mlt_req *rq)
 {
-	if (p->mail != NULL) {
-		mlt_req_post(p->mail);
-		p->mail = NULL;
-	}
+	rq->before = p->mail;
+	p->mail = NULL;
 }
 
 /* ---------------------------------------------------------------------
@@ -381,8 +384,8 @@ cb_helo(SMFICTX *ctx, char *name)
 
 	if (held(ctx, p, &st))
 		return st;
-	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_HELO, p->id);
+	mail_attach(p, rq);
 	snprintf(rq->text, sizeof(rq->text), "%s", name ? name : "");
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
 	copy_macro(ctx, "{cipher}", rq->tls_cipher, sizeof(rq->tls_cipher));
@@ -422,8 +425,8 @@ cb_envfrom(SMFICTX *ctx, char **argv)
 	msg_reset(p);
 	if (held(ctx, p, &st))
 		return st;
-	mail_flush(p);		/* a MAIL with no RCPT after it */
 	rq = mlt_req_new(p->mc, MS_MAIL, p->id);
+	mail_attach(p, rq);	/* a MAIL with no RCPT after it */
 	join(argv, rq->text, sizeof(rq->text));
 	copy_macro(ctx, "{auth_authen}", rq->login, sizeof(rq->login));
 	copy_macro(ctx, "{tls_version}", rq->tls_version, sizeof(rq->tls_version));
@@ -452,8 +455,8 @@ cb_envrcpt(SMFICTX *ctx, char **argv)
 
 	if (held(ctx, p, &st))
 		return st;
-	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_RCPT, p->id);
+	mail_attach(p, rq);
 	join(argv, rq->text, sizeof(rq->text));
 	return answer(ctx, p, rq, mlt_req_call(rq, mlt_opts.deadline_ms), "rcpt");
 }
@@ -577,8 +580,8 @@ cb_eom(SMFICTX *ctx)
 	if (held(ctx, p, &st))
 		return st;
 	msg_begin(p);
-	mail_flush(p);
 	rq = mlt_req_new(p->mc, MS_EOM, p->id);
+	mail_attach(p, rq);
 	rq->msg = p->msg;	/* the engine's from now on */
 	p->msg = NULL;
 	rq->size = p->size;
@@ -607,9 +610,12 @@ cb_abort(SMFICTX *ctx)
 	if (p == NULL)
 		return SMFIS_CONTINUE;
 	msg_reset(p);
-	mail_flush(p);
-	if (p->mc != NULL)
-		mlt_req_post(mlt_req_new(p->mc, MS_ABORT, p->id));
+	if (p->mc != NULL) {
+		struct mlt_req *rq = mlt_req_new(p->mc, MS_ABORT, p->id);
+
+		mail_attach(p, rq);
+		mlt_req_post(rq);
+	}
 	return SMFIS_CONTINUE;
 }
 
@@ -621,12 +627,12 @@ cb_close(SMFICTX *ctx)
 	if (p == NULL)
 		return SMFIS_CONTINUE;
 	msg_reset(p);
-	mail_flush(p);
 	if (p->mc != NULL) {
 		/* the engine's thread writes the disconnect line, after the
 		 * connection's verdict lines */
 		struct mlt_req *rq = mlt_req_new(p->mc, MS_CLOSE, p->id);
 
+		mail_attach(p, rq);
 		rq->code = p->held_code;	/* refused at connect */
 		mlt_req_post(rq);
 	}

@@ -10,10 +10,11 @@
  *	int mlt_req_call(struct mlt_req *rq, unsigned deadline_ms);
  *	void mlt_req_post(struct mlt_req *rq);
  *	void mlt_req_unref(struct mlt_req *rq);
+ *	int epoll_wait(int epfd, struct epoll_event *ev, int maxevents, int timeout);
  *
  * DESCRIPTION
- *	Requests come in through a mailbox (core/mailbox.h). The engine
- *	thread gives a request's inputs to the connection's engine session
+ *	A request is taken (take()) either on the caller's own thread or on
+ *	the engine thread (below, THREADS). Taking it gives its inputs to the connection's engine session
  *	(the HELO name, the MAIL and RCPT arguments parsed once here, the
  *	message the callbacks built) and asks the engine for the stage's
  *	verdict; when the engine must wait for a check, the request waits
@@ -28,9 +29,60 @@
  *	store and its periodic save, the DNSBL health probes) is the
  *	engine's services, started from the file read at start
  *	(engine_svc.c), with their timers on this thread's loop.
+ *
+ * THREADS
+ *	The engine, its loop (a libevent base) and everything on it (the
+ *	sessions, the libunbound context, the Redis connection, the
+ *	greylist handle, timers) are not thread-safe. They belong to
+ *	whoever holds the engine lock (eng.lock), and nobody touches them
+ *	without it. The engine thread holds it from its start to its end,
+ *	except while it sleeps in epoll_wait(): libevent's call to
+ *	epoll_wait() binds to the definition here (the program's comes
+ *	before libc's, as mlt_policy.c's sigwait() does; ld exports it
+ *	because libevent, a library of the link, refers to it), which on
+ *	the engine thread lets the lock go around a wait that may sleep
+ *	(timeout not 0) and takes it back before libevent looks at what
+ *	came. So when a callback holds the lock, the engine thread is
+ *	asleep in the kernel or waiting for the lock: neither libevent,
+ *	libunbound, hiredis nor the engine runs anywhere else.
+ *
+ *	A callback with a request (mlt_req_call, mlt_req_post) takes the
+ *	lock (run_here()) and takes the request itself: intake, the
+ *	engine's stage, and, when the engine needs no wait, the answer; no
+ *	hand-over, no wake-up, no context switch. With every check of the
+ *	stage answered from the caches (the resolver's, the embedded
+ *	greylist store, SPF and DKIM/DMARC run cache-only) that is every
+ *	stage of a message. When the stage must wait, the request stays the
+ *	connection's (mc->req) as before and the engine thread answers it
+ *	from the resume callback; the caller sleeps on the done word.
+ *	Whatever the callback added to the loop while the engine thread
+ *	slept (a query's socket and timer, a deadline, an activated event:
+ *	the base's count of events changed, or the stage waits) was not in
+ *	that epoll_wait() call's set or timeout: nudge() posts one item to
+ *	the mailbox, so the loop turns and sees it.
+ *
+ *	The mailbox stays the way when the lock cannot be had: the engine
+ *	thread never let it go (a libevent that does not wait in
+ *	epoll_wait(): the lock is never given, so no callback ever waits
+ *	for it), it is waiting for the lock after its wait (engine_wants:
+ *	callbacks step aside so the loop is not starved), the lock is not
+ *	had by the callback deadline (a post takes it only when free), an
+ *	earlier request of the connection is still in the mailbox (queued:
+ *	requests of a connection are taken in order), or the request is an
+ *	abort or a close (they free the session, whose queries the loop may
+ *	still report: the engine thread's). No thread takes it while it
+ *	holds another lock of moat's: the others (the resolver's cache, the
+ *	pool's, the mailboxes', the greylist store's) come after it, or
+ *	without it (the pool's threads never take it).
+ *
+ *	libmilter calls one callback at a time per connection, so a
+ *	connection's requests come one after the other whichever thread
+ *	takes them; a request's inputs and outputs are the request's, its
+ *	done word and references atomics (mlt.h), as before.
  */
 #include <errno.h>
 #include <linux/futex.h>
+#include <sys/epoll.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -61,11 +113,20 @@ struct mlt_conn {
 	bool submission;
 	uint64_t start_ms;
 	char *name;			/* owned: the MTA's name for the client */
+	unsigned queued;		/* atomic: requests in the mailbox, not taken yet */
 };
 
 static struct {
 	struct mailbox *mbox;		/* requests, to the engine's thread */
 	pthread_t thread;
+	/* the engine lock: whoever holds it owns the engine, the loop and
+	 * everything on it (see DESCRIPTION); the engine thread holds it
+	 * but while it sleeps in epoll_wait() */
+	pthread_mutex_t lock;
+	bool lock_given;		/* atomic: the engine thread has let it go
+					 * once in epoll_wait(): callbacks may take it */
+	bool engine_wants;		/* atomic: the engine thread waits for the lock */
+	bool nudged;			/* atomic: nudge_item is in the mailbox */
 	bool running;
 	struct event_base *base;
 	struct engine_loop *loop;
@@ -73,6 +134,8 @@ static struct {
 } eng;
 
 static struct mbox_link stop_item;	/* posted by mlt_engine_stop() */
+static struct mbox_link nudge_item;	/* wakes the loop: a callback changed its events */
+static _Thread_local bool on_engine_thread;
 
 /* mlt_new_id - a log id for a connection */
 uint64_t
@@ -117,6 +180,8 @@ mlt_req_new(struct mlt_conn *mc, enum mlt_stage st, uint64_t id)
 static void
 req_free(struct mlt_req *rq)
 {
+	if (rq->before != NULL)
+		mlt_req_unref(rq->before);	/* never taken (the engine stopped) */
 	engine_msg_free(rq->msg);
 	engine_ahead_free(rq->ahead);
 	free(rq->hdrs);
@@ -136,14 +201,18 @@ static void
 enqueue(struct mlt_req *rq)
 {
 	__atomic_add_fetch(&rq->refs, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&rq->mc->queued, 1, __ATOMIC_RELAXED);
 	mailbox_post(eng.mbox, &rq->link);
 }
+
+static bool run_here(struct mlt_req *rq, const struct timespec *end);
 
 /* mlt_req_post - to the engine, nobody waits; the caller's reference goes */
 void
 mlt_req_post(struct mlt_req *rq)
 {
-	enqueue(rq);
+	if (!run_here(rq, NULL))	/* the lock if free now: a post never waits */
+		enqueue(rq);
 	mlt_req_unref(rq);
 }
 
@@ -189,7 +258,8 @@ mlt_req_call(struct mlt_req *rq, unsigned deadline_ms)
 	int v;
 
 	mono_deadline(&end, deadline_ms);
-	enqueue(rq);
+	if (!run_here(rq, &end))
+		enqueue(rq);
 	for (;;) {
 		v = MLT_PENDING;
 		if (!__atomic_compare_exchange_n(&rq->done, &v, MLT_SLEEPING, false, __ATOMIC_ACQ_REL,
@@ -215,6 +285,15 @@ req_complete(struct mlt_req *rq)
 /* ---------------------------------------------------------------------
  * Stages
  */
+
+static const char *
+stage_name(enum mlt_stage st)
+{
+	static const char *const names[] = { "connect", "helo", "mail", "rcpt", "data", "abort",
+	    "close", "eoh" };
+
+	return (unsigned)st < sizeof(names) / sizeof(names[0]) ? names[st] : "?";
+}
 
 static enum rules_stage
 rules_stage_of(enum mlt_stage st)
@@ -270,6 +349,9 @@ mc_step(struct mlt_conn *mc)
 	default:
 		break;
 	}
+	log_msg(LOG_L_DEBUG, mc->id, "milter stage=%s taken-on=%s answered-on=%s",
+	    stage_name(rq->stage), rq->here ? "callback" : "engine",
+	    on_engine_thread ? "engine" : "callback");
 	req_complete(rq);
 }
 
@@ -391,6 +473,14 @@ take(struct mlt_req *rq)
 {
 	struct mlt_conn *mc = rq->mc;
 
+	if (rq->before != NULL) {
+		/* MAIL's request, kept back by the callbacks: first */
+		struct mlt_req *b = rq->before;
+
+		rq->before = NULL;
+		b->here = rq->here;
+		take(b);
+	}
 	if (rq->stage == MS_EOH) {
 		/* the header is in: its DKIM keys and DMARC records are asked
 		 * ahead; nobody waits, and a request being worked on goes on */
@@ -440,17 +530,120 @@ static void
 wake_cb(struct mbox_link *item, void *arg)
 {
 	(void)arg;
-	if (item == &stop_item)
+	if (item == &stop_item) {
 		event_base_loopbreak(eng.base);
-	else
-		take((struct mlt_req *)(void *)item);
+	} else if (item == &nudge_item) {
+		/* nothing to do: the loop's next turn sees the events a
+		 * callback added while it slept */
+		__atomic_store_n(&eng.nudged, false, __ATOMIC_RELEASE);
+	} else {
+		struct mlt_req *rq = (struct mlt_req *)(void *)item;
+
+		__atomic_sub_fetch(&rq->mc->queued, 1, __ATOMIC_RELAXED);	/* before CLOSE frees it */
+		take(rq);
+	}
+}
+
+/* nudge - wake the engine thread's loop (once for any number of calls
+ * until it ran) */
+static void
+nudge(void)
+{
+	if (!__atomic_exchange_n(&eng.nudged, true, __ATOMIC_ACQ_REL))
+		mailbox_post(eng.mbox, &nudge_item);
+}
+
+static int
+base_events(void)
+{
+	return event_base_get_num_events(eng.base, EVENT_BASE_COUNT_ACTIVE |
+	    EVENT_BASE_COUNT_VIRTUAL | EVENT_BASE_COUNT_ADDED);
+}
+
+/* run_here - the request taken on the caller's thread, with the engine
+ * lock (see DESCRIPTION); false when it must go through the mailbox: the
+ * engine thread has never let the lock go (its loop does not sleep in
+ * epoll_wait), the lock is not had by end, an earlier request of the
+ * connection is still in the mailbox, or the request is an abort or a
+ * close (they free what the loop may still report: the engine thread's).
+ * end NULL: only a lock free at once (a post, which never waits) */
+static bool
+run_here(struct mlt_req *rq, const struct timespec *end)
+{
+	int n;
+	bool wake;
+
+	if (rq->stage == MS_ABORT || rq->stage == MS_CLOSE ||
+	    !__atomic_load_n(&eng.running, __ATOMIC_ACQUIRE) ||
+	    !__atomic_load_n(&eng.lock_given, __ATOMIC_ACQUIRE) ||
+	    __atomic_load_n(&eng.engine_wants, __ATOMIC_ACQUIRE))
+		return false;
+	if (pthread_mutex_trylock(&eng.lock) != 0) {
+		/* held: by the engine thread in a turn of its loop, or by
+		 * another connection's callback; waited for until end (a
+		 * wall-clock deadline: the monotonic one's time left) */
+		struct timespec rel, abs;
+
+		if (end == NULL || !ms_left(end, &rel))
+			return false;
+		clock_gettime(CLOCK_REALTIME, &abs);
+		abs.tv_sec += rel.tv_sec;
+		abs.tv_nsec += rel.tv_nsec;
+		if (abs.tv_nsec >= 1000000000L) {
+			abs.tv_sec++;
+			abs.tv_nsec -= 1000000000L;
+		}
+		if (pthread_mutex_timedlock(&eng.lock, &abs) != 0)
+			return false;
+	}
+	if (__atomic_load_n(&rq->mc->queued, __ATOMIC_RELAXED) != 0) {
+		pthread_mutex_unlock(&eng.lock);
+		return false;	/* after those, in order */
+	}
+	n = base_events();
+	__atomic_add_fetch(&rq->refs, 1, __ATOMIC_RELAXED);	/* the engine's, as enqueue() */
+	rq->here = true;
+	take(rq);
+	/* a check started, a timer armed, a stage waiting: the loop sleeps
+	 * with a timeout and a set of events from before, so it must turn */
+	wake = base_events() != n || __atomic_load_n(&rq->done, __ATOMIC_ACQUIRE) != MLT_DONE;
+	pthread_mutex_unlock(&eng.lock);
+	if (wake)
+		nudge();
+	return true;
+}
+
+/* epoll_wait - libevent's wait for its loop: this definition in the
+ * program is the one libevent's call resolves to. On the engine thread,
+ * a wait that may sleep lets the engine lock go and takes it back before
+ * libevent looks at what came; any other caller just waits. */
+int
+epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+{
+	int rc, err;
+
+	if (!on_engine_thread || timeout == 0)
+		return epoll_pwait(epfd, events, maxevents, timeout, NULL);
+	__atomic_store_n(&eng.lock_given, true, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&eng.lock);
+	rc = epoll_pwait(epfd, events, maxevents, timeout, NULL);
+	err = errno;
+	/* callbacks take the mailbox's way until the loop has the lock */
+	__atomic_store_n(&eng.engine_wants, true, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&eng.lock);
+	__atomic_store_n(&eng.engine_wants, false, __ATOMIC_RELEASE);
+	errno = err;
+	return rc;
 }
 
 static void *
 engine_main(void *arg)
 {
 	(void)arg;
+	on_engine_thread = true;
+	pthread_mutex_lock(&eng.lock);
 	event_base_dispatch(eng.base);
+	pthread_mutex_unlock(&eng.lock);
 	return NULL;
 }
 
@@ -486,6 +679,7 @@ mlt_engine_start(struct conf *c, char *err, size_t errlen)
 	/* the DNSBL probes and the greylist store's save run on this loop */
 	engine_timers_start(eng.base, mlt_policy_get);
 	eng.mbox = mailbox_new(eng.base, wake_cb, NULL);
+	pthread_mutex_init(&eng.lock, NULL);
 	eng.running = true;
 	if (pthread_create(&eng.thread, NULL, engine_main, NULL) != 0) {
 		snprintf(err, errlen, "pthread_create failed");
@@ -501,6 +695,10 @@ mlt_engine_stop(void)
 	__atomic_store_n(&eng.running, false, __ATOMIC_RELEASE);
 	mailbox_post(eng.mbox, &stop_item);
 	pthread_join(eng.thread, NULL);
+	/* a callback still inside run_here() (libmilter has stopped: none
+	 * should be) finishes before the engine goes; none starts again */
+	pthread_mutex_lock(&eng.lock);
+	pthread_mutex_unlock(&eng.lock);
 	engine_timers_stop();
 	engine_shutdown();	/* the pool, the resolver, the loop's parts, the store saved */
 	control_close();

@@ -366,3 +366,101 @@ def test_killed_under_load(mpostfix, milter_factory):
         assert final(steps) == 250, steps
     for t in results:
         assert mpostfix.wait_messages_with(("Subject: %s\n" % t).encode(), timeout=20), t
+
+
+# ---------------------------------------------------------------------
+# Threads: a stage answered on libmilter's callback thread (the engine
+# lock, mlt_engine.c), or handed to the engine thread when it must wait
+
+def _answers(m, sender):
+    """{stage: (taken-on, answered-on)} of the connection whose verdict line
+    names sender (the debug line of each request)"""
+    log = m.log()
+    ids = re.findall(r"([0-9a-f]{16}) verdict=[^\n]*from=<%s>" % re.escape(sender), log)
+    assert len(ids) == 1, (sender, log[-3000:])
+    return {st: (t, a) for st, t, a in re.findall(
+        r"%s milter stage=(\w+) taken-on=(\w+) answered-on=(\w+)" % ids[0], log)}
+
+
+def _sauth_milter(milter_factory, dns, dkim_key):
+    zones(dns, dkim_key[1], domain="fast.test")
+    zones(dns, dkim_key[1], domain="slow.test")
+    return milter_factory(resolver=dns.resolver, dns_timeout="5s", spf="yes", dkim="yes",
+                          dmarc="rfc7489", on=[
+                              'rcpt spf is fail reject 550 5.7.23 "SPF check failed"',
+                              'data dmarc is fail and dmarc-policy is reject reject 550 5.7.1 '
+                              '"DMARC policy says reject"',
+                              'data true add-header X-Moat-Spf "$spf"'])
+
+
+def test_stage_on_callback_thread_while_lookup_in_flight(mpostfix, milter_factory, dns,
+                                                          dkim_key):
+    """With everything a stage reads in the caches, MAIL, RCPT and the end
+    of data are answered on libmilter's thread (no hand-off to the engine
+    thread), also while another connection's SPF lookup is in flight on
+    the engine's loop; that connection's RCPT waits for its lookup and is
+    answered from the engine thread, with the same verdict as always."""
+    m = _sauth_milter(milter_factory, dns, dkim_key)
+    key = dkim_key[0]
+    # warm the caches for fast.test (this first message may wait for DNS)
+    steps = run_session(mpostfix.port, "client.test", "warm@fast.test", ["user@example.org"],
+                        signed(key, frm="warm@fast.test", subject="warm", d="fast.test"))
+    assert steps[-1][:2] == ("dot", 250), steps
+    dns.set_delay("slow.test", 2.5)
+    slow = {}
+
+    def run_slow():
+        t0 = time.monotonic()
+        slow["steps"] = run_session(mpostfix.port, "client.test", "a@slow.test",
+                                    ["user@example.org"],
+                                    signed(key, frm="a@slow.test", subject="slow", d="slow.test"))
+        slow["took"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run_slow)
+    t.start()
+    # the slow connection's RCPT waits for SPF once the engine asked
+    assert harness.wait_for(lambda: dns.queries("slow.test"), 10), m.log()[-3000:]
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    fast = run_session(mpostfix.port, "client.test", "b@fast.test", ["user@example.org"],
+                       signed(key, frm="b@fast.test", subject="fast", d="fast.test"))
+    fast_took = time.monotonic() - t0
+    assert t.is_alive(), "the slow lookup ended before the fast session ran"
+    t.join(30)
+    assert fast[-1][:2] == ("dot", 250), fast
+    assert fast_took < 1.5, fast_took
+    assert slow["steps"][-1][:2] == ("dot", 250), slow
+    assert slow["took"] >= 2.4, slow
+    # the fast connection never went through the engine thread's loop
+    here = ("callback", "callback")
+    assert _answers(m, "b@fast.test") == {"connect": here, "helo": here, "mail": here,
+                                           "rcpt": here, "data": here}, m.log()[-3000:]
+    # the slow one's RCPT waited for SPF: answered from the engine thread
+    assert _answers(m, "a@slow.test")["rcpt"] == ("callback", "engine"), m.log()[-3000:]
+    for subj in (b"fast", b"slow"):
+        got = mpostfix.wait_messages_with(b"Subject: " + subj + b"\n", timeout=20)
+        assert len(got) == 1 and b"X-Moat-Spf: pass" in got[0], got
+
+
+def test_check_deadline_armed_on_callback_thread(mpostfix, milter_factory, dns):
+    """A stage taken on a callback's thread adds timers to the loop while
+    the loop's thread sleeps with nothing else to do (the zone's query
+    at connect, its dns-timeout; the check deadline at RCPT, which waits
+    for it): the loop is nudged, so they fire on time (the lookup a
+    temperror after 1 s, the rule not met, 250), not at the callback
+    deadline (-t 20: 451 4.4.3)."""
+    dns.set_drop("7.0.0.127.drop.test")
+    m = milter_factory(args=["-t", "20"], resolver=dns.resolver, dns_timeout="1s",
+                       dnsbl="drop.test probe no",
+                       on=['rcpt dnsbl-score >= 1 reject 554 5.7.1 "listed"'])
+    t0 = time.monotonic()
+    steps = run_session(mpostfix.port, "client.test", "d@sender.test", ["user@example.org"],
+                        message("deadline"))
+    took = time.monotonic() - t0
+    rc = [s for s in steps if s[0] == "rcpt"][0]
+    assert rc[1] == 250, (steps, m.log()[-3000:])
+    assert steps[-1][:2] == ("dot", 250), steps
+    assert 0.9 <= took < 8, took
+    got = _answers(m, "d@sender.test")
+    assert got["connect"] == ("callback", "callback"), got   # its zone query sent from there
+    assert got["rcpt"] == ("callback", "engine"), got
