@@ -24,7 +24,16 @@ static const char *log_prog = "moat";
 static bool log_syslog;
 static bool log_no_socket;	/* syslog, but no /dev/log: errors also to stderr */
 static pid_t log_pid;		/* set by log_init */
-static volatile int log_min = LOG_L_INFO;
+/* the threshold: set at start and by a reload (SIGHUP, on one thread)
+ * while other threads read it for every line: atomic, relaxed (a line
+ * written at the old level around a reload is fine) */
+static int log_min = LOG_L_INFO;
+
+static inline int
+log_min_now(void)
+{
+	return __atomic_load_n(&log_min, __ATOMIC_RELAXED);
+}
 static log_sink_fn log_sink;
 static void *log_sink_arg;
 static char log_heads[LOG_L_PANIC + 1][96];	/* "PROG[PID]: LEVEL: ", by log_init */
@@ -50,7 +59,7 @@ log_init(const char *prog, bool use_syslog, enum log_level min)
 		log_head_len[i] = r > 0 && (size_t)r < sizeof(log_heads[i]) ? (size_t)r : 0;
 	}
 	log_syslog = use_syslog;
-	log_min = min;
+	__atomic_store_n(&log_min, (int)min, __ATOMIC_RELAXED);
 	if (use_syslog)
 		openlog(prog, LOG_PID | LOG_NDELAY, LOG_MAIL);
 	/* syslog(3) drops lines silently when nothing listens: an error, or
@@ -62,7 +71,7 @@ log_init(const char *prog, bool use_syslog, enum log_level min)
 void
 log_set_level(enum log_level min)
 {
-	log_min = min;
+	__atomic_store_n(&log_min, (int)min, __ATOMIC_RELAXED);
 }
 
 /* log_set_sink - each line to fn (its level, session id and message)
@@ -85,7 +94,7 @@ log_level_name(enum log_level lvl)
 bool
 log_enabled(enum log_level lvl)
 {
-	return (int)lvl >= log_min;
+	return (int)lvl >= log_min_now();
 }
 
 /* log_head - what goes in front of the message on stderr: "PROG[PID]:
@@ -184,7 +193,7 @@ log_text(enum log_level lvl, uint64_t sid, const char *text, size_t len)
 	char line[LOG_LINE_MAX];
 	size_t n, body;
 
-	if ((int)lvl < log_min)
+	if ((int)lvl < log_min_now())
 		return;
 	n = body = log_head(lvl, sid, line, sizeof(line));
 	if (len > sizeof(line) - 2 - n)
@@ -199,7 +208,7 @@ log_msg(enum log_level lvl, uint64_t sid, const char *fmt, ...)
 {
 	va_list ap;
 
-	if ((int)lvl < log_min)
+	if ((int)lvl < log_min_now())
 		return;
 	va_start(ap, fmt);
 	log_vline(lvl, sid, 0, fmt, ap);
@@ -213,7 +222,7 @@ log_errno(enum log_level lvl, uint64_t sid, const char *fmt, ...)
 	va_list ap;
 	int err = errno;
 
-	if ((int)lvl < log_min)
+	if ((int)lvl < log_min_now())
 		return;
 	va_start(ap, fmt);
 	log_vline(lvl, sid, err, fmt, ap);
