@@ -920,6 +920,25 @@ ups_dispatch(struct ups *h)
 		ups_pump(h);
 }
 
+/* ups_take_line - one reply line out of in (CR LF taken off) into line
+ * (UPS_LINE_MAX + 1 bytes), its length in *len: 1; 0 when no whole line
+ * is in yet; -1 when the line is over UPS_LINE_MAX (in or coming) */
+static int
+ups_take_line(struct evbuffer *in, char *line, size_t *len)
+{
+	size_t eol_len = 0;
+	struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+
+	if (p.pos < 0)
+		return evbuffer_get_length(in) > UPS_LINE_MAX ? -1 : 0;
+	if ((size_t)p.pos > UPS_LINE_MAX)
+		return -1;
+	*len = (size_t)p.pos;
+	evbuffer_remove(in, line, *len);
+	evbuffer_drain(in, eol_len);
+	return 1;
+}
+
 /* ups_read_cb - reply lines from the upstream */
 static void
 ups_read_cb(struct conn *cn, void *arg)
@@ -930,21 +949,14 @@ ups_read_cb(struct conn *cn, void *arg)
 	char line[UPS_LINE_MAX + 1];
 
 	while (!h->closing && h->c == u && u != NULL && u->conn == cn && u->st != UPS_DEAD) {
-		size_t eol_len = 0, len;
-		struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		size_t len;
+		int got = ups_take_line(in, line, &len);
 
-		if (p.pos < 0) {
-			if (evbuffer_get_length(in) > UPS_LINE_MAX)
+		if (got <= 0) {
+			if (got < 0)
 				ups_fail(h, "line-too-long", NULL);
 			return;
 		}
-		len = (size_t)p.pos;
-		if (len > UPS_LINE_MAX) {
-			ups_fail(h, "line-too-long", NULL);
-			return;
-		}
-		evbuffer_remove(in, line, len);
-		evbuffer_drain(in, eol_len);
 		if (u->inf_h == NULL) {
 			ups_fail(h, "unsolicited-reply", NULL);
 			return;
@@ -1256,28 +1268,21 @@ ups_pool_feed(struct ups_conn *u)
 	char line[UPS_LINE_MAX + 1];
 
 	while (evbuffer_get_length(in) > 0) {
-		size_t eol_len = 0, len;
-		struct evbuffer_ptr p;
+		size_t len;
+		int got;
 		struct ups_cmd *c = u->inf_h;
 
 		if (c == NULL) {
 			ups_pool_drop(u, false, "unsolicited");
 			return false;
 		}
-		p = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-		if (p.pos < 0) {
-			if (evbuffer_get_length(in) <= UPS_LINE_MAX)
-				return true;	/* the rest of the line later */
+		got = ups_take_line(in, line, &len);
+		if (got == 0)
+			return true;	/* the rest of the line later */
+		if (got < 0) {
 			ups_pool_drop(u, false, "line-too-long");
 			return false;
 		}
-		len = (size_t)p.pos;
-		if (len > UPS_LINE_MAX) {
-			ups_pool_drop(u, false, "line-too-long");
-			return false;
-		}
-		evbuffer_remove(in, line, len);
-		evbuffer_drain(in, eol_len);
 		switch (reply_feed_line(&u->r, line, len)) {
 		case REPLY_MORE:
 			break;
