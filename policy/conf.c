@@ -75,6 +75,9 @@ static const struct conf_enum conf_upstls_words[] = {
 	{ "none", CONF_UTLS_NONE }, { "opportunistic", CONF_UTLS_OPPORTUNISTIC },
 	{ "required", CONF_UTLS_REQUIRED }, { NULL, 0 }
 };
+static const struct conf_enum conf_uconn_words[] = {
+	{ "helo", CONF_UCONN_HELO }, { "mail", CONF_UCONN_MAIL }, { NULL, 0 }
+};
 static const struct conf_enum conf_listen_words[] = {
 	{ "submission", CONF_LISTEN_SUBMISSION }, { "implicit-tls", CONF_LISTEN_IMPLICIT_TLS },
 	{ "no-starttls", CONF_LISTEN_NO_STARTTLS }, { "policy", CONF_LISTEN_POLICY },
@@ -114,6 +117,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "workers", CT_COUNT, O(workers), 0, 64, "0", NULL },
 	{ "upstream", CT_ADDR, O(upstream), 0, 0, NULL, NULL },
 	{ "upstream-identity", CT_ENUM, O(identity), 0, 0, "xclient", conf_identity_words },
+	{ "upstream-connect", CT_ENUM, O(upstream_connect), 0, 0, "helo", conf_uconn_words },
 	{ "upstream-connect-timeout", CT_DUR, O(upstream_connect_ms), 100, 600 * SEC, "30s", NULL },
 	{ "upstream-timeout", CT_DUR, O(upstream_timeout_ms), 100, 599 * SEC, "300s", NULL },
 	{ "max-sessions", CT_COUNT, O(max_sessions), 1, 1000000, "1000", NULL },

@@ -707,6 +707,10 @@ helo_finish(struct session *s, bool go)
 		sess_ehlo_reply(s);
 	else
 		sess_replyf(s, "250 %s", s->conf->hostname);
+	if (s->conf->upstream_connect == CONF_UCONN_HELO)
+		/* XCLIENT and the EHLO after it while the client says
+		 * MAIL and its checks run: MAIL finds the upstream ready */
+		ups_prepare(sess_upstream(s));
 }
 
 /* sess_mail_line - render MAIL for the upstream from the parsed values */

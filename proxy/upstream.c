@@ -10,7 +10,8 @@
  *	the owner's callbacks and at most one connection (struct ups_conn)
  *	at a time; a connection can go (it failed, or STARTTLS dropped an
  *	authenticated one) and a later command opens the next, while the
- *	owner keeps the same struct ups. The first ups_submit() connects:
+ *	owner keeps the same struct ups. ups_prepare() (at the client's
+ *	accepted HELO or EHLO) or else the first ups_submit() connects:
  *	greeting (220), EHLO with our hostname, then the client's identity
  *	(XCLIENT, answered by a new 220 and followed by a second EHLO, or a
  *	PROXY v1/v2 header sent before anything else; asked from the owner
@@ -19,6 +20,14 @@
  *	pipelined when the upstream offers PIPELINING, and sent one at a
  *	time otherwise. DATA is a barrier: nothing follows it until its 354
  *	arrived and the message and its dot are written.
+ *
+ *	The identity XCLIENT gave is remembered as ups_ident_key() (the HELO
+ *	name, ESMTP or not, the login): a connection set up at the client's
+ *	first EHLO may serve a client that greeted again, or logged in, since.
+ *	Before MAIL or AUTH goes, a changed key sends XCLIENT and the EHLO
+ *	after it again (the connection back in setup; MAIL waits in the
+ *	out-queue), never on a connection the upstream said 235 on, whose
+ *	login is its own.
  *
  *	When the upstream offers CHUNKING and the message is spooled in
  *	memory, DATA goes as one "BDAT n LAST" (RFC 3030) instead: the
@@ -45,7 +54,8 @@
  * REUSE
  *	When a session ends with nothing of its own on its upstream connection
  *	(no command queued or unanswered but upstream.c's own RSET or NOOP,
- *	no DATA under way), and the identity can be changed on it (XCLIENT,
+ *	or the XCLIENT and EHLO of a setup the owner did not wait for, no
+ *	DATA under way), and the identity can be changed on it (XCLIENT,
  *	or none), the connection is parked in its worker's pool (at most
  *	UPS_POOL_MAX, for at most UPS_POOL_IDLE_MS) instead of being closed.
  *	A transaction the upstream still has open (moat refused the
@@ -182,6 +192,7 @@ struct ups_conn {
 	bool authed;		/* the upstream said 235 to AUTH: never reused */
 	bool xclient_due;	/* taken with replies owed, no PIPELINING: XCLIENT
 				 * goes once they are in */
+	uint64_t ident_key;	/* ups_ident_key() of the identity XCLIENT gave */
 	struct worker *w;	/* while pooled */
 	struct ups_conn *pprev, *pnext;
 	struct reply r;
@@ -242,6 +253,8 @@ ups_xclient_recall(char *buf, size_t size)
 static void ups_fail(struct ups *h, const char *why, const struct reply *r);
 static void ups_connect(struct ups *h, bool fresh);
 static bool ups_pool_take(struct ups *h);
+static bool ups_send_xclient(struct ups *h);
+static bool ups_ident_stale(struct ups *h);
 static void ups_closer_free(struct ups_closer *cl);
 static void ups_quit_cb(struct conn *cn, void *arg);
 static void ups_quit_event_cb(struct conn *cn, enum conn_ev what, void *arg);
@@ -563,6 +576,21 @@ ups_pump(struct ups *h)
 			break;
 		if (c->kind == UK_DATA && u->ninflight > 0)
 			break;	/* DATA goes alone, after every earlier reply */
+		if ((c->kind == UK_MAIL || c->kind == UK_AUTH) && ups_ident_stale(h)) {
+			/* the connection was set up for the client as it was
+			 * (ups_prepare() at its first EHLO): XCLIENT again,
+			 * then EHLO, before what begins the transaction or
+			 * the login; outside a transaction, as Postfix wants */
+			log_msg(LOG_L_DEBUG, h->sid, "upstream identity=changed");
+			u->st = UPS_SETUP;
+			if (u->ninflight > 0 && !(u->caps & UPS_CAP_PIPELINING))
+				u->xclient_due = true;
+			else if (!ups_send_xclient(h)) {
+				ups_fail(h, "xclient-too-long", NULL);
+				return;
+			}
+			break;
+		}
 		u->out_h = c->next;
 		if (u->out_h == NULL)
 			u->out_t = NULL;
@@ -642,6 +670,23 @@ ups_send_ehlo2(struct ups *h)
 	ups_send_line(h, UK_EHLO2, line, (size_t)n);
 }
 
+/* ups_ident_key - what of the client's identity can change in a session
+ * (its HELO name, ESMTP or not, its login), hashed (FNV-1a): a changed key
+ * means the upstream must hear XCLIENT again */
+static uint64_t
+ups_ident_key(const struct ident_client *ic)
+{
+	uint64_t k = 0xcbf29ce484222325ull;
+	const char *login = ic->login != NULL ? ic->login : "";
+
+	for (size_t i = 0; i < ic->helolen; i++)
+		k = (k ^ (unsigned char)ic->helo[i]) * 0x100000001b3ull;
+	k = (k ^ (ic->helo != NULL ? 1u : 0u) ^ (ic->esmtp ? 2u : 0u)) * 0x100000001b3ull;
+	for (size_t i = 0; login[i] != 0; i++)
+		k = (k ^ (unsigned char)login[i]) * 0x100000001b3ull;
+	return k;
+}
+
 /* ups_send_xclient - pass the client's identity */
 static bool
 ups_send_xclient(struct ups *h)
@@ -655,8 +700,23 @@ ups_send_xclient(struct ups *h)
 	n = ident_xclient(u->xclient, strlen(u->xclient), &ic, line, sizeof(line));
 	if (n < 0)
 		return false;
+	u->ident_key = ups_ident_key(&ic);
 	ups_send_line(h, UK_XCLIENT, line, (size_t)n);
 	return true;
+}
+
+/* ups_ident_stale - has the client's identity changed since XCLIENT gave
+ * it (a new HELO or EHLO, STARTTLS and the EHLO after it, a login)? Not
+ * on a connection the upstream said 235 on: the login is its own */
+static bool
+ups_ident_stale(struct ups *h)
+{
+	struct ident_client ic;
+
+	if (h->conf->identity != CONF_ID_XCLIENT || h->c->authed)
+		return false;
+	ups_ident(h, &ic);
+	return ups_ident_key(&ic) != h->c->ident_key;
 }
 
 /* ups_ready - setup done: send what the owner queued */
@@ -1090,6 +1150,22 @@ ups_retry_fresh(const struct ups_conn *u)
 	return true;
 }
 
+/* ups_owned - is anything of the owner's on u (a command of its, sent or
+ * queued; a transaction or a login the upstream holds)? A connection
+ * taken ahead of the first command (ups_prepare()) that fails has
+ * nothing: the owner need not hear of it, the next command connects */
+static bool
+ups_owned(const struct ups_conn *u)
+{
+	if (u->in_txn || u->authed)
+		return true;
+	for (int i = 0; i < 2; i++)
+		for (const struct ups_cmd *c = i == 0 ? u->inf_h : u->out_h; c; c = c->next)
+			if (!ups_cmd_setup(c) && c->kind != UK_RSET && c->kind != UK_QUIT)
+				return true;
+	return false;
+}
+
 /* ups_fail - this upstream connection is over: 4xx for everything waiting */
 static void
 ups_fail(struct ups *h, const char *why, const struct reply *r)
@@ -1097,6 +1173,7 @@ ups_fail(struct ups *h, const char *why, const struct reply *r)
 	struct ups_conn *u = h->c;
 	struct ups_cmd *list[2], *c;
 	bool setup = u->st != UPS_READY;
+	bool owned = ups_owned(u);
 	char esc[LOG_ESC_SIZE] = "";
 	size_t l0 = 0;
 	const char *t0;
@@ -1163,7 +1240,7 @@ ups_fail(struct ups *h, const char *why, const struct reply *r)
 	list[1] = u->out_h;
 	u->inf_h = u->inf_t = u->out_h = u->out_t = NULL;
 	u->ninflight = 0;
-	if (!h->closing)
+	if (!h->closing && owned)
 		h->o.lost(h->o.arg);
 	for (int i = 0; i < 2; i++) {
 		while ((c = list[i]) != NULL) {
@@ -1327,15 +1404,24 @@ ups_pool_event_cb(struct conn *cn, enum conn_ev what, void *arg)
 }
 
 /* ups_parkable - nothing of the owner's on u: no command queued or
- * unanswered but upstream.c's own RSET or NOOP, no DATA under way */
+ * unanswered but upstream.c's own RSET or NOOP, no DATA under way; or,
+ * on a connection whose capabilities are known (the owner left while its
+ * identity was being passed), the XCLIENT and the EHLO after it: their
+ * 2xx are awaited in the pool like an RSET's */
 static bool
 ups_parkable(const struct ups_conn *u)
 {
-	if (u->st != UPS_READY || u->blocked || u->out_h != NULL)
+	bool setup = u->st == UPS_SETUP && (u->caps & UPS_CAP_KNOWN);
+
+	if ((u->st != UPS_READY && !setup) || u->blocked || u->out_h != NULL)
 		return false;
-	for (const struct ups_cmd *c = u->inf_h; c; c = c->next)
-		if ((c->kind != UK_RSET && c->kind != UK_NOOP) || c->slot != NULL)
+	for (const struct ups_cmd *c = u->inf_h; c; c = c->next) {
+		if (c->slot != NULL)
 			return false;
+		if (c->kind != UK_RSET && c->kind != UK_NOOP &&
+		    (!setup || (c->kind != UK_XCLIENT && c->kind != UK_EHLO2)))
+			return false;
+	}
 	return true;
 }
 
@@ -1369,6 +1455,8 @@ ups_pool_put(struct ups *h)
 	}
 	for (struct ups_cmd *c = u->inf_h; c; c = c->next)
 		c->own = true;	/* the next owner's retry leaves them behind */
+	u->xclient_due = false;	/* not sent: the next owner sends its own */
+	u->st = UPS_READY;
 	h->c = NULL;
 	u->w = w;
 	u->pnext = w->ups_pool;
@@ -1480,6 +1568,22 @@ ups_connect(struct ups *h, bool fresh)
 		if (h->c == u && u->st != UPS_DEAD)
 			ups_fail(h, "connect-failed", NULL);
 	}
+}
+
+/* ups_prepare - take the connection now (from the pool, or a new one) and
+ * set it up, so that it is ready when the owner's first command comes;
+ * nothing when there is one, or three were used */
+void
+ups_prepare(struct ups *h)
+{
+	if (h->closing)
+		return;
+	if (h->c != NULL && h->c->st == UPS_DEAD)
+		ups_retire(h);
+	if (h->c != NULL || h->connects >= 3)
+		return;
+	log_msg(LOG_L_DEBUG, h->sid, "upstream prepare");
+	ups_connect(h, false);
 }
 
 /* ups_submit - queue a command for the upstream, connecting if needed */

@@ -16,6 +16,13 @@
  *	upstream.c knows nothing of the session's insides. A struct slot is
  *	the owner's place for a client reply: upstream.c only hands it back.
  *
+ *	ups_prepare() connects (or takes a parked connection) and sets it
+ *	up ahead of any command, so that the first one finds it ready (the
+ *	session calls it once the client's HELO or EHLO is accepted, unless
+ *	upstream-connect is mail); a connection set up so that fails before
+ *	the owner sent anything is not the owner's loss (no lost callback):
+ *	the next command connects again.
+ *
  *	ups_submit() queues a command (the line with its CRLF, copied) and
  *	connects first when needed; sl is the slot its reply goes to (NULL
  *	for RSET and QUIT, which are answered by nobody); sp is the message
@@ -75,6 +82,7 @@ struct ups *ups_new(struct worker *w, const struct conf *c, uint64_t sid,
 	const struct ups_owner *o);
 void ups_submit(struct ups *u, enum ups_kind kind, const char *line, size_t len,
 	struct slot *sl, struct spool *sp);
+void ups_prepare(struct ups *u);		/* connect and set up now, ahead of a command */
 bool ups_has_txn(const struct ups *u);		/* a transaction open or opening; NULL: false */
 bool ups_dot_pending(const struct ups *u);	/* the message went upstream, no answer yet */
 bool ups_gave_up(const struct ups *u);		/* three connections used, none left */

@@ -508,6 +508,160 @@ def test_refused_data_rset_goes_before_pipelined_mail(fake_factory, moatd_factor
 
 
 # ===========================================================================
+# The upstream session taken at the client's EHLO (upstream-connect helo)
+
+
+def xclient_lines(raw):
+    return [l for l in raw.split(b"\r\n") if l.startswith(b"XCLIENT ")]
+
+
+@pytest.mark.timeout(60)
+def test_upstream_set_up_at_ehlo_before_mail(fake_factory, moatd_factory):
+    """By default (upstream-connect helo) moatd connects upstream and passes
+    the client's identity (XCLIENT, then EHLO with the client's name) as soon
+    as it has answered the client's EHLO: the upstream has both before the
+    client says MAIL, so MAIL waits for no setup round trip."""
+    fake = fake_factory()
+    m = moatd_factory(fake.address)
+    with m.client(source="127.0.0.7") as c:
+        c.ehlo("early.test")
+        assert wait_for(lambda: b"EHLO early.test\r\n" in fake.all_raw(), 5), fake.all_raw()
+        assert b"MAIL FROM" not in fake.all_raw()
+        rs = smtp_transaction(c, message("early-setup"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    raw = fake.all_raw()
+    x = xclient_lines(raw)
+    assert len(x) == 1 and b"ADDR=127.0.0.7" in x[0] and b"HELO=early.test" in x[0], raw
+    assert raw.index(b"EHLO early.test\r\n") < raw.index(b"MAIL FROM:"), raw
+    assert len(fake.accepted()) == 1
+
+
+@pytest.mark.timeout(60)
+def test_upstream_connect_mail_waits_for_mail(fake_factory, moatd_factory):
+    """upstream-connect mail: a session that never says MAIL (a probe, an
+    address checker) never reaches the upstream; the first MAIL connects."""
+    fake = fake_factory()
+    m = moatd_factory(fake.address, upstream_connect="mail")
+    with m.client() as c:
+        c.ehlo("probe.test")
+        assert c.cmd("NOOP").code == 250
+        time.sleep(1.0)
+        assert fake.all_raw() == b"" and not fake.conns, fake.all_raw()
+        rs = smtp_transaction(c, message("connect-at-mail"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    raw = fake.all_raw()
+    assert b"HELO=probe.test" in xclient_lines(raw)[0], raw
+    assert len(fake.accepted()) == 1
+
+
+@pytest.mark.timeout(60)
+def test_identity_changed_after_setup_passed_again(fake_factory, moatd_factory):
+    """The upstream was set up for the client's first EHLO; the client
+    greets again with another name before MAIL: moatd gives the upstream
+    the new identity (XCLIENT, EHLO) before MAIL, never MAIL under the old
+    name. A second message in the same session, with no new EHLO, goes
+    without another XCLIENT."""
+    fake = fake_factory()
+    m = moatd_factory(fake.address)
+    with m.client() as c:
+        c.ehlo("first.test")
+        assert wait_for(lambda: b"EHLO first.test\r\n" in fake.all_raw(), 5), fake.all_raw()
+        c.ehlo("second.test")
+        for tag in ("changed-1", "changed-2"):
+            rs = smtp_transaction(c, message(tag))
+            assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    raw = fake.all_raw()
+    x = xclient_lines(raw)
+    assert [b"HELO=first.test" in x[0], b"HELO=second.test" in x[1], len(x)] == \
+        [True, True, 2], raw
+    first_mail = raw.index(b"MAIL FROM:")
+    assert raw.index(x[1]) < raw.index(b"EHLO second.test\r\n") < first_mail, raw
+    assert len(fake.accepted()) == 2
+
+
+@pytest.mark.postfix
+@pytest.mark.timeout(90)
+def test_identity_changed_after_setup_reaches_postfix(postfix, moatd_factory):
+    """The same against Postfix: the Received: line of the message names the
+    client's last HELO, and Postfix warns about nothing."""
+    m = moatd_factory("127.0.0.1:%d" % postfix.port, log_level="debug")
+    tag = "ident-changed-%d" % m.port
+    start = len(postfix.log())
+    with m.client(source="127.0.0.8") as c:
+        c.ehlo("before.test")
+        # set up for before.test: XCLIENT and EHLO answered
+        assert wait_for(lambda: "upstream ready" in m.log(), 10), m.log()[-2000:]
+        c.ehlo("after.test")
+        rs = smtp_transaction(c, message(tag))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    msgs = postfix.wait_messages_with(tag, 1, 15)
+    assert len(msgs) == 1, postfix.log()[start:][-3000:]
+    received = re.findall(rb"^Received: .*(?:\n[ \t].*)*", msgs[0], re.M)
+    assert received[0].startswith(b"Received: from after.test "), received[0]
+    assert b"[127.0.0.8]" in received[0], received[0]
+    assert not [l for l in postfix.log()[start:].splitlines() if "warning" in l], \
+        postfix.log()[start:][-3000:]
+
+
+@pytest.mark.timeout(60)
+def test_session_gone_during_setup_parks_connection(fake_factory, moatd_factory):
+    """A client that leaves while its identity is still being passed (the
+    upstream slow to answer XCLIENT) leaves the connection parked, not
+    dropped: the pool awaits the XCLIENT's 2xx, and the next session takes
+    the same connection with its own XCLIENT and gets its message through."""
+    n = {"x": 0}
+
+    def xclient(arg):
+        n["x"] += 1
+        if n["x"] == 1:
+            time.sleep(1.0)
+        return None
+    fake = fake_factory(replies={"XCLIENT": xclient})
+    m = moatd_factory(fake.address, workers=1)
+    with m.client(source="127.0.0.9") as c:
+        c.ehlo("leaver.test")
+        assert wait_for(lambda: b"HELO=leaver.test" in fake.all_raw(), 5), fake.all_raw()
+        c.cmd("QUIT")
+    time.sleep(1.5)     # the XCLIENT's reply comes to the parked connection
+    with m.client(source="127.0.0.10") as c:
+        c.ehlo("stayer.test")
+        rs = smtp_transaction(c, message("after-parked-setup"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    assert len(fake.conns) == 1, [bytes(k.raw) for k in fake.conns]
+    x = xclient_lines(fake.all_raw())
+    assert len(x) == 2 and b"HELO=stayer.test" in x[1], fake.all_raw()
+    assert "upstream reused" in m.log(), m.log()[-2000:]
+    assert len(fake.accepted()) == 1
+
+
+@pytest.mark.timeout(60)
+def test_setup_at_ehlo_fails_mail_connects_again(fake_factory, moatd_factory):
+    """The connection taken at EHLO fails before the client says anything
+    more (the upstream greets with 421): the client hears nothing of it,
+    and its MAIL opens a new connection that works."""
+    n = {"c": 0}
+
+    def connect(arg):
+        n["c"] += 1
+        return "421 4.3.2 busy, come back" if n["c"] == 1 else None
+    fake = fake_factory(replies={"CONNECT": connect})
+    m = moatd_factory(fake.address)
+    with m.client() as c:
+        c.ehlo("retry.test")
+        assert wait_for(lambda: "upstream error=greeting" in m.log(), 5), m.log()[-2000:]
+        rs = smtp_transaction(c, message("after-failed-setup"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    assert n["c"] == 2
+    assert len(fake.accepted()) == 1
+
+
+# ===========================================================================
 # PIP - pipelining
 
 
