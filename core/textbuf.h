@@ -7,6 +7,7 @@
  *	void tb_str(struct textbuf *b, const char *s);
  *	void tb_u64(struct textbuf *b, uint64_t v);
  *	void tb_ll(struct textbuf *b, long long v);
+ *	void tb_secs(struct textbuf *b, uint64_t ms);
  *
  * DESCRIPTION
  *	For the lines written for every message at log-level info (the
@@ -15,7 +16,8 @@
  *	cap bytes is left out whole and nothing after it is appended
  *	(full); the text is not terminated: n bytes of buf are the line.
  *	A caller that wants a group of pieces whole or not at all keeps n
- *	before it and puts it back when full.
+ *	before it and puts it back when full. tb_secs() writes a count of
+ *	milliseconds as seconds with three decimals (1234: "1.234").
  */
 #ifndef MOAT_TEXTBUF_H
 #define MOAT_TEXTBUF_H
@@ -69,6 +71,16 @@ tb_ll(struct textbuf *b, long long v)
 	} else {
 		tb_u64(b, (uint64_t)v);
 	}
+}
+
+static inline void
+tb_secs(struct textbuf *b, uint64_t ms)
+{
+	char d[4] = { '.', (char)('0' + ms % 1000 / 100), (char)('0' + ms % 100 / 10),
+		      (char)('0' + ms % 10) };
+
+	tb_u64(b, ms / 1000);
+	tb_put(b, d, 4);
 }
 
 #endif

@@ -336,13 +336,8 @@ vl_line(const struct vl_line_in *in, const struct vl_rec *r, const struct vl_rcp
 	if (in->queue_id != NULL && in->queue_id[0])
 		vb_esc(&t, "queue_id", in->queue_id, strlen(in->queue_id), "", "");
 	if (r != NULL) {
-		uint64_t ms = now_ms - r->start_ms;
-		char d[4] = { '.', (char)('0' + ms % 1000 / 100), (char)('0' + ms % 100 / 10),
-			      (char)('0' + ms % 10) };
-
 		tb_str(&t, " time=");
-		tb_u64(&t, ms / 1000);
-		tb_put(&t, d, 4);
+		tb_secs(&t, now_ms - r->start_ms);
 	}
 
 	if (r != NULL) {

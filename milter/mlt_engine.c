@@ -101,6 +101,7 @@
 #include "mlt.h"
 #include "rules.h"
 #include "smtp_parse.h"
+#include "textbuf.h"
 #include "xalloc.h"
 
 struct mlt_conn {
@@ -441,8 +442,8 @@ mc_intake(struct mlt_conn *mc, struct mlt_req *rq)
 static void
 mc_log_end(struct mlt_conn *mc, const struct mlt_req *rq)
 {
-	char who[ENG_WHO_SIZE], esc[LOG_ESC_SIZE];
-	unsigned long long ms = mono_ms() - mc->start_ms;
+	char who[ENG_WHO_SIZE], esc[LOG_ESC_SIZE], line[ENG_WHO_SIZE + LOG_ESC_SIZE + 100];
+	struct textbuf b = TEXTBUF(line, sizeof(line));
 
 	if (mc->e == NULL)
 		return;		/* never set up */
@@ -451,9 +452,20 @@ mc_log_end(struct mlt_conn *mc, const struct mlt_req *rq)
 		return;
 	engine_who(mc->e, NULL, who, sizeof(who));
 	log_escape(esc, sizeof(esc), mc->name ? mc->name : "", mc->name ? strlen(mc->name) : 0);
-	log_msg(LOG_L_INFO, mc->id, "disconnect %s reason=%s messages=%u time=%llu.%03llu "
-	    "name=\"%s\"%s", who, rq->code != 0 ? "refused" : "close", mc->nmsgs, ms / 1000,
-	    ms % 1000, esc, mc->submission ? " submission=yes" : "");
+	/* appended, not printf'd: a line for every connection at info */
+	tb_str(&b, "disconnect ");
+	tb_str(&b, who);
+	tb_str(&b, rq->code != 0 ? " reason=refused" : " reason=close");
+	tb_str(&b, " messages=");
+	tb_u64(&b, mc->nmsgs);
+	tb_str(&b, " time=");
+	tb_secs(&b, mono_ms() - mc->start_ms);
+	tb_str(&b, " name=\"");
+	tb_str(&b, esc);
+	tb_str(&b, "\"");
+	if (mc->submission)
+		tb_str(&b, " submission=yes");
+	log_text(LOG_L_INFO, mc->id, line, b.n);
 }
 
 /* mc_free - the connection ends: answers in flight will find nobody */

@@ -1620,8 +1620,6 @@ sess_log_end(const struct session *s)
 {
 	char who[ENG_WHO_SIZE], tls[200], line[ENG_WHO_SIZE + 600];
 	uint64_t ms = sess_now_ms() - s->start_ms;
-	char frac[4] = { '.', (char)('0' + ms % 1000 / 100), (char)('0' + ms % 100 / 10),
-			 (char)('0' + ms % 10) };
 	struct textbuf b = TEXTBUF(line, sizeof(line));
 
 	if (!log_enabled(LOG_L_INFO))
@@ -1640,8 +1638,7 @@ sess_log_end(const struct session *s)
 	tb_str(&b, " errors=");
 	tb_u64(&b, s->errors);
 	tb_str(&b, " time=");
-	tb_u64(&b, ms / 1000);
-	tb_put(&b, frac, 4);
+	tb_secs(&b, ms);
 	tb_str(&b, tls);
 	if (s->via != NULL) {
 		tb_str(&b, " via=");
