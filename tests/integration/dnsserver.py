@@ -363,6 +363,11 @@ class DnsServer:
                 t.bind((self.host, self._want_port))
                 port = t.getsockname()[1]
                 u.bind((self.host, port))
+                # a burst of queries (a hundred sessions asking at once)
+                # must not overflow the default buffer (~200 datagrams):
+                # a datagram dropped there is a query the resolver only
+                # gives up on at its timeout
+                u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
                 t.listen(16)
                 t.setblocking(False)
                 u.setblocking(False)
