@@ -11,7 +11,9 @@
  * more RETRY_S later. epoll, one thread, at most CONCURRENCY connections.
  * Bounded: the plan's sessions, TIMEOUT_S per session, BUDGET_S in all.
  * Prints the same JSON as mixgen.py run (counts by kind and outcome,
- * latencies from "." sent to the final reply, wall times).
+ * latencies from "." sent to the final reply, wall times, the start in
+ * CLOCK_MONOTONIC and the retries accepted before the last first attempt
+ * ended: bench/mix's end-to-end time).
  *
  *	mixclient ... SEED --lookups DNS_IP REDIS_PORT
  *
@@ -756,18 +758,27 @@ static int open_conn(struct sess *s, int port, double timeout)
 }
 
 static double t0, first_wall, retry;
-static long done, first_acc;
+/* first_acc: accepted at the first attempt; retry_acc: retries accepted so
+ * far; retry_acc_first: retries accepted by the time the last first attempt
+ * ended (the messages the system accepted inside first_wall besides first_acc) */
+static long done, first_acc, retry_acc, retry_acc_first;
 
 /* the session of c ended with OUT: counted, c freed, a retry scheduled */
 static void settle(struct conn *c, const char *out)
 {
 	struct sess *s = c->s;
 	int first = s->tries == 1;
-	if (first && strcmp(out, "accepted") == 0 && !seed_mode)
-		first_acc++;
+	if (strcmp(out, "accepted") == 0 && !seed_mode) {
+		if (first)
+			first_acc++;
+		else
+			retry_acc++;
+	}
 	finish(c, out);
-	if (first)
+	if (first) {
 		first_wall = now() - t0;
+		retry_acc_first = retry_acc;
+	}
 	if (s->retry_at < 0)
 		s->retry_at = now() + retry;
 	if (s->done)
@@ -1007,7 +1018,9 @@ int main(int argc, char **argv)
 		printf("%s\"unfinished\": %ld", comma ? ", " : "", left);
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	printf("}, \"accepted\": %ld, \"client_cpu_s\": %.3f", acc,
+	/* t0_mono: the start in CLOCK_MONOTONIC seconds (Python's time.monotonic) */
+	printf("}, \"accepted\": %ld, \"retry_accepted_in_first\": %ld, \"t0_mono\": %.6f, "
+	    "\"client_cpu_s\": %.3f", acc, retry_acc_first, t0,
 	    ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
 	if (lookups)
 		printf(", \"lookups\": {\"dns_names\": %ld, \"dns_sent\": %ld, \"dns_resent\": %ld, "

@@ -325,7 +325,9 @@ async def run(port, sessions, concurrency, retry_delay, timeout, budget, seed=Fa
     sem = asyncio.Semaphore(concurrency)
     t_end = time.monotonic() + budget
 
-    first = [0.0, 0]          # when the last first attempt ended; accepted on first attempts
+    # when the last first attempt ended; accepted on first attempts; retries
+    # accepted so far, and by the time the last first attempt ended
+    first = [0.0, 0, 0, 0]
 
     async def one(s):
         msg = stuffed(base64.b64decode(s["msg"]))
@@ -334,26 +336,30 @@ async def run(port, sessions, concurrency, retry_delay, timeout, budget, seed=Fa
                 out = "skipped-budget"
             else:
                 out = await attempt(port, s, msg, timeout, lat, seed)
-            first[0] = max(first[0], time.perf_counter() - t0)
+            if time.perf_counter() - t0 >= first[0]:
+                first[0], first[3] = time.perf_counter() - t0, first[2]
             first[1] += out == "accepted"
         if out == "tempfail-rcpt" and s["kind"] == "greylist" and time.monotonic() < t_end:
             await asyncio.sleep(retry_delay)
             async with sem:
                 out = "retried-" + await attempt(port, s, msg, timeout, lat)
+            first[2] += out == "retried-accepted"
         key = s["kind"] + " " + out
         counts[key] = counts.get(key, 0) + 1
 
-    t0 = time.perf_counter()
+    t0, t0_mono = time.perf_counter(), time.monotonic()
     await asyncio.gather(*(one(s) for s in sessions))
     wall = time.perf_counter() - t0
     lat.sort()
 
     def pct(p):
         return 1000 * lat[min(len(lat) - 1, int(p * len(lat)))] if lat else 0.0
-    acc = sum(v for k, v in counts.items() if k.endswith(" accepted"))
+    # every accepted message, retries included (as bench/mixclient.c counts)
+    acc = sum(v for k, v in counts.items() if k.endswith((" accepted", " retried-accepted")))
     # first_wall_s: the time of every session's first attempt, without the
     # idle wait of greylisted retries (those show in wall_s and the counts)
     return {"wall_s": wall, "first_wall_s": first[0], "first_accepted": first[1],
+            "retry_accepted_in_first": first[3], "t0_mono": t0_mono,
             "lat_ms": [round(1000 * x, 3) for x in lat], "counts": dict(sorted(counts.items())), "accepted": acc,
             "eod_replies": len(lat), "sessions": len(sessions),
             "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
