@@ -117,7 +117,7 @@ static const struct conf_setting conf_settings[] = {
 	{ "workers", CT_COUNT, O(workers), 0, 64, "0", NULL },
 	{ "upstream", CT_ADDR, O(upstream), 0, 0, NULL, NULL },
 	{ "upstream-identity", CT_ENUM, O(identity), 0, 0, "xclient", conf_identity_words },
-	{ "upstream-connect", CT_ENUM, O(upstream_connect), 0, 0, "helo", conf_uconn_words },
+	{ "upstream-connect", CT_ENUM, O(upstream_connect), 0, 0, "mail", conf_uconn_words },
 	{ "upstream-connect-timeout", CT_DUR, O(upstream_connect_ms), 100, 600 * SEC, "30s", NULL },
 	{ "upstream-timeout", CT_DUR, O(upstream_timeout_ms), 100, 599 * SEC, "300s", NULL },
 	{ "max-sessions", CT_COUNT, O(max_sessions), 1, 1000000, "1000", NULL },

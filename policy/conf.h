@@ -38,7 +38,7 @@ enum conf_logdest { CONF_LOG_STDERR = 0, CONF_LOG_SYSLOG };
 enum conf_dmarc { CONF_DMARC_OFF = 0, CONF_DMARC_7489, CONF_DMARC_BIS };
 enum conf_preply { CONF_PREPLY_SMTP = 0, CONF_PREPLY_ACTIONS };
 enum conf_ups_tls { CONF_UTLS_NONE = 0, CONF_UTLS_OPPORTUNISTIC, CONF_UTLS_REQUIRED };
-enum conf_ups_connect { CONF_UCONN_HELO = 0, CONF_UCONN_MAIL };
+enum conf_ups_connect { CONF_UCONN_MAIL = 0, CONF_UCONN_HELO };
 
 /* listener options: listen ADDR:PORT [submission] [implicit-tls] [no-starttls] */
 #define CONF_LISTEN_SUBMISSION   0x01u	/* AUTH offered (a submission port) */

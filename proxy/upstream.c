@@ -10,8 +10,9 @@
  *	the owner's callbacks and at most one connection (struct ups_conn)
  *	at a time; a connection can go (it failed, or STARTTLS dropped an
  *	authenticated one) and a later command opens the next, while the
- *	owner keeps the same struct ups. ups_prepare() (at the client's
- *	accepted HELO or EHLO) or else the first ups_submit() connects:
+ *	owner keeps the same struct ups. The first ups_submit() (or, with
+ *	upstream-connect helo, ups_prepare() at the client's accepted HELO
+ *	or EHLO) connects:
  *	greeting (220), EHLO with our hostname, then the client's identity
  *	(XCLIENT, answered by a new 220 and followed by a second EHLO, or a
  *	PROXY v1/v2 header sent before anything else; asked from the owner
@@ -23,7 +24,8 @@
  *
  *	The identity XCLIENT gave is remembered as ups_ident_key() (the HELO
  *	name, ESMTP or not, the login): a connection set up at the client's
- *	first EHLO may serve a client that greeted again, or logged in, since.
+ *	first MAIL (or its first EHLO) may serve a client that greeted
+ *	again, or logged in, since.
  *	Before MAIL or AUTH goes, a changed key sends XCLIENT and the EHLO
  *	after it again (the connection back in setup; MAIL waits in the
  *	out-queue), never on a connection the upstream said 235 on, whose
@@ -578,7 +580,7 @@ ups_pump(struct ups *h)
 			break;	/* DATA goes alone, after every earlier reply */
 		if ((c->kind == UK_MAIL || c->kind == UK_AUTH) && ups_ident_stale(h)) {
 			/* the connection was set up for the client as it was
-			 * (ups_prepare() at its first EHLO): XCLIENT again,
+			 * (its first MAIL, or EHLO): XCLIENT again,
 			 * then EHLO, before what begins the transaction or
 			 * the login; outside a transaction, as Postfix wants */
 			log_msg(LOG_L_DEBUG, h->sid, "upstream identity=changed");

@@ -18,8 +18,8 @@
  *
  *	ups_prepare() connects (or takes a parked connection) and sets it
  *	up ahead of any command, so that the first one finds it ready (the
- *	session calls it once the client's HELO or EHLO is accepted, unless
- *	upstream-connect is mail); a connection set up so that fails before
+ *	session calls it once the client's HELO or EHLO is accepted, with
+ *	upstream-connect helo); a connection set up so that fails before
  *	the owner sent anything is not the owner's loss (no lost callback):
  *	the next command connects again.
  *

@@ -508,7 +508,8 @@ def test_refused_data_rset_goes_before_pipelined_mail(fake_factory, moatd_factor
 
 
 # ===========================================================================
-# The upstream session taken at the client's EHLO (upstream-connect helo)
+# When the upstream session is taken (upstream-connect), and the identity
+# passed again when it changed
 
 
 def xclient_lines(raw):
@@ -517,12 +518,12 @@ def xclient_lines(raw):
 
 @pytest.mark.timeout(60)
 def test_upstream_set_up_at_ehlo_before_mail(fake_factory, moatd_factory):
-    """By default (upstream-connect helo) moatd connects upstream and passes
-    the client's identity (XCLIENT, then EHLO with the client's name) as soon
+    """With upstream-connect helo moatd connects upstream and passes the
+    client's identity (XCLIENT, then EHLO with the client's name) as soon
     as it has answered the client's EHLO: the upstream has both before the
-    client says MAIL, so MAIL waits for no setup round trip."""
+    client says MAIL."""
     fake = fake_factory()
-    m = moatd_factory(fake.address)
+    m = moatd_factory(fake.address, upstream_connect="helo")
     with m.client(source="127.0.0.7") as c:
         c.ehlo("early.test")
         assert wait_for(lambda: b"EHLO early.test\r\n" in fake.all_raw(), 5), fake.all_raw()
@@ -539,10 +540,11 @@ def test_upstream_set_up_at_ehlo_before_mail(fake_factory, moatd_factory):
 
 @pytest.mark.timeout(60)
 def test_upstream_connect_mail_waits_for_mail(fake_factory, moatd_factory):
-    """upstream-connect mail: a session that never says MAIL (a probe, an
-    address checker) never reaches the upstream; the first MAIL connects."""
+    """upstream-connect mail (the default): a session that never says MAIL
+    (a probe, an address checker) never reaches the upstream; the first MAIL
+    connects."""
     fake = fake_factory()
-    m = moatd_factory(fake.address, upstream_connect="mail")
+    m = moatd_factory(fake.address)
     with m.client() as c:
         c.ehlo("probe.test")
         assert c.cmd("NOOP").code == 250
@@ -558,13 +560,13 @@ def test_upstream_connect_mail_waits_for_mail(fake_factory, moatd_factory):
 
 @pytest.mark.timeout(60)
 def test_identity_changed_after_setup_passed_again(fake_factory, moatd_factory):
-    """The upstream was set up for the client's first EHLO; the client
-    greets again with another name before MAIL: moatd gives the upstream
-    the new identity (XCLIENT, EHLO) before MAIL, never MAIL under the old
-    name. A second message in the same session, with no new EHLO, goes
-    without another XCLIENT."""
+    """upstream-connect helo: the upstream was set up for the client's first
+    EHLO; the client greets again with another name before MAIL: moatd
+    gives the upstream the new identity (XCLIENT, EHLO) before MAIL, never
+    MAIL under the old name. A second message in the same session, with no
+    new EHLO, goes without another XCLIENT."""
     fake = fake_factory()
-    m = moatd_factory(fake.address)
+    m = moatd_factory(fake.address, upstream_connect="helo")
     with m.client() as c:
         c.ehlo("first.test")
         assert wait_for(lambda: b"EHLO first.test\r\n" in fake.all_raw(), 5), fake.all_raw()
@@ -584,27 +586,88 @@ def test_identity_changed_after_setup_passed_again(fake_factory, moatd_factory):
 
 @pytest.mark.postfix
 @pytest.mark.timeout(90)
-def test_identity_changed_after_setup_reaches_postfix(postfix, moatd_factory):
-    """The same against Postfix: the Received: line of the message names the
-    client's last HELO, and Postfix warns about nothing."""
-    m = moatd_factory("127.0.0.1:%d" % postfix.port, log_level="debug")
-    tag = "ident-changed-%d" % m.port
+@pytest.mark.parametrize("mode", ["helo", "mail"])
+def test_identity_changed_reaches_postfix(postfix, moatd_factory, mode):
+    """Against Postfix: the client greets as before.test, then as after.test
+    (helo: before its first MAIL, once the upstream was set up for
+    before.test; mail: after a first message sent as before.test): the
+    Received: line of the message sent after the second EHLO names
+    after.test, and Postfix warns about nothing."""
+    m = moatd_factory("127.0.0.1:%d" % postfix.port, log_level="debug",
+                      upstream_connect=mode)
+    tag = "ident-changed-%s-%d" % (mode, m.port)
     start = len(postfix.log())
     with m.client(source="127.0.0.8") as c:
         c.ehlo("before.test")
-        # set up for before.test: XCLIENT and EHLO answered
-        assert wait_for(lambda: "upstream ready" in m.log(), 10), m.log()[-2000:]
+        if mode == "helo":
+            # set up for before.test: XCLIENT and EHLO answered
+            assert wait_for(lambda: "upstream ready" in m.log(), 10), m.log()[-2000:]
+        else:
+            rs = smtp_transaction(c, message(tag + "-first"))
+            assert rs[-1].code == 250, rs
         c.ehlo("after.test")
         rs = smtp_transaction(c, message(tag))
         assert rs[-1].code == 250, rs
         c.cmd("QUIT")
-    msgs = postfix.wait_messages_with(tag, 1, 15)
+    msgs = postfix.wait_messages_with(tag, 2 if mode == "mail" else 1, 15)
+    msgs = [x for x in msgs if (tag + "-first").encode() not in x]
     assert len(msgs) == 1, postfix.log()[start:][-3000:]
     received = re.findall(rb"^Received: .*(?:\n[ \t].*)*", msgs[0], re.M)
     assert received[0].startswith(b"Received: from after.test "), received[0]
     assert b"[127.0.0.8]" in received[0], received[0]
     assert not [l for l in postfix.log()[start:].splitlines() if "warning" in l], \
         postfix.log()[start:][-3000:]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["helo", "mail"])
+def test_upstream_connect_helo_mail_waits_for_no_setup(fake_factory, moatd_factory, mode):
+    """An upstream slow to answer (0.7 s for each EHLO and XCLIENT, as one
+    some distance away under load): with upstream-connect helo those round
+    trips are over by the time the client says MAIL, which is answered at
+    once; with mail, MAIL waits for them (three: EHLO, XCLIENT, EHLO)."""
+    def slow(arg):
+        time.sleep(0.7)
+        return None
+    fake = fake_factory(replies={"EHLO": slow, "XCLIENT": slow})
+    m = moatd_factory(fake.address, upstream_connect=mode)
+    with m.client() as c:
+        c.ehlo("slowup.test")
+        time.sleep(3.0)
+        t0 = time.monotonic()
+        r = c.cmd("MAIL FROM:<a@b.test>", timeout=10)
+        dt = time.monotonic() - t0
+        assert r.code == 250, r
+        if mode == "helo":
+            assert dt < 0.5, dt
+        else:
+            assert dt >= 2.0, dt
+        c.cmd("QUIT")
+
+
+@pytest.mark.timeout(60)
+def test_identity_changed_between_transactions(fake_factory, moatd_factory):
+    """upstream-connect mail (the default): the connection is set up at the
+    first MAIL with the client's HELO name; the client then greets again
+    with another name and sends a second message: XCLIENT and EHLO with
+    the new name go before its MAIL (the upstream's Received: line would
+    name the old one otherwise)."""
+    fake = fake_factory()
+    m = moatd_factory(fake.address)
+    with m.client() as c:
+        c.ehlo("one.test")
+        rs = smtp_transaction(c, message("between-1"))
+        assert rs[-1].code == 250, rs
+        c.ehlo("two.test")
+        rs = smtp_transaction(c, message("between-2"))
+        assert rs[-1].code == 250, rs
+        c.cmd("QUIT")
+    raw = fake.all_raw()
+    x = xclient_lines(raw)
+    assert len(x) == 2 and b"HELO=one.test" in x[0] and b"HELO=two.test" in x[1], raw
+    second_mail = raw.index(b"MAIL FROM:", raw.index(b"MAIL FROM:") + 1)
+    assert raw.index(x[1]) < raw.index(b"EHLO two.test\r\n") < second_mail, raw
+    assert len(fake.accepted()) == 2
 
 
 @pytest.mark.timeout(60)
@@ -621,7 +684,7 @@ def test_session_gone_during_setup_parks_connection(fake_factory, moatd_factory)
             time.sleep(1.0)
         return None
     fake = fake_factory(replies={"XCLIENT": xclient})
-    m = moatd_factory(fake.address, workers=1)
+    m = moatd_factory(fake.address, workers=1, upstream_connect="helo")
     with m.client(source="127.0.0.9") as c:
         c.ehlo("leaver.test")
         assert wait_for(lambda: b"HELO=leaver.test" in fake.all_raw(), 5), fake.all_raw()
@@ -650,7 +713,7 @@ def test_setup_at_ehlo_fails_mail_connects_again(fake_factory, moatd_factory):
         n["c"] += 1
         return "421 4.3.2 busy, come back" if n["c"] == 1 else None
     fake = fake_factory(replies={"CONNECT": connect})
-    m = moatd_factory(fake.address)
+    m = moatd_factory(fake.address, upstream_connect="helo")
     with m.client() as c:
         c.ehlo("retry.test")
         assert wait_for(lambda: "upstream error=greeting" in m.log(), 5), m.log()[-2000:]
