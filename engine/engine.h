@@ -145,6 +145,11 @@ int control_open(struct event_base *base, const char *path, const struct control
 	char *err, size_t errlen);
 void control_chown(uid_t uid, gid_t gid);
 void control_close(void);
+/* engine_drop_privileges - become the policy's user once the listening
+ * sockets are open, the control socket handed over first (privs.h); a
+ * warning naming who when that user is root; -1 with err when it fails
+ * (the caller does not start) */
+int engine_drop_privileges(const struct conf *c, const char *who, char *err, size_t errlen);
 /* engine_startup_checks - the upstream (when upstream: moatd), Redis, the
  * resolver, the greylist store's and spool directory's permissions for
  * user: one warning line each that fails (engine_check.c); blocks,

@@ -43,6 +43,7 @@
 #include "glstore.h"
 #include "log.h"
 #include "metrics.h"
+#include "privs.h"
 #include "workq.h"
 #include "xalloc.h"
 
@@ -341,6 +342,21 @@ control_chown(uid_t uid, gid_t gid)
 {
 	if (ctl_path != NULL && chown(ctl_path, uid, gid) != 0)
 		log_msg(LOG_L_WARN, 0, "control-socket %s: chown: %s", ctl_path, strerror(errno));
+}
+
+/* engine_drop_privileges - see engine.h */
+int
+engine_drop_privileges(const struct conf *c, const char *who, char *err, size_t errlen)
+{
+	switch (privs_drop(c->user, control_chown, err, errlen)) {
+	case PRIVS_ERROR:
+		return -1;
+	case PRIVS_KEPT_ROOT:
+		log_msg(LOG_L_WARN, 0, "user root: %s keeps running as root", who);
+		return 0;
+	default:
+		return 0;
+	}
 }
 
 void

@@ -40,7 +40,6 @@
 #include "dnsbl.h"
 #include "engine.h"
 #include "log.h"
-#include "privs.h"
 #include "mlt.h"
 
 /* listener_nodelay - TCP_NODELAY on libmilter's listening socket, so the
@@ -73,23 +72,6 @@ usage(void)
 {
 	fprintf(stderr, "usage: moat-milter [-n] [-f FILE] [-l SOCKET] [-c MAXCONN] [-t SECONDS]\n");
 	exit(2);
-}
-
-/* drop_privileges - become the configured user once the socket is open */
-static void
-drop_privileges(const struct conf *c)
-{
-	char err[256];
-
-	switch (privs_drop(c->user, control_chown, err, sizeof(err))) {
-	case PRIVS_ERROR:
-		fatal("%s", err);
-	case PRIVS_KEPT_ROOT:
-		log_msg(LOG_L_WARN, 0, "user root: moat-milter keeps running as root");
-		break;
-	default:
-		break;
-	}
 }
 
 int
@@ -166,7 +148,8 @@ main(int argc, char **argv)
 		fatal("%s", err);
 	if (c->startup_checks)
 		engine_startup_checks(c, false, false);
-	drop_privileges(c);
+	if (engine_drop_privileges(c, "moat-milter", err, sizeof(err)) != 0)
+		fatal("%s", err);
 	log_msg(LOG_L_INFO, 0, "ready socket=%s max-connections=%u deadline-ms=%u resolver=%s "
 	    "dnsbl-zones=%d", sock, mlt_opts.max_conns, mlt_opts.deadline_ms,
 	    dns_mode_name(c->resolver.mode), c->dnsbl ? c->dnsbl->n : 0);

@@ -40,7 +40,6 @@
 #include "dnsbl.h"
 #include "engine.h"
 #include "log.h"
-#include "privs.h"
 #include "moatd.h"
 #include "rules.h"
 #include "session.h"
@@ -277,23 +276,6 @@ fd_limits(const struct conf *c)
 	return cap > 0xffffffffu ? 0xffffffffu : (unsigned)cap;
 }
 
-/* drop_privileges - become the configured user once the sockets are bound */
-static void
-drop_privileges(const struct conf *c)
-{
-	char err[256];
-
-	switch (privs_drop(c->user, control_chown, err, sizeof(err))) {
-	case PRIVS_ERROR:
-		fatal("%s", err);
-	case PRIVS_KEPT_ROOT:
-		log_msg(LOG_L_WARN, 0, "user root: moatd keeps running as root");
-		break;
-	default:
-		break;
-	}
-}
-
 int
 main(int argc, char **argv)
 {
@@ -394,8 +376,9 @@ main(int argc, char **argv)
 
 		if (engine_metrics_open(main_base, c, err, sizeof(err)) != 0)
 			fatal("%s", err);
+		if (engine_drop_privileges(c, "moatd", err, sizeof(err)) != 0)
+			fatal("%s", err);
 	}
-	drop_privileges(c);
 
 	struct event *sigs[3] = {
 		evsignal_new(main_base, SIGTERM, signal_cb, NULL),

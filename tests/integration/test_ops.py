@@ -837,3 +837,41 @@ def test_second_moatd_on_the_same_address_refuses_to_start(moatd_sink, moatd_bin
         c.ehlo()
         rs = smtp_transaction(c, message("second-moatd"))
         assert rs[-1].code == 250, rs
+
+
+@pytest.mark.timeout(60)
+def test_crs_05_user_root_warned_unknown_user_refused(fake, moatd_factory, workdir):
+    """The start-up both programs share (engine_drop_privileges): told to
+    stay root, moatd and moat-milter run and each says so in a warning
+    naming itself; told to become a user that does not exist, each refuses
+    to start and names the user."""
+    if not harness.IS_ROOT:
+        pytest.skip("needs root")
+    m = moatd_factory(fake.address, user="root")
+    assert wait_for(lambda: "user root: moatd keeps running as root" in m.log(), 5), \
+        m.log()[-2000:]
+    with m.client() as c:
+        assert c.ehlo().code == 250
+    mm = harness.MoatMilter(workdir, harness.free_port(), name="milter-root", user="root")
+    mm.start()
+    try:
+        assert wait_for(lambda: "user root: moat-milter keeps running as root" in mm.log(), 5), \
+            mm.log()[-2000:]
+        assert mm.proc.poll() is None
+    finally:
+        mm.stop()
+    # (made here, not by the fixture, which takes an exit as a failure)
+    for bad in (harness.Moatd(workdir, fake.address, name="moatd-nouser",
+                              user="no-such-user-moat"),
+                harness.MoatMilter(workdir, harness.free_port(), name="milter-nouser",
+                                   user="no-such-user-moat")):
+        try:
+            bad.start()
+        except Exception:
+            pass    # it did not come up: what is checked below
+        try:
+            assert wait_for(lambda: bad.proc is not None and bad.proc.poll() is not None, 10)
+            assert bad.proc.returncode != 0
+            assert "user no-such-user-moat: no such user" in bad.log(), bad.log()[-1000:]
+        finally:
+            bad.stop()
