@@ -79,6 +79,9 @@ conf_restart_warnings(const struct conf *n, const struct conf *old)
 	    (n->control_socket != NULL && strcmp(n->control_socket, old->control_socket) != 0))
 		log_msg(LOG_L_WARN, 0, "reload: metrics-listen and control-socket changes take "
 		    "effect at restart");
+	if (strcmp(n->user, old->user) != 0)
+		log_msg(LOG_L_WARN, 0, "reload: user changes take effect at restart (root was "
+		    "given up at start)");
 }
 
 /* conf_current - a reference to the current policy (owned) */

@@ -875,3 +875,24 @@ def test_crs_05_user_root_warned_unknown_user_refused(fake, moatd_factory, workd
             assert "user no-such-user-moat: no such user" in bad.log(), bad.log()[-1000:]
         finally:
             bad.stop()
+
+
+@pytest.mark.timeout(40)
+def test_crs_03_reload_names_what_waits_for_a_restart(fake, moatd_factory):
+    """A reload that changes settings only a restart applies says so, one
+    warning per kind, and applies the rest (max-recipients here)."""
+    m = moatd_factory(fake.address, max_recipients=5)
+    write_conf(m, max_recipients="2", workers="3", user="daemon",
+               metrics_listen="127.0.0.1:%d" % harness.free_port())
+    m.signal(signal.SIGHUP)
+    assert m.wait_log(r"reload ok", 5), m.log()[-2000:]
+    log = m.log()
+    for what in ("listen, listen-backlog and workers changes take effect at restart",
+                 "metrics-listen and control-socket changes take effect at restart",
+                 "user changes take effect at restart"):
+        assert "reload: " + what in log, (what, log[-2000:])
+    with m.client() as c:
+        c.ehlo()
+        rs = rcpt_block(c, 3)
+        assert codes(rs) == [250, 250, 250, 452], rs
+        c.cmd("QUIT")
