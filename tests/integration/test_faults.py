@@ -165,18 +165,25 @@ class ReuseFaults:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("identity,how,verb", [
-    ("xclient", "close", "XCLIENT"),
-    ("xclient", "421", "XCLIENT"),
-    ("xclient", "close", "MAIL"),
-    ("xclient", "421", "MAIL"),
-    ("none", "close", "MAIL"),
-    ("none", "421", "MAIL"),
+@pytest.mark.parametrize("identity,how,verb,connect", [
+    ("xclient", "close", "XCLIENT", "mail"),
+    ("xclient", "421", "XCLIENT", "mail"),
+    ("xclient", "close", "MAIL", "mail"),
+    ("xclient", "421", "MAIL", "mail"),
+    ("none", "close", "MAIL", "mail"),
+    ("none", "421", "MAIL", "mail"),
+    # taken at EHLO (upstream-connect helo): the fault comes while the
+    # connection is being set up for a session that has sent nothing yet
+    ("xclient", "close", "XCLIENT", "helo"),
+    ("xclient", "421", "XCLIENT", "helo"),
+    ("xclient", "close", "MAIL", "helo"),
 ])
-def test_pooled_upstream_fails_on_reuse(fake_factory, moatd_factory, identity, how, verb):
+def test_pooled_upstream_fails_on_reuse(fake_factory, moatd_factory, identity, how, verb,
+                                        connect):
     f = ReuseFaults(how)
     fake = fake_factory(replies={".": f.dot, verb: f.first})
-    m = moatd_factory(fake.address, workers="1", upstream_identity=identity)
+    m = moatd_factory(fake.address, workers="1", upstream_identity=identity,
+                      upstream_connect=connect)
     results = []
     for i in range(20):
         with m.client() as c:
