@@ -22,14 +22,14 @@
  *	time otherwise. DATA is a barrier: nothing follows it until its 354
  *	arrived and the message and its dot are written.
  *
- *	The identity XCLIENT gave is remembered as ups_ident_key() (the HELO
- *	name, ESMTP or not, the login): a connection set up at the client's
- *	first MAIL (or its first EHLO) may serve a client that greeted
- *	again, or logged in, since.
- *	Before MAIL or AUTH goes, a changed key sends XCLIENT and the EHLO
- *	after it again (the connection back in setup; MAIL waits in the
- *	out-queue), never on a connection the upstream said 235 on, whose
- *	login is its own.
+ *	XCLIENT's HELO name and protocol are kept with the connection: one
+ *	set up at the client's first MAIL (or its first EHLO) may serve a
+ *	client that greeted again since (another name; STARTTLS and its
+ *	EHLO). Before MAIL or AUTH goes, a different name or protocol sends
+ *	XCLIENT and the EHLO after it again (the connection back in setup;
+ *	MAIL waits in the out-queue). The login needs no such check: it is
+ *	set only by the upstream's 235 on this very connection, and STARTTLS,
+ *	which drops it, drops that connection too (auth.c).
  *
  *	When the upstream offers CHUNKING and the message is spooled in
  *	memory, DATA goes as one "BDAT n LAST" (RFC 3030) instead: the
@@ -194,7 +194,9 @@ struct ups_conn {
 	bool authed;		/* the upstream said 235 to AUTH: never reused */
 	bool xclient_due;	/* taken with replies owed, no PIPELINING: XCLIENT
 				 * goes once they are in */
-	uint64_t ident_key;	/* ups_ident_key() of the identity XCLIENT gave */
+	char helo_sent[SMTP_DOMAIN_MAX + 1];	/* the HELO name XCLIENT gave */
+	size_t helo_sent_len;
+	bool esmtp_sent;	/* and its protocol */
 	struct worker *w;	/* while pooled */
 	struct ups_conn *pprev, *pnext;
 	struct reply r;
@@ -582,7 +584,8 @@ ups_pump(struct ups *h)
 			/* the connection was set up for the client as it was
 			 * (its first MAIL, or EHLO): XCLIENT again,
 			 * then EHLO, before what begins the transaction or
-			 * the login; outside a transaction, as Postfix wants */
+			 * the AUTH exchange; outside a transaction, as
+			 * Postfix wants */
 			log_msg(LOG_L_DEBUG, h->sid, "upstream identity=changed");
 			u->st = UPS_SETUP;
 			if (u->ninflight > 0 && !(u->caps & UPS_CAP_PIPELINING))
@@ -672,23 +675,6 @@ ups_send_ehlo2(struct ups *h)
 	ups_send_line(h, UK_EHLO2, line, (size_t)n);
 }
 
-/* ups_ident_key - what of the client's identity can change in a session
- * (its HELO name, ESMTP or not, its login), hashed (FNV-1a): a changed key
- * means the upstream must hear XCLIENT again */
-static uint64_t
-ups_ident_key(const struct ident_client *ic)
-{
-	uint64_t k = 0xcbf29ce484222325ull;
-	const char *login = ic->login != NULL ? ic->login : "";
-
-	for (size_t i = 0; i < ic->helolen; i++)
-		k = (k ^ (unsigned char)ic->helo[i]) * 0x100000001b3ull;
-	k = (k ^ (ic->helo != NULL ? 1u : 0u) ^ (ic->esmtp ? 2u : 0u)) * 0x100000001b3ull;
-	for (size_t i = 0; login[i] != 0; i++)
-		k = (k ^ (unsigned char)login[i]) * 0x100000001b3ull;
-	return k;
-}
-
 /* ups_send_xclient - pass the client's identity */
 static bool
 ups_send_xclient(struct ups *h)
@@ -702,23 +688,31 @@ ups_send_xclient(struct ups *h)
 	n = ident_xclient(u->xclient, strlen(u->xclient), &ic, line, sizeof(line));
 	if (n < 0)
 		return false;
-	u->ident_key = ups_ident_key(&ic);
+	/* what can change in a session (proceed_helo() bounds the name) */
+	u->helo_sent_len = ic.helo != NULL && ic.helolen < sizeof(u->helo_sent) ? ic.helolen : 0;
+	memcpy(u->helo_sent, ic.helo != NULL ? ic.helo : "", u->helo_sent_len);
+	u->esmtp_sent = ic.esmtp;
 	ups_send_line(h, UK_XCLIENT, line, (size_t)n);
 	return true;
 }
 
-/* ups_ident_stale - has the client's identity changed since XCLIENT gave
- * it (a new HELO or EHLO, STARTTLS and the EHLO after it, a login)? Not
- * on a connection the upstream said 235 on: the login is its own */
+/* ups_ident_stale - has the client greeted with another name or protocol
+ * since XCLIENT gave them (a second HELO or EHLO, STARTTLS and the EHLO
+ * after it)? Never on a connection the upstream said 235 on: XCLIENT
+ * would restart its session, and the login with it */
 static bool
 ups_ident_stale(struct ups *h)
 {
+	const struct ups_conn *u = h->c;
 	struct ident_client ic;
+	size_t len;
 
-	if (h->conf->identity != CONF_ID_XCLIENT || h->c->authed)
+	if (h->conf->identity != CONF_ID_XCLIENT || u->authed)
 		return false;
 	ups_ident(h, &ic);
-	return ups_ident_key(&ic) != h->c->ident_key;
+	len = ic.helo != NULL ? ic.helolen : 0;
+	return ic.esmtp != u->esmtp_sent || len != u->helo_sent_len ||
+	    memcmp(ic.helo != NULL ? ic.helo : "", u->helo_sent, len) != 0;
 }
 
 /* ups_ready - setup done: send what the owner queued */
